@@ -1,0 +1,2 @@
+//! Protocol benchmarks (placeholder until the criterion suite lands).
+fn main() {}

@@ -1,0 +1,659 @@
+//! A sans-IO node state: feed it attestations in any order with the current time, get the
+//! outcome of each and, per seller, the ledger.
+//!
+//! Like iroh-gossip's `proto`, it never reads a clock or touches a disk: the caller passes
+//! `now_ms` and drives the timer with [`State::tick`] at [`State::next_release_ms`]. The store
+//! and network crates wrap it; the offline verifier and the testnet use it as it is.
+//!
+//! What is kept is what the rules need, in compact records, so that a ledger over a million
+//! receipts is computed in well under a second: referrals are an arena indexed by `u32` and a
+//! chain walk is a few array reads.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::attestation::{Body, Currency};
+use crate::encoding::Attestation;
+use crate::keys::{Id, PublicKey};
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::limits::{MAX_CHAIN_HOPS, MAX_POLICY_DEPTH};
+use crate::payout;
+use crate::policy::{Policy, Rule};
+use crate::validation::{self, Fact, InvalidReason, Known, Lookup, Outcome};
+
+/// The outcome of one attestation, reported when it is inserted or when it changes (a pending
+/// one whose parent arrived, a held one whose time came).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The attestation.
+    pub id: Id,
+    /// Its outcome now.
+    pub outcome: Outcome,
+    /// It had been inserted before; nothing changed.
+    pub duplicate: bool,
+}
+
+/// Two receipts of one seller for one order: `counted` has the smaller id and is the one that
+/// counts; the pair is evidence that the seller equivocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Equivocation {
+    /// The receipt that counts (smaller id).
+    pub counted: Id,
+    /// The other receipt.
+    pub other: Id,
+}
+
+/// A buyer's PurchaseClaim names another referral than the counted Receipt of its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dispute {
+    /// The buyer's claim.
+    pub claim: Id,
+    /// The seller's counted receipt.
+    pub receipt: Id,
+    /// The referral the buyer names.
+    pub claimed_via: Option<Id>,
+    /// The referral the seller recorded.
+    pub recorded_via: Option<Id>,
+}
+
+const NONE: u32 = u32::MAX;
+
+struct OfferRec {
+    id: Id,
+    seller: PublicKey,
+    currency: Currency,
+    policy: Policy,
+}
+
+struct ReferralRec {
+    id: Id,
+    referrer: PublicKey,
+    /// Arena index of the parent, or NONE.
+    parent: u32,
+    created_at_ms: u64,
+    community: Option<Id>,
+}
+
+struct ReceiptRec {
+    id: Id,
+    offer: u32,
+    amount_minor: u64,
+    buyer: PublicKey,
+    /// Arena index of the referral, or NONE.
+    via: u32,
+    created_at_ms: u64,
+}
+
+/// Receipts of one (seller, order): the counted one (smallest id) and the rest.
+struct OrderSlot {
+    counted: u32,
+    others: Vec<u32>,
+}
+
+struct ClaimRec {
+    id: Id,
+    buyer: PublicKey,
+    offer: Id,
+    order: String,
+    via: Option<Id>,
+}
+
+struct SettlementRec {
+    participant: PublicKey,
+    currency: Currency,
+    amount_minor: u64,
+}
+
+/// Everything of one seller.
+#[derive(Default)]
+struct Market {
+    receipts: Vec<ReceiptRec>,
+    /// Keyed by the seller's order id. Order ids are chosen by sellers, so this map keeps
+    /// std's DoS-resistant hasher.
+    orders: HashMap<String, OrderSlot>,
+    refunded: FxHashSet<Id>,
+    settlements: Vec<SettlementRec>,
+    claims: Vec<ClaimRec>,
+}
+
+struct Waiting {
+    att: Attestation,
+}
+
+/// The in-memory state of one node (see the module docs).
+#[derive(Default)]
+pub struct State {
+    facts: FxHashMap<Id, Fact>,
+    invalid: FxHashMap<Id, InvalidReason>,
+    pending: FxHashMap<Id, Waiting>,
+    /// Missing id → pending ids waiting for it.
+    waiters: FxHashMap<Id, Vec<Id>>,
+    held: BTreeMap<(u64, Id), Attestation>,
+    held_ids: FxHashMap<Id, u64>,
+
+    offers: Vec<OfferRec>,
+    offer_index: FxHashMap<Id, u32>,
+    referrals: Vec<ReferralRec>,
+    referral_index: FxHashMap<Id, u32>,
+    markets: FxHashMap<PublicKey, Market>,
+    communities: FxHashMap<Id, PublicKey>,
+    /// (community, member) → (membership id, start).
+    memberships: FxHashMap<(Id, PublicKey), Vec<(Id, u64)>>,
+    /// Membership → earliest end.
+    membership_ends: FxHashMap<Id, u64>,
+}
+
+impl Known for State {
+    fn lookup(&self, id: &Id) -> Lookup {
+        if let Some(f) = self.facts.get(id) {
+            Lookup::Valid(*f)
+        } else if self.invalid.contains_key(id) {
+            Lookup::Invalid
+        } else {
+            Lookup::Unknown
+        }
+    }
+}
+
+impl State {
+    /// An empty state.
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// A state holding every envelope of `envelopes`, all checked, as seen at `now_ms`.
+    pub fn from_envelopes<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>, now_ms: u64) -> State {
+        let mut s = State::new();
+        for e in envelopes {
+            s.insert(e, now_ms);
+        }
+        s
+    }
+
+    /// Checks and inserts one envelope. The first report is this envelope's; any others are
+    /// attestations it unblocked.
+    pub fn insert(&mut self, envelope: &[u8], now_ms: u64) -> Vec<Report> {
+        let id = Id(*blake3::hash(envelope).as_bytes());
+        if let Some(r) = self.duplicate(&id) {
+            return vec![r];
+        }
+        let checked = validation::check(envelope);
+        let mut reports = Vec::new();
+        self.insert_checked_into(id, checked, now_ms, &mut reports);
+        reports
+    }
+
+    /// Checks and inserts many envelopes, verifying their signatures as one batch. Gives the
+    /// same reports as inserting them one by one in this order.
+    pub fn insert_batch(&mut self, envelopes: &[&[u8]], now_ms: u64) -> Vec<Report> {
+        let ids: Vec<Id> = envelopes
+            .iter()
+            .map(|e| Id(*blake3::hash(e).as_bytes()))
+            .collect();
+        let fresh: Vec<usize> = (0..envelopes.len())
+            .filter(|&i| self.duplicate(&ids[i]).is_none() && !ids[..i].contains(&ids[i]))
+            .collect();
+        let fresh_envelopes: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
+        let mut checked = validation::check_batch(&fresh_envelopes).into_iter();
+        let mut reports = Vec::new();
+        let mut next_fresh = fresh.iter().peekable();
+        for (i, id) in ids.iter().enumerate() {
+            if next_fresh.peek() == Some(&&i) {
+                next_fresh.next();
+                if let Some(c) = checked.next() {
+                    self.insert_checked_into(*id, c, now_ms, &mut reports);
+                }
+            } else if let Some(r) = self.duplicate(id) {
+                reports.push(r);
+            }
+        }
+        reports
+    }
+
+    /// Inserts an attestation that already passed [`validation::check`] (a store reloading
+    /// what it verified before).
+    pub fn insert_checked(&mut self, att: Attestation, now_ms: u64) -> Vec<Report> {
+        if let Some(r) = self.duplicate(&att.id) {
+            return vec![r];
+        }
+        let mut reports = Vec::new();
+        self.insert_checked_into(att.id, Ok(att), now_ms, &mut reports);
+        reports
+    }
+
+    fn duplicate(&self, id: &Id) -> Option<Report> {
+        self.outcome(id).map(|outcome| Report {
+            id: *id,
+            outcome,
+            duplicate: true,
+        })
+    }
+
+    fn insert_checked_into(
+        &mut self,
+        id: Id,
+        checked: Result<Attestation, InvalidReason>,
+        now_ms: u64,
+        reports: &mut Vec<Report>,
+    ) {
+        match checked {
+            Err(reason) => self.mark_invalid(id, reason, reports),
+            Ok(att) => {
+                if let Some(until_ms) = validation::held_until(att.body.created_at_ms(), now_ms) {
+                    self.held_ids.insert(id, until_ms);
+                    self.held.insert((until_ms, id), att);
+                    reports.push(Report {
+                        id,
+                        outcome: Outcome::Held { until_ms },
+                        duplicate: false,
+                    });
+                } else {
+                    self.evaluate(att, reports);
+                }
+            }
+        }
+    }
+
+    /// Releases the held attestations whose time has come.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Report> {
+        let mut reports = Vec::new();
+        while let Some(entry) = self.held.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let att = entry.remove();
+            self.held_ids.remove(&att.id);
+            self.evaluate(att, &mut reports);
+        }
+        reports
+    }
+
+    /// When [`State::tick`] next has something to release.
+    pub fn next_release_ms(&self) -> Option<u64> {
+        self.held.keys().next().map(|(t, _)| *t)
+    }
+
+    /// The current outcome of an id, if it was ever inserted.
+    pub fn outcome(&self, id: &Id) -> Option<Outcome> {
+        if self.facts.contains_key(id) {
+            Some(Outcome::Valid)
+        } else if let Some(r) = self.invalid.get(id) {
+            Some(Outcome::Invalid(r.clone()))
+        } else if let Some(w) = self.pending.get(id) {
+            let mut missing: Vec<Id> = w
+                .att
+                .body
+                .dependencies()
+                .into_iter()
+                .filter(|d| !self.facts.contains_key(d))
+                .collect();
+            missing.sort();
+            missing.dedup();
+            Some(Outcome::Pending { missing })
+        } else {
+            self.held_ids
+                .get(id)
+                .map(|&until_ms| Outcome::Held { until_ms })
+        }
+    }
+
+    /// Number of valid attestations.
+    pub fn valid_count(&self) -> usize {
+        self.facts.len()
+    }
+
+    /// Ids every pending attestation is waiting for (to fetch from peers).
+    pub fn missing(&self) -> Vec<Id> {
+        let mut v: Vec<Id> = self
+            .waiters
+            .keys()
+            .filter(|id| !self.facts.contains_key(id) && !self.invalid.contains_key(id))
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn mark_invalid(&mut self, id: Id, reason: InvalidReason, reports: &mut Vec<Report>) {
+        self.invalid.insert(id, reason.clone());
+        reports.push(Report {
+            id,
+            outcome: Outcome::Invalid(reason),
+            duplicate: false,
+        });
+        // Whatever waited for it can now never be valid.
+        let mut queue = Vec::new();
+        self.release_waiters(&id, &mut queue);
+        for att in queue {
+            self.evaluate(att, reports);
+        }
+    }
+
+    fn release_waiters(&mut self, id: &Id, queue: &mut Vec<Attestation>) {
+        for w in self.waiters.remove(id).unwrap_or_default() {
+            if let Some(p) = self.pending.remove(&w) {
+                queue.push(p.att);
+            }
+        }
+    }
+
+    /// Stage 2 for `att` and, transitively, for everything it unblocks.
+    fn evaluate(&mut self, att: Attestation, reports: &mut Vec<Report>) {
+        let mut queue = vec![att];
+        while let Some(att) = queue.pop() {
+            let id = att.id;
+            let (outcome, fact) = validation::contextual(&att.body, self);
+            match &outcome {
+                Outcome::Valid => {
+                    if let Some(f) = fact {
+                        self.facts.insert(id, f);
+                    }
+                    self.apply(&att);
+                    self.release_waiters(&id, &mut queue);
+                }
+                Outcome::Pending { missing } => {
+                    for m in missing {
+                        self.waiters.entry(*m).or_default().push(id);
+                    }
+                    self.pending.insert(id, Waiting { att });
+                }
+                Outcome::Invalid(reason) => {
+                    self.invalid.insert(id, reason.clone());
+                    self.release_waiters(&id, &mut queue);
+                }
+                Outcome::Held { .. } => {}
+            }
+            reports.push(Report {
+                id,
+                outcome,
+                duplicate: false,
+            });
+        }
+    }
+
+    /// Records a valid attestation in the payout indexes.
+    fn apply(&mut self, att: &Attestation) {
+        let id = att.id;
+        match &att.body {
+            Body::Offer(o) => {
+                self.offer_index.insert(id, self.offers.len() as u32);
+                self.offers.push(OfferRec {
+                    id,
+                    seller: o.seller,
+                    currency: o.currency,
+                    policy: o.policy,
+                });
+                self.markets.entry(o.seller).or_default();
+            }
+            Body::Referral(r) => {
+                let parent = r
+                    .parent
+                    .and_then(|p| self.referral_index.get(&p).copied())
+                    .unwrap_or(NONE);
+                self.referral_index.insert(id, self.referrals.len() as u32);
+                self.referrals.push(ReferralRec {
+                    id,
+                    referrer: r.referrer,
+                    parent,
+                    created_at_ms: r.created_at_ms,
+                    community: r.community,
+                });
+            }
+            Body::Receipt(r) => {
+                let offer = self.offer_index.get(&r.offer).copied().unwrap_or(NONE);
+                let via = r
+                    .via
+                    .and_then(|v| self.referral_index.get(&v).copied())
+                    .unwrap_or(NONE);
+                let m = self.markets.entry(r.seller).or_default();
+                let idx = m.receipts.len() as u32;
+                m.receipts.push(ReceiptRec {
+                    id,
+                    offer,
+                    amount_minor: r.amount_minor,
+                    buyer: r.buyer,
+                    via,
+                    created_at_ms: r.created_at_ms,
+                });
+                match m.orders.get_mut(&r.order) {
+                    None => {
+                        m.orders.insert(
+                            r.order.clone(),
+                            OrderSlot {
+                                counted: idx,
+                                others: Vec::new(),
+                            },
+                        );
+                    }
+                    Some(slot) => {
+                        if id < m.receipts[slot.counted as usize].id {
+                            slot.others.push(slot.counted);
+                            slot.counted = idx;
+                        } else {
+                            slot.others.push(idx);
+                        }
+                    }
+                }
+            }
+            Body::PurchaseClaim(c) => {
+                if let Some(&o) = self.offer_index.get(&c.offer) {
+                    let seller = self.offers[o as usize].seller;
+                    self.markets
+                        .entry(seller)
+                        .or_default()
+                        .claims
+                        .push(ClaimRec {
+                            id,
+                            buyer: c.buyer,
+                            offer: c.offer,
+                            order: c.order.clone(),
+                            via: c.via,
+                        });
+                }
+            }
+            Body::Refund(r) => {
+                self.markets
+                    .entry(r.seller)
+                    .or_default()
+                    .refunded
+                    .insert(r.receipt);
+            }
+            Body::Settlement(s) => {
+                self.markets
+                    .entry(s.seller)
+                    .or_default()
+                    .settlements
+                    .push(SettlementRec {
+                        participant: s.participant,
+                        currency: s.currency,
+                        amount_minor: s.amount_minor,
+                    });
+            }
+            Body::Community(c) => {
+                self.communities.insert(id, c.connector);
+            }
+            Body::Membership(m) => {
+                self.memberships
+                    .entry((m.community, m.member))
+                    .or_default()
+                    .push((id, m.created_at_ms));
+            }
+            Body::MembershipEnd(e) => {
+                let end = self.membership_ends.entry(e.membership).or_insert(u64::MAX);
+                *end = (*end).min(e.ends_at_ms);
+            }
+        }
+    }
+
+    /// Every seller this state holds something of, sorted.
+    pub fn sellers(&self) -> Vec<PublicKey> {
+        let mut v: Vec<PublicKey> = self.markets.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Receipts that count: per order, the one with the smallest id.
+    fn counted<'a>(&'a self, m: &'a Market) -> impl Iterator<Item = &'a ReceiptRec> + 'a {
+        m.orders
+            .values()
+            .map(move |slot| &m.receipts[slot.counted as usize])
+    }
+
+    /// Whether `member` was an admitted member of `community` at `at_ms`.
+    fn admitted(&self, community: &Id, member: &PublicKey, at_ms: u64) -> bool {
+        self.memberships
+            .get(&(*community, *member))
+            .is_some_and(|ms| {
+                ms.iter().any(|(mid, start)| {
+                    *start <= at_ms && self.membership_ends.get(mid).is_none_or(|&end| at_ms < end)
+                })
+            })
+    }
+
+    /// The ledger of `seller`, computed from scratch from the valid attestations.
+    pub fn ledger(&self, seller: &PublicKey) -> Ledger {
+        let Some(m) = self.markets.get(seller) else {
+            return Ledger::from_entries(*seller, Vec::new());
+        };
+        // (offer, buyer) → earliest counted, unrefunded purchase, for require_purchase.
+        let mut bought: FxHashMap<(u32, PublicKey), u64> = FxHashMap::default();
+        let needs_purchases = self
+            .counted(m)
+            .any(|r| self.offers[r.offer as usize].policy.require_purchase);
+        if needs_purchases {
+            for r in self.counted(m).filter(|r| !m.refunded.contains(&r.id)) {
+                let t = bought.entry((r.offer, r.buyer)).or_insert(u64::MAX);
+                *t = (*t).min(r.created_at_ms);
+            }
+        }
+
+        let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
+        let mut credit = |currency: Currency, who: PublicKey, amount: u64, refunded: bool| {
+            let s = sums.entry((currency, who)).or_default();
+            s[0] += u128::from(amount);
+            if refunded {
+                s[1] += u128::from(amount);
+            }
+        };
+        let mut hops: Vec<(PublicKey, u32)> = Vec::with_capacity(usize::from(MAX_POLICY_DEPTH));
+        let mut eligible: Vec<bool> = Vec::with_capacity(usize::from(MAX_POLICY_DEPTH));
+        for r in self.counted(m) {
+            let offer = &self.offers[r.offer as usize];
+            let p = &offer.policy;
+            let refunded = m.refunded.contains(&r.id);
+            // 1. Walk the chain, nearest the buyer first.
+            hops.clear();
+            eligible.clear();
+            let max_depth = usize::from(p.max_depth);
+            let mut chain_hops = 0u32;
+            let mut node = r.via;
+            while node != NONE && chain_hops < MAX_CHAIN_HOPS {
+                let h = &self.referrals[node as usize];
+                if h.created_at_ms > r.created_at_ms
+                    || r.created_at_ms - h.created_at_ms > p.window_ms
+                {
+                    break;
+                }
+                chain_hops += 1;
+                if hops.len() < max_depth {
+                    hops.push((h.referrer, node));
+                } else if p.rule != Rule::SplitProof {
+                    break; // only split_proof needs the chain's full length
+                }
+                node = h.parent;
+            }
+            // 2. Eligibility.
+            for (i, (key, node)) in hops.iter().enumerate() {
+                let ok = *key != r.buyer
+                    && key != seller
+                    && !hops[..i].iter().any(|(k, _)| k == key)
+                    && (!p.require_purchase
+                        || bought
+                            .get(&(r.offer, *key))
+                            .is_some_and(|&t| t < self.referrals[*node as usize].created_at_ms));
+                eligible.push(ok);
+            }
+            // 3. Split the pool.
+            let pool = payout::bps_of(r.amount_minor, p.pool_bps);
+            let shares = payout::split(p.rule, pool, &eligible, chain_hops);
+            for ((key, _), &amount) in hops.iter().zip(shares.as_slice()) {
+                if amount > 0 {
+                    credit(offer.currency, *key, amount, refunded);
+                }
+            }
+            // 4. The connector of hop 1's community, if hop 1's referrer is a member.
+            if p.connector_bps > 0 {
+                if let Some((member, node)) = hops.first() {
+                    let h = &self.referrals[*node as usize];
+                    if let Some(c) = h.community {
+                        if let Some(connector) = self.communities.get(&c) {
+                            let share = payout::bps_of(r.amount_minor, p.connector_bps);
+                            if share > 0
+                                && connector != seller
+                                && self.admitted(&c, member, h.created_at_ms)
+                            {
+                                credit(offer.currency, *connector, share, refunded);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for s in &m.settlements {
+            sums.entry((s.currency, s.participant)).or_default()[2] += u128::from(s.amount_minor);
+        }
+        let entries = sums
+            .into_iter()
+            .map(|((c, k), [e, r, s])| LedgerEntry::new(c, k, e, r, s))
+            .collect();
+        Ledger::from_entries(*seller, entries)
+    }
+
+    /// Pairs of receipts of one seller for one order (the first counts), sorted.
+    pub fn equivocations(&self, seller: &PublicKey) -> Vec<Equivocation> {
+        let Some(m) = self.markets.get(seller) else {
+            return Vec::new();
+        };
+        let mut v: Vec<Equivocation> = m
+            .orders
+            .values()
+            .flat_map(|slot| {
+                slot.others.iter().map(move |&o| Equivocation {
+                    counted: m.receipts[slot.counted as usize].id,
+                    other: m.receipts[o as usize].id,
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// PurchaseClaims that contradict the counted receipt of their order, sorted.
+    pub fn disputes(&self, seller: &PublicKey) -> Vec<Dispute> {
+        let Some(m) = self.markets.get(seller) else {
+            return Vec::new();
+        };
+        let via_id = |idx: u32| (idx != NONE).then(|| self.referrals[idx as usize].id);
+        let mut v: Vec<Dispute> = m
+            .claims
+            .iter()
+            .filter_map(|c| {
+                let slot = m.orders.get(&c.order)?;
+                let r = &m.receipts[slot.counted as usize];
+                let offer_id = self.offers[r.offer as usize].id;
+                let recorded = via_id(r.via);
+                (r.buyer == c.buyer && offer_id == c.offer && recorded != c.via).then_some(
+                    Dispute {
+                        claim: c.id,
+                        receipt: r.id,
+                        claimed_via: c.via,
+                        recorded_via: recorded,
+                    },
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,528 @@
+//! Validation in two stages.
+//!
+//! 1. [`check`]: stateless — decode strictly, check every limit, verify the signature(s).
+//!    Its answer depends on the bytes alone.
+//! 2. [`contextual`]: against what a node already holds ([`Known`]) — the chain rule, who may
+//!    sign what, references of the right kind. Its answer depends on the bytes and the
+//!    attestations they reference, which are themselves fixed by their ids.
+//!
+//! Together they give one of four [`Outcome`]s. Neither stage reads a clock: the caller passes
+//! `now_ms`, and it only decides *when* something counts ([`Outcome::Held`]), never *whether*.
+
+use thiserror::Error;
+
+use crate::attestation::{Body, Kind};
+use crate::encoding::{Attestation, DecodeError};
+use crate::keys::{Id, PublicKey};
+use crate::limits::*;
+use crate::signature::{self, SignatureError};
+
+/// What a node makes of an attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It counts.
+    Valid,
+    /// It references attestations this node does not hold yet (fetch them from the peer).
+    Pending {
+        /// The ids it waits for, sorted.
+        missing: Vec<Id>,
+    },
+    /// Signed "in the future" by more than the allowed skew: it counts from `until_ms` on.
+    Held {
+        /// Local time from which it is checked again.
+        until_ms: u64,
+    },
+    /// It never counts.
+    Invalid(InvalidReason),
+}
+
+/// Why an attestation is invalid, for good.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidReason {
+    /// Not a well-formed envelope.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// The author's signature fails.
+    #[error("author signature: {0}")]
+    Signature(SignatureError),
+    /// The member's signature in a Membership fails.
+    #[error("member signature: {0}")]
+    MemberSignature(SignatureError),
+    /// A text field is longer than its limit.
+    #[error("{field} is {len} bytes, at most {max} allowed")]
+    TooLong {
+        /// Field name.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A field is out of its allowed range.
+    #[error("{field} out of range: {detail}")]
+    OutOfRange {
+        /// Field name.
+        field: &'static str,
+        /// What the range is.
+        detail: &'static str,
+    },
+    /// A reference names an attestation of another kind.
+    #[error("{field} must reference a {expected}, not a {found}")]
+    WrongKind {
+        /// Field name.
+        field: &'static str,
+        /// The kind it must be.
+        expected: &'static str,
+        /// The kind it is.
+        found: &'static str,
+    },
+    /// A reference names an attestation that is itself invalid.
+    #[error("depends on invalid attestation {0}")]
+    DependsOnInvalid(Id),
+    /// A referral's parent (or a receipt's referral) belongs to another offer.
+    #[error("{field} belongs to another offer")]
+    OtherOffer {
+        /// Field name.
+        field: &'static str,
+    },
+    /// The parent referral was addressed to someone else.
+    #[error("the parent referral is addressed to another recipient")]
+    NotRecipient,
+    /// The referral chain would be longer than 64 hops.
+    #[error("referral chain longer than {MAX_CHAIN_HOPS} hops")]
+    ChainTooLong,
+    /// The author is not allowed to sign this (a receipt not by the offer's seller, …).
+    #[error("author is not the {role}")]
+    WrongAuthor {
+        /// Who must sign it.
+        role: &'static str,
+    },
+    /// A receipt dated outside the offer's validity.
+    #[error("receipt created outside the offer's validity period")]
+    OutsideValidity,
+}
+
+impl InvalidReason {
+    /// A short stable code for scripts, test vectors and API clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvalidReason::Decode(d) => match d {
+                DecodeError::TooShort { .. } => "decode.too_short",
+                DecodeError::TooLarge { .. } => "decode.too_large",
+                DecodeError::UnsupportedVersion(_) => "decode.version",
+                DecodeError::UnknownKind(_) => "decode.kind",
+                DecodeError::Malformed { .. } => "decode.malformed",
+                DecodeError::TrailingBytes(_) => "decode.trailing_bytes",
+                DecodeError::NonCanonical => "decode.non_canonical",
+            },
+            InvalidReason::Signature(_) => "signature",
+            InvalidReason::MemberSignature(_) => "member_signature",
+            InvalidReason::TooLong { .. } => "too_long",
+            InvalidReason::OutOfRange { .. } => "out_of_range",
+            InvalidReason::WrongKind { .. } => "wrong_kind",
+            InvalidReason::DependsOnInvalid(_) => "depends_on_invalid",
+            InvalidReason::OtherOffer { .. } => "other_offer",
+            InvalidReason::NotRecipient => "not_recipient",
+            InvalidReason::ChainTooLong => "chain_too_long",
+            InvalidReason::WrongAuthor { .. } => "wrong_author",
+            InvalidReason::OutsideValidity => "outside_validity",
+        }
+    }
+}
+
+/// Stage 1: decode, limits, signatures. Depends on the bytes only.
+pub fn check(bytes: &[u8]) -> Result<Attestation, InvalidReason> {
+    let att = Attestation::decode(bytes)?;
+    check_limits(&att.body)?;
+    signature::verify_strict(&att.body.author(), &att.signed_message(), &att.signature)
+        .map_err(InvalidReason::Signature)?;
+    Ok(att)
+}
+
+/// Stage 1 for many envelopes at once, with batch signature verification. Gives exactly what
+/// [`check`] gives for each.
+pub fn check_batch(envelopes: &[&[u8]]) -> Vec<Result<Attestation, InvalidReason>> {
+    let mut out: Vec<Result<Attestation, InvalidReason>> = envelopes
+        .iter()
+        .map(|b| {
+            let a = Attestation::decode(b)?;
+            check_limits(&a.body)?;
+            Ok(a)
+        })
+        .collect();
+    let ok: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_ok()).collect();
+    let prepared: Vec<(crate::keys::PublicKey, Vec<u8>, [u8; 64])> = ok
+        .iter()
+        .filter_map(|&i| out[i].as_ref().ok())
+        .map(|a| (a.body.author(), a.signed_message(), a.signature))
+        .collect();
+    let items: Vec<signature::BatchItem> = prepared
+        .iter()
+        .map(|(k, m, s)| signature::BatchItem {
+            key: k,
+            message: m,
+            signature: s,
+        })
+        .collect();
+    for (&i, r) in ok.iter().zip(signature::verify_batch(&items)) {
+        if let Err(e) = r {
+            out[i] = Err(InvalidReason::Signature(e));
+        }
+    }
+    out
+}
+
+fn text(field: &'static str, s: &str, max: usize) -> Result<(), InvalidReason> {
+    if s.is_empty() {
+        return Err(InvalidReason::OutOfRange {
+            field,
+            detail: "must not be empty",
+        });
+    }
+    if s.len() > max {
+        return Err(InvalidReason::TooLong {
+            field,
+            len: s.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn amount(field: &'static str, a: u64) -> Result<(), InvalidReason> {
+    if a == 0 || a > MAX_AMOUNT_MINOR {
+        return Err(InvalidReason::OutOfRange {
+            field,
+            detail: "must be 1..=10^15 minor units",
+        });
+    }
+    Ok(())
+}
+
+fn range(ok: bool, field: &'static str, detail: &'static str) -> Result<(), InvalidReason> {
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidReason::OutOfRange { field, detail })
+    }
+}
+
+fn time(field: &'static str, t: u64) -> Result<(), InvalidReason> {
+    range(t <= MAX_TIME_MS, field, "after year 9999")
+}
+
+/// Every limit and range of a body (and the member's signature of a Membership).
+pub fn check_limits(body: &Body) -> Result<(), InvalidReason> {
+    time("created_at_ms", body.created_at_ms())?;
+    match body {
+        Body::Offer(o) => {
+            text("title", &o.title, MAX_TITLE_BYTES)?;
+            amount("price_minor", o.price_minor)?;
+            range(
+                o.currency.is_valid(),
+                "currency",
+                "three upper-case letters",
+            )?;
+            let p = &o.policy;
+            range(
+                u32::from(p.pool_bps) + u32::from(p.connector_bps) <= u32::from(BPS_ONE),
+                "pool_bps + connector_bps",
+                "at most 10000",
+            )?;
+            range(
+                (1..=MAX_POLICY_DEPTH).contains(&p.max_depth),
+                "max_depth",
+                "1..=16",
+            )?;
+            range(p.window_ms > 0, "window_ms", "must be > 0")?;
+            if let crate::policy::Rule::Geometric { r_bps } = p.rule {
+                range(r_bps < BPS_ONE, "r_bps", "0..=9999")?;
+            }
+            time("valid_from_ms", o.valid_from_ms)?;
+            if let Some(until) = o.valid_until_ms {
+                time("valid_until_ms", until)?;
+                range(
+                    until > o.valid_from_ms,
+                    "valid_until_ms",
+                    "after valid_from_ms",
+                )?;
+            }
+        }
+        Body::Referral(_) | Body::Refund(_) => {}
+        Body::Receipt(r) => {
+            text("order", &r.order, MAX_ORDER_BYTES)?;
+            amount("amount_minor", r.amount_minor)?;
+        }
+        Body::PurchaseClaim(c) => text("order", &c.order, MAX_ORDER_BYTES)?,
+        Body::Settlement(s) => {
+            amount("amount_minor", s.amount_minor)?;
+            range(
+                s.currency.is_valid(),
+                "currency",
+                "three upper-case letters",
+            )?;
+            range(
+                s.participant != s.seller,
+                "participant",
+                "must not be the seller",
+            )?;
+            time("period_end_ms", s.period_end_ms)?;
+            range(
+                s.period_end_ms >= s.period_start_ms,
+                "period_end_ms",
+                "not before period_start_ms",
+            )?;
+            text("reference", &s.reference, MAX_REFERENCE_BYTES)?;
+        }
+        Body::Community(c) => text("name", &c.name, MAX_COMMUNITY_NAME_BYTES)?,
+        Body::Membership(m) => {
+            range(
+                m.member != m.connector,
+                "member",
+                "must not be the connector",
+            )?;
+            let msg = crate::attestation::Membership::request_message(
+                &m.community,
+                &m.member,
+                m.created_at_ms,
+            );
+            signature::verify_strict(&m.member, &msg, &m.member_signature.0)
+                .map_err(InvalidReason::MemberSignature)?;
+        }
+        Body::MembershipEnd(e) => time("ends_at_ms", e.ends_at_ms)?,
+    }
+    Ok(())
+}
+
+/// When an attestation dated `created_at_ms` may count, seen at `now_ms`: `None` if now.
+pub fn held_until(created_at_ms: u64, now_ms: u64) -> Option<u64> {
+    let until = created_at_ms.saturating_sub(MAX_FUTURE_SKEW_MS);
+    (until > now_ms).then_some(until)
+}
+
+/// The facts about a valid attestation that other attestations' validity depends on. A node
+/// (or a disk store) keeps these small records instead of whole bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// A valid Offer.
+    Offer {
+        /// Its seller.
+        seller: PublicKey,
+        /// Receipts before this are invalid.
+        valid_from_ms: u64,
+        /// Receipts at or after this are invalid.
+        valid_until_ms: Option<u64>,
+    },
+    /// A valid Referral.
+    Referral {
+        /// Its offer.
+        offer: Id,
+        /// Its recipient, if addressed.
+        recipient: Option<PublicKey>,
+        /// Hops from the offer down to it, inclusive (a root referral has 1).
+        hops: u32,
+    },
+    /// A valid Receipt.
+    Receipt {
+        /// Its seller.
+        seller: PublicKey,
+    },
+    /// A valid Community.
+    Community {
+        /// Its connector.
+        connector: PublicKey,
+    },
+    /// A valid Membership.
+    Membership {
+        /// The community's connector.
+        connector: PublicKey,
+        /// The member.
+        member: PublicKey,
+    },
+    /// Any other valid attestation (nothing depends on its content).
+    Other(Kind),
+}
+
+impl Fact {
+    /// The kind of the attestation.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Fact::Offer { .. } => Kind::Offer,
+            Fact::Referral { .. } => Kind::Referral,
+            Fact::Receipt { .. } => Kind::Receipt,
+            Fact::Community { .. } => Kind::Community,
+            Fact::Membership { .. } => Kind::Membership,
+            Fact::Other(k) => *k,
+        }
+    }
+
+    /// The fact recorded for a body found valid; `hops` is the referral's chain length
+    /// (ignored for other kinds).
+    pub fn of(body: &Body, hops: u32) -> Fact {
+        match body {
+            Body::Offer(o) => Fact::Offer {
+                seller: o.seller,
+                valid_from_ms: o.valid_from_ms,
+                valid_until_ms: o.valid_until_ms,
+            },
+            Body::Referral(r) => Fact::Referral {
+                offer: r.offer,
+                recipient: r.recipient,
+                hops,
+            },
+            Body::Receipt(r) => Fact::Receipt { seller: r.seller },
+            Body::Community(c) => Fact::Community {
+                connector: c.connector,
+            },
+            Body::Membership(m) => Fact::Membership {
+                connector: m.connector,
+                member: m.member,
+            },
+            other => Fact::Other(other.kind()),
+        }
+    }
+}
+
+/// What a node knows about a referenced id.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup {
+    /// Never seen, or not yet valid (pending or held).
+    Unknown,
+    /// Seen and invalid.
+    Invalid,
+    /// Valid.
+    Valid(Fact),
+}
+
+/// The view of a node's attestations that stage 2 needs. The in-memory [`crate::State`]
+/// implements it; so can a disk store.
+pub trait Known {
+    /// What is known of `id`.
+    fn lookup(&self, id: &Id) -> Lookup;
+}
+
+fn wrong_kind(field: &'static str, expected: Kind, found: &Fact) -> InvalidReason {
+    InvalidReason::WrongKind {
+        field,
+        expected: expected.name(),
+        found: found.kind().name(),
+    }
+}
+
+/// Stage 2: the rules that need the referenced attestations. `body` has passed [`check`].
+/// On [`Outcome::Valid`] the second value is the fact to record for it.
+pub fn contextual(body: &Body, known: &impl Known) -> (Outcome, Option<Fact>) {
+    let deps = body.dependencies();
+    let mut missing = Vec::new();
+    let mut facts = Vec::with_capacity(deps.len());
+    for d in &deps {
+        match known.lookup(d) {
+            Lookup::Unknown => missing.push(*d),
+            Lookup::Invalid => {
+                return (Outcome::Invalid(InvalidReason::DependsOnInvalid(*d)), None)
+            }
+            Lookup::Valid(f) => facts.push(f),
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        return (Outcome::Pending { missing }, None);
+    }
+    match contextual_rules(body, &facts) {
+        Ok(hops) => (Outcome::Valid, Some(Fact::of(body, hops))),
+        Err(r) => (Outcome::Invalid(r), None),
+    }
+}
+
+/// The rules, given the dependencies' facts in [`Body::dependencies`] order. Returns the
+/// chain hops of a referral (0 for other kinds).
+fn contextual_rules(body: &Body, deps: &[Fact]) -> Result<u32, InvalidReason> {
+    match body {
+        Body::Referral(r) => {
+            if !matches!(deps[0], Fact::Offer { .. }) {
+                return Err(wrong_kind("offer", Kind::Offer, &deps[0]));
+            }
+            let Some(parent) = deps.get(1) else {
+                return Ok(1);
+            };
+            let Fact::Referral {
+                offer,
+                recipient,
+                hops,
+            } = *parent
+            else {
+                return Err(wrong_kind("parent", Kind::Referral, parent));
+            };
+            if offer != r.offer {
+                return Err(InvalidReason::OtherOffer { field: "parent" });
+            }
+            if recipient.is_some_and(|to| to != r.referrer) {
+                return Err(InvalidReason::NotRecipient);
+            }
+            if hops >= MAX_CHAIN_HOPS {
+                return Err(InvalidReason::ChainTooLong);
+            }
+            Ok(hops + 1)
+        }
+        Body::Receipt(r) => {
+            let Fact::Offer {
+                seller,
+                valid_from_ms,
+                valid_until_ms,
+            } = deps[0]
+            else {
+                return Err(wrong_kind("offer", Kind::Offer, &deps[0]));
+            };
+            if seller != r.seller {
+                return Err(InvalidReason::WrongAuthor {
+                    role: "offer's seller",
+                });
+            }
+            if r.created_at_ms < valid_from_ms
+                || valid_until_ms.is_some_and(|u| r.created_at_ms >= u)
+            {
+                return Err(InvalidReason::OutsideValidity);
+            }
+            if let Some(via) = deps.get(1) {
+                let Fact::Referral { offer, .. } = *via else {
+                    return Err(wrong_kind("via", Kind::Referral, via));
+                };
+                if offer != r.offer {
+                    return Err(InvalidReason::OtherOffer { field: "via" });
+                }
+            }
+            Ok(0)
+        }
+        Body::PurchaseClaim(_) => match deps[0] {
+            Fact::Offer { .. } => Ok(0),
+            ref f => Err(wrong_kind("offer", Kind::Offer, f)),
+        },
+        Body::Refund(r) => match deps[0] {
+            Fact::Receipt { seller } if seller == r.seller => Ok(0),
+            Fact::Receipt { .. } => Err(InvalidReason::WrongAuthor {
+                role: "receipt's seller",
+            }),
+            ref f => Err(wrong_kind("receipt", Kind::Receipt, f)),
+        },
+        Body::Membership(m) => match deps[0] {
+            Fact::Community { connector } if connector == m.connector => Ok(0),
+            Fact::Community { .. } => Err(InvalidReason::WrongAuthor {
+                role: "community's connector",
+            }),
+            ref f => Err(wrong_kind("community", Kind::Community, f)),
+        },
+        Body::MembershipEnd(e) => match deps[0] {
+            Fact::Membership { connector, member }
+                if e.author == connector || e.author == member =>
+            {
+                Ok(0)
+            }
+            Fact::Membership { .. } => Err(InvalidReason::WrongAuthor {
+                role: "membership's connector or member",
+            }),
+            ref f => Err(wrong_kind("membership", Kind::Membership, f)),
+        },
+        Body::Offer(_) | Body::Settlement(_) | Body::Community(_) => Ok(0),
+    }
+}
