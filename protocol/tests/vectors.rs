@@ -351,6 +351,9 @@ fn gen_invalid() -> Value {
     )
 }
 
+/// (name, public key, message, signature, valid)
+type SigCase = (&'static str, [u8; 32], Vec<u8>, [u8; 64], bool);
+
 fn gen_signatures() -> Value {
     let k = key(1);
     let msg = b"passalong test message".to_vec();
@@ -369,7 +372,7 @@ fn gen_signatures() -> Value {
     small_r[..32].copy_from_slice(&identity);
     let mut flipped = good;
     flipped[10] ^= 0x04;
-    let cases: Vec<(&str, [u8; 32], Vec<u8>, [u8; 64], bool)> = vec![
+    let cases: Vec<SigCase> = vec![
         ("valid", k.public().0, msg.clone(), good, true),
         (
             "wrong-message",
