@@ -1,0 +1,512 @@
+//! Property tests of the payout invariants (proptest):
+//! - the ledger depends only on the set of attestations: any permutation, any split into
+//!   batches, gives the same ledger, root, equivocations and disputes;
+//! - a receipt's shares never exceed pool + connector share;
+//! - a refund removes exactly that receipt's shares;
+//! - recruiting without sales earns nothing;
+//! - split_proof: inserting identities of one's own into a chain gains nothing; for geometric
+//!   a counter-example exists and is found.
+
+mod common;
+
+use common::*;
+use passalong_protocol::attestation::{Body, Currency};
+use passalong_protocol::payout;
+use passalong_protocol::{Attestation, Id, Keypair, Ledger, Policy, PublicKey, Rule, State};
+use proptest::prelude::*;
+
+const SELLERS: [u8; 2] = [1, 2];
+const CONNECTOR: u8 = 30;
+
+fn rule_of(sel: u8) -> Rule {
+    match sel % 5 {
+        0 => Rule::Direct,
+        1 => Rule::Equal,
+        2 => Rule::Geometric { r_bps: 5000 },
+        3 => Rule::Geometric { r_bps: 3000 },
+        _ => Rule::SplitProof,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct OfferSpec {
+    seller: usize,
+    rule: u8,
+    pool_bps: u16,
+    connector_bps: u16,
+    max_depth: u8,
+    window_days: u8,
+    require_purchase: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RefSpec {
+    referrer: u8,
+    offer: usize,
+    parent: Option<usize>,
+    community: bool,
+    t_min: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ReceiptSpec {
+    offer: usize,
+    order: u8,
+    amount: u64,
+    buyer: u8,
+    via: Option<usize>,
+    t_min: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Script {
+    offers: Vec<OfferSpec>,
+    refs: Vec<RefSpec>,
+    receipts: Vec<ReceiptSpec>,
+    refunds: Vec<usize>,
+    settlements: Vec<(usize, u8, u64)>,
+    members: Vec<(u8, u32, Option<u32>)>,
+    claims: Vec<(u8, usize, u8, Option<usize>)>,
+}
+
+fn offer_spec() -> impl Strategy<Value = OfferSpec> {
+    (
+        0..2usize,
+        0..5u8,
+        0..=5000u16,
+        0..=1000u16,
+        1..=16u8,
+        1..=30u8,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(seller, rule, pool_bps, connector_bps, max_depth, window_days, require_purchase)| {
+                OfferSpec {
+                    seller,
+                    rule,
+                    pool_bps,
+                    connector_bps,
+                    max_depth,
+                    window_days,
+                    require_purchase,
+                }
+            },
+        )
+}
+
+fn script() -> impl Strategy<Value = Script> {
+    (
+        prop::collection::vec(offer_spec(), 1..4),
+        prop::collection::vec(
+            (
+                10..20u8,
+                0..4usize,
+                prop::option::weighted(0.8, 0..40usize),
+                any::<bool>(),
+                0..20_000u32,
+            ),
+            0..30,
+        ),
+        prop::collection::vec(
+            (
+                0..4usize,
+                0..8u8,
+                1..1_000_000u64,
+                10..24u8,
+                prop::option::weighted(0.8, 0..40usize),
+                0..20_000u32,
+            ),
+            0..20,
+        ),
+        prop::collection::vec(0..20usize, 0..4),
+        prop::collection::vec((0..2usize, 10..24u8, 1..5_000u64), 0..4),
+        prop::collection::vec(
+            (10..20u8, 0..10_000u32, prop::option::of(0..20_000u32)),
+            0..5,
+        ),
+        prop::collection::vec(
+            (10..24u8, 0..4usize, 0..8u8, prop::option::of(0..40usize)),
+            0..4,
+        ),
+    )
+        .prop_map(
+            |(offers, refs, receipts, refunds, settlements, members, claims)| Script {
+                refs: refs
+                    .into_iter()
+                    .map(|(referrer, offer, parent, community, t_min)| RefSpec {
+                        referrer,
+                        offer,
+                        parent,
+                        community,
+                        t_min,
+                    })
+                    .collect(),
+                receipts: receipts
+                    .into_iter()
+                    .map(|(offer, order, amount, buyer, via, t_min)| ReceiptSpec {
+                        offer,
+                        order,
+                        amount,
+                        buyer,
+                        via,
+                        t_min,
+                    })
+                    .collect(),
+                offers,
+                refunds,
+                settlements,
+                members,
+                claims,
+            },
+        )
+}
+
+const MIN: u64 = 60_000;
+
+/// The attestations of a script. Some are invalid or stay pending on purpose (a parent of
+/// another offer, a receipt by the wrong seller is not generated, but cross-offer parents are).
+fn build(s: &Script) -> Vec<Attestation> {
+    let mut out = Vec::new();
+    let offers: Vec<Attestation> = s
+        .offers
+        .iter()
+        .map(|o| {
+            let seller = key(SELLERS[o.seller]);
+            let p = Policy {
+                pool_bps: o.pool_bps,
+                connector_bps: o.connector_bps,
+                rule: rule_of(o.rule),
+                max_depth: o.max_depth,
+                window_ms: u64::from(o.window_days) * DAY_MS,
+                require_purchase: o.require_purchase,
+            };
+            offer(&seller, p, T0)
+        })
+        .collect();
+    out.extend(offers.iter().cloned());
+    let conn = key(CONNECTOR);
+    let comm = community(&conn, T0);
+    out.push(comm.clone());
+    for (m, start, end) in &s.members {
+        let ms = membership(&conn, &comm, &key(*m), T0 + u64::from(*start) * MIN);
+        if let Some(e) = end {
+            out.push(membership_end(&conn, &ms, T0 + u64::from(*e) * MIN));
+        }
+        out.push(ms);
+    }
+    let mut refs: Vec<(Attestation, usize)> = Vec::new();
+    for r in &s.refs {
+        let oi = r.offer % offers.len();
+        let parent = r
+            .parent
+            .filter(|_| !refs.is_empty())
+            .map(|p| refs[p % refs.len()].0.id);
+        let a = refer_full(
+            &key(r.referrer),
+            offers[oi].id,
+            parent,
+            None,
+            r.community.then_some(comm.id),
+            T0 + u64::from(r.t_min) * MIN,
+        );
+        refs.push((a, oi));
+    }
+    out.extend(refs.iter().map(|(a, _)| a.clone()));
+    let mut receipts = Vec::new();
+    for r in &s.receipts {
+        let oi = r.offer % offers.len();
+        let seller = key(SELLERS[s.offers[oi].seller]);
+        // Prefer a referral of the same offer, so that most receipts are valid.
+        let via = r.via.and_then(|v| {
+            let same: Vec<&Attestation> = refs
+                .iter()
+                .filter(|(_, o)| *o == oi)
+                .map(|(a, _)| a)
+                .collect();
+            (!same.is_empty()).then(|| same[v % same.len()].clone())
+        });
+        let a = receipt(
+            &seller,
+            &offers[oi],
+            &format!("order-{}", r.order),
+            r.amount,
+            key(r.buyer).public(),
+            via.as_ref(),
+            T0 + u64::from(r.t_min) * MIN,
+        );
+        receipts.push((a, s.offers[oi].seller));
+    }
+    out.extend(receipts.iter().map(|(a, _)| a.clone()));
+    for &i in &s.refunds {
+        if !receipts.is_empty() {
+            let (r, seller) = &receipts[i % receipts.len()];
+            out.push(refund(&key(SELLERS[*seller]), r, T0 + 30 * DAY_MS));
+        }
+    }
+    for (seller, who, amount) in &s.settlements {
+        out.push(settle(
+            &key(SELLERS[*seller]),
+            key(*who).public(),
+            *amount,
+            T0 + 31 * DAY_MS,
+        ));
+    }
+    for (buyer, oi, order, via) in &s.claims {
+        let oi = oi % offers.len();
+        let via = via
+            .filter(|_| !refs.is_empty())
+            .map(|v| refs[v % refs.len()].0.id);
+        out.push(claim(
+            &key(*buyer),
+            &offers[oi],
+            &format!("order-{order}"),
+            via,
+            T0 + 32 * DAY_MS,
+        ));
+    }
+    out
+}
+
+type Summary = Vec<(
+    PublicKey,
+    Ledger,
+    [u8; 32],
+    Vec<passalong_protocol::state::Equivocation>,
+    Vec<passalong_protocol::state::Dispute>,
+)>;
+
+fn summary(st: &State) -> Summary {
+    SELLERS
+        .iter()
+        .map(|&s| {
+            let pk = key(s).public();
+            let l = st.ledger(&pk);
+            let root = l.root();
+            (pk, l, root, st.equivocations(&pk), st.disputes(&pk))
+        })
+        .collect()
+}
+
+const NOW: u64 = T0 + 400 * DAY_MS;
+
+fn insert_all(atts: &[Attestation]) -> State {
+    State::from_envelopes(atts.iter().map(|a| a.bytes.as_slice()), NOW)
+}
+
+/// Earned by `keys` in a ledger.
+fn earned_by(l: &Ledger, keys: &[PublicKey]) -> u128 {
+    l.entries
+        .iter()
+        .filter(|e| keys.contains(&e.participant))
+        .map(|e| e.earned)
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ledger_depends_only_on_the_set(s in script(), perm_seed in any::<u64>(), cuts in prop::collection::vec(1..8usize, 1..6)) {
+        let atts = build(&s);
+        let baseline = summary(&insert_all(&atts));
+        // A permutation from the seed (Fisher-Yates with a small LCG: deterministic per case).
+        let mut shuffled = atts.clone();
+        let mut x = perm_seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        prop_assert_eq!(&summary(&insert_all(&shuffled)), &baseline);
+        // The same permutation in batches, some verified as a batch, with time moving on.
+        let mut st = State::new();
+        let mut rest: &[Attestation] = &shuffled;
+        let mut now = T0;
+        for (i, c) in cuts.iter().cycle().enumerate() {
+            if rest.is_empty() { break; }
+            let (head, tail) = rest.split_at((*c).min(rest.len()));
+            let envs: Vec<&[u8]> = head.iter().map(|a| a.bytes.as_slice()).collect();
+            if i % 2 == 0 { st.insert_batch(&envs, now); } else { for e in envs { st.insert(e, now); } }
+            now += 3 * DAY_MS;
+            rest = tail;
+        }
+        st.tick(NOW);
+        prop_assert_eq!(&summary(&st), &baseline);
+    }
+
+    #[test]
+    fn shares_never_exceed_the_pool(rule in 0..5u8, pool in 0..u64::MAX, eligible in prop::collection::vec(any::<bool>(), 0..=16), extra in 0..48u32) {
+        let n = eligible.len() as u32;
+        let shares = payout::split(rule_of(rule), pool, &eligible, n + extra);
+        prop_assert!(shares.total() <= u128::from(pool));
+        prop_assert_eq!(shares.as_slice().len(), eligible.len());
+    }
+
+    #[test]
+    fn one_receipt_pays_at_most_pool_plus_connector(s in script()) {
+        // Keep only the first receipt: the sum of every earned amount is that receipt's shares.
+        let mut s = s;
+        s.receipts.truncate(1);
+        s.refunds.clear();
+        s.settlements.clear();
+        let atts = build(&s);
+        let st = insert_all(&atts);
+        for (i, seller) in SELLERS.iter().enumerate() {
+            let total: u128 = st.ledger(&key(*seller).public()).entries.iter().map(|e| e.earned).sum();
+            let cap = s.receipts.first().filter(|r| s.offers[r.offer % s.offers.len()].seller == i).map_or(0, |r| {
+                let o = &s.offers[r.offer % s.offers.len()];
+                u128::from(payout::bps_of(r.amount, o.pool_bps)) + u128::from(payout::bps_of(r.amount, o.connector_bps))
+            });
+            prop_assert!(total <= cap, "paid {} > cap {}", total, cap);
+        }
+    }
+
+    #[test]
+    fn a_refund_removes_exactly_that_receipts_shares(s in script(), pick in any::<usize>()) {
+        let mut s = s;
+        for o in &mut s.offers { o.require_purchase = false; }
+        s.refunds.clear();
+        prop_assume!(!s.receipts.is_empty());
+        let atts = build(&s);
+        let st = insert_all(&atts);
+        // A counted receipt: valid and not the loser of an equivocation.
+        let receipts: Vec<&Attestation> = atts.iter().filter(|a| matches!(a.body, Body::Receipt(_))).collect();
+        let r = receipts[pick % receipts.len()];
+        let Body::Receipt(rb) = &r.body else { unreachable!() };
+        let seller = rb.seller;
+        prop_assume!(st.outcome(&r.id) == Some(passalong_protocol::Outcome::Valid));
+        prop_assume!(st.equivocations(&seller).iter().all(|q| q.other != r.id));
+        let before = st.ledger(&seller);
+        let without: Vec<Attestation> = atts.iter().filter(|a| a.id != r.id).cloned().collect();
+        let without_r = insert_all(&without).ledger(&seller);
+        let seller_keys = SELLERS.iter().find(|&&k| key(k).public() == seller).map(|&k| key(k)).unwrap();
+        let mut with_refund = atts.clone();
+        with_refund.push(refund(&seller_keys, r, T0 + 33 * DAY_MS));
+        let after = insert_all(&with_refund).ledger(&seller);
+        let get = |l: &Ledger, c: Currency, p: &PublicKey| l.entry(c, p).map_or((0, 0, 0), |e| (e.earned, e.refunded, e.settled));
+        for e in &after.entries {
+            let (b_earned, b_refunded, b_settled) = get(&before, e.currency, &e.participant);
+            let (w_earned, _, _) = get(&without_r, e.currency, &e.participant);
+            prop_assert_eq!(e.earned, b_earned, "earned is unchanged by a refund");
+            prop_assert_eq!(e.settled, b_settled);
+            prop_assert_eq!(e.refunded - b_refunded, b_earned - w_earned, "refunded grows by that receipt's shares");
+        }
+        prop_assert_eq!(after.entries.len(), before.entries.len());
+    }
+
+    #[test]
+    fn recruiting_without_sales_earns_nothing(s in script(), extra in prop::collection::vec((10..20u8, 0..4usize, 0..40usize, 0..20_000u32), 1..10)) {
+        let mut no_sales = s.clone();
+        no_sales.receipts.clear();
+        no_sales.refunds.clear();
+        no_sales.settlements.clear();
+        let st = insert_all(&build(&no_sales));
+        for seller in SELLERS {
+            prop_assert!(st.ledger(&key(seller).public()).entries.is_empty());
+        }
+        // Adding referrals that no receipt goes through changes nobody's ledger.
+        let atts = build(&s);
+        let base = summary(&insert_all(&atts));
+        let mut more = atts.clone();
+        let refs: Vec<Attestation> = atts.iter().filter(|a| matches!(a.body, Body::Referral(_))).cloned().collect();
+        let offers: Vec<Attestation> = atts.iter().filter(|a| matches!(a.body, Body::Offer(_))).cloned().collect();
+        for (who, o, parent, t) in extra {
+            let offer = &offers[o % offers.len()];
+            let parent = (!refs.is_empty()).then(|| refs[parent % refs.len()].id);
+            more.push(refer_full(&key(who), offer.id, parent, None, None, T0 + u64::from(t) * MIN));
+        }
+        prop_assert_eq!(summary(&insert_all(&more)), base);
+    }
+
+    #[test]
+    fn split_proof_inserting_own_identities_gains_nothing(len in 1..20usize, depth in 1..=16u8, pos in any::<usize>(), k in 2..6usize, amount in 1..10_000_000u64) {
+        let pos = pos % len;
+        let (honest, sybil) = sybil_earnings(Rule::SplitProof, len, depth, pos, k, amount);
+        prop_assert!(sybil <= honest, "split-proof: {} identities earn {} > {}", k, sybil, honest);
+    }
+}
+
+/// Earnings of the participant at hop `pos` (0 = nearest the buyer) of a chain of `len` hops
+/// of distinct referrers, honestly and when it inserts `k - 1` more identities of its own
+/// right above itself (so that its identities hold hops pos..pos+k).
+fn sybil_earnings(
+    rule: Rule,
+    len: usize,
+    depth: u8,
+    pos: usize,
+    k: usize,
+    amount: u64,
+) -> (u128, u128) {
+    let seller = key(1);
+    let mut p = policy(rule, 5_000);
+    p.max_depth = depth;
+    let o = offer(&seller, p, T0);
+    let run = |keys: &[Keypair]| -> Ledger {
+        // keys[0] is hop 1; the chain is signed from the top down.
+        let mut atts = vec![o.clone()];
+        let mut parent: Option<Id> = None;
+        for (i, kp) in keys.iter().rev().enumerate() {
+            let r = refer_full(kp, o.id, parent, None, None, T0 + i as u64);
+            parent = Some(r.id);
+            atts.push(r);
+        }
+        let last = atts.last().cloned();
+        atts.push(receipt(
+            &seller,
+            &o,
+            "x",
+            amount,
+            key(250).public(),
+            last.as_ref().filter(|_| !keys.is_empty()),
+            T0 + 1_000,
+        ));
+        insert_all(&atts).ledger(&seller.public())
+    };
+    let honest_keys: Vec<Keypair> = (0..len).map(|i| key(100 + i as u8)).collect();
+    let me = honest_keys[pos].public();
+    let honest = earned_by(&run(&honest_keys), &[me]);
+    let mine: Vec<Keypair> = (0..k)
+        .map(|j| {
+            if j == 0 {
+                key(100 + pos as u8)
+            } else {
+                key(200 + j as u8)
+            }
+        })
+        .collect();
+    let mut sybil_keys = honest_keys[..pos].to_vec();
+    sybil_keys.extend(mine.iter().cloned());
+    sybil_keys.extend(honest_keys[pos + 1..].iter().cloned());
+    let mine_pk: Vec<PublicKey> = mine.iter().map(Keypair::public).collect();
+    (honest, earned_by(&run(&sybil_keys), &mine_pk))
+}
+
+#[test]
+fn geometric_is_not_split_proof_a_counter_example_is_found() {
+    let mut found = None;
+    'search: for len in 1..6 {
+        for pos in 0..len {
+            for k in 2..4 {
+                let (h, s) =
+                    sybil_earnings(Rule::Geometric { r_bps: 5000 }, len, 16, pos, k, 10_000);
+                if s > h {
+                    found = Some((len, pos, k, h, s));
+                    break 'search;
+                }
+            }
+        }
+    }
+    let (len, pos, k, h, s) = found.expect("geometric admits a profitable sybil split");
+    // Hop 1 of a one-hop chain splitting in two: 1/2 + 1/4 of the pool instead of 1/2.
+    assert_eq!((len, pos, k), (1, 0, 2));
+    assert_eq!((h, s), (2_500, 3_750));
+}
+
+#[test]
+fn equal_is_not_split_proof_either_but_direct_is() {
+    let (h, s) = sybil_earnings(Rule::Equal, 3, 16, 1, 2, 10_000);
+    assert!(s > h, "equal: {s} > {h}");
+    for pos in 0..4 {
+        let (h, s) = sybil_earnings(Rule::Direct, 4, 16, pos, 3, 10_000);
+        assert!(s <= h);
+    }
+}
