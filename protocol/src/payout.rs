@@ -6,8 +6,9 @@
 //! is not paid out stays with the seller. The formulas, worked examples and the papers behind
 //! them are in `docs/payout-rules.md`.
 
-use crate::limits::{BPS_ONE, MAX_POLICY_DEPTH};
-use crate::policy::Rule;
+use crate::keys::{Id, PublicKey};
+use crate::limits::{BPS_ONE, MAX_CHAIN_HOPS, MAX_POLICY_DEPTH};
+use crate::policy::{Policy, Rule};
 
 /// `floor(amount * bps / 10000)`, the pool or the connector share of a sale.
 pub fn bps_of(amount_minor: u64, bps: u16) -> u64 {
@@ -84,6 +85,156 @@ impl Shares {
     pub fn total(&self) -> u128 {
         self.as_slice().iter().map(|&a| u128::from(a)).sum()
     }
+}
+
+/// One referral of a chain, as the payout needs it. `N` is the view's handle for referrals.
+#[derive(Clone, Copy, Debug)]
+pub struct Hop<N> {
+    /// Who referred.
+    pub referrer: PublicKey,
+    /// When.
+    pub created_at_ms: u64,
+    /// The community it names, if any.
+    pub community: Option<Id>,
+    /// The referral it was received through.
+    pub parent: Option<N>,
+}
+
+/// What a receipt's payout depends on besides the receipt: its chain, earlier purchases and
+/// memberships. The in-memory [`crate::State`] and a disk store both implement it, so the
+/// rules are written once.
+pub trait ChainView {
+    /// A handle to a valid referral (an arena index, an id, …).
+    type Node: Copy;
+    /// A handle to a valid offer.
+    type Offer: Copy;
+    /// The referral behind a handle.
+    fn hop(&self, node: Self::Node) -> Hop<Self::Node>;
+    /// The earliest `created_at_ms` of a counted, unrefunded receipt of `offer` bought by `buyer`.
+    fn first_purchase_ms(&self, offer: Self::Offer, buyer: &PublicKey) -> Option<u64>;
+    /// The connector of a valid community.
+    fn connector(&self, community: &Id) -> Option<PublicKey>;
+    /// Whether `member` had a valid membership of `community` at `at_ms` (started at or
+    /// before it, not ended at or before it).
+    fn admitted(&self, community: &Id, member: &PublicKey, at_ms: u64) -> bool;
+}
+
+/// A counted receipt with its offer's terms.
+#[derive(Clone, Copy, Debug)]
+pub struct Sale<N, O> {
+    /// The offer.
+    pub offer: O,
+    /// The offer's seller.
+    pub seller: PublicKey,
+    /// The offer's policy.
+    pub policy: Policy,
+    /// Amount paid.
+    pub amount_minor: u64,
+    /// The buyer.
+    pub buyer: PublicKey,
+    /// The referral it came through.
+    pub via: Option<N>,
+    /// When the receipt was created.
+    pub created_at_ms: u64,
+}
+
+/// Who earns what from one receipt: the hops (nearest the buyer first, zero shares included)
+/// and the connector share, if paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payout {
+    hops: [(PublicKey, u64); MAX_POLICY_DEPTH as usize],
+    len: usize,
+    /// The connector and its share, when one is paid.
+    pub connector: Option<(PublicKey, u64)>,
+}
+
+impl Payout {
+    /// Each kept hop's referrer and share, nearest the buyer first.
+    pub fn hops(&self) -> &[(PublicKey, u64)] {
+        &self.hops[..self.len]
+    }
+    /// Every (participant, amount > 0) of this receipt, hops first, then the connector.
+    pub fn credits(&self) -> impl Iterator<Item = (PublicKey, u64)> + '_ {
+        self.hops()
+            .iter()
+            .copied()
+            .chain(self.connector)
+            .filter(|(_, a)| *a > 0)
+    }
+}
+
+/// The payout of one counted receipt: steps 1–4 of `docs/payout-rules.md`.
+pub fn payout<V: ChainView>(view: &V, sale: &Sale<V::Node, V::Offer>) -> Payout {
+    let p = &sale.policy;
+    let mut out = Payout {
+        hops: [(PublicKey([0; 32]), 0); MAX_POLICY_DEPTH as usize],
+        len: 0,
+        connector: None,
+    };
+    // 1. Walk the chain, nearest the buyer first; it ends at the first referral created after
+    //    the receipt or more than `window_ms` before it.
+    let max_depth = usize::from(p.max_depth).min(usize::from(MAX_POLICY_DEPTH));
+    let mut kept: [Option<Hop<V::Node>>; MAX_POLICY_DEPTH as usize] =
+        [None; MAX_POLICY_DEPTH as usize];
+    let mut chain_hops = 0u32;
+    let mut node = sale.via;
+    while let Some(n) = node {
+        if chain_hops >= MAX_CHAIN_HOPS {
+            break;
+        }
+        let h = view.hop(n);
+        if h.created_at_ms > sale.created_at_ms
+            || sale.created_at_ms - h.created_at_ms > p.window_ms
+        {
+            break;
+        }
+        chain_hops += 1;
+        if out.len < max_depth {
+            kept[out.len] = Some(h);
+            out.hops[out.len].0 = h.referrer;
+            out.len += 1;
+        } else if p.rule != Rule::SplitProof {
+            break; // only split_proof needs the chain's full length
+        }
+        node = h.parent;
+    }
+    // 2. Eligibility: not the buyer, not the seller, not a key already met nearer the buyer,
+    //    and with require_purchase, a purchase of the offer before referring.
+    let mut eligible = [false; MAX_POLICY_DEPTH as usize];
+    for i in 0..out.len {
+        let key = out.hops[i].0;
+        let created = kept[i].map_or(0, |h| h.created_at_ms);
+        eligible[i] = key != sale.buyer
+            && key != sale.seller
+            && !out.hops[..i].iter().any(|(k, _)| *k == key)
+            && (!p.require_purchase
+                || view
+                    .first_purchase_ms(sale.offer, &key)
+                    .is_some_and(|t| t < created));
+    }
+    // 3. Split the pool.
+    let pool = bps_of(sale.amount_minor, p.pool_bps);
+    let shares = split(p.rule, pool, &eligible[..out.len], chain_hops);
+    for (h, &a) in out.hops[..out.len].iter_mut().zip(shares.as_slice()) {
+        h.1 = a;
+    }
+    // 4. The connector of hop 1's community, if hop 1's referrer was a member when referring.
+    if p.connector_bps > 0 {
+        if let Some(h1) = kept[0] {
+            if let Some(c) = h1.community {
+                if let Some(connector) = view.connector(&c) {
+                    let share = bps_of(sale.amount_minor, p.connector_bps);
+                    if share > 0
+                        && connector != sale.seller
+                        && view.admitted(&c, &h1.referrer, h1.created_at_ms)
+                    {
+                        out.connector = Some((connector, share));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -17,9 +17,8 @@ use crate::attestation::{Body, Currency};
 use crate::encoding::Attestation;
 use crate::keys::{Id, PublicKey};
 use crate::ledger::{Ledger, LedgerEntry};
-use crate::limits::{MAX_CHAIN_HOPS, MAX_POLICY_DEPTH};
 use crate::payout;
-use crate::policy::{Policy, Rule};
+use crate::policy::Policy;
 use crate::validation::{self, Fact, InvalidReason, Known, Lookup, Outcome};
 
 /// The outcome of one attestation, reported when it is inserted or when it changes (a pending
@@ -103,6 +102,68 @@ struct SettlementRec {
     participant: PublicKey,
     currency: Currency,
     amount_minor: u64,
+}
+
+/// The payout rules' view of one market: the state's arenas plus each (offer, buyer)'s
+/// earliest counted, unrefunded purchase, computed once per ledger.
+struct MarketView<'a> {
+    state: &'a State,
+    bought: FxHashMap<(u32, PublicKey), u64>,
+}
+
+impl<'a> MarketView<'a> {
+    fn new(state: &'a State, m: &'a Market) -> Self {
+        let mut bought: FxHashMap<(u32, PublicKey), u64> = FxHashMap::default();
+        let needs_purchases = state
+            .counted(m)
+            .any(|r| state.offers[r.offer as usize].policy.require_purchase);
+        if needs_purchases {
+            for r in state.counted(m).filter(|r| !m.refunded.contains(&r.id)) {
+                let t = bought.entry((r.offer, r.buyer)).or_insert(u64::MAX);
+                *t = (*t).min(r.created_at_ms);
+            }
+        }
+        MarketView { state, bought }
+    }
+}
+
+impl payout::ChainView for MarketView<'_> {
+    type Node = u32;
+    type Offer = u32;
+
+    fn hop(&self, node: u32) -> payout::Hop<u32> {
+        let h = &self.state.referrals[node as usize];
+        payout::Hop {
+            referrer: h.referrer,
+            created_at_ms: h.created_at_ms,
+            community: h.community,
+            parent: (h.parent != NONE).then_some(h.parent),
+        }
+    }
+
+    fn first_purchase_ms(&self, offer: u32, buyer: &PublicKey) -> Option<u64> {
+        self.bought.get(&(offer, *buyer)).copied()
+    }
+
+    fn connector(&self, community: &Id) -> Option<PublicKey> {
+        self.state.communities.get(community).copied()
+    }
+
+    fn admitted(&self, community: &Id, member: &PublicKey, at_ms: u64) -> bool {
+        self.state
+            .memberships
+            .get(&(*community, *member))
+            .is_some_and(|ms| {
+                ms.iter().any(|(mid, start)| {
+                    *start <= at_ms
+                        && self
+                            .state
+                            .membership_ends
+                            .get(mid)
+                            .is_none_or(|&end| at_ms < end)
+                })
+            })
+    }
 }
 
 /// Everything of one seller.
@@ -500,103 +561,30 @@ impl State {
             .map(move |slot| &m.receipts[slot.counted as usize])
     }
 
-    /// Whether `member` was an admitted member of `community` at `at_ms`.
-    fn admitted(&self, community: &Id, member: &PublicKey, at_ms: u64) -> bool {
-        self.memberships
-            .get(&(*community, *member))
-            .is_some_and(|ms| {
-                ms.iter().any(|(mid, start)| {
-                    *start <= at_ms && self.membership_ends.get(mid).is_none_or(|&end| at_ms < end)
-                })
-            })
-    }
-
     /// The ledger of `seller`, computed from scratch from the valid attestations.
     pub fn ledger(&self, seller: &PublicKey) -> Ledger {
         let Some(m) = self.markets.get(seller) else {
             return Ledger::from_entries(*seller, Vec::new());
         };
-        // (offer, buyer) → earliest counted, unrefunded purchase, for require_purchase.
-        let mut bought: FxHashMap<(u32, PublicKey), u64> = FxHashMap::default();
-        let needs_purchases = self
-            .counted(m)
-            .any(|r| self.offers[r.offer as usize].policy.require_purchase);
-        if needs_purchases {
-            for r in self.counted(m).filter(|r| !m.refunded.contains(&r.id)) {
-                let t = bought.entry((r.offer, r.buyer)).or_insert(u64::MAX);
-                *t = (*t).min(r.created_at_ms);
-            }
-        }
-
+        let view = MarketView::new(self, m);
         let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
-        let mut credit = |currency: Currency, who: PublicKey, amount: u64, refunded: bool| {
-            let s = sums.entry((currency, who)).or_default();
-            s[0] += u128::from(amount);
-            if refunded {
-                s[1] += u128::from(amount);
-            }
-        };
-        let mut hops: Vec<(PublicKey, u32)> = Vec::with_capacity(usize::from(MAX_POLICY_DEPTH));
-        let mut eligible: Vec<bool> = Vec::with_capacity(usize::from(MAX_POLICY_DEPTH));
         for r in self.counted(m) {
             let offer = &self.offers[r.offer as usize];
-            let p = &offer.policy;
             let refunded = m.refunded.contains(&r.id);
-            // 1. Walk the chain, nearest the buyer first.
-            hops.clear();
-            eligible.clear();
-            let max_depth = usize::from(p.max_depth);
-            let mut chain_hops = 0u32;
-            let mut node = r.via;
-            while node != NONE && chain_hops < MAX_CHAIN_HOPS {
-                let h = &self.referrals[node as usize];
-                if h.created_at_ms > r.created_at_ms
-                    || r.created_at_ms - h.created_at_ms > p.window_ms
-                {
-                    break;
-                }
-                chain_hops += 1;
-                if hops.len() < max_depth {
-                    hops.push((h.referrer, node));
-                } else if p.rule != Rule::SplitProof {
-                    break; // only split_proof needs the chain's full length
-                }
-                node = h.parent;
-            }
-            // 2. Eligibility.
-            for (i, (key, node)) in hops.iter().enumerate() {
-                let ok = *key != r.buyer
-                    && key != seller
-                    && !hops[..i].iter().any(|(k, _)| k == key)
-                    && (!p.require_purchase
-                        || bought
-                            .get(&(r.offer, *key))
-                            .is_some_and(|&t| t < self.referrals[*node as usize].created_at_ms));
-                eligible.push(ok);
-            }
-            // 3. Split the pool.
-            let pool = payout::bps_of(r.amount_minor, p.pool_bps);
-            let shares = payout::split(p.rule, pool, &eligible, chain_hops);
-            for ((key, _), &amount) in hops.iter().zip(shares.as_slice()) {
-                if amount > 0 {
-                    credit(offer.currency, *key, amount, refunded);
-                }
-            }
-            // 4. The connector of hop 1's community, if hop 1's referrer is a member.
-            if p.connector_bps > 0 {
-                if let Some((member, node)) = hops.first() {
-                    let h = &self.referrals[*node as usize];
-                    if let Some(c) = h.community {
-                        if let Some(connector) = self.communities.get(&c) {
-                            let share = payout::bps_of(r.amount_minor, p.connector_bps);
-                            if share > 0
-                                && connector != seller
-                                && self.admitted(&c, member, h.created_at_ms)
-                            {
-                                credit(offer.currency, *connector, share, refunded);
-                            }
-                        }
-                    }
+            let sale = payout::Sale {
+                offer: r.offer,
+                seller: *seller,
+                policy: offer.policy,
+                amount_minor: r.amount_minor,
+                buyer: r.buyer,
+                via: (r.via != NONE).then_some(r.via),
+                created_at_ms: r.created_at_ms,
+            };
+            for (who, amount) in payout::payout(&view, &sale).credits() {
+                let s = sums.entry((offer.currency, who)).or_default();
+                s[0] += u128::from(amount);
+                if refunded {
+                    s[1] += u128::from(amount);
                 }
             }
         }
