@@ -226,6 +226,7 @@ pub fn payout<V: ChainView>(view: &V, sale: &Sale<V::Node, V::Offer>) -> Payout 
                     let share = bps_of(sale.amount_minor, p.connector_bps);
                     if share > 0
                         && connector != sale.seller
+                        && connector != sale.buyer
                         && view.admitted(&c, &h1.referrer, h1.created_at_ms)
                     {
                         out.connector = Some((connector, share));

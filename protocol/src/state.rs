@@ -43,13 +43,18 @@ pub struct Equivocation {
     pub other: Id,
 }
 
-/// A buyer's PurchaseClaim names another referral than the counted Receipt of its order.
+/// A PurchaseClaim that contradicts the counted Receipt of its order: it names another
+/// referral, or its author is not the buyer the seller recorded. Anyone can sign a claim, so
+/// `buyer_matches` tells a claim by the recorded buyer (a referral dispute) from one by another
+/// key (the seller may have recorded a wrong buyer — or the claimant is not the buyer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dispute {
     /// The buyer's claim.
     pub claim: Id,
     /// The seller's counted receipt.
     pub receipt: Id,
+    /// The claim's author is the receipt's buyer.
+    pub buyer_matches: bool,
     /// The referral the buyer names.
     pub claimed_via: Option<Id>,
     /// The referral the seller recorded.
@@ -252,8 +257,9 @@ impl State {
             .iter()
             .map(|e| Id(*blake3::hash(e).as_bytes()))
             .collect();
+        let mut seen = FxHashSet::default();
         let fresh: Vec<usize> = (0..envelopes.len())
-            .filter(|&i| self.duplicate(&ids[i]).is_none() && !ids[..i].contains(&ids[i]))
+            .filter(|&i| self.duplicate(&ids[i]).is_none() && seen.insert(ids[i]))
             .collect();
         let fresh_envelopes: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
         let mut checked = validation::check_batch(&fresh_envelopes).into_iter();
@@ -631,14 +637,14 @@ impl State {
                 let r = &m.receipts[slot.counted as usize];
                 let offer_id = self.offers[r.offer as usize].id;
                 let recorded = via_id(r.via);
-                (r.buyer == c.buyer && offer_id == c.offer && recorded != c.via).then_some(
-                    Dispute {
-                        claim: c.id,
-                        receipt: r.id,
-                        claimed_via: c.via,
-                        recorded_via: recorded,
-                    },
-                )
+                let buyer_matches = r.buyer == c.buyer;
+                (offer_id == c.offer && (!buyer_matches || recorded != c.via)).then_some(Dispute {
+                    claim: c.id,
+                    receipt: r.id,
+                    buyer_matches,
+                    claimed_via: c.via,
+                    recorded_via: recorded,
+                })
             })
             .collect();
         v.sort();

@@ -88,6 +88,9 @@ pub enum InvalidReason {
     /// The parent referral was addressed to someone else.
     #[error("the parent referral is addressed to another recipient")]
     NotRecipient,
+    /// A referral dated before its parent: chains only grow forward in time.
+    #[error("referral created before its parent")]
+    BeforeParent,
     /// The referral chain would be longer than 64 hops.
     #[error("referral chain longer than {MAX_CHAIN_HOPS} hops")]
     ChainTooLong,
@@ -124,6 +127,7 @@ impl InvalidReason {
             InvalidReason::OtherOffer { .. } => "other_offer",
             InvalidReason::NotRecipient => "not_recipient",
             InvalidReason::ChainTooLong => "chain_too_long",
+            InvalidReason::BeforeParent => "before_parent",
             InvalidReason::WrongAuthor { .. } => "wrong_author",
             InvalidReason::OutsideValidity => "outside_validity",
         }
@@ -321,6 +325,8 @@ pub enum Fact {
         recipient: Option<PublicKey>,
         /// Hops from the offer down to it, inclusive (a root referral has 1).
         hops: u32,
+        /// When it was created: a child may not be dated before it.
+        created_at_ms: u64,
     },
     /// A valid Receipt.
     Receipt {
@@ -369,6 +375,7 @@ impl Fact {
                 offer: r.offer,
                 recipient: r.recipient,
                 hops,
+                created_at_ms: r.created_at_ms,
             },
             Body::Receipt(r) => Fact::Receipt { seller: r.seller },
             Body::Community(c) => Fact::Community {
@@ -450,6 +457,7 @@ fn contextual_rules(body: &Body, deps: &[Fact]) -> Result<u32, InvalidReason> {
                 offer,
                 recipient,
                 hops,
+                created_at_ms,
             } = *parent
             else {
                 return Err(wrong_kind("parent", Kind::Referral, parent));
@@ -462,6 +470,9 @@ fn contextual_rules(body: &Body, deps: &[Fact]) -> Result<u32, InvalidReason> {
             }
             if hops >= MAX_CHAIN_HOPS {
                 return Err(InvalidReason::ChainTooLong);
+            }
+            if r.created_at_ms < created_at_ms {
+                return Err(InvalidReason::BeforeParent);
             }
             Ok(hops + 1)
         }

@@ -104,17 +104,54 @@ fn purchase_claim_naming_another_referral_is_a_dispute() {
     let honest = claim(&buyer, &atts[0], "order-1", Some(atts[3].id), T0 + 6);
     let disputing = claim(&buyer, &atts[0], "order-1", Some(atts[2].id), T0 + 7);
     let stranger = claim(&key(9), &atts[0], "order-1", None, T0 + 7);
-    atts.extend([honest, disputing.clone(), stranger]);
+    atts.extend([honest, disputing.clone(), stranger.clone()]);
     let st = state_of(&atts.iter().collect::<Vec<_>>());
-    assert_eq!(
-        st.disputes(&key(1).public()),
-        vec![Dispute {
+    let mut expected = vec![
+        Dispute {
             claim: disputing.id,
             receipt: atts[4].id,
+            buyer_matches: true,
             claimed_via: Some(atts[2].id),
             recorded_via: Some(atts[3].id),
-        }]
+        },
+        Dispute {
+            claim: stranger.id,
+            receipt: atts[4].id,
+            buyer_matches: false,
+            claimed_via: None,
+            recorded_via: Some(atts[3].id),
+        },
+    ];
+    expected.sort();
+    assert_eq!(st.disputes(&key(1).public()), expected);
+}
+
+#[test]
+fn a_referral_dated_before_its_parent_is_invalid() {
+    let (s, b, c) = (key(1), key(2), key(3));
+    let o = offer(&s, policy(Rule::Direct, 1_000), T0);
+    let rb = refer(&b, &o, None, T0 + 10);
+    let rc = refer(&c, &o, Some(&rb), T0 + 9);
+    let st = state_of(&[&o, &rb, &rc]);
+    assert_eq!(
+        st.outcome(&rc.id),
+        Some(Outcome::Invalid(InvalidReason::BeforeParent))
     );
+}
+
+#[test]
+fn the_connector_buying_through_a_member_gets_no_connector_share() {
+    let (s, conn, m) = (key(1), key(6), key(7));
+    let mut p = policy(Rule::Direct, 1_000);
+    p.connector_bps = 200;
+    let o = offer(&s, p, T0);
+    let c = community(&conn, T0);
+    let ms = membership(&conn, &c, &m, T0 + 1);
+    let r1 = refer_full(&m, o.id, None, None, Some(c.id), T0 + 2);
+    let sale = receipt(&s, &o, "1", 10_000, conn.public(), Some(&r1), T0 + 3);
+    let l = state_of(&[&o, &c, &ms, &r1, &sale]).ledger(&s.public());
+    assert_eq!(line(&l, &conn), None);
+    assert_eq!(line(&l, &m).unwrap().0, 1_000);
 }
 
 #[test]

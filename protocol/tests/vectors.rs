@@ -312,6 +312,11 @@ fn gen_invalid() -> Value {
         refund(&key(9), &rcpt, T0 + 9).bytes,
         vec![o.clone(), rb.clone(), rcpt.clone()],
     );
+    push(
+        "referral-dated-before-parent",
+        refer(&key(3), &o, Some(&rb), T0 + 500).bytes,
+        vec![o.clone(), rb.clone()],
+    );
     let mut early = match &o.body {
         Body::Offer(x) => x.clone(),
         _ => unreachable!(),
@@ -522,7 +527,7 @@ fn gen_payouts() -> Value {
                     "equivocations": st.equivocations(&s.public()).iter()
                         .map(|q| json!({"counted": q.counted.to_hex(), "other": q.other.to_hex()})).collect::<Vec<_>>(),
                     "disputes": st.disputes(&s.public()).iter()
-                        .map(|q| json!({"claim": q.claim.to_hex(), "receipt": q.receipt.to_hex()})).collect::<Vec<_>>(),
+                        .map(|q| json!({"claim": q.claim.to_hex(), "receipt": q.receipt.to_hex(), "buyer_matches": q.buyer_matches})).collect::<Vec<_>>(),
                 })
             })
             .collect(),
