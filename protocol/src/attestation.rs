@@ -236,7 +236,7 @@ pub struct MembershipEnd {
 }
 
 /// The kind of an attestation: its byte on the wire and its domain-separation tag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Kind {
     /// [`Offer`]

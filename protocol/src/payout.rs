@@ -108,8 +108,9 @@ pub trait ChainView {
     type Node: Copy;
     /// A handle to a valid offer.
     type Offer: Copy;
-    /// The referral behind a handle.
-    fn hop(&self, node: Self::Node) -> Hop<Self::Node>;
+    /// The referral behind a handle (`None` ends the walk: a store that lost a record pays
+    /// less, never panics).
+    fn hop(&self, node: Self::Node) -> Option<Hop<Self::Node>>;
     /// The earliest `created_at_ms` of a counted, unrefunded receipt of `offer` bought by `buyer`.
     fn first_purchase_ms(&self, offer: Self::Offer, buyer: &PublicKey) -> Option<u64>;
     /// The connector of a valid community.
@@ -182,7 +183,9 @@ pub fn payout<V: ChainView>(view: &V, sale: &Sale<V::Node, V::Offer>) -> Payout 
         if chain_hops >= MAX_CHAIN_HOPS {
             break;
         }
-        let h = view.hop(n);
+        let Some(h) = view.hop(n) else {
+            break;
+        };
         if h.created_at_ms > sale.created_at_ms
             || sale.created_at_ms - h.created_at_ms > p.window_ms
         {

@@ -136,14 +136,14 @@ impl payout::ChainView for MarketView<'_> {
     type Node = u32;
     type Offer = u32;
 
-    fn hop(&self, node: u32) -> payout::Hop<u32> {
-        let h = &self.state.referrals[node as usize];
-        payout::Hop {
+    fn hop(&self, node: u32) -> Option<payout::Hop<u32>> {
+        let h = self.state.referrals.get(node as usize)?;
+        Some(payout::Hop {
             referrer: h.referrer,
             created_at_ms: h.created_at_ms,
             community: h.community,
             parent: (h.parent != NONE).then_some(h.parent),
-        }
+        })
     }
 
     fn first_purchase_ms(&self, offer: u32, buyer: &PublicKey) -> Option<u64> {

@@ -306,7 +306,7 @@ pub fn held_until(created_at_ms: u64, now_ms: u64) -> Option<u64> {
 
 /// The facts about a valid attestation that other attestations' validity depends on. A node
 /// (or a disk store) keeps these small records instead of whole bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Fact {
     /// A valid Offer.
     Offer {
