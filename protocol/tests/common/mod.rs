@@ -1,6 +1,8 @@
 //! Builders shared by the integration tests: fixed-seed keys and one function per kind.
 #![allow(dead_code)]
 
+pub mod script;
+
 use passalong_protocol::attestation::*;
 use passalong_protocol::{Attestation, Id, Keypair, Policy, PublicKey, Rule};
 

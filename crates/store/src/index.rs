@@ -1,0 +1,151 @@
+//! What a valid attestation adds to the indexes, kind by kind, and which receipts' payouts it
+//! can change (those are recomputed by [`crate::ledger`]).
+
+use passalong_protocol::attestation::Body;
+use passalong_protocol::payout::ChainView;
+use passalong_protocol::{Attestation, Id, PublicKey};
+
+use crate::keyspace::*;
+use crate::ledger;
+use crate::txn::Txn;
+
+/// Order ids are chosen by sellers and up to 64 bytes: keys use their blake3.
+pub(crate) fn order_hash(order: &str) -> [u8; 32] {
+    *blake3::hash(order.as_bytes()).as_bytes()
+}
+
+fn postcard_of<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+/// The market an attestation belongs to: the seller of its offer, or for community kinds the
+/// community's connector.
+fn market_of(t: &Txn<'_>, body: &Body) -> Option<PublicKey> {
+    Some(match body {
+        Body::Offer(o) => o.seller,
+        Body::Referral(r) => t.offer(&r.offer)?.seller,
+        Body::Receipt(r) => r.seller,
+        Body::PurchaseClaim(c) => t.offer(&c.offer)?.seller,
+        Body::Refund(r) => r.seller,
+        Body::Settlement(s) => s.seller,
+        Body::Community(c) => c.connector,
+        Body::Membership(m) => m.connector,
+        Body::MembershipEnd(e) => {
+            let m = t.get(&key(MEMBERSHIP, &[&e.membership.0]))?;
+            t.connector(&Id(id_at(&m, 0)))?
+        }
+    })
+}
+
+/// Records a valid attestation.
+pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
+    let id = att.id;
+    if let Some(market) = market_of(t, &att.body) {
+        t.put(
+            key(
+                MARKET,
+                &[&market.0, &att.body.created_at_ms().to_be_bytes(), &id.0],
+            ),
+            vec![att.kind() as u8],
+        );
+    }
+    match &att.body {
+        Body::Offer(o) => t.put(key(OFFER, &[&id.0]), postcard_of(o)),
+        Body::Referral(r) => {
+            t.put(key(REFERRAL, &[&id.0]), postcard_of(r));
+            if let Some(p) = r.parent {
+                t.put(key(CHILD, &[&p.0, &id.0]), vec![]);
+            }
+            t.put(
+                key(BY_REFERRER, &[&r.offer.0, &r.referrer.0, &id.0]),
+                vec![],
+            );
+            if let Some(c) = r.community {
+                t.put(key(NAMING, &[&c.0, &r.referrer.0, &id.0]), vec![]);
+            }
+        }
+        Body::Receipt(r) => {
+            t.put(key(RECEIPT, &[&id.0]), postcard_of(r));
+            let order = key(ORDER, &[&r.seller.0, &order_hash(&r.order)]);
+            let counted_before = t.first(&order).map(|(k, _)| Id(id_at(&k, 65)));
+            t.put(
+                key(ORDER, &[&r.seller.0, &order_hash(&r.order), &id.0]),
+                vec![],
+            );
+            match counted_before {
+                None => ledger::count(t, id),
+                Some(prev) if id < prev => {
+                    ledger::uncount(t, prev);
+                    ledger::count(t, id);
+                }
+                Some(_) => {} // equivocation: the smaller id already counts
+            }
+        }
+        Body::PurchaseClaim(c) => {
+            if let Some(o) = t.offer(&c.offer) {
+                t.put(
+                    key(CLAIM, &[&o.seller.0, &order_hash(&c.order), &id.0]),
+                    postcard_of(c),
+                );
+            }
+        }
+        Body::Refund(r) => ledger::refund(t, r.receipt),
+        Body::Settlement(s) => ledger::add(
+            t,
+            &s.seller,
+            s.currency,
+            &s.participant,
+            [0, 0, u128::from(s.amount_minor)],
+            true,
+        ),
+        Body::Community(c) => {
+            t.put(key(COMMUNITY, &[&id.0]), c.connector.0.to_vec());
+            connector_changed(t, &id, None);
+        }
+        Body::Membership(m) => {
+            t.put(
+                key(MEMBER, &[&m.community.0, &m.member.0, &id.0]),
+                m.created_at_ms.to_be_bytes().to_vec(),
+            );
+            t.put(
+                key(MEMBERSHIP, &[&id.0]),
+                [m.community.0, m.member.0].concat(),
+            );
+            connector_changed(t, &m.community, Some(&m.member));
+        }
+        Body::MembershipEnd(e) => {
+            let k = key(MEMBERSHIP_END, &[&e.membership.0]);
+            let end = t.get(&k).map_or(u64::MAX, |v| u64_at(&v, 0));
+            if e.ends_at_ms < end {
+                t.put(k, e.ends_at_ms.to_be_bytes().to_vec());
+                if let Some(m) = t.get(&key(MEMBERSHIP, &[&e.membership.0])) {
+                    let member = PublicKey(id_at(&m, 32));
+                    connector_changed(t, &Id(id_at(&m, 0)), Some(&member));
+                }
+            }
+        }
+    }
+}
+
+/// A community's connector or a member's membership changed: recompute the counted receipts
+/// whose hop 1 is a referral (by that member, or anyone) naming the community.
+fn connector_changed(t: &mut Txn<'_>, community: &Id, member: Option<&PublicKey>) {
+    let prefix = match member {
+        Some(m) => key(NAMING, &[&community.0, &m.0]),
+        None => key(NAMING, &[&community.0]),
+    };
+    let mut receipts = Vec::new();
+    for (k, _) in t.scan(&prefix) {
+        let referral = id_at(&k, 65);
+        for (tk, pos) in t.scan(&key(THROUGH, &[&referral])) {
+            if pos.first() == Some(&0) {
+                receipts.push(Id(id_at(&tk, 33)));
+            }
+        }
+    }
+    receipts.sort();
+    receipts.dedup();
+    for r in receipts {
+        ledger::recompute(t, r);
+    }
+}

@@ -1,0 +1,84 @@
+//! The layout of the one sled tree that holds everything. One tree, so that every ingest is a
+//! single atomic `Batch`; each kind of record has a one-byte prefix, and multi-part keys are
+//! fixed-width, so prefix scans are exact. Times in keys are big-endian, so they sort.
+
+/// id → envelope bytes, for every attestation that passed the stateless check and is not invalid.
+pub const ENVELOPE: u8 = b'a';
+/// id → `Fact` (postcard): the attestation is valid.
+pub const FACT: u8 = b'f';
+/// id → reason (UTF-8 "code: message"): the attestation is invalid.
+pub const INVALID: u8 = b'x';
+/// id → (): the attestation is pending.
+pub const PENDING: u8 = b'P';
+/// missing id ‖ waiting id → (): who waits for what.
+pub const WAITER: u8 = b'w';
+/// until_ms (BE) ‖ id → (): held attestations, in release order.
+pub const HELD: u8 = b'h';
+/// id → until_ms (BE).
+pub const HELD_BY_ID: u8 = b'H';
+/// market key ‖ created_at_ms (BE) ‖ id → kind byte: a market's valid attestations, by time.
+pub const MARKET: u8 = b'm';
+/// parent referral ‖ child referral → ().
+pub const CHILD: u8 = b'c';
+/// id → Offer body (postcard), valid offers.
+pub const OFFER: u8 = b'o';
+/// id → Referral body, valid referrals.
+pub const REFERRAL: u8 = b'r';
+/// id → Receipt body, valid receipts.
+pub const RECEIPT: u8 = b'b';
+/// seller ‖ blake3(order) ‖ receipt → (): receipts by (seller, order); the first counts.
+pub const ORDER: u8 = b'q';
+/// receipt → (): refunded receipts.
+pub const REFUNDED: u8 = b'e';
+/// receipt → `PayoutRec`: what a counted receipt credited.
+pub const PAYOUT: u8 = b'p';
+/// referral ‖ receipt → hop position (1 byte): counted receipts whose kept hops include it.
+pub const THROUGH: u8 = b't';
+/// offer ‖ buyer ‖ created_at_ms (BE) ‖ receipt → (): counted, unrefunded purchases.
+pub const PURCHASE: u8 = b'u';
+/// offer ‖ referrer ‖ referral → (): referrals by who made them.
+pub const BY_REFERRER: u8 = b'y';
+/// community → connector key.
+pub const COMMUNITY: u8 = b'k';
+/// community ‖ referrer ‖ referral → (): referrals that name a community.
+pub const NAMING: u8 = b'g';
+/// community ‖ member ‖ membership → start (BE).
+pub const MEMBER: u8 = b'n';
+/// membership → community ‖ member.
+pub const MEMBERSHIP: u8 = b'M';
+/// membership → earliest ends_at_ms (BE).
+pub const MEMBERSHIP_END: u8 = b'z';
+/// seller ‖ blake3(order) ‖ claim → PurchaseClaim body.
+pub const CLAIM: u8 = b'd';
+/// seller ‖ currency ‖ participant → earned, refunded, settled (u128 BE each).
+pub const LEDGER: u8 = b'l';
+/// name → value: store metadata (format version).
+pub const META: u8 = b'v';
+
+/// A key: the prefix byte, then the parts.
+pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// The 32 bytes at `at` of a key (callers only pass keys they built).
+pub fn id_at(k: &[u8], at: usize) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Some(s) = k.get(at..at + 32) {
+        out.copy_from_slice(s);
+    }
+    out
+}
+
+/// The big-endian u64 at `at` of a key or value.
+pub fn u64_at(k: &[u8], at: usize) -> u64 {
+    let mut out = [0u8; 8];
+    if let Some(s) = k.get(at..at + 8) {
+        out.copy_from_slice(s);
+    }
+    u64::from_be_bytes(out)
+}

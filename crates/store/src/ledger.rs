@@ -1,0 +1,249 @@
+//! The ledger kept up to date one receipt at a time.
+//!
+//! Each counted receipt's payout is computed by the protocol's rules over the store
+//! ([`passalong_protocol::payout::payout`] with the store as `ChainView`) and remembered, so
+//! that it can be taken back exactly: when an equivocating receipt with a smaller id takes
+//! over, when a refund claws it back, or when something it depends on changes (a purchase that
+//! makes a `require_purchase` hop eligible, a membership that pays the connector). The sums per
+//! (seller, currency, participant) then always equal a full recompute — a property test checks it.
+
+use passalong_protocol::attestation::Currency;
+use passalong_protocol::payout::{self, ChainView};
+use passalong_protocol::{Id, Ledger, LedgerEntry, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::keyspace::*;
+use crate::txn::Txn;
+
+/// What a counted receipt credited, to take it back later.
+#[derive(Serialize, Deserialize)]
+struct PayoutRec {
+    seller: PublicKey,
+    currency: Currency,
+    offer: Id,
+    buyer: PublicKey,
+    created_at_ms: u64,
+    credits: Vec<(PublicKey, u64)>,
+    /// Referral ids of the kept hops, nearest the buyer first.
+    hops: Vec<Id>,
+}
+
+fn sums(v: &[u8]) -> [u128; 3] {
+    let mut s = [0u128; 3];
+    for (i, x) in s.iter_mut().enumerate() {
+        let mut b = [0u8; 16];
+        if let Some(src) = v.get(i * 16..i * 16 + 16) {
+            b.copy_from_slice(src);
+        }
+        *x = u128::from_be_bytes(b);
+    }
+    s
+}
+
+/// Adds (`plus`) or subtracts `delta` = (earned, refunded, settled) to one ledger line. A line
+/// that comes back to zero is removed: lines exist only for nonzero shares and settlements.
+pub(crate) fn add(
+    t: &mut Txn<'_>,
+    seller: &PublicKey,
+    currency: Currency,
+    who: &PublicKey,
+    delta: [u128; 3],
+    plus: bool,
+) {
+    let k = key(LEDGER, &[&seller.0, &currency.0, &who.0]);
+    let mut s = t.get(&k).map_or([0; 3], |v| sums(&v));
+    for (x, d) in s.iter_mut().zip(delta) {
+        // Subtraction only takes back what was added, so it cannot go below zero.
+        *x = if plus {
+            x.saturating_add(d)
+        } else {
+            x.saturating_sub(d)
+        };
+    }
+    if s == [0; 3] {
+        t.del(k);
+    } else {
+        t.put(k, s.iter().flat_map(|x| x.to_be_bytes()).collect());
+    }
+}
+
+fn purchase_key(rec: &PayoutRec, receipt: &Id) -> Vec<u8> {
+    key(
+        PURCHASE,
+        &[
+            &rec.offer.0,
+            &rec.buyer.0,
+            &rec.created_at_ms.to_be_bytes(),
+            &receipt.0,
+        ],
+    )
+}
+
+fn credit(t: &mut Txn<'_>, rec: &PayoutRec, refunded: bool, plus: bool) {
+    for (who, amount) in &rec.credits {
+        let a = u128::from(*amount);
+        add(
+            t,
+            &rec.seller,
+            rec.currency,
+            who,
+            [a, if refunded { a } else { 0 }, 0],
+            plus,
+        );
+    }
+}
+
+/// Computes a receipt's payout with the current indexes.
+fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
+    let r = t.receipt(receipt)?;
+    let o = t.offer(&r.offer)?;
+    let sale = payout::Sale {
+        offer: r.offer,
+        seller: r.seller,
+        policy: o.policy,
+        amount_minor: r.amount_minor,
+        buyer: r.buyer,
+        via: r.via,
+        created_at_ms: r.created_at_ms,
+    };
+    let p = payout::payout(t, &sale);
+    let mut hops = Vec::with_capacity(p.hops().len());
+    let mut node = r.via;
+    while hops.len() < p.hops().len() {
+        let Some(n) = node else { break };
+        hops.push(n);
+        node = t.hop(n).and_then(|h| h.parent);
+    }
+    Some(PayoutRec {
+        seller: r.seller,
+        currency: o.currency,
+        offer: r.offer,
+        buyer: r.buyer,
+        created_at_ms: r.created_at_ms,
+        credits: p.credits().collect(),
+        hops,
+    })
+}
+
+fn refunded(t: &Txn<'_>, receipt: &Id) -> bool {
+    t.contains(&key(REFUNDED, &[&receipt.0]))
+}
+
+/// A receipt starts to count.
+pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
+    let Some(rec) = compute(t, &receipt) else {
+        return;
+    };
+    let is_refunded = refunded(t, &receipt);
+    credit(t, &rec, is_refunded, true);
+    for (pos, h) in rec.hops.iter().enumerate() {
+        t.put(key(THROUGH, &[&h.0, &receipt.0]), vec![pos as u8]);
+    }
+    if !is_refunded {
+        t.put(purchase_key(&rec, &receipt), vec![]);
+    }
+    let (offer, buyer) = (rec.offer, rec.buyer);
+    if let Ok(bytes) = postcard::to_allocvec(&rec) {
+        t.put(key(PAYOUT, &[&receipt.0]), bytes);
+    }
+    if !is_refunded {
+        purchase_changed(t, &offer, &buyer);
+    }
+}
+
+/// A receipt stops counting (an equivocating receipt with a smaller id arrived).
+pub(crate) fn uncount(t: &mut Txn<'_>, receipt: Id) {
+    let Some(rec) = t.record::<PayoutRec>(&key(PAYOUT, &[&receipt.0])) else {
+        return;
+    };
+    let is_refunded = refunded(t, &receipt);
+    credit(t, &rec, is_refunded, false);
+    for h in &rec.hops {
+        t.del(key(THROUGH, &[&h.0, &receipt.0]));
+    }
+    t.del(key(PAYOUT, &[&receipt.0]));
+    if !is_refunded {
+        t.del(purchase_key(&rec, &receipt));
+        purchase_changed(t, &rec.offer, &rec.buyer);
+    }
+}
+
+/// Something a counted receipt's payout depends on changed: take back the old credits, give
+/// the new ones. (Its chain cannot change: referrals are immutable and were all valid.)
+pub(crate) fn recompute(t: &mut Txn<'_>, receipt: Id) {
+    let pk = key(PAYOUT, &[&receipt.0]);
+    let Some(old) = t.record::<PayoutRec>(&pk) else {
+        return;
+    };
+    let Some(new) = compute(t, &receipt) else {
+        return;
+    };
+    if old.credits == new.credits {
+        return;
+    }
+    let is_refunded = refunded(t, &receipt);
+    credit(t, &old, is_refunded, false);
+    credit(t, &new, is_refunded, true);
+    if let Ok(bytes) = postcard::to_allocvec(&new) {
+        t.put(pk, bytes);
+    }
+}
+
+/// A receipt was refunded (once is enough).
+pub(crate) fn refund(t: &mut Txn<'_>, receipt: Id) {
+    let rk = key(REFUNDED, &[&receipt.0]);
+    if t.contains(&rk) {
+        return;
+    }
+    t.put(rk, vec![]);
+    let Some(rec) = t.record::<PayoutRec>(&key(PAYOUT, &[&receipt.0])) else {
+        return; // not counted: nothing was credited
+    };
+    for (who, amount) in &rec.credits {
+        add(
+            t,
+            &rec.seller,
+            rec.currency,
+            who,
+            [0, u128::from(*amount), 0],
+            true,
+        );
+    }
+    t.del(purchase_key(&rec, &receipt));
+    purchase_changed(t, &rec.offer, &rec.buyer);
+}
+
+/// The earliest purchase of `offer` by `buyer` may have changed: with `require_purchase`,
+/// the buyer's referrals of that offer may have become (in)eligible hops.
+fn purchase_changed(t: &mut Txn<'_>, offer: &Id, buyer: &PublicKey) {
+    if !t.offer(offer).is_some_and(|o| o.policy.require_purchase) {
+        return;
+    }
+    let mut receipts = Vec::new();
+    for (k, _) in t.scan(&key(BY_REFERRER, &[&offer.0, &buyer.0])) {
+        let referral = id_at(&k, 65);
+        for (tk, _) in t.scan(&key(THROUGH, &[&referral])) {
+            receipts.push(Id(id_at(&tk, 33)));
+        }
+    }
+    receipts.sort();
+    receipts.dedup();
+    for r in receipts {
+        recompute(t, r);
+    }
+}
+
+/// A seller's ledger as kept.
+pub(crate) fn read(t: &Txn<'_>, seller: &PublicKey) -> Ledger {
+    let entries = t
+        .scan(&key(LEDGER, &[&seller.0]))
+        .into_iter()
+        .map(|(k, v)| {
+            let mut c = [0u8; 3];
+            c.copy_from_slice(&k[33..36]);
+            let [e, r, s] = sums(&v);
+            LedgerEntry::new(Currency(c), PublicKey(id_at(&k, 36)), e, r, s)
+        })
+        .collect();
+    Ledger::from_entries(*seller, entries)
+}

@@ -1,0 +1,452 @@
+//! Passalong's durable store: every attestation a node holds, the indexes the protocol's rules
+//! need, and each seller's ledger kept up to date as attestations arrive.
+//!
+//! Everything lives in one sled tree (see [`keyspace`]). An [`Store::ingest`] call checks its
+//! envelopes (one batch signature verification), runs the protocol's rules against the store,
+//! buffers every write, applies them as **one atomic batch and flushes once** before it returns:
+//! what it acknowledged survives kill -9 and power loss (sled writes are not durable until
+//! flushed, sled issue 654), and one fsync covers many attestations.
+//!
+//! The payout rules are the protocol crate's own (`payout::payout` over the store as a
+//! `ChainView`); this crate only decides which receipts to recompute when something they depend
+//! on changes. [`Store::recompute_ledger`] recomputes from scratch with the protocol's in-memory
+//! `State`, and a property test checks the two agree.
+#![deny(missing_docs)]
+
+mod error;
+mod index;
+mod ingest;
+pub mod keyspace;
+mod ledger;
+mod txn;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use passalong_protocol::attestation::Body;
+use passalong_protocol::state::{Dispute, Equivocation, Report};
+use passalong_protocol::validation::{self, Outcome};
+use passalong_protocol::{Attestation, Id, Kind, Ledger, PublicKey, State};
+
+pub use error::StoreError;
+use keyspace::*;
+use txn::Txn;
+
+/// The store format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where an attestation stands, as the store reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// It counts.
+    Valid,
+    /// Waiting for these ids.
+    Pending {
+        /// Missing dependencies, sorted.
+        missing: Vec<Id>,
+    },
+    /// Dated in the future: checked again from this time on.
+    Held {
+        /// Local time of release.
+        until_ms: u64,
+    },
+    /// It never counts.
+    Invalid {
+        /// Stable reason code (`InvalidReason::code`).
+        code: String,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+impl From<&Outcome> for Status {
+    fn from(o: &Outcome) -> Status {
+        match o {
+            Outcome::Valid => Status::Valid,
+            Outcome::Pending { missing } => Status::Pending {
+                missing: missing.clone(),
+            },
+            Outcome::Held { until_ms } => Status::Held {
+                until_ms: *until_ms,
+            },
+            Outcome::Invalid(r) => Status::Invalid {
+                code: r.code().to_string(),
+                message: r.to_string(),
+            },
+        }
+    }
+}
+
+/// The store's answer for one attestation of an ingest (or one it unblocked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The attestation.
+    pub id: Id,
+    /// Where it stands now.
+    pub status: Status,
+    /// It was already stored; nothing changed.
+    pub duplicate: bool,
+}
+
+impl From<&Report> for Ack {
+    fn from(r: &Report) -> Ack {
+        Ack {
+            id: r.id,
+            status: Status::from(&r.outcome),
+            duplicate: r.duplicate,
+        }
+    }
+}
+
+/// The durable store (see the crate docs). Cheap to share behind an `Arc`; ingests are
+/// serialised, reads run concurrently.
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    writer: Mutex<()>,
+}
+
+fn open_error(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            StoreError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        e => StoreError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, 64 * 1024 * 1024)
+    }
+
+    /// Opens with a page cache of `cache_bytes` (sled's default is 1 GiB; we bound memory).
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        let vk = key(META, &[b"format"]);
+        match db.get(&vk).map_err(|e| open_error(path, e))? {
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::WrongVersion {
+                    path: path.to_path_buf(),
+                    found: format!("{v:?}"),
+                    expected: FORMAT_VERSION,
+                })
+            }
+            None if db.is_empty() => {
+                db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| open_error(path, e))?;
+                db.flush().map_err(|e| open_error(path, e))?;
+            }
+            None => {
+                return Err(StoreError::WrongVersion {
+                    path: path.to_path_buf(),
+                    found: "none (not a passalong store?)".into(),
+                    expected: FORMAT_VERSION,
+                })
+            }
+        }
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tree(&self) -> &sled::Tree {
+        &self.db
+    }
+
+    /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
+    /// attestation they unblocked. Returns only once everything is flushed to disk.
+    pub fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = Txn::new(self.tree());
+        let ids: Vec<Id> = envelopes
+            .iter()
+            .map(|e| Id(*blake3::hash(e).as_bytes()))
+            .collect();
+        // Per envelope: its status if already stored, or None if this call decides it.
+        let mut known: Vec<Option<Status>> = Vec::with_capacity(ids.len());
+        let mut first_in_call = vec![false; ids.len()];
+        let mut seen = std::collections::HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            let s = ingest::status(&t, id);
+            first_in_call[i] = s.is_none() && seen.insert(*id);
+            known.push(s);
+        }
+        let fresh: Vec<usize> = (0..ids.len()).filter(|&i| first_in_call[i]).collect();
+        let fresh_envs: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
+        let checked: Vec<_> = fresh
+            .iter()
+            .map(|&i| ids[i])
+            .zip(validation::check_batch(&fresh_envs))
+            .collect();
+        let mut reports = Vec::new();
+        ingest::ingest(&mut t, checked, now_ms, &mut reports);
+        self.db.apply_batch(t.into_batch()?)?;
+        self.db.flush()?;
+        // One ack per envelope in input order (its latest status), then the ones they unblocked.
+        let mut latest: std::collections::HashMap<Id, Status> = std::collections::HashMap::new();
+        for r in &reports {
+            latest.insert(r.id, Status::from(&r.outcome));
+        }
+        let inputs: std::collections::HashSet<Id> = ids.iter().copied().collect();
+        let mut out: Vec<Ack> = ids
+            .iter()
+            .zip(known)
+            .zip(first_in_call)
+            .map(|((id, known), first)| Ack {
+                id: *id,
+                status: known
+                    .or_else(|| latest.get(id).cloned())
+                    .unwrap_or(Status::Pending { missing: vec![] }),
+                duplicate: !first,
+            })
+            .collect();
+        let mut unblocked: Vec<Id> = Vec::new();
+        for r in &reports {
+            if !inputs.contains(&r.id) && !unblocked.contains(&r.id) {
+                unblocked.push(r.id);
+            }
+        }
+        out.extend(unblocked.into_iter().filter_map(|id| {
+            latest.remove(&id).map(|status| Ack {
+                id,
+                status,
+                duplicate: false,
+            })
+        }));
+        Ok(out)
+    }
+
+    /// Releases held attestations whose time has come (call at [`Store::next_release_ms`]).
+    pub fn tick(&self, now_ms: u64) -> Result<Vec<Ack>, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = Txn::new(self.tree());
+        let mut reports = Vec::new();
+        ingest::tick(&mut t, now_ms, &mut reports);
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.db.apply_batch(t.into_batch()?)?;
+        self.db.flush()?;
+        Ok(reports.iter().map(Ack::from).collect())
+    }
+
+    /// When the next held attestation is due.
+    pub fn next_release_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .tree()
+            .scan_prefix([HELD])
+            .next()
+            .transpose()?
+            .map(|(k, _)| u64_at(&k, 1)))
+    }
+
+    /// Where `id` stands, if the store has seen it.
+    pub fn status(&self, id: &Id) -> Result<Option<Status>, StoreError> {
+        let t = Txn::new(self.tree());
+        let s = ingest::status(&t, id);
+        t.take_error().map_or(Ok(s), Err)
+    }
+
+    /// The envelope of a stored (valid, pending or held) attestation.
+    pub fn envelope(&self, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree()
+            .get(key(ENVELOPE, &[&id.0]))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// The stored attestation `id`, decoded.
+    pub fn attestation(&self, id: &Id) -> Result<Option<Attestation>, StoreError> {
+        Ok(self
+            .envelope(id)?
+            .and_then(|b| Attestation::decode(&b).ok()))
+    }
+
+    /// A seller's ledger as kept incrementally.
+    pub fn ledger(&self, seller: &PublicKey) -> Result<Ledger, StoreError> {
+        let t = Txn::new(self.tree());
+        let l = ledger::read(&t, seller);
+        t.take_error().map_or(Ok(l), Err)
+    }
+
+    /// A seller's ledger recomputed from scratch from every stored attestation, with the
+    /// protocol's in-memory engine (for checks and `verify`; slow on big stores).
+    pub fn recompute_ledger(&self, seller: &PublicKey, now_ms: u64) -> Result<Ledger, StoreError> {
+        let mut st = State::new();
+        for kv in self.tree().scan_prefix([ENVELOPE]) {
+            let (_, v) = kv?;
+            if let Ok(a) = Attestation::decode(&v) {
+                st.insert_checked(a, now_ms);
+            }
+        }
+        Ok(st.ledger(seller))
+    }
+
+    /// Ids of a market's valid attestations, oldest first, as (created_at_ms, id, kind).
+    pub fn market(&self, market: &PublicKey) -> Result<Vec<(u64, Id, u8)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree().scan_prefix(key(MARKET, &[&market.0])) {
+            let (k, v) = kv?;
+            out.push((
+                u64_at(&k, 33),
+                Id(id_at(&k, 41)),
+                v.first().copied().unwrap_or(0),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A market's valid attestations of one kind, oldest first.
+    pub fn market_of_kind(
+        &self,
+        market: &PublicKey,
+        kind: Kind,
+    ) -> Result<Vec<Attestation>, StoreError> {
+        let mut out = Vec::new();
+        for (_, id, k) in self.market(market)? {
+            if k == kind as u8 {
+                if let Some(a) = self.attestation(&id)? {
+                    out.push(a);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every seller (market key) with something stored, sorted.
+    pub fn markets(&self) -> Result<Vec<PublicKey>, StoreError> {
+        let mut out: Vec<PublicKey> = Vec::new();
+        let mut next = vec![MARKET];
+        loop {
+            let Some(kv) = self.tree().range(next.clone()..).next() else {
+                break;
+            };
+            let (k, _) = kv?;
+            if k.first() != Some(&MARKET) || k.len() < 33 {
+                break;
+            }
+            let pk = PublicKey(id_at(&k, 1));
+            out.push(pk);
+            // Skip to the next market: the key just after every key of this one.
+            next = key(MARKET, &[&pk.0, &[0xff; 9]]);
+        }
+        Ok(out)
+    }
+
+    /// Receipts of one order beyond the one that counts: evidence of equivocation.
+    pub fn equivocations(&self, seller: &PublicKey) -> Result<Vec<Equivocation>, StoreError> {
+        let mut out = Vec::new();
+        let mut current: Option<([u8; 32], Id)> = None;
+        for kv in self.tree().scan_prefix(key(ORDER, &[&seller.0])) {
+            let (k, _) = kv?;
+            let (order, id) = (id_at(&k, 33), Id(id_at(&k, 65)));
+            match current {
+                Some((o, counted)) if o == order => out.push(Equivocation { counted, other: id }),
+                _ => current = Some((order, id)),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// PurchaseClaims that contradict the counted receipt of their order.
+    pub fn disputes(&self, seller: &PublicKey) -> Result<Vec<Dispute>, StoreError> {
+        let t = Txn::new(self.tree());
+        let mut out = Vec::new();
+        for (k, v) in t.scan(&key(CLAIM, &[&seller.0])) {
+            let Ok(c) = postcard::from_bytes::<passalong_protocol::PurchaseClaim>(&v) else {
+                continue;
+            };
+            let claim = Id(id_at(&k, 65));
+            let Some((ok, _)) = t.first(&key(ORDER, &[&seller.0, &id_at(&k, 33)])) else {
+                continue;
+            };
+            let rid = Id(id_at(&ok, 65));
+            let Some(r) = t.receipt(&rid) else { continue };
+            let buyer_matches = r.buyer == c.buyer;
+            if r.offer == c.offer && (!buyer_matches || r.via != c.via) {
+                out.push(Dispute {
+                    claim,
+                    receipt: rid,
+                    buyer_matches,
+                    claimed_via: c.via,
+                    recorded_via: r.via,
+                });
+            }
+        }
+        if let Some(e) = t.take_error() {
+            return Err(e);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Number of valid attestations (a scan: for status pages, not hot paths).
+    pub fn valid_count(&self) -> usize {
+        self.tree().scan_prefix([FACT]).count()
+    }
+
+    /// The offer of a referral's chain and every referral from the root down to `referral`,
+    /// root first: what a share link carries.
+    pub fn chain(&self, referral: &Id) -> Result<Vec<Attestation>, StoreError> {
+        let mut out = Vec::new();
+        let mut node = Some(*referral);
+        while let Some(id) = node {
+            let Some(a) = self.attestation(&id)? else {
+                break;
+            };
+            node = match &a.body {
+                Body::Referral(r) => r.parent.or(Some(r.offer)),
+                _ => None,
+            };
+            out.push(a);
+            if out.len() > 70 {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Flushes everything to disk (ingest already does; for shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Helpers for tests and tools that need a store's state as the protocol sees it.
+pub fn outcome_of(status: &Status) -> &'static str {
+    match status {
+        Status::Valid => "valid",
+        Status::Pending { .. } => "pending",
+        Status::Held { .. } => "held",
+        Status::Invalid { .. } => "invalid",
+    }
+}

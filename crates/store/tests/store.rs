@@ -1,0 +1,196 @@
+//! The store against the protocol's reference engine: the incrementally kept ledger equals a
+//! full recompute for any set of attestations in any order and batching, across reopening;
+//! and opening failures are clear errors.
+
+#[path = "../../../protocol/tests/common/mod.rs"]
+mod common;
+
+use common::script::*;
+use common::*;
+use passalong_protocol::{Attestation, Rule, State};
+use passalong_store::{Status, Store, StoreError};
+use proptest::prelude::*;
+
+const NOW: u64 = T0 + 400 * DAY_MS;
+
+fn chain() -> Vec<Attestation> {
+    let (s, b, c, d, e) = (key(1), key(2), key(3), key(4), key(5));
+    let o = offer(&s, policy(Rule::Geometric { r_bps: 5000 }, 1_000), T0);
+    let rb = refer(&b, &o, None, T0 + 1);
+    let rc = refer(&c, &o, Some(&rb), T0 + 2);
+    let rd = refer(&d, &o, Some(&rc), T0 + 3);
+    let r = receipt(&s, &o, "order-1", 10_000, e.public(), Some(&rd), T0 + 4);
+    vec![o, rb, rc, rd, r]
+}
+
+fn envs(atts: &[Attestation]) -> Vec<&[u8]> {
+    atts.iter().map(|a| a.bytes.as_slice()).collect()
+}
+
+#[test]
+fn ledger_survives_reopening_and_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        let acks = st.ingest(&envs(&atts), NOW).unwrap();
+        assert!(acks
+            .iter()
+            .all(|a| a.status == Status::Valid && !a.duplicate));
+        let l = st.ledger(&key(1).public()).unwrap();
+        assert_eq!(line(&l, &key(4)), Some((500, 0, 0, 500)));
+    }
+    let st = Store::open(dir.path()).unwrap();
+    let l = st.ledger(&key(1).public()).unwrap();
+    assert_eq!(
+        l,
+        State::from_envelopes(envs(&atts), NOW).ledger(&key(1).public())
+    );
+    assert_eq!(l, st.recompute_ledger(&key(1).public(), NOW).unwrap());
+    // Duplicates are acknowledged as such and change nothing.
+    let acks = st.ingest(&envs(&atts[..2]), NOW).unwrap();
+    assert!(acks.iter().all(|a| a.duplicate));
+    assert_eq!(st.ledger(&key(1).public()).unwrap(), l);
+}
+
+#[test]
+fn pending_then_valid_and_invalid_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    let atts = chain();
+    let acks = st.ingest(&[&atts[2].bytes], NOW).unwrap();
+    assert_eq!(
+        acks[0].status,
+        Status::Pending {
+            missing: {
+                let mut m = vec![atts[0].id, atts[1].id];
+                m.sort();
+                m
+            }
+        }
+    );
+    let acks = st.ingest(&envs(&atts[..2]), NOW).unwrap();
+    assert_eq!(acks.len(), 3, "the referral that waited is reported too");
+    assert_eq!(st.status(&atts[2].id).unwrap(), Some(Status::Valid));
+    let mut bad = atts[3].bytes.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 1;
+    let acks = st.ingest(&[&bad], NOW).unwrap();
+    assert!(matches!(&acks[0].status, Status::Invalid { code, .. } if code == "signature"));
+    drop(st);
+    let st = Store::open(dir.path()).unwrap();
+    let id = passalong_protocol::Id(*blake3::hash(&bad).as_bytes());
+    assert!(matches!(
+        st.status(&id).unwrap(),
+        Some(Status::Invalid { .. })
+    ));
+}
+
+#[test]
+fn held_attestations_are_released_by_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    let atts = chain();
+    let acks = st.ingest(&envs(&atts), T0 - DAY_MS).unwrap();
+    assert!(acks.iter().all(|a| matches!(a.status, Status::Held { .. })));
+    assert!(st.ledger(&key(1).public()).unwrap().entries.is_empty());
+    let due = st.next_release_ms().unwrap().unwrap();
+    assert!(due <= T0);
+    st.tick(T0 + 10).unwrap();
+    assert_eq!(
+        line(&st.ledger(&key(1).public()).unwrap(), &key(4)),
+        Some((500, 0, 0, 500))
+    );
+    assert_eq!(st.next_release_ms().unwrap(), None);
+}
+
+#[test]
+fn opening_twice_is_a_clear_locked_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    match Store::open(dir.path()) {
+        Err(e @ StoreError::Locked { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+            assert!(msg.contains("already running"), "{msg}");
+        }
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("a second open must fail"),
+    }
+}
+
+#[test]
+fn a_foreign_or_damaged_store_is_a_clear_error() {
+    // A sled database that is not ours.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(b"hello", b"world").unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path())
+        .err()
+        .expect("not a passalong store");
+    assert!(matches!(err, StoreError::WrongVersion { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+
+    // Damaged files: overwrite the data with garbage.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        st.ingest(&envs(&chain()), NOW).unwrap();
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            let len = std::fs::metadata(&p).unwrap().len() as usize;
+            std::fs::write(&p, vec![0xA5; len.max(64)]).unwrap();
+        }
+    }
+    match Store::open(dir.path()) {
+        Err(e) => assert!(
+            e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        ),
+        Ok(st) => {
+            // sled may also recover to an empty or partial state: then it is a usable store.
+            let _ = st.ledger(&key(1).public()).unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The ledger kept incrementally equals the reference recompute, for every seller, in any
+    /// order and batching, and after reopening.
+    #[test]
+    fn incremental_ledger_equals_full_recompute(s in script(), perm_seed in any::<u64>(), cut in 1..9usize) {
+        let atts = build(&s);
+        let reference = State::from_envelopes(envs(&atts), NOW);
+        let mut shuffled = atts.clone();
+        let mut x = perm_seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let st = Store::open(dir.path()).unwrap();
+            for chunk in shuffled.chunks(cut) {
+                st.ingest(&envs(chunk), NOW).unwrap();
+            }
+            for seller in SELLERS {
+                let pk = key(seller).public();
+                prop_assert_eq!(st.ledger(&pk).unwrap(), reference.ledger(&pk));
+                prop_assert_eq!(st.equivocations(&pk).unwrap(), reference.equivocations(&pk));
+                prop_assert_eq!(st.disputes(&pk).unwrap(), reference.disputes(&pk));
+            }
+        }
+        let st = Store::open(dir.path()).unwrap();
+        for seller in SELLERS {
+            let pk = key(seller).public();
+            prop_assert_eq!(st.ledger(&pk).unwrap(), reference.ledger(&pk));
+        }
+    }
+}
