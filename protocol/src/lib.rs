@@ -23,6 +23,7 @@ pub mod encoding;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+pub mod link;
 pub mod merkle;
 pub mod payout;
 pub mod policy;
