@@ -87,6 +87,9 @@ struct ReceiptRec {
     /// Arena index of the referral, or NONE.
     via: u32,
     created_at_ms: u64,
+    /// The receipt with the smallest id of its order (kept in step with `Market::orders`, so
+    /// that a ledger walks `receipts` in memory order instead of the orders map's hash order).
+    counted: bool,
 }
 
 /// Receipts of one (seller, order): the counted one (smallest id) and the rest.
@@ -119,14 +122,12 @@ struct MarketView<'a> {
 impl<'a> MarketView<'a> {
     fn new(state: &'a State, m: &'a Market) -> Self {
         let mut bought: FxHashMap<(u32, PublicKey), u64> = FxHashMap::default();
-        let needs_purchases = state
-            .counted(m)
-            .any(|r| state.offers[r.offer as usize].policy.require_purchase);
-        if needs_purchases {
-            for r in state.counted(m).filter(|r| !m.refunded.contains(&r.id)) {
-                let t = bought.entry((r.offer, r.buyer)).or_insert(u64::MAX);
-                *t = (*t).min(r.created_at_ms);
-            }
+        // Only offers with require_purchase ask for purchases.
+        for r in state.counted(m).filter(|r| {
+            state.offers[r.offer as usize].policy.require_purchase && !m.refunded.contains(&r.id)
+        }) {
+            let t = bought.entry((r.offer, r.buyer)).or_insert(u64::MAX);
+            *t = (*t).min(r.created_at_ms);
         }
         MarketView { state, bought }
     }
@@ -482,9 +483,11 @@ impl State {
                     buyer: r.buyer,
                     via,
                     created_at_ms: r.created_at_ms,
+                    counted: false,
                 });
                 match m.orders.get_mut(&r.order) {
                     None => {
+                        m.receipts[idx as usize].counted = true;
                         m.orders.insert(
                             r.order.clone(),
                             OrderSlot {
@@ -495,6 +498,8 @@ impl State {
                     }
                     Some(slot) => {
                         if id < m.receipts[slot.counted as usize].id {
+                            m.receipts[slot.counted as usize].counted = false;
+                            m.receipts[idx as usize].counted = true;
                             slot.others.push(slot.counted);
                             slot.counted = idx;
                         } else {
@@ -562,9 +567,7 @@ impl State {
 
     /// Receipts that count: per order, the one with the smallest id.
     fn counted<'a>(&'a self, m: &'a Market) -> impl Iterator<Item = &'a ReceiptRec> + 'a {
-        m.orders
-            .values()
-            .map(move |slot| &m.receipts[slot.counted as usize])
+        m.receipts.iter().filter(|r| r.counted)
     }
 
     /// The ledger of `seller`, computed from scratch from the valid attestations.
