@@ -18,7 +18,7 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use ed25519_dalek::{Signature, VerifyingKey};
 use passalong_protocol::attestation::Sig64;
 use passalong_protocol::{
-    validation, Attestation, Body, Community, Currency, Id, Keypair, Ledger, LedgerEntry,
+    signature, validation, Attestation, Body, Community, Currency, Id, Keypair, Ledger, LedgerEntry,
     Membership, Offer, Policy, PublicKey, Receipt, Referral, Refund, Rule, Settlement, State,
 };
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -183,6 +183,21 @@ fn bench_validate(c: &mut Criterion) {
                 .zip(&sigs)
                 .all(|(m, s)| bare_verify(black_box(&key), m, s))
         })
+    });
+    // The sound batch: torsion checks of every key and R, then the combined equation.
+    let pk = PublicKey(key);
+    let items: Vec<signature::BatchItem> = messages
+        .iter()
+        .zip(&receipts)
+        .map(|(m, a)| signature::BatchItem {
+            key: &pk,
+            message: m,
+            signature: &a.signature,
+        })
+        .collect();
+    assert!(signature::verify_batch(&items).iter().all(Result::is_ok));
+    g.bench_function("verify_batch_64", |b| {
+        b.iter(|| signature::verify_batch(black_box(&items)))
     });
     // ed25519-dalek's batch equation alone, without the torsion checks of R and A that
     // `signature::verify_batch` adds: what the batch would cost if it needed none.

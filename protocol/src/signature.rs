@@ -11,6 +11,7 @@
 //! down the single strict path. See `docs/protocol.md` ("Signatures").
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::traits::IsIdentity;
 use ed25519_dalek::{Signature, VerifyingKey};
 use thiserror::Error;
 
@@ -72,10 +73,17 @@ pub struct BatchItem<'a> {
     pub signature: &'a [u8; 64],
 }
 
-/// Decompresses and checks that the point has no torsion component.
+/// Decompresses and checks that the point has no torsion component: `[ℓ]P = 0`.
+///
+/// `[ℓ]P` is computed as `[ℓ-1]P + P` with the variable-time double-base multiplication (R and
+/// keys are public, so constant time buys nothing), about half the cost of dalek's
+/// constant-time `is_torsion_free`.
 fn torsion_free_point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    use curve25519_dalek::Scalar;
     let p = CompressedEdwardsY(*bytes).decompress()?;
-    p.is_torsion_free().then_some(p)
+    let l_minus_one = -Scalar::ONE;
+    let q = EdwardsPoint::vartime_double_scalar_mul_basepoint(&l_minus_one, &p, &Scalar::ZERO);
+    (q + p).is_identity().then_some(p)
 }
 
 /// Verifies many signatures at once. The answer for each item equals [`verify_strict`]'s
@@ -86,25 +94,26 @@ pub fn verify_batch(items: &[BatchItem<'_>]) -> Vec<Result<(), SignatureError>> 
     // Items that qualify for the combined equation, by index.
     let mut batch: Vec<usize> = Vec::with_capacity(items.len());
     let mut keys: Vec<VerifyingKey> = Vec::with_capacity(items.len());
-    // Keys repeat a lot (one seller signs every receipt): check each key's torsion once.
-    let mut key_torsion_free: Vec<(PublicKey, bool)> = Vec::new();
+    // Keys repeat a lot (one seller signs every receipt): parse and check each key once.
+    let mut seen: Vec<(PublicKey, Result<VerifyingKey, SignatureError>, bool)> = Vec::new();
     for (i, it) in items.iter().enumerate() {
-        let vk = match parse_key(it.key) {
+        let (vk, key_torsion_free) = match seen.iter().find(|(k, _, _)| k == it.key) {
+            Some((_, vk, ok)) => (*vk, *ok),
+            None => {
+                let vk = parse_key(it.key);
+                let ok = vk.is_ok() && torsion_free_point(&it.key.0).is_some();
+                seen.push((*it.key, vk, ok));
+                (vk, ok)
+            }
+        };
+        let vk = match vk {
             Ok(vk) => vk,
             Err(e) => {
                 out[i] = Err(e);
                 continue;
             }
         };
-        let key_ok = match key_torsion_free.iter().find(|(k, _)| k == it.key) {
-            Some(&(_, ok)) => ok,
-            None => {
-                let ok = vk.to_edwards().is_torsion_free();
-                key_torsion_free.push((*it.key, ok));
-                ok
-            }
-        };
-        if !key_ok {
+        if !key_torsion_free {
             // A key with a torsion part (no honest key has one): the strict equation alone
             // decides, so take the single path.
             out[i] = verify_strict(it.key, it.message, it.signature);
@@ -168,6 +177,62 @@ mod tests {
             verify_strict(&PublicKey(big), b"", &[0; 64]),
             Err(SignatureError::MalformedKey)
         );
+    }
+
+    /// A signature whose R carries an order-2 component: the cofactored equation holds, the
+    /// strict one does not. A plain random-coefficient batch accepts it half the time (an even
+    /// coefficient kills the torsion part); ours must reject it every time.
+    #[test]
+    fn batch_rejects_mixed_order_r_like_strict() {
+        use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
+        use curve25519_dalek::Scalar;
+        use sha2::{Digest, Sha512};
+        let seed = [9u8; 32];
+        let k = Keypair::from_seed(seed);
+        let h = Sha512::digest(seed);
+        let mut a = [0u8; 32];
+        a.copy_from_slice(&h[..32]);
+        a[0] &= 248;
+        a[31] &= 127;
+        a[31] |= 64;
+        let a = Scalar::from_bytes_mod_order(a);
+        assert_eq!((B * a).compress().0, k.public().0);
+        let mut t = [0xffu8; 32]; // (0, -1): the point of order 2
+        t[0] = 0xec;
+        t[31] = 0x7f;
+        let t = CompressedEdwardsY(t).decompress().unwrap();
+        let pk = k.public();
+        let mut sigs = Vec::new();
+        let msgs: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 8]).collect();
+        for (i, m) in msgs.iter().enumerate() {
+            let r = Scalar::from(1000u64 + i as u64);
+            let big_r = (B * r + t).compress();
+            let kk = Scalar::from_bytes_mod_order_wide(
+                &Sha512::new()
+                    .chain_update(big_r.as_bytes())
+                    .chain_update(pk.0)
+                    .chain_update(m)
+                    .finalize()
+                    .into(),
+            );
+            let s = r + kk * a;
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(big_r.as_bytes());
+            sig[32..].copy_from_slice(s.as_bytes());
+            assert!(verify_strict(&pk, m, &sig).is_err(), "strict rejects");
+            sigs.push(sig);
+        }
+        let items: Vec<BatchItem> = (0..msgs.len())
+            .map(|i| BatchItem {
+                key: &pk,
+                message: &msgs[i],
+                signature: &sigs[i],
+            })
+            .collect();
+        assert!(verify_batch(&items).iter().all(|r| r.is_err()));
+        for it in &items {
+            assert!(verify_batch(std::slice::from_ref(it))[0].is_err());
+        }
     }
 
     #[test]
