@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod attestation;
+pub mod bundle;
 pub mod encoding;
 pub mod keys;
 pub mod ledger;
