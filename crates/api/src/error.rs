@@ -1,0 +1,133 @@
+//! One error type for every handler, answered as `{"error": …, "code": …}` with the right
+//! status; and a JSON extractor whose rejections take the same shape.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An API error: a status, a stable code and a message saying what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code (`bad_request`, `unauthorized`, …).
+    pub code: &'static str,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// For `invalid_attestation`: the protocol's reason code.
+    pub reason: Option<String>,
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+            reason: None,
+        }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            reason: None,
+        }
+    }
+    /// 401.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or wrong API token: send `Authorization: Bearer <token>` with the token from <data-dir>/api-token".into(),
+            reason: None,
+        }
+    }
+    /// 422: the protocol refuses what was to be signed or imported.
+    pub fn invalid(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_attestation",
+            message: message.into(),
+            reason: Some(reason.into()),
+        }
+    }
+    /// 500; the detail goes to the log, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "the node failed to complete the request; see its log".into(),
+            reason: None,
+        }
+    }
+}
+
+impl From<passalong_store::StoreError> for ApiError {
+    fn from(e: passalong_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError {
+                status,
+                code: "too_large",
+                message: "request body too large".into(),
+                reason: None,
+            };
+        }
+        ApiError::bad_request(format!("malformed JSON body: {}", r.body_text()))
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: &self.message,
+            code: self.code,
+            reason: self.reason.as_deref(),
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// `Json` whose rejections answer with [`ApiError`]'s shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(AppJson(v))
+    }
+}
+
+impl<T: Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}

@@ -1,0 +1,69 @@
+//! Passalong's local HTTP JSON API (see `docs/api.md`): small axum handlers over shared state —
+//! the store, a group-committing writer and the node's identities.
+//!
+//! It listens on loopback only; writes need the bearer token from `<data-dir>/api-token`.
+//! Errors are JSON `{"error", "code"}` with a status that says what kind (400, 401, 404, 413,
+//! 422, 500).
+#![deny(missing_docs)]
+
+mod attestations;
+mod error;
+mod identity;
+mod ledger;
+mod node;
+mod offers;
+mod referrals;
+mod sales;
+mod state;
+mod writer;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+pub use identity::Identities;
+pub use ledger::ledger_json;
+pub use state::AppState;
+pub use writer::{now_ms, Writer};
+
+/// Largest JSON body of an ordinary write.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest import body.
+pub const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/id", get(node::id))
+        .route("/v1/status", get(node::status))
+        .route("/v1/offers", post(offers::publish).get(offers::list))
+        .route("/v1/referrals", post(referrals::refer))
+        .route("/v1/receipts", post(sales::receipt))
+        .route("/v1/refunds", post(sales::refund))
+        .route("/v1/settlements", post(sales::settle))
+        .route("/v1/ledger", get(ledger::ledger))
+        .route("/v1/equivocations", get(ledger::equivocations))
+        .route("/v1/disputes", get(ledger::disputes))
+        .route(
+            "/v1/attestations",
+            post(attestations::import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+        )
+        .route("/v1/attestations/{id}", get(attestations::get))
+        .route("/v1/export", get(attestations::export))
+        .route("/l/{token}", get(referrals::show_link))
+        .fallback(|| async { ApiError::not_found("no such route: see docs/api.md") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,126 @@
+//! What every handler shares, and the write-token check.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use passalong_protocol::link::ShareLink;
+use passalong_protocol::{Attestation, Id};
+use passalong_store::{Ack, Status, Store};
+
+use crate::error::ApiError;
+use crate::identity::Identities;
+use crate::writer::Writer;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Durable writes, group-committed.
+    pub writer: Writer,
+    /// The keys the node signs with.
+    pub identities: Arc<Identities>,
+    /// The write token.
+    pub token: Arc<String>,
+    /// The base URL share links point to (`http://127.0.0.1:PORT`).
+    pub base_url: Arc<String>,
+    /// The node's data directory (for status).
+    pub data_dir: Arc<PathBuf>,
+}
+
+/// Proof that a request carried the write token.
+pub struct WriteAuth;
+
+impl FromRequestParts<AppState> for WriteAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let given = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        // Compare in constant time: the token guards the node's keys.
+        match given {
+            Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(WriteAuth),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl AppState {
+    /// Stores envelopes durably.
+    pub async fn ingest(&self, envelopes: Vec<Vec<u8>>) -> Result<Vec<Ack>, ApiError> {
+        self.writer
+            .ingest(envelopes)
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    /// Stores one attestation this node signed; it must come out valid.
+    pub async fn ingest_own(&self, att: &Attestation) -> Result<(), ApiError> {
+        let acks = self.ingest(vec![att.bytes.clone()]).await?;
+        match acks.first().map(|a| &a.status) {
+            Some(Status::Valid) => Ok(()),
+            Some(Status::Invalid { code, message }) => {
+                Err(ApiError::invalid(code.clone(), message.clone()))
+            }
+            Some(Status::Pending { missing }) => Err(ApiError::invalid(
+                "pending",
+                format!(
+                    "this node does not hold {} yet: pass a share link that carries it",
+                    missing
+                        .iter()
+                        .map(Id::to_hex)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            Some(Status::Held { until_ms }) => Err(ApiError::invalid(
+                "held",
+                format!("dated in the future, counts from {until_ms}"),
+            )),
+            None => Err(ApiError::internal("no ack from the store")),
+        }
+    }
+
+    /// Imports a share link's envelopes; returns how many were new. Any invalid one refuses
+    /// the whole link.
+    pub async fn import_link(&self, link: &ShareLink) -> Result<usize, ApiError> {
+        let acks = self
+            .ingest(link.attestations.iter().map(|a| a.bytes.clone()).collect())
+            .await?;
+        for a in &acks {
+            if let Status::Invalid { code, message } = &a.status {
+                return Err(ApiError::invalid(
+                    code.clone(),
+                    format!(
+                        "the share link carries an invalid attestation {}: {message}",
+                        a.id
+                    ),
+                ));
+            }
+        }
+        Ok(acks.iter().filter(|a| !a.duplicate).count())
+    }
+
+    /// The share link of a stored offer or referral.
+    pub fn link_of(&self, id: &Id) -> Result<ShareLink, ApiError> {
+        let chain = self.store.chain(id)?;
+        ShareLink::new(chain).map_err(ApiError::internal)
+    }
+
+    /// A stored attestation, or 404.
+    pub fn attestation(&self, id: &Id, what: &str) -> Result<Attestation, ApiError> {
+        self.store
+            .attestation(id)?
+            .ok_or_else(|| ApiError::not_found(format!("no {what} {id} on this node")))
+    }
+}
