@@ -371,15 +371,18 @@ impl State {
         self.facts.len()
     }
 
-    /// Ids every pending attestation is waiting for (to fetch from peers).
+    /// Ids the pending attestations are waiting for (to fetch from peers), sorted. Computed
+    /// from the pending set itself, so a dependency nobody waits for any more (its waiter
+    /// became invalid through another dependency) is never asked for.
     pub fn missing(&self) -> Vec<Id> {
         let mut v: Vec<Id> = self
-            .waiters
-            .keys()
+            .pending
+            .values()
+            .flat_map(|w| w.att.body.dependencies())
             .filter(|id| !self.facts.contains_key(id) && !self.invalid.contains_key(id))
-            .copied()
             .collect();
         v.sort();
+        v.dedup();
         v
     }
 
@@ -401,6 +404,16 @@ impl State {
     fn release_waiters(&mut self, id: &Id, queue: &mut Vec<Attestation>) {
         for w in self.waiters.remove(id).unwrap_or_default() {
             if let Some(p) = self.pending.remove(&w) {
+                // It is evaluated again (and registers again if still pending): drop its other
+                // registrations, so nothing waits in the name of a resolved attestation.
+                for d in p.att.body.dependencies() {
+                    if let Some(list) = self.waiters.get_mut(&d) {
+                        list.retain(|x| *x != w);
+                        if list.is_empty() {
+                            self.waiters.remove(&d);
+                        }
+                    }
+                }
                 queue.push(p.att);
             }
         }
