@@ -88,7 +88,7 @@ pub fn to_json(envelopes: &[Vec<u8>], seller: Option<&PublicKey>) -> String {
         attestations: envelopes
             .iter()
             .map(|e| JsonEntry {
-                id: Id(*blake3::hash(e).as_bytes()).to_hex(),
+                id: Id::of_envelope(e).to_hex(),
                 kind: e
                     .get(1)
                     .and_then(|&k| Kind::from_byte(k))

@@ -176,7 +176,7 @@ impl Attestation {
         let mut signature = [0u8; 64];
         signature.copy_from_slice(sig);
         Ok(Attestation {
-            id: Id(*blake3::hash(bytes).as_bytes()),
+            id: Id::of_envelope(bytes),
             body,
             signature,
             bytes: bytes.to_vec(),
@@ -193,7 +193,7 @@ impl Attestation {
         bytes.extend_from_slice(&body_bytes);
         bytes.extend_from_slice(&signature);
         Attestation {
-            id: Id(*blake3::hash(&bytes).as_bytes()),
+            id: Id::of_envelope(&bytes),
             body,
             signature,
             bytes,

@@ -58,6 +58,13 @@ macro_rules! hex32 {
 hex32!(PublicKey);
 hex32!(Id);
 
+impl Id {
+    /// The id of an envelope: blake3 of its bytes.
+    pub fn of_envelope(envelope: &[u8]) -> Id {
+        Id(*blake3::hash(envelope).as_bytes())
+    }
+}
+
 /// A signing key pair. Nodes hold many (a community node signs for each member), so this is a
 /// plain value, not a global.
 #[derive(Clone)]

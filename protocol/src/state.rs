@@ -241,7 +241,7 @@ impl State {
     /// Checks and inserts one envelope. The first report is this envelope's; any others are
     /// attestations it unblocked.
     pub fn insert(&mut self, envelope: &[u8], now_ms: u64) -> Vec<Report> {
-        let id = Id(*blake3::hash(envelope).as_bytes());
+        let id = Id::of_envelope(envelope);
         if let Some(r) = self.duplicate(&id) {
             return vec![r];
         }
@@ -254,10 +254,7 @@ impl State {
     /// Checks and inserts many envelopes, verifying their signatures as one batch. Gives the
     /// same reports as inserting them one by one in this order.
     pub fn insert_batch(&mut self, envelopes: &[&[u8]], now_ms: u64) -> Vec<Report> {
-        let ids: Vec<Id> = envelopes
-            .iter()
-            .map(|e| Id(*blake3::hash(e).as_bytes()))
-            .collect();
+        let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
         let mut seen = FxHashSet::default();
         let fresh: Vec<usize> = (0..envelopes.len())
             .filter(|&i| self.duplicate(&ids[i]).is_none() && seen.insert(ids[i]))

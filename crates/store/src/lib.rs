@@ -184,10 +184,7 @@ impl Store {
     pub fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut t = Txn::new(self.tree());
-        let ids: Vec<Id> = envelopes
-            .iter()
-            .map(|e| Id(*blake3::hash(e).as_bytes()))
-            .collect();
+        let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
         // Per envelope: its status if already stored, or None if this call decides it.
         let mut known: Vec<Option<Status>> = Vec::with_capacity(ids.len());
         let mut first_in_call = vec![false; ids.len()];

@@ -1,0 +1,239 @@
+//! The command line, as the brief's scripting contract fixes it (names and flags are kept;
+//! more may be added).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use passalong_protocol::Rule;
+
+/// Passalong: pass things along to friends, get paid when they buy.
+#[derive(Parser, Debug)]
+#[command(name = "passalong", version, about, long_about = None)]
+pub struct Cli {
+    /// The node's data directory (keys, config, store). Default: the platform's data dir.
+    #[arg(long, global = true, env = "PASSALONG_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print one machine-readable JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the data dir: keys (0600), config.toml, API token. `run` does it if missing.
+    Init,
+    /// Run the daemon.
+    Run(RunArgs),
+    /// Print my public key.
+    Id,
+    /// The daemon's status.
+    Status,
+    /// Publish and list offers.
+    #[command(subcommand)]
+    Offer(OfferCommand),
+    /// Import the chain a link carries, sign my referral, print my share link.
+    Refer {
+        /// A share link, or an offer or referral id.
+        #[arg(value_name = "OFFER_ID|LINK")]
+        from: String,
+        /// Address the referral to one friend's key.
+        #[arg(long, value_name = "PUBKEY")]
+        to: Option<String>,
+        /// Name a community, whose connector may earn the connector share.
+        #[arg(long, value_name = "ID")]
+        community: Option<String>,
+    },
+    /// The seller confirms a sale (a link given as --via is imported first).
+    Receipt {
+        /// The offer sold.
+        #[arg(long, value_name = "ID")]
+        offer: String,
+        /// The shop's order id.
+        #[arg(long, value_name = "ORDER")]
+        order: String,
+        /// Amount paid, in minor units.
+        #[arg(long, value_name = "MINOR")]
+        amount: u64,
+        /// The buyer's public key.
+        #[arg(long, value_name = "PUBKEY")]
+        buyer: String,
+        /// The share link or referral id the sale came through.
+        #[arg(long, value_name = "LINK|REFERRAL_ID")]
+        via: Option<String>,
+    },
+    /// The seller refunds a receipt (its shares are clawed back).
+    Refund {
+        /// The receipt.
+        #[arg(value_name = "RECEIPT_ID")]
+        receipt: String,
+    },
+    /// The seller records a payment to a participant.
+    Settle {
+        /// Who was paid.
+        #[arg(long, value_name = "PUBKEY")]
+        participant: String,
+        /// Amount paid, minor units.
+        #[arg(long, value_name = "MINOR")]
+        amount: u64,
+        /// Currency paid.
+        #[arg(long, value_name = "C")]
+        currency: String,
+        /// Payment reference.
+        #[arg(long, value_name = "REF")]
+        reference: String,
+    },
+    /// A seller's ledger: (currency, participant, earned, refunded, settled, owed).
+    Ledger {
+        /// The seller (default: me).
+        #[arg(long, value_name = "PUBKEY")]
+        seller: Option<String>,
+    },
+    /// Write a seller's market (and the communities it depends on) to a bundle file.
+    Export {
+        /// The seller.
+        #[arg(long, value_name = "PUBKEY")]
+        seller: String,
+        /// Where to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Bundle encoding.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Import a bundle file into the running node.
+    Import {
+        /// The bundle (binary or JSON).
+        file: PathBuf,
+    },
+    /// Offline, no daemon: recompute the ledger of a bundle, check it against a root and the
+    /// seller's Settlements; exit 1 on a mismatch.
+    Verify {
+        /// The bundle (binary or JSON).
+        file: PathBuf,
+        /// The root the ledger must have.
+        #[arg(long, value_name = "HEX")]
+        root: Option<String>,
+    },
+}
+
+/// `passalong run` flags. Each is also a setting of config.toml.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// Address of the local API (loopback only; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// libp2p listen address (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// libp2p bootstrap peer (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `passalong=debug`.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// `passalong offer …`
+#[derive(Subcommand, Debug)]
+pub enum OfferCommand {
+    /// Publish an offer; prints its id and a share link.
+    Publish {
+        /// What is sold.
+        #[arg(long)]
+        title: String,
+        /// Price in minor units.
+        #[arg(long, value_name = "MINOR")]
+        price: u64,
+        /// Currency code (three upper-case letters).
+        #[arg(long)]
+        currency: String,
+        /// Share of each sale paid to the referral chain, in basis points.
+        #[arg(long, value_name = "N")]
+        pool_bps: u16,
+        /// direct | equal | geometric:R_BPS | split-proof
+        #[arg(long, value_parser = parse_rule)]
+        rule: Rule,
+        /// Share paid to the connector of hop 1's community, in basis points.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        connector_bps: u16,
+        /// Hops paid, 1..=16.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        max_depth: u8,
+        /// How long before a sale a referral still counts (e.g. 30d, 12h, 90m, 45s, 500ms).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+        window: Option<u64>,
+        /// A referrer earns only after buying the offer.
+        #[arg(long)]
+        require_purchase: bool,
+    },
+    /// List offers.
+    List {
+        /// The seller (default: me).
+        #[arg(long, value_name = "PUBKEY")]
+        seller: Option<String>,
+    },
+}
+
+/// Bundle encodings.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Documented JSON.
+    Json,
+    /// Compact binary.
+    Binary,
+}
+
+fn parse_rule(s: &str) -> Result<Rule, String> {
+    Rule::parse(s).ok_or_else(|| {
+        format!("{s:?}: expected direct, equal, geometric:R_BPS (0..=9999) or split-proof")
+    })
+}
+
+/// `30d`, `12h`, `90m`, `45s`, `500ms`, or a plain number of milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 30d, 12h, 90m, 45s or 500ms"))?;
+    let per = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use d, h, m, s or ms)"
+            ))
+        }
+    };
+    let ms = n
+        .checked_mul(per)
+        .ok_or_else(|| format!("{s:?}: too long"))?;
+    if ms == 0 {
+        return Err(format!("{s:?}: must be longer than zero"));
+    }
+    Ok(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_duration_ms("1500"), Ok(1500));
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("3w").is_err());
+        assert!(parse_duration_ms("d").is_err());
+    }
+}

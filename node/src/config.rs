@@ -1,0 +1,119 @@
+//! `config.toml`: every setting of `passalong run`, also settable by a flag (flags win).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::RunArgs;
+
+/// The default API address.
+pub const DEFAULT_API: &str = "127.0.0.1:7423";
+
+/// The node's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the local HTTP API (loopback only).
+    pub api: SocketAddr,
+    /// libp2p listen addresses.
+    pub listen: Vec<String>,
+    /// libp2p bootstrap peers.
+    pub bootstrap: Vec<String>,
+    /// Log filter.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api: DEFAULT_API
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7423))),
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            log: "info".into(),
+        }
+    }
+}
+
+/// The file `init` writes: the defaults, with what each setting means.
+pub fn default_file() -> String {
+    format!(
+        "# Passalong node configuration. Every setting is also a flag of `passalong run`,\n\
+         # and a flag wins over this file.\n\n\
+         # The local HTTP API (loopback only; port 0 picks a free port).\n\
+         api = \"{DEFAULT_API}\"\n\n\
+         # libp2p listen addresses and bootstrap peers (multiaddrs).\n\
+         listen = []\n\
+         bootstrap = []\n\n\
+         # Log filter, e.g. \"info\" or \"passalong=debug\".\n\
+         log = \"info\"\n"
+    )
+}
+
+impl Config {
+    /// Reads the file (missing: defaults).
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| {
+            format!(
+                "invalid config {} (fix or delete it: `passalong init` writes a fresh one)",
+                path.display()
+            )
+        })
+    }
+
+    /// Applies the flags of `passalong run` over the file's settings.
+    pub fn with_flags(mut self, flags: &RunArgs) -> Result<Config> {
+        if let Some(a) = flags.api {
+            self.api = a;
+        }
+        if !flags.listen.is_empty() {
+            self.listen = flags.listen.clone();
+        }
+        if !flags.bootstrap.is_empty() {
+            self.bootstrap = flags.bootstrap.clone();
+        }
+        if let Some(l) = &flags.log {
+            self.log = l.clone();
+        }
+        if !self.api.ip().is_loopback() {
+            bail!("the API address {} is not a loopback address: the API holds the node's keys and listens on 127.0.0.1 or ::1 only", self.api);
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_parses_to_the_defaults() {
+        assert_eq!(
+            toml::from_str::<Config>(&default_file()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn flags_win_and_public_api_addresses_are_refused() {
+        let flags = RunArgs {
+            api: Some("127.0.0.1:0".parse().unwrap()),
+            ..RunArgs::default()
+        };
+        assert_eq!(Config::default().with_flags(&flags).unwrap().api.port(), 0);
+        let public = RunArgs {
+            api: Some("0.0.0.0:7423".parse().unwrap()),
+            ..RunArgs::default()
+        };
+        assert!(Config::default().with_flags(&public).is_err());
+        assert!(toml::from_str::<Config>("apii = 1").is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! `passalong run`: open the store, serve the API, release held attestations on time, shut
+//! down cleanly on SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use passalong_api::{now_ms, AppState, Identities, Writer};
+use passalong_store::Store;
+use tracing::{info, warn};
+
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::datadir::DataDir;
+
+/// Runs the daemon until a signal stops it.
+pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
+    if dir.init()? {
+        eprintln!("initialised {}", dir.root().display());
+    }
+    let config = Config::load(&dir.config_file())?.with_flags(args)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .map_err(|e| anyhow!("invalid log filter {:?}: {e}", config.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(dir, config))
+}
+
+async fn serve(dir: &DataDir, config: Config) -> Result<()> {
+    let store = Arc::new(Store::open(dir.store_dir())?);
+    let keys = dir.keypair()?;
+    let public_key = keys.public();
+    let identities = Identities::single(keys);
+    let listener = tokio::net::TcpListener::bind(config.api).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow!("the API address {} is in use: is another daemon running? Use --api 127.0.0.1:0 for a free port", config.api)
+        } else {
+            anyhow!("cannot listen on {}: {e}", config.api)
+        }
+    })?;
+    let addr = listener.local_addr()?;
+    if !config.listen.is_empty() || !config.bootstrap.is_empty() {
+        warn!(listen = ?config.listen, bootstrap = ?config.bootstrap, "peer-to-peer networking is not in this version yet: listen and bootstrap addresses are ignored");
+    }
+    let state = AppState {
+        store: store.clone(),
+        writer: Writer::spawn(store.clone()),
+        identities: Arc::new(identities),
+        token: Arc::new(dir.token()?),
+        base_url: Arc::new(format!("http://{addr}")),
+        data_dir: Arc::new(dir.root().to_path_buf()),
+    };
+    dir.write_addr(addr)?;
+    info!(api = %addr, %public_key, data_dir = %dir.root().display(), "passalong node running");
+    tokio::spawn(release_held(store.clone()));
+    passalong_api::serve(listener, state, shutdown_signal())
+        .await
+        .context("the API server failed")?;
+    let _ = std::fs::remove_file(dir.addr_file());
+    store.flush()?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Releases held (future-dated) attestations when their time comes.
+async fn release_held(store: Arc<Store>) {
+    loop {
+        let now = now_ms();
+        let next = store.next_release_ms().ok().flatten();
+        let wait_ms = next.map_or(1_000, |t| t.saturating_sub(now).clamp(10, 1_000));
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if next.is_some_and(|t| t <= now_ms()) {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.tick(now_ms())).await {
+                Ok(Ok(acks)) if !acks.is_empty() => {
+                    info!(released = acks.len(), "held attestations released")
+                }
+                Ok(Err(e)) => warn!(error = %e, "releasing held attestations failed"),
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    info!("shutting down");
+}

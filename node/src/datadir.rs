@@ -1,0 +1,160 @@
+//! The data directory: the identity key and the API token (0600), config.toml, the store,
+//! and the address of the running daemon.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use passalong_protocol::Keypair;
+use rand_core::{OsRng, RngCore};
+
+use crate::config;
+
+/// A node's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// `--data-dir`, `PASSALONG_DATA_DIR`, or the platform's data dir (`~/.local/share/passalong`).
+    pub fn resolve(given: Option<PathBuf>) -> Result<DataDir> {
+        let root = match given {
+            Some(p) => p,
+            None => dirs::data_dir()
+                .ok_or_else(|| anyhow!("no platform data directory: pass --data-dir DIR"))?
+                .join("passalong"),
+        };
+        Ok(DataDir { root })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The identity key (hex seed).
+    pub fn key_file(&self) -> PathBuf {
+        self.root.join("identity.key")
+    }
+    /// The API write token.
+    pub fn token_file(&self) -> PathBuf {
+        self.root.join("api-token")
+    }
+    /// config.toml.
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// The sled store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    /// Where the daemon writes the address it listens on.
+    pub fn addr_file(&self) -> PathBuf {
+        self.root.join("api.addr")
+    }
+
+    /// Creates whatever is missing; returns whether anything was created.
+    pub fn init(&self) -> Result<bool> {
+        let mut created = false;
+        if !self.root.exists() {
+            std::fs::create_dir_all(&self.root)
+                .with_context(|| format!("cannot create the data dir {}", self.root.display()))?;
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot restrict {}", self.root.display()))?;
+            created = true;
+        }
+        if !self.key_file().exists() {
+            let mut seed = [0u8; 32];
+            OsRng.fill_bytes(&mut seed);
+            write_secret(&self.key_file(), &format!("{}\n", hex::encode(seed)))?;
+            created = true;
+        }
+        if !self.token_file().exists() {
+            let mut t = [0u8; 32];
+            OsRng.fill_bytes(&mut t);
+            write_secret(&self.token_file(), &format!("{}\n", hex::encode(t)))?;
+            created = true;
+        }
+        if !self.config_file().exists() {
+            std::fs::write(self.config_file(), config::default_file())
+                .with_context(|| format!("cannot write {}", self.config_file().display()))?;
+            created = true;
+        }
+        Ok(created)
+    }
+
+    /// The node's key pair.
+    pub fn keypair(&self) -> Result<Keypair> {
+        let path = self.key_file();
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the identity key {} (run `passalong init`)",
+                path.display()
+            )
+        })?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| {
+            anyhow!(
+                "the identity key {} is damaged: expected 64 hex digits",
+                path.display()
+            )
+        })?;
+        Ok(Keypair::from_seed(seed))
+    }
+
+    /// The API write token.
+    pub fn token(&self) -> Result<String> {
+        let path = self.token_file();
+        let t = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the API token {} (run `passalong init`)",
+                path.display()
+            )
+        })?;
+        Ok(t.trim().to_string())
+    }
+
+    /// The running daemon's API address.
+    pub fn api_addr(&self) -> Result<SocketAddr> {
+        let path = self.addr_file();
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            anyhow!(
+                "no running daemon for {}: start one with `passalong run --data-dir {}`",
+                self.root.display(),
+                self.root.display()
+            )
+        })?;
+        text.trim()
+            .parse()
+            .map_err(|_| anyhow!("{} is damaged: restart the daemon", path.display()))
+    }
+
+    /// Records the address the daemon listens on (atomically: write, then rename).
+    pub fn write_addr(&self, addr: SocketAddr) -> Result<()> {
+        let tmp = self.root.join("api.addr.tmp");
+        std::fs::write(&tmp, format!("{addr}\n"))
+            .and_then(|()| std::fs::rename(&tmp, self.addr_file()))
+            .with_context(|| format!("cannot write {}", self.addr_file().display()))
+    }
+}
+
+/// Writes a file only the owner can read.
+fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        bail!("{} has mode {mode:o}, expected 600", path.display());
+    }
+    Ok(())
+}

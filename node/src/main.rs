@@ -1,0 +1,99 @@
+//! `passalong`: the node binary — the daemon (`run`) and every client command of the brief's
+//! scripting contract. It is the CLI definition plus glue; the work happens in the protocol,
+//! store and api crates.
+//!
+//! Exit codes: 0 success, 1 an error (one line on stderr saying what was wrong and what to do),
+//! 2 a usage error (clap's).
+
+mod cli;
+mod client;
+mod commands;
+mod config;
+mod daemon;
+mod datadir;
+mod verify;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use cli::{Cli, Command};
+use commands::Out;
+use datadir::DataDir;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match try_main(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn try_main(cli: Cli) -> Result<bool> {
+    let out = Out { json: cli.json };
+    if let Command::Verify { file, root } = &cli.command {
+        let ok = verify::verify(file, root.as_deref(), out)?;
+        if !ok {
+            eprintln!(
+                "error: verification failed: the recomputed ledger does not match (see above)"
+            );
+        }
+        return Ok(ok);
+    }
+    let dir = DataDir::resolve(cli.data_dir)?;
+    match cli.command {
+        Command::Init => {
+            let created = dir.init()?;
+            let pk = dir.keypair()?.public();
+            out.print(
+                &serde_json::json!({"data_dir": dir.root().display().to_string(), "created": created, "public_key": pk.to_hex()}),
+                |v| {
+                    format!(
+                        "{} {}\npublic key {}",
+                        if created { "initialised" } else { "already initialised:" },
+                        v["data_dir"].as_str().unwrap_or(""),
+                        v["public_key"].as_str().unwrap_or("")
+                    )
+                },
+            );
+        }
+        Command::Run(args) => daemon::run(&dir, &args)?,
+        Command::Id => commands::id(&dir, out)?,
+        Command::Status => commands::status(&dir, out)?,
+        Command::Offer(cmd) => commands::offer(&dir, out, cmd)?,
+        Command::Refer {
+            from,
+            to,
+            community,
+        } => commands::refer(&dir, out, from, to, community)?,
+        Command::Receipt {
+            offer,
+            order,
+            amount,
+            buyer,
+            via,
+        } => commands::receipt(&dir, out, offer, order, amount, buyer, via)?,
+        Command::Refund { receipt } => commands::refund(&dir, out, receipt)?,
+        Command::Settle {
+            participant,
+            amount,
+            currency,
+            reference,
+        } => commands::settle(&dir, out, participant, amount, currency, reference)?,
+        Command::Ledger { seller } => commands::ledger(&dir, out, seller)?,
+        Command::Export {
+            seller,
+            out: file,
+            format,
+        } => commands::export(&dir, out, seller, &file, format)?,
+        Command::Import { file } => commands::import(&dir, out, &file)?,
+        Command::Verify { .. } => unreachable!("handled above"),
+    }
+    Ok(true)
+}

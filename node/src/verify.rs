@@ -1,0 +1,147 @@
+//! `passalong verify`: offline, no daemon. Recompute a bundle's ledgers with the protocol's
+//! engine, check them against a root and check each Settlement's root.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use passalong_protocol::attestation::Body;
+use passalong_protocol::bundle::{self, JsonBundle};
+use passalong_protocol::{validation, Attestation, Outcome, PublicKey, State};
+use serde_json::{json, Value};
+
+use crate::commands::{ledger_table, Out};
+
+/// Returns whether everything checked out.
+pub fn verify(file: &Path, root: Option<&str>, out: Out) -> Result<bool> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let envelopes = bundle::decode(&bytes).with_context(|| format!("{}", file.display()))?;
+    let hinted: Option<PublicKey> = serde_json::from_slice::<JsonBundle>(&bytes)
+        .ok()
+        .and_then(|b| b.seller)
+        .and_then(|h| PublicKey::from_hex(&h).ok());
+    let want_root = root
+        .map(|r| {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(r.trim(), &mut b).map(|()| b)
+        })
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--root: expected 64 hex digits"))?;
+    let now = passalong_api::now_ms();
+
+    // Signatures are checked once; subsets below reuse the checked attestations.
+    let refs: Vec<&[u8]> = envelopes.iter().map(Vec::as_slice).collect();
+    let checked: Vec<Attestation> = validation::check_batch(&refs)
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let state_of = |atts: &mut dyn Iterator<Item = &Attestation>| {
+        let mut st = State::new();
+        for a in atts {
+            st.insert_checked(a.clone(), now);
+        }
+        st
+    };
+    let st = state_of(&mut checked.iter());
+    let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+    for e in &envelopes {
+        let id = passalong_protocol::Id::of_envelope(e);
+        let k = match st.outcome(&id) {
+            Some(Outcome::Valid) => "valid",
+            Some(Outcome::Pending { .. }) => "pending",
+            Some(Outcome::Held { .. }) => "held",
+            _ => "invalid",
+        };
+        *counts.entry(k).or_default() += 1;
+    }
+    let sellers = match hinted {
+        Some(s) => vec![s],
+        None => st.sellers(),
+    };
+    if root.is_some() && sellers.len() != 1 {
+        bail!(
+            "--root needs a bundle of one seller's market; this one has {}",
+            sellers.len()
+        );
+    }
+    let mut ok = true;
+    let mut ledgers = Vec::new();
+    let mut settlements = Vec::new();
+    for seller in &sellers {
+        let l = st.ledger(seller);
+        let r = l.root();
+        let root_matches = want_root.map(|w| w == r);
+        if root_matches == Some(false) {
+            ok = false;
+        }
+        let mut v = passalong_api::ledger_json(&l);
+        v["root_matches"] = root_matches.into();
+        ledgers.push(v);
+        // A Settlement is checked against the ledger of everything created before it.
+        for a in checked
+            .iter()
+            .filter(|a| st.outcome(&a.id) == Some(Outcome::Valid))
+        {
+            let Body::Settlement(s) = &a.body else {
+                continue;
+            };
+            if s.seller != *seller {
+                continue;
+            }
+            let before = state_of(
+                &mut checked
+                    .iter()
+                    .filter(|b| b.body.created_at_ms() < s.created_at_ms),
+            );
+            let reproducible = before.ledger(seller).root() == s.ledger_root;
+            if !reproducible {
+                ok = false;
+            }
+            settlements.push(json!({
+                "id": a.id.to_hex(), "participant": s.participant.to_hex(), "amount_minor": s.amount_minor,
+                "currency": s.currency.as_str(), "reference": s.reference,
+                "ledger_root": hex::encode(s.ledger_root), "reproducible": reproducible,
+            }));
+        }
+    }
+    let v = json!({
+        "file": file.display().to_string(), "attestations": envelopes.len(), "outcomes": counts,
+        "ledgers": ledgers, "settlements": settlements, "ok": ok,
+    });
+    out.print(&v, text);
+    Ok(ok)
+}
+
+fn text(v: &Value) -> String {
+    let mut t = format!("{} attestations: {}\n", v["attestations"], v["outcomes"]);
+    for l in v["ledgers"].as_array().into_iter().flatten() {
+        t.push_str(&format!(
+            "\nseller {}\n{}\nroot {}",
+            l["seller"].as_str().unwrap_or(""),
+            ledger_table(l),
+            l["root"].as_str().unwrap_or("")
+        ));
+        match l["root_matches"].as_bool() {
+            Some(true) => t.push_str("  (matches --root)"),
+            Some(false) => t.push_str("  (DOES NOT match --root)"),
+            None => {}
+        }
+        t.push('\n');
+    }
+    for s in v["settlements"].as_array().into_iter().flatten() {
+        t.push_str(&format!(
+            "settlement {} to {}: {} {} against root {} — {}\n",
+            s["id"].as_str().unwrap_or(""),
+            s["participant"].as_str().unwrap_or(""),
+            s["amount_minor"],
+            s["currency"].as_str().unwrap_or(""),
+            s["ledger_root"].as_str().unwrap_or(""),
+            if s["reproducible"] == true {
+                "reproduced"
+            } else {
+                "NOT reproducible from the attestations created before it"
+            }
+        ));
+    }
+    t.push_str(if v["ok"] == true { "OK" } else { "MISMATCH" });
+    t
+}

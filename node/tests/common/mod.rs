@@ -1,0 +1,158 @@
+//! Runs the real `passalong` binary: daemons in their own data dirs on free ports, and client
+//! commands against them, the way a user or a script would.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_passalong");
+
+/// A daemon process with its data dir.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `passalong run --api 127.0.0.1:0` and waits until its API answers.
+    pub fn start(dir: &Path) -> Daemon {
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// (Re)starts the process on the same data dir.
+    pub fn restart(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("api.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args([
+                "--data-dir",
+                self.dir.to_str().expect("utf-8 path"),
+                "run",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn passalong run");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.dir.join("api.addr").exists() && self.cli(&["status"]).status.success() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "daemon exited early with {status}: see {}",
+                    self.dir.with_extension("log").display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, no cleanup (the crash test).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY-free: libc::kill only sends a signal to our own child.
+            unsafe_free_term(c.id());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a client command against this daemon's data dir.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli_in(&self.dir, args)
+    }
+
+    /// Runs a client command with `--json`, asserts success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.cli(&a);
+        assert!(
+            out.status.success(),
+            "passalong {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+    }
+
+    pub fn public_key(&self) -> String {
+        self.json(&["id"])["public_key"]
+            .as_str()
+            .expect("key")
+            .to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_free_term(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// `passalong --data-dir DIR args…`
+pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PASSALONG_DATA_DIR")
+        .output()
+        .expect("run passalong")
+}
+
+/// (earned, refunded, settled, owed) of `who` in a `ledger --json` document.
+pub fn line(ledger: &Value, who: &str) -> Option<(i64, i64, i64, i64)> {
+    ledger["entries"]
+        .as_array()?
+        .iter()
+        .find(|e| e["participant"] == who)
+        .map(|e| {
+            (
+                e["earned"].as_i64().expect("n"),
+                e["refunded"].as_i64().expect("n"),
+                e["settled"].as_i64().expect("n"),
+                e["owed"].as_i64().expect("n"),
+            )
+        })
+}
