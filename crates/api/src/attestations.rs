@@ -1,6 +1,6 @@
 //! Raw attestations in and out: import, look up, export a market as a bundle.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use passalong_protocol::{bundle, Kind};
@@ -8,7 +8,7 @@ use passalong_store::{Ack, Status};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, AppJson};
+use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::{parse_id, parse_key};
 use crate::state::{AppState, WriteAuth};
 
@@ -103,7 +103,7 @@ pub struct ExportQuery {
 /// (the connector share depends on them), oldest first.
 pub async fn export(
     State(s): State<AppState>,
-    Query(q): Query<ExportQuery>,
+    AppQuery(q): AppQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let seller = parse_key(&q.seller, "seller")?;
     let binary = match q.format.as_deref() {

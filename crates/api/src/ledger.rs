@@ -1,10 +1,10 @@
 //! Ledgers, equivocations and disputes of a seller.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use passalong_protocol::Ledger;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, AppJson};
+use crate::error::{ApiError, AppJson, AppQuery};
 use crate::offers::SellerQuery;
 use crate::state::AppState;
 
@@ -23,7 +23,7 @@ pub fn ledger_json(l: &Ledger) -> Value {
 /// `GET /v1/ledger`
 pub async fn ledger(
     State(s): State<AppState>,
-    Query(q): Query<SellerQuery>,
+    AppQuery(q): AppQuery<SellerQuery>,
 ) -> Result<AppJson<Value>, ApiError> {
     let seller = q.seller(&s)?;
     let store = s.store.clone();
@@ -36,7 +36,7 @@ pub async fn ledger(
 /// `GET /v1/equivocations`
 pub async fn equivocations(
     State(s): State<AppState>,
-    Query(q): Query<SellerQuery>,
+    AppQuery(q): AppQuery<SellerQuery>,
 ) -> Result<AppJson<Value>, ApiError> {
     let seller = q.seller(&s)?;
     let v = s.store.equivocations(&seller)?;
@@ -48,7 +48,7 @@ pub async fn equivocations(
 /// `GET /v1/disputes`
 pub async fn disputes(
     State(s): State<AppState>,
-    Query(q): Query<SellerQuery>,
+    AppQuery(q): AppQuery<SellerQuery>,
 ) -> Result<AppJson<Value>, ApiError> {
     let seller = q.seller(&s)?;
     let v = s.store.disputes(&seller)?;

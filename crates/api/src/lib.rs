@@ -53,6 +53,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/export", get(attestations::export))
         .route("/l/{token}", get(referrals::show_link))
         .fallback(|| async { ApiError::not_found("no such route: see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: "this route does not take that method: see docs/api.md".into(),
+                reason: None,
+            }
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -1,13 +1,13 @@
 //! Publishing and listing offers.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Currency, Offer};
 use passalong_protocol::{validation, Attestation, Kind, Policy, Rule};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{ApiError, AppJson};
+use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::parse_key;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
@@ -112,7 +112,7 @@ impl SellerQuery {
 /// `GET /v1/offers`
 pub async fn list(
     State(s): State<AppState>,
-    Query(q): Query<SellerQuery>,
+    AppQuery(q): AppQuery<SellerQuery>,
 ) -> Result<AppJson<Value>, ApiError> {
     let seller = q.seller(&s)?;
     let offers = s.store.market_of_kind(&seller, Kind::Offer)?;

@@ -35,7 +35,8 @@ impl Writer {
         Writer { tx }
     }
 
-    /// Stores envelopes durably; one ack per envelope, in order.
+    /// Stores envelopes durably; one ack per envelope, in order, then one per attestation
+    /// the group commit unblocked.
     pub async fn ingest(&self, envelopes: Vec<Vec<u8>>) -> Result<Vec<Ack>, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -69,10 +70,16 @@ async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>) {
         .await;
         match result {
             Ok(Ok(acks)) => {
+                // The store answers the inputs in order, then what they unblocked; which job's
+                // envelope unblocked what is not tracked, so every job of the group hears it.
+                let inputs: usize = jobs.iter().map(|j| j.envelopes.len()).sum();
+                let unblocked = acks.get(inputs..).unwrap_or_default();
                 let mut at = 0;
                 for j in jobs {
                     let k = j.envelopes.len();
-                    let _ = j.reply.send(Ok(acks[at..at + k].to_vec()));
+                    let mut mine = acks[at..at + k].to_vec();
+                    mine.extend_from_slice(unblocked);
+                    let _ = j.reply.send(Ok(mine));
                     at += k;
                 }
             }

@@ -1,0 +1,1435 @@
+//! End-to-end tests of the HTTP API (`docs/api.md`): each test starts the real server on a
+//! loopback port over a temporary store and talks to it with plain HTTP/1.1 over a TCP socket,
+//! checking status codes, the JSON bodies and the `{"error", "code"[, "reason"]}` error shape.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use passalong_api::{ledger_json, now_ms, AppState, Identities, Writer};
+use passalong_protocol::attestation::{Body, Currency, Offer, Referral};
+use passalong_protocol::link::ShareLink;
+use passalong_protocol::{bundle, Attestation, Id, Keypair, Policy, PublicKey, Rule};
+use passalong_store::Store;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+// ---------------------------------------------------------------------------------------------
+// A node under test and a tiny HTTP/1.1 client.
+
+/// A running API server over a temporary store.
+struct Node {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    key: PublicKey,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// An HTTP response.
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {:?}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+
+    /// Asserts a success status and returns the JSON body.
+    fn ok(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            self.text()
+        );
+        self.json()
+    }
+}
+
+/// Asserts `{"error": non-empty text, "code": code}` (and nothing else) with `status`.
+fn assert_error(r: &Resp, status: u16, code: &str) -> Value {
+    assert_eq!(r.status, status, "unexpected status; body: {}", r.text());
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "error without a JSON content type: {:?} {}",
+        r.header("content-type"),
+        r.text()
+    );
+    let v = r.json();
+    let o = v.as_object().expect("error body is an object");
+    assert_eq!(o.get("code"), Some(&json!(code)), "body: {v}");
+    assert!(
+        o.get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty()),
+        "no error message: {v}"
+    );
+    let extra: Vec<&String> = o
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "error" | "code" | "reason"))
+        .collect();
+    assert!(extra.is_empty(), "unexpected fields {extra:?}: {v}");
+    if status != 422 {
+        assert!(o.get("reason").is_none(), "reason outside a 422: {v}");
+    }
+    v
+}
+
+/// Asserts a 422 `invalid_attestation` error with `reason`.
+fn assert_invalid(r: &Resp, reason: &str) {
+    let v = assert_error(r, 422, "invalid_attestation");
+    assert_eq!(v["reason"], json!(reason), "body: {v}");
+}
+
+async fn raw(addr: SocketAddr, head: String, body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    // The server may answer (and close) before reading a refused body: a failed write is
+    // fine as long as the response arrives.
+    let _ = s.write_all(&req).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) if !buf.is_empty() => break,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> Resp {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(buf)));
+    let head = std::str::from_utf8(&buf[..end]).expect("headers are UTF-8");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        assert!(body.len() >= len, "short body: {} of {len}", body.len());
+        body.truncate(len);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = std::str::from_utf8(&b[..eol]).expect("chunk size is text");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size is hex");
+        b = &b[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+impl Node {
+    async fn start() -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path().join("store")).expect("open store"));
+        let keys = Keypair::from_seed([1; 32]);
+        let key = keys.public();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = AppState {
+            store: store.clone(),
+            writer: Writer::spawn(store.clone()),
+            identities: Arc::new(Identities::single(keys)),
+            token: Arc::new(TOKEN.to_string()),
+            base_url: Arc::new(format!("http://{addr}")),
+            data_dir: Arc::new(dir.path().to_path_buf()),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(passalong_api::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Node {
+            addr,
+            store,
+            key,
+            shutdown: Some(tx),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server and waits for it.
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.await.expect("server task").expect("server result");
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, headers: &str, body: &[u8]) -> Resp {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+            self.addr,
+            body.len()
+        );
+        raw(self.addr, head, body).await
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.send("GET", path, "", b"").await
+    }
+
+    /// A POST with the right token and a JSON body.
+    async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.post_bytes(path, body.to_string().as_bytes()).await
+    }
+
+    /// A POST with the right token and raw bytes as a JSON body.
+    async fn post_bytes(&self, path: &str, body: &[u8]) -> Resp {
+        self.send(
+            "POST",
+            path,
+            &format!("Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"),
+            body,
+        )
+        .await
+    }
+
+    /// Publishes an offer by the node's identity; returns (id, link token).
+    async fn publish(&self, rule: &str, pool_bps: u16) -> (Id, String) {
+        let v = self
+            .post(
+                "/v1/offers",
+                &json!({"title": "A record", "price_minor": 10000, "currency": "EUR",
+                        "pool_bps": pool_bps, "rule": rule}),
+            )
+            .await
+            .ok(201);
+        let id = Id::from_hex(v["id"].as_str().expect("id")).expect("id is hex");
+        (id, v["link"].as_str().expect("link").to_string())
+    }
+
+    /// Imports envelopes; returns the acks.
+    async fn import(&self, atts: &[&Attestation]) -> Vec<Value> {
+        let envs: Vec<String> = atts.iter().map(|a| hex::encode(&a.bytes)).collect();
+        let v = self
+            .post("/v1/attestations", &json!({ "envelopes": envs }))
+            .await
+            .ok(200);
+        v["acks"].as_array().expect("acks").clone()
+    }
+
+    async fn ledger(&self) -> Value {
+        self.get("/v1/ledger").await.ok(200)
+    }
+}
+
+fn kp(seed: u8) -> Keypair {
+    Keypair::from_seed([seed; 32])
+}
+
+/// A referral signed by `keys`.
+fn referral(
+    keys: &Keypair,
+    offer: Id,
+    parent: Option<Id>,
+    recipient: Option<PublicKey>,
+    at: u64,
+) -> Attestation {
+    Attestation::sign(
+        Body::Referral(Referral {
+            referrer: keys.public(),
+            offer,
+            parent,
+            recipient,
+            community: None,
+            created_at_ms: at,
+        }),
+        keys,
+    )
+}
+
+/// The offer attestation a share link starts with.
+fn offer_of(link: &str) -> Attestation {
+    ShareLink::parse(link)
+        .expect("offer link parses")
+        .attestations[0]
+        .clone()
+}
+
+fn token_of(chain: Vec<Attestation>) -> String {
+    ShareLink::new(chain).expect("a chain").token()
+}
+
+/// The ledger line of `who` (EUR), as (earned, refunded, settled, owed).
+fn line(ledger: &Value, who: &PublicKey) -> (u64, u64, u64, i64) {
+    let e = ledger["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["participant"] == json!(who.to_hex()))
+        .unwrap_or_else(|| panic!("no line for {who} in {ledger}"));
+    assert_eq!(e["currency"], json!("EUR"));
+    let n = |f: &str| e[f].as_u64().unwrap_or_else(|| panic!("{f} in {e}"));
+    (
+        n("earned"),
+        n("refunded"),
+        n("settled"),
+        e["owed"].as_i64().expect("owed"),
+    )
+}
+
+/// The seller's ledger through the API equals the one recomputed from scratch.
+async fn assert_ledger_recomputes(node: &Node) -> Value {
+    let api = node.ledger().await;
+    let kept = node.store.ledger(&node.key).expect("ledger");
+    let fresh = node
+        .store
+        .recompute_ledger(&node.key, now_ms())
+        .expect("recompute");
+    assert_eq!(
+        kept, fresh,
+        "incremental ledger differs from the recomputed one"
+    );
+    assert_eq!(api, ledger_json(&fresh));
+    api
+}
+
+// ---------------------------------------------------------------------------------------------
+// Happy paths.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identity_and_status() {
+    let node = Node::start().await;
+    let id = node.get("/v1/id").await.ok(200);
+    assert_eq!(id["public_key"], json!(node.key.to_hex()));
+    assert_eq!(id["identities"], json!([node.key.to_hex()]));
+    let st = node.get("/v1/status").await.ok(200);
+    assert_eq!(st["version"], json!("0.1.0"));
+    assert_eq!(st["public_key"], json!(node.key.to_hex()));
+    assert_eq!(st["valid_attestations"], json!(0));
+    assert_eq!(st["api"], json!(node.addr.to_string()));
+    node.publish("direct", 1000).await;
+    let st = node.get("/v1/status").await.ok(200);
+    assert_eq!(st["valid_attestations"], json!(1));
+    assert_eq!(st["markets"], json!(1));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offer_referral_chain_sales_ledger_and_export() {
+    let node = Node::start().await;
+    let (k2, k3, buyer) = (kp(2), kp(3), kp(9).public());
+    let now = now_ms();
+
+    // Publish: 201 with id, link and url; the link is the offer alone.
+    let r = node
+        .post(
+            "/v1/offers",
+            &json!({"title": "A record", "price_minor": 10000, "currency": "EUR",
+                    "pool_bps": 1000, "rule": "geometric:5000", "connector_bps": 0,
+                    "max_depth": 16, "window_ms": 2_592_000_000u64, "require_purchase": false,
+                    "valid_from_ms": 0, "valid_until_ms": null, "content_hash": null}),
+        )
+        .await;
+    let v = r.ok(201);
+    let offer_id = Id::from_hex(v["id"].as_str().unwrap()).unwrap();
+    let offer_link = v["link"].as_str().unwrap().to_string();
+    assert!(offer_link.starts_with("pl1."));
+    assert_eq!(
+        v["url"],
+        json!(format!("http://{}/l/{offer_link}", node.addr))
+    );
+    let offer = offer_of(&offer_link);
+    assert_eq!(offer.id, offer_id);
+    assert_eq!(ShareLink::parse(&offer_link).unwrap().attestations.len(), 1);
+    let Body::Offer(o) = &offer.body else {
+        panic!("not an offer")
+    };
+    assert_eq!(o.seller, node.key);
+
+    // List: one offer, every documented field.
+    let list = node.get("/v1/offers").await.ok(200);
+    let offers = list["offers"].as_array().unwrap();
+    assert_eq!(offers.len(), 1);
+    let o = &offers[0];
+    assert_eq!(o["id"], json!(offer_id.to_hex()));
+    assert_eq!(o["seller"], json!(node.key.to_hex()));
+    assert_eq!(o["title"], json!("A record"));
+    assert_eq!(o["price_minor"], json!(10000));
+    assert_eq!(o["currency"], json!("EUR"));
+    assert_eq!(o["rule"], json!("geometric:5000"));
+    assert_eq!(o["pool_bps"], json!(1000));
+    assert_eq!(o["connector_bps"], json!(0));
+    assert_eq!(o["max_depth"], json!(16));
+    assert_eq!(o["window_ms"], json!(2_592_000_000u64));
+    assert_eq!(o["require_purchase"], json!(false));
+    assert_eq!(o["valid_from_ms"], json!(0));
+    assert_eq!(o["valid_until_ms"], Value::Null);
+    assert!(o["created_at_ms"].as_u64().unwrap() >= now);
+    assert_eq!(o["link"], json!(offer_link));
+    let by_seller = node
+        .get(&format!("/v1/offers?seller={}", node.key.to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(by_seller, list);
+    let other = node
+        .get(&format!("/v1/offers?seller={}", k2.public().to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(other, json!({"offers": []}));
+
+    // Two referrals by other keys: k2 from the offer, k3 from k2's. Only k2's is imported
+    // directly; k3's travels in the share link.
+    let at = offer.body.created_at_ms();
+    let r2 = referral(&k2, offer_id, None, None, at);
+    let r3 = referral(&k3, offer_id, Some(r2.id), None, at);
+    let acks = node.import(&[&r2]).await;
+    assert_eq!(
+        acks,
+        vec![json!({"id": r2.id.to_hex(), "status": "valid", "duplicate": false})]
+    );
+    let link3 = token_of(vec![offer.clone(), r2.clone(), r3.clone()]);
+
+    // The node passes it along from k3's link: the new link carries the whole chain.
+    let v = node
+        .post("/v1/referrals", &json!({ "from": link3 }))
+        .await
+        .ok(201);
+    assert_eq!(v["imported"], json!(1), "only r3 was new: {v}");
+    let mine = Id::from_hex(v["id"].as_str().unwrap()).unwrap();
+    let my_link = v["link"].as_str().unwrap().to_string();
+    assert_eq!(v["url"], json!(format!("http://{}/l/{my_link}", node.addr)));
+    let parsed = ShareLink::parse(&my_link).unwrap();
+    let ids: Vec<Id> = parsed.attestations.iter().map(|a| a.id).collect();
+    assert_eq!(ids, vec![offer_id, r2.id, r3.id, mine]);
+    assert_eq!(parsed.referral(), Some(mine));
+    let Body::Referral(rr) = &parsed.attestations[3].body else {
+        panic!("not a referral")
+    };
+    assert_eq!(rr.referrer, node.key);
+    assert_eq!(rr.parent, Some(r3.id));
+    assert_eq!(rr.recipient, None);
+    // The URL form parses too and names the same link.
+    assert_eq!(
+        ShareLink::parse(v["url"].as_str().unwrap()).unwrap(),
+        parsed
+    );
+
+    // GET /l/<token>.
+    let l = node.get(&format!("/l/{my_link}")).await.ok(200);
+    assert_eq!(
+        l,
+        json!({"offer": offer_id.to_hex(), "referral": mine.to_hex(), "hops": 3,
+               "title": "A record", "seller": node.key.to_hex()})
+    );
+    let l = node.get(&format!("/l/{offer_link}")).await.ok(200);
+    assert_eq!(l["referral"], Value::Null);
+    assert_eq!(l["hops"], json!(0));
+
+    // Sales. geometric:5000, pool 10 % of 10000 = 1000: hop 1 earns 500, hop 2 250, hop 3 125.
+    // A: via k3's link (k3, k2): k3 500, k2 250.
+    let a = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": offer_id.to_hex(), "order": "A-1", "amount_minor": 10000,
+                    "buyer": buyer.to_hex(), "via": link3}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(a["status"], json!("valid"));
+    assert_eq!(a["imported"], json!(0));
+    let receipt_a = a["id"].as_str().unwrap().to_string();
+    // B: via the node's own link as a URL (node, k3, k2): the seller's hop keeps its place
+    // but earns nothing; k3 250, k2 125.
+    let b = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": offer_id.to_hex(), "order": "B-2", "amount_minor": 10000,
+                    "buyer": buyer.to_hex(), "via": format!("http://{}/l/{my_link}", node.addr)}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(b["status"], json!("valid"));
+    // C: via r2's id: pool 200, k2 100.
+    node.post(
+        "/v1/receipts",
+        &json!({"offer": offer_id.to_hex(), "order": "C-3", "amount_minor": 2000,
+                "buyer": buyer.to_hex(), "via": r2.id.to_hex()}),
+    )
+    .await
+    .ok(201);
+    // D: no referral, nobody earns.
+    node.post(
+        "/v1/receipts",
+        &json!({"offer": offer_id.to_hex(), "order": "D-4", "amount_minor": 5000,
+                "buyer": buyer.to_hex()}),
+    )
+    .await
+    .ok(201);
+
+    let l = assert_ledger_recomputes(&node).await;
+    assert_eq!(l["seller"], json!(node.key.to_hex()));
+    assert_eq!(l["entries"].as_array().unwrap().len(), 2, "{l}");
+    assert_eq!(line(&l, &k3.public()), (750, 0, 0, 750));
+    assert_eq!(line(&l, &k2.public()), (475, 0, 0, 475));
+    let parts: Vec<&str> = l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["participant"].as_str().unwrap())
+        .collect();
+    let mut sorted = parts.clone();
+    sorted.sort();
+    assert_eq!(parts, sorted, "entries sorted by participant");
+
+    // Refund A: its shares move to the refunded column.
+    let rf = node
+        .post("/v1/refunds", &json!({ "receipt": receipt_a }))
+        .await
+        .ok(201);
+    assert_eq!(rf["status"], json!("valid"));
+    let l = assert_ledger_recomputes(&node).await;
+    assert_eq!(line(&l, &k3.public()), (750, 500, 0, 250));
+    assert_eq!(line(&l, &k2.public()), (475, 250, 0, 225));
+
+    // Settle more than k3 is owed: owed goes negative. The settlement names the root of the
+    // ledger it was computed against.
+    let root_before = l["root"].clone();
+    let st = node
+        .post(
+            "/v1/settlements",
+            &json!({"participant": k3.public().to_hex(), "amount_minor": 1000,
+                    "currency": "EUR", "reference": "SEPA-123"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(st["status"], json!("valid"));
+    assert_eq!(st["ledger_root"], root_before);
+    let l = assert_ledger_recomputes(&node).await;
+    assert_eq!(line(&l, &k3.public()), (750, 500, 1000, -750));
+    assert_eq!(line(&l, &k2.public()), (475, 250, 0, 225));
+    assert_ne!(l["root"], root_before);
+    let by_seller = node
+        .get(&format!("/v1/ledger?seller={}", node.key.to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(by_seller, l);
+
+    // Nothing equivocated, nothing disputed.
+    assert_eq!(
+        node.get("/v1/equivocations").await.ok(200),
+        json!({"equivocations": []})
+    );
+    assert_eq!(
+        node.get("/v1/disputes").await.ok(200),
+        json!({"disputes": []})
+    );
+
+    // GET /v1/attestations/<id>.
+    let g = node
+        .get(&format!("/v1/attestations/{}", offer_id.to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(
+        g,
+        json!({"id": offer_id.to_hex(), "kind": "offer", "status": "valid",
+               "envelope": hex::encode(&offer.bytes)})
+    );
+    let g = node
+        .get(&format!("/v1/attestations/{}", r3.id.to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(g["kind"], json!("referral"));
+    assert_eq!(g["envelope"], json!(hex::encode(&r3.bytes)));
+    let g = node
+        .get(&format!("/v1/attestations/{receipt_a}"))
+        .await
+        .ok(200);
+    assert_eq!(g["kind"], json!("receipt"));
+    assert_eq!(g["status"], json!("valid"));
+    let env = hex::decode(g["envelope"].as_str().unwrap()).unwrap();
+    let Body::Receipt(rc) = Attestation::decode(&env).unwrap().body else {
+        panic!("not a receipt")
+    };
+    assert_eq!(rc.via, Some(r3.id));
+    assert_eq!(rc.order, "A-1");
+
+    // Export, JSON and binary: the same envelopes, every one of this market.
+    let ej = node
+        .get(&format!("/v1/export?seller={}", node.key.to_hex()))
+        .await;
+    assert_eq!(ej.status, 200, "{}", ej.text());
+    assert!(ej
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    let meta = ej.json();
+    assert_eq!(meta["format"], json!("passalong-bundle"));
+    assert_eq!(meta["seller"], json!(node.key.to_hex()));
+    let from_json = bundle::decode(&ej.body).unwrap();
+    let eb = node
+        .get(&format!(
+            "/v1/export?seller={}&format=binary",
+            node.key.to_hex()
+        ))
+        .await;
+    assert_eq!(eb.status, 200);
+    assert_eq!(eb.header("content-type"), Some("application/octet-stream"));
+    assert!(eb.body.starts_with(bundle::MAGIC));
+    let from_bin = bundle::decode(&eb.body).unwrap();
+    assert_eq!(from_json, from_bin);
+    // offer, 3 referrals, 4 receipts, a refund, a settlement.
+    assert_eq!(from_bin.len(), 10);
+    let exported: Vec<Id> = from_bin
+        .iter()
+        .map(|e| Attestation::decode(e).unwrap().id)
+        .collect();
+    for id in [offer_id, r2.id, r3.id, mine] {
+        assert!(exported.contains(&id), "{id} not exported");
+    }
+    let times: Vec<u64> = from_bin
+        .iter()
+        .map(|e| Attestation::decode(e).unwrap().body.created_at_ms())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    // A fresh store fed the export computes the same ledger.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = Store::open(dir.path()).unwrap();
+    let refs: Vec<&[u8]> = from_bin.iter().map(Vec::as_slice).collect();
+    copy.ingest(&refs, now_ms()).unwrap();
+    assert_eq!(
+        ledger_json(&copy.ledger(&node.key).unwrap()),
+        node.ledger().await
+    );
+
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn referral_from_an_id_addressed_to_a_friend() {
+    let node = Node::start().await;
+    let (offer_id, link) = node.publish("direct", 1000).await;
+    let offer = offer_of(&link);
+    let k2 = kp(2);
+    let k3 = kp(3);
+    // From the offer's id: a root referral, addressed to k2.
+    let v = node
+        .post(
+            "/v1/referrals",
+            &json!({"from": offer_id.to_hex(), "to": k2.public().to_hex()}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(v["imported"], json!(0));
+    let mine = Id::from_hex(v["id"].as_str().unwrap()).unwrap();
+    let parsed = ShareLink::parse(v["link"].as_str().unwrap()).unwrap();
+    assert_eq!(parsed.attestations.len(), 2);
+    let Body::Referral(r) = &parsed.attestations[1].body else {
+        panic!("not a referral")
+    };
+    assert_eq!(r.parent, None);
+    assert_eq!(r.recipient, Some(k2.public()));
+    // k2 may refer onwards from it, k3 may not (an invalid import is an ack, not an error).
+    let at = now_ms();
+    let ok = referral(&k2, offer_id, Some(mine), None, at);
+    let bad = referral(&k3, offer_id, Some(mine), None, at);
+    let acks = node.import(&[&ok, &bad]).await;
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[0]["status"], json!("valid"));
+    assert_eq!(acks[1]["status"], json!("invalid"));
+    assert_eq!(acks[1]["reason"], json!("not_recipient"));
+    assert!(acks[1]["message"].as_str().is_some());
+    // The same again: duplicates.
+    let acks = node.import(&[&ok]).await;
+    assert_eq!(acks[0]["duplicate"], json!(true));
+    assert_eq!(acks[0]["status"], json!("valid"));
+    // From a referral id: it is the parent.
+    let v = node
+        .post("/v1/referrals", &json!({ "from": ok.id.to_hex() }))
+        .await
+        .ok(201);
+    let chain = ShareLink::parse(v["link"].as_str().unwrap()).unwrap();
+    let ids: Vec<Id> = chain.attestations.iter().map(|a| a.id).collect();
+    assert_eq!(ids[..3], [offer.id, mine, ok.id]);
+    assert_eq!(ids.len(), 4);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_reports_pending_and_held() {
+    let node = Node::start().await;
+    let (offer_id, _) = node.publish("direct", 1000).await;
+    let k2 = kp(2);
+    let now = now_ms();
+    let parent = referral(&k2, offer_id, None, None, now - 2000);
+    let child = referral(&kp(3), offer_id, Some(parent.id), None, now - 1000);
+    let acks = node.import(&[&child]).await;
+    assert_eq!(
+        acks,
+        vec![
+            json!({"id": child.id.to_hex(), "status": "pending", "duplicate": false,
+                    "missing": [parent.id.to_hex()]})
+        ]
+    );
+    let g = node
+        .get(&format!("/v1/attestations/{}", child.id.to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(g["status"], json!("pending"));
+    // Dated an hour ahead: held until an hour minus the allowed skew.
+    let later = referral(&kp(4), offer_id, None, None, now + 3_600_000);
+    let acks = node.import(&[&later]).await;
+    assert_eq!(acks[0]["status"], json!("held"));
+    assert_eq!(acks[0]["until_ms"], json!(now + 3_600_000 - 120_000));
+    // Both in one import, child first: the child's ack is its final status.
+    let p2 = referral(&k2, offer_id, None, None, now - 1500);
+    let c2 = referral(&kp(5), offer_id, Some(p2.id), None, now - 500);
+    let acks = node.import(&[&c2, &p2]).await;
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[0]["status"], json!("valid"), "{acks:?}");
+    assert_eq!(acks[1]["status"], json!("valid"), "{acks:?}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_acks_what_it_unblocked() {
+    let node = Node::start().await;
+    let (offer_id, _) = node.publish("direct", 1000).await;
+    let now = now_ms();
+    let parent = referral(&kp(2), offer_id, None, None, now - 2000);
+    let child = referral(&kp(3), offer_id, Some(parent.id), None, now - 1000);
+    let acks = node.import(&[&child]).await;
+    assert_eq!(acks[0]["status"], json!("pending"));
+    let acks = node.import(&[&parent]).await;
+    assert_eq!(
+        acks,
+        vec![
+            json!({"id": parent.id.to_hex(), "status": "valid", "duplicate": false}),
+            json!({"id": child.id.to_hex(), "status": "valid", "duplicate": false}),
+        ]
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ledger_sums_past_2_pow_53_are_exact_json_integers() {
+    let node = Node::start().await;
+    // The whole sale to one hop.
+    let (offer_id, _) = node.publish("direct", 10000).await;
+    let k2 = kp(2);
+    let r2 = referral(&k2, offer_id, None, None, now_ms() - 1000);
+    node.import(&[&r2]).await;
+    for i in 0..10 {
+        node.post(
+            "/v1/receipts",
+            &json!({"offer": offer_id.to_hex(), "order": format!("big-{i}"),
+                    "amount_minor": 1_000_000_000_000_000u64, "buyer": kp(9).public().to_hex(),
+                    "via": r2.id.to_hex()}),
+        )
+        .await
+        .ok(201);
+    }
+    let r = node.get("/v1/ledger").await;
+    assert!(
+        r.text().contains("\"earned\":10000000000000000"),
+        "{}",
+        r.text()
+    );
+    let l = assert_ledger_recomputes(&node).await;
+    assert_eq!(
+        line(&l, &k2.public()),
+        (10_000_000_000_000_000, 0, 0, 10_000_000_000_000_000)
+    );
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_write_needs_the_token() {
+    let node = Node::start().await;
+    let (offer_id, link) = node.publish("direct", 1000).await;
+    let k = kp(2).public().to_hex();
+    let routes = [
+        (
+            "/v1/offers",
+            json!({"title": "t", "price_minor": 1, "currency": "EUR", "pool_bps": 0,
+                   "rule": "direct"}),
+        ),
+        ("/v1/referrals", json!({ "from": link })),
+        (
+            "/v1/receipts",
+            json!({"offer": offer_id.to_hex(), "order": "o", "amount_minor": 1, "buyer": k}),
+        ),
+        ("/v1/refunds", json!({ "receipt": offer_id.to_hex() })),
+        (
+            "/v1/settlements",
+            json!({"participant": k, "amount_minor": 1, "currency": "EUR", "reference": "r"}),
+        ),
+        ("/v1/attestations", json!({ "envelopes": [] })),
+    ];
+    let bad_auth = [
+        String::new(),
+        "Authorization: Bearer wrong-token\r\n".to_string(),
+        format!("Authorization: Bearer {TOKEN}x\r\n"),
+        format!("Authorization: bearer {TOKEN}\r\n"),
+        format!("Authorization: Basic {TOKEN}\r\n"),
+        format!("Authorization: {TOKEN}\r\n"),
+        "Authorization: Bearer \r\n".to_string(),
+    ];
+    for (path, body) in &routes {
+        for auth in &bad_auth {
+            let r = node
+                .send(
+                    "POST",
+                    path,
+                    &format!("{auth}Content-Type: application/json\r\n"),
+                    body.to_string().as_bytes(),
+                )
+                .await;
+            assert_error(&r, 401, "unauthorized");
+        }
+        // The token is checked before the body is read.
+        let r = node
+            .send(
+                "POST",
+                path,
+                "Content-Type: application/json\r\n",
+                b"{not json",
+            )
+            .await;
+        assert_error(&r, 401, "unauthorized");
+    }
+    // Nothing was written.
+    let st = node.get("/v1/status").await.ok(200);
+    assert_eq!(st["valid_attestations"], json!(1));
+    // With the token, the same import goes through.
+    assert_eq!(
+        node.post("/v1/attestations", &json!({"envelopes": []}))
+            .await
+            .ok(200),
+        json!({"acks": []})
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_bodies_are_400() {
+    let node = Node::start().await;
+    let offer = json!({"title": "t", "price_minor": 100, "currency": "EUR", "pool_bps": 1000,
+                       "rule": "direct"});
+    for body in [
+        &b"{not json"[..],
+        b"",
+        b"[]",
+        b"null",
+        b"{\"title\": \"t\"",
+        b"{\"title\": \"t\", \"price_minor\": \"100\", \"currency\": \"EUR\", \"pool_bps\": 1, \"rule\": \"direct\"}",
+        b"{\"title\": \"t\", \"price_minor\": -1, \"currency\": \"EUR\", \"pool_bps\": 1, \"rule\": \"direct\"}",
+        b"{\"title\": \"t\", \"price_minor\": 1, \"currency\": \"EUR\", \"pool_bps\": 70000, \"rule\": \"direct\"}",
+    ] {
+        let r = node.post_bytes("/v1/offers", body).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    // A missing field, an unknown field.
+    for (path, body) in [
+        (
+            "/v1/offers",
+            json!({"title": "t", "price_minor": 100, "currency": "EUR", "rule": "direct"}),
+        ),
+        ("/v1/offers", {
+            let mut o = offer.clone();
+            o["colour"] = json!("red");
+            o
+        }),
+        ("/v1/referrals", json!({"from": "x", "bogus": 1})),
+        ("/v1/referrals", json!({})),
+        (
+            "/v1/receipts",
+            json!({"offer": "00", "order": "o", "amount_minor": 1, "buyer": "00", "tip": 5}),
+        ),
+        ("/v1/refunds", json!({"receipt": "00", "why": "x"})),
+        (
+            "/v1/settlements",
+            json!({"participant": "00", "amount_minor": 1, "currency": "EUR"}),
+        ),
+        ("/v1/attestations", json!({"envelopes": [], "x": 1})),
+        ("/v1/attestations", json!({"envelopes": "00"})),
+    ] {
+        let r = node.post(path, &body).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    // A JSON body without a JSON content type.
+    let r = node
+        .send(
+            "POST",
+            "/v1/offers",
+            &format!("Authorization: Bearer {TOKEN}\r\n"),
+            offer.to_string().as_bytes(),
+        )
+        .await;
+    assert_error(&r, 400, "bad_request");
+    // Bad values: rule, currency, content hash, identity.
+    for (field, value) in [
+        ("rule", json!("pyramid")),
+        ("rule", json!("geometric:10000")),
+        ("rule", json!("geometric:")),
+        ("rule", json!("")),
+        ("currency", json!("eur")),
+        ("currency", json!("EURO")),
+        ("content_hash", json!("abc")),
+        ("as", json!(kp(2).public().to_hex())),
+        ("as", json!("zz")),
+    ] {
+        let mut o = offer.clone();
+        o[field] = value;
+        let r = node.post("/v1/offers", &o).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    // Nothing was published.
+    assert_eq!(node.get("/v1/offers").await.ok(200), json!({"offers": []}));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_keys_ids_and_links_are_400() {
+    let node = Node::start().await;
+    let (offer_id, link) = node.publish("direct", 1000).await;
+    let buyer = kp(9).public().to_hex();
+    let oid = offer_id.to_hex();
+    let bad_hex = [
+        "zz".to_string(),
+        "".to_string(),
+        oid[..63].to_string(),
+        format!("{oid}00"),
+        format!("{}g", &oid[..63]),
+    ];
+    for h in &bad_hex {
+        let cases = [
+            (
+                "/v1/receipts",
+                json!({"offer": h, "order": "o", "amount_minor": 1, "buyer": buyer}),
+            ),
+            (
+                "/v1/receipts",
+                json!({"offer": oid, "order": "o", "amount_minor": 1, "buyer": h}),
+            ),
+            ("/v1/refunds", json!({ "receipt": h })),
+            (
+                "/v1/settlements",
+                json!({"participant": h, "amount_minor": 1, "currency": "EUR",
+                       "reference": "r"}),
+            ),
+            ("/v1/referrals", json!({"from": oid, "to": h})),
+            ("/v1/referrals", json!({"from": oid, "community": h})),
+        ];
+        for (path, body) in cases {
+            let r = node.post(path, &body).await;
+            assert_error(&r, 400, "bad_request");
+        }
+        if !h.is_empty() {
+            for path in [
+                format!("/v1/ledger?seller={h}"),
+                format!("/v1/offers?seller={h}"),
+                format!("/v1/equivocations?seller={h}"),
+                format!("/v1/disputes?seller={h}"),
+                format!("/v1/export?seller={h}"),
+                format!("/v1/attestations/{h}"),
+            ] {
+                let r = node.get(&path).await;
+                assert_error(&r, 400, "bad_request");
+            }
+        }
+    }
+    let r = node
+        .get(&format!(
+            "/v1/export?seller={}&format=xml",
+            node.key.to_hex()
+        ))
+        .await;
+    assert_error(&r, 400, "bad_request");
+
+    // Damaged and truncated links, in every place a link goes.
+    let mid = link.len() / 2;
+    let flipped = if &link[mid..=mid] == "A" { "B" } else { "A" };
+    let damaged = format!("{}{flipped}{}", &link[..mid], &link[mid + 1..]);
+    let truncated = link[..link.len() - 3].to_string();
+    let bads = [
+        damaged,
+        truncated,
+        "pl1.".to_string(),
+        "pl2.AAAA".to_string(),
+        "pl1.!!!!".to_string(),
+        "not a link".to_string(),
+    ];
+    for bad in &bads {
+        let r = node.post("/v1/referrals", &json!({ "from": bad })).await;
+        assert_error(&r, 400, "bad_request");
+        let r = node
+            .post(
+                "/v1/receipts",
+                &json!({"offer": oid, "order": "o", "amount_minor": 1, "buyer": buyer,
+                        "via": bad}),
+            )
+            .await;
+        assert_error(&r, 400, "bad_request");
+    }
+    for bad in &bads[..2] {
+        let r = node.get(&format!("/l/{bad}")).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    // A link of another offer as `via`.
+    let (_, other_link) = node.publish("equal", 1000).await;
+    let r = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": oid, "order": "o", "amount_minor": 1, "buyer": buyer,
+                    "via": other_link}),
+        )
+        .await;
+    assert_error(&r, 400, "bad_request");
+    // `via` a receipt: neither an offer nor a referral.
+    let rc = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": oid, "order": "o-1", "amount_minor": 1, "buyer": buyer}),
+        )
+        .await
+        .ok(201);
+    let r = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": oid, "order": "o-2", "amount_minor": 1, "buyer": buyer,
+                    "via": rc["id"]}),
+        )
+        .await;
+    assert_error(&r, 400, "bad_request");
+    // A receipt for something that is not an offer.
+    let r = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": rc["id"], "order": "o-3", "amount_minor": 1, "buyer": buyer}),
+        )
+        .await;
+    assert_error(&r, 400, "bad_request");
+
+    // Import: hex that is no envelope is acked invalid; non-hex is a 400.
+    let acks = node
+        .post(
+            "/v1/attestations",
+            &json!({"envelopes": ["00", "deadbeef", hex::encode([7u8; 200])]}),
+        )
+        .await
+        .ok(200);
+    let acks = acks["acks"].as_array().unwrap();
+    assert_eq!(acks.len(), 3);
+    for a in acks {
+        assert_eq!(a["status"], json!("invalid"), "{a}");
+        assert!(a["reason"].as_str().unwrap().starts_with("decode."), "{a}");
+        assert!(a["message"].as_str().is_some());
+        assert!(Id::from_hex(a["id"].as_str().unwrap()).is_ok());
+    }
+    for envs in [json!(["xyz"]), json!(["0"]), json!(["00", "zz"])] {
+        let r = node
+            .post("/v1/attestations", &json!({ "envelopes": envs }))
+            .await;
+        assert_error(&r, 400, "bad_request");
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_ids_and_routes_are_404() {
+    let node = Node::start().await;
+    let (offer_id, _) = node.publish("direct", 1000).await;
+    let unknown = Id([0xab; 32]).to_hex();
+    let buyer = kp(9).public().to_hex();
+    for (path, body) in [
+        (
+            "/v1/receipts",
+            json!({"offer": unknown, "order": "o", "amount_minor": 1, "buyer": buyer}),
+        ),
+        (
+            "/v1/receipts",
+            json!({"offer": offer_id.to_hex(), "order": "o", "amount_minor": 1,
+                   "buyer": buyer, "via": unknown}),
+        ),
+        ("/v1/refunds", json!({ "receipt": unknown })),
+        ("/v1/referrals", json!({ "from": unknown })),
+    ] {
+        let r = node.post(path, &body).await;
+        assert_error(&r, 404, "not_found");
+    }
+    let r = node.get(&format!("/v1/attestations/{unknown}")).await;
+    assert_error(&r, 404, "not_found");
+    for path in [
+        "/",
+        "/v1",
+        "/v1/nope",
+        "/v2/offers",
+        "/v1/attestations/",
+        "/l/",
+    ] {
+        let r = node.get(path).await;
+        assert_error(&r, 404, "not_found");
+    }
+    let r = node.post("/v1/nope", &json!({})).await;
+    assert_error(&r, 404, "not_found");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_method_is_a_json_error() {
+    let node = Node::start().await;
+    for (method, path) in [
+        ("GET", "/v1/receipts"),
+        ("POST", "/v1/ledger"),
+        ("DELETE", "/v1/offers"),
+    ] {
+        let r = node.send(method, path, "", b"").await;
+        assert!(
+            r.status == 404 || r.status == 405,
+            "{method} {path}: {}",
+            r.status
+        );
+        let v = r.json();
+        assert!(v["code"].is_string() && v["error"].is_string(), "{v}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_query_strings_are_json_errors() {
+    let node = Node::start().await;
+    let k = node.key.to_hex();
+    for path in [
+        format!("/v1/ledger?seller={k}&seller={k}"),
+        "/v1/export".to_string(),
+    ] {
+        let r = node.get(&path).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_attestations_are_422() {
+    let node = Node::start().await;
+    let buyer = kp(9).public().to_hex();
+    // Pool and connector shares over 100 %, and other limits.
+    for (pool, connector, extra) in [
+        (9000, 2000, json!({})),
+        (10001, 0, json!({})),
+        (1000, 0, json!({"max_depth": 0})),
+        (1000, 0, json!({"max_depth": 17})),
+        (1000, 0, json!({"window_ms": 0})),
+        (1000, 0, json!({"price_minor": 0})),
+        (1000, 0, json!({"title": ""})),
+        (1000, 0, json!({"valid_from_ms": 10, "valid_until_ms": 5})),
+    ] {
+        let mut o = json!({"title": "t", "price_minor": 100, "currency": "EUR",
+                           "pool_bps": pool, "connector_bps": connector, "rule": "direct"});
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        let r = node.post("/v1/offers", &o).await;
+        assert_invalid(&r, "out_of_range");
+    }
+    let r = node
+        .post(
+            "/v1/offers",
+            &json!({"title": "t".repeat(300), "price_minor": 100, "currency": "EUR",
+                    "pool_bps": 1, "rule": "direct"}),
+        )
+        .await;
+    assert_invalid(&r, "too_long");
+
+    // A receipt for another seller's offer.
+    let k2 = kp(2);
+    let foreign = Attestation::sign(
+        Body::Offer(Offer {
+            seller: k2.public(),
+            title: "theirs".into(),
+            content_hash: None,
+            price_minor: 100,
+            currency: Currency::parse("EUR").unwrap(),
+            policy: Policy {
+                pool_bps: 1000,
+                connector_bps: 0,
+                rule: Rule::Direct,
+                max_depth: 16,
+                window_ms: 1_000_000,
+                require_purchase: false,
+            },
+            valid_from_ms: 0,
+            valid_until_ms: None,
+            created_at_ms: now_ms() - 1000,
+        }),
+        &k2,
+    );
+    assert_eq!(node.import(&[&foreign]).await[0]["status"], json!("valid"));
+    let r = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": foreign.id.to_hex(), "order": "x", "amount_minor": 100,
+                    "buyer": buyer}),
+        )
+        .await;
+    assert_invalid(&r, "wrong_author");
+
+    // A referral from a link addressed to someone else.
+    let (offer_id, link) = node.publish("direct", 1000).await;
+    let offer = offer_of(&link);
+    let to_k3 = referral(&k2, offer_id, None, Some(kp(3).public()), now_ms() - 1000);
+    let addressed = token_of(vec![offer.clone(), to_k3.clone()]);
+    let r = node
+        .post("/v1/referrals", &json!({ "from": addressed }))
+        .await;
+    assert_invalid(&r, "not_recipient");
+    // The link itself was fine and is now stored; from its id, the same refusal.
+    let r = node
+        .post("/v1/referrals", &json!({ "from": to_k3.id.to_hex() }))
+        .await;
+    assert_invalid(&r, "not_recipient");
+
+    // A link carrying a forged referral (signed by k2, claiming k3) is refused whole.
+    let forged_body = Body::Referral(Referral {
+        referrer: kp(3).public(),
+        offer: offer_id,
+        parent: None,
+        recipient: None,
+        community: None,
+        created_at_ms: now_ms() - 1000,
+    });
+    let forged = Attestation::sign(forged_body, &k2);
+    let r = node
+        .post(
+            "/v1/referrals",
+            &json!({ "from": token_of(vec![offer.clone(), forged.clone()]) }),
+        )
+        .await;
+    assert_invalid(&r, "signature");
+    let r = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": offer_id.to_hex(), "order": "f", "amount_minor": 100,
+                    "buyer": buyer, "via": token_of(vec![offer, forged])}),
+        )
+        .await;
+    assert_invalid(&r, "signature");
+
+    // Receipt and settlement limits; refunding an offer.
+    let r = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": offer_id.to_hex(), "order": "", "amount_minor": 100,
+                    "buyer": buyer}),
+        )
+        .await;
+    assert_invalid(&r, "out_of_range");
+    let r = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": offer_id.to_hex(), "order": "big", "amount_minor":
+                    1_000_000_000_000_001u64, "buyer": buyer}),
+        )
+        .await;
+    assert_invalid(&r, "out_of_range");
+    let r = node
+        .post(
+            "/v1/settlements",
+            &json!({"participant": node.key.to_hex(), "amount_minor": 5, "currency": "EUR",
+                    "reference": "self"}),
+        )
+        .await;
+    assert_invalid(&r, "out_of_range");
+    let r = node
+        .post("/v1/refunds", &json!({ "receipt": offer_id.to_hex() }))
+        .await;
+    assert_invalid(&r, "wrong_kind");
+    // Refunding another seller's receipt (imported) is wrong_author.
+    let theirs = Attestation::sign(
+        Body::Receipt(passalong_protocol::Receipt {
+            seller: k2.public(),
+            offer: foreign.id,
+            order: "theirs-1".into(),
+            amount_minor: 100,
+            buyer: kp(9).public(),
+            via: None,
+            created_at_ms: now_ms() - 500,
+        }),
+        &k2,
+    );
+    assert_eq!(node.import(&[&theirs]).await[0]["status"], json!("valid"));
+    let r = node
+        .post("/v1/refunds", &json!({ "receipt": theirs.id.to_hex() }))
+        .await;
+    assert_invalid(&r, "wrong_author");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn body_limits() {
+    let node = Node::start().await;
+    // Just over 64 KiB on an ordinary write: 413.
+    let big = json!({"title": "x".repeat(70 * 1024), "price_minor": 1, "currency": "EUR",
+                     "pool_bps": 0, "rule": "direct"});
+    for path in [
+        "/v1/offers",
+        "/v1/referrals",
+        "/v1/receipts",
+        "/v1/settlements",
+    ] {
+        let r = node.post(path, &big).await;
+        assert_error(&r, 413, "too_large");
+    }
+    // A body of exactly 64 KiB is read (and refused for what it says, not its size).
+    let mut exact = format!("{{\"receipt\": \"{}\"", "0".repeat(64));
+    exact.push_str(&" ".repeat(64 * 1024 - exact.len() - 1));
+    exact.push('}');
+    assert_eq!(exact.len(), 64 * 1024);
+    let r = node.post_bytes("/v1/refunds", exact.as_bytes()).await;
+    assert_error(&r, 404, "not_found");
+    // Imports may be bigger: 300 KB of envelopes is fine.
+    let envs: Vec<String> = (0..150u8).map(|i| hex::encode([i; 1000])).collect();
+    let v = node
+        .post("/v1/attestations", &json!({ "envelopes": envs }))
+        .await
+        .ok(200);
+    assert_eq!(v["acks"].as_array().unwrap().len(), 150);
+    // … up to 16 MiB.
+    let huge = format!(
+        "{{\"envelopes\": [\"{}\"]}}",
+        "00".repeat(8 * 1024 * 1024 + 16)
+    );
+    let r = node.post_bytes("/v1/attestations", huge.as_bytes()).await;
+    assert_error(&r, 413, "too_large");
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_receipts_are_group_committed_and_the_ledger_adds_up() {
+    let node = Arc::new(Node::start().await);
+    let (offer_id, link) = node.publish("equal", 1000).await;
+    let offer = offer_of(&link);
+    let (k2, k3) = (kp(2), kp(3));
+    let at = offer.body.created_at_ms();
+    let r2 = referral(&k2, offer_id, None, None, at);
+    let r3 = referral(&k3, offer_id, Some(r2.id), None, at);
+    node.import(&[&r2]).await;
+    // r3 travels only in the link: the concurrent requests that carry it import it together.
+    let via3 = token_of(vec![offer, r2.clone(), r3]);
+    let buyer = kp(9).public().to_hex();
+
+    const N: u64 = 200;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let node = node.clone();
+        // Even orders come through k3's link (k3, k2), odd ones through r2's id (k2 alone).
+        let via = if i % 2 == 0 {
+            via3.clone()
+        } else {
+            r2.id.to_hex()
+        };
+        let body = json!({"offer": offer_id.to_hex(), "order": format!("order-{i}"),
+                          "amount_minor": 1000 + i, "buyer": buyer, "via": via});
+        tasks.push(tokio::spawn(async move {
+            let r = node.post("/v1/receipts", &body).await;
+            (i, r.status, r.text())
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut imported = 0;
+    for t in tasks {
+        let (i, status, text) = t.await.unwrap();
+        assert_eq!(status, 201, "receipt {i}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["status"], json!("valid"));
+        imported += v["imported"].as_u64().unwrap();
+        assert!(ids.insert(v["id"].as_str().unwrap().to_string()), "{v}");
+    }
+    assert_eq!(imported, 1, "r3 is new to exactly one request");
+    let st = node.get("/v1/status").await.ok(200);
+    assert_eq!(
+        st["valid_attestations"],
+        json!(3 + N),
+        "offer, 2 referrals, N receipts"
+    );
+
+    // equal, pool 10 %: through (k3, k2) each earns floor(pool / 2); through k2 alone, the pool.
+    let pool = |i: u64| (1000 + i) / 10;
+    let k3_earned: u64 = (0..N).step_by(2).map(|i| pool(i) / 2).sum();
+    let k2_earned: u64 = k3_earned + (1..N).step_by(2).map(pool).sum::<u64>();
+    let l = assert_ledger_recomputes(&node).await;
+    assert_eq!(l["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(line(&l, &k2.public()), (k2_earned, 0, 0, k2_earned as i64));
+    assert_eq!(line(&l, &k3.public()), (k3_earned, 0, 0, k3_earned as i64));
+    match Arc::try_unwrap(node) {
+        Ok(n) => n.stop().await,
+        Err(_) => panic!("node still shared"),
+    }
+}

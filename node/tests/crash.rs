@@ -1,0 +1,162 @@
+//! Durability: a daemon under a stream of writes is killed with SIGKILL at random moments,
+//! 20 times. After every restart each attestation the API acknowledged is there, the store
+//! opens, and the kept ledger equals an offline recompute of the exported market.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use passalong_protocol::attestation::{Body, Referral};
+use passalong_protocol::{Attestation, Id, Keypair};
+use serde_json::json;
+
+fn api(d: &Daemon) -> (String, String) {
+    let addr = std::fs::read_to_string(d.dir.join("api.addr")).unwrap();
+    let token = std::fs::read_to_string(d.dir.join("api-token")).unwrap();
+    (format!("http://{}", addr.trim()), token.trim().to_string())
+}
+
+#[test]
+fn nothing_acknowledged_is_lost_to_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(&tmp.path().join("node"));
+    let seller = d.public_key();
+    let offer = d.json(&[
+        "offer",
+        "publish",
+        "--title",
+        "Vespa",
+        "--price",
+        "500000",
+        "--currency",
+        "EUR",
+        "--pool-bps",
+        "500",
+        "--rule",
+        "equal",
+    ]);
+    let offer_id = Id::from_hex(offer["id"].as_str().unwrap()).unwrap();
+    // A referral chain by three other people, imported as signed envelopes.
+    let now = passalong_api::now_ms();
+    let mut parent = None;
+    let mut tips = Vec::new();
+    let mut envs = Vec::new();
+    for seed in 2..5u8 {
+        let k = Keypair::from_seed([seed; 32]);
+        let r = Attestation::sign(
+            Body::Referral(Referral {
+                referrer: k.public(),
+                offer: offer_id,
+                parent,
+                recipient: None,
+                community: None,
+                created_at_ms: now,
+            }),
+            &k,
+        );
+        parent = Some(r.id);
+        tips.push(r.id.to_hex());
+        envs.push(hex::encode(&r.bytes));
+    }
+    let (base, token) = api(&d);
+    let r = ureq::post(&format!("{base}/v1/attestations"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(json!({"envelopes": envs}))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut rng = 0x9e3779b97f4a7c15u64 ^ now;
+    let mut order = 0u64;
+    for cycle in 0..20 {
+        let (base, token) = api(&d);
+        let stop = Arc::new(AtomicBool::new(false));
+        // Two writers, so acknowledgements of concurrent requests share flushes.
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let (base, token, acked, stop, offer, tips) =
+                    (base.clone(), token.clone(), acked.clone(), stop.clone(), offer_id.to_hex(), tips.clone());
+                let first = order + w * 1_000_000;
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+                    let mut n = first;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let via = &tips[(n % 3) as usize];
+                        let body = if n % 7 == 0 {
+                            json!({"participant": "11".repeat(32), "amount_minor": 7, "currency": "EUR", "reference": format!("S-{n}")})
+                        } else {
+                            json!({"offer": offer, "order": format!("O-{cycle}-{n}"), "amount_minor": 1000 + n % 97, "buyer": "5a".repeat(32), "via": via})
+                        };
+                        let path = if n % 7 == 0 { "settlements" } else { "receipts" };
+                        match agent.post(&format!("{base}/v1/{path}")).set("Authorization", &format!("Bearer {token}")).send_json(body) {
+                            Ok(resp) => {
+                                let v: serde_json::Value = resp.into_json().unwrap();
+                                acked.lock().unwrap().push(v["id"].as_str().unwrap().to_string());
+                            }
+                            Err(_) => return, // the daemon died under us
+                        }
+                    }
+                })
+            })
+            .collect();
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(30 + (rng >> 33) % 400));
+        d.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        order += 10_000;
+        d.restart();
+        // Every acknowledged attestation is there and valid.
+        let (base, _) = api(&d);
+        let ids = acked.lock().unwrap().clone();
+        for id in &ids {
+            let v: serde_json::Value = ureq::get(&format!("{base}/v1/attestations/{id}"))
+                .call()
+                .unwrap_or_else(|e| panic!("cycle {cycle}: acknowledged {id} is lost: {e}"))
+                .into_json()
+                .unwrap();
+            assert_eq!(v["status"], "valid", "cycle {cycle}: {id}");
+        }
+        // The kept ledger equals an offline recompute.
+        let ledger = d.json(&["ledger"]);
+        let bundle = tmp.path().join(format!("export-{cycle}.bin"));
+        d.json(&[
+            "export",
+            "--seller",
+            &seller,
+            "--out",
+            bundle.to_str().unwrap(),
+            "--format",
+            "binary",
+        ]);
+        let v = std::process::Command::new(BIN)
+            .args([
+                "verify",
+                bundle.to_str().unwrap(),
+                "--root",
+                ledger["root"].as_str().unwrap(),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+        assert_eq!(
+            report["ledgers"][0]["root_matches"],
+            true,
+            "cycle {cycle}: kept ledger differs from the recompute: {}",
+            String::from_utf8_lossy(&v.stdout)
+        );
+    }
+    assert!(
+        acked.lock().unwrap().len() > 100,
+        "the writers got work done"
+    );
+}
