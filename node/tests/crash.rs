@@ -14,8 +14,8 @@ use passalong_protocol::{Attestation, Id, Keypair};
 use serde_json::json;
 
 fn api(d: &Daemon) -> (String, String) {
-    let addr = std::fs::read_to_string(d.dir.join("api.addr")).unwrap();
-    let token = std::fs::read_to_string(d.dir.join("api-token")).unwrap();
+    let addr = std::fs::read_to_string(d.dir.join("api.addr")).expect("the daemon wrote api.addr");
+    let token = std::fs::read_to_string(d.dir.join("api-token")).expect("init wrote api-token");
     (format!("http://{}", addr.trim()), token.trim().to_string())
 }
 
