@@ -18,8 +18,9 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use ed25519_dalek::{Signature, VerifyingKey};
 use passalong_protocol::attestation::Sig64;
 use passalong_protocol::{
-    signature, validation, Attestation, Body, Community, Currency, Id, Keypair, Ledger, LedgerEntry,
-    Membership, Offer, Policy, PublicKey, Receipt, Referral, Refund, Rule, Settlement, State,
+    signature, validation, Attestation, Body, Community, Currency, Id, Keypair, Ledger,
+    LedgerEntry, Membership, Offer, Policy, PublicKey, Receipt, Referral, Refund, Rule, Settlement,
+    State,
 };
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
