@@ -15,9 +15,7 @@ use crate::datadir::DataDir;
 
 /// Runs the daemon until a signal stops it.
 pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
-    if dir.init()? {
-        eprintln!("initialised {}", dir.root().display());
-    }
+    let created = dir.init()?;
     let config = Config::load(&dir.config_file())?.with_flags(args)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .map_err(|e| anyhow!("invalid log filter {:?}: {e}", config.log))?;
@@ -26,6 +24,9 @@ pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if created {
+        info!(data_dir = %dir.root().display(), "initialised a new data dir");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
