@@ -133,6 +133,9 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
                         t.put(key(FACT, &[&id.0]), bytes);
                     }
                 }
+                let counter = key(META, &[b"valid"]);
+                let n = t.get(&counter).map_or(0, |v| u64_at(&v, 0));
+                t.put(counter, (n + 1).to_be_bytes().to_vec());
                 index::apply(t, &att);
                 release_waiters(t, &id, &mut queue);
             }

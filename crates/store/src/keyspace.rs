@@ -52,7 +52,7 @@ pub const MEMBERSHIP_END: u8 = b'z';
 pub const CLAIM: u8 = b'd';
 /// seller ‖ currency ‖ participant → earned, refunded, settled (u128 BE each).
 pub const LEDGER: u8 = b'l';
-/// name → value: store metadata (format version).
+/// name → value: store metadata (`format` version, `valid` count).
 pub const META: u8 = b'v';
 
 /// A key: the prefix byte, then the parts.

@@ -135,11 +135,22 @@ impl Store {
     /// Opens with a page cache of `cache_bytes` (sled's default is 1 GiB; we bound memory).
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| open_error(path, e))?;
+        // sled releases its file lock from background threads shortly after the last handle
+        // is dropped: a store reopened at once (a restart in the same process) waits briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .open()
+                .map_err(|e| open_error(path, e))
+            {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let vk = key(META, &[b"format"]);
         match db.get(&vk).map_err(|e| open_error(path, e))? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
@@ -404,9 +415,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of valid attestations (a scan: for status pages, not hot paths).
-    pub fn valid_count(&self) -> usize {
-        self.tree().scan_prefix([FACT]).count()
+    /// Number of valid attestations (a counter kept by every ingest).
+    pub fn valid_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .tree()
+            .get(key(META, &[b"valid"]))?
+            .map_or(0, |v| u64_at(&v, 0)))
     }
 
     /// The offer of a referral's chain and every referral from the root down to `referral`,

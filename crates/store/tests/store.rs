@@ -39,6 +39,7 @@ fn ledger_survives_reopening_and_matches_the_reference() {
             .all(|a| a.status == Status::Valid && !a.duplicate));
         let l = st.ledger(&key(1).public()).unwrap();
         assert_eq!(line(&l, &key(4)), Some((500, 0, 0, 500)));
+        assert_eq!(st.valid_count().unwrap(), 5);
     }
     let st = Store::open(dir.path()).unwrap();
     let l = st.ledger(&key(1).public()).unwrap();
