@@ -24,8 +24,12 @@ struct PayoutRec {
     buyer: PublicKey,
     created_at_ms: u64,
     credits: Vec<(PublicKey, u64)>,
-    /// Referral ids of the kept hops, nearest the buyer first.
+    /// Referral ids of the kept hops, nearest the buyer first, when something can change this
+    /// receipt's payout later (require_purchase or a connector share); empty otherwise, so
+    /// that a plain receipt writes few keys.
     hops: Vec<Id>,
+    /// The offer has require_purchase: this purchase is indexed for it.
+    indexes_purchase: bool,
 }
 
 fn sums(v: &[u8]) -> [u128; 3] {
@@ -107,9 +111,10 @@ fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
         created_at_ms: r.created_at_ms,
     };
     let p = payout::payout(t, &sale);
-    let mut hops = Vec::with_capacity(p.hops().len());
+    let may_change = o.policy.require_purchase || o.policy.connector_bps > 0;
+    let mut hops = Vec::new();
     let mut node = r.via;
-    while hops.len() < p.hops().len() {
+    while may_change && hops.len() < p.hops().len() {
         let Some(n) = node else { break };
         hops.push(n);
         node = t.hop(n).and_then(|h| h.parent);
@@ -122,6 +127,7 @@ fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
         created_at_ms: r.created_at_ms,
         credits: p.credits().collect(),
         hops,
+        indexes_purchase: o.policy.require_purchase,
     })
 }
 
@@ -139,14 +145,14 @@ pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
     for (pos, h) in rec.hops.iter().enumerate() {
         t.put(key(THROUGH, &[&h.0, &receipt.0]), vec![pos as u8]);
     }
-    if !is_refunded {
+    if !is_refunded && rec.indexes_purchase {
         t.put(purchase_key(&rec, &receipt), vec![]);
     }
-    let (offer, buyer) = (rec.offer, rec.buyer);
+    let (offer, buyer, indexed) = (rec.offer, rec.buyer, rec.indexes_purchase);
     if let Ok(bytes) = postcard::to_allocvec(&rec) {
         t.put(key(PAYOUT, &[&receipt.0]), bytes);
     }
-    if !is_refunded {
+    if !is_refunded && indexed {
         purchase_changed(t, &offer, &buyer);
     }
 }
@@ -162,7 +168,7 @@ pub(crate) fn uncount(t: &mut Txn<'_>, receipt: Id) {
         t.del(key(THROUGH, &[&h.0, &receipt.0]));
     }
     t.del(key(PAYOUT, &[&receipt.0]));
-    if !is_refunded {
+    if !is_refunded && rec.indexes_purchase {
         t.del(purchase_key(&rec, &receipt));
         purchase_changed(t, &rec.offer, &rec.buyer);
     }
@@ -209,8 +215,10 @@ pub(crate) fn refund(t: &mut Txn<'_>, receipt: Id) {
             true,
         );
     }
-    t.del(purchase_key(&rec, &receipt));
-    purchase_changed(t, &rec.offer, &rec.buyer);
+    if rec.indexes_purchase {
+        t.del(purchase_key(&rec, &receipt));
+        purchase_changed(t, &rec.offer, &rec.buyer);
+    }
 }
 
 /// The earliest purchase of `offer` by `buyer` may have changed: with `require_purchase`,
