@@ -105,20 +105,28 @@ impl ShareLink {
     /// Reads a token, or a URL or text containing one.
     pub fn parse(text: &str) -> Result<ShareLink, LinkError> {
         let text = text.trim();
-        let start = text.find("pl").ok_or(LinkError::NotALink)?;
-        let token = &text[start..];
-        let token = token
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
-            .next()
-            .unwrap_or("");
-        let Some(body) = token.strip_prefix(PREFIX) else {
-            let version = token.split('.').next().unwrap_or("").to_string();
-            return Err(if version.starts_with("pl") && version.len() > 2 {
-                LinkError::UnsupportedVersion(version)
-            } else {
-                LinkError::NotALink
+        let token_at = |start: usize| -> &str {
+            text[start..]
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+                .next()
+                .unwrap_or("")
+        };
+        let Some(start) = text.find(PREFIX) else {
+            // Another version ("pl2.…") is named as such; anything else is not a link.
+            let other = text
+                .match_indices("pl")
+                .map(|(i, _)| token_at(i))
+                .find(|t| {
+                    let v = t.split('.').next().unwrap_or("");
+                    t.contains('.') && v.len() > 2 && v[2..].bytes().all(|b| b.is_ascii_digit())
+                });
+            return Err(match other {
+                Some(t) => LinkError::UnsupportedVersion(t.split('.').next().unwrap_or("").into()),
+                None => LinkError::NotALink,
             });
         };
+        let token = token_at(start);
+        let body = &token[PREFIX.len()..];
         if token.len() > MAX_TOKEN_CHARS {
             return Err(LinkError::TooLong {
                 len: token.len(),
