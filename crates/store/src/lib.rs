@@ -253,8 +253,12 @@ impl Store {
             .zip(first_in_call)
             .map(|((id, known), first)| Ack {
                 id: *id,
-                status: known
-                    .or_else(|| latest.get(id).cloned())
+                // What this call decided wins over what was stored before it (a stored pending
+                // attestation may have become valid with this call's envelopes).
+                status: latest
+                    .get(id)
+                    .cloned()
+                    .or(known)
                     .unwrap_or(Status::Pending { missing: vec![] }),
                 duplicate: !first,
             })

@@ -72,6 +72,14 @@ fn pending_then_valid_and_invalid_is_remembered() {
     );
     let acks = st.ingest(&envs(&atts[..2]), NOW).unwrap();
     assert_eq!(acks.len(), 3, "the referral that waited is reported too");
+    assert_eq!(acks[2].id, atts[2].id);
+    assert_eq!(acks[2].status, Status::Valid);
+    // Sent again together with nothing new: a duplicate, valid now.
+    let again = st.ingest(&[&atts[2].bytes], NOW).unwrap();
+    assert_eq!(
+        (again[0].status.clone(), again[0].duplicate),
+        (Status::Valid, true)
+    );
     assert_eq!(st.status(&atts[2].id).unwrap(), Some(Status::Valid));
     let mut bad = atts[3].bytes.clone();
     let n = bad.len();
@@ -85,6 +93,23 @@ fn pending_then_valid_and_invalid_is_remembered() {
         st.status(&id).unwrap(),
         Some(Status::Invalid { .. })
     ));
+}
+
+#[test]
+fn a_stored_pending_attestation_sent_again_with_its_parent_is_acked_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    let atts = chain();
+    st.ingest(&[&atts[1].bytes], NOW).unwrap();
+    let acks = st.ingest(&[&atts[1].bytes, &atts[0].bytes], NOW).unwrap();
+    assert_eq!(
+        (acks[0].status.clone(), acks[0].duplicate),
+        (Status::Valid, true)
+    );
+    assert_eq!(
+        (acks[1].status.clone(), acks[1].duplicate),
+        (Status::Valid, false)
+    );
 }
 
 #[test]
