@@ -94,10 +94,13 @@ impl AppState {
     /// Imports a share link's envelopes; returns how many were new. Any invalid one refuses
     /// the whole link.
     pub async fn import_link(&self, link: &ShareLink) -> Result<usize, ApiError> {
+        let n = link.attestations.len();
         let acks = self
             .ingest(link.attestations.iter().map(|a| a.bytes.clone()).collect())
             .await?;
-        for a in &acks {
+        // The first n acks answer the link's envelopes; any after them were unblocked.
+        let acks = &acks[..n.min(acks.len())];
+        for a in acks {
             if let Status::Invalid { code, message } = &a.status {
                 return Err(ApiError::invalid(
                     code.clone(),
