@@ -50,9 +50,8 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
         );
     }
     match &att.body {
-        Body::Offer(o) => t.put(key(OFFER, &[&id.0]), postcard_of(o)),
+        Body::Offer(_) => {}
         Body::Referral(r) => {
-            t.put(key(REFERRAL, &[&id.0]), postcard_of(r));
             if let Some(p) = r.parent {
                 t.put(key(CHILD, &[&p.0, &id.0]), vec![]);
             }
@@ -65,7 +64,6 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             }
         }
         Body::Receipt(r) => {
-            t.put(key(RECEIPT, &[&id.0]), postcard_of(r));
             let order = key(ORDER, &[&r.seller.0, &order_hash(&r.order)]);
             let counted_before = t.first(&order).map(|(k, _)| Id(id_at(&k, 65)));
             t.put(

@@ -2,19 +2,16 @@
 //! write buffered in one [`Txn`] so that the whole ingest lands atomically.
 
 use passalong_protocol::state::Report;
-use passalong_protocol::validation::{self, Fact, InvalidReason, Outcome};
+use passalong_protocol::validation::{self, InvalidReason, Outcome};
 use passalong_protocol::{Attestation, Id};
 
 use crate::index;
 use crate::keyspace::*;
-use crate::txn::Txn;
+use crate::txn::{Entry, EntryState, Txn};
 use crate::Status;
 
 /// The current status of `id`, if the store has ever seen it.
 pub(crate) fn status(t: &Txn<'_>, id: &Id) -> Option<Status> {
-    if t.contains(&key(FACT, &[&id.0])) {
-        return Some(Status::Valid);
-    }
     if let Some(reason) = t.get(&key(INVALID, &[&id.0])) {
         let text = String::from_utf8_lossy(&reason).into_owned();
         let (code, message) = text.split_once(": ").unwrap_or(("invalid", &text));
@@ -23,27 +20,28 @@ pub(crate) fn status(t: &Txn<'_>, id: &Id) -> Option<Status> {
             message: message.to_string(),
         });
     }
-    if t.contains(&key(PENDING, &[&id.0])) {
-        let att = envelope(t, id)?;
-        let mut missing: Vec<Id> = att
-            .body
-            .dependencies()
-            .into_iter()
-            .filter(|d| !t.contains(&key(FACT, &[&d.0])))
-            .collect();
-        missing.sort();
-        missing.dedup();
-        return Some(Status::Pending { missing });
-    }
-    t.get(&key(HELD_BY_ID, &[&id.0])).map(|v| Status::Held {
-        until_ms: u64_at(&v, 0),
+    let e = t.entry(id)?;
+    Some(match e.state {
+        EntryState::Valid => Status::Valid,
+        EntryState::Held { until_ms } => Status::Held { until_ms },
+        EntryState::Pending => {
+            let att = e.attestation()?;
+            let mut missing: Vec<Id> = att
+                .body
+                .dependencies()
+                .into_iter()
+                .filter(|d| !t.entry(d).is_some_and(|e| e.state == EntryState::Valid))
+                .collect();
+            missing.sort();
+            missing.dedup();
+            Status::Pending { missing }
+        }
     })
 }
 
 /// The stored envelope of `id`, decoded (it was checked when it came in).
 pub(crate) fn envelope(t: &Txn<'_>, id: &Id) -> Option<Attestation> {
-    let bytes = t.get(&key(ENVELOPE, &[&id.0]))?;
-    Attestation::decode(&bytes).ok()
+    t.entry(id)?.attestation()
 }
 
 /// Ingests envelopes that passed (or failed) stage 1, in order.
@@ -57,10 +55,9 @@ pub(crate) fn ingest(
         match c {
             Err(reason) => mark_invalid(t, id, reason, reports),
             Ok(att) => {
-                t.put(key(ENVELOPE, &[&id.0]), att.bytes.clone());
                 if let Some(until_ms) = validation::held_until(att.body.created_at_ms(), now_ms) {
                     t.put(key(HELD, &[&until_ms.to_be_bytes(), &id.0]), vec![]);
-                    t.put(key(HELD_BY_ID, &[&id.0]), until_ms.to_be_bytes().to_vec());
+                    t.put_entry(&id, &Entry::new(EntryState::Held { until_ms }, att.bytes));
                     reports.push(Report {
                         id,
                         outcome: Outcome::Held { until_ms },
@@ -82,7 +79,6 @@ pub(crate) fn tick(t: &mut Txn<'_>, now_ms: u64, reports: &mut Vec<Report>) {
         }
         let id = Id(id_at(&k, 9));
         t.del(k);
-        t.del(key(HELD_BY_ID, &[&id.0]));
         if let Some(att) = envelope(t, &id) {
             evaluate(t, att, reports);
         }
@@ -110,10 +106,12 @@ fn release_waiters(t: &mut Txn<'_>, id: &Id, queue: &mut Vec<Attestation>) {
     for (k, _) in t.scan(&key(WAITER, &[&id.0])) {
         let waiter = Id(id_at(&k, 33));
         t.del(k);
-        let pending = key(PENDING, &[&waiter.0]);
-        if t.contains(&pending) {
-            t.del(pending);
-            if let Some(att) = envelope(t, &waiter) {
+        // A pending attestation waiting for two ids that resolve together is queued once.
+        if queue.iter().any(|a| a.id == waiter) {
+            continue;
+        }
+        if let Some(e) = t.entry(&waiter).filter(|e| e.state == EntryState::Pending) {
+            if let Some(att) = e.attestation() {
                 queue.push(att);
             }
         }
@@ -128,11 +126,9 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
         let (outcome, fact) = validation::contextual(&att.body, &*t);
         match &outcome {
             Outcome::Valid => {
-                if let Some(f) = fact {
-                    if let Ok(bytes) = postcard::to_allocvec::<Fact>(&f) {
-                        t.put(key(FACT, &[&id.0]), bytes);
-                    }
-                }
+                let mut e = Entry::new(EntryState::Valid, att.bytes.clone());
+                e.fact = fact;
+                t.put_entry(&id, &e);
                 let counter = key(META, &[b"valid"]);
                 let n = t.get(&counter).map_or(0, |v| u64_at(&v, 0));
                 t.put(counter, (n + 1).to_be_bytes().to_vec());
@@ -143,14 +139,14 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
                 for m in missing {
                     t.put(key(WAITER, &[&m.0, &id.0]), vec![]);
                 }
-                t.put(key(PENDING, &[&id.0]), vec![]);
+                t.put_entry(&id, &Entry::new(EntryState::Pending, att.bytes.clone()));
             }
             Outcome::Invalid(reason) => {
                 t.put(
                     key(INVALID, &[&id.0]),
                     format!("{}: {reason}", reason.code()).into_bytes(),
                 );
-                t.del(key(ENVELOPE, &[&id.0]));
+                t.del(key(ENTRY, &[&id.0]));
                 release_waiters(t, &id, &mut queue);
             }
             Outcome::Held { .. } => {}

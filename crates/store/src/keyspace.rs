@@ -2,36 +2,24 @@
 //! single atomic `Batch`; each kind of record has a one-byte prefix, and multi-part keys are
 //! fixed-width, so prefix scans are exact. Times in keys are big-endian, so they sort.
 
-/// id → envelope bytes, for every attestation that passed the stateless check and is not invalid.
-pub const ENVELOPE: u8 = b'a';
-/// id → `Fact` (postcard): the attestation is valid.
-pub const FACT: u8 = b'f';
+/// id → `Entry` (postcard): state (valid, pending, held), fact, payout record and envelope of
+/// every attestation that passed the stateless check and is not invalid. One key per
+/// attestation: sled's cost is per key written.
+pub const ENTRY: u8 = b'a';
 /// id → reason (UTF-8 "code: message"): the attestation is invalid.
 pub const INVALID: u8 = b'x';
-/// id → (): the attestation is pending.
-pub const PENDING: u8 = b'P';
 /// missing id ‖ waiting id → (): who waits for what.
 pub const WAITER: u8 = b'w';
 /// until_ms (BE) ‖ id → (): held attestations, in release order.
 pub const HELD: u8 = b'h';
-/// id → until_ms (BE).
-pub const HELD_BY_ID: u8 = b'H';
 /// market key ‖ created_at_ms (BE) ‖ id → kind byte: a market's valid attestations, by time.
 pub const MARKET: u8 = b'm';
 /// parent referral ‖ child referral → ().
 pub const CHILD: u8 = b'c';
-/// id → Offer body (postcard), valid offers.
-pub const OFFER: u8 = b'o';
-/// id → Referral body, valid referrals.
-pub const REFERRAL: u8 = b'r';
-/// id → Receipt body, valid receipts.
-pub const RECEIPT: u8 = b'b';
 /// seller ‖ blake3(order) ‖ receipt → (): receipts by (seller, order); the first counts.
 pub const ORDER: u8 = b'q';
 /// receipt → (): refunded receipts.
 pub const REFUNDED: u8 = b'e';
-/// receipt → `PayoutRec`: what a counted receipt credited.
-pub const PAYOUT: u8 = b'p';
 /// referral ‖ receipt → hop position (1 byte): counted receipts whose kept hops include it.
 pub const THROUGH: u8 = b't';
 /// offer ‖ buyer ‖ created_at_ms (BE) ‖ receipt → (): counted, unrefunded purchases.

@@ -131,6 +131,21 @@ fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
     })
 }
 
+/// What a counted receipt credited (kept in its entry).
+fn payout_of(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
+    let bytes = t.entry(receipt)?.payout?;
+    postcard::from_bytes(&bytes).ok()
+}
+
+/// Records (or, with `None`, forgets) what a receipt credited.
+fn set_payout(t: &mut Txn<'_>, receipt: &Id, rec: Option<&PayoutRec>) {
+    let Some(mut e) = t.entry(receipt) else {
+        return;
+    };
+    e.payout = rec.and_then(|r| postcard::to_allocvec(r).ok());
+    t.put_entry(receipt, &e);
+}
+
 fn refunded(t: &Txn<'_>, receipt: &Id) -> bool {
     t.contains(&key(REFUNDED, &[&receipt.0]))
 }
@@ -149,9 +164,7 @@ pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
         t.put(purchase_key(&rec, &receipt), vec![]);
     }
     let (offer, buyer, indexed) = (rec.offer, rec.buyer, rec.indexes_purchase);
-    if let Ok(bytes) = postcard::to_allocvec(&rec) {
-        t.put(key(PAYOUT, &[&receipt.0]), bytes);
-    }
+    set_payout(t, &receipt, Some(&rec));
     if !is_refunded && indexed {
         purchase_changed(t, &offer, &buyer);
     }
@@ -159,7 +172,7 @@ pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
 
 /// A receipt stops counting (an equivocating receipt with a smaller id arrived).
 pub(crate) fn uncount(t: &mut Txn<'_>, receipt: Id) {
-    let Some(rec) = t.record::<PayoutRec>(&key(PAYOUT, &[&receipt.0])) else {
+    let Some(rec) = payout_of(t, &receipt) else {
         return;
     };
     let is_refunded = refunded(t, &receipt);
@@ -167,7 +180,7 @@ pub(crate) fn uncount(t: &mut Txn<'_>, receipt: Id) {
     for h in &rec.hops {
         t.del(key(THROUGH, &[&h.0, &receipt.0]));
     }
-    t.del(key(PAYOUT, &[&receipt.0]));
+    set_payout(t, &receipt, None);
     if !is_refunded && rec.indexes_purchase {
         t.del(purchase_key(&rec, &receipt));
         purchase_changed(t, &rec.offer, &rec.buyer);
@@ -177,8 +190,7 @@ pub(crate) fn uncount(t: &mut Txn<'_>, receipt: Id) {
 /// Something a counted receipt's payout depends on changed: take back the old credits, give
 /// the new ones. (Its chain cannot change: referrals are immutable and were all valid.)
 pub(crate) fn recompute(t: &mut Txn<'_>, receipt: Id) {
-    let pk = key(PAYOUT, &[&receipt.0]);
-    let Some(old) = t.record::<PayoutRec>(&pk) else {
+    let Some(old) = payout_of(t, &receipt) else {
         return;
     };
     let Some(new) = compute(t, &receipt) else {
@@ -190,9 +202,7 @@ pub(crate) fn recompute(t: &mut Txn<'_>, receipt: Id) {
     let is_refunded = refunded(t, &receipt);
     credit(t, &old, is_refunded, false);
     credit(t, &new, is_refunded, true);
-    if let Ok(bytes) = postcard::to_allocvec(&new) {
-        t.put(pk, bytes);
-    }
+    set_payout(t, &receipt, Some(&new));
 }
 
 /// A receipt was refunded (once is enough).
@@ -202,7 +212,7 @@ pub(crate) fn refund(t: &mut Txn<'_>, receipt: Id) {
         return;
     }
     t.put(rk, vec![]);
-    let Some(rec) = t.record::<PayoutRec>(&key(PAYOUT, &[&receipt.0])) else {
+    let Some(rec) = payout_of(t, &receipt) else {
         return; // not counted: nothing was credited
     };
     for (who, amount) in &rec.credits {

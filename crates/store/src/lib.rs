@@ -55,7 +55,7 @@ fn check_parallel(
 }
 
 /// The store format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Where an attestation stands, as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,8 +224,7 @@ impl Store {
         let mut seen = std::collections::HashSet::new();
         for (i, id) in ids.iter().enumerate() {
             // Two point reads tell a fresh id; its full status is read only if it is known.
-            let stored =
-                t.contains(&key(ENVELOPE, &[&id.0])) || t.contains(&key(INVALID, &[&id.0]));
+            let stored = t.contains(&key(ENTRY, &[&id.0])) || t.contains(&key(INVALID, &[&id.0]));
             let s = if stored { ingest::status(&t, id) } else { None };
             first_in_call[i] = s.is_none() && seen.insert(*id);
             known.push(s);
@@ -312,10 +311,9 @@ impl Store {
 
     /// The envelope of a stored (valid, pending or held) attestation.
     pub fn envelope(&self, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree()
-            .get(key(ENVELOPE, &[&id.0]))?
-            .map(|v| v.to_vec()))
+        let t = Txn::new(self.tree());
+        let e = t.entry(id).map(|e| e.envelope);
+        t.take_error().map_or(Ok(e), Err)
     }
 
     /// The stored attestation `id`, decoded.
@@ -336,9 +334,10 @@ impl Store {
     /// protocol's in-memory engine (for checks and `verify`; slow on big stores).
     pub fn recompute_ledger(&self, seller: &PublicKey, now_ms: u64) -> Result<Ledger, StoreError> {
         let mut st = State::new();
-        for kv in self.tree().scan_prefix([ENVELOPE]) {
+        for kv in self.tree().scan_prefix([ENTRY]) {
             let (_, v) = kv?;
-            if let Ok(a) = Attestation::decode(&v) {
+            let entry: Option<txn::Entry> = postcard::from_bytes(&v).ok();
+            if let Some(a) = entry.and_then(|e| e.attestation()) {
                 st.insert_checked(a, now_ms);
             }
         }

@@ -7,11 +7,12 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use passalong_protocol::attestation::{Offer, Receipt, Referral};
+use passalong_protocol::attestation::{Body, Offer, Receipt, Referral};
 use passalong_protocol::payout::{ChainView, Hop};
 use passalong_protocol::validation::{Fact, Known, Lookup};
-use passalong_protocol::{Id, PublicKey};
+use passalong_protocol::{Attestation, Id, PublicKey};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::keyspace::*;
@@ -24,6 +25,43 @@ pub(crate) struct Txn<'a> {
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
+
+/// Where a stored attestation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum EntryState {
+    Valid,
+    Pending,
+    Held { until_ms: u64 },
+}
+
+/// Everything the store keeps of one attestation, under one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub state: EntryState,
+    /// Set once valid: what other attestations' validity depends on.
+    pub fact: Option<Fact>,
+    /// For a counted receipt: what it credited (`ledger::PayoutRec`, postcard).
+    pub payout: Option<Vec<u8>>,
+    /// The envelope.
+    pub envelope: Vec<u8>,
+}
+
+impl Entry {
+    /// A new entry for an envelope.
+    pub fn new(state: EntryState, envelope: Vec<u8>) -> Entry {
+        Entry {
+            state,
+            fact: None,
+            payout: None,
+            envelope,
+        }
+    }
+
+    /// The envelope decoded (it was checked when it came in).
+    pub fn attestation(&self) -> Option<Attestation> {
+        Attestation::decode(&self.envelope).ok()
+    }
+}
 
 impl<'a> Txn<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
@@ -142,16 +180,50 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// The entry of a stored attestation.
+    pub fn entry(&self, id: &Id) -> Option<Entry> {
+        self.record(&key(ENTRY, &[&id.0]))
+    }
+
+    /// Writes the entry of an attestation.
+    pub fn put_entry(&mut self, id: &Id, e: &Entry) {
+        match postcard::to_allocvec(e) {
+            Ok(bytes) => self.put(key(ENTRY, &[&id.0]), bytes),
+            Err(err) => self.remember(StoreError::Record {
+                prefix: char::from(ENTRY),
+                detail: err.to_string(),
+            }),
+        }
+    }
+
+    /// The body of a valid attestation.
+    fn valid_body(&self, id: &Id) -> Option<Body> {
+        let e = self.entry(id)?;
+        if e.state != EntryState::Valid {
+            return None;
+        }
+        e.attestation().map(|a| a.body)
+    }
+
     pub fn offer(&self, id: &Id) -> Option<Offer> {
-        self.record(&key(OFFER, &[&id.0]))
+        match self.valid_body(id)? {
+            Body::Offer(o) => Some(o),
+            _ => None,
+        }
     }
 
     pub fn referral(&self, id: &Id) -> Option<Referral> {
-        self.record(&key(REFERRAL, &[&id.0]))
+        match self.valid_body(id)? {
+            Body::Referral(r) => Some(r),
+            _ => None,
+        }
     }
 
     pub fn receipt(&self, id: &Id) -> Option<Receipt> {
-        self.record(&key(RECEIPT, &[&id.0]))
+        match self.valid_body(id)? {
+            Body::Receipt(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// Everything written, as one sled batch.
@@ -172,7 +244,7 @@ impl<'a> Txn<'a> {
 
 impl Known for Txn<'_> {
     fn lookup(&self, id: &Id) -> Lookup {
-        if let Some(f) = self.record::<Fact>(&key(FACT, &[&id.0])) {
+        if let Some(f) = self.entry(id).and_then(|e| e.fact) {
             Lookup::Valid(f)
         } else if self.contains(&key(INVALID, &[&id.0])) {
             Lookup::Invalid
