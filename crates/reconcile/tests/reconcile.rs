@@ -1,0 +1,224 @@
+//! End-to-end correctness tests.
+
+use passalong_reconcile::{Config, Error, Id, Item, Reconciler, Storage};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+fn id_of(n: u64) -> Id {
+    *blake3::hash(&n.to_le_bytes()).as_bytes()
+}
+
+/// Runs a full reconciliation; returns (have, need, round trips).
+fn run(a: &Storage, b: &Storage, config: Config) -> (BTreeSet<Id>, BTreeSet<Id>, usize) {
+    let mut init = Reconciler::new(a, config.clone());
+    let mut resp = Reconciler::new(b, config);
+    let mut msg = init.initiate().expect("fresh");
+    let mut rounds = 1;
+    loop {
+        let reply = resp
+            .reconcile(&msg)
+            .expect("responder accepts")
+            .expect("responder replies");
+        match init.reconcile(&reply).expect("initiator accepts") {
+            Some(next) => {
+                msg = next;
+                rounds += 1;
+                assert!(rounds < 30, "does not terminate");
+            }
+            None => break,
+        }
+    }
+    let have: BTreeSet<Id> = init.have().iter().copied().collect();
+    let need: BTreeSet<Id> = init.need().iter().copied().collect();
+    assert_eq!(have.len(), init.have().len(), "duplicate have");
+    assert_eq!(need.len(), init.need().len(), "duplicate need");
+    (have, need, rounds)
+}
+
+fn check(a: &[Item], b: &[Item], config: Config) -> usize {
+    let sa = Storage::from_items(a.iter().copied());
+    let sb = Storage::from_items(b.iter().copied());
+    let ia: BTreeSet<Id> = sa.items().iter().map(|i| i.id).collect();
+    let ib: BTreeSet<Id> = sb.items().iter().map(|i| i.id).collect();
+    let (have, need, rounds) = run(&sa, &sb, config);
+    assert_eq!(have, ia.difference(&ib).copied().collect::<BTreeSet<_>>());
+    assert_eq!(need, ib.difference(&ia).copied().collect::<BTreeSet<_>>());
+    rounds
+}
+
+fn items(range: std::ops::Range<u64>, time: impl Fn(u64) -> u64) -> Vec<Item> {
+    range
+        .map(|n| Item {
+            created_at: time(n),
+            id: id_of(n),
+        })
+        .collect()
+}
+
+#[test]
+fn empty_and_identical() {
+    check(&[], &[], Config::default());
+    let a = items(0..5000, |n| n);
+    check(&a, &a, Config::default());
+    check(&a, &[], Config::default());
+    check(&[], &a, Config::default());
+}
+
+#[test]
+fn newest_items_missing_either_side() {
+    let a = items(0..20_000, |n| n * 3);
+    let b = items(0..19_000, |n| n * 3);
+    assert!(check(&a, &b, Config::default()) <= 6);
+    assert!(check(&b, &a, Config::default()) <= 6);
+}
+
+#[test]
+fn uniform_differences() {
+    let all = items(0..30_000, |n| n / 4);
+    let a: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 10 != 0).collect();
+    let b: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 10 != 1).collect();
+    assert!(check(&a, &b, Config::default()) <= 6);
+}
+
+#[test]
+fn equal_times_need_prefix_bounds() {
+    let a = items(0..3000, |_| 42);
+    let b: Vec<Item> = a.iter().copied().filter(|i| i.id[1] % 7 != 0).collect();
+    check(&a, &b, Config::default());
+    check(&b, &a, Config::default());
+}
+
+#[test]
+fn small_fanout_and_extreme_times() {
+    let a = items(0..2000, |n| if n % 2 == 0 { u64::MAX } else { n });
+    let b = items(100..2100, |n| if n % 2 == 0 { u64::MAX } else { n });
+    check(
+        &a,
+        &b,
+        Config {
+            fanout: 2,
+            ..Config::default()
+        },
+    );
+}
+
+#[test]
+fn malformed_messages_are_errors() {
+    let s = Storage::from_items(items(0..100, |n| n));
+    let mut r = Reconciler::new(&s, Config::default());
+    assert_eq!(r.reconcile(&[]), Err(Error::Empty));
+    assert_eq!(r.reconcile(&[0x00]), Err(Error::UnsupportedVersion(0)));
+    assert_eq!(r.reconcile(&[0x51]), Err(Error::Empty));
+    assert_eq!(
+        r.reconcile(&[0x51, 0x05, 0x00, 0x00]),
+        Err(Error::MissingFinalBound)
+    );
+    assert_eq!(
+        r.reconcile(&[0x51, 0x00, 0x63]),
+        Err(Error::UnknownMode(0x63))
+    );
+    let small = Config {
+        max_message_size: 10,
+        ..Config::default()
+    };
+    let mut r = Reconciler::new(&s, small);
+    assert!(matches!(
+        r.reconcile(&[0x51; 11]),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    let mut i = Reconciler::new(&s, Config::default());
+    i.initiate().expect("fresh");
+    assert_eq!(i.initiate(), Err(Error::AlreadyStarted));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn exact_difference(
+        n in 0u64..3000,
+        pa in 0u8..=100,
+        pb in 0u8..=100,
+        time_spread in 1u64..50,
+        fanout in 2usize..20,
+        seed in any::<u64>(),
+    ) {
+        let all = items(seed..seed + n, |k| k / time_spread);
+        let a: Vec<Item> = all.iter().copied().filter(|i| i.id[2] % 101 < pa).collect();
+        let b: Vec<Item> = all.iter().copied().filter(|i| i.id[3] % 101 < pb).collect();
+        let rounds = check(&a, &b, Config { fanout, ..Config::default() });
+        prop_assert!(rounds <= 6 || fanout < 8, "{} round trips", rounds);
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        cut in any::<usize>(),
+        truncate in any::<bool>(),
+    ) {
+        let all = items(0..4000, |n| n / 2);
+        let a = Storage::from_items(all.iter().copied().filter(|i| i.id[0] % 9 != 0));
+        let b = Storage::from_items(all.iter().copied().filter(|i| i.id[0] % 9 != 1));
+        let mut init = Reconciler::new(&a, Config::default());
+        let mut resp = Reconciler::new(&b, Config::default());
+        let mut msg = init.initiate().expect("fresh");
+        for _ in 0..4 {
+            let reply = resp.reconcile(&msg).expect("valid").expect("reply");
+            for target in [&msg, &reply] {
+                let mut bad = target.clone();
+                for (pos, x) in &flips {
+                    let i = pos % bad.len();
+                    bad[i] ^= x;
+                }
+                if truncate {
+                    bad.truncate(cut % (bad.len() + 1));
+                }
+                let _ = Reconciler::new(&b, Config::default()).reconcile(&bad);
+                let mut fresh_init = Reconciler::new(&a, Config::default());
+                fresh_init.initiate().expect("fresh");
+                let _ = fresh_init.reconcile(&bad);
+            }
+            match init.reconcile(&reply).expect("valid") {
+                Some(next) => msg = next,
+                None => break,
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400), prefix in any::<bool>()) {
+        let s = Storage::from_items(items(0..300, |n| n));
+        let mut msg = bytes;
+        if prefix { msg.insert(0, 0x51); }
+        let _ = Reconciler::new(&s, Config::default()).reconcile(&msg);
+        let mut init = Reconciler::new(&s, Config::default());
+        init.initiate().expect("fresh");
+        let _ = init.reconcile(&msg);
+    }
+}
+
+#[test]
+fn disjoint_and_lopsided_sets() {
+    let a = items(0..5000, |n| n);
+    let b = items(5000..10_000, |n| n - 5000);
+    assert!(check(&a, &b, Config::default()) <= 8);
+    let c = items(0..40_000, |n| n / 3);
+    let d: Vec<Item> = c.iter().copied().filter(|i| i.id[0] < 20).collect();
+    check(&c, &d, Config::default());
+    check(&d, &c, Config::default());
+}
+
+#[test]
+fn small_message_limit_still_converges() {
+    let all = items(0..20_000, |n| n);
+    let a: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 4 != 0).collect();
+    let b: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 4 != 1).collect();
+    check(
+        &a,
+        &b,
+        Config {
+            max_message_size: 256 << 10,
+            ..Config::default()
+        },
+    );
+}
