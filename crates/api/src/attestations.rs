@@ -14,23 +14,18 @@ use crate::state::{AppState, WriteAuth};
 
 /// The JSON form of an ack.
 pub fn ack_json(a: &Ack) -> Value {
-    let mut v = json!({"id": a.id.to_hex(), "duplicate": a.duplicate});
+    let mut v = json!({"id": a.id.to_hex(), "status": a.status.name(), "duplicate": a.duplicate});
     match &a.status {
-        Status::Valid => v["status"] = "valid".into(),
+        Status::Valid => {}
         Status::Pending { missing } => {
-            v["status"] = "pending".into();
             v["missing"] = missing
                 .iter()
                 .map(|m| m.to_hex())
                 .collect::<Vec<_>>()
                 .into();
         }
-        Status::Held { until_ms } => {
-            v["status"] = "held".into();
-            v["until_ms"] = (*until_ms).into();
-        }
+        Status::Held { until_ms } => v["until_ms"] = (*until_ms).into(),
         Status::Invalid { code, message } => {
-            v["status"] = "invalid".into();
             v["reason"] = code.clone().into();
             v["message"] = message.clone().into();
         }

@@ -81,6 +81,18 @@ pub enum Status {
     },
 }
 
+impl Status {
+    /// `valid`, `pending`, `held` or `invalid`, as the API and the CLI print it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Valid => "valid",
+            Status::Pending { .. } => "pending",
+            Status::Held { .. } => "held",
+            Status::Invalid { .. } => "invalid",
+        }
+    }
+}
+
 impl From<&Outcome> for Status {
     fn from(o: &Outcome) -> Status {
         match o {
@@ -477,15 +489,5 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
-    }
-}
-
-/// Helpers for tests and tools that need a store's state as the protocol sees it.
-pub fn outcome_of(status: &Status) -> &'static str {
-    match status {
-        Status::Valid => "valid",
-        Status::Pending { .. } => "pending",
-        Status::Held { .. } => "held",
-        Status::Invalid { .. } => "invalid",
     }
 }
