@@ -60,14 +60,41 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     };
     dir.write_addr(addr)?;
     info!(api = %addr, %public_key, data_dir = %dir.root().display(), "passalong node running");
-    tokio::spawn(release_held(store.clone()));
+    let ticker = tokio::spawn(release_held(store.clone()));
     passalong_api::serve(listener, state, shutdown_signal())
         .await
         .context("the API server failed")?;
     let _ = std::fs::remove_file(dir.addr_file());
-    store.flush()?;
+    ticker.abort();
+    let _ = ticker.await;
+    close(store).await?;
     info!("stopped");
     Ok(())
+}
+
+/// Closes the store once the API's writer has let go of it, so that the next start opens it
+/// fast (see `Store::close`); if something still holds it, a flush is enough for durability.
+async fn close(mut store: Arc<Store>) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Arc::try_unwrap(store) {
+            Ok(s) => {
+                info!("closing the store");
+                tokio::task::spawn_blocking(move || s.close())
+                    .await
+                    .context("closing the store")??;
+                return Ok(());
+            }
+            Err(s) if std::time::Instant::now() < deadline => {
+                store = s;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => {
+                s.flush()?;
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Releases held (future-dated) attestations when their time comes.
