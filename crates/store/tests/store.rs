@@ -55,6 +55,20 @@ fn ledger_survives_reopening_and_matches_the_reference() {
 }
 
 #[test]
+fn a_closed_store_reopens_with_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    let st = Store::open(dir.path()).unwrap();
+    st.ingest(&envs(&atts), NOW).unwrap();
+    let before = st.ledger(&key(1).public()).unwrap();
+    st.close().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.ledger(&key(1).public()).unwrap(), before);
+    assert_eq!(st.valid_count().unwrap(), 5);
+    assert_eq!(st.status(&atts[4].id).unwrap(), Some(Status::Valid));
+}
+
+#[test]
 fn pending_then_valid_and_invalid_is_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let st = Store::open(dir.path()).unwrap();
