@@ -68,3 +68,12 @@ pub fn parse_id(h: &str, field: &str) -> Result<passalong_protocol::Id, ApiError
         ))
     })
 }
+
+/// Parses a currency code, naming the field on error.
+pub fn parse_currency(c: &str) -> Result<passalong_protocol::Currency, ApiError> {
+    passalong_protocol::Currency::parse(c).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "currency {c:?}: expected three upper-case letters like EUR"
+        ))
+    })
+}

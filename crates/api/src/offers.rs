@@ -2,13 +2,13 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use passalong_protocol::attestation::{Body, Currency, Offer};
-use passalong_protocol::{validation, Attestation, Kind, Policy, Rule};
+use passalong_protocol::attestation::{Body, Offer};
+use passalong_protocol::{Kind, Policy, Rule};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, AppJson, AppQuery};
-use crate::identity::parse_key;
+use crate::identity::{parse_currency, parse_key};
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
 
@@ -51,12 +51,7 @@ pub async fn publish(
             req.rule
         ))
     })?;
-    let currency = Currency::parse(&req.currency).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "currency {:?}: expected three upper-case letters like EUR",
-            req.currency
-        ))
-    })?;
+    let currency = parse_currency(&req.currency)?;
     let content_hash = match &req.content_hash {
         None => None,
         Some(h) => Some(
@@ -83,9 +78,7 @@ pub async fn publish(
         valid_until_ms: req.valid_until_ms,
         created_at_ms: now_ms(),
     });
-    validation::check_limits(&body).map_err(|r| ApiError::invalid(r.code(), r.to_string()))?;
-    let att = Attestation::sign(body, keys);
-    s.ingest_own(&att).await?;
+    let att = s.sign_and_store(body, keys).await?;
     let link = s.link_of(&att.id)?;
     Ok((
         StatusCode::CREATED,

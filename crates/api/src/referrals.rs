@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Referral};
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::{Attestation, Id};
+use passalong_protocol::Id;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -74,18 +74,19 @@ pub async fn refer(
         Some(p) => s.attestation(&p, "referral")?.body.created_at_ms(),
         None => 0,
     };
-    let att = Attestation::sign(
-        Body::Referral(Referral {
-            referrer: keys.public(),
-            offer,
-            parent,
-            recipient,
-            community,
-            created_at_ms: now_ms().max(parent_time),
-        }),
-        keys,
-    );
-    s.ingest_own(&att).await?;
+    let att = s
+        .sign_and_store(
+            Body::Referral(Referral {
+                referrer: keys.public(),
+                offer,
+                parent,
+                recipient,
+                community,
+                created_at_ms: now_ms().max(parent_time),
+            }),
+            keys,
+        )
+        .await?;
     let link = s.link_of(&att.id)?;
     Ok((
         StatusCode::CREATED,

@@ -2,27 +2,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use passalong_protocol::attestation::{Body, Currency, Receipt, Refund, Settlement};
-use passalong_protocol::{validation, Attestation};
+use passalong_protocol::attestation::{Body, Receipt, Refund, Settlement};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, AppJson};
-use crate::identity::{parse_id, parse_key};
+use crate::identity::{parse_currency, parse_id, parse_key};
 use crate::referrals::resolve;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
-
-async fn sign_and_store(
-    s: &AppState,
-    body: Body,
-    keys: &passalong_protocol::Keypair,
-) -> Result<Attestation, ApiError> {
-    validation::check_limits(&body).map_err(|r| ApiError::invalid(r.code(), r.to_string()))?;
-    let att = Attestation::sign(body, keys);
-    s.ingest_own(&att).await?;
-    Ok(att)
-}
 
 /// `POST /v1/receipts` body.
 #[derive(Deserialize)]
@@ -63,20 +51,20 @@ pub async fn receipt(
             "offer: {offer} is not an offer"
         )));
     }
-    let att = sign_and_store(
-        &s,
-        Body::Receipt(Receipt {
-            seller: keys.public(),
-            offer,
-            order: req.order,
-            amount_minor: req.amount_minor,
-            buyer,
-            via,
-            created_at_ms: now_ms(),
-        }),
-        keys,
-    )
-    .await?;
+    let att = s
+        .sign_and_store(
+            Body::Receipt(Receipt {
+                seller: keys.public(),
+                offer,
+                order: req.order,
+                amount_minor: req.amount_minor,
+                buyer,
+                via,
+                created_at_ms: now_ms(),
+            }),
+            keys,
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         AppJson(json!({"id": att.id.to_hex(), "status": "valid", "imported": imported})),
@@ -101,16 +89,16 @@ pub async fn refund(
     let keys = s.identities.signer(req.as_.as_deref())?;
     let receipt = parse_id(&req.receipt, "receipt")?;
     s.attestation(&receipt, "receipt")?;
-    let att = sign_and_store(
-        &s,
-        Body::Refund(Refund {
-            seller: keys.public(),
-            receipt,
-            created_at_ms: now_ms(),
-        }),
-        keys,
-    )
-    .await?;
+    let att = s
+        .sign_and_store(
+            Body::Refund(Refund {
+                seller: keys.public(),
+                receipt,
+                created_at_ms: now_ms(),
+            }),
+            keys,
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         AppJson(json!({"id": att.id.to_hex(), "status": "valid"})),
@@ -140,12 +128,7 @@ pub async fn settle(
 ) -> Result<(StatusCode, AppJson<Value>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
     let participant = parse_key(&req.participant, "participant")?;
-    let currency = Currency::parse(&req.currency).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "currency {:?}: expected three upper-case letters like EUR",
-            req.currency
-        ))
-    })?;
+    let currency = parse_currency(&req.currency)?;
     let store = s.store.clone();
     let seller = keys.public();
     let root = tokio::task::spawn_blocking(move || store.ledger(&seller))
@@ -153,22 +136,22 @@ pub async fn settle(
         .map_err(ApiError::internal)??
         .root();
     let now = now_ms();
-    let att = sign_and_store(
-        &s,
-        Body::Settlement(Settlement {
-            seller: keys.public(),
-            participant,
-            amount_minor: req.amount_minor,
-            currency,
-            period_start_ms: req.period_start_ms,
-            period_end_ms: req.period_end_ms.unwrap_or(now),
-            reference: req.reference,
-            ledger_root: root,
-            created_at_ms: now,
-        }),
-        keys,
-    )
-    .await?;
+    let att = s
+        .sign_and_store(
+            Body::Settlement(Settlement {
+                seller: keys.public(),
+                participant,
+                amount_minor: req.amount_minor,
+                currency,
+                period_start_ms: req.period_start_ms,
+                period_end_ms: req.period_end_ms.unwrap_or(now),
+                reference: req.reference,
+                ledger_root: root,
+                created_at_ms: now,
+            }),
+            keys,
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         AppJson(

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use passalong_protocol::attestation::Body;
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::{Attestation, Id};
+use passalong_protocol::{validation, Attestation, Id, Keypair};
 use passalong_store::{Ack, Status, Store};
 
 use crate::error::ApiError;
@@ -64,8 +65,20 @@ impl AppState {
             .map_err(ApiError::internal)
     }
 
+    /// Checks the limits of a body, signs it with `keys` and stores it; it must come out valid.
+    pub async fn sign_and_store(
+        &self,
+        body: Body,
+        keys: &Keypair,
+    ) -> Result<Attestation, ApiError> {
+        validation::check_limits(&body).map_err(|r| ApiError::invalid(r.code(), r.to_string()))?;
+        let att = Attestation::sign(body, keys);
+        self.ingest_own(&att).await?;
+        Ok(att)
+    }
+
     /// Stores one attestation this node signed; it must come out valid.
-    pub async fn ingest_own(&self, att: &Attestation) -> Result<(), ApiError> {
+    async fn ingest_own(&self, att: &Attestation) -> Result<(), ApiError> {
         let acks = self.ingest(vec![att.bytes.clone()]).await?;
         match acks.first().map(|a| &a.status) {
             Some(Status::Valid) => Ok(()),
