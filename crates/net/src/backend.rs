@@ -1,0 +1,40 @@
+//! What the network needs from the node's storage, as a trait so that this crate depends only
+//! on the protocol (the node implements it over the sled store; tests over memory).
+
+use passalong_protocol::{Id, PublicKey};
+
+/// What became of one envelope handed to [`Backend::ingest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and new; `market` is the market it belongs to.
+    Valid {
+        /// Its market.
+        market: Option<PublicKey>,
+    },
+    /// Already held (valid, pending, held or known invalid).
+    Duplicate,
+    /// Waiting for these attestations.
+    Pending {
+        /// What it waits for.
+        missing: Vec<Id>,
+    },
+    /// Dated in the future; it will count when its time comes.
+    Held,
+    /// Malformed, badly signed or breaking a rule: the sender misbehaved (or relayed it).
+    Invalid {
+        /// The reason's code.
+        reason: String,
+    },
+}
+
+/// Storage as seen by the network. Calls block (the network runs them off its event loop).
+pub trait Backend: Send + Sync + 'static {
+    /// The markets this node follows.
+    fn markets(&self) -> Vec<PublicKey>;
+    /// A market's valid attestations as `(created_at_ms, id)`, in any order.
+    fn items(&self, market: &PublicKey) -> Result<Vec<(u64, Id)>, String>;
+    /// The envelopes held among `ids` (unknown ones are skipped).
+    fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>>;
+    /// Validates and stores envelopes durably; one verdict per envelope, in order.
+    fn ingest(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Verdict>, String>;
+}

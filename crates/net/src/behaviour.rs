@@ -1,0 +1,149 @@
+//! The one composed `NetworkBehaviour` and the swarm built around it.
+#![allow(missing_docs)] // the derive generates an undocumented event enum
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, identity, kad, mdns,
+    noise, ping, relay, request_response, tcp, yamux, StreamProtocol, Swarm,
+};
+
+use crate::config::NetConfig;
+use crate::wire::{Codec, Traffic, SYNC_PROTOCOL};
+use crate::NetError;
+
+/// Identify's protocol version: peers of other networks are told apart by it.
+pub const IDENTIFY_PROTOCOL: &str = "/passalong/1.0.0";
+/// Passalong's own Kademlia DHT, separate from IPFS's.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/passalong/kad/1.0.0");
+/// Largest gossip message: one attestation envelope (1 KiB) with room for framing.
+pub const MAX_GOSSIP_BYTES: usize = 2048;
+
+/// Everything the node speaks, composed.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Refuses connections beyond the configured limits.
+    pub limits: connection_limits::Behaviour,
+    /// Refuses banned and partitioned-off peers.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// One topic per market.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Anti-entropy: reconciliation and fetches.
+    pub sync: request_response::Behaviour<Codec>,
+    /// Peers tell each other their addresses and protocols.
+    pub identify: identify::Behaviour,
+    /// Liveness.
+    pub ping: ping::Behaviour,
+    /// Peer discovery beyond the bootstrap nodes.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Peer discovery on the LAN.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Relay v2 server (community nodes).
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// Relay v2 client: reachable through a relay when behind NAT.
+    pub relay_client: relay::client::Behaviour,
+    /// Hole punching through relayed connections.
+    pub dcutr: dcutr::Behaviour,
+    /// Learns whether this node is publicly reachable.
+    pub autonat: autonat::Behaviour,
+}
+
+fn gossipsub_config() -> Result<gossipsub::Config, NetError> {
+    gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(500))
+        // Attestations are self-authenticating: no gossipsub signatures, no author field, and
+        // the message id is the attestation id, so two publishers of one attestation agree.
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+        })
+        // Nothing is forwarded before the protocol crate has validated it.
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        .duplicate_cache_time(Duration::from_secs(120))
+        .build()
+        .map_err(|e| NetError::Config(e.to_string()))
+}
+
+/// Builds the swarm: TCP and QUIC, noise, yamux, the relay client transport, and [`Behaviour`].
+pub fn build(
+    key: identity::Keypair,
+    config: &NetConfig,
+    traffic: Arc<Traffic>,
+) -> Result<Swarm<Behaviour>, NetError> {
+    let mdns_on = config.mdns;
+    let relay_on = config.relay_server;
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(64));
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_behaviour(|key, relay_client| {
+            let peer_id = key.public().to_peer_id();
+            let mut gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Anonymous,
+                gossipsub_config().map_err(|e| e.to_string())?,
+            )?;
+            gossipsub.with_peer_score(crate::scoring::params(), crate::scoring::thresholds())?;
+            let sync = request_response::Behaviour::with_codec(
+                Codec::new(traffic),
+                [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(30))
+                    .with_max_concurrent_streams(64),
+            );
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_query_timeout(Duration::from_secs(30));
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config,
+            );
+            // Every node serves the DHT: markets are small and peers few.
+            kad.set_mode(Some(kad::Mode::Server));
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
+            let relay_server =
+                relay_on.then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                blocked: allow_block_list::Behaviour::default(),
+                gossipsub,
+                sync,
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_agent_version(format!("passalong/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                kad,
+                mdns: mdns.into(),
+                relay_server: relay_server.into(),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            })
+        })
+        .map_err(|e| NetError::Config(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}

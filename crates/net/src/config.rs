@@ -1,0 +1,55 @@
+//! The network's settings; the node fills them from its TOML config and flags.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// Network settings.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Addresses to listen on (TCP and QUIC multiaddrs; relay circuits too).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (each with its `/p2p/` peer id for Kademlia).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Serve as a relay (v2) for peers behind NAT (community nodes do).
+    pub relay_server: bool,
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// Dial peers found by Kademlia until this many are connected.
+    pub target_peers: usize,
+    /// Reconcile with one random peer this often (also on every new connection).
+    pub sync_interval: Duration,
+    /// Inbound sync requests per second a peer may make (burst: 10 seconds' worth).
+    pub requests_per_sec: f64,
+    /// Gossip messages per second a peer may send (burst: 10 seconds' worth).
+    pub messages_per_sec: f64,
+    /// A peer whose gossipsub score falls below this is disconnected and refused.
+    pub ban_score: f64,
+    /// How long a banned peer is refused.
+    pub ban_for: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            relay_server: false,
+            max_connections: 256,
+            target_peers: 8,
+            sync_interval: Duration::from_secs(30),
+            requests_per_sec: 50.0,
+            messages_per_sec: 2_000.0,
+            ban_score: -50.0,
+            ban_for: Duration::from_secs(600),
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! The single task that owns the `Swarm`: it takes [`Command`]s over a channel, handles swarm
+//! events, hands storage work to blocking tasks and gets their results back as [`Internal`]s.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
+use passalong_protocol::PublicKey;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::backend::{Backend, Verdict};
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::config::NetConfig;
+use crate::rate::Bucket;
+use crate::sync::{Requester, Responder, SyncReport};
+use crate::wire::{Request, Response, Traffic};
+use crate::{market, scoring, NetError, NetInfo, NetStats, PeerInfo};
+
+/// Gossip messages stored together in one backend call (one flush).
+const INGEST_BATCH: usize = 512;
+/// Gossip messages waiting for validation beyond this are ignored: memory stays bounded
+/// under a flood.
+const MAX_QUEUED: usize = 8_192;
+/// Parent fetches for pending gossip running at once.
+const MAX_PARENT_FETCHES: usize = 16;
+
+/// What the handle asks of the loop.
+pub(crate) enum Command {
+    Follow(PublicKey),
+    Publish {
+        market: PublicKey,
+        envelope: Vec<u8>,
+    },
+    Dial(Multiaddr),
+    Request {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, NetError>>,
+    },
+    Block(PeerId),
+    Unblock(PeerId),
+    Sync(PeerId),
+    Info(oneshot::Sender<NetInfo>),
+    Shutdown,
+}
+
+/// Results of work done off the loop.
+pub(crate) enum Internal {
+    Ingested {
+        batch: Vec<Incoming>,
+        result: Result<Vec<Verdict>, String>,
+    },
+    Respond {
+        peer: PeerId,
+        channel: ResponseChannel<Response>,
+        response: Response,
+        offence: bool,
+    },
+    SyncDone {
+        peer: PeerId,
+        result: Result<SyncReport, NetError>,
+    },
+    ParentsDone {
+        peer: PeerId,
+        result: Result<SyncReport, NetError>,
+    },
+    Markets(Vec<PublicKey>),
+}
+
+/// A gossip message waiting for validation.
+pub(crate) struct Incoming {
+    id: MessageId,
+    source: PeerId,
+    market: PublicKey,
+    data: Vec<u8>,
+}
+
+pub(crate) struct EventLoop {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) requester: Requester,
+    pub(crate) internal_tx: mpsc::UnboundedSender<Internal>,
+    pub(crate) internal_rx: mpsc::UnboundedReceiver<Internal>,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) responder: Responder,
+    pub(crate) config: NetConfig,
+    pub(crate) traffic: Arc<Traffic>,
+    pub(crate) listen_addrs: Vec<Multiaddr>,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
+    queue: Vec<Incoming>,
+    ingesting: bool,
+    followed: HashSet<PublicKey>,
+    syncing: HashSet<PeerId>,
+    parent_fetches: usize,
+    request_buckets: HashMap<PeerId, Bucket>,
+    message_buckets: HashMap<PeerId, Bucket>,
+    app_scores: HashMap<PeerId, f64>,
+    banned: HashMap<PeerId, Instant>,
+    stats: NetStats,
+    last_sync: Instant,
+    last_kad_bootstrap: Option<Instant>,
+}
+
+impl EventLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        requester: Requester,
+        backend: Arc<dyn Backend>,
+        config: NetConfig,
+        traffic: Arc<Traffic>,
+        listen_addrs: Vec<Multiaddr>,
+    ) -> EventLoop {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        EventLoop {
+            swarm,
+            commands,
+            requester,
+            internal_tx,
+            internal_rx,
+            responder: Responder::new(backend.clone()),
+            backend,
+            config,
+            traffic,
+            listen_addrs,
+            pending_requests: HashMap::new(),
+            queue: Vec::new(),
+            ingesting: false,
+            followed: HashSet::new(),
+            syncing: HashSet::new(),
+            parent_fetches: 0,
+            request_buckets: HashMap::new(),
+            message_buckets: HashMap::new(),
+            app_scores: HashMap::new(),
+            banned: HashMap::new(),
+            stats: NetStats::default(),
+            last_sync: Instant::now(),
+            last_kad_bootstrap: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        for addr in self.config.bootstrap.clone() {
+            self.dial(addr);
+        }
+        self.refresh_markets();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(c) => self.on_command(c),
+                },
+                Some(internal) = self.internal_rx.recv() => self.on_internal(internal),
+                _ = tick.tick() => {
+                    ticks += 1;
+                    self.on_tick(ticks);
+                }
+            }
+        }
+        debug!("network event loop stopped");
+    }
+
+    fn dial(&mut self, addr: Multiaddr) {
+        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "cannot dial");
+        }
+    }
+
+    fn follow(&mut self, m: PublicKey) {
+        if !self.followed.insert(m) {
+            return;
+        }
+        let topic = market::topic(&m);
+        let gs = &mut self.swarm.behaviour_mut().gossipsub;
+        if let Err(e) = gs.subscribe(&topic) {
+            warn!(market = %m.to_hex(), error = ?e, "cannot subscribe");
+        }
+        let _ = gs.set_topic_params(topic, scoring::topic_params());
+        debug!(market = %m.to_hex(), "following market");
+    }
+
+    fn refresh_markets(&self) {
+        let backend = self.backend.clone();
+        let tx = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Internal::Markets(backend.markets()));
+        });
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Follow(m) => self.follow(m),
+            Command::Publish { market, envelope } => {
+                self.follow(market);
+                let len = envelope.len() as u64;
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(market::topic(&market), envelope)
+                {
+                    Ok(_) => {
+                        self.stats.published += 1;
+                        self.traffic.bytes_out.fetch_add(len, Ordering::Relaxed);
+                    }
+                    // No peer yet, or already seen: anti-entropy will carry it.
+                    Err(e) => debug!(error = %e, "not published"),
+                }
+            }
+            Command::Dial(addr) => self.dial(addr),
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Block(peer) => {
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+            }
+            Command::Unblock(peer) => {
+                self.banned.remove(&peer);
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            }
+            Command::Sync(peer) => self.start_sync(peer),
+            Command::Info(reply) => {
+                let _ = reply.send(self.info());
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn info(&self) -> NetInfo {
+        let gs = &self.swarm.behaviour().gossipsub;
+        let topics: HashMap<PeerId, usize> = gs.all_peers().map(|(p, t)| (*p, t.len())).collect();
+        let mut peers: Vec<PeerInfo> = self
+            .swarm
+            .connected_peers()
+            .map(|p| PeerInfo {
+                peer_id: p.to_string(),
+                score: gs.peer_score(p),
+                markets: topics.get(p).copied().unwrap_or(0),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let mut markets: Vec<String> = self.followed.iter().map(|m| m.to_hex()).collect();
+        markets.sort();
+        let mut stats = self.stats.clone();
+        stats.bytes_in = self.traffic.bytes_in.load(Ordering::Relaxed);
+        stats.bytes_out = self.traffic.bytes_out.load(Ordering::Relaxed);
+        stats.syncing = self.syncing.len();
+        stats.queued = self.queue.len();
+        let mut banned: Vec<String> = self.banned.keys().map(|p| p.to_string()).collect();
+        banned.sort();
+        NetInfo {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            listen: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            peers,
+            markets,
+            banned,
+            stats,
+        }
+    }
+
+    fn on_tick(&mut self, ticks: u64) {
+        let now = Instant::now();
+        // Bans expire.
+        let expired: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            self.banned.remove(&p);
+            self.swarm.behaviour_mut().blocked.unblock_peer(p);
+        }
+        // Peers scored below the ban line are dropped.
+        let low: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| {
+                self.swarm
+                    .behaviour()
+                    .gossipsub
+                    .peer_score(p)
+                    .is_some_and(|s| s < self.config.ban_score)
+            })
+            .copied()
+            .collect();
+        for p in low {
+            self.ban(p, "gossip score below the ban line");
+        }
+        // Application penalties fade slowly.
+        for s in self.app_scores.values_mut() {
+            *s *= 0.98;
+        }
+        if ticks % 5 == 0 {
+            self.refresh_markets();
+        }
+        let connected = self.swarm.connected_peers().count();
+        if connected < self.config.target_peers {
+            self.dial_more(self.config.target_peers - connected);
+        }
+        let bootstrap_due = self
+            .last_kad_bootstrap
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(60));
+        if connected > 0 && bootstrap_due {
+            self.last_kad_bootstrap = Some(now);
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        if now.duration_since(self.last_sync) >= self.config.sync_interval && connected > 0 {
+            self.last_sync = now;
+            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as usize);
+            if let Some(p) = peers.get(nanos % peers.len()) {
+                self.start_sync(*p);
+            }
+        }
+    }
+
+    fn dial_more(&mut self, want: usize) {
+        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        let local = *self.swarm.local_peer_id();
+        let mut candidates = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for e in bucket.iter() {
+                let p = *e.node.key.preimage();
+                if p != local && !connected.contains(&p) {
+                    candidates.push(p);
+                }
+            }
+        }
+        for p in candidates.into_iter().take(want) {
+            if !self.banned.contains_key(&p) {
+                let _ = self.swarm.dial(p);
+            }
+        }
+    }
+
+    fn start_sync(&mut self, peer: PeerId) {
+        if self.banned.contains_key(&peer) || !self.syncing.insert(peer) {
+            return;
+        }
+        let mut markets: Vec<PublicKey> = self.followed.iter().copied().collect();
+        markets.sort();
+        let req = self.requester.clone();
+        let backend = self.backend.clone();
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let result = crate::sync::session(req, backend, peer, markets).await;
+            let _ = tx.send(Internal::SyncDone { peer, result });
+        });
+    }
+
+    fn penalise(&mut self, peer: PeerId, why: &str) {
+        let s = self.app_scores.entry(peer).or_insert(0.0);
+        *s += scoring::APP_PENALTY;
+        let score = *s;
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+        debug!(%peer, score, why, "peer penalised");
+        if score <= self.config.ban_score {
+            self.ban(peer, why);
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId, why: &str) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        warn!(%peer, why, "peer banned and disconnected");
+        self.stats.banned_total += 1;
+        self.banned
+            .insert(peer, Instant::now() + self.config.ban_for);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn on_internal(&mut self, i: Internal) {
+        match i {
+            Internal::Ingested { batch, result } => {
+                self.ingesting = false;
+                self.on_ingested(batch, result);
+                self.maybe_ingest();
+            }
+            Internal::Respond {
+                peer,
+                channel,
+                response,
+                offence,
+            } => {
+                if offence {
+                    self.penalise(peer, "malformed sync request");
+                }
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
+            }
+            Internal::SyncDone { peer, result } => {
+                self.syncing.remove(&peer);
+                match result {
+                    Ok(r) => {
+                        self.stats.syncs_done += 1;
+                        self.stats.sync_fetched += r.fetched as u64;
+                        self.stats.sync_rounds += r.rounds as u64;
+                        self.stats.last_sync_ms = now_ms();
+                        if r.fetched > 0 {
+                            info!(%peer, fetched = r.fetched, rounds = r.rounds, markets = r.markets, "caught up");
+                        }
+                        for _ in 0..r.offences {
+                            self.penalise(peer, "bad answers to sync");
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.syncs_failed += 1;
+                        debug!(%peer, error = %e, "sync failed");
+                    }
+                }
+            }
+            Internal::ParentsDone { peer, result } => {
+                self.parent_fetches = self.parent_fetches.saturating_sub(1);
+                if let Ok(r) = result {
+                    self.stats.sync_fetched += r.fetched as u64;
+                    for _ in 0..r.offences {
+                        self.penalise(peer, "bad answers to a parent fetch");
+                    }
+                }
+            }
+            Internal::Markets(ms) => {
+                for m in ms {
+                    self.follow(m);
+                }
+            }
+        }
+    }
+
+    fn on_ingested(&mut self, batch: Vec<Incoming>, result: Result<Vec<Verdict>, String>) {
+        let verdicts = match result {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "storing gossip failed");
+                vec![Verdict::Duplicate; batch.len()]
+            }
+        };
+        let mut wanted: HashMap<PeerId, Vec<passalong_protocol::Id>> = HashMap::new();
+        for (m, v) in batch.into_iter().zip(verdicts) {
+            let acceptance = match v {
+                Verdict::Valid { market } if market == Some(m.market) => {
+                    self.stats.gossip_accepted += 1;
+                    MessageAcceptance::Accept
+                }
+                Verdict::Valid { .. } => {
+                    // Valid, but on another market's topic: stored, not forwarded.
+                    self.stats.gossip_rejected += 1;
+                    MessageAcceptance::Reject
+                }
+                Verdict::Invalid { reason } => {
+                    debug!(peer = %m.source, reason, "invalid gossip");
+                    self.stats.gossip_rejected += 1;
+                    MessageAcceptance::Reject
+                }
+                Verdict::Pending { missing } => {
+                    self.stats.gossip_ignored += 1;
+                    wanted.entry(m.source).or_default().extend(missing);
+                    MessageAcceptance::Ignore
+                }
+                Verdict::Duplicate | Verdict::Held => {
+                    self.stats.gossip_ignored += 1;
+                    MessageAcceptance::Ignore
+                }
+            };
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&m.id, &m.source, acceptance);
+        }
+        for (peer, ids) in wanted {
+            if self.parent_fetches >= MAX_PARENT_FETCHES {
+                break;
+            }
+            self.parent_fetches += 1;
+            let req = self.requester.clone();
+            let backend = self.backend.clone();
+            let tx = self.internal_tx.clone();
+            tokio::spawn(async move {
+                let mut report = SyncReport::default();
+                let result = crate::sync::fetch(&req, &backend, peer, ids, &mut report)
+                    .await
+                    .map(|()| report);
+                let _ = tx.send(Internal::ParentsDone { peer, result });
+            });
+        }
+    }
+
+    fn maybe_ingest(&mut self) {
+        if self.ingesting || self.queue.is_empty() {
+            return;
+        }
+        let n = self.queue.len().min(INGEST_BATCH);
+        let batch: Vec<Incoming> = self.queue.drain(..n).collect();
+        self.ingesting = true;
+        let backend = self.backend.clone();
+        let tx = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let envelopes: Vec<Vec<u8>> = batch.iter().map(|m| m.data.clone()).collect();
+            let result = backend.ingest(&envelopes);
+            let _ = tx.send(Internal::Ingested { batch, result });
+        });
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: MessageId, message: gossipsub::Message) {
+        self.stats.gossip_received += 1;
+        self.traffic
+            .bytes_in
+            .fetch_add(message.data.len() as u64, Ordering::Relaxed);
+        let gs = &mut self.swarm.behaviour_mut().gossipsub;
+        let Some(m) = market::market_of(&message.topic) else {
+            gs.report_message_validation_result(&id, &source, MessageAcceptance::Reject);
+            self.stats.gossip_rejected += 1;
+            return;
+        };
+        let rate = self.config.messages_per_sec;
+        let allowed = self
+            .message_buckets
+            .entry(source)
+            .or_insert_with(|| Bucket::new(rate, rate * 10.0))
+            .take(1.0, Instant::now());
+        if !allowed || self.queue.len() >= MAX_QUEUED {
+            gs.report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+            self.stats.gossip_ignored += 1;
+            if !allowed {
+                self.penalise(source, "gossip flood");
+            }
+            return;
+        }
+        self.queue.push(Incoming {
+            id,
+            source,
+            market: m,
+            data: message.data,
+        });
+        self.maybe_ingest();
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let rate = self.config.requests_per_sec;
+        let allowed = self
+            .request_buckets
+            .entry(peer)
+            .or_insert_with(|| Bucket::new(rate, rate * 10.0))
+            .take(1.0, Instant::now());
+        if !allowed {
+            self.ban(peer, "sync request rate exceeded");
+            return;
+        }
+        let responder = self.responder.clone();
+        let tx = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let (response, offence) = responder.answer(request);
+            let _ = tx.send(Internal::Respond {
+                peer,
+                channel,
+                response,
+                offence,
+            });
+        });
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if num_established.get() == 1 {
+                    self.start_sync(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    debug!(peer = %peer_id, "disconnected");
+                    self.request_buckets.remove(&peer_id);
+                    self.message_buckets.remove(&peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => self.on_request(peer, request, channel),
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(reply) = self.pending_requests.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request(error.to_string())));
+                }
+            }
+            BehaviourEvent::Sync(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
+                // A request we could not decode is garbage (timeouts and closed streams are not).
+                if matches!(&error, request_response::InboundFailure::Io(e)
+                    if e.kind() == std::io::ErrorKind::InvalidData)
+                {
+                    self.penalise(peer, "undecodable sync request");
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocol_version == crate::behaviour::IDENTIFY_PROTOCOL {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    if !self.swarm.is_connected(&peer) && !self.banned.contains_key(&peer) {
+                        let _ = self.swarm.dial(peer);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+                debug!(%peer, "routing table updated");
+            }
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
+                info!(?old, ?new, "reachability changed");
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

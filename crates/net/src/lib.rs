@@ -1,0 +1,246 @@
+//! Passalong's peer-to-peer layer.
+//!
+//! One libp2p [`Swarm`](libp2p::Swarm) with one composed behaviour ([`behaviour::Behaviour`]):
+//! TCP and QUIC with noise and yamux, identify, ping, Kademlia, mDNS, relay v2 (client, and
+//! server on community nodes), DCUtR, AutoNAT, connection limits and a block list; gossipsub
+//! with one topic per market; and `/passalong/sync/1`, a request-response protocol for
+//! anti-entropy (set reconciliation with `passalong-reconcile`, then batched body fetches).
+//!
+//! As in rust-libp2p's examples, a single task owns the swarm ([`event_loop`]); the node talks
+//! to it through the cloneable [`Network`] handle. Storage is behind the [`Backend`] trait, so
+//! this crate depends only on the protocol: gossip is validated by the node's store (the
+//! protocol crate's checks) before gossipsub forwards it.
+//!
+//! `docs/network.md` describes the protocols, limits and scoring for operators and other
+//! implementations.
+
+pub mod backend;
+pub mod behaviour;
+pub mod config;
+mod event_loop;
+pub mod market;
+pub mod rate;
+pub mod scoring;
+pub mod sync;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identity, Multiaddr, PeerId};
+use passalong_protocol::PublicKey;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use backend::{Backend, Verdict};
+pub use config::NetConfig;
+pub use libp2p::{multiaddr, Multiaddr as Addr};
+
+use event_loop::{Command, EventLoop};
+
+/// What can go wrong in the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A setting is invalid.
+    #[error("invalid network setting: {0}")]
+    Config(String),
+    /// A transport could not be set up.
+    #[error("cannot set up the transport: {0}")]
+    Transport(String),
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A request to a peer failed (unreachable, timed out, refused the protocol).
+    #[error("request failed: {0}")]
+    Request(String),
+    /// A peer broke the sync protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The storage behind the network failed.
+    #[error("storage: {0}")]
+    Backend(String),
+    /// The network task has stopped.
+    #[error("the network has stopped")]
+    Stopped,
+}
+
+/// Counters since start.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NetStats {
+    /// Gossip messages received.
+    pub gossip_received: u64,
+    /// Received gossip that was valid and new (forwarded).
+    pub gossip_accepted: u64,
+    /// Received gossip that was invalid or on the wrong topic.
+    pub gossip_rejected: u64,
+    /// Received gossip already held, pending a parent, future-dated, or dropped by a limit.
+    pub gossip_ignored: u64,
+    /// Attestations this node published.
+    pub published: u64,
+    /// Finished anti-entropy sessions.
+    pub syncs_done: u64,
+    /// Failed anti-entropy sessions.
+    pub syncs_failed: u64,
+    /// Round trips of anti-entropy sessions.
+    pub sync_rounds: u64,
+    /// Attestations fetched by anti-entropy and parent fetches.
+    pub sync_fetched: u64,
+    /// When the last session ended (ms since the epoch; 0: never).
+    pub last_sync_ms: u64,
+    /// Sessions running now.
+    pub syncing: usize,
+    /// Gossip messages waiting for validation.
+    pub queued: usize,
+    /// Peers banned since start.
+    pub banned_total: u64,
+    /// Payload bytes received (gossip messages and sync streams).
+    pub bytes_in: u64,
+    /// Payload bytes sent (published messages and sync streams).
+    pub bytes_out: u64,
+}
+
+/// A connected peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its gossipsub score, as this node sees it.
+    pub score: Option<f64>,
+    /// How many market topics it subscribes to.
+    pub markets: usize,
+}
+
+/// The network's state, for `passalong peers` and `status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetInfo {
+    /// This node's peer id.
+    pub peer_id: String,
+    /// Addresses it listens on.
+    pub listen: Vec<String>,
+    /// Connected peers.
+    pub peers: Vec<PeerInfo>,
+    /// Markets followed (hex keys).
+    pub markets: Vec<String>,
+    /// Peers refused now (banned or blocked by an operator).
+    pub banned: Vec<String>,
+    /// Counters.
+    pub stats: NetStats,
+}
+
+/// The libp2p identity of a node key: the same ed25519 key signs attestations and noise.
+pub fn identity_of(seed: [u8; 32]) -> Result<identity::Keypair, NetError> {
+    let mut s = seed;
+    identity::Keypair::ed25519_from_bytes(&mut s).map_err(|e| NetError::Config(e.to_string()))
+}
+
+/// The peer id of a node key.
+pub fn peer_id_of(seed: [u8; 32]) -> Result<PeerId, NetError> {
+    Ok(identity_of(seed)?.public().to_peer_id())
+}
+
+/// A handle to the running network.
+#[derive(Clone)]
+pub struct Network {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl Network {
+    /// Builds the swarm, starts listening, and spawns the event loop on the current runtime.
+    /// Returns once the listeners have reported their addresses (or after 2 s).
+    pub async fn start(
+        seed: [u8; 32],
+        config: NetConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Network, NetError> {
+        let key = identity_of(seed)?;
+        let peer_id = key.public().to_peer_id();
+        let traffic = Arc::new(wire::Traffic::default());
+        let mut swarm = behaviour::build(key, &config, traffic.clone())?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        // Wait for the first address of each listener so that callers can publish them.
+        let mut listen_addrs = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while listen_addrs.len() < config.listen.len() {
+            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr { address, .. }) => listen_addrs.push(address),
+                Ok(SwarmEvent::ListenerError { error, .. }) => {
+                    return Err(NetError::Transport(error.to_string()))
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let requester = sync::Requester { tx: tx.clone() };
+        let event_loop =
+            EventLoop::new(swarm, rx, requester, backend, config, traffic, listen_addrs);
+        tokio::spawn(event_loop.run());
+        Ok(Network { tx, peer_id })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn send(&self, c: Command) -> Result<(), NetError> {
+        self.tx.send(c).await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Subscribes to a market's topic and reconciles it with peers from now on.
+    pub async fn follow(&self, market: PublicKey) -> Result<(), NetError> {
+        self.send(Command::Follow(market)).await
+    }
+
+    /// Gossips a (locally stored, valid) attestation to its market.
+    pub async fn publish(&self, market: PublicKey, envelope: Vec<u8>) -> Result<(), NetError> {
+        self.send(Command::Publish { market, envelope }).await
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.send(Command::Dial(addr)).await
+    }
+
+    /// Drops and refuses a peer until [`Network::unblock`].
+    pub async fn block(&self, peer: PeerId) -> Result<(), NetError> {
+        self.send(Command::Block(peer)).await
+    }
+
+    /// Accepts a peer again (also lifts a ban).
+    pub async fn unblock(&self, peer: PeerId) -> Result<(), NetError> {
+        self.send(Command::Unblock(peer)).await
+    }
+
+    /// Starts an anti-entropy session with a connected peer now.
+    pub async fn sync_with(&self, peer: PeerId) -> Result<(), NetError> {
+        self.send(Command::Sync(peer)).await
+    }
+
+    /// The network's state.
+    pub async fn info(&self) -> Result<NetInfo, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Info(reply)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Stops the event loop (connections close).
+    pub async fn shutdown(&self) {
+        let _ = self.send(Command::Shutdown).await;
+    }
+}

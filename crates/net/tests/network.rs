@@ -1,0 +1,289 @@
+//! Real swarms on loopback, in one process, over an in-memory backend that validates with the
+//! protocol crate's `State`: gossip delivery and validation, catch-up by anti-entropy, parent
+//! fetches, and a garbage sender scored down and dropped.
+
+#[path = "../../../protocol/tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use passalong_net::{Backend, NetConfig, Network, Verdict};
+use passalong_protocol::attestation::Body;
+use passalong_protocol::{Attestation, Id, Outcome, PublicKey, Rule, State};
+
+#[derive(Default)]
+struct Mem {
+    state: State,
+    /// id → (created_at, market, envelope) of valid attestations.
+    valid: HashMap<Id, (u64, PublicKey, Vec<u8>)>,
+    envelopes: HashMap<Id, Vec<u8>>,
+}
+
+#[derive(Default)]
+struct MemBackend(Mutex<Mem>);
+
+impl MemBackend {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().valid.len()
+    }
+    fn holds(&self, id: &Id) -> bool {
+        self.0.lock().unwrap().valid.contains_key(id)
+    }
+    fn add(&self, a: &Attestation) {
+        self.ingest(&[a.bytes.clone()]).unwrap();
+    }
+}
+
+fn market_of(m: &Mem, a: &Attestation) -> Option<PublicKey> {
+    match &a.body {
+        Body::Offer(o) => Some(o.seller),
+        Body::Referral(r) => m.valid.get(&r.offer).map(|v| v.1),
+        Body::Receipt(r) => Some(r.seller),
+        _ => None,
+    }
+}
+
+impl Backend for MemBackend {
+    fn markets(&self) -> Vec<PublicKey> {
+        self.0.lock().unwrap().state.sellers()
+    }
+    fn items(&self, market: &PublicKey) -> Result<Vec<(u64, Id)>, String> {
+        let m = self.0.lock().unwrap();
+        Ok(m.valid
+            .iter()
+            .filter(|(_, v)| v.1 == *market)
+            .map(|(id, v)| (v.0, *id))
+            .collect())
+    }
+    fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>> {
+        let m = self.0.lock().unwrap();
+        ids.iter()
+            .filter_map(|i| m.envelopes.get(i).cloned())
+            .collect()
+    }
+    fn ingest(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Verdict>, String> {
+        let mut m = self.0.lock().unwrap();
+        let mut out = Vec::new();
+        for e in envelopes {
+            let id = Id::of_envelope(e);
+            let known = m.envelopes.contains_key(&id) || m.state.outcome(&id).is_some();
+            let reports = m.state.insert(e, T0 + 1_000 * DAY_MS);
+            // Everything that became valid (this one and what it unblocked) is recorded.
+            for r in &reports {
+                if r.outcome == Outcome::Valid && !m.valid.contains_key(&r.id) {
+                    let env = if r.id == id {
+                        e.clone()
+                    } else {
+                        m.envelopes[&r.id].clone()
+                    };
+                    let a = Attestation::decode(&env).unwrap();
+                    if let Some(mk) = market_of(&m, &a) {
+                        m.valid.insert(r.id, (a.body.created_at_ms(), mk, env));
+                    }
+                }
+            }
+            let first = reports.first().map(|r| r.outcome.clone());
+            if !matches!(first, Some(Outcome::Invalid(_))) {
+                m.envelopes.insert(id, e.clone());
+            }
+            out.push(match first {
+                _ if known => Verdict::Duplicate,
+                Some(Outcome::Valid) => Verdict::Valid {
+                    market: m.valid.get(&id).map(|v| v.1),
+                },
+                Some(Outcome::Pending { missing }) => Verdict::Pending { missing },
+                Some(Outcome::Held { .. }) => Verdict::Held,
+                Some(Outcome::Invalid(r)) => Verdict::Invalid {
+                    reason: r.code().to_string(),
+                },
+                None => Verdict::Duplicate,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn config(bootstrap: Vec<passalong_net::Addr>) -> NetConfig {
+    NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap,
+        mdns: false,
+        sync_interval: Duration::from_secs(2),
+        ..NetConfig::default()
+    }
+}
+
+async fn node(seed: u8, bootstrap: Vec<passalong_net::Addr>) -> (Network, Arc<MemBackend>) {
+    let backend = Arc::new(MemBackend::default());
+    let net = Network::start([seed; 32], config(bootstrap), backend.clone())
+        .await
+        .unwrap();
+    (net, backend)
+}
+
+async fn addr_of(net: &Network) -> passalong_net::Addr {
+    let info = net.info().await.unwrap();
+    format!("{}/p2p/{}", info.listen[0], info.peer_id)
+        .parse()
+        .unwrap()
+}
+
+async fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes until gossipsub has a mesh to publish to (the first tries may find no peer).
+async fn publish(net: &Network, market: PublicKey, a: &Attestation, to: &[&MemBackend]) {
+    for _ in 0..100 {
+        net.publish(market, a.bytes.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if to.iter().all(|b| b.holds(&a.id)) {
+            return;
+        }
+    }
+    panic!("{} did not propagate", a.id.to_hex());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_propagates_valid_attestations_along_a_line() {
+    let seller = key(1);
+    let market = seller.public();
+    let (a, ab) = node(11, vec![]).await;
+    let (b, bb) = node(12, vec![addr_of(&a).await]).await;
+    let (c, cb) = node(13, vec![addr_of(&b).await]).await;
+    for n in [&a, &b, &c] {
+        n.follow(market).await.unwrap();
+    }
+    let offer = offer(&seller, policy(Rule::Equal, 2_000), T0);
+    ab.add(&offer);
+    publish(&a, market, &offer, &[&bb, &cb]).await;
+    // A referral published by C travels back to A through B.
+    let r = refer(&key(2), &offer, None, T0 + 1);
+    cb.add(&r);
+    publish(&c, market, &r, &[&ab, &bb]).await;
+    let info = b.info().await.unwrap();
+    assert!(info.stats.gossip_accepted >= 2, "{:?}", info.stats);
+    assert_eq!(info.peers.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_catches_up_by_reconciliation_and_fetches_parents() {
+    let seller = key(1);
+    let market = seller.public();
+    let (a, ab) = node(21, vec![]).await;
+    a.follow(market).await.unwrap();
+    let offer = offer(&seller, policy(Rule::Geometric { r_bps: 5_000 }, 2_000), T0);
+    ab.add(&offer);
+    // A long chain (parents must come before children) and many siblings.
+    let mut parent: Option<Attestation> = None;
+    let mut all = vec![offer.id];
+    for i in 0..40u64 {
+        let r = refer(&key(30 + i as u8), &offer, parent.as_ref(), T0 + 1 + i);
+        ab.add(&r);
+        all.push(r.id);
+        parent = Some(r);
+    }
+    let mut envs = Vec::new();
+    for i in 0..2_000u64 {
+        let r = refer(&key((i % 200) as u8 + 50), &offer, None, T0 + 100 + i);
+        all.push(r.id);
+        envs.push(r.bytes.clone());
+    }
+    ab.ingest(&envs).unwrap();
+    assert_eq!(ab.len(), all.len());
+
+    let (d, db) = node(22, vec![addr_of(&a).await]).await;
+    d.follow(market).await.unwrap();
+    eventually("the late joiner to hold everything", 30, || {
+        db.len() == all.len()
+    })
+    .await;
+    assert!(all.iter().all(|id| db.holds(id)));
+    let info = d.info().await.unwrap();
+    assert!(
+        info.stats.sync_fetched as usize >= all.len(),
+        "{:?}",
+        info.stats
+    );
+    assert!(info.stats.sync_rounds <= 6 * 2, "{:?}", info.stats);
+
+    // A child gossiped to a node that lacks its parent: ignored, the parent is fetched from
+    // the sender, and then both count.
+    let (e, eb) = node(23, vec![addr_of(&a).await]).await;
+    e.follow(market).await.unwrap();
+    eventually("the second joiner to catch up", 30, || {
+        eb.len() == all.len()
+    })
+    .await;
+    let p = refer(&key(7), &offer, None, T0 + 10_000);
+    let child = refer(&key(8), &offer, Some(&p), T0 + 10_001);
+    ab.add(&p);
+    ab.add(&child);
+    // Only the child is published.
+    publish(&a, market, &child, &[&db, &eb]).await;
+    assert!(db.holds(&p.id) && eb.holds(&p.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_sender_is_banned_and_honest_nodes_still_converge() {
+    let seller = key(1);
+    let market = seller.public();
+    let (a, ab) = node(31, vec![]).await;
+    let (b, bb) = node(32, vec![addr_of(&a).await]).await;
+    let (g, _gb) = node(33, vec![addr_of(&a).await]).await;
+    for n in [&a, &b, &g] {
+        n.follow(market).await.unwrap();
+    }
+    let offer = offer(&seller, policy(Rule::Equal, 2_000), T0);
+    ab.add(&offer);
+    publish(&a, market, &offer, &[&bb]).await;
+    // G publishes garbage, then an attestation with a broken signature, many times.
+    let g_id = g.peer_id().to_string();
+    let mut bad = refer(&key(9), &offer, None, T0 + 5).bytes;
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    for i in 0..200u32 {
+        let mut garbage = vec![0xA5; 40];
+        garbage.extend_from_slice(&i.to_le_bytes());
+        g.publish(market, garbage).await.unwrap();
+        let mut b2 = bad.clone();
+        b2[n - 2] = i as u8;
+        g.publish(market, b2).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let ia = a.info().await.unwrap();
+        if ia.banned.contains(&g_id) {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ia = a.info().await.unwrap();
+        if ia.banned.contains(&g_id) && !ia.peers.iter().any(|p| p.peer_id == g_id) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "G was not banned: {ia:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The honest pair still gossips.
+    let r = refer(&key(3), &offer, None, T0 + 7);
+    ab.add(&r);
+    publish(&a, market, &r, &[&bb]).await;
+    let ia = a.info().await.unwrap();
+    assert!(ia.stats.gossip_rejected > 0);
+    // Nothing invalid was stored.
+    assert_eq!(ab.len(), 2);
+    assert_eq!(bb.len(), 2);
+}
