@@ -313,7 +313,7 @@ impl EventLoop {
         for s in self.app_scores.values_mut() {
             *s *= 0.98;
         }
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             self.refresh_markets();
         }
         let connected = self.swarm.connected_peers().count();
@@ -615,14 +615,12 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    debug!(peer = %peer_id, "disconnected");
-                    self.request_buckets.remove(&peer_id);
-                    self.message_buckets.remove(&peer_id);
-                }
+                debug!(peer = %peer_id, "disconnected");
+                self.request_buckets.remove(&peer_id);
+                self.message_buckets.remove(&peer_id);
             }
             SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
             _ => {}
@@ -670,11 +668,11 @@ impl EventLoop {
                     self.penalise(peer, "undecodable sync request");
                 }
             }
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                if info.protocol_version == crate::behaviour::IDENTIFY_PROTOCOL {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocol_version == crate::behaviour::IDENTIFY_PROTOCOL =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {

@@ -192,12 +192,15 @@ pub(crate) async fn fetch(
     Ok(())
 }
 
+/// Each market's sorted set, and when it was read.
+type StorageCache = HashMap<PublicKey, (Instant, Arc<Storage>)>;
+
 /// Answers sync requests; keeps each market's sorted set for a moment so that the rounds of
 /// one reconciliation do not each read the store.
 #[derive(Clone)]
 pub(crate) struct Responder {
     backend: Arc<dyn Backend>,
-    cache: Arc<Mutex<HashMap<PublicKey, (Instant, Arc<Storage>)>>>,
+    cache: Arc<Mutex<StorageCache>>,
 }
 
 impl Responder {
