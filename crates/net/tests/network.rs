@@ -1,6 +1,7 @@
 //! Real swarms on loopback, in one process, over an in-memory backend that validates with the
 //! protocol crate's `State`: gossip delivery and validation, catch-up by anti-entropy, parent
 //! fetches, and a garbage sender scored down and dropped.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../../../protocol/tests/common/mod.rs"]
 mod common;
@@ -33,7 +34,7 @@ impl MemBackend {
         self.0.lock().unwrap().valid.contains_key(id)
     }
     fn add(&self, a: &Attestation) {
-        self.ingest(&[a.bytes.clone()]).unwrap();
+        self.ingest(std::slice::from_ref(&a.bytes)).unwrap();
     }
 }
 
