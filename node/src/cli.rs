@@ -29,10 +29,19 @@ pub enum Command {
     Init,
     /// Run the daemon.
     Run(RunArgs),
-    /// Print my public key.
+    /// Print my public key and peer id.
     Id,
-    /// The daemon's status.
+    /// The daemon's status, with the network's and sync's.
     Status,
+    /// Connected peers (and block or unblock one).
+    Peers {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<PeersCommand>,
+    },
+    /// Follow and list markets.
+    #[command(subcommand)]
+    Market(MarketCommand),
     /// Publish and list offers.
     #[command(subcommand)]
     Offer(OfferCommand),
@@ -133,9 +142,49 @@ pub struct RunArgs {
     /// libp2p bootstrap peer (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Relay connections for peers behind NAT (community nodes).
+    #[arg(long)]
+    pub relay_server: bool,
+    /// Run without peer-to-peer networking.
+    #[arg(long)]
+    pub offline: bool,
+    /// Seconds between reconciliations with a random peer.
+    #[arg(long, value_name = "SECS")]
+    pub sync_interval_secs: Option<u64>,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `passalong=debug`.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+}
+
+/// `passalong peers …`
+#[derive(Subcommand, Debug)]
+pub enum PeersCommand {
+    /// Drop a peer and refuse it until unblocked.
+    Block {
+        /// Its peer id.
+        peer: String,
+    },
+    /// Accept a blocked or banned peer again.
+    Unblock {
+        /// Its peer id.
+        peer: String,
+    },
+}
+
+/// `passalong market …`
+#[derive(Subcommand, Debug)]
+pub enum MarketCommand {
+    /// Gossip and reconcile a seller's market from now on.
+    Follow {
+        /// The seller's (or community connector's) public key.
+        #[arg(value_name = "PUBKEY")]
+        market: String,
+    },
+    /// The markets followed, with their attestation counts and ledger roots.
+    List,
 }
 
 /// `passalong offer …`

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::cli::{Format, OfferCommand};
+use crate::cli::{Format, MarketCommand, OfferCommand, PeersCommand};
 use crate::client::{q, Client};
 use crate::datadir::DataDir;
 
@@ -32,10 +32,76 @@ fn s(v: &Value) -> &str {
 
 /// `passalong id` (from the key file: works without a daemon).
 pub fn id(dir: &DataDir, out: Out) -> Result<()> {
-    let pk = dir.keypair()?.public();
-    out.print(&json!({"public_key": pk.to_hex()}), |v| {
-        s(&v["public_key"]).to_string()
+    let keys = dir.keypair()?;
+    let peer_id = passalong_net::peer_id_of(keys.seed())?;
+    out.print(
+        &json!({"public_key": keys.public().to_hex(), "peer_id": peer_id.to_string()}),
+        |v| format!("{}\npeer id {}", s(&v["public_key"]), s(&v["peer_id"])),
+    );
+    Ok(())
+}
+
+/// `passalong peers [block|unblock PEER]`
+pub fn peers(dir: &DataDir, out: Out, action: Option<PeersCommand>) -> Result<()> {
+    let client = Client::connect(dir)?;
+    let v = match action {
+        None => client.get("/v1/peers")?,
+        Some(PeersCommand::Block { peer }) => {
+            client.post("/v1/peers/block", &json!({"peer": peer}))?
+        }
+        Some(PeersCommand::Unblock { peer }) => {
+            client.post("/v1/peers/unblock", &json!({"peer": peer}))?
+        }
+    };
+    out.print(&v, |v| {
+        if v.get("peers").is_none() {
+            return v.to_string();
+        }
+        let mut t = format!("peer id {}\n", s(&v["peer_id"]));
+        for a in v["listen"].as_array().into_iter().flatten() {
+            t.push_str(&format!("listening on {}/p2p/{}\n", s(a), s(&v["peer_id"])));
+        }
+        let peers = v["peers"].as_array().cloned().unwrap_or_default();
+        t.push_str(&format!("{} connected peer(s)\n", peers.len()));
+        for p in peers {
+            t.push_str(&format!(
+                "  {}  score {}  markets {}\n",
+                s(&p["peer_id"]),
+                p["score"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{x:.1}")),
+                p["markets"]
+            ));
+        }
+        t.trim_end().to_string()
     });
+    Ok(())
+}
+
+/// `passalong market follow|list`
+pub fn market(dir: &DataDir, out: Out, cmd: MarketCommand) -> Result<()> {
+    let client = Client::connect(dir)?;
+    match cmd {
+        MarketCommand::Follow { market } => {
+            let v = client.post("/v1/markets/follow", &json!({"market": market}))?;
+            out.print(&v, |v| format!("following {}", s(&v["market"])));
+        }
+        MarketCommand::List => {
+            let v = client.get("/v1/markets")?;
+            out.print(&v, |v| {
+                let mut t = format!("{:<64}  {:>12}  root\n", "market", "attestations");
+                for m in v["markets"].as_array().into_iter().flatten() {
+                    t.push_str(&format!(
+                        "{:<64}  {:>12}  {}\n",
+                        s(&m["market"]),
+                        m["attestations"],
+                        s(&m["root"])
+                    ));
+                }
+                t.trim_end().to_string()
+            });
+        }
+    }
     Ok(())
 }
 
@@ -43,11 +109,23 @@ pub fn id(dir: &DataDir, out: Out) -> Result<()> {
 pub fn status(dir: &DataDir, out: Out) -> Result<()> {
     let v = Client::connect(dir)?.get("/v1/status")?;
     out.print(&v, |v| {
-        format!(
+        let mut t = format!(
             "passalong {}\npublic key   {}\napi          {}\ndata dir     {}\nattestations {} valid\nmarkets      {}",
             s(&v["version"]), s(&v["public_key"]), s(&v["api"]), s(&v["data_dir"]),
             v["valid_attestations"], v["markets"]
-        )
+        );
+        let n = &v["network"];
+        if n.is_null() {
+            t.push_str("\nnetwork      offline");
+        } else {
+            let sync = &n["sync"];
+            t.push_str(&format!(
+                "\npeer id      {}\npeers        {}\nsync         {} session(s), {} fetched, {} running, last {}",
+                s(&n["peer_id"]), n["peers"], sync["sessions"], sync["fetched"], sync["running"],
+                sync["last_ms"].as_u64().map_or("never".to_string(), |ms| format!("{ms} ms since the epoch"))
+            ));
+        }
+        t
     });
     Ok(())
 }

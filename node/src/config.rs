@@ -10,6 +10,8 @@ use crate::cli::RunArgs;
 
 /// The default API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7423";
+/// The default libp2p listen addresses: TCP and QUIC on port 7424 of every interface.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/7424", "/ip4/0.0.0.0/udp/7424/quic-v1"];
 
 /// The node's settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -21,6 +23,14 @@ pub struct Config {
     pub listen: Vec<String>,
     /// libp2p bootstrap peers.
     pub bootstrap: Vec<String>,
+    /// Find peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Serve as a relay (v2) for peers behind NAT.
+    pub relay_server: bool,
+    /// Run without peer-to-peer networking.
+    pub offline: bool,
+    /// Seconds between anti-entropy rounds with a random peer.
+    pub sync_interval_secs: u64,
     /// Log filter.
     pub log: String,
 }
@@ -31,8 +41,12 @@ impl Default for Config {
             api: DEFAULT_API
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7423))),
-            listen: Vec::new(),
+            listen: DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
             bootstrap: Vec::new(),
+            mdns: true,
+            relay_server: false,
+            offline: false,
+            sync_interval_secs: 30,
             log: "info".into(),
         }
     }
@@ -45,11 +59,21 @@ pub fn default_file() -> String {
          # and a flag wins over this file.\n\n\
          # The local HTTP API (loopback only; port 0 picks a free port).\n\
          api = \"{DEFAULT_API}\"\n\n\
-         # libp2p listen addresses and bootstrap peers (multiaddrs).\n\
-         listen = []\n\
+         # libp2p listen addresses and bootstrap peers (multiaddrs; a bootstrap address\n\
+         # ends with /p2p/<peer id>, which `passalong id` prints).\n\
+         listen = [\"{}\", \"{}\"]\n\
          bootstrap = []\n\n\
+         # Find peers on the local network with mDNS.\n\
+         mdns = true\n\n\
+         # Relay connections for peers behind NAT (community nodes).\n\
+         relay_server = false\n\n\
+         # Run without peer-to-peer networking (the API still works).\n\
+         offline = false\n\n\
+         # Seconds between reconciliations with a random peer (also on every new connection).\n\
+         sync_interval_secs = 30\n\n\
          # Log filter, e.g. \"info\" or \"passalong=debug\".\n\
-         log = \"info\"\n"
+         log = \"info\"\n",
+        DEFAULT_LISTEN[0], DEFAULT_LISTEN[1]
     )
 }
 
@@ -80,13 +104,53 @@ impl Config {
         if !flags.bootstrap.is_empty() {
             self.bootstrap = flags.bootstrap.clone();
         }
+        if flags.no_mdns {
+            self.mdns = false;
+        }
+        if flags.relay_server {
+            self.relay_server = true;
+        }
+        if flags.offline {
+            self.offline = true;
+        }
+        if let Some(secs) = flags.sync_interval_secs {
+            self.sync_interval_secs = secs;
+        }
         if let Some(l) = &flags.log {
             self.log = l.clone();
         }
         if !self.api.ip().is_loopback() {
             bail!("the API address {} is not a loopback address: the API holds the node's keys and listens on 127.0.0.1 or ::1 only", self.api);
         }
+        if self.sync_interval_secs == 0 {
+            bail!("sync_interval_secs must be at least 1");
+        }
         Ok(self)
+    }
+
+    /// The network settings, with every address checked.
+    pub fn net(&self) -> Result<passalong_net::NetConfig> {
+        let parse = |what: &str, a: &String| -> Result<passalong_net::Addr> {
+            a.parse().with_context(|| {
+                format!("invalid {what} address {a:?}: expected a multiaddr such as /ip4/127.0.0.1/tcp/7424")
+            })
+        };
+        Ok(passalong_net::NetConfig {
+            listen: self
+                .listen
+                .iter()
+                .map(|a| parse("listen", a))
+                .collect::<Result<_>>()?,
+            bootstrap: self
+                .bootstrap
+                .iter()
+                .map(|a| parse("bootstrap", a))
+                .collect::<Result<_>>()?,
+            mdns: self.mdns,
+            relay_server: self.relay_server,
+            sync_interval: std::time::Duration::from_secs(self.sync_interval_secs),
+            ..passalong_net::NetConfig::default()
+        })
     }
 }
 

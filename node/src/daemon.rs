@@ -47,26 +47,46 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         }
     })?;
     let addr = listener.local_addr()?;
-    if !config.listen.is_empty() || !config.bootstrap.is_empty() {
-        warn!(listen = ?config.listen, bootstrap = ?config.bootstrap, "peer-to-peer networking is not in this version yet: listen and bootstrap addresses are ignored");
-    }
+    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::unbounded_channel();
+    let net = if config.offline {
+        info!("running offline: no peer-to-peer networking");
+        None
+    } else {
+        let backend = Arc::new(crate::network::StoreBackend(store.clone()));
+        let net = passalong_net::Network::start(dir.keypair()?.seed(), config.net()?, backend)
+            .await
+            .context("cannot start the peer-to-peer network (is another node using its port? use --listen with another port, or --offline)")?;
+        let info = net.info().await?;
+        info!(peer_id = %info.peer_id, listen = ?info.listen, "network started");
+        tokio::spawn(crate::network::publish_fresh(
+            store.clone(),
+            net.clone(),
+            fresh_rx,
+        ));
+        Some(net)
+    };
     let state = AppState {
         store: store.clone(),
-        writer: Writer::spawn(store.clone()),
+        writer: Writer::spawn_with(store.clone(), net.as_ref().map(|_| fresh_tx.clone())),
         identities: Arc::new(identities),
         token: Arc::new(dir.token()?),
         base_url: Arc::new(format!("http://{addr}")),
         data_dir: Arc::new(dir.root().to_path_buf()),
+        net: net.clone(),
     };
     dir.write_addr(addr)?;
     info!(api = %addr, %public_key, data_dir = %dir.root().display(), "passalong node running");
-    let ticker = tokio::spawn(release_held(store.clone()));
+    let ticker = tokio::spawn(release_held(store.clone(), fresh_tx));
     passalong_api::serve(listener, state, shutdown_signal())
         .await
         .context("the API server failed")?;
     let _ = std::fs::remove_file(dir.addr_file());
     ticker.abort();
     let _ = ticker.await;
+    if let Some(net) = &net {
+        net.shutdown().await;
+    }
+    drop(net);
     close(store).await?;
     info!("stopped");
     Ok(())
@@ -98,7 +118,10 @@ async fn close(mut store: Arc<Store>) -> Result<()> {
 }
 
 /// Releases held (future-dated) attestations when their time comes.
-async fn release_held(store: Arc<Store>) {
+async fn release_held(
+    store: Arc<Store>,
+    fresh: tokio::sync::mpsc::UnboundedSender<Vec<passalong_protocol::Id>>,
+) {
     loop {
         let now = now_ms();
         let next = store.next_release_ms().ok().flatten();
@@ -108,7 +131,13 @@ async fn release_held(store: Arc<Store>) {
             let s = store.clone();
             match tokio::task::spawn_blocking(move || s.tick(now_ms())).await {
                 Ok(Ok(acks)) if !acks.is_empty() => {
-                    info!(released = acks.len(), "held attestations released")
+                    info!(released = acks.len(), "held attestations released");
+                    let valid = acks
+                        .iter()
+                        .filter(|a| a.status == passalong_store::Status::Valid)
+                        .map(|a| a.id)
+                        .collect();
+                    let _ = fresh.send(valid);
                 }
                 Ok(Err(e)) => warn!(error = %e, "releasing held attestations failed"),
                 _ => {}

@@ -11,6 +11,7 @@ mod commands;
 mod config;
 mod daemon;
 mod datadir;
+mod network;
 mod verify;
 
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ fn try_main(cli: Cli) -> Result<bool> {
         Command::Run(args) => daemon::run(&dir, &args)?,
         Command::Id => commands::id(&dir, out)?,
         Command::Status => commands::status(&dir, out)?,
+        Command::Peers { action } => commands::peers(&dir, out, action)?,
+        Command::Market(cmd) => commands::market(&dir, out, cmd)?,
         Command::Offer(cmd) => commands::offer(&dir, out, cmd)?,
         Command::Refer {
             from,

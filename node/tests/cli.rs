@@ -44,11 +44,14 @@ fn init_makes_secrets_only_the_owner_can_read() {
         serde_json::from_slice(&cli_in(&dir, &["init", "--json"]).stdout).unwrap();
     assert_eq!(again["created"], false);
     assert_eq!(std::fs::read(dir.join("identity.key")).unwrap(), key);
-    // `id` works without a daemon.
+    // `id` works without a daemon: the public key, then the peer id.
     let id = cli_in(&dir, &["id"]);
-    assert_eq!(
-        String::from_utf8_lossy(&id.stdout).trim(),
-        v["public_key"].as_str().unwrap()
+    let text = String::from_utf8_lossy(&id.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), v["public_key"].as_str());
+    assert!(
+        lines.next().unwrap().starts_with("peer id 12D3KooW"),
+        "{text}"
     );
 }
 

@@ -86,12 +86,12 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let via = &tips[(n % 3) as usize];
-                        let body = if n % 7 == 0 {
+                        let body = if n.is_multiple_of(7) {
                             json!({"participant": "11".repeat(32), "amount_minor": 7, "currency": "EUR", "reference": format!("S-{n}")})
                         } else {
                             json!({"offer": offer, "order": format!("O-{cycle}-{n}"), "amount_minor": 1000 + n % 97, "buyer": "5a".repeat(32), "via": via})
                         };
-                        let path = if n % 7 == 0 { "settlements" } else { "receipts" };
+                        let path = if n.is_multiple_of(7) { "settlements" } else { "receipts" };
                         match agent.post(&format!("{base}/v1/{path}")).set("Authorization", &format!("Bearer {token}")).send_json(body) {
                             Ok(resp) => {
                                 let v: serde_json::Value = resp.into_json().unwrap();

@@ -68,6 +68,7 @@ fn main() {
             token: Arc::new(TOKEN.into()),
             base_url: Arc::new(format!("http://{addr}")),
             data_dir: Arc::new(dir.path().to_path_buf()),
+            net: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(passalong_api::serve(listener, state, async {

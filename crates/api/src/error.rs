@@ -58,6 +58,15 @@ impl ApiError {
             reason: Some(reason.into()),
         }
     }
+    /// 503: a part of the node this request needs is not running.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: message.into(),
+            reason: None,
+        }
+    }
     /// 500; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

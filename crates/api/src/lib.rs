@@ -12,6 +12,7 @@ mod identity;
 mod ledger;
 mod node;
 mod offers;
+mod peers;
 mod referrals;
 mod sales;
 mod state;
@@ -51,6 +52,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/attestations/{id}", get(attestations::get))
         .route("/v1/export", get(attestations::export))
+        .route("/v1/peers", get(peers::list))
+        .route("/v1/peers/block", post(peers::block))
+        .route("/v1/peers/unblock", post(peers::unblock))
+        .route("/v1/markets", get(peers::markets))
+        .route("/v1/markets/follow", post(peers::follow))
         .route("/l/{token}", get(referrals::show_link))
         .fallback(|| async { ApiError::not_found("no such route: see docs/api.md") })
         .method_not_allowed_fallback(|| async {

@@ -10,6 +10,7 @@ use crate::state::AppState;
 pub async fn id(State(s): State<AppState>) -> AppJson<Value> {
     AppJson(json!({
         "public_key": s.identities.default_key().to_hex(),
+        "peer_id": s.net.as_ref().map(|n| n.peer_id().to_string()),
         "identities": s.identities.all().iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
     }))
 }
@@ -22,7 +23,33 @@ pub async fn status(State(s): State<AppState>) -> Result<AppJson<Value>, ApiErro
     })
     .await
     .map_err(ApiError::internal)??;
+    let network = match &s.net {
+        None => Value::Null,
+        Some(net) => {
+            let i = net.info().await.map_err(ApiError::internal)?;
+            json!({
+                "peer_id": i.peer_id,
+                "listen": i.listen,
+                "peers": i.peers.len(),
+                "markets_followed": i.markets.len(),
+                "sync": {
+                    "running": i.stats.syncing,
+                    "sessions": i.stats.syncs_done,
+                    "failed": i.stats.syncs_failed,
+                    "fetched": i.stats.sync_fetched,
+                    "last_ms": (i.stats.last_sync_ms > 0).then_some(i.stats.last_sync_ms),
+                },
+                "gossip": {
+                    "received": i.stats.gossip_received,
+                    "accepted": i.stats.gossip_accepted,
+                    "rejected": i.stats.gossip_rejected,
+                    "published": i.stats.published,
+                },
+            })
+        }
+    };
     Ok(AppJson(json!({
+        "network": network,
         "version": env!("CARGO_PKG_VERSION"),
         "public_key": s.identities.default_key().to_hex(),
         "valid_attestations": valid,

@@ -29,6 +29,8 @@ pub struct AppState {
     pub base_url: Arc<String>,
     /// The node's data directory (for status).
     pub data_dir: Arc<PathBuf>,
+    /// The peer-to-peer network, when it runs.
+    pub net: Option<passalong_net::Network>,
 }
 
 /// Proof that a request carried the write token.
@@ -57,6 +59,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl AppState {
+    /// The network, or 503 when the node runs without it.
+    pub fn net(&self) -> Result<&passalong_net::Network, ApiError> {
+        self.net
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("peer-to-peer networking is off on this node"))
+    }
+
     /// Stores envelopes durably.
     pub async fn ingest(&self, envelopes: Vec<Vec<u8>>) -> Result<Vec<Ack>, ApiError> {
         self.writer

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use passalong_store::{Ack, Store};
+use passalong_protocol::Id;
+use passalong_store::{Ack, Status, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most envelopes gathered into one ingest.
@@ -30,8 +31,14 @@ pub fn now_ms() -> u64 {
 impl Writer {
     /// Starts the writer task on the current runtime.
     pub fn spawn(store: Arc<Store>) -> Writer {
+        Writer::spawn_with(store, None)
+    }
+
+    /// Starts the writer task; the ids of attestations that each commit made valid are sent
+    /// to `fresh` (the node gossips them).
+    pub fn spawn_with(store: Arc<Store>, fresh: Option<mpsc::UnboundedSender<Vec<Id>>>) -> Writer {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(store, rx));
+        tokio::spawn(run(store, rx, fresh));
         Writer { tx }
     }
 
@@ -48,7 +55,11 @@ impl Writer {
     }
 }
 
-async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>) {
+async fn run(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Job>,
+    fresh: Option<mpsc::UnboundedSender<Vec<Id>>>,
+) {
     while let Some(first) = rx.recv().await {
         let mut n = first.envelopes.len();
         let mut jobs = vec![first];
@@ -70,6 +81,16 @@ async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>) {
         .await;
         match result {
             Ok(Ok(acks)) => {
+                if let Some(f) = &fresh {
+                    let new: Vec<Id> = acks
+                        .iter()
+                        .filter(|a| !a.duplicate && a.status == Status::Valid)
+                        .map(|a| a.id)
+                        .collect();
+                    if !new.is_empty() {
+                        let _ = f.send(new);
+                    }
+                }
                 // The store answers the inputs in order, then what they unblocked; which job's
                 // envelope unblocked what is not tracked, so every job of the group hears it.
                 let inputs: usize = jobs.iter().map(|j| j.envelopes.len()).sum();

@@ -200,6 +200,7 @@ impl Node {
             token: Arc::new(TOKEN.to_string()),
             base_url: Arc::new(format!("http://{addr}")),
             data_dir: Arc::new(dir.path().to_path_buf()),
+            net: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(passalong_api::serve(listener, state, async move {

@@ -206,7 +206,17 @@ impl EventLoop {
 
     fn on_command(&mut self, c: Command) {
         match c {
-            Command::Follow(m) => self.follow(m),
+            Command::Follow(m) => {
+                // A market followed on request is caught up at once from a few peers.
+                if !self.followed.contains(&m) {
+                    self.follow(m);
+                    let peers: Vec<PeerId> =
+                        self.swarm.connected_peers().take(3).copied().collect();
+                    for p in peers {
+                        self.start_sync(p);
+                    }
+                }
+            }
             Command::Publish { market, envelope } => {
                 self.follow(market);
                 let len = envelope.len() as u64;
@@ -317,6 +327,12 @@ impl EventLoop {
             self.refresh_markets();
         }
         let connected = self.swarm.connected_peers().count();
+        // Alone: try the bootstrap peers again every 10 s (they may have been down).
+        if connected == 0 && ticks.is_multiple_of(10) {
+            for addr in self.config.bootstrap.clone() {
+                self.dial(addr);
+            }
+        }
         if connected < self.config.target_peers {
             self.dial_more(self.config.target_peers - connected);
         }
@@ -683,8 +699,22 @@ impl EventLoop {
                     }
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
-                debug!(%peer, "routing table updated");
+            // Kademlia keeps only connected peers in its table: peers its queries find are
+            // dialled here while this node has fewer than it wants.
+            BehaviourEvent::Kad(
+                kad::Event::RoutablePeer { peer, address }
+                | kad::Event::PendingRoutablePeer { peer, address },
+            ) => {
+                let connected = self.swarm.connected_peers().count();
+                if connected < self.config.target_peers
+                    && !self.swarm.is_connected(&peer)
+                    && !self.banned.contains_key(&peer)
+                {
+                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .addresses(vec![address])
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
             }
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 info!(?old, ?new, "reachability changed");

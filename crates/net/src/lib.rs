@@ -29,14 +29,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identity, Multiaddr, PeerId};
+use libp2p::{identity, Multiaddr};
 use passalong_protocol::PublicKey;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backend::{Backend, Verdict};
 pub use config::NetConfig;
-pub use libp2p::{multiaddr, Multiaddr as Addr};
+pub use libp2p::{multiaddr, Multiaddr as Addr, PeerId};
 
 use event_loop::{Command, EventLoop};
 

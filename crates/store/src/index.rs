@@ -20,7 +20,7 @@ fn postcard_of<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 /// The market an attestation belongs to: the seller of its offer, or for community kinds the
 /// community's connector.
-fn market_of(t: &Txn<'_>, body: &Body) -> Option<PublicKey> {
+pub(crate) fn market_of(t: &Txn<'_>, body: &Body) -> Option<PublicKey> {
     Some(match body {
         Body::Offer(o) => o.seller,
         Body::Referral(r) => t.offer(&r.offer)?.seller,

@@ -40,6 +40,9 @@ pub const MEMBERSHIP_END: u8 = b'z';
 pub const CLAIM: u8 = b'd';
 /// seller ‖ currency ‖ participant → earned, refunded, settled (u128 BE each).
 pub const LEDGER: u8 = b'l';
+/// market key → (): markets followed on request (`passalong market follow`), beyond those
+/// with something stored.
+pub const FOLLOW: u8 = b'f';
 /// name → value: store metadata (`format` version, `valid` count).
 pub const META: u8 = b'v';
 

@@ -332,6 +332,38 @@ impl Store {
         t.take_error().map_or(Ok(e), Err)
     }
 
+    /// The market a valid attestation belongs to: its offer's seller, or for community kinds
+    /// the connector. `None` if it is not stored or its market is not known yet.
+    pub fn market_of(&self, id: &Id) -> Result<Option<PublicKey>, StoreError> {
+        let t = Txn::new(self.tree());
+        let m = t
+            .entry(id)
+            .and_then(|e| e.attestation())
+            .and_then(|a| index::market_of(&t, &a.body));
+        t.take_error().map_or(Ok(m), Err)
+    }
+
+    /// Follows a market (durably): the node gossips and reconciles it from now on.
+    pub fn follow(&self, market: &PublicKey) -> Result<(), StoreError> {
+        self.tree().insert(key(FOLLOW, &[&market.0]), vec![])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The markets followed: those with something stored and those followed on request.
+    pub fn followed(&self) -> Result<Vec<PublicKey>, StoreError> {
+        let mut out = self.markets()?;
+        for kv in self.tree().scan_prefix([FOLLOW]) {
+            let (k, _) = kv?;
+            if k.len() == 33 {
+                out.push(PublicKey(id_at(&k, 1)));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The stored attestation `id`, decoded.
     pub fn attestation(&self, id: &Id) -> Result<Option<Attestation>, StoreError> {
         Ok(self

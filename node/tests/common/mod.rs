@@ -14,17 +14,42 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_passalong");
 pub struct Daemon {
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Flags of `run` beyond the API address.
+    pub args: Vec<String>,
 }
 
 impl Daemon {
-    /// Starts `passalong run --api 127.0.0.1:0` and waits until its API answers.
+    /// Starts `passalong run --api 127.0.0.1:0` listening for peers on a free loopback port
+    /// (the same one after a restart, as a real node's) without mDNS, and waits until its API
+    /// answers.
     pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    /// The same with more flags of `run` (e.g. `--bootstrap ADDR`).
+    pub fn start_with(dir: &Path, args: &[&str]) -> Daemon {
         let mut d = Daemon {
             dir: dir.to_path_buf(),
             child: None,
+            args: [
+                "--listen",
+                &format!("/ip4/127.0.0.1/tcp/{}", free_port()),
+                "--no-mdns",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(args.iter().map(|s| s.to_string()))
+            .collect(),
         };
         d.restart();
         d
+    }
+
+    /// An address other nodes can bootstrap from: `<listen addr>/p2p/<peer id>`.
+    pub fn p2p_addr(&self) -> String {
+        let v = self.json(&["peers"]);
+        let listen = v["listen"][0].as_str().expect("a listen address");
+        format!("{listen}/p2p/{}", v["peer_id"].as_str().expect("peer id"))
     }
 
     /// (Re)starts the process on the same data dir.
@@ -43,6 +68,7 @@ impl Daemon {
                 "--api",
                 "127.0.0.1:0",
             ])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -131,6 +157,14 @@ fn unsafe_free_term(pid: u32) {
 }
 
 /// `passalong --data-dir DIR args…`
+/// A TCP port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("--data-dir")

@@ -1,0 +1,100 @@
+//! The network as the API shows it: peers, followed markets, and an operator's block list.
+
+use axum::extract::State;
+use passalong_net::{NetInfo, PeerId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, AppJson};
+use crate::identity::parse_key;
+use crate::state::{AppState, WriteAuth};
+
+/// `GET /v1/peers`: this node's peer id, addresses, connected peers and sync counters.
+pub async fn list(State(s): State<AppState>) -> Result<AppJson<NetInfo>, ApiError> {
+    Ok(AppJson(s.net()?.info().await.map_err(ApiError::internal)?))
+}
+
+/// A peer to block or unblock.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerBody {
+    /// Its libp2p peer id.
+    pub peer: String,
+}
+
+fn parse_peer(p: &str) -> Result<PeerId, ApiError> {
+    p.parse()
+        .map_err(|_| ApiError::bad_request(format!("peer: {p:?} is not a libp2p peer id")))
+}
+
+/// `POST /v1/peers/block`: drop a peer and refuse it until unblocked.
+pub async fn block(
+    _: WriteAuth,
+    State(s): State<AppState>,
+    AppJson(b): AppJson<PeerBody>,
+) -> Result<AppJson<Value>, ApiError> {
+    let peer = parse_peer(&b.peer)?;
+    s.net()?.block(peer).await.map_err(ApiError::internal)?;
+    Ok(AppJson(json!({ "blocked": peer.to_string() })))
+}
+
+/// `POST /v1/peers/unblock`: accept a blocked (or banned) peer again.
+pub async fn unblock(
+    _: WriteAuth,
+    State(s): State<AppState>,
+    AppJson(b): AppJson<PeerBody>,
+) -> Result<AppJson<Value>, ApiError> {
+    let peer = parse_peer(&b.peer)?;
+    s.net()?.unblock(peer).await.map_err(ApiError::internal)?;
+    Ok(AppJson(json!({ "unblocked": peer.to_string() })))
+}
+
+/// A market to follow.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowBody {
+    /// The seller's (or connector's) public key, hex.
+    pub market: String,
+}
+
+/// `POST /v1/markets/follow`: gossip and reconcile a market from now on (kept across
+/// restarts).
+pub async fn follow(
+    _: WriteAuth,
+    State(s): State<AppState>,
+    AppJson(b): AppJson<FollowBody>,
+) -> Result<AppJson<Value>, ApiError> {
+    let market = parse_key(&b.market, "market")?;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || store.follow(&market))
+        .await
+        .map_err(ApiError::internal)??;
+    if let Some(net) = &s.net {
+        net.follow(market).await.map_err(ApiError::internal)?;
+    }
+    Ok(AppJson(
+        json!({ "market": market.to_hex(), "following": true }),
+    ))
+}
+
+/// `GET /v1/markets`: the markets this node follows, with each one's attestation count and
+/// ledger root.
+pub async fn markets(State(s): State<AppState>) -> Result<AppJson<Value>, ApiError> {
+    let store = s.store.clone();
+    let list = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for m in store.followed()? {
+            let n = store.market(&m)?.len();
+            let root = store.ledger(&m)?.root();
+            out.push(json!({
+                "market": m.to_hex(),
+                "attestations": n,
+                "root": hex::encode(root),
+            }));
+        }
+        Ok::<_, passalong_store::StoreError>(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(AppJson(json!({ "markets": list })))
+}
