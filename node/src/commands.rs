@@ -122,7 +122,10 @@ pub fn status(dir: &DataDir, out: Out) -> Result<()> {
             t.push_str(&format!(
                 "\npeer id      {}\npeers        {}\nsync         {} session(s), {} fetched, {} running, last {}",
                 s(&n["peer_id"]), n["peers"], sync["sessions"], sync["fetched"], sync["running"],
-                sync["last_ms"].as_u64().map_or("never".to_string(), |ms| format!("{ms} ms since the epoch"))
+                sync["last_ms"].as_u64().map_or("never".to_string(), |ms| {
+                    let ago = passalong_api::now_ms().saturating_sub(ms) / 1000;
+                    format!("{ago} s ago")
+                })
             ));
         }
         t
