@@ -249,13 +249,18 @@ pub fn ledger_table(v: &Value) -> String {
             "\n{:<8} {:<64} {:>12} {:>12} {:>12} {:>12}",
             s(&e["currency"]),
             s(&e["participant"]),
-            e["earned"],
-            e["refunded"],
-            e["settled"],
-            e["owed"]
+            plain(&e["earned"]),
+            plain(&e["refunded"]),
+            plain(&e["settled"]),
+            plain(&e["owed"])
         ));
     }
     t
+}
+
+/// A JSON number or string as plain text (so that widths apply: `Value`'s Display ignores them).
+fn plain(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
 /// `passalong ledger`
@@ -335,4 +340,21 @@ pub fn import(dir: &DataDir, out: Out, file: &std::path::Path) -> Result<()> {
         )
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_table_lines_up() {
+        let v = json!({"entries": [
+            {"currency": "EUR", "participant": "ab".repeat(32), "earned": "100", "refunded": 0,
+             "settled": "0", "owed": "100"},
+        ]});
+        let t = ledger_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0].len(), lines[1].len(), "{t}");
+        assert!(lines[1].ends_with("         100"), "{t}");
+    }
 }
