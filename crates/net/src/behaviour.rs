@@ -19,8 +19,10 @@ use crate::NetError;
 pub const IDENTIFY_PROTOCOL: &str = "/passalong/1.0.0";
 /// Passalong's own Kademlia DHT, separate from IPFS's.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/passalong/kad/1.0.0");
-/// Largest gossip message: one attestation envelope (1 KiB) with room for framing.
-pub const MAX_GOSSIP_BYTES: usize = 2048;
+/// Largest gossipsub RPC frame. A frame can carry several messages and control entries (a
+/// sender under load packs them), so this is well above one envelope (1 KiB, which the
+/// protocol's decoder enforces on each message).
+pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 
 /// Everything the node speaks, composed.
 #[derive(NetworkBehaviour)]

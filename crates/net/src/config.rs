@@ -48,7 +48,7 @@ impl Default for NetConfig {
             sync_interval: Duration::from_secs(30),
             requests_per_sec: 50.0,
             messages_per_sec: 2_000.0,
-            ban_score: -50.0,
+            ban_score: -30.0,
             ban_for: Duration::from_secs(600),
         }
     }

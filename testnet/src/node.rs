@@ -1,0 +1,195 @@
+//! One `passalong run` process and its HTTP API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// A node process of the testnet.
+pub struct Node {
+    /// Its index in the testnet.
+    pub index: usize,
+    /// Its data dir.
+    pub dir: PathBuf,
+    /// Its libp2p TCP port (kept across restarts).
+    pub port: u16,
+    /// Peers it bootstraps from.
+    pub bootstrap: Vec<String>,
+    /// Its API address, once started.
+    pub api: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its public key (hex).
+    pub public_key: String,
+    token: String,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+/// A TCP port nothing listens on now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Node {
+    /// A node not started yet.
+    pub fn new(index: usize, root: &Path, bin: &Path, bootstrap: Vec<String>) -> Result<Node> {
+        Ok(Node {
+            index,
+            dir: root.join(format!("node{index}")),
+            port: free_port()?,
+            bootstrap,
+            api: String::new(),
+            peer_id: String::new(),
+            public_key: String::new(),
+            token: String::new(),
+            bin: bin.to_path_buf(),
+            child: None,
+        })
+    }
+
+    /// Whether the process runs.
+    pub fn alive(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the process and waits until its API answers.
+    pub fn start(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(self.dir.join("api.addr"));
+        std::fs::create_dir_all(&self.dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--data-dir")
+            .arg(&self.dir)
+            .args(["run", "--api", "127.0.0.1:0", "--no-mdns"])
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{}", self.port)])
+            .args(["--sync-interval-secs", "3"]);
+        for b in &self.bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        // The nodes' log filter, e.g. `passalong_net=debug,info` (logs go to <dir>/nodeN.log).
+        if let Ok(filter) = std::env::var("TESTNET_LOG") {
+            cmd.args(["--log", &filter]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(self.dir.join("api.addr")) {
+                self.api = addr.trim().to_string();
+                if let Ok(id) = self.get("/v1/id") {
+                    self.peer_id = id["peer_id"].as_str().unwrap_or_default().to_string();
+                    self.public_key = id["public_key"].as_str().unwrap_or_default().to_string();
+                    self.token = std::fs::read_to_string(self.dir.join("api-token"))?
+                        .trim()
+                        .to_string();
+                    return Ok(());
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                bail!(
+                    "node {} exited with {status}: see {}",
+                    self.index,
+                    self.dir.with_extension("log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("node {} did not come up within 30 s", self.index);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY-free: kill(2) on our own child's pid.
+            let pid = c.id() as i32;
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The address other nodes bootstrap from.
+    pub fn p2p_addr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.peer_id)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// `GET` a JSON document.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let r = ureq::get(&self.url(path))
+            .timeout(Duration::from_secs(10))
+            .call();
+        answer(r, path)
+    }
+
+    /// `POST` a JSON body with the write token.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let r = ureq::post(&self.url(path))
+            .timeout(Duration::from_secs(30))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .send_json(body.clone());
+        answer(r, path)
+    }
+}
+
+fn answer(r: Result<ureq::Response, ureq::Error>, path: &str) -> Result<Value> {
+    match r {
+        Ok(resp) => Ok(resp.into_json()?),
+        Err(ureq::Error::Status(code, resp)) => {
+            let body = resp.into_string().unwrap_or_default();
+            Err(anyhow!("{path}: {code} {body}"))
+        }
+        Err(e) => Err(anyhow!("{path}: {e}")),
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

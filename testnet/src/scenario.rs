@@ -1,0 +1,482 @@
+//! The scenario: who publishes, refers, sells, refunds and settles, with the faults injected
+//! between its steps; then the wait for every node to hold the offline root.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use passalong_protocol::{Keypair, PublicKey, State};
+use serde_json::{json, Value};
+
+use crate::node::Node;
+use crate::watch::{quantile, Poller, Written};
+use crate::Args;
+
+/// The four payout rules, one offer each per seller.
+const RULES: [&str; 4] = ["direct", "equal", "geometric:5000", "split-proof"];
+/// The longest referral chain the scenario builds.
+const MAX_HOPS: usize = 12;
+
+/// A small deterministic generator (xorshift64*), so that a seed replays a scenario.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One step of the scenario; indices point into its offer's referrals and receipts.
+enum Op {
+    Refer { offer: usize, parent: Option<usize> },
+    Receipt { offer: usize, via: usize },
+    Refund { offer: usize, receipt: usize },
+    Settle { seller: usize },
+}
+
+struct OfferState {
+    seller: usize,
+    id: String,
+    link: String,
+    refs: Vec<String>,
+    receipts: Vec<String>,
+}
+
+/// The steps, offers interleaved round-robin; parents always come before children.
+fn plan(args: &Args, offers: usize, rng: &mut Rng) -> Vec<Op> {
+    let mut per_offer: Vec<Vec<Op>> = Vec::new();
+    for o in 0..offers {
+        let mut ops = Vec::new();
+        let mut depth: Vec<usize> = Vec::new();
+        for r in 0..args.referrals {
+            let parent = if r == 0 {
+                None
+            } else if r < MAX_HOPS {
+                Some(r - 1) // the first MAX_HOPS referrals form one chain
+            } else {
+                let p = rng.below(r + 1);
+                (p < r && depth[p] < MAX_HOPS).then_some(p)
+            };
+            depth.push(parent.map_or(1, |p| depth[p] + 1));
+            ops.push(Op::Refer { offer: o, parent });
+        }
+        for _ in 0..args.receipts {
+            ops.push(Op::Receipt {
+                offer: o,
+                via: rng.below(args.referrals),
+            });
+        }
+        for k in (0..args.receipts).step_by(4) {
+            ops.push(Op::Refund {
+                offer: o,
+                receipt: k,
+            });
+        }
+        per_offer.push(ops);
+    }
+    let mut out = Vec::new();
+    let longest = per_offer.iter().map(Vec::len).max().unwrap_or(0);
+    let mut iters: Vec<_> = per_offer.into_iter().map(Vec::into_iter).collect();
+    for _ in 0..longest {
+        for it in &mut iters {
+            if let Some(op) = it.next() {
+                out.push(op);
+            }
+        }
+    }
+    for seller in 0..args.sellers {
+        out.push(Op::Settle { seller });
+    }
+    out
+}
+
+fn buyer(k: usize) -> String {
+    Keypair::from_seed([(k % 251) as u8 + 1; 32])
+        .public()
+        .to_hex()
+}
+
+fn id_of(v: &Value) -> Result<String> {
+    v["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no id in {v}"))
+}
+
+/// Plays the scenario and returns the summary.
+pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<Value> {
+    let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..args.nodes {
+        let mut boots = Vec::new();
+        if i > 0 {
+            boots.push(nodes[0].p2p_addr());
+        }
+        if i > 1 {
+            boots.push(nodes[1 + rng.below(i - 1)].p2p_addr());
+        }
+        let mut n = Node::new(i, root, bin, boots)?;
+        n.start()?;
+        nodes.push(n);
+    }
+    let seller_keys: Vec<String> = nodes[..args.sellers]
+        .iter()
+        .map(|n| n.public_key.clone())
+        .collect();
+    for n in &nodes {
+        for k in &seller_keys {
+            n.post("/v1/markets/follow", &json!({ "market": k }))?;
+        }
+    }
+    wait_until(Duration::from_secs(20), || {
+        nodes.iter().all(|n| {
+            n.get("/v1/peers")
+                .is_ok_and(|v| v["peers"].as_array().is_some_and(|p| !p.is_empty()))
+        })
+    })
+    .context("the nodes did not connect within 20 s")?;
+
+    let mut preloaded = None;
+    if args.preload > 0 {
+        let t = Instant::now();
+        let (market, envs) = crate::preload::preload(&nodes[0], args.preload, now_ms()?)?;
+        eprintln!(
+            "preloaded {} attestations into node 0 in {} ms",
+            envs.len(),
+            t.elapsed().as_millis()
+        );
+        preloaded = Some((market, envs));
+    }
+
+    let written = Written::default();
+    let mut pollers: Vec<Option<Poller>> = nodes
+        .iter()
+        .map(|n| Some(Poller::spawn(n.api.clone(), n.index, written.clone())))
+        .collect();
+
+    // Offers: one per rule per seller.
+    let mut offers: Vec<OfferState> = Vec::new();
+    for (s, seller) in nodes[..args.sellers].iter().enumerate() {
+        for rule in RULES {
+            let v = seller.post(
+                "/v1/offers",
+                &json!({"title": format!("{rule} item of seller {s}"), "price_minor": 10_000,
+                        "currency": "EUR", "pool_bps": 2_000, "rule": rule}),
+            )?;
+            let id = id_of(&v)?;
+            written.push(&id, s);
+            offers.push(OfferState {
+                seller: s,
+                link: v["link"].as_str().unwrap_or_default().to_string(),
+                id,
+                refs: Vec::new(),
+                receipts: Vec::new(),
+            });
+        }
+    }
+    let ops = plan(args, offers.len(), &mut rng);
+    let n_ops = ops.len();
+    let mut faults: Vec<String> = Vec::new();
+    let mut killed: Option<usize> = None;
+    let mut partitioned: Vec<(usize, usize)> = Vec::new();
+    let mut garbage_thread = None;
+    let started = Instant::now();
+    for (step, op) in ops.into_iter().enumerate() {
+        if args.garbage && step == n_ops / 4 {
+            let boots = vec![nodes[0].p2p_addr(), nodes[args.nodes - 1].p2p_addr()];
+            let markets: Vec<PublicKey> = seller_keys
+                .iter()
+                .filter_map(|k| PublicKey::from_hex(k).ok())
+                .collect();
+            let sample = envelope(&nodes[0], &offers[0].id)?;
+            let flood = args.flood;
+            garbage_thread = Some(std::thread::spawn(move || {
+                crate::garbage::run(boots, markets, sample, flood)
+            }));
+            faults.push("garbage".into());
+        }
+        if args.kill && step == n_ops / 3 {
+            // Never a seller (the seller's checkout must answer) nor the bootstrap hub.
+            let candidates: Vec<usize> = (args.sellers.max(1)..args.nodes).collect();
+            if let Some(&k) = candidates.get(rng.below(candidates.len())) {
+                nodes[k].kill9();
+                if let Some(p) = pollers[k].take() {
+                    p.finish(); // its samples would measure the downtime
+                }
+                killed = Some(k);
+                faults.push(format!("kill node{k}"));
+            }
+        }
+        if args.partition && step == n_ops / 2 {
+            for a in (0..args.nodes).filter(|i| i % 2 == 0) {
+                for b in (0..args.nodes).filter(|i| i % 2 == 1) {
+                    partitioned.push((a, b));
+                }
+            }
+            set_blocked(&nodes, &partitioned, true)?;
+            faults.push("partition".into());
+        }
+        if step == n_ops * 3 / 4 {
+            if !partitioned.is_empty() {
+                set_blocked(&nodes, &partitioned, false)?;
+                partitioned.clear();
+                faults.push("heal".into());
+            }
+            if let Some(k) = killed {
+                nodes[k].start()?;
+                faults.push(format!("restart node{k}"));
+            }
+        }
+        match op {
+            Op::Refer { offer, parent } => {
+                let o = &offers[offer];
+                let from = parent.map_or(o.link.clone(), |p| o.refs[p].clone());
+                let alive: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].alive()).collect();
+                let who = alive[rng.below(alive.len())];
+                let v = nodes[who].post("/v1/referrals", &json!({ "from": from }))?;
+                written.push(&id_of(&v)?, who);
+                let link = v["link"].as_str().unwrap_or_default().to_string();
+                offers[offer].refs.push(link);
+            }
+            Op::Receipt { offer, via } => {
+                let o = &offers[offer];
+                let k = o.receipts.len();
+                let v = nodes[o.seller].post(
+                    "/v1/receipts",
+                    &json!({"offer": o.id, "order": format!("o{offer}-{k}"), "amount_minor": 10_000,
+                            "buyer": buyer(k + offer), "via": o.refs[via]}),
+                )?;
+                let id = id_of(&v)?;
+                written.push(&id, o.seller);
+                offers[offer].receipts.push(id);
+            }
+            Op::Refund { offer, receipt } => {
+                let o = &offers[offer];
+                if let Some(r) = o.receipts.get(receipt) {
+                    let v = nodes[o.seller].post("/v1/refunds", &json!({ "receipt": r }))?;
+                    written.push(&id_of(&v)?, o.seller);
+                }
+            }
+            Op::Settle { seller } => {
+                let participant = nodes[(seller + 1) % nodes.len()].public_key.clone();
+                let v = nodes[seller].post(
+                    "/v1/settlements",
+                    &json!({"participant": participant, "amount_minor": 100, "currency": "EUR",
+                            "reference": format!("T-{seller}")}),
+                )?;
+                written.push(&id_of(&v)?, seller);
+            }
+        }
+    }
+    let scenario_ms = started.elapsed().as_millis() as u64;
+    let last_write = Instant::now();
+
+    let mut garbage = Value::Null;
+    if let Some(t) = garbage_thread {
+        let g = t
+            .join()
+            .map_err(|_| anyhow!("the garbage peer panicked"))??;
+        garbage = json!({"peer_id": g.peer_id, "sent": g.sent, "peers": g.peers});
+    }
+
+    // What the protocol crate computes offline from every attestation written.
+    let all = written.all();
+    let mut envelopes = Vec::with_capacity(all.len());
+    for (id, writer, _) in &all {
+        envelopes.push(envelope(&nodes[*writer], id)?);
+    }
+    let state = State::from_envelopes(envelopes.iter().map(Vec::as_slice), now_ms()?);
+    let expected: HashMap<String, String> = seller_keys
+        .iter()
+        .map(|k| {
+            let pk = PublicKey::from_hex(k).unwrap_or(PublicKey([0; 32]));
+            (k.clone(), hex::encode(state.ledger(&pk).root()))
+        })
+        .collect();
+
+    let agree = |n: &Node| -> bool { holds(n, &expected) };
+    let converged = wait_until(timeout, || nodes.iter().all(&agree)).is_ok();
+    let convergence_ms = last_write.elapsed().as_millis() as u64;
+    let disagreeing: Vec<usize> = nodes
+        .iter()
+        .filter(|n| !agree(n))
+        .map(|n| n.index)
+        .collect();
+
+    let mut delays: Vec<u64> = pollers
+        .into_iter()
+        .flatten()
+        .flat_map(Poller::finish)
+        .collect();
+    delays.sort_unstable();
+
+    let banned_by = match garbage["peer_id"].as_str() {
+        Some(g) => nodes
+            .iter()
+            .filter(|n| {
+                n.get("/v1/peers").is_ok_and(|v| {
+                    v["banned"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().any(|p| p == g))
+                })
+            })
+            .count(),
+        None => 0,
+    };
+    if let Value::Object(m) = &mut garbage {
+        m.insert("banned_by".into(), json!(banned_by));
+    }
+    let per_node: Vec<Value> = nodes
+        .iter()
+        .filter_map(|n| n.get("/v1/peers").ok())
+        .map(|v| json!({"received": v["stats"]["gossip_received"], "rejected": v["stats"]["gossip_rejected"],
+                        "peers": v["peers"].as_array().map_or(0, Vec::len), "banned": v["banned"]}))
+        .collect();
+    let bytes: u64 = nodes
+        .iter()
+        .filter_map(|n| n.get("/v1/peers").ok())
+        .map(|v| v["stats"]["bytes_in"].as_u64().unwrap_or(0))
+        .sum();
+    let max_rss_kib = nodes.iter().filter_map(Node::rss_kib).max().unwrap_or(0);
+
+    let mut late = Value::Null;
+    let mut late_converged = true;
+    if args.late_joiner && converged {
+        let boots = vec![nodes[0].p2p_addr()];
+        let mut n = Node::new(nodes.len(), root, bin, boots)?;
+        n.start()?;
+        let mut expected_late = expected.clone();
+        if let Some((market, envs)) = &preloaded {
+            let st = State::from_envelopes(envs.iter().map(Vec::as_slice), now_ms()?);
+            expected_late.insert(market.to_hex(), hex::encode(st.ledger(market).root()));
+        }
+        let t0 = Instant::now();
+        for k in expected_late.keys() {
+            n.post("/v1/markets/follow", &json!({ "market": k }))?;
+        }
+        late_converged = wait_until(timeout, || holds(&n, &expected_late)).is_ok();
+        late = json!({"caught_up": late_converged, "ms": t0.elapsed().as_millis() as u64,
+                      "attestations": all.len() + preloaded.as_ref().map_or(0, |p| p.1.len())});
+        faults.push("late joiner".into());
+        nodes.push(n);
+    }
+    let max_rss_kib = nodes
+        .iter()
+        .filter_map(Node::rss_kib)
+        .max()
+        .unwrap_or(0)
+        .max(max_rss_kib);
+    let rss_ok = args.max_rss_mib.is_none_or(|m| max_rss_kib <= m * 1024);
+    for n in &mut nodes {
+        n.stop();
+    }
+    Ok(json!({
+        "nodes": args.nodes,
+        "converged": converged && late_converged && rss_ok && (!args.garbage || banned_by > 0),
+        "rss_within_bound": rss_ok,
+        "roots_agree": converged,
+        "disagreeing": disagreeing,
+        "attestations": all.len(),
+        "scenario_ms": scenario_ms,
+        "p50_ms": quantile(&delays, 0.5),
+        "p99_ms": quantile(&delays, 0.99),
+        "samples": delays.len(),
+        "convergence_ms": convergence_ms,
+        "bytes": bytes,
+        "max_rss_kib": max_rss_kib,
+        "faults": faults,
+        "garbage": garbage,
+        "late_joiner": late,
+        "per_node": per_node,
+    }))
+}
+
+/// Whether `n` holds every expected (market → root).
+fn holds(n: &Node, expected: &HashMap<String, String>) -> bool {
+    let Ok(v) = n.get("/v1/markets") else {
+        return false;
+    };
+    let roots: HashMap<String, String> = v["markets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["market"].as_str().unwrap_or_default().to_string(),
+                m["root"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    expected.iter().all(|(k, r)| roots.get(k) == Some(r))
+}
+
+fn now_ms() -> Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64)
+}
+
+fn envelope(n: &Node, id: &str) -> Result<Vec<u8>> {
+    let v = n.get(&format!("/v1/attestations/{id}"))?;
+    hex::decode(v["envelope"].as_str().unwrap_or_default()).context("envelope hex")
+}
+
+fn set_blocked(nodes: &[Node], pairs: &[(usize, usize)], block: bool) -> Result<()> {
+    let path = if block {
+        "/v1/peers/block"
+    } else {
+        "/v1/peers/unblock"
+    };
+    for &(a, b) in pairs {
+        for (x, y) in [(a, b), (b, a)] {
+            if nodes[x].alive() {
+                nodes[x].post(path, &json!({ "peer": nodes[y].peer_id }))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(anyhow!("timed out"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The summary as a table.
+pub fn table(s: &Value) -> String {
+    let rows = [
+        ("nodes", s["nodes"].to_string()),
+        ("converged", s["converged"].to_string()),
+        ("attestations", s["attestations"].to_string()),
+        ("scenario", format!("{} ms", s["scenario_ms"])),
+        ("propagation p50", format!("{} ms", s["p50_ms"])),
+        ("propagation p99", format!("{} ms", s["p99_ms"])),
+        (
+            "convergence after last write",
+            format!("{} ms", s["convergence_ms"]),
+        ),
+        ("payload bytes received", s["bytes"].to_string()),
+        ("largest node RSS", format!("{} KiB", s["max_rss_kib"])),
+        ("faults", s["faults"].to_string()),
+        ("garbage peer", s["garbage"].to_string()),
+        ("late joiner", s["late_joiner"].to_string()),
+    ];
+    let mut t = String::new();
+    for (k, v) in rows {
+        t.push_str(&format!("{k:<30} {v}\n"));
+    }
+    t
+}
