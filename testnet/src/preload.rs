@@ -1,8 +1,8 @@
 //! A large market signed here and imported into one node, for the late joiner to catch up:
-//! a synthetic seller's offer and `n` referrals by 1,000 keys.
+//! a synthetic seller's offer, `n` referrals by 1,000 keys, and a sale through every 1,000th.
 
 use anyhow::Result;
-use passalong_protocol::attestation::{Body, Offer, Referral};
+use passalong_protocol::attestation::{Body, Offer, Receipt, Referral};
 use passalong_protocol::{Attestation, Currency, Keypair, Policy, PublicKey, Rule};
 use serde_json::json;
 
@@ -44,6 +44,7 @@ pub fn preload(node: &Node, n: usize, now_ms: u64) -> Result<(PublicKey, Vec<Vec
         })
         .collect();
     let mut envelopes = vec![offer.bytes.clone()];
+    let mut referrals = Vec::new();
     for i in 0..n {
         let r = Attestation::sign(
             Body::Referral(Referral {
@@ -55,6 +56,23 @@ pub fn preload(node: &Node, n: usize, now_ms: u64) -> Result<(PublicKey, Vec<Vec
                 created_at_ms: start + 1 + i as u64,
             }),
             &keys[i % keys.len()],
+        );
+        referrals.push(r.id);
+        envelopes.push(r.bytes);
+    }
+    // Sales through some of them, so that the market's ledger (and root) is not empty.
+    for (k, via) in referrals.iter().step_by(1_000).enumerate() {
+        let r = Attestation::sign(
+            Body::Receipt(Receipt {
+                seller: seller.public(),
+                offer: offer.id,
+                order: format!("pre-{k}"),
+                amount_minor: 1_000,
+                buyer: keys[k % keys.len()].public(),
+                via: Some(*via),
+                created_at_ms: start + n as u64 + 1 + k as u64,
+            }),
+            &seller,
         );
         envelopes.push(r.bytes);
     }

@@ -161,6 +161,8 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         .map(|n| Some(Poller::spawn(n.api.clone(), n.index, written.clone())))
         .collect();
 
+    // Attestations written per market (by seller index).
+    let mut counts: HashMap<usize, usize> = HashMap::new();
     // Offers: one per rule per seller.
     let mut offers: Vec<OfferState> = Vec::new();
     for (s, seller) in nodes[..args.sellers].iter().enumerate() {
@@ -172,6 +174,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             )?;
             let id = id_of(&v)?;
             written.push(&id, s);
+            *counts.entry(s).or_default() += 1;
             offers.push(OfferState {
                 seller: s,
                 link: v["link"].as_str().unwrap_or_default().to_string(),
@@ -242,6 +245,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                 let who = alive[rng.below(alive.len())];
                 let v = nodes[who].post("/v1/referrals", &json!({ "from": from }))?;
                 written.push(&id_of(&v)?, who);
+                *counts.entry(offers[offer].seller).or_default() += 1;
                 let link = v["link"].as_str().unwrap_or_default().to_string();
                 offers[offer].refs.push(link);
             }
@@ -255,6 +259,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                 )?;
                 let id = id_of(&v)?;
                 written.push(&id, o.seller);
+                *counts.entry(o.seller).or_default() += 1;
                 offers[offer].receipts.push(id);
             }
             Op::Refund { offer, receipt } => {
@@ -262,6 +267,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                 if let Some(r) = o.receipts.get(receipt) {
                     let v = nodes[o.seller].post("/v1/refunds", &json!({ "receipt": r }))?;
                     written.push(&id_of(&v)?, o.seller);
+                    *counts.entry(o.seller).or_default() += 1;
                 }
             }
             Op::Settle { seller } => {
@@ -272,6 +278,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                             "reference": format!("T-{seller}")}),
                 )?;
                 written.push(&id_of(&v)?, seller);
+                *counts.entry(seller).or_default() += 1;
             }
         }
     }
@@ -293,11 +300,15 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         envelopes.push(envelope(&nodes[*writer], id)?);
     }
     let state = State::from_envelopes(envelopes.iter().map(Vec::as_slice), now_ms()?);
-    let expected: HashMap<String, String> = seller_keys
+    // Each market's (attestation count, ledger root): the count catches a market whose
+    // ledger is still empty.
+    let expected: HashMap<String, (usize, String)> = seller_keys
         .iter()
-        .map(|k| {
+        .enumerate()
+        .map(|(i, k)| {
             let pk = PublicKey::from_hex(k).unwrap_or(PublicKey([0; 32]));
-            (k.clone(), hex::encode(state.ledger(&pk).root()))
+            let count = counts.get(&i).copied().unwrap_or(0);
+            (k.clone(), (count, hex::encode(state.ledger(&pk).root())))
         })
         .collect();
 
@@ -335,9 +346,10 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     }
     let per_node: Vec<Value> = nodes
         .iter()
-        .filter_map(|n| n.get("/v1/peers").ok())
-        .map(|v| json!({"received": v["stats"]["gossip_received"], "rejected": v["stats"]["gossip_rejected"],
-                        "peers": v["peers"].as_array().map_or(0, Vec::len), "banned": v["banned"]}))
+        .filter_map(|n| Some((n.rss_kib(), n.get("/v1/peers").ok()?)))
+        .map(|(rss, v)| json!({"received": v["stats"]["gossip_received"], "rejected": v["stats"]["gossip_rejected"],
+                        "peers": v["peers"].as_array().map_or(0, Vec::len), "banned": v["banned"],
+                        "rss_kib": rss}))
         .collect();
     let bytes: u64 = nodes
         .iter()
@@ -355,7 +367,10 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         let mut expected_late = expected.clone();
         if let Some((market, envs)) = &preloaded {
             let st = State::from_envelopes(envs.iter().map(Vec::as_slice), now_ms()?);
-            expected_late.insert(market.to_hex(), hex::encode(st.ledger(market).root()));
+            expected_late.insert(
+                market.to_hex(),
+                (envs.len(), hex::encode(st.ledger(market).root())),
+            );
         }
         let t0 = Instant::now();
         for k in expected_late.keys() {
@@ -363,6 +378,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         }
         late_converged = wait_until(timeout, || holds(&n, &expected_late)).is_ok();
         late = json!({"caught_up": late_converged, "ms": t0.elapsed().as_millis() as u64,
+                      "rss_kib": n.rss_kib(),
                       "attestations": all.len() + preloaded.as_ref().map_or(0, |p| p.1.len())});
         faults.push("late joiner".into());
         nodes.push(n);
@@ -399,22 +415,25 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
 }
 
 /// Whether `n` holds every expected (market → root).
-fn holds(n: &Node, expected: &HashMap<String, String>) -> bool {
+fn holds(n: &Node, expected: &HashMap<String, (usize, String)>) -> bool {
     let Ok(v) = n.get("/v1/markets") else {
         return false;
     };
-    let roots: HashMap<String, String> = v["markets"]
+    let held: HashMap<String, (usize, String)> = v["markets"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|m| {
             (
                 m["market"].as_str().unwrap_or_default().to_string(),
-                m["root"].as_str().unwrap_or_default().to_string(),
+                (
+                    m["attestations"].as_u64().unwrap_or(0) as usize,
+                    m["root"].as_str().unwrap_or_default().to_string(),
+                ),
             )
         })
         .collect();
-    expected.iter().all(|(k, r)| roots.get(k) == Some(r))
+    expected.iter().all(|(k, r)| held.get(k) == Some(r))
 }
 
 fn now_ms() -> Result<u64> {

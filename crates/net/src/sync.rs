@@ -135,6 +135,12 @@ async fn reconcile_market(
     )))
 }
 
+/// Batches stored at once while the next is fetched: the store verifies one batch while it
+/// writes the other.
+const INGESTS_IN_FLIGHT: usize = 2;
+
+type Ingest = tokio::task::JoinHandle<Result<Vec<Verdict>, String>>;
+
 /// Fetches `ids` from `peer` in batches, then keeps fetching what they wait for.
 pub(crate) async fn fetch(
     req: &Requester,
@@ -149,6 +155,7 @@ pub(crate) async fn fetch(
             return Ok(());
         }
         let mut missing = Vec::new();
+        let mut in_flight: std::collections::VecDeque<Ingest> = Default::default();
         for chunk in todo.chunks(MAX_FETCH_IDS) {
             let answer = req
                 .request(
@@ -160,7 +167,7 @@ pub(crate) async fn fetch(
                 .await?;
             let Response::Bodies { envelopes } = answer else {
                 report.offences += usize::from(!matches!(answer, Response::Refused { .. }));
-                return Ok(());
+                break;
             };
             // Only what was asked for is taken.
             let asked: std::collections::HashSet<Id> = chunk.iter().copied().collect();
@@ -172,22 +179,36 @@ pub(crate) async fn fetch(
                 continue;
             }
             let b = backend.clone();
-            let verdicts = tokio::task::spawn_blocking(move || b.ingest(&wanted))
-                .await
-                .map_err(|e| NetError::Backend(e.to_string()))?
-                .map_err(NetError::Backend)?;
-            for v in verdicts {
-                match v {
-                    Verdict::Valid { .. } => report.fetched += 1,
-                    Verdict::Invalid { .. } => report.offences += 1,
-                    Verdict::Pending { missing: m } => missing.extend(m),
-                    Verdict::Duplicate | Verdict::Held => {}
+            in_flight.push_back(tokio::task::spawn_blocking(move || b.ingest(&wanted)));
+            if in_flight.len() >= INGESTS_IN_FLIGHT {
+                if let Some(h) = in_flight.pop_front() {
+                    absorb(h, report, &mut missing).await?;
                 }
             }
+        }
+        while let Some(h) = in_flight.pop_front() {
+            absorb(h, report, &mut missing).await?;
         }
         missing.sort_unstable();
         missing.dedup();
         todo = missing;
+    }
+    Ok(())
+}
+
+/// Waits for one stored batch and counts what it brought.
+async fn absorb(h: Ingest, report: &mut SyncReport, missing: &mut Vec<Id>) -> Result<(), NetError> {
+    let verdicts = h
+        .await
+        .map_err(|e| NetError::Backend(e.to_string()))?
+        .map_err(NetError::Backend)?;
+    for v in verdicts {
+        match v {
+            Verdict::Valid { .. } => report.fetched += 1,
+            Verdict::Invalid { .. } => report.offences += 1,
+            Verdict::Pending { missing: m } => missing.extend(m),
+            Verdict::Duplicate | Verdict::Held => {}
+        }
     }
     Ok(())
 }

@@ -58,6 +58,10 @@ fn check_parallel(
     })
 }
 
+/// Calls with at least this many envelopes check them before taking the writer lock (large
+/// batches come from sync and gossip, where a second batch is often on its way).
+const PRECHECK_MIN: usize = 64;
+
 /// The store format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
 
@@ -231,9 +235,17 @@ impl Store {
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
     /// attestation they unblocked. Returns only once everything is flushed to disk.
     pub fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
+        let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
+        // Stage 1 (decode, limits, signatures) needs no state: it runs before taking the
+        // writer lock, so that one call verifies while another writes. Ids already stored
+        // are checked needlessly; callers rarely send those (gossip and sync filter them).
+        let mut prechecked: Vec<Option<_>> = if envelopes.len() >= PRECHECK_MIN {
+            check_parallel(envelopes).into_iter().map(Some).collect()
+        } else {
+            Vec::new()
+        };
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut t = Txn::new(self.tree());
-        let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
         // Per envelope: its status if already stored, or None if this call decides it.
         let mut known: Vec<Option<Status>> = Vec::with_capacity(ids.len());
         let mut first_in_call = vec![false; ids.len()];
@@ -246,12 +258,19 @@ impl Store {
             known.push(s);
         }
         let fresh: Vec<usize> = (0..ids.len()).filter(|&i| first_in_call[i]).collect();
-        let fresh_envs: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
-        let checked: Vec<_> = fresh
-            .iter()
-            .map(|&i| ids[i])
-            .zip(check_parallel(&fresh_envs))
-            .collect();
+        let checked: Vec<_> = if prechecked.is_empty() {
+            let fresh_envs: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
+            fresh
+                .iter()
+                .map(|&i| ids[i])
+                .zip(check_parallel(&fresh_envs))
+                .collect()
+        } else {
+            fresh
+                .iter()
+                .filter_map(|&i| Some((ids[i], prechecked.get_mut(i)?.take()?)))
+                .collect()
+        };
         let mut reports = Vec::new();
         ingest::ingest(&mut t, checked, now_ms, &mut reports);
         self.db.apply_batch(t.into_batch()?)?;
