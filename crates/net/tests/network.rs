@@ -313,3 +313,81 @@ async fn a_garbage_sender_is_banned_and_honest_nodes_still_converge() {
     assert_eq!(ab.len(), 2);
     assert_eq!(bb.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_quic_too() {
+    let seller = key(1);
+    let market = seller.public();
+    let quic = |bootstrap| NetConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        bootstrap,
+        mdns: false,
+        sync_interval: Duration::from_secs(2),
+        ..NetConfig::default()
+    };
+    let ab = Arc::new(MemBackend::default());
+    let a = Network::start([41; 32], quic(vec![]), ab.clone())
+        .await
+        .unwrap();
+    let a_addr = addr_of(&a).await;
+    assert!(a_addr.to_string().contains("/quic-v1/"), "{a_addr}");
+    let bb = Arc::new(MemBackend::default());
+    let b = Network::start([42; 32], quic(vec![a_addr]), bb.clone())
+        .await
+        .unwrap();
+    let offer = offer(&seller, policy(Rule::Direct, 1_000), T0);
+    ab.add(&offer);
+    a.follow(market).await.unwrap();
+    b.follow(market).await.unwrap();
+    eventually("the offer to cross QUIC", 20, || bb.holds(&offer.id)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_valid_messages_is_bounded_and_its_sender_dropped() {
+    let seller = key(1);
+    let market = seller.public();
+    let ab = Arc::new(MemBackend::default());
+    let limited = NetConfig {
+        messages_per_sec: 500.0, // burst 5,000
+        ..config(vec![], 3600)
+    };
+    let a = Network::start([51; 32], limited, ab.clone()).await.unwrap();
+    let (f, fb) = node_syncing_every(52, vec![addr_of(&a).await], 3600).await;
+    a.follow(market).await.unwrap();
+    f.follow(market).await.unwrap();
+    let offer = offer(&seller, policy(Rule::Equal, 1_000), T0);
+    ab.add(&offer);
+    fb.add(&offer);
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // the mesh forms
+
+    let flood: Vec<Vec<u8>> = (0..20_000u64)
+        .map(|i| refer(&key((i % 250) as u8 + 2), &offer, None, T0 + 1 + i).bytes)
+        .collect();
+    let watch = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..200 {
+                let i = a.info().await.unwrap();
+                most = most.max(i.stats.queued);
+                if !i.banned.is_empty() {
+                    return (most, i);
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (most, a.info().await.unwrap())
+        })
+    };
+    for m in flood {
+        f.publish(market, m).await.unwrap();
+    }
+    let (most_queued, info) = watch.await.unwrap();
+    assert!(most_queued <= 8_192, "queue grew to {most_queued}");
+    assert_eq!(
+        info.banned,
+        vec![f.peer_id().to_string()],
+        "{:?}",
+        info.stats
+    );
+    assert!(ab.len() <= 5_001 + 512, "stored {}", ab.len());
+}
