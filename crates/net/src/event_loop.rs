@@ -98,6 +98,9 @@ pub(crate) struct EventLoop {
     ingesting: bool,
     followed: HashSet<PublicKey>,
     syncing: HashSet<PeerId>,
+    /// Peers to sync with again when their running session ends (a market was followed
+    /// after it started).
+    resync: HashSet<PeerId>,
     parent_fetches: usize,
     request_buckets: HashMap<PeerId, Bucket>,
     message_buckets: HashMap<PeerId, Bucket>,
@@ -136,6 +139,7 @@ impl EventLoop {
             ingesting: false,
             followed: HashSet::new(),
             syncing: HashSet::new(),
+            resync: HashSet::new(),
             parent_fetches: 0,
             request_buckets: HashMap::new(),
             message_buckets: HashMap::new(),
@@ -375,7 +379,12 @@ impl EventLoop {
     }
 
     fn start_sync(&mut self, peer: PeerId) {
-        if self.banned.contains_key(&peer) || !self.syncing.insert(peer) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        if !self.syncing.insert(peer) {
+            // A session runs with the markets of its start: run again when it ends.
+            self.resync.insert(peer);
             return;
         }
         let mut markets: Vec<PublicKey> = self.followed.iter().copied().collect();
@@ -439,6 +448,9 @@ impl EventLoop {
             }
             Internal::SyncDone { peer, result } => {
                 self.syncing.remove(&peer);
+                if self.resync.remove(&peer) && self.swarm.is_connected(&peer) {
+                    self.start_sync(peer);
+                }
                 match result {
                     Ok(r) => {
                         self.stats.syncs_done += 1;
