@@ -161,8 +161,6 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         .map(|n| Some(Poller::spawn(n.api.clone(), n.index, written.clone())))
         .collect();
 
-    // Attestations written per market (by seller index).
-    let mut counts: HashMap<usize, usize> = HashMap::new();
     // Offers: one per rule per seller.
     let mut offers: Vec<OfferState> = Vec::new();
     for (s, seller) in nodes[..args.sellers].iter().enumerate() {
@@ -173,8 +171,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                         "currency": "EUR", "pool_bps": 2_000, "rule": rule}),
             )?;
             let id = id_of(&v)?;
-            written.push(&id, s);
-            *counts.entry(s).or_default() += 1;
+            written.push(&id, s, s);
             offers.push(OfferState {
                 seller: s,
                 link: v["link"].as_str().unwrap_or_default().to_string(),
@@ -244,8 +241,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                 let alive: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].alive()).collect();
                 let who = alive[rng.below(alive.len())];
                 let v = nodes[who].post("/v1/referrals", &json!({ "from": from }))?;
-                written.push(&id_of(&v)?, who);
-                *counts.entry(offers[offer].seller).or_default() += 1;
+                written.push(&id_of(&v)?, who, offers[offer].seller);
                 let link = v["link"].as_str().unwrap_or_default().to_string();
                 offers[offer].refs.push(link);
             }
@@ -258,16 +254,14 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                             "buyer": buyer(k + offer), "via": o.refs[via]}),
                 )?;
                 let id = id_of(&v)?;
-                written.push(&id, o.seller);
-                *counts.entry(o.seller).or_default() += 1;
+                written.push(&id, o.seller, o.seller);
                 offers[offer].receipts.push(id);
             }
             Op::Refund { offer, receipt } => {
                 let o = &offers[offer];
                 if let Some(r) = o.receipts.get(receipt) {
                     let v = nodes[o.seller].post("/v1/refunds", &json!({ "receipt": r }))?;
-                    written.push(&id_of(&v)?, o.seller);
-                    *counts.entry(o.seller).or_default() += 1;
+                    written.push(&id_of(&v)?, o.seller, o.seller);
                 }
             }
             Op::Settle { seller } => {
@@ -277,8 +271,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                     &json!({"participant": participant, "amount_minor": 100, "currency": "EUR",
                             "reference": format!("T-{seller}")}),
                 )?;
-                written.push(&id_of(&v)?, seller);
-                *counts.entry(seller).or_default() += 1;
+                written.push(&id_of(&v)?, seller, seller);
             }
         }
     }
@@ -296,8 +289,8 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     // What the protocol crate computes offline from every attestation written.
     let all = written.all();
     let mut envelopes = Vec::with_capacity(all.len());
-    for (id, writer, _) in &all {
-        envelopes.push(envelope(&nodes[*writer], id)?);
+    for w in &all {
+        envelopes.push(envelope(&nodes[w.writer], &w.id)?);
     }
     let state = State::from_envelopes(envelopes.iter().map(Vec::as_slice), now_ms()?);
     // Each market's (attestation count, ledger root): the count catches a market whose
@@ -307,7 +300,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         .enumerate()
         .map(|(i, k)| {
             let pk = PublicKey::from_hex(k).unwrap_or(PublicKey([0; 32]));
-            let count = counts.get(&i).copied().unwrap_or(0);
+            let count = all.iter().filter(|w| w.market == i).count();
             (k.clone(), (count, hex::encode(state.ledger(&pk).root())))
         })
         .collect();

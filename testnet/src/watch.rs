@@ -6,19 +6,37 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Written attestations: (id, writer node, when the writer acknowledged it).
+/// One written attestation.
+#[derive(Clone)]
+pub struct Write {
+    /// Its id (hex).
+    pub id: String,
+    /// The node that wrote it.
+    pub writer: usize,
+    /// Its market, as the index of the seller's node.
+    pub market: usize,
+    /// When the writer acknowledged it.
+    pub at: Instant,
+}
+
+/// Written attestations, in order.
 #[derive(Clone, Default)]
-pub struct Written(pub Arc<Mutex<Vec<(String, usize, Instant)>>>);
+pub struct Written(pub Arc<Mutex<Vec<Write>>>);
 
 impl Written {
     /// Records a write.
-    pub fn push(&self, id: &str, writer: usize) {
+    pub fn push(&self, id: &str, writer: usize, market: usize) {
         let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        w.push((id.to_string(), writer, Instant::now()));
+        w.push(Write {
+            id: id.to_string(),
+            writer,
+            market,
+            at: Instant::now(),
+        });
     }
 
     /// Every write so far.
-    pub fn all(&self) -> Vec<(String, usize, Instant)> {
+    pub fn all(&self) -> Vec<Write> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -40,9 +58,9 @@ impl Poller {
             let mut delays = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 let all = written.all();
-                for (id, writer, t0) in &all[seen..] {
-                    if *writer != index {
-                        pending.push((id.clone(), *t0));
+                for w in &all[seen..] {
+                    if w.writer != index {
+                        pending.push((w.id.clone(), w.at));
                     }
                 }
                 seen = all.len();

@@ -33,9 +33,7 @@ pub async fn block(
     State(s): State<AppState>,
     AppJson(b): AppJson<PeerBody>,
 ) -> Result<AppJson<Value>, ApiError> {
-    let peer = parse_peer(&b.peer)?;
-    s.net()?.block(peer).await.map_err(ApiError::internal)?;
-    Ok(AppJson(json!({ "blocked": peer.to_string() })))
+    set_blocked(&s, &b.peer, true).await
 }
 
 /// `POST /v1/peers/unblock`: accept a blocked (or banned) peer again.
@@ -44,9 +42,20 @@ pub async fn unblock(
     State(s): State<AppState>,
     AppJson(b): AppJson<PeerBody>,
 ) -> Result<AppJson<Value>, ApiError> {
-    let peer = parse_peer(&b.peer)?;
-    s.net()?.unblock(peer).await.map_err(ApiError::internal)?;
-    Ok(AppJson(json!({ "unblocked": peer.to_string() })))
+    set_blocked(&s, &b.peer, false).await
+}
+
+async fn set_blocked(s: &AppState, peer: &str, block: bool) -> Result<AppJson<Value>, ApiError> {
+    let peer = parse_peer(peer)?;
+    let net = s.net()?;
+    let done = if block {
+        net.block(peer).await
+    } else {
+        net.unblock(peer).await
+    };
+    done.map_err(ApiError::internal)?;
+    let key = if block { "blocked" } else { "unblocked" };
+    Ok(AppJson(json!({ key: peer.to_string() })))
 }
 
 /// A market to follow.

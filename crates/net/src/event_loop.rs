@@ -258,7 +258,7 @@ impl EventLoop {
             Command::Info(reply) => {
                 let _ = reply.send(self.info());
             }
-            Command::Shutdown => {}
+            Command::Shutdown => {} // handled by `run`
         }
     }
 
