@@ -142,6 +142,10 @@ pub struct RunArgs {
     /// libp2p bootstrap peer (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
+    /// An address peers can reach this node at: its public address or a forwarded port
+    /// (repeatable; a relay server needs one).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub external: Vec<String>,
     /// Do not look for peers on the LAN with mDNS.
     #[arg(long)]
     pub no_mdns: bool,

@@ -59,18 +59,34 @@ pub fn peers(dir: &DataDir, out: Out, action: Option<PeersCommand>) -> Result<()
         }
         let mut t = format!("peer id {}\n", s(&v["peer_id"]));
         for a in v["listen"].as_array().into_iter().flatten() {
-            t.push_str(&format!("listening on {}/p2p/{}\n", s(a), s(&v["peer_id"])));
+            // Circuit addresses already end with the peer id.
+            let a = s(a);
+            if a.contains("/p2p-circuit") {
+                t.push_str(&format!("listening on {a}\n"));
+            } else {
+                t.push_str(&format!("listening on {a}/p2p/{}\n", s(&v["peer_id"])));
+            }
+        }
+        t.push_str(&format!("reachability {}\n", s(&v["reachability"])));
+        for r in v["relays"].as_array().into_iter().flatten() {
+            t.push_str(&format!("relayed by {}\n", s(r)));
         }
         let peers = v["peers"].as_array().cloned().unwrap_or_default();
         t.push_str(&format!("{} connected peer(s)\n", peers.len()));
         for p in peers {
             t.push_str(&format!(
-                "  {}  score {}  markets {}\n",
+                "  {}  score {}  markets {}  {}{}\n",
                 s(&p["peer_id"]),
                 p["score"]
                     .as_f64()
                     .map_or("-".into(), |x| format!("{x:.1}")),
-                p["markets"]
+                p["markets"],
+                s(&p["addr"]),
+                if p["relayed"] == true {
+                    " (relayed)"
+                } else {
+                    ""
+                }
             ));
         }
         t.trim_end().to_string()
@@ -120,8 +136,8 @@ pub fn status(dir: &DataDir, out: Out) -> Result<()> {
         } else {
             let sync = &n["sync"];
             t.push_str(&format!(
-                "\npeer id      {}\npeers        {}\nsync         {} session(s), {} fetched, {} running, last {}",
-                s(&n["peer_id"]), n["peers"], sync["sessions"], sync["fetched"], sync["running"],
+                "\npeer id      {}\nreachable    {}\npeers        {}\nsync         {} session(s), {} fetched, {} running, last {}",
+                s(&n["peer_id"]), s(&n["reachability"]), n["peers"], sync["sessions"], sync["fetched"], sync["running"],
                 sync["last_ms"].as_u64().map_or("never".to_string(), |ms| {
                     let ago = passalong_api::now_ms().saturating_sub(ms) / 1000;
                     format!("{ago} s ago")

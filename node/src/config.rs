@@ -23,6 +23,8 @@ pub struct Config {
     pub listen: Vec<String>,
     /// libp2p bootstrap peers.
     pub bootstrap: Vec<String>,
+    /// Addresses peers can reach this node at (public address or forwarded port).
+    pub external: Vec<String>,
     /// Find peers on the LAN with mDNS.
     pub mdns: bool,
     /// Serve as a relay (v2) for peers behind NAT.
@@ -43,6 +45,7 @@ impl Default for Config {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7423))),
             listen: DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
             bootstrap: Vec::new(),
+            external: Vec::new(),
             mdns: true,
             relay_server: false,
             offline: false,
@@ -63,6 +66,9 @@ pub fn default_file() -> String {
          # ends with /p2p/<peer id>, which `passalong id` prints).\n\
          listen = [\"{}\", \"{}\"]\n\
          bootstrap = []\n\n\
+         # Addresses peers can reach this node at, when it knows them (a public address or a\n\
+         # forwarded port, e.g. /ip4/203.0.113.7/tcp/7424). A relay server needs one.\n\
+         external = []\n\n\
          # Find peers on the local network with mDNS.\n\
          mdns = true\n\n\
          # Relay connections for peers behind NAT (community nodes).\n\
@@ -103,6 +109,9 @@ impl Config {
         }
         if !flags.bootstrap.is_empty() {
             self.bootstrap = flags.bootstrap.clone();
+        }
+        if !flags.external.is_empty() {
+            self.external = flags.external.clone();
         }
         if flags.no_mdns {
             self.mdns = false;
@@ -145,6 +154,11 @@ impl Config {
                 .bootstrap
                 .iter()
                 .map(|a| parse("bootstrap", a))
+                .collect::<Result<_>>()?,
+            external: self
+                .external
+                .iter()
+                .map(|a| parse("external", a))
                 .collect::<Result<_>>()?,
             mdns: self.mdns,
             relay_server: self.relay_server,

@@ -30,6 +30,9 @@ pub async fn status(State(s): State<AppState>) -> Result<AppJson<Value>, ApiErro
             json!({
                 "peer_id": i.peer_id,
                 "listen": i.listen,
+                "reachability": i.reachability,
+                "external": i.external,
+                "relays": i.relays,
                 "peers": i.peers.len(),
                 "markets_followed": i.markets.len(),
                 "sync": {

@@ -70,6 +70,18 @@ fn gossipsub_config() -> Result<gossipsub::Config, NetError> {
         .map_err(|e| NetError::Config(e.to_string()))
 }
 
+/// AutoNAT probes sooner and more often than libp2p's defaults (15 s, then every 90 s while
+/// unsure): a node behind NAT is reachable only once it knows and reserves a relay slot.
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(3),
+        retry_interval: Duration::from_secs(20),
+        refresh_interval: Duration::from_secs(300),
+        throttle_server_period: Duration::from_secs(15),
+        ..autonat::Config::default()
+    }
+}
+
 /// Builds the swarm: TCP and QUIC, noise, yamux, the relay client transport, and [`Behaviour`].
 pub fn build(
     key: identity::Keypair,
@@ -124,8 +136,13 @@ pub fn build(
             } else {
                 None
             };
-            let relay_server =
-                relay_on.then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+            // An operator who turns the relay on says the node is reachable: advertise the hop
+            // protocol at once instead of waiting for AutoNAT to confirm an address.
+            let relay_server = relay_on.then(|| {
+                let mut r = relay::Behaviour::new(peer_id, relay::Config::default());
+                r.set_status(Some(relay::Status::Enable));
+                r
+            });
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
                 blocked: allow_block_list::Behaviour::default(),
@@ -133,7 +150,9 @@ pub fn build(
                 sync,
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                        .with_agent_version(format!("passalong/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(format!("passalong/{}", env!("CARGO_PKG_VERSION")))
+                        // A relay circuit address must reach peers soon after the reservation.
+                        .with_push_listen_addr_updates(true),
                 ),
                 ping: ping::Behaviour::default(),
                 kad,
@@ -141,7 +160,7 @@ pub fn build(
                 relay_server: relay_server.into(),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
-                autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+                autonat: autonat::Behaviour::new(peer_id, autonat_config()),
             })
         })
         .map_err(|e| NetError::Config(e.to_string()))?

@@ -11,6 +11,9 @@ pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start (each with its `/p2p/` peer id for Kademlia).
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses peers can reach this node at, declared by its operator (a public address or
+    /// a forwarded port). AutoNAT finds them too, but later; a relay needs one to serve.
+    pub external: Vec<Multiaddr>,
     /// Find peers on the LAN with mDNS.
     pub mdns: bool,
     /// Serve as a relay (v2) for peers behind NAT (community nodes do).
@@ -41,6 +44,7 @@ impl Default for NetConfig {
                     .expect("valid multiaddr"),
             ],
             bootstrap: Vec::new(),
+            external: Vec::new(),
             mdns: true,
             relay_server: false,
             max_connections: 256,

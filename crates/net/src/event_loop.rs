@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
+use libp2p::core::ConnectedPoint;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, kad, mdns, Multiaddr, PeerId, Swarm};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{autonat, dcutr, identify, kad, mdns, relay, Multiaddr, PeerId, Swarm};
 use passalong_protocol::PublicKey;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -30,6 +33,8 @@ const INGEST_BATCH: usize = 512;
 const MAX_QUEUED: usize = 8_192;
 /// Parent fetches for pending gossip running at once.
 const MAX_PARENT_FETCHES: usize = 16;
+/// Relays a private node keeps a reservation with: one can go away.
+const WANTED_RELAYS: usize = 2;
 
 /// What the handle asks of the loop.
 pub(crate) enum Command {
@@ -74,6 +79,14 @@ pub(crate) enum Internal {
     Markets(Vec<PublicKey>),
 }
 
+/// An open connection.
+struct Conn {
+    id: ConnectionId,
+    /// The remote address (for a relayed inbound one, just `/p2p/<peer>`).
+    addr: Multiaddr,
+    relayed: bool,
+}
+
 /// A gossip message waiting for validation.
 pub(crate) struct Incoming {
     id: MessageId,
@@ -109,6 +122,21 @@ pub(crate) struct EventLoop {
     stats: NetStats,
     last_sync: Instant,
     last_kad_bootstrap: Option<Instant>,
+    /// Open connections per peer.
+    connections: HashMap<PeerId, Vec<Conn>>,
+    /// An address this node dialled each connected peer at (not through a relay).
+    dialled: HashMap<PeerId, Multiaddr>,
+    /// Connected peers that serve relay v2, with the addresses this node dialled them at and
+    /// the ones they listen on.
+    relay_candidates: HashMap<PeerId, (Multiaddr, Vec<Multiaddr>)>,
+    /// Circuit listeners: relay → listener (the reservation is renewed by libp2p).
+    reservations: HashMap<PeerId, ListenerId>,
+    /// Second-transport connections tried per relay (once per connection to it).
+    mappings_tried: HashSet<(PeerId, Transport)>,
+    /// Relays whose reservation was accepted.
+    reserved: HashSet<PeerId>,
+    nat: autonat::NatStatus,
+    external: Vec<Multiaddr>,
 }
 
 impl EventLoop {
@@ -148,6 +176,14 @@ impl EventLoop {
             stats: NetStats::default(),
             last_sync: Instant::now(),
             last_kad_bootstrap: None,
+            connections: HashMap::new(),
+            dialled: HashMap::new(),
+            relay_candidates: HashMap::new(),
+            reservations: HashMap::new(),
+            reserved: HashSet::new(),
+            mappings_tried: HashSet::new(),
+            nat: autonat::NatStatus::Unknown,
+            external: Vec::new(),
         }
     }
 
@@ -268,10 +304,19 @@ impl EventLoop {
         let mut peers: Vec<PeerInfo> = self
             .swarm
             .connected_peers()
-            .map(|p| PeerInfo {
-                peer_id: p.to_string(),
-                score: gs.peer_score(p),
-                markets: topics.get(p).copied().unwrap_or(0),
+            .map(|p| {
+                let conns = self.connections.get(p).map_or(&[][..], Vec::as_slice);
+                let direct = conns.iter().find(|c| !c.relayed);
+                let addr = direct
+                    .or(conns.first())
+                    .map_or(String::new(), |c| c.addr.to_string());
+                PeerInfo {
+                    peer_id: p.to_string(),
+                    score: gs.peer_score(p),
+                    markets: topics.get(p).copied().unwrap_or(0),
+                    addr,
+                    relayed: direct.is_none() && !conns.is_empty(),
+                }
             })
             .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -284,9 +329,19 @@ impl EventLoop {
         stats.queued = self.queue.len();
         let mut banned: Vec<String> = self.banned.keys().map(|p| p.to_string()).collect();
         banned.sort();
+        let mut relays: Vec<String> = self.reserved.iter().map(|p| p.to_string()).collect();
+        relays.sort();
         NetInfo {
             peer_id: self.swarm.local_peer_id().to_string(),
             listen: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            reachability: match self.nat {
+                autonat::NatStatus::Public(_) => "public",
+                autonat::NatStatus::Private => "private",
+                autonat::NatStatus::Unknown => "unknown",
+            }
+            .to_string(),
+            external: self.external.iter().map(|a| a.to_string()).collect(),
+            relays,
             peers,
             markets,
             banned,
@@ -340,9 +395,19 @@ impl EventLoop {
         if connected < self.config.target_peers {
             self.dial_more(self.config.target_peers - connected);
         }
+        if ticks.is_multiple_of(5) {
+            self.reserve_relays();
+        }
+        // Short of peers, look for more often: a peer behind NAT becomes reachable only once
+        // its relay address has spread.
+        let every = if connected < self.config.target_peers {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(60)
+        };
         let bootstrap_due = self
             .last_kad_bootstrap
-            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(60));
+            .is_none_or(|t| now.duration_since(t) > every);
         if connected > 0 && bootstrap_due {
             self.last_kad_bootstrap = Some(now);
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -375,6 +440,74 @@ impl EventLoop {
             if !self.banned.contains_key(&p) {
                 let _ = self.swarm.dial(p);
             }
+        }
+    }
+
+    /// A private node listens through up to [`WANTED_RELAYS`] connected relays: the relay
+    /// holds a reservation, the circuit address spreads by identify and Kademlia, and a peer
+    /// that dials it there is then upgraded to a direct connection by DCUtR.
+    fn reserve_relays(&mut self) {
+        if self.nat != autonat::NatStatus::Private {
+            return;
+        }
+        self.learn_mappings();
+        let wanted: Vec<(PeerId, Multiaddr)> = self
+            .relay_candidates
+            .iter()
+            .filter(|(p, _)| !self.reservations.contains_key(p) && !self.banned.contains_key(p))
+            .take(WANTED_RELAYS.saturating_sub(self.reservations.len()))
+            .map(|(p, (a, _))| (*p, a.clone()))
+            .collect();
+        for (relay, addr) in wanted {
+            let mut circuit: Multiaddr = addr
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect();
+            circuit.push(Protocol::P2p(relay));
+            circuit.push(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    debug!(%relay, %circuit, "asking the relay for a reservation");
+                    self.reservations.insert(relay, id);
+                }
+                Err(e) => warn!(%circuit, error = %e, "cannot listen through relay"),
+            }
+        }
+    }
+
+    /// Hole punching needs this node's public address for the transport the other side
+    /// punches with, and a NAT mapping is learnt only from a connection over that transport.
+    /// A private node therefore connects to its relays over both TCP and QUIC when they
+    /// listen on both: identify then reports both mappings to DCUtR.
+    fn learn_mappings(&mut self) {
+        let mut dials = Vec::new();
+        for (relay, (dialled, listen)) in &self.relay_candidates {
+            let conns = self.connections.get(relay).map_or(&[][..], Vec::as_slice);
+            let ip = dialled.iter().next();
+            for kind in [Transport::Tcp, Transport::Quic] {
+                if self.mappings_tried.contains(&(*relay, kind))
+                    || conns
+                        .iter()
+                        .any(|c| !c.relayed && transport(&c.addr) == Some(kind))
+                {
+                    continue;
+                }
+                if let Some(a) = listen
+                    .iter()
+                    .find(|a| transport(a) == Some(kind) && a.iter().next() == ip)
+                {
+                    dials.push((*relay, kind, a.clone()));
+                }
+            }
+        }
+        for (relay, kind, addr) in dials {
+            self.mappings_tried.insert((relay, kind));
+            debug!(%relay, %addr, "connecting to the relay over a second transport");
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(relay)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .addresses(vec![addr])
+                .build();
+            let _ = self.swarm.dial(opts);
         }
     }
 
@@ -630,25 +763,75 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                for a in &addresses {
+                    self.listen_addrs.retain(|l| l != a);
+                }
+                let relay = self
+                    .reservations
+                    .iter()
+                    .find(|(_, l)| **l == listener_id)
+                    .map(|(p, _)| *p);
+                if let Some(relay) = relay {
+                    debug!(%relay, ?reason, "relay reservation closed");
+                    self.reservations.remove(&relay);
+                    self.reserved.remove(&relay);
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "external address confirmed");
+                if !self.external.contains(&address) {
+                    self.external.push(address);
+                }
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                self.external.retain(|a| a != &address);
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
             } => {
-                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                let addr = endpoint.get_remote_address().clone();
+                debug!(peer = %peer_id, %addr, "connected");
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    if !is_relayed(address) {
+                        self.dialled.entry(peer_id).or_insert(address.clone());
+                    }
+                }
+                self.connections.entry(peer_id).or_default().push(Conn {
+                    id: connection_id,
+                    relayed: endpoint.is_relayed(),
+                    addr,
+                });
                 if num_established.get() == 1 {
                     self.start_sync(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                debug!(peer = %peer_id, "disconnected");
-                self.request_buckets.remove(&peer_id);
-                self.message_buckets.remove(&peer_id);
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.retain(|c| c.id != connection_id);
+                }
+                if num_established == 0 {
+                    debug!(peer = %peer_id, "disconnected");
+                    self.connections.remove(&peer_id);
+                    self.dialled.remove(&peer_id);
+                    self.relay_candidates.remove(&peer_id);
+                    self.mappings_tried.retain(|(p, _)| *p != peer_id);
+                    self.request_buckets.remove(&peer_id);
+                    self.message_buckets.remove(&peer_id);
+                }
             }
             SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
             _ => {}
@@ -699,8 +882,27 @@ impl EventLoop {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
                 if info.protocol_version == crate::behaviour::IDENTIFY_PROTOCOL =>
             {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                // A peer's loopback addresses are its own machine's, useful only to a peer on
+                // that machine.
+                let local = self
+                    .connections
+                    .get(&peer_id)
+                    .is_some_and(|c| c.iter().any(|c| is_loopback(&c.addr)));
+                for addr in info.listen_addrs.clone() {
+                    if local || !is_loopback(&addr) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                let dialled = self.dialled.get(&peer_id).cloned();
+                match dialled {
+                    Some(addr) if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) => {
+                        self.relay_candidates
+                            .insert(peer_id, (addr, info.listen_addrs.clone()));
+                        self.reserve_relays();
+                    }
+                    _ => {
+                        self.relay_candidates.remove(&peer_id);
+                    }
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
@@ -728,12 +930,75 @@ impl EventLoop {
                     let _ = self.swarm.dial(opts);
                 }
             }
-            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
                 info!(?old, ?new, "reachability changed");
+                self.nat = new;
+                if matches!(self.nat, autonat::NatStatus::Public(_)) {
+                    // Dialable directly: relay slots are for those who are not.
+                    for (_, l) in self.reservations.drain() {
+                        self.swarm.remove_listener(l);
+                    }
+                    self.reserved.clear();
+                } else {
+                    self.reserve_relays();
+                }
             }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            }) => {
+                if !renewal {
+                    info!(relay = %relay_peer_id, "relay reservation accepted");
+                }
+                self.reserved.insert(relay_peer_id);
+            }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => match result {
+                Ok(_) => {
+                    info!(peer = %remote_peer_id, "hole punched: direct connection");
+                    self.stats.hole_punches += 1;
+                }
+                Err(e) => {
+                    debug!(peer = %remote_peer_id, error = %e, "hole punching failed");
+                    self.stats.hole_punch_failures += 1;
+                }
+            },
             _ => {}
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Transport {
+    Tcp,
+    Quic,
+}
+
+fn transport(addr: &Multiaddr) -> Option<Transport> {
+    if is_relayed(addr) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        Protocol::Tcp(_) => Some(Transport::Tcp),
+        Protocol::QuicV1 => Some(Transport::Quic),
+        _ => None,
+    })
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// Whether a connection address runs through a relay.
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
 pub(crate) fn now_ms() -> u64 {

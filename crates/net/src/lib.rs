@@ -104,6 +104,10 @@ pub struct NetStats {
     pub bytes_in: u64,
     /// Payload bytes sent (published messages and sync streams).
     pub bytes_out: u64,
+    /// Relayed connections upgraded to direct ones by hole punching (DCUtR).
+    pub hole_punches: u64,
+    /// Hole punching attempts that failed (the relayed connection stays).
+    pub hole_punch_failures: u64,
 }
 
 /// A connected peer.
@@ -115,6 +119,10 @@ pub struct PeerInfo {
     pub score: Option<f64>,
     /// How many market topics it subscribes to.
     pub markets: usize,
+    /// The address of a connection to it (a direct one when there is one).
+    pub addr: String,
+    /// True when every connection to it runs through a relay.
+    pub relayed: bool,
 }
 
 /// The network's state, for `passalong peers` and `status`.
@@ -122,8 +130,14 @@ pub struct PeerInfo {
 pub struct NetInfo {
     /// This node's peer id.
     pub peer_id: String,
-    /// Addresses it listens on.
+    /// Addresses it listens on (relay circuits included).
     pub listen: Vec<String>,
+    /// Whether peers can dial it, as AutoNAT found: `unknown`, `public` or `private`.
+    pub reachability: String,
+    /// Addresses confirmed reachable from outside.
+    pub external: Vec<String>,
+    /// Relays holding a reservation for it (peer ids), used when it is private.
+    pub relays: Vec<String>,
     /// Connected peers.
     pub peers: Vec<PeerInfo>,
     /// Markets followed (hex keys).
@@ -171,6 +185,9 @@ impl Network {
                     addr: addr.clone(),
                     reason: e.to_string(),
                 })?;
+        }
+        for addr in &config.external {
+            swarm.add_external_address(addr.clone());
         }
         // Wait for the first address of each listener so that callers can publish them.
         let mut listen_addrs = Vec::new();

@@ -16,8 +16,10 @@ use crate::event_loop::Command;
 use crate::wire::{Request, Response, MAX_FETCH_IDS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use crate::NetError;
 
-/// A reconciliation that has not ended after this many round trips is abandoned.
-pub const MAX_ROUNDS: usize = 16;
+/// A reconciliation that has not ended after this many round trips is abandoned. Messages
+/// are chunked to the request limit (about 130,000 ids each), so this covers differences of
+/// several million attestations.
+pub const MAX_ROUNDS: usize = 64;
 /// How long a responder reuses a market's sorted set before reading it again.
 const STORAGE_TTL: Duration = Duration::from_secs(1);
 /// Parents are fetched this many levels up at most (a chain is at most 64 hops).
@@ -25,7 +27,8 @@ const MAX_PARENT_LEVELS: usize = 70;
 
 fn reconcile_config() -> ReconcileConfig {
     ReconcileConfig {
-        max_message_size: MAX_REQUEST_BYTES.min(MAX_RESPONSE_BYTES),
+        // Room for the market key and postcard framing around the reconcile message.
+        max_message_size: MAX_REQUEST_BYTES.min(MAX_RESPONSE_BYTES) - 1024,
         ..ReconcileConfig::default()
     }
 }

@@ -1,7 +1,9 @@
 //! Reconciles two 1,000,000-item sets with various differences and prints bytes and round
 //! trips, with the `negentropy` crate side by side. Run with
 //! `cargo bench -p passalong-reconcile`. Environment knobs: `RECON_PCT` (one difference
-//! percentage), `RECON_SEED` (vary the random sets), `RECON_DEBUG` (per-round sizes).
+//! percentage), `RECON_SEED` (vary the random sets), `RECON_DEBUG` (per-round sizes),
+//! `RECON_LIMIT` (this crate's `max_message_size`, e.g. 4194304 as over the transport; the
+//! largest message of either side is then checked against it).
 
 use passalong_reconcile::{Config, Id, Item, Reconciler, Storage};
 use std::collections::HashSet;
@@ -103,12 +105,23 @@ fn reconcile(
     expect_have: &HashSet<Id>,
     expect_need: &HashSet<Id>,
 ) -> Outcome {
-    let mut init = Reconciler::new(a, Config::default());
-    let mut resp = Reconciler::new(b, Config::default());
+    let config = Config {
+        max_message_size: std::env::var("RECON_LIMIT")
+            .ok()
+            .map_or(Config::default().max_message_size, |s| {
+                s.parse().expect("RECON_LIMIT is a byte count")
+            }),
+        ..Config::default()
+    };
+    let limit = config.max_message_size;
+    let mut init = Reconciler::new(a, config.clone());
+    let mut resp = Reconciler::new(b, config);
     let mut msg = init.initiate().expect("fresh");
     let (mut rounds, mut bytes) = (1, msg.len());
     loop {
+        assert!(msg.len() <= limit, "request over the limit");
         let reply = resp.reconcile(&msg).expect("valid").expect("reply");
+        assert!(reply.len() <= limit, "response over the limit");
         if std::env::var_os("RECON_DEBUG").is_some() {
             eprintln!("msg {} reply {}", msg.len(), reply.len());
         }

@@ -30,8 +30,16 @@
 //! 2. The responder answers each range: equal → `Skip`; it holds ≤ 32 items or the peer
 //!    holds none → its `IdList`; otherwise it splits the range into `fanout` children. When
 //!    both counts are within `max(n/64, 2√n)` (so any large difference must be two-sided)
-//!    each child of ≥ 32 items carries a *sample*: the low byte of the sample hash of its
-//!    items whose hash has its top `shift` bits zero (≈16 values per child).
+//!    and at least half (and two) of the fingerprints in the incoming message differ (a
+//!    *spread* difference; a clustered one needs no estimate), each child of ≥ 32 items
+//!    carries a *sample*: the low byte of the sample hash of its items whose hash has its
+//!    top `shift` bits zero (≈16 values per child).
+//!
+//!    Every split (by either side) also sends the *gaps* between the range's bounds and the
+//!    sender's first and last items, when there is time between them, as ranges of their
+//!    own with an empty `IdList` ("I have nothing here"). The peer's items in a gap are thus
+//!    settled in the same round trip: when one side lacks the newest (or oldest) items, the
+//!    first split already isolates them, and the reconciliation ends after one round trip.
 //! 3. The initiator estimates, from the samples, the *two-sided* difference rate (sampled
 //!    mismatches × `2^shift`, minus the count difference), pooled over the whole message,
 //!    with a Poisson estimate from the fraction of differing ranges as a floor. For each
@@ -41,16 +49,23 @@
 //!    ending with its own `IdList` at ≤ 16 items; otherwise it asks for IBLT symbols.
 //!    Adjacent IBLT ranges (also across equal ranges between them, which cancel out in the
 //!    XOR) are merged into one IBLT, so the uniform case becomes one large IBLT with the
-//!    paper's ≈1.35 overhead. The first batch is `1.35 × (1 + standard error) × estimate`.
+//!    paper's ≈1.35 overhead (gaps between them that hold at most 4 of the initiator's
+//!    items are merged too). The first batch is `1.35 × (1 + standard error) × estimate`.
 //! 4. The responder streams the requested symbols; the initiator subtracts its own symbols
 //!    and peels. If peeling fails it asks for 25 % more (100 % when the estimate came only
 //!    from the fraction of differing ranges), and nothing already sent is wasted. A range
-//!    whose IBLT would exceed `3 × (both counts)` symbols falls back to splitting.
+//!    whose IBLT would exceed `min(3 × (both counts) + 64, 4 n + 4096)` symbols is capped
+//!    there, and if that does not peel it falls back to splitting.
 //!
 //! Small ranges end with id lists: the responder's `IdList` answer lets the initiator compute
 //! `have`/`need` directly; an initiator's `IdList` is answered by a bitmap of which listed
 //! ids the responder has plus the responder's unlisted ids (so only the ids the initiator
 //! needs travel, never the ones it already sent).
+//!
+//! On the wire, bounds are delta-coded times plus the shortest distinguishing id prefix (as
+//! in negentropy), and a fingerprint's count is folded into its mode byte as a small
+//! difference from the previous fingerprint's count (the children of a split have equal
+//! counts), so counts cost about nothing beyond the first.
 //!
 //! Ids are assumed to be cryptographic digests (uniform); the IBLT checksums and mapping use
 //! fast seeded mixing of them. Decoded ids are checked against the local range (a "have"
@@ -59,27 +74,47 @@
 //!
 //! # Measured (`cargo bench -p passalong-reconcile`, 1,000,000 items per side)
 //!
-//! Bytes are both directions, as a share of sending one side's every item (40 B each).
+//! Bytes are both directions, as a share of sending one side's every item (40 B each);
+//! rounds are round trips.
 //!
-//! | difference                   | this crate         | `negentropy` 0.5.3 |
-//! |------------------------------|--------------------|--------------------|
-//! | uniform 0.01 % each side     | 0.078 %, 2 rounds  | 0.77 %, 3 rounds   |
-//! | uniform 1 % each side        | 3.1 % (3.0–3.8), 2 | 46 %, 3 rounds     |
-//! | uniform 10 % each side       | 28.6 % (28–29), 2  | 158 %, 3 rounds    |
-//! | responder lacks newest 0.01 %| 2.3 kB, 3 rounds   | 1.8 kB, 3 rounds   |
-//! | responder lacks newest 1 %   | 2.4 kB, 3 rounds   | 1.8 kB, 3 rounds   |
-//! | responder lacks newest 10 %  | 2.5 kB, 4 rounds   | 3.2 kB, 4 rounds   |
-//! | initiator lacks newest 1 %   | 0.805 %, 3 rounds  | 0.805 %, 3 rounds  |
+//! | difference                    | this crate                      | `negentropy` 0.5.3              |
+//! |-------------------------------|---------------------------------|---------------------------------|
+//! | uniform 0.01 % each side      | 0.077 % (0.077–0.093), 2 rounds | 0.773 %, 3 rounds               |
+//! | uniform 1 % each side         | 3.09 % (3.09–3.79), 2 rounds    | 46.4 %, 3 rounds                |
+//! | uniform 10 % each side        | 28.6 % (28.1–29.2), 2 rounds    | 157.5 %, 3 rounds               |
+//! | responder lacks newest 0.01 % | 705 B, 1 round                  | 1,784 B, 3 rounds               |
+//! | responder lacks newest 1 %    | 714 B, 1 round                  | 1,822 B, 3 rounds               |
+//! | responder lacks newest 10 %   | 723 B, 1 round                  | 3,155 B, 4 rounds               |
+//! | initiator lacks newest 0.01 % | 3,577 B, 1 round                | 4,929 B, 3 rounds               |
+//! | initiator lacks newest 1 %    | 320,370 B (0.801 %), 1 round    | 321,901 B (0.805 %), 3 rounds   |
+//! | initiator lacks newest 10 %   | 3,200,371 B (8.001 %), 1 round  | 3,202,471 B (8.006 %), 4 rounds |
 //!
-//! On "newest" cases this crate costs a few hundred bytes more or less than negentropy
-//! (samples and explicit counts), i.e. within ±0.002 % of the baseline, with the same round
-//! trips. Ranges in the parenthesis are over several random seeds.
+//! On "newest" cases the gaps settle the missing tail in the first round trip: besides the
+//! missing ids, only the initiator's first split and (when the responder lacks items) the
+//! responder's split of one range travel. Ranges in the parenthesis are over four random
+//! seeds (`RECON_SEED` 0–3). With `RECON_LIMIT=4194304` (the transport's 4 MiB) every
+//! figure is the same except uniform 10 %, which takes 4 round trips (same bytes within
+//! 0.001 %: its ≈ 11 MB of IBLT symbols arrive in three chunks).
 //!
 //! # Limits
 //!
-//! `Config::max_message_size` bounds accepted messages and the IBLT symbols requested per
-//! message; id lists and splits are not yet chunked on output. The responder produces at
-//! most `4 n + 4096` symbols for a range where it holds `n` items.
+//! Neither side ever emits a message larger than `Config::max_message_size` (values below
+//! [`MIN_MESSAGE_SIZE`], 4 KiB, are raised to it), and each accepts messages up to that
+//! size, so both sides should use the same value (e.g. the smaller of the transport's
+//! request and response limits). Output is built entry by entry against that budget, as
+//! negentropy does with its frame size limit: when the next entry does not fit, the sender
+//! stops and ends the message with one fingerprint (count + hash) of its items from there
+//! to the end, so the remaining ranges continue in the next round trip. A responder whose
+//! id list does not fit sends as many of its ids as fit, up to a bound inside the range,
+//! then that fingerprint. The IBLT symbols one message requests are limited to
+//! `(max_message_size - min(max_message_size / 2, 4096)) / 41` in total; larger IBLTs take
+//! further rounds (the code is rateless, so nothing is lost), and a request over the
+//! budget is deferred to a later round. A range cut off by a truncated message may be
+//! resolved twice; the initiator ignores ids it already reported, so `have` and `need`
+//! stay exact. Round trips grow with the difference only once it no longer fits: e.g.
+//! 300,000 ids against an empty set take 3 round trips at 4 MiB, and 50,000 take about
+//! 400 at 4 KiB. The responder produces at most `4 n + 4096` symbols for a range where it
+//! holds `n` items and rejects a request whose symbols alone would not fit its limit.
 //!
 //! # Example
 //!
@@ -264,8 +299,9 @@ impl Storage {
 /// Tuning knobs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Largest message this side accepts, and the budget for IBLT symbols per message.
-    /// Id lists and fingerprint splits are not yet chunked to respect it on output.
+    /// Largest message this side accepts and emits (at least [`MIN_MESSAGE_SIZE`]; smaller
+    /// values are raised to it). Both sides should use the same value. Larger differences
+    /// than fit take more round trips; see the crate's "Limits" section.
     pub max_message_size: usize,
     /// Number of children when a range is split (≥ 2).
     pub fanout: usize,
@@ -290,6 +326,15 @@ const ONE_SIDED_SPLIT: u64 = 8;
 /// Symbols per difference item needed by the rateless IBLT (Yang et al.).
 const IBLT_OVERHEAD: f64 = 1.35;
 const MAX_SYMBOLS: u64 = 1 << 26;
+/// Bytes kept free for the entry that closes a truncated message: the infinite bound (1),
+/// the mode (1), a count (at most 10) and a fingerprint (16).
+const COVER_RESERVE: usize = 32;
+/// Most own items in a range the responder reported empty for which an IBLT range around
+/// it takes the range over (the IBLT then decodes them) instead of being cut in two.
+const ABSORB_MAX: usize = 4;
+
+/// Smallest effective [`Config::max_message_size`]; smaller values are raised to it.
+pub const MIN_MESSAGE_SIZE: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -302,10 +347,11 @@ enum Role {
 enum Act {
     /// Fingerprints equal: may be absorbed into an adjacent IBLT range.
     Equal,
-    /// Resolved (or nothing to say): emit `Skip`.
-    Done,
-    /// Emit this entry as is.
-    Emit(Entry),
+    /// Resolved (findings already recorded). With `true` an adjacent IBLT range may absorb
+    /// it (the IBLT then decodes the same findings again).
+    Done(bool),
+    /// Emit this entry; for an IBLT request, the state awaiting its answer.
+    Emit(Entry, Option<Pending>),
     /// Split into children fingerprints.
     Split,
     /// Ask for IBLT symbols, with this difference estimate and the peer's item count.
@@ -317,6 +363,8 @@ struct Pending {
     symbols: Vec<Symbol>,
     their_count: u64,
     requested: u64,
+    /// Symbols the estimate called for: requests continue up to it before growing.
+    target: u64,
     /// Relative growth of the next batch when peeling fails (large for rough estimates).
     growth: f64,
 }
@@ -327,6 +375,14 @@ fn symbol_cap(n: u64) -> u64 {
     n.saturating_mul(4).saturating_add(4096).min(MAX_SYMBOLS)
 }
 
+/// IBLT symbols one message may request in total, so that the answer fits the limit.
+fn symbol_budget(max_message_size: usize) -> u64 {
+    ((max_message_size - (max_message_size / 2).min(4096)) / SYMBOL_BYTES) as u64
+}
+
+/// The responder rejects a request whose symbols alone would leave less than this headroom.
+const IBLT_HEADROOM: usize = 256;
+
 /// One side of a reconciliation.
 pub struct Reconciler<'a> {
     storage: &'a Storage,
@@ -335,6 +391,9 @@ pub struct Reconciler<'a> {
     pending: HashMap<(Bound, Bound), Pending>,
     have: Vec<Id>,
     need: Vec<Id>,
+    /// Everything in `have` and `need`: a range covered again after a truncated message
+    /// may be resolved twice.
+    found: HashSet<Id>,
 }
 
 fn fingerprint(items: &[Item]) -> [u8; 16] {
@@ -393,24 +452,141 @@ fn sorted_mismatches(a: &[u8], b: &[u8]) -> u64 {
     n + (a.len() - i + b.len() - j) as u64
 }
 
-/// Output message under construction; consecutive skips are merged.
-#[derive(Default)]
+/// Output message under construction within the size limit: consecutive skips are merged,
+/// and [`Out::push`] refuses an entry that would leave no room for [`Out::cover`].
 struct Out {
-    entries: Vec<(Bound, Entry)>,
+    enc: wire::Encoder,
+    /// A trailing skip not encoded yet (a following skip extends it).
+    skip: Option<Bound>,
+    /// Upper bound of the last entry.
+    last: Bound,
+    limit: usize,
+    only_skips: bool,
 }
 
 impl Out {
-    fn push(&mut self, b: Bound, e: Entry) {
-        if let (Entry::Skip, Some((last, Entry::Skip))) = (&e, self.entries.last_mut()) {
-            *last = b;
-            return;
+    fn new(max_message_size: usize) -> Self {
+        Out {
+            enc: wire::Encoder::new(),
+            skip: None,
+            last: Bound::MIN,
+            limit: max_message_size - COVER_RESERVE,
+            only_skips: true,
         }
-        self.entries.push((b, e));
     }
 
-    fn only_skips(&self) -> bool {
-        self.entries.iter().all(|(_, e)| matches!(e, Entry::Skip))
+    fn size(&self) -> usize {
+        self.enc.len() + self.skip.map_or(0, |b| self.enc.skip_len(&b))
     }
+
+    fn remaining(&self) -> usize {
+        self.limit.saturating_sub(self.size())
+    }
+
+    /// Appends an entry for the range from the last bound to `b`; `false` (and nothing
+    /// changed) when it does not fit.
+    #[must_use]
+    fn push(&mut self, b: Bound, e: &Entry) -> bool {
+        if let Entry::Skip = e {
+            let old = self.skip.replace(b);
+            if self.size() > self.limit {
+                self.skip = old;
+                return false;
+            }
+        } else {
+            let mark = self.enc.mark();
+            if let Some(s) = &self.skip {
+                self.enc.push(s, &Entry::Skip);
+            }
+            self.enc.push(&b, e);
+            if self.enc.len() > self.limit {
+                self.enc.rollback(mark);
+                return false;
+            }
+            self.skip = None;
+            self.only_skips = false;
+        }
+        self.last = b;
+        true
+    }
+
+    /// Ends a message that ran out of room: a fingerprint of the sender's `items` from the
+    /// last bound on hands all remaining ranges to the next round.
+    fn cover(&mut self, items: &[Item]) {
+        if let Some(s) = self.skip.take() {
+            self.enc.push(&s, &Entry::Skip);
+        }
+        let fp = Entry::Fingerprint {
+            count: items.len() as u64,
+            fp: fingerprint(items),
+            sample: None,
+        };
+        self.enc.push(&Bound::INF, &fp);
+        self.last = Bound::INF;
+        self.only_skips = false;
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if let Some(s) = self.skip.take() {
+            self.enc.push(&s, &Entry::Skip);
+        }
+        self.enc.finish()
+    }
+}
+
+fn id_list(items: &[Item]) -> Entry {
+    Entry::IdList(items.iter().map(|it| it.id).collect())
+}
+
+/// Pushes the sender's ids of a range ending at `upper`; when they do not all fit, as many
+/// as fit, up to a bound inside the range. Returns whether the whole range was answered.
+fn push_ids(out: &mut Out, upper: Bound, items: &[Item]) -> bool {
+    if items.len().saturating_mul(32) < out.remaining() && out.push(upper, &id_list(items)) {
+        return true;
+    }
+    // Besides the ids: a bound (at most 44 bytes), the mode and the length.
+    let mut j = (out.remaining().saturating_sub(64) / 32).min(items.len().saturating_sub(1));
+    while j > 0 {
+        if out.push(
+            Bound::between(&items[j - 1], &items[j]),
+            &id_list(&items[..j]),
+        ) {
+            break;
+        }
+        j = j * 7 / 8;
+    }
+    false
+}
+
+/// Checks decoded ids against the local range: a "have" must be local, a "need" must not.
+fn check_diff(mine: &[Item], local: &[Id], remote: &[Id]) -> Result<(), Error> {
+    let set: HashSet<&Id> = mine.iter().map(|it| &it.id).collect();
+    let mut seen = HashSet::new();
+    for id in local {
+        if !set.contains(id) || !seen.insert(*id) {
+            return Err(Error::InconsistentDecode);
+        }
+    }
+    for id in remote {
+        if set.contains(id) || !seen.insert(*id) {
+            return Err(Error::InconsistentDecode);
+        }
+    }
+    Ok(())
+}
+
+/// Mutable state of [`Reconciler::assemble`].
+struct Assembly {
+    out: Out,
+    /// IBLT symbols still available in this message.
+    budget: u64,
+    /// Open IBLT run: lower, upper, difference estimate, peer's count.
+    run: Option<(Bound, Bound, f64, u64)>,
+    /// Upper bounds of the ranges after the run's last IBLT range (equal, or resolved but
+    /// absorbable).
+    held: Vec<Bound>,
+    factor: f64,
+    growth: f64,
 }
 
 impl<'a> Reconciler<'a> {
@@ -419,7 +595,7 @@ impl<'a> Reconciler<'a> {
     pub fn new(storage: &'a Storage, config: Config) -> Self {
         let config = Config {
             fanout: config.fanout.max(2),
-            ..config
+            max_message_size: config.max_message_size.max(MIN_MESSAGE_SIZE),
         };
         Reconciler {
             storage,
@@ -428,6 +604,7 @@ impl<'a> Reconciler<'a> {
             pending: HashMap::new(),
             have: Vec::new(),
             need: Vec::new(),
+            found: HashSet::new(),
         }
     }
 
@@ -447,17 +624,14 @@ impl<'a> Reconciler<'a> {
             return Err(Error::AlreadyStarted);
         }
         self.role = Role::Initiator;
-        let mut out = Out::default();
+        let mut out = Out::new(self.config.max_message_size);
         let items = self.storage.items();
-        if items.len() <= ID_LIST_MAX {
-            out.push(
-                Bound::INF,
-                Entry::IdList(items.iter().map(|it| it.id).collect()),
-            );
+        let complete = if items.len() <= ID_LIST_MAX {
+            out.push(Bound::INF, &id_list(items))
         } else {
-            self.split(&mut out, &Bound::INF, items, false);
-        }
-        Ok(wire::encode(&out.entries))
+            self.split(&mut out, &Bound::MIN, &Bound::INF, items, false)
+        };
+        Ok(self.finish(out, complete))
     }
 
     /// Processes a peer message. The responder always returns `Some(reply)`; the initiator
@@ -480,14 +654,49 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    fn split(&self, out: &mut Out, upper: &Bound, items: &[Item], with_samples: bool) {
+    /// Encodes `out`, first closing it with a cover when it is not `complete`.
+    fn finish(&self, mut out: Out, complete: bool) -> Vec<u8> {
+        if !complete {
+            let items = self.storage.range(&out.last, &Bound::INF);
+            out.cover(items);
+        }
+        out.finish()
+    }
+
+    /// Splits `items` (this side's items in `[lower, upper)`) into `fanout` children
+    /// fingerprints. When there is time between a bound and the nearest item, the gap
+    /// becomes its own range with an empty id list: the peer's items there (typically "the
+    /// newest items") are then settled at once. Returns whether everything fit.
+    fn split(
+        &self,
+        out: &mut Out,
+        lower: &Bound,
+        upper: &Bound,
+        items: &[Item],
+        with_samples: bool,
+    ) -> bool {
+        let (Some(first), Some(last)) = (items.first(), items.last()) else {
+            return out.push(*upper, &Entry::IdList(Vec::new()));
+        };
+        if first.created_at > lower.time {
+            if let Some(b) = Bound::leading(lower, first) {
+                if !out.push(b, &Entry::IdList(Vec::new())) {
+                    return false;
+                }
+            }
+        }
+        let trail = if upper.inf || upper.time > last.created_at {
+            Bound::trailing(last, upper)
+        } else {
+            None
+        };
         let n = items.len();
-        let k = self.config.fanout.min(n).max(1);
+        let k = self.config.fanout.min(n);
         let mut start = 0;
         for i in 1..=k {
             let end = n * i / k;
-            let b = if i == k || end == 0 {
-                *upper
+            let b = if i == k {
+                trail.unwrap_or(*upper)
             } else {
                 Bound::between(&items[end - 1], &items[end])
             };
@@ -499,60 +708,90 @@ impl<'a> Reconciler<'a> {
                     values: take_sample(child, shift),
                 }
             });
-            out.push(
-                b,
-                Entry::Fingerprint {
-                    count: child.len() as u64,
-                    fp: fingerprint(child),
-                    sample,
-                },
-            );
+            let fp = Entry::Fingerprint {
+                count: child.len() as u64,
+                fp: fingerprint(child),
+                sample,
+            };
+            if !out.push(b, &fp) {
+                return false;
+            }
             start = end;
         }
+        trail.is_none() || out.push(*upper, &Entry::IdList(Vec::new()))
     }
 
     fn responder_step(&mut self, entries: Vec<(Bound, Entry)>) -> Result<Vec<u8>, Error> {
-        let mut out = Out::default();
+        // Which fingerprints differ. Samples are attached only when many do: a difference
+        // clustered in a few ranges (such as the newest items) needs no size estimate.
+        let mut equal = Vec::with_capacity(entries.len());
+        let (mut fps, mut differing) = (0usize, 0usize);
         let mut lower = Bound::MIN;
-        for (upper, entry) in entries {
-            let items = self.storage.range(&lower, &upper);
-            match entry {
-                Entry::Skip => out.push(upper, Entry::Skip),
+        for (upper, entry) in &entries {
+            let eq = match entry {
                 Entry::Fingerprint { count, fp, .. } => {
-                    if count == items.len() as u64 && fingerprint(items) == fp {
-                        out.push(upper, Entry::Skip);
+                    let items = self.storage.range(&lower, upper);
+                    let eq = *count == items.len() as u64 && fingerprint(items) == *fp;
+                    fps += 1;
+                    differing += usize::from(!eq);
+                    eq
+                }
+                _ => false,
+            };
+            equal.push(eq);
+            lower = *upper;
+        }
+        let spread = differing >= 2 && 2 * differing >= fps;
+        let max = self.config.max_message_size;
+        let mut out = Out::new(max);
+        let mut lower = Bound::MIN;
+        for ((upper, entry), eq) in entries.into_iter().zip(equal) {
+            let items = self.storage.range(&lower, &upper);
+            let complete = match entry {
+                Entry::Skip => out.push(upper, &Entry::Skip),
+                Entry::Fingerprint { count, .. } => {
+                    if eq {
+                        out.push(upper, &Entry::Skip)
                     } else if count == 0 || items.len() <= ID_LIST_MAX {
-                        out.push(upper, Entry::IdList(items.iter().map(|it| it.id).collect()));
+                        push_ids(&mut out, upper, items)
                     } else {
                         // Samples only help to size a two-sided difference; when the counts
                         // already differ a lot the initiator will keep splitting anyway.
                         let n = items.len() as u64;
                         let close = count.abs_diff(n) <= (n / 64).max(2 * n.isqrt());
-                        self.split(&mut out, &upper, items, close);
+                        self.split(&mut out, &lower, &upper, items, spread && close)
                     }
                 }
                 Entry::IdList(theirs) => {
                     let mine: HashSet<&Id> = items.iter().map(|it| &it.id).collect();
                     let listed: HashSet<&Id> = theirs.iter().collect();
                     let mut bitmap = vec![0u8; theirs.len().div_ceil(8)];
+                    let mut all = true;
                     for (i, id) in theirs.iter().enumerate() {
                         if mine.contains(id) {
                             bitmap[i / 8] |= 1 << (i % 8);
+                        } else {
+                            all = false;
                         }
                     }
-                    let extras = items
+                    let extras: Vec<Id> = items
                         .iter()
                         .map(|it| it.id)
                         .filter(|id| !listed.contains(id))
                         .collect();
-                    out.push(
-                        upper,
-                        Entry::IdListDiff {
+                    if all && extras.is_empty() {
+                        out.push(upper, &Entry::Skip)
+                    } else if extras.len().saturating_mul(32) >= out.remaining() {
+                        push_ids(&mut out, upper, items)
+                    } else {
+                        let diff = Entry::IdListDiff {
                             bits: theirs.len(),
                             bitmap,
                             extras,
-                        },
-                    );
+                        };
+                        // Too large: this side's ids, as many as fit.
+                        out.push(upper, &diff) || push_ids(&mut out, upper, items)
+                    }
                 }
                 Entry::IbltRequest { start, count } => {
                     let total = start.saturating_add(count);
@@ -560,21 +799,24 @@ impl<'a> Reconciler<'a> {
                     let too_big = usize::try_from(count)
                         .ok()
                         .and_then(|c| c.checked_mul(SYMBOL_BYTES))
-                        .is_none_or(|b| b > self.config.max_message_size);
+                        .is_none_or(|b| b > max - IBLT_HEADROOM);
                     if total > cap || too_big {
                         return Err(Error::IbltRequestTooLarge(total));
                     }
                     // `total <= MAX_SYMBOLS`, so these conversions are lossless.
                     let ids = items.iter().map(|it| &it.id);
                     let symbols = iblt::encode(ids, start as usize, total as usize);
-                    out.push(upper, Entry::Iblt { start, symbols });
+                    out.push(upper, &Entry::Iblt { start, symbols })
                 }
                 Entry::IdListDiff { .. } => return Err(Error::UnexpectedMode("IdListDiff")),
                 Entry::Iblt { .. } => return Err(Error::UnexpectedMode("Iblt")),
+            };
+            if !complete {
+                return Ok(self.finish(out, false));
             }
             lower = upper;
         }
-        Ok(wire::encode(&out.entries))
+        Ok(out.finish())
     }
 
     /// Pooled rate (per item) of two-sided differences. Two estimators, the larger wins:
@@ -641,22 +883,19 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    fn record_diff(&mut self, mine: &[Item], local: Vec<Id>, remote: Vec<Id>) -> Result<(), Error> {
-        let set: HashSet<&Id> = mine.iter().map(|it| &it.id).collect();
-        let mut seen = HashSet::new();
-        for id in &local {
-            if !set.contains(id) || !seen.insert(*id) {
-                return Err(Error::InconsistentDecode);
+    /// Records findings (a range may be resolved twice when a truncated message covered it
+    /// again, so known ids are skipped).
+    fn record(&mut self, have: impl IntoIterator<Item = Id>, need: impl IntoIterator<Item = Id>) {
+        for id in have {
+            if self.found.insert(id) {
+                self.have.push(id);
             }
         }
-        for id in &remote {
-            if set.contains(id) || !seen.insert(*id) {
-                return Err(Error::InconsistentDecode);
+        for id in need {
+            if self.found.insert(id) {
+                self.need.push(id);
             }
         }
-        self.have.extend(local);
-        self.need.extend(remote);
-        Ok(())
     }
 
     fn decide_fingerprint(&mut self, mine: &[Item], count: u64, fp: [u8; 16], rate: f64) -> Act {
@@ -665,24 +904,25 @@ impl<'a> Reconciler<'a> {
             return Act::Equal;
         }
         if m == 0 {
-            return Act::Emit(Entry::IdList(Vec::new()));
+            return Act::Emit(Entry::IdList(Vec::new()), None);
         }
         if count == 0 {
-            self.have.extend(mine.iter().map(|it| it.id));
-            return Act::Done;
+            self.record(mine.iter().map(|it| it.id), []);
+            return Act::Done(false);
         }
         let one = m.abs_diff(count);
         let two = rate * m.max(count) as f64;
         if one >= ONE_SIDED_SPLIT && one as f64 >= 2.0 * two {
             if mine.len() <= INIT_ID_LIST_MAX {
-                Act::Emit(Entry::IdList(mine.iter().map(|it| it.id).collect()))
+                Act::Emit(id_list(mine), None)
             } else if count <= ID_LIST_MAX as u64 {
                 // The responder answers its own id list to an unsplit fingerprint.
-                Act::Emit(Entry::Fingerprint {
+                let fp = Entry::Fingerprint {
                     count: m,
                     fp: fingerprint(mine),
                     sample: None,
-                })
+                };
+                Act::Emit(fp, None)
             } else {
                 Act::Split
             }
@@ -693,15 +933,18 @@ impl<'a> Reconciler<'a> {
 
     fn initiator_step(&mut self, entries: Vec<(Bound, Entry)>) -> Result<Option<Vec<u8>>, Error> {
         let (rate, rel_err) = self.two_sided_rate(&entries);
-        // Every range that had IBLT symbols requested must be answered in this message.
+        // Every range that had IBLT symbols requested must be answered in this message,
+        // unless the responder ran out of room and covered it with a fingerprint.
         let mut expected = std::mem::take(&mut self.pending);
+        let mut fingerprinted = Vec::new();
         let mut acts = Vec::with_capacity(entries.len());
         let mut lower = Bound::MIN;
         for (upper, entry) in entries {
             let mine = self.storage.range(&lower, &upper);
             let act = match entry {
-                Entry::Skip => Act::Done,
+                Entry::Skip => Act::Done(false),
                 Entry::Fingerprint { count, fp, .. } => {
+                    fingerprinted.push((lower, upper));
                     self.decide_fingerprint(mine, count, fp, rate)
                 }
                 Entry::IdList(theirs) => {
@@ -713,13 +956,13 @@ impl<'a> Reconciler<'a> {
                         .filter(|id| !set.contains(id) && uniq.insert(**id))
                         .copied()
                         .collect();
-                    self.have.extend(
-                        mine.iter()
-                            .map(|it| it.id)
-                            .filter(|id| !listed.contains(id)),
-                    );
-                    self.need.extend(need);
-                    Act::Done
+                    let have: Vec<Id> = mine
+                        .iter()
+                        .map(|it| it.id)
+                        .filter(|id| !listed.contains(id))
+                        .collect();
+                    self.record(have, need);
+                    Act::Done(theirs.is_empty() && mine.len() <= ABSORB_MAX)
                 }
                 Entry::IdListDiff {
                     bits,
@@ -738,8 +981,9 @@ impl<'a> Reconciler<'a> {
                         .filter(|(i, _)| bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) == 0))
                         .map(|(_, it)| it.id)
                         .collect();
-                    self.record_diff(mine, local, extras)?;
-                    Act::Done
+                    check_diff(mine, &local, &extras)?;
+                    self.record(local, extras);
+                    Act::Done(false)
                 }
                 Entry::Iblt { start, symbols } => {
                     let mut p = expected
@@ -750,31 +994,45 @@ impl<'a> Reconciler<'a> {
                     }
                     p.symbols.extend(symbols);
                     let m = p.symbols.len();
-                    let own = iblt::encode(mine.iter().map(|it| &it.id), 0, m);
-                    let mut diff: Vec<Symbol> =
-                        p.symbols.iter().zip(&own).map(|(t, o)| t.sub(o)).collect();
-                    if let Some((local, remote)) = iblt::peel(&mut diff) {
-                        self.record_diff(mine, local, remote)?;
-                        Act::Done
+                    let decoded = if m == 0 {
+                        // A request deferred for lack of room in the previous message.
+                        None
                     } else {
-                        let more = ((m as f64 * p.growth) as u64).max(4);
+                        let own = iblt::encode(mine.iter().map(|it| &it.id), 0, m);
+                        let mut diff: Vec<Symbol> =
+                            p.symbols.iter().zip(&own).map(|(t, o)| t.sub(o)).collect();
+                        iblt::peel(&mut diff)
+                    };
+                    if let Some((local, remote)) = decoded {
+                        check_diff(mine, &local, &remote)?;
+                        self.record(local, remote);
+                        Act::Done(false)
+                    } else {
+                        let m = m as u64;
+                        let more = if m < p.target {
+                            p.target - m
+                        } else {
+                            ((m as f64 * p.growth) as u64).max(4)
+                        };
                         let limit = symbol_cap(p.their_count)
                             .min(3 * (mine.len() as u64 + p.their_count) + 64);
-                        if m as u64 + more > limit {
+                        if m >= limit {
                             // Peeling is not converging within sane bounds: fall back to
                             // range splitting (the responder splits or lists its ids).
-                            Act::Emit(Entry::Fingerprint {
+                            let fp = Entry::Fingerprint {
                                 count: mine.len() as u64,
                                 fp: fingerprint(mine),
                                 sample: None,
-                            })
+                            };
+                            Act::Emit(fp, None)
                         } else {
-                            p.requested = more;
-                            self.pending.insert((lower, upper), p);
-                            Act::Emit(Entry::IbltRequest {
-                                start: m as u64,
-                                count: more,
-                            })
+                            Act::Emit(
+                                Entry::IbltRequest {
+                                    start: m,
+                                    count: more.min(limit - m),
+                                },
+                                Some(p),
+                            )
                         }
                     }
                 }
@@ -783,92 +1041,112 @@ impl<'a> Reconciler<'a> {
             acts.push((lower, upper, act));
             lower = upper;
         }
-        if !expected.is_empty() {
+        let covered = |(lo, hi): &(Bound, Bound)| {
+            fingerprinted
+                .iter()
+                .any(|(a, b): &(Bound, Bound)| a <= lo && hi <= b)
+        };
+        if !expected.keys().all(covered) {
             return Err(Error::MissingIblt);
         }
         // First IBLT batch: the paper's ~1.35 symbols per difference, padded by one standard
         // error of the estimate; shortfalls are cheap to fix because the code is rateless.
         let growth = if rel_err >= 0.3 { 1.0 } else { 0.25 };
-        let out = self.assemble(acts, IBLT_OVERHEAD * (1.0 + rel_err), growth);
-        if out.only_skips() && self.pending.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(wire::encode(&out.entries)))
+        Ok(self.assemble(acts, IBLT_OVERHEAD * (1.0 + rel_err), growth))
     }
 
-    /// Turns decisions into the outgoing message, merging runs of IBLT ranges.
-    fn assemble(&mut self, acts: Vec<(Bound, Bound, Act)>, factor: f64, growth: f64) -> Out {
-        let mut out = Out::default();
-        let mut budget = (self.config.max_message_size.saturating_sub(4096) / SYMBOL_BYTES) as u64;
-        // Open IBLT run: (lower, upper, estimate) and equal ranges held after it.
-        let mut run: Option<(Bound, Bound, f64, u64)> = None;
-        let mut held: Vec<Bound> = Vec::new();
-        let flush = |run: &mut Option<(Bound, Bound, f64, u64)>,
-                     held: &mut Vec<Bound>,
-                     out: &mut Out,
-                     budget: &mut u64,
-                     pending: &mut HashMap<(Bound, Bound), Pending>| {
-            if let Some((lo, hi, d, their_count)) = run.take() {
-                let want = (factor * d).ceil() as u64 + 4;
-                let count = want.min(*budget).min(symbol_cap(their_count)).max(1);
-                *budget = budget.saturating_sub(count);
-                pending.insert(
-                    (lo, hi),
-                    Pending {
-                        symbols: Vec::new(),
-                        their_count,
-                        requested: count,
-                        growth,
-                    },
-                );
-                out.push(hi, Entry::IbltRequest { start: 0, count });
-            }
-            for b in held.drain(..) {
-                out.push(b, Entry::Skip);
-            }
+    /// Turns decisions into the outgoing message, merging runs of IBLT ranges. `None` when
+    /// there is nothing left to do.
+    fn assemble(
+        &mut self,
+        acts: Vec<(Bound, Bound, Act)>,
+        factor: f64,
+        growth: f64,
+    ) -> Option<Vec<u8>> {
+        let mut a = Assembly {
+            out: Out::new(self.config.max_message_size),
+            budget: symbol_budget(self.config.max_message_size),
+            run: None,
+            held: Vec::new(),
+            factor,
+            growth,
         };
+        let mut complete = true;
         for (lower, upper, act) in acts {
-            match act {
+            let ok = match act {
                 Act::Iblt(d, t) => {
-                    held.clear();
-                    run = Some(match run {
+                    // Ranges held since the run's last IBLT range join it.
+                    a.held.clear();
+                    a.run = Some(match a.run {
                         Some((lo, _, d0, t0)) => (lo, upper, d0 + d, t0.saturating_add(t)),
                         None => (lower, upper, d, t),
                     });
+                    true
                 }
-                Act::Equal if run.is_some() => held.push(upper),
-                other => {
-                    flush(
-                        &mut run,
-                        &mut held,
-                        &mut out,
-                        &mut budget,
-                        &mut self.pending,
-                    );
-                    match other {
-                        Act::Equal | Act::Done => out.push(upper, Entry::Skip),
-                        Act::Emit(e) => {
-                            if let Entry::IbltRequest { count, .. } = e {
-                                budget = budget.saturating_sub(count);
-                            }
-                            out.push(upper, e)
-                        }
-                        Act::Split => {
-                            let mine = self.storage.range(&lower, &upper);
-                            self.split(&mut out, &upper, mine, false);
-                        }
-                        Act::Iblt(..) => {}
-                    }
+                Act::Equal | Act::Done(true) if a.run.is_some() => {
+                    a.held.push(upper);
+                    true
                 }
+                other => self.flush_run(&mut a) && self.emit(&mut a, lower, upper, other),
+            };
+            if !ok {
+                complete = false;
+                break;
             }
         }
-        flush(
-            &mut run,
-            &mut held,
-            &mut out,
-            &mut budget,
-            &mut self.pending,
-        );
-        out
+        complete = complete && self.flush_run(&mut a);
+        if complete && a.out.only_skips && self.pending.is_empty() {
+            return None;
+        }
+        Some(self.finish(a.out, complete))
+    }
+
+    /// Emits a non-IBLT decision; `false` when it did not fit.
+    fn emit(&mut self, a: &mut Assembly, lower: Bound, upper: Bound, act: Act) -> bool {
+        match act {
+            Act::Equal | Act::Done(_) | Act::Iblt(..) => a.out.push(upper, &Entry::Skip),
+            Act::Emit(Entry::IbltRequest { start, count }, Some(mut p)) => {
+                let count = count.min(a.budget);
+                if !a.out.push(upper, &Entry::IbltRequest { start, count }) {
+                    return false;
+                }
+                a.budget -= count;
+                p.requested = count;
+                self.pending.insert((lower, upper), p);
+                true
+            }
+            Act::Emit(e, _) => a.out.push(upper, &e),
+            Act::Split => {
+                let mine = self.storage.range(&lower, &upper);
+                self.split(&mut a.out, &lower, &upper, mine, false)
+            }
+        }
+    }
+
+    /// Emits the open IBLT run, if any, and the ranges held after it.
+    fn flush_run(&mut self, a: &mut Assembly) -> bool {
+        if let Some((lo, hi, d, their_count)) = a.run.take() {
+            let target = ((a.factor * d).ceil() as u64)
+                .saturating_add(4)
+                .min(symbol_cap(their_count));
+            let count = target.min(a.budget);
+            if !a.out.push(hi, &Entry::IbltRequest { start: 0, count }) {
+                return false;
+            }
+            a.budget -= count;
+            self.pending.insert(
+                (lo, hi),
+                Pending {
+                    symbols: Vec::new(),
+                    their_count,
+                    requested: count,
+                    target,
+                    growth: a.growth,
+                },
+            );
+        }
+        std::mem::take(&mut a.held)
+            .into_iter()
+            .all(|b| a.out.push(b, &Entry::Skip))
     }
 }

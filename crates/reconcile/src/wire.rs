@@ -7,7 +7,7 @@ use crate::{Error, Id, Item};
 use std::cmp::Ordering;
 
 /// Protocol version byte.
-pub(crate) const VERSION: u8 = 0x51;
+pub(crate) const VERSION: u8 = 0x52;
 
 const MODE_SKIP: u64 = 0;
 const MODE_FINGERPRINT: u64 = 1;
@@ -16,6 +16,9 @@ const MODE_ID_LIST: u64 = 3;
 const MODE_ID_LIST_DIFF: u64 = 4;
 const MODE_IBLT_REQUEST: u64 = 5;
 const MODE_IBLT: u64 = 6;
+/// Modes from here on are fingerprints whose count is the previous fingerprint's count plus
+/// a zigzag-coded difference: `MODE_FOLDED + 2 * zigzag(difference) + sampled`.
+const MODE_FOLDED: u128 = 8;
 
 /// A range boundary: items `< bound` are below it. Non-infinite bounds compare an item's
 /// `(created_at, id)` with `(time, prefix padded with zeros)`.
@@ -75,6 +78,48 @@ impl Bound {
             prefix,
             len: len as u8,
         }
+    }
+}
+
+impl Bound {
+    /// The shortest bound `b` with `lower < b <= first` (a range below the first item), if
+    /// any.
+    pub fn leading(lower: &Bound, first: &Item) -> Option<Bound> {
+        (0..=32usize).find_map(|len| {
+            let mut prefix = [0u8; 32];
+            prefix[..len].copy_from_slice(&first.id[..len]);
+            let b = Bound {
+                inf: false,
+                time: first.created_at,
+                prefix,
+                len: len as u8,
+            };
+            (b > *lower).then_some(b)
+        })
+    }
+
+    /// A short bound `b` with `last < b < upper` (a range above the last item), if any: the
+    /// same time with the successor of the id's two-byte prefix, else the next millisecond.
+    pub fn trailing(last: &Item, upper: &Bound) -> Option<Bound> {
+        let v = u16::from_be_bytes([last.id[0], last.id[1]]);
+        let mut prefix = [0u8; 32];
+        let b = if let Some(next) = v.checked_add(1) {
+            prefix[..2].copy_from_slice(&next.to_be_bytes());
+            Bound {
+                inf: false,
+                time: last.created_at,
+                prefix,
+                len: 2,
+            }
+        } else {
+            Bound {
+                inf: false,
+                time: last.created_at.checked_add(1)?,
+                prefix,
+                len: 0,
+            }
+        };
+        (b < *upper).then_some(b)
     }
 }
 
@@ -145,66 +190,154 @@ fn put_ids(buf: &mut Vec<u8>, ids: &[Id]) {
     }
 }
 
-/// Encodes entries (bounds must be strictly increasing and end with [`Bound::INF`]).
-pub(crate) fn encode(entries: &[(Bound, Entry)]) -> Vec<u8> {
-    let mut buf = vec![VERSION];
-    let mut prev_time = 0u64;
-    for (b, e) in entries {
+fn varint_len(mut v: u128) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn zigzag(d: i128) -> u128 {
+    ((d << 1) ^ (d >> 127)) as u128
+}
+
+fn unzigzag(z: u128) -> i128 {
+    ((z >> 1) as i128) ^ -((z & 1) as i128)
+}
+
+/// Incremental message encoder; [`Encoder::mark`] / [`Encoder::rollback`] let the caller
+/// try an entry and take it back when it does not fit its size budget.
+pub(crate) struct Encoder {
+    buf: Vec<u8>,
+    prev_time: u64,
+    prev_count: u64,
+}
+
+/// A saved encoder state.
+#[derive(Clone, Copy)]
+pub(crate) struct Mark {
+    len: usize,
+    prev_time: u64,
+    prev_count: u64,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Encoder {
+            buf: vec![VERSION],
+            prev_time: 0,
+            prev_count: 0,
+        }
+    }
+
+    /// Bytes encoded so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark {
+            len: self.buf.len(),
+            prev_time: self.prev_time,
+            prev_count: self.prev_count,
+        }
+    }
+
+    pub fn rollback(&mut self, m: Mark) {
+        self.buf.truncate(m.len);
+        self.prev_time = m.prev_time;
+        self.prev_count = m.prev_count;
+    }
+
+    /// Encoded size of `b` followed by the `Skip` mode, after what was pushed so far.
+    pub fn skip_len(&self, b: &Bound) -> usize {
         if b.inf {
-            put_varint(&mut buf, 0);
+            2
         } else {
-            put_varint(&mut buf, u128::from(b.time.saturating_sub(prev_time)) + 1);
-            prev_time = b.time;
+            varint_len(u128::from(b.time.saturating_sub(self.prev_time)) + 1)
+                + 1
+                + usize::from(b.len.min(32))
+                + 1
+        }
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// Appends one entry (bounds must be strictly increasing and end with [`Bound::INF`]).
+    pub fn push(&mut self, b: &Bound, e: &Entry) {
+        let buf = &mut self.buf;
+        if b.inf {
+            put_varint(buf, 0);
+        } else {
+            put_varint(buf, u128::from(b.time.saturating_sub(self.prev_time)) + 1);
+            self.prev_time = b.time;
             buf.push(b.len);
             buf.extend_from_slice(&b.prefix[..usize::from(b.len.min(32))]);
         }
         match e {
-            Entry::Skip => put_varint(&mut buf, MODE_SKIP.into()),
+            Entry::Skip => put_varint(buf, MODE_SKIP.into()),
             Entry::Fingerprint { count, fp, sample } => {
-                let mode = if sample.is_some() {
-                    MODE_SAMPLED
+                // The count is folded into the mode as a small difference from the previous
+                // fingerprint's count when possible (children of a split have equal counts).
+                let sampled = u128::from(sample.is_some());
+                let z = zigzag(i128::from(*count) - i128::from(self.prev_count));
+                if z < 60 {
+                    put_varint(buf, MODE_FOLDED + 2 * z + sampled);
                 } else {
-                    MODE_FINGERPRINT
-                };
-                put_varint(&mut buf, mode.into());
-                put_varint(&mut buf, (*count).into());
+                    put_varint(buf, (MODE_FINGERPRINT + sampled as u64).into());
+                    put_varint(buf, (*count).into());
+                }
+                self.prev_count = *count;
                 buf.extend_from_slice(fp);
                 if let Some(s) = sample {
                     buf.push(s.shift);
-                    put_varint(&mut buf, s.values.len() as u128);
+                    put_varint(buf, s.values.len() as u128);
                     buf.extend_from_slice(&s.values);
                 }
             }
             Entry::IdList(ids) => {
-                put_varint(&mut buf, MODE_ID_LIST.into());
-                put_ids(&mut buf, ids);
+                put_varint(buf, MODE_ID_LIST.into());
+                put_ids(buf, ids);
             }
             Entry::IdListDiff {
                 bits,
                 bitmap,
                 extras,
             } => {
-                put_varint(&mut buf, MODE_ID_LIST_DIFF.into());
-                put_varint(&mut buf, *bits as u128);
+                put_varint(buf, MODE_ID_LIST_DIFF.into());
+                put_varint(buf, *bits as u128);
                 buf.extend_from_slice(bitmap);
-                put_ids(&mut buf, extras);
+                put_ids(buf, extras);
             }
             Entry::IbltRequest { start, count } => {
-                put_varint(&mut buf, MODE_IBLT_REQUEST.into());
-                put_varint(&mut buf, (*start).into());
-                put_varint(&mut buf, (*count).into());
+                put_varint(buf, MODE_IBLT_REQUEST.into());
+                put_varint(buf, (*start).into());
+                put_varint(buf, (*count).into());
             }
             Entry::Iblt { start, symbols } => {
-                put_varint(&mut buf, MODE_IBLT.into());
-                put_varint(&mut buf, (*start).into());
-                put_varint(&mut buf, symbols.len() as u128);
+                put_varint(buf, MODE_IBLT.into());
+                put_varint(buf, (*start).into());
+                put_varint(buf, symbols.len() as u128);
                 for s in symbols {
-                    s.write(&mut buf);
+                    s.write(buf);
                 }
             }
         }
     }
-    buf
+}
+
+/// Encodes entries (bounds must be strictly increasing and end with [`Bound::INF`]).
+#[cfg(test)]
+pub(crate) fn encode(entries: &[(Bound, Entry)]) -> Vec<u8> {
+    let mut e = Encoder::new();
+    for (b, x) in entries {
+        e.push(b, x);
+    }
+    e.finish()
 }
 
 struct Reader<'a> {
@@ -306,6 +439,7 @@ pub(crate) fn decode(msg: &[u8]) -> Result<Vec<(Bound, Entry)>, Error> {
     let mut out = Vec::new();
     let mut last = Bound::MIN;
     let mut prev_time = 0u64;
+    let mut prev_count = 0u64;
     while r.remaining() > 0 {
         if last.inf {
             return Err(Error::TrailingData);
@@ -314,13 +448,22 @@ pub(crate) fn decode(msg: &[u8]) -> Result<Vec<(Bound, Entry)>, Error> {
         if b <= last {
             return Err(Error::BoundsNotIncreasing);
         }
-        let entry = match r.varint64()? {
+        let mode = r.varint()?;
+        let entry = match u64::try_from(mode).unwrap_or(u64::MAX) {
             MODE_SKIP => Entry::Skip,
-            m @ (MODE_FINGERPRINT | MODE_SAMPLED) => {
-                let count = r.varint64()?;
+            m @ (MODE_FINGERPRINT | MODE_SAMPLED | 8..) => {
+                let (count, sampled) = if m >= 8 {
+                    let z = mode - MODE_FOLDED;
+                    let count = i128::from(prev_count) + unzigzag(z >> 1);
+                    let count = u64::try_from(count).map_err(|_| Error::VarintOverflow)?;
+                    (count, z & 1 == 1)
+                } else {
+                    (r.varint64()?, m == MODE_SAMPLED)
+                };
+                prev_count = count;
                 let mut fp = [0u8; 16];
                 fp.copy_from_slice(r.bytes(16)?);
-                let sample = if m == MODE_SAMPLED {
+                let sample = if sampled {
                     let shift = r.byte()?;
                     if shift > 63 {
                         return Err(Error::BadSampleShift(shift));
@@ -374,4 +517,111 @@ pub(crate) fn decode(msg: &[u8]) -> Result<Vec<(Bound, Entry)>, Error> {
         return Err(Error::MissingFinalBound);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(time: u64, p: u8) -> Bound {
+        let mut prefix = [0u8; 32];
+        prefix[0] = p;
+        Bound {
+            inf: false,
+            time,
+            prefix,
+            len: u8::from(p != 0),
+        }
+    }
+
+    fn fp(count: u64, sample: Option<Sample>) -> Entry {
+        Entry::Fingerprint {
+            count,
+            fp: [count as u8; 16],
+            sample,
+        }
+    }
+
+    #[test]
+    fn entries_roundtrip_with_folded_counts() {
+        let entries = vec![
+            (bound(5, 0), Entry::Skip),
+            (bound(5, 9), fp(62_500, None)),
+            (bound(90, 0), fp(62_500, None)),
+            (bound(91, 3), fp(62_501, None)),
+            (
+                bound(1 << 40, 0),
+                fp(
+                    62_470,
+                    Some(Sample {
+                        shift: 3,
+                        values: vec![1, 2, 200],
+                    }),
+                ),
+            ),
+            (bound(1 << 41, 0), fp(0, None)),
+            (bound(1 << 42, 0), fp(u64::MAX, None)),
+            (bound(1 << 43, 0), fp(u64::MAX - 29, None)),
+            (bound(1 << 44, 0), Entry::IdList(vec![[7; 32]])),
+            (bound(1 << 45, 0), Entry::IbltRequest { start: 3, count: 0 }),
+            (Bound::INF, fp(1, None)),
+        ];
+        let msg = encode(&entries);
+        assert_eq!(decode(&msg), Ok(entries.clone()));
+        // Equal counts cost nothing beyond the mode byte.
+        let plain = encode(&entries[1..3]);
+        let mut e = Encoder::new();
+        e.push(&entries[1].0, &entries[1].1);
+        let after_first = e.len();
+        e.push(&entries[2].0, &entries[2].1);
+        assert_eq!(e.len() - after_first, 1 + 1 + 1 + 16);
+        assert_eq!(e.finish(), plain);
+    }
+
+    #[test]
+    fn rollback_restores_state() {
+        let mut e = Encoder::new();
+        e.push(&bound(10, 0), &fp(100, None));
+        let mark = e.mark();
+        e.push(&bound(1 << 50, 0), &fp(7, None));
+        e.rollback(mark);
+        e.push(&Bound::INF, &fp(100, None));
+        assert_eq!(
+            decode(&e.finish()),
+            Ok(vec![
+                (bound(10, 0), fp(100, None)),
+                (Bound::INF, fp(100, None))
+            ])
+        );
+    }
+
+    #[test]
+    fn gap_bounds() {
+        let item = |t, b0, b1| Item {
+            created_at: t,
+            id: {
+                let mut id = [0x55; 32];
+                id[0] = b0;
+                id[1] = b1;
+                id
+            },
+        };
+        let it = item(100, 4, 7);
+        let lead = Bound::leading(&Bound::MIN, &it).expect("room below");
+        assert_eq!((lead.time, lead.len), (100, 0));
+        assert!(!lead.above(&it));
+        let tight = Bound::between(&item(100, 4, 6), &it);
+        assert_eq!(Bound::leading(&tight, &it).map(|b| b > tight), Some(true));
+        let trail = Bound::trailing(&it, &Bound::INF).expect("room above");
+        assert!(trail.above(&it) && !trail.above(&item(100, 4, 8)));
+        let last = item(100, 0xff, 0xff);
+        let trail = Bound::trailing(&last, &Bound::INF).expect("next millisecond");
+        assert_eq!((trail.time, trail.len), (101, 0));
+        let upper = Bound::between(&it, &item(100, 4, 8));
+        assert_eq!(Bound::trailing(&it, &upper), None);
+        assert_eq!(
+            Bound::trailing(&item(u64::MAX, 0xff, 0xff), &Bound::INF),
+            None
+        );
+    }
 }

@@ -1,8 +1,11 @@
 //! End-to-end correctness tests.
 
-use passalong_reconcile::{Config, Error, Id, Item, Reconciler, Storage};
+use passalong_reconcile::{Config, Error, Id, Item, Reconciler, Storage, MIN_MESSAGE_SIZE};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
+
+/// The protocol version byte that starts every message.
+const VERSION: u8 = 0x52;
 
 fn id_of(n: u64) -> Id {
     *blake3::hash(&n.to_le_bytes()).as_bytes()
@@ -108,22 +111,28 @@ fn malformed_messages_are_errors() {
     let mut r = Reconciler::new(&s, Config::default());
     assert_eq!(r.reconcile(&[]), Err(Error::Empty));
     assert_eq!(r.reconcile(&[0x00]), Err(Error::UnsupportedVersion(0)));
-    assert_eq!(r.reconcile(&[0x51]), Err(Error::Empty));
+    assert_eq!(r.reconcile(&[0x51]), Err(Error::UnsupportedVersion(0x51)));
+    assert_eq!(r.reconcile(&[VERSION]), Err(Error::Empty));
     assert_eq!(
-        r.reconcile(&[0x51, 0x05, 0x00, 0x00]),
+        r.reconcile(&[VERSION, 0x05, 0x00, 0x00]),
         Err(Error::MissingFinalBound)
     );
     assert_eq!(
-        r.reconcile(&[0x51, 0x00, 0x63]),
-        Err(Error::UnknownMode(0x63))
+        r.reconcile(&[VERSION, 0x00, 0x07]),
+        Err(Error::UnknownMode(0x07))
     );
+    // Limits below the minimum are raised to it.
     let small = Config {
         max_message_size: 10,
         ..Config::default()
     };
     let mut r = Reconciler::new(&s, small);
     assert!(matches!(
-        r.reconcile(&[0x51; 11]),
+        r.reconcile(&[VERSION; MIN_MESSAGE_SIZE + 1]),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    assert!(!matches!(
+        r.reconcile(&[VERSION; 11]),
         Err(Error::MessageTooLarge { .. })
     ));
     let mut i = Reconciler::new(&s, Config::default());
@@ -189,7 +198,7 @@ proptest! {
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400), prefix in any::<bool>()) {
         let s = Storage::from_items(items(0..300, |n| n));
         let mut msg = bytes;
-        if prefix { msg.insert(0, 0x51); }
+        if prefix { msg.insert(0, VERSION); }
         let _ = Reconciler::new(&s, Config::default()).reconcile(&msg);
         let mut init = Reconciler::new(&s, Config::default());
         init.initiate().expect("fresh");
@@ -221,4 +230,170 @@ fn small_message_limit_still_converges() {
             ..Config::default()
         },
     );
+}
+
+/// Runs a full reconciliation where the initiator's messages (requests) must stay within
+/// `request_limit` and the responder's (responses) within `response_limit`; both sides use
+/// `config`. Returns (have, need, round trips).
+fn run_bounded(
+    a: &Storage,
+    b: &Storage,
+    config: &Config,
+    request_limit: usize,
+    response_limit: usize,
+    max_rounds: usize,
+) -> (BTreeSet<Id>, BTreeSet<Id>, usize) {
+    let mut init = Reconciler::new(a, config.clone());
+    let mut resp = Reconciler::new(b, config.clone());
+    let mut msg = init.initiate().expect("fresh");
+    let mut rounds = 1;
+    loop {
+        assert!(
+            msg.len() <= request_limit,
+            "request of {} bytes in round {rounds}",
+            msg.len()
+        );
+        let reply = resp
+            .reconcile(&msg)
+            .expect("responder accepts")
+            .expect("responder replies");
+        assert!(
+            reply.len() <= response_limit,
+            "response of {} bytes in round {rounds}",
+            reply.len()
+        );
+        match init.reconcile(&reply).expect("initiator accepts") {
+            Some(next) => {
+                msg = next;
+                rounds += 1;
+                assert!(rounds <= max_rounds, "does not terminate");
+            }
+            None => break,
+        }
+    }
+    let have: BTreeSet<Id> = init.have().iter().copied().collect();
+    let need: BTreeSet<Id> = init.need().iter().copied().collect();
+    assert_eq!(have.len(), init.have().len(), "duplicate have");
+    assert_eq!(need.len(), init.need().len(), "duplicate need");
+    (have, need, rounds)
+}
+
+/// Exact difference with every message of either side within `limit`; returns round trips.
+fn check_bounded(a: &[Item], b: &[Item], limit: usize, fanout: usize) -> usize {
+    let sa = Storage::from_items(a.iter().copied());
+    let sb = Storage::from_items(b.iter().copied());
+    let ia: BTreeSet<Id> = sa.items().iter().map(|i| i.id).collect();
+    let ib: BTreeSet<Id> = sb.items().iter().map(|i| i.id).collect();
+    let config = Config {
+        max_message_size: limit,
+        fanout,
+    };
+    let bound = limit.max(MIN_MESSAGE_SIZE);
+    let (have, need, rounds) = run_bounded(&sa, &sb, &config, bound, bound, 5000);
+    assert_eq!(have, ia.difference(&ib).copied().collect::<BTreeSet<_>>());
+    assert_eq!(need, ib.difference(&ia).copied().collect::<BTreeSet<_>>());
+    rounds
+}
+
+#[test]
+fn chunked_empty_versus_many() {
+    let a = items(0..50_000, |n| n / 3);
+    for limit in [4 << 10, 16 << 10] {
+        let r = check_bounded(&a, &[], limit, 16);
+        assert!(r <= 2, "{r} round trips to report everything as have");
+        let r = check_bounded(&[], &a, limit, 16);
+        // 1.6 MB of ids through `limit`-byte responses.
+        assert!(r <= 50_000 * 32 / (limit - 1024) + 2, "{r} round trips");
+    }
+    // Below the minimum: raised to it.
+    check_bounded(&[], &a[..5000], 100, 16);
+}
+
+#[test]
+fn chunked_subset_and_disjoint() {
+    let a = items(0..50_000, |n| n / 3);
+    let b: Vec<Item> = a.iter().copied().filter(|i| i.id[5] % 2 == 0).collect();
+    check_bounded(&a, &b, 8 << 10, 16);
+    check_bounded(&b, &a, 8 << 10, 16);
+    let c = items(100_000..110_000, |n| n % 7_000);
+    check_bounded(&a[..10_000], &c, 8 << 10, 16);
+    // Unlimited: the IBLT over the overlapping part grows up to its cap instead of falling
+    // back to splitting (which merged the children into the same IBLT again).
+    assert!(check(&a[..10_000], &c, Config::default()) <= 6);
+}
+
+#[test]
+fn chunked_uniform_and_newest() {
+    let all = items(0..20_000, |n| n / 2);
+    let a: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 10 != 0).collect();
+    let b: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 10 != 1).collect();
+    for limit in [4 << 10, 16 << 10] {
+        check_bounded(&a, &b, limit, 16);
+    }
+    let old = &all[..12_000];
+    check_bounded(&all, old, 4 << 10, 16);
+    check_bounded(old, &all, 4 << 10, 16);
+    check_bounded(&all[5_000..], &all[..15_000], 4 << 10, 4);
+}
+
+/// The transport's limits (requests 4 MiB, responses 8 MiB, one `max_message_size` of the
+/// smaller for both sides): 300,000 items against none, both ways.
+#[test]
+fn transport_limits_with_300k_items() {
+    const REQUEST: usize = 4 << 20;
+    const RESPONSE: usize = 8 << 20;
+    let config = Config {
+        max_message_size: REQUEST.min(RESPONSE),
+        ..Config::default()
+    };
+    let many = Storage::from_items(items(0..300_000, |n| 1_700_000_000_000 + n / 3));
+    let none = Storage::default();
+    let all: BTreeSet<Id> = many.items().iter().map(|i| i.id).collect();
+    let (have, need, rounds) = run_bounded(&none, &many, &config, REQUEST, RESPONSE, 16);
+    assert!(have.is_empty());
+    assert_eq!(need, all);
+    assert!(rounds <= 4, "{rounds} round trips");
+    let (have, need, rounds) = run_bounded(&many, &none, &config, REQUEST, RESPONSE, 16);
+    assert_eq!(have, all);
+    assert!(need.is_empty());
+    assert!(rounds <= 2, "{rounds} round trips");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bounded_messages_exact_difference(
+        n in 0u64..12_000,
+        pa in 0u8..=100,
+        pb in 0u8..=100,
+        time_spread in 1u64..50,
+        fanout in 2usize..20,
+        limit in 4096usize..16_384,
+        seed in any::<u64>(),
+    ) {
+        let all = items(seed..seed + n, |k| k / time_spread);
+        let a: Vec<Item> = all.iter().copied().filter(|i| i.id[2] % 101 < pa).collect();
+        let b: Vec<Item> = all.iter().copied().filter(|i| i.id[3] % 101 < pb).collect();
+        check_bounded(&a, &b, limit, fanout);
+    }
+
+    #[test]
+    fn bounded_messages_subset_and_newest(
+        n in 1u64..15_000,
+        keep in 0u8..=100,
+        newest in any::<bool>(),
+        swap in any::<bool>(),
+        limit in 4096usize..16_384,
+        seed in any::<u64>(),
+    ) {
+        let all = items(seed..seed + n, |k| k / 3);
+        let part: Vec<Item> = if newest {
+            all[..(n * u64::from(keep) / 100) as usize].to_vec()
+        } else {
+            all.iter().copied().filter(|i| i.id[4] % 101 < keep).collect()
+        };
+        let (a, b) = if swap { (&part, &all) } else { (&all, &part) };
+        check_bounded(a, b, limit, 16);
+    }
 }

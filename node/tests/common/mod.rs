@@ -16,6 +16,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     /// Flags of `run` beyond the API address.
     pub args: Vec<String>,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    pub netns: Option<String>,
 }
 
 impl Daemon {
@@ -40,9 +42,35 @@ impl Daemon {
             .map(|s| s.to_string())
             .chain(args.iter().map(|s| s.to_string()))
             .collect(),
+            netns: None,
         };
         d.restart();
         d
+    }
+
+    /// Starts a daemon inside network namespace `netns` with exactly these flags of `run`;
+    /// its client commands run in that namespace too (the API is on its loopback).
+    pub fn start_netns(netns: &str, dir: &Path, args: &[&str]) -> Daemon {
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            netns: Some(netns.to_string()),
+        };
+        d.restart();
+        d
+    }
+
+    /// `passalong` here, or `ip netns exec NS passalong` in its namespace.
+    fn command(&self) -> Command {
+        match &self.netns {
+            None => Command::new(BIN),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+        }
     }
 
     /// An address other nodes can bootstrap from: `<listen addr>/p2p/<peer id>`.
@@ -60,7 +88,8 @@ impl Daemon {
             .append(true)
             .open(self.dir.with_extension("log"))
             .expect("log file");
-        let child = Command::new(BIN)
+        let child = self
+            .command()
             .args([
                 "--data-dir",
                 self.dir.to_str().expect("utf-8 path"),
@@ -120,7 +149,13 @@ impl Daemon {
 
     /// Runs a client command against this daemon's data dir.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli_in(&self.dir, args)
+        self.command()
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .env_remove("PASSALONG_DATA_DIR")
+            .output()
+            .expect("run passalong")
     }
 
     /// Runs a client command with `--json`, asserts success, parses stdout.

@@ -1,0 +1,347 @@
+//! Real daemons on separate hosts: Linux network namespaces joined by veth links, with NAT
+//! routers made of iptables rules. They show what loopback tests cannot:
+//!
+//! * two nodes each behind its own NAT learn from AutoNAT that they are private, reserve a
+//!   slot on a public relay, find each other's circuit address through the relay's DHT,
+//!   connect through it and are upgraded to a direct connection by hole punching (DCUtR);
+//!   after the relay is gone, what one publishes still reaches the other;
+//! * two nodes on one LAN find each other with mDNS, with no bootstrap address.
+//!
+//! They need root, `ip` (iproute2) and `iptables`, so they are ignored by a plain
+//! `cargo test`; `.ci/run` runs them with `-- --ignored`.
+//!
+//! ```text
+//!  A 192.168.1.2 ── 192.168.1.1 NAT-A 7.0.1.2 ──┐
+//!                                               7.0.1.1  relay R (internet router)  7.0.2.1
+//!  B 192.168.2.2 ── 192.168.2.1 NAT-B 7.0.2.2 ──┘
+//! ```
+//!
+//! Each NAT masquerades its LAN, answers unsolicited TCP with a reset and drops other
+//! unsolicited packets, as a home router does.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Runs `ip`/`iptables` setup commands; panics with the command on failure.
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (needs iproute2 and iptables)"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed (these tests need root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Network namespaces named `<prefix><name>`, deleted on drop.
+struct Hosts {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Hosts {
+    fn new(tag: &str, names: &[&str]) -> Hosts {
+        let prefix = format!("pl{}{tag}", std::process::id() % 100_000);
+        let hosts = Hosts {
+            prefix,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        };
+        for n in names {
+            let ns = hosts.ns(n);
+            sh(&["ip", "netns", "add", &ns]);
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        }
+        hosts
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// A veth link between two hosts, with an address on each end.
+    fn link(&self, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str)) {
+        let (ia, ib) = (
+            format!("{}{a}{b}", self.prefix),
+            format!("{}{b}{a}", self.prefix),
+        );
+        sh(&[
+            "ip", "link", "add", &ia, "type", "veth", "peer", "name", &ib,
+        ]);
+        for (host, dev, ip) in [(a, &ia, a_ip), (b, &ib, b_ip)] {
+            let ns = self.ns(host);
+            sh(&["ip", "link", "set", dev, "netns", &ns]);
+            sh(&["ip", "-n", &ns, "addr", "add", ip, "dev", dev]);
+            sh(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+        }
+    }
+
+    /// The interface of `host` towards `peer`.
+    fn dev(&self, host: &str, peer: &str) -> String {
+        format!("{}{host}{peer}", self.prefix)
+    }
+
+    fn exec(&self, host: &str, args: &[&str]) {
+        let ns = self.ns(host);
+        let mut v = vec!["ip", "netns", "exec", &ns];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    fn default_route(&self, host: &str, via: &str) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns(host),
+            "route",
+            "add",
+            "default",
+            "via",
+            via,
+        ]);
+    }
+
+    /// Makes `host` a NAT router: its LAN leaves masqueraded through `wan`; nothing
+    /// unsolicited comes in.
+    fn nat(&self, host: &str, wan: &str) {
+        self.exec(host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        self.exec(
+            host,
+            &[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                wan,
+                "-j",
+                "MASQUERADE",
+            ],
+        );
+        for rule in [
+            "INPUT -m conntrack --ctstate NEW -p tcp -j REJECT --reject-with tcp-reset",
+            "INPUT -m conntrack --ctstate NEW -j DROP",
+            "FORWARD -m conntrack --ctstate NEW -j DROP",
+        ] {
+            let mut v = vec!["iptables", "-A"];
+            let (chain, rest) = rule.split_once(' ').expect("chain");
+            v.push(chain);
+            v.extend(["-i", wan]);
+            v.extend(rest.split(' '));
+            self.exec(host, &v);
+        }
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(n)])
+                .status();
+        }
+    }
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The peer entry for `peer_id` in `passalong peers --json`, if connected.
+fn peer(d: &Daemon, peer_id: &str) -> Option<Value> {
+    d.json(&["peers"])["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["peer_id"] == peer_id)
+        .cloned()
+}
+
+fn peer_id(d: &Daemon) -> String {
+    d.json(&["peers"])["peer_id"]
+        .as_str()
+        .expect("peer id")
+        .to_string()
+}
+
+fn root(d: &Daemon, seller: &str) -> Option<String> {
+    d.json(&["market", "list"])["markets"]
+        .as_array()?
+        .iter()
+        .find(|m| m["market"] == seller)
+        .map(|m| format!("{}:{}", m["attestations"], m["root"].as_str().unwrap_or("")))
+}
+
+fn publish_offer(seller: &Daemon, title: &str) {
+    seller.json(&[
+        "offer",
+        "publish",
+        "--title",
+        title,
+        "--price",
+        "10000",
+        "--currency",
+        "EUR",
+        "--pool-bps",
+        "1000",
+        "--rule",
+        "equal",
+    ]);
+}
+
+const LISTEN: [&str; 4] = [
+    "--listen",
+    "/ip4/0.0.0.0/tcp/7424",
+    "--listen",
+    "/ip4/0.0.0.0/udp/7424/quic-v1",
+];
+
+#[test]
+#[ignore = "needs root, ip netns and iptables: .ci/run runs it"]
+fn nodes_behind_nat_meet_through_a_relay_and_punch_a_direct_connection() {
+    let h = Hosts::new("n", &["r", "na", "nb", "a", "b"]);
+    h.link(("r", "7.0.1.1/24"), ("na", "7.0.1.2/24"));
+    h.link(("r", "7.0.2.1/24"), ("nb", "7.0.2.2/24"));
+    h.link(("na", "192.168.1.1/24"), ("a", "192.168.1.2/24"));
+    h.link(("nb", "192.168.2.1/24"), ("b", "192.168.2.2/24"));
+    h.exec("r", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    h.default_route("na", "7.0.1.1");
+    h.default_route("nb", "7.0.2.1");
+    h.default_route("a", "192.168.1.1");
+    h.default_route("b", "192.168.2.1");
+    h.nat("na", &h.dev("na", "r"));
+    h.nat("nb", &h.dev("nb", "r"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args: Vec<&str> = LISTEN.to_vec();
+    args.extend([
+        "--no-mdns",
+        "--relay-server",
+        "--external",
+        "/ip4/7.0.1.1/tcp/7424",
+        "--external",
+        "/ip4/7.0.1.1/udp/7424/quic-v1",
+    ]);
+    let mut r = Daemon::start_netns(&h.ns("r"), &tmp.path().join("r"), &args);
+    let r_id = peer_id(&r);
+
+    // A dials the relay over TCP, B over QUIC.
+    let a_boot = format!("/ip4/7.0.1.1/tcp/7424/p2p/{r_id}");
+    let b_boot = format!("/ip4/7.0.2.1/udp/7424/quic-v1/p2p/{r_id}");
+    let start = |host: &str, boot: &str| {
+        let mut args: Vec<&str> = LISTEN.to_vec();
+        args.extend(["--no-mdns", "--bootstrap", boot]);
+        Daemon::start_netns(&h.ns(host), &tmp.path().join(host), &args)
+    };
+    let a = start("a", &a_boot);
+    let b = start("b", &b_boot);
+    let (a_id, b_id) = (peer_id(&a), peer_id(&b));
+    let t0 = Instant::now();
+
+    // AutoNAT: the relay cannot dial them back, so both learn they are private, and each
+    // reserves a slot on the relay and listens on a circuit address.
+    for (d, name) in [(&a, "A"), (&b, "B")] {
+        wait_for(
+            &format!("{name} private with a relay reservation"),
+            60,
+            || {
+                let v = d.json(&["peers"]);
+                let relayed = v["relays"].as_array()?.iter().any(|x| x == r_id.as_str());
+                let circuit = v["listen"]
+                    .as_array()?
+                    .iter()
+                    .any(|l| l.as_str().unwrap_or("").contains("/p2p-circuit"));
+                (v["reachability"] == "private" && relayed && circuit).then_some(())
+            },
+        );
+    }
+    let reserved = t0.elapsed();
+
+    // B finds A's circuit address through the relay's DHT, connects through the relay, and
+    // DCUtR replaces it with a direct connection to A's NAT (7.0.1.2).
+    let direct = wait_for("a direct connection between A and B", 90, || {
+        let p = peer(&b, &a_id)?;
+        let q = peer(&a, &b_id)?;
+        (p["relayed"] == false && q["relayed"] == false).then_some(p)
+    });
+    let punched = t0.elapsed();
+    let addr = direct["addr"].as_str().expect("addr");
+    assert!(
+        addr.starts_with("/ip4/7.0.1.2/"),
+        "B reaches A at its NAT's public address, not {addr}"
+    );
+    let punches = |d: &Daemon| {
+        d.json(&["peers"])["stats"]["hole_punches"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        punches(&a) + punches(&b) >= 1,
+        "the direct connection came from hole punching"
+    );
+    eprintln!("relay reservations after {reserved:?}, hole punched after {punched:?}: B→A {addr}");
+
+    // Without the relay, what A publishes still reaches B, over the punched connection.
+    let seller = a.public_key();
+    b.json(&["market", "follow", &seller]);
+    r.kill9();
+    publish_offer(&a, "Behind NAT");
+    wait_for("B holding A's market after the relay went away", 60, || {
+        let (ra, rb) = (root(&a, &seller)?, root(&b, &seller)?);
+        (ra == rb).then_some(())
+    });
+    assert_eq!(
+        peer(&b, &a_id).map(|p| p["relayed"] == false),
+        Some(true),
+        "still directly connected"
+    );
+}
+
+#[test]
+#[ignore = "needs root, ip netns and iptables: .ci/run runs it"]
+fn nodes_on_one_lan_find_each_other_with_mdns() {
+    let h = Hosts::new("m", &["x", "y"]);
+    h.link(("x", "10.77.0.1/24"), ("y", "10.77.0.2/24"));
+    let tmp = tempfile::tempdir().unwrap();
+    // No bootstrap address and mDNS on (the default).
+    let x = Daemon::start_netns(&h.ns("x"), &tmp.path().join("x"), &LISTEN);
+    let y = Daemon::start_netns(&h.ns("y"), &tmp.path().join("y"), &LISTEN);
+    let (x_id, y_id) = (peer_id(&x), peer_id(&y));
+    let t0 = Instant::now();
+    let p = wait_for("x and y connected by mDNS", 30, || {
+        let p = peer(&x, &y_id)?;
+        peer(&y, &x_id)?;
+        Some(p)
+    });
+    assert!(
+        p["addr"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("/ip4/10.77.0.2/"),
+        "x reaches y on the LAN: {p}"
+    );
+    eprintln!("found by mDNS after {:?}", t0.elapsed());
+
+    let seller = x.public_key();
+    y.json(&["market", "follow", &seller]);
+    publish_offer(&x, "Next door");
+    wait_for("y holding x's market", 30, || {
+        (root(&x, &seller)? == root(&y, &seller)?).then_some(())
+    });
+}
