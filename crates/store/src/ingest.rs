@@ -20,17 +20,15 @@ pub(crate) fn status(t: &Txn<'_>, id: &Id) -> Option<Status> {
             message: message.to_string(),
         });
     }
-    let e = t.entry(id)?;
-    Some(match e.state {
+    let (state, body) = t.entry(id, |e| (e.state, e.body()))?;
+    Some(match state {
         EntryState::Valid => Status::Valid,
         EntryState::Held { until_ms } => Status::Held { until_ms },
         EntryState::Pending => {
-            let att = e.attestation()?;
-            let mut missing: Vec<Id> = att
-                .body
+            let mut missing: Vec<Id> = body?
                 .dependencies()
                 .into_iter()
-                .filter(|d| !t.entry(d).is_some_and(|e| e.state == EntryState::Valid))
+                .filter(|d| t.entry(d, |e| e.state) != Some(EntryState::Valid))
                 .collect();
             missing.sort();
             missing.dedup();
@@ -41,13 +39,13 @@ pub(crate) fn status(t: &Txn<'_>, id: &Id) -> Option<Status> {
 
 /// The stored envelope of `id`, decoded (it was checked when it came in).
 pub(crate) fn envelope(t: &Txn<'_>, id: &Id) -> Option<Attestation> {
-    t.entry(id)?.attestation()
+    t.entry(id, |e| e.attestation(*id))?
 }
 
 /// Ingests envelopes that passed (or failed) stage 1, in order.
 pub(crate) fn ingest(
     t: &mut Txn<'_>,
-    checked: Vec<(Id, Result<Attestation, InvalidReason>)>,
+    checked: impl IntoIterator<Item = (Id, Result<Attestation, InvalidReason>)>,
     now_ms: u64,
     reports: &mut Vec<Report>,
 ) {
@@ -57,7 +55,7 @@ pub(crate) fn ingest(
             Ok(att) => {
                 if let Some(until_ms) = validation::held_until(att.body.created_at_ms(), now_ms) {
                     t.put(key(HELD, &[&until_ms.to_be_bytes(), &id.0]), vec![]);
-                    t.put_entry(&id, &Entry::new(EntryState::Held { until_ms }, att.bytes));
+                    t.put_entry(&id, &Entry::new(EntryState::Held { until_ms }, &att.bytes));
                     reports.push(Report {
                         id,
                         outcome: Outcome::Held { until_ms },
@@ -110,10 +108,13 @@ fn release_waiters(t: &mut Txn<'_>, id: &Id, queue: &mut Vec<Attestation>) {
         if queue.iter().any(|a| a.id == waiter) {
             continue;
         }
-        if let Some(e) = t.entry(&waiter).filter(|e| e.state == EntryState::Pending) {
-            if let Some(att) = e.attestation() {
-                queue.push(att);
-            }
+        let pending = t.entry(&waiter, |e| {
+            (e.state == EntryState::Pending)
+                .then(|| e.attestation(waiter))
+                .flatten()
+        });
+        if let Some(att) = pending.flatten() {
+            queue.push(att);
         }
     }
 }
@@ -126,7 +127,7 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
         let (outcome, fact) = validation::contextual(&att.body, &*t);
         match &outcome {
             Outcome::Valid => {
-                let mut e = Entry::new(EntryState::Valid, att.bytes.clone());
+                let mut e = Entry::new(EntryState::Valid, &att.bytes);
                 e.fact = fact;
                 t.put_entry(&id, &e);
                 let counter = key(META, &[b"valid"]);
@@ -139,7 +140,7 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
                 for m in missing {
                     t.put(key(WAITER, &[&m.0, &id.0]), vec![]);
                 }
-                t.put_entry(&id, &Entry::new(EntryState::Pending, att.bytes.clone()));
+                t.put_entry(&id, &Entry::new(EntryState::Pending, &att.bytes));
             }
             Outcome::Invalid(reason) => {
                 t.put(

@@ -13,7 +13,7 @@ use passalong_protocol::{Id, Ledger, LedgerEntry, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::keyspace::*;
-use crate::txn::Txn;
+use crate::txn::{Bytes, Txn};
 
 /// What a counted receipt credited, to take it back later.
 #[derive(Serialize, Deserialize)]
@@ -133,16 +133,19 @@ fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
 
 /// What a counted receipt credited (kept in its entry).
 fn payout_of(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
-    let bytes = t.entry(receipt)?.payout?;
-    postcard::from_bytes(&bytes).ok()
+    t.entry(receipt, |e| postcard::from_bytes(e.payout?.0).ok())?
 }
 
 /// Records (or, with `None`, forgets) what a receipt credited.
 fn set_payout(t: &mut Txn<'_>, receipt: &Id, rec: Option<&PayoutRec>) {
-    let Some(mut e) = t.entry(receipt) else {
+    let Some(v) = t.get(&key(ENTRY, &[&receipt.0])) else {
         return;
     };
-    e.payout = rec.and_then(|r| postcard::to_allocvec(r).ok());
+    let payout = rec.and_then(|r| postcard::to_allocvec(r).ok());
+    let Some(mut e) = t.decode_entry(&v) else {
+        return;
+    };
+    e.payout = payout.as_deref().map(Bytes);
     t.put_entry(receipt, &e);
 }
 

@@ -58,9 +58,72 @@ fn check_parallel(
     })
 }
 
-/// Calls with at least this many envelopes check them before taking the writer lock (large
-/// batches come from sync and gossip, where a second batch is often on its way).
+/// Calls with at least this many envelopes start checking them before taking the writer lock
+/// (large batches come from sync and gossip, where a second batch is often on its way), and
+/// run stage 2 on the first ones while helpers still check the rest.
 const PRECHECK_MIN: usize = 64;
+
+/// Envelopes a stage-1 worker claims at a time.
+const STAGE1_CHUNK: usize = 4;
+
+type Checked = Result<Attestation, passalong_protocol::InvalidReason>;
+
+/// Stage 1 of a large call, shared by helper threads and the caller: whoever is free claims
+/// the next chunk, in order, so results arrive roughly in the order stage 2 needs them.
+struct Stage1<'e> {
+    envelopes: &'e [&'e [u8]],
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Stage1<'_> {
+    /// Checks the next unclaimed chunk: its first index and results.
+    fn claim(&self) -> Option<(usize, Vec<Checked>)> {
+        let start = self
+            .next
+            .fetch_add(STAGE1_CHUNK, std::sync::atomic::Ordering::Relaxed);
+        let chunk = self.envelopes.get(start..)?;
+        if chunk.is_empty() {
+            return None;
+        }
+        let chunk = &chunk[..chunk.len().min(STAGE1_CHUNK)];
+        Some((start, validation::check_batch(chunk)))
+    }
+}
+
+/// The caller's side of [`Stage1`]: results by index, waiting for (or checking itself) the
+/// ones not ready yet.
+struct Stage1Results<'s, 'e> {
+    work: &'s Stage1<'e>,
+    rx: std::sync::mpsc::Receiver<(usize, Vec<Checked>)>,
+    got: Vec<Option<Checked>>,
+}
+
+impl Stage1Results<'_, '_> {
+    fn store(&mut self, (start, results): (usize, Vec<Checked>)) {
+        for (slot, r) in self.got[start..].iter_mut().zip(results) {
+            *slot = Some(r);
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Checked {
+        loop {
+            if let Some(r) = self.got[i].take() {
+                return r;
+            }
+            // Rather than wait for a helper, check the next chunk here.
+            if let Some(done) = self.work.claim() {
+                self.store(done);
+                continue;
+            }
+            match self.rx.recv() {
+                Ok(done) => self.store(done),
+                // Every chunk was claimed and every helper is gone: one died (its panic is
+                // raised when the scope ends); nothing more will come.
+                Err(_) => panic!("a stage-1 helper thread died"),
+            }
+        }
+    }
+}
 
 /// The store format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -146,6 +209,7 @@ pub struct Store {
     db: sled::Db,
     path: PathBuf,
     writer: Mutex<()>,
+    valid: txn::ValidCache,
 }
 
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
@@ -184,6 +248,10 @@ impl Store {
             match sled::Config::new()
                 .path(path)
                 .cache_capacity(cache_bytes)
+                // Every write path flushes before it returns (what is acknowledged is on
+                // disk); sled's own flusher thread would only compete for the cores and the
+                // log with those flushes.
+                .flush_every_ms(None)
                 .open()
                 .map_err(|e| open_error(path, e))
             {
@@ -220,6 +288,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             writer: Mutex::new(()),
+            valid: txn::ValidCache::new(),
         })
     }
 
@@ -232,20 +301,62 @@ impl Store {
         &self.db
     }
 
+    fn txn(&self) -> Txn<'_> {
+        Txn::new(self.tree(), &self.valid)
+    }
+
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
     /// attestation they unblocked. Returns only once everything is flushed to disk.
     pub fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
-        let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
-        // Stage 1 (decode, limits, signatures) needs no state: it runs before taking the
-        // writer lock, so that one call verifies while another writes. Ids already stored
-        // are checked needlessly; callers rarely send those (gossip and sync filter them).
-        let mut prechecked: Vec<Option<_>> = if envelopes.len() >= PRECHECK_MIN {
-            check_parallel(envelopes).into_iter().map(Some).collect()
-        } else {
-            Vec::new()
+        if envelopes.len() < PRECHECK_MIN {
+            return self.ingest_checked(envelopes, now_ms, None);
+        }
+        // Stage 1 (decode, limits, signatures) needs no state: helpers start on it before the
+        // writer lock is taken, so that one call verifies while another writes; under the
+        // lock, stage 2 runs on the first envelopes while the helpers (and this thread, when
+        // it would otherwise wait) check the next ones. Ids already stored are checked
+        // needlessly; callers rarely send those (gossip and sync filter them).
+        let work = Stage1 {
+            envelopes,
+            next: std::sync::atomic::AtomicUsize::new(0),
         };
+        let helpers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .saturating_sub(1)
+            .max(1);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for _ in 0..helpers {
+                let (tx, work) = (tx.clone(), &work);
+                s.spawn(move || {
+                    while let Some(done) = work.claim() {
+                        if tx.send(done).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut results = Stage1Results {
+                work: &work,
+                rx,
+                got: (0..envelopes.len()).map(|_| None).collect(),
+            };
+            self.ingest_checked(envelopes, now_ms, Some(&mut results))
+        })
+    }
+
+    /// Stage 2 and the write, under the writer lock; stage 1 comes from `pre` when the caller
+    /// started it, or runs here on the envelopes not stored yet.
+    fn ingest_checked(
+        &self,
+        envelopes: &[&[u8]],
+        now_ms: u64,
+        pre: Option<&mut Stage1Results<'_, '_>>,
+    ) -> Result<Vec<Ack>, StoreError> {
+        let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut t = Txn::new(self.tree());
+        let mut t = self.txn();
         // Per envelope: its status if already stored, or None if this call decides it.
         let mut known: Vec<Option<Status>> = Vec::with_capacity(ids.len());
         let mut first_in_call = vec![false; ids.len()];
@@ -258,21 +369,21 @@ impl Store {
             known.push(s);
         }
         let fresh: Vec<usize> = (0..ids.len()).filter(|&i| first_in_call[i]).collect();
-        let checked: Vec<_> = if prechecked.is_empty() {
-            let fresh_envs: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
-            fresh
-                .iter()
-                .map(|&i| ids[i])
-                .zip(check_parallel(&fresh_envs))
-                .collect()
-        } else {
-            fresh
-                .iter()
-                .filter_map(|&i| Some((ids[i], prechecked.get_mut(i)?.take()?)))
-                .collect()
-        };
         let mut reports = Vec::new();
-        ingest::ingest(&mut t, checked, now_ms, &mut reports);
+        match pre {
+            Some(pre) => {
+                let checked = fresh.iter().map(|&i| (ids[i], pre.take(i)));
+                ingest::ingest(&mut t, checked, now_ms, &mut reports);
+            }
+            None => {
+                let fresh_envs: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
+                let checked = fresh
+                    .iter()
+                    .map(|&i| ids[i])
+                    .zip(check_parallel(&fresh_envs));
+                ingest::ingest(&mut t, checked, now_ms, &mut reports);
+            }
+        }
         self.db.apply_batch(t.into_batch()?)?;
         self.db.flush()?;
         // One ack per envelope in input order (its latest status), then the ones they unblocked.
@@ -316,7 +427,7 @@ impl Store {
     /// Releases held attestations whose time has come (call at [`Store::next_release_ms`]).
     pub fn tick(&self, now_ms: u64) -> Result<Vec<Ack>, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut t = Txn::new(self.tree());
+        let mut t = self.txn();
         let mut reports = Vec::new();
         ingest::tick(&mut t, now_ms, &mut reports);
         if reports.is_empty() {
@@ -339,26 +450,26 @@ impl Store {
 
     /// Where `id` stands, if the store has seen it.
     pub fn status(&self, id: &Id) -> Result<Option<Status>, StoreError> {
-        let t = Txn::new(self.tree());
+        let t = self.txn();
         let s = ingest::status(&t, id);
         t.take_error().map_or(Ok(s), Err)
     }
 
     /// The envelope of a stored (valid, pending or held) attestation.
     pub fn envelope(&self, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = Txn::new(self.tree());
-        let e = t.entry(id).map(|e| e.envelope);
+        let t = self.txn();
+        let e = t.entry(id, |e| e.envelope.0.to_vec());
         t.take_error().map_or(Ok(e), Err)
     }
 
     /// The market a valid attestation belongs to: its offer's seller, or for community kinds
     /// the connector. `None` if it is not stored or its market is not known yet.
     pub fn market_of(&self, id: &Id) -> Result<Option<PublicKey>, StoreError> {
-        let t = Txn::new(self.tree());
+        let t = self.txn();
         let m = t
-            .entry(id)
-            .and_then(|e| e.attestation())
-            .and_then(|a| index::market_of(&t, &a.body));
+            .entry(id, |e| e.body())
+            .flatten()
+            .and_then(|b| index::market_of(&t, &b));
         t.take_error().map_or(Ok(m), Err)
     }
 
@@ -392,7 +503,7 @@ impl Store {
 
     /// A seller's ledger as kept incrementally.
     pub fn ledger(&self, seller: &PublicKey) -> Result<Ledger, StoreError> {
-        let t = Txn::new(self.tree());
+        let t = self.txn();
         let l = ledger::read(&t, seller);
         t.take_error().map_or(Ok(l), Err)
     }
@@ -403,8 +514,8 @@ impl Store {
         let mut st = State::new();
         for kv in self.tree().scan_prefix([ENTRY]) {
             let (_, v) = kv?;
-            let entry: Option<txn::Entry> = postcard::from_bytes(&v).ok();
-            if let Some(a) = entry.and_then(|e| e.attestation()) {
+            let entry: Option<txn::Entry<'_>> = postcard::from_bytes(&v).ok();
+            if let Some(a) = entry.and_then(|e| Attestation::decode(e.envelope.0).ok()) {
                 st.insert_checked(a, now_ms);
             }
         }
@@ -480,7 +591,7 @@ impl Store {
 
     /// PurchaseClaims that contradict the counted receipt of their order.
     pub fn disputes(&self, seller: &PublicKey) -> Result<Vec<Dispute>, StoreError> {
-        let t = Txn::new(self.tree());
+        let t = self.txn();
         let mut out = Vec::new();
         for (k, v) in t.scan(&key(CLAIM, &[&seller.0])) {
             let Ok(c) = postcard::from_bytes::<passalong_protocol::PurchaseClaim>(&v) else {

@@ -5,14 +5,18 @@
 //! here and fails the whole ingest when it is committed: nothing half-done reaches the disk.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
 
 use passalong_protocol::attestation::{Body, Offer, Receipt, Referral};
+use passalong_protocol::encoding::ENVELOPE_OVERHEAD;
 use passalong_protocol::payout::{ChainView, Hop};
 use passalong_protocol::validation::{Fact, Known, Lookup};
-use passalong_protocol::{Attestation, Id, PublicKey};
+use passalong_protocol::{Attestation, Id, Kind, PublicKey};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sled::IVec;
 
 use crate::error::StoreError;
 use crate::keyspace::*;
@@ -20,7 +24,8 @@ use crate::keyspace::*;
 /// Reads (and, when writing, buffered writes) over the store's tree.
 pub(crate) struct Txn<'a> {
     tree: &'a sled::Tree,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: BTreeMap<Vec<u8>, Option<IVec>>,
+    valid: &'a ValidCache,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -34,40 +39,159 @@ pub(crate) enum EntryState {
     Held { until_ms: u64 },
 }
 
-/// Everything the store keeps of one attestation, under one key.
+/// Bytes that postcard writes and reads as one length-prefixed run: the same encoding as a
+/// `Vec<u8>` (length, then one byte per element), without a call per byte.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bytes<'a>(pub &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a [u8]>::deserialize(d).map(Bytes)
+    }
+}
+
+/// Everything the store keeps of one attestation, under one key, as stored (borrowing the
+/// stored bytes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Entry {
+pub(crate) struct Entry<'a> {
     pub state: EntryState,
     /// Set once valid: what other attestations' validity depends on.
     pub fact: Option<Fact>,
     /// For a counted receipt: what it credited (`ledger::PayoutRec`, postcard).
-    pub payout: Option<Vec<u8>>,
+    #[serde(borrow)]
+    pub payout: Option<Bytes<'a>>,
     /// The envelope.
-    pub envelope: Vec<u8>,
+    #[serde(borrow)]
+    pub envelope: Bytes<'a>,
 }
 
-impl Entry {
+impl<'a> Entry<'a> {
     /// A new entry for an envelope.
-    pub fn new(state: EntryState, envelope: Vec<u8>) -> Entry {
+    pub fn new(state: EntryState, envelope: &'a [u8]) -> Entry<'a> {
         Entry {
             state,
             fact: None,
             payout: None,
-            envelope,
+            envelope: Bytes(envelope),
         }
     }
 
-    /// The envelope decoded (it was checked when it came in).
-    pub fn attestation(&self) -> Option<Attestation> {
-        Attestation::decode(&self.envelope).ok()
+    /// The envelope's body. Stored envelopes passed the strict decode when they came in, so
+    /// this only parses the body (no canonical re-encoding, no hash).
+    pub fn body(&self) -> Option<Body> {
+        body_of(self.envelope.0)
+    }
+
+    /// The envelope as an attestation with id `id` (its own: callers read it under `id`).
+    pub fn attestation(&self, id: Id) -> Option<Attestation> {
+        let env = self.envelope.0;
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(env.get(env.len().checked_sub(64)?..)?);
+        Some(Attestation {
+            id,
+            body: self.body()?,
+            signature,
+            bytes: env.to_vec(),
+        })
+    }
+}
+
+/// The body of an envelope that was checked when it came in.
+pub(crate) fn body_of(env: &[u8]) -> Option<Body> {
+    fn d<T: DeserializeOwned>(b: &[u8]) -> Option<T> {
+        postcard::from_bytes(b).ok()
+    }
+    if env.len() <= ENVELOPE_OVERHEAD {
+        return None;
+    }
+    let b = &env[2..env.len() - 64];
+    Some(match Kind::from_byte(env[1])? {
+        Kind::Offer => Body::Offer(d(b)?),
+        Kind::Referral => Body::Referral(d(b)?),
+        Kind::Receipt => Body::Receipt(d(b)?),
+        Kind::PurchaseClaim => Body::PurchaseClaim(d(b)?),
+        Kind::Refund => Body::Refund(d(b)?),
+        Kind::Settlement => Body::Settlement(d(b)?),
+        Kind::Community => Body::Community(d(b)?),
+        Kind::Membership => Body::Membership(d(b)?),
+        Kind::MembershipEnd => Body::MembershipEnd(d(b)?),
+    })
+}
+
+/// Fact and body of valid attestations read from the tree, shared by every transaction of a
+/// store. A valid attestation stays valid with the same body (nothing un-validates it), so an
+/// entry never goes stale; only committed reads are cached, never a transaction's own writes.
+/// Two generations bound it: when the young one is full, the old one is dropped.
+pub(crate) struct ValidCache {
+    gens: Mutex<[Generation; 2]>,
+}
+
+type Valid = Arc<(Fact, Body)>;
+type Generation = HashMap<Id, Valid, BuildHasherDefault<IdHasher>>;
+
+/// Ids are blake3 hashes: their first bytes are already a good hash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+/// Valid attestations kept decoded per generation (the hot set: offers, chains' referrals).
+const CACHE_GEN: usize = 16_384;
+
+impl ValidCache {
+    pub fn new() -> ValidCache {
+        ValidCache {
+            gens: Mutex::new(Default::default()),
+        }
+    }
+
+    fn get(&self, id: &Id) -> Option<Valid> {
+        let mut g = self.gens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = g[0].get(id) {
+            return Some(v.clone());
+        }
+        let v = g[1].remove(id)?;
+        Self::put(&mut g, *id, v.clone());
+        Some(v)
+    }
+
+    fn insert(&self, id: Id, v: Valid) {
+        let mut g = self.gens.lock().unwrap_or_else(|p| p.into_inner());
+        Self::put(&mut g, id, v);
+    }
+
+    fn put(g: &mut [Generation; 2], id: Id, v: Valid) {
+        if g[0].len() >= CACHE_GEN {
+            g[1] = std::mem::take(&mut g[0]);
+        }
+        g[0].insert(id, v);
     }
 }
 
 impl<'a> Txn<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    pub fn new(tree: &'a sled::Tree, valid: &'a ValidCache) -> Self {
         Txn {
             tree,
             writes: BTreeMap::new(),
+            valid,
             error: RefCell::new(None),
         }
     }
@@ -84,12 +208,12 @@ impl<'a> Txn<'a> {
         self.error.borrow_mut().take()
     }
 
-    pub fn get(&self, k: &[u8]) -> Option<Vec<u8>> {
+    pub fn get(&self, k: &[u8]) -> Option<IVec> {
         if let Some(v) = self.writes.get(k) {
             return v.clone();
         }
         match self.tree.get(k) {
-            Ok(v) => v.map(|v| v.to_vec()),
+            Ok(v) => v,
             Err(e) => {
                 self.remember(e.into());
                 None
@@ -102,7 +226,7 @@ impl<'a> Txn<'a> {
     }
 
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.writes.insert(k, Some(v));
+        self.writes.insert(k, Some(IVec::from(v)));
     }
 
     pub fn del(&mut self, k: Vec<u8>) {
@@ -129,7 +253,7 @@ impl<'a> Txn<'a> {
             .take_while(|(k, _)| k.starts_with(prefix))
         {
             match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
+                Some(v) => merged.insert(k.clone(), v.to_vec()),
                 None => merged.remove(k),
             };
         }
@@ -158,21 +282,26 @@ impl<'a> Txn<'a> {
             .writes
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.to_vec())));
         match (from_tree, from_writes) {
             (Some(a), Some(b)) => Some(if b.0 <= a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
     }
 
-    /// A postcard record.
-    pub fn record<T: DeserializeOwned>(&self, k: &[u8]) -> Option<T> {
-        let v = self.get(k)?;
-        match postcard::from_bytes(&v) {
-            Ok(t) => Some(t),
+    /// `f` of the entry of a stored attestation.
+    pub fn entry<R>(&self, id: &Id, f: impl FnOnce(Entry<'_>) -> R) -> Option<R> {
+        let v = self.get(&key(ENTRY, &[&id.0]))?;
+        self.decode_entry(&v).map(f)
+    }
+
+    /// An entry as stored (a failure to decode fails the transaction).
+    pub fn decode_entry<'v>(&self, v: &'v [u8]) -> Option<Entry<'v>> {
+        match postcard::from_bytes(v) {
+            Ok(e) => Some(e),
             Err(e) => {
                 self.remember(StoreError::Record {
-                    prefix: char::from(k[0]),
+                    prefix: char::from(ENTRY),
                     detail: e.to_string(),
                 });
                 None
@@ -180,13 +309,8 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// The entry of a stored attestation.
-    pub fn entry(&self, id: &Id) -> Option<Entry> {
-        self.record(&key(ENTRY, &[&id.0]))
-    }
-
     /// Writes the entry of an attestation.
-    pub fn put_entry(&mut self, id: &Id, e: &Entry) {
+    pub fn put_entry(&mut self, id: &Id, e: &Entry<'_>) {
         match postcard::to_allocvec(e) {
             Ok(bytes) => self.put(key(ENTRY, &[&id.0]), bytes),
             Err(err) => self.remember(StoreError::Record {
@@ -196,32 +320,45 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// The body of a valid attestation.
-    fn valid_body(&self, id: &Id) -> Option<Body> {
-        let e = self.entry(id)?;
-        if e.state != EntryState::Valid {
-            return None;
+    /// Fact and body of a valid attestation.
+    fn valid(&self, id: &Id) -> Option<Valid> {
+        let k = key(ENTRY, &[&id.0]);
+        let decode = |v: &[u8]| {
+            let e = self.decode_entry(v)?;
+            match (e.state, e.fact) {
+                (EntryState::Valid, Some(f)) => Some(Arc::new((f, e.body()?))),
+                _ => None,
+            }
+        };
+        // This transaction's own writes are not cached: they may not be committed.
+        if let Some(w) = self.writes.get(&k) {
+            return decode(w.as_ref()?);
         }
-        e.attestation().map(|a| a.body)
+        if let Some(v) = self.valid.get(id) {
+            return Some(v);
+        }
+        let v = decode(&self.get(&k)?)?;
+        self.valid.insert(*id, v.clone());
+        Some(v)
     }
 
     pub fn offer(&self, id: &Id) -> Option<Offer> {
-        match self.valid_body(id)? {
-            Body::Offer(o) => Some(o),
+        match &self.valid(id)?.1 {
+            Body::Offer(o) => Some(o.clone()),
             _ => None,
         }
     }
 
     pub fn referral(&self, id: &Id) -> Option<Referral> {
-        match self.valid_body(id)? {
-            Body::Referral(r) => Some(r),
+        match &self.valid(id)?.1 {
+            Body::Referral(r) => Some(r.clone()),
             _ => None,
         }
     }
 
     pub fn receipt(&self, id: &Id) -> Option<Receipt> {
-        match self.valid_body(id)? {
-            Body::Receipt(r) => Some(r),
+        match &self.valid(id)?.1 {
+            Body::Receipt(r) => Some(r.clone()),
             _ => None,
         }
     }
@@ -244,8 +381,8 @@ impl<'a> Txn<'a> {
 
 impl Known for Txn<'_> {
     fn lookup(&self, id: &Id) -> Lookup {
-        if let Some(f) = self.entry(id).and_then(|e| e.fact) {
-            Lookup::Valid(f)
+        if let Some(v) = self.valid(id) {
+            Lookup::Valid(v.0)
         } else if self.contains(&key(INVALID, &[&id.0])) {
             Lookup::Invalid
         } else {
@@ -288,5 +425,46 @@ impl ChainView for Txn<'_> {
                     .map_or(u64::MAX, |e| u64_at(&e, 0));
                 u64_at(v, 0) <= at_ms && at_ms < end
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry as format 2 was first written (`Vec<u8>` fields, one serde element per byte).
+    #[derive(Serialize, Deserialize)]
+    struct EntryV2 {
+        state: EntryState,
+        fact: Option<Fact>,
+        payout: Option<Vec<u8>>,
+        envelope: Vec<u8>,
+    }
+
+    #[test]
+    fn entries_keep_the_stored_format() {
+        let envelope: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let payout = vec![7u8; 130];
+        let old = EntryV2 {
+            state: EntryState::Held { until_ms: 1 << 40 },
+            fact: Some(Fact::Receipt {
+                seller: PublicKey([3; 32]),
+            }),
+            payout: Some(payout.clone()),
+            envelope: envelope.clone(),
+        };
+        let new = Entry {
+            state: old.state,
+            fact: old.fact,
+            payout: Some(Bytes(&payout)),
+            envelope: Bytes(&envelope),
+        };
+        let old_bytes = postcard::to_allocvec(&old).unwrap();
+        assert_eq!(postcard::to_allocvec(&new).unwrap(), old_bytes);
+        let back: Entry<'_> = postcard::from_bytes(&old_bytes).unwrap();
+        assert_eq!(back.envelope.0, envelope.as_slice());
+        assert_eq!(back.payout.map(|p| p.0), Some(payout.as_slice()));
+        let back: EntryV2 = postcard::from_bytes(&postcard::to_allocvec(&new).unwrap()).unwrap();
+        assert_eq!(back.envelope, envelope);
     }
 }
