@@ -158,6 +158,9 @@ pub struct RunArgs {
     /// Seconds between reconciliations with a random peer.
     #[arg(long, value_name = "SECS")]
     pub sync_interval_secs: Option<u64>,
+    /// Attestations written between store checkpoints (0: never).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `passalong=debug`.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,

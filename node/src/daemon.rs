@@ -36,6 +36,7 @@ pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
 
 async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     let store = Arc::new(Store::open(dir.store_dir())?);
+    store.set_checkpoint_every(config.checkpoint_every);
     let keys = dir.keypair()?;
     let public_key = keys.public();
     let identities = Identities::single(keys);

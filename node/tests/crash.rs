@@ -22,7 +22,8 @@ fn api(d: &Daemon) -> (String, String) {
 #[test]
 fn nothing_acknowledged_is_lost_to_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(&tmp.path().join("node"));
+    // Checkpoints every 25 attestations, so that kills also land during them.
+    let mut d = Daemon::start_with(&tmp.path().join("node"), &["--checkpoint-every", "25"]);
     let seller = d.public_key();
     let offer = d.json(&[
         "offer",
@@ -159,4 +160,13 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
         acked.lock().unwrap().len() > 100,
         "the writers got work done"
     );
+    // The writes of a cycle ran through checkpoints (every 25 attestations).
+    let (base, token) = api(&d);
+    for n in 0..60 {
+        ureq::post(&format!("{base}/v1/settlements"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_json(json!({"participant": "11".repeat(32), "amount_minor": 1, "currency": "EUR", "reference": format!("C-{n}")}))
+            .unwrap();
+    }
+    assert!(d.json(&["status"])["store_checkpoints"].as_u64().unwrap() >= 2);
 }

@@ -56,6 +56,7 @@ pub async fn status(State(s): State<AppState>) -> Result<AppJson<Value>, ApiErro
         "version": env!("CARGO_PKG_VERSION"),
         "public_key": s.identities.default_key().to_hex(),
         "valid_attestations": valid,
+        "store_checkpoints": s.store.checkpoints(),
         "markets": markets,
         "data_dir": s.data_dir.display().to_string(),
         "api": s.base_url.trim_start_matches("http://"),

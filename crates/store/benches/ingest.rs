@@ -654,7 +654,16 @@ fn main() {
     let mut on_big = ingest_timed(&store, &big_atts, BATCH, warm);
     let seller = w.sellers[0].public();
     let query = big.last.expect("something was stored");
-    // A clean shutdown: `close` reopens once, so that sled snapshots now, not at the next start.
+    // A crash first: dropped without `close`, so the next open replays sled's log since the
+    // last checkpoint (ingest checkpoints every CHECKPOINT_EVERY attestations), as after a
+    // SIGKILL (every acknowledged write was flushed).
+    let checkpoints = store.checkpoints();
+    drop(store);
+    let evicted_crash = evict(dir.path());
+    let crashed = spawn_serve(dir.path(), &seller, &query);
+    // Then a clean shutdown: `close` reopens once, so that sled snapshots now, not at the
+    // next start.
+    let store = Store::open(dir.path()).expect("reopen");
     let closing = Instant::now();
     store.close().expect("close the store");
     let close_time = closing.elapsed();
@@ -724,7 +733,16 @@ fn main() {
         alloc as f64 / 1e6,
         ""
     );
+    println!("   checkpoints taken during the build: {checkpoints}");
     for (name, v) in [
+        (
+            if evicted_crash {
+                "after a crash (no close), fresh process, OS cache evicted"
+            } else {
+                "after a crash (no close) (OS cache eviction FAILED)"
+            },
+            &crashed,
+        ),
         (
             if evicted {
                 "fresh process, 1st open, OS cache evicted"

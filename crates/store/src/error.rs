@@ -13,6 +13,12 @@ pub enum StoreError {
         /// The store's directory.
         path: PathBuf,
     },
+    /// Reopening the database at a checkpoint failed; nothing acknowledged is lost.
+    #[error("the store at {path} could not be reopened after a checkpoint: restart the node")]
+    Closed {
+        /// The store's directory.
+        path: PathBuf,
+    },
     /// sled found the files damaged.
     #[error("the store at {path} is corrupt ({detail}): move it aside and restart to resync from peers, or restore it from a backup or an export")]
     Corrupt {

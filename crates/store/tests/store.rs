@@ -69,6 +69,55 @@ fn a_closed_store_reopens_with_everything() {
 }
 
 #[test]
+fn checkpoints_during_ingest_lose_nothing_and_readers_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut atts = chain();
+    let (s, e) = (key(1), key(5));
+    let (o, rd) = (atts[0].clone(), atts[3].clone());
+    for i in 0..200u64 {
+        atts.push(receipt(
+            &s,
+            &o,
+            &format!("order-x{i}"),
+            10_000,
+            e.public(),
+            Some(&rd),
+            T0 + 10 + i,
+        ));
+    }
+    let st = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    st.set_checkpoint_every(20);
+    st.ingest(&envs(&atts[..5]), NOW).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (st, done, id) = (st.clone(), done.clone(), o.id);
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(st.status(&id).unwrap(), Some(Status::Valid));
+                st.ledger(&key(1).public()).unwrap();
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for chunk in atts[5..].chunks(7) {
+        let acks = st.ingest(&envs(chunk), NOW).unwrap();
+        assert!(acks.iter().all(|a| a.status == Status::Valid));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert!(st.checkpoints() >= 9, "{} checkpoints", st.checkpoints());
+    let expected = State::from_envelopes(envs(&atts), NOW).ledger(&key(1).public());
+    assert_eq!(st.ledger(&key(1).public()).unwrap(), expected);
+    // Dropped without `close`: what was written since the last checkpoint is replayed.
+    drop(st);
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.valid_count().unwrap(), atts.len() as u64);
+    assert_eq!(st.ledger(&key(1).public()).unwrap(), expected);
+}
+
+#[test]
 fn pending_then_valid_and_invalid_is_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let st = Store::open(dir.path()).unwrap();
