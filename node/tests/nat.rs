@@ -150,6 +150,29 @@ impl Drop for Hosts {
     }
 }
 
+/// On a failing test, prints what the daemons logged about reachability, relays and hole
+/// punching (their data dirs are removed with the temp dir).
+struct LogsOnPanic(Vec<std::path::PathBuf>);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for log in &self.0 {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            eprintln!("--- {}", log.display());
+            for line in text.lines().filter(|l| {
+                ["reachab", "relay", "hole", "listening", "ERROR", "WARN"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            }) {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -251,6 +274,12 @@ fn nodes_behind_nat_meet_through_a_relay_and_punch_a_direct_connection() {
     };
     let a = start("a", &a_boot);
     let b = start("b", &b_boot);
+    let _logs = LogsOnPanic(
+        ["r", "a", "b"]
+            .iter()
+            .map(|n| tmp.path().join(format!("{n}.log")))
+            .collect(),
+    );
     let (a_id, b_id) = (peer_id(&a), peer_id(&b));
     let t0 = Instant::now();
 

@@ -85,6 +85,8 @@ struct Conn {
     /// The remote address (for a relayed inbound one, just `/p2p/<peer>`).
     addr: Multiaddr,
     relayed: bool,
+    /// This node opened it.
+    dialled: bool,
 }
 
 /// A gossip message waiting for validation.
@@ -133,6 +135,9 @@ pub(crate) struct EventLoop {
     reservations: HashMap<PeerId, ListenerId>,
     /// Second-transport connections tried per relay (once per connection to it).
     mappings_tried: HashSet<(PeerId, Transport)>,
+    /// Peers reached only through a relay after hole punching failed: when, and how many
+    /// times it was retried.
+    punch_failed: HashMap<PeerId, (Instant, u32)>,
     /// Relays whose reservation was accepted.
     reserved: HashSet<PeerId>,
     nat: autonat::NatStatus,
@@ -182,6 +187,7 @@ impl EventLoop {
             reservations: HashMap::new(),
             reserved: HashSet::new(),
             mappings_tried: HashSet::new(),
+            punch_failed: HashMap::new(),
             nat: autonat::NatStatus::Unknown,
             external: Vec::new(),
         }
@@ -397,6 +403,7 @@ impl EventLoop {
         }
         if ticks.is_multiple_of(5) {
             self.reserve_relays();
+            self.retry_hole_punching(now);
         }
         // Short of peers, look for more often: a peer behind NAT becomes reachable only once
         // its relay address has spread.
@@ -506,6 +513,47 @@ impl EventLoop {
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(relay)
                 .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
                 .addresses(vec![addr])
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    /// DCUtR tries three times on a new relayed connection and then gives up, e.g. when both
+    /// sides were busy and their dials missed each other. A peer still reached only through
+    /// a relay 10 s later is reconnected through it, which runs DCUtR again (3 times at most).
+    fn retry_hole_punching(&mut self, now: Instant) {
+        const RETRY_AFTER: Duration = Duration::from_secs(10);
+        const MAX_RETRIES: u32 = 3;
+        let due: Vec<PeerId> = self
+            .punch_failed
+            .iter()
+            .filter(|(_, (at, n))| *n < MAX_RETRIES && now.duration_since(*at) >= RETRY_AFTER)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            let conns = self.connections.get(&peer).map_or(&[][..], Vec::as_slice);
+            if conns.is_empty() || conns.iter().any(|c| !c.relayed) {
+                self.punch_failed.remove(&peer);
+                continue;
+            }
+            // Only the side that dialled the relayed connection redials, so that the two
+            // do not tear down each other's new connection.
+            let redial: Vec<Multiaddr> = conns
+                .iter()
+                .filter(|c| c.dialled)
+                .map(|c| c.addr.clone())
+                .collect();
+            if let Some((_, n)) = self.punch_failed.get_mut(&peer) {
+                *n += 1;
+            }
+            if redial.is_empty() {
+                continue;
+            }
+            info!(%peer, "retrying hole punching: reconnecting through the relay");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .addresses(redial)
                 .build();
             let _ = self.swarm.dial(opts);
         }
@@ -808,6 +856,7 @@ impl EventLoop {
                 self.connections.entry(peer_id).or_default().push(Conn {
                     id: connection_id,
                     relayed: endpoint.is_relayed(),
+                    dialled: endpoint.is_dialer(),
                     addr,
                 });
                 if num_established.get() == 1 {
@@ -960,10 +1009,17 @@ impl EventLoop {
                 Ok(_) => {
                     info!(peer = %remote_peer_id, "hole punched: direct connection");
                     self.stats.hole_punches += 1;
+                    self.punch_failed.remove(&remote_peer_id);
                 }
                 Err(e) => {
                     debug!(peer = %remote_peer_id, error = %e, "hole punching failed");
                     self.stats.hole_punch_failures += 1;
+                    let tries = self
+                        .punch_failed
+                        .get(&remote_peer_id)
+                        .map_or(0, |(_, n)| *n);
+                    self.punch_failed
+                        .insert(remote_peer_id, (Instant::now(), tries));
                 }
             },
             _ => {}
