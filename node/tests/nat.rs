@@ -203,31 +203,6 @@ fn peer_id(d: &Daemon) -> String {
         .to_string()
 }
 
-fn root(d: &Daemon, seller: &str) -> Option<String> {
-    d.json(&["market", "list"])["markets"]
-        .as_array()?
-        .iter()
-        .find(|m| m["market"] == seller)
-        .map(|m| format!("{}:{}", m["attestations"], m["root"].as_str().unwrap_or("")))
-}
-
-fn publish_offer(seller: &Daemon, title: &str) {
-    seller.json(&[
-        "offer",
-        "publish",
-        "--title",
-        title,
-        "--price",
-        "10000",
-        "--currency",
-        "EUR",
-        "--pool-bps",
-        "1000",
-        "--rule",
-        "equal",
-    ]);
-}
-
 const LISTEN: [&str; 4] = [
     "--listen",
     "/ip4/0.0.0.0/tcp/7424",

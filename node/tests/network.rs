@@ -9,38 +9,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn root(d: &Daemon, seller: &str) -> Option<String> {
-    let v = d.json(&["market", "list"]);
-    v["markets"]
-        .as_array()?
-        .iter()
-        .find(|m| m["market"] == seller)
-        .map(|m| format!("{}:{}", m["attestations"], m["root"].as_str().unwrap_or("")))
-}
-
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn publish_offer(seller: &Daemon) -> Value {
-    seller.json(&[
-        "offer",
-        "publish",
-        "--title",
-        "A record",
-        "--price",
-        "10000",
-        "--currency",
-        "EUR",
-        "--pool-bps",
-        "1000",
-        "--rule",
-        "equal",
-    ])
 }
 
 #[test]
@@ -76,7 +50,7 @@ fn gossip_and_anti_entropy_bring_every_follower_to_the_same_root() {
     });
 
     // The offer reaches C (two hops) by gossip or sync; C refers it by id alone.
-    let offer = publish_offer(&s);
+    let offer = publish_offer(&s, "A record");
     let offer_id = offer["id"].as_str().unwrap().to_string();
     let mut rc = None;
     wait_for("the offer to reach C", 20, || {

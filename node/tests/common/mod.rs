@@ -225,3 +225,30 @@ pub fn line(ledger: &Value, who: &str) -> Option<(i64, i64, i64, i64)> {
             )
         })
 }
+
+/// `<attestation count>:<root>` of `seller`'s market as `market list` shows it on `d`.
+pub fn root(d: &Daemon, seller: &str) -> Option<String> {
+    d.json(&["market", "list"])["markets"]
+        .as_array()?
+        .iter()
+        .find(|m| m["market"] == seller)
+        .map(|m| format!("{}:{}", m["attestations"], m["root"].as_str().unwrap_or("")))
+}
+
+/// Publishes an offer (equal split, 10 % pool) on `seller`; returns `offer publish --json`.
+pub fn publish_offer(seller: &Daemon, title: &str) -> Value {
+    seller.json(&[
+        "offer",
+        "publish",
+        "--title",
+        title,
+        "--price",
+        "10000",
+        "--currency",
+        "EUR",
+        "--pool-bps",
+        "1000",
+        "--rule",
+        "equal",
+    ])
+}
