@@ -35,6 +35,8 @@ const MAX_QUEUED: usize = 8_192;
 const MAX_PARENT_FETCHES: usize = 16;
 /// Relays a private node keeps a reservation with: one can go away.
 const WANTED_RELAYS: usize = 2;
+/// How long a peer whose hole punching retries are used up is remembered.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// What the handle asks of the loop.
 pub(crate) enum Command {
@@ -524,6 +526,10 @@ impl EventLoop {
     fn retry_hole_punching(&mut self, now: Instant) {
         const RETRY_AFTER: Duration = Duration::from_secs(10);
         const MAX_RETRIES: u32 = 3;
+        // A peer that used up its retries is forgotten after a while (and may be tried
+        // again on a later connection).
+        self.punch_failed
+            .retain(|_, (at, n)| *n < MAX_RETRIES || now.duration_since(*at) < FORGET_AFTER);
         let due: Vec<PeerId> = self
             .punch_failed
             .iter()
