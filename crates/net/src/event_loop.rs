@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
-use libp2p::core::ConnectedPoint;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
@@ -128,8 +127,6 @@ pub(crate) struct EventLoop {
     last_kad_bootstrap: Option<Instant>,
     /// Open connections per peer.
     connections: HashMap<PeerId, Vec<Conn>>,
-    /// An address this node dialled each connected peer at (not through a relay).
-    dialled: HashMap<PeerId, Multiaddr>,
     /// Connected peers that serve relay v2, with the addresses this node dialled them at and
     /// the ones they listen on.
     relay_candidates: HashMap<PeerId, (Multiaddr, Vec<Multiaddr>)>,
@@ -184,7 +181,6 @@ impl EventLoop {
             last_sync: Instant::now(),
             last_kad_bootstrap: None,
             connections: HashMap::new(),
-            dialled: HashMap::new(),
             relay_candidates: HashMap::new(),
             reservations: HashMap::new(),
             reserved: HashSet::new(),
@@ -854,11 +850,6 @@ impl EventLoop {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 debug!(peer = %peer_id, %addr, "connected");
-                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                    if !is_relayed(address) {
-                        self.dialled.entry(peer_id).or_insert(address.clone());
-                    }
-                }
                 self.connections.entry(peer_id).or_default().push(Conn {
                     id: connection_id,
                     relayed: endpoint.is_relayed(),
@@ -881,7 +872,6 @@ impl EventLoop {
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
                     self.connections.remove(&peer_id);
-                    self.dialled.remove(&peer_id);
                     self.relay_candidates.remove(&peer_id);
                     self.mappings_tried.retain(|(p, _)| *p != peer_id);
                     self.request_buckets.remove(&peer_id);
@@ -948,7 +938,12 @@ impl EventLoop {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
-                let dialled = self.dialled.get(&peer_id).cloned();
+                // An address this node dialled it at, not through a relay.
+                let dialled = self.connections.get(&peer_id).and_then(|c| {
+                    c.iter()
+                        .find(|c| c.dialled && !c.relayed)
+                        .map(|c| c.addr.clone())
+                });
                 match dialled {
                     Some(addr) if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) => {
                         self.relay_candidates

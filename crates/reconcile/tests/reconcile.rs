@@ -140,6 +140,15 @@ fn malformed_messages_are_errors() {
     assert_eq!(i.initiate(), Err(Error::AlreadyStarted));
 }
 
+/// Two random subsets of `n` items (each item kept with probability ~`pa`/`pb` %), with
+/// `time_spread` items per millisecond.
+fn overlapping(seed: u64, n: u64, pa: u8, pb: u8, time_spread: u64) -> (Vec<Item>, Vec<Item>) {
+    let all = items(seed..seed + n, |k| k / time_spread);
+    let a = all.iter().copied().filter(|i| i.id[2] % 101 < pa).collect();
+    let b = all.iter().copied().filter(|i| i.id[3] % 101 < pb).collect();
+    (a, b)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -152,9 +161,7 @@ proptest! {
         fanout in 2usize..20,
         seed in any::<u64>(),
     ) {
-        let all = items(seed..seed + n, |k| k / time_spread);
-        let a: Vec<Item> = all.iter().copied().filter(|i| i.id[2] % 101 < pa).collect();
-        let b: Vec<Item> = all.iter().copied().filter(|i| i.id[3] % 101 < pb).collect();
+        let (a, b) = overlapping(seed, n, pa, pb, time_spread);
         let rounds = check(&a, &b, Config { fanout, ..Config::default() });
         prop_assert!(rounds <= 6 || fanout < 8, "{} round trips", rounds);
     }
@@ -372,9 +379,7 @@ proptest! {
         limit in 4096usize..16_384,
         seed in any::<u64>(),
     ) {
-        let all = items(seed..seed + n, |k| k / time_spread);
-        let a: Vec<Item> = all.iter().copied().filter(|i| i.id[2] % 101 < pa).collect();
-        let b: Vec<Item> = all.iter().copied().filter(|i| i.id[3] % 101 < pb).collect();
+        let (a, b) = overlapping(seed, n, pa, pb, time_spread);
         check_bounded(&a, &b, limit, fanout);
     }
 
