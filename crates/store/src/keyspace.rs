@@ -38,8 +38,12 @@ pub const MEMBERSHIP: u8 = b'M';
 pub const MEMBERSHIP_END: u8 = b'z';
 /// seller ‖ blake3(order) ‖ claim → PurchaseClaim body.
 pub const CLAIM: u8 = b'd';
-/// seller ‖ currency ‖ participant → earned, refunded, settled (u128 BE each).
+/// seller ‖ currency ‖ participant → earned, refunded, settled (u128 BE each), as of the last
+/// checkpoint (see `book`).
 pub const LEDGER: u8 = b'l';
+/// seq (BE) ‖ chunk (BE u32) → ledger lines an ingest changed since the last checkpoint, with
+/// their new sums (see `book`).
+pub const JOURNAL: u8 = b'j';
 /// market key → (): markets followed on request (`passalong market follow`), beyond those
 /// with something stored.
 pub const FOLLOW: u8 = b'f';

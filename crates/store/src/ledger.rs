@@ -12,6 +12,7 @@ use passalong_protocol::payout::{self, ChainView};
 use passalong_protocol::{Id, Ledger, LedgerEntry, PublicKey};
 use serde::{Deserialize, Serialize};
 
+use crate::book::{line_key, Book};
 use crate::keyspace::*;
 use crate::txn::{Bytes, Txn};
 
@@ -32,18 +33,6 @@ struct PayoutRec {
     indexes_purchase: bool,
 }
 
-fn sums(v: &[u8]) -> [u128; 3] {
-    let mut s = [0u128; 3];
-    for (i, x) in s.iter_mut().enumerate() {
-        let mut b = [0u8; 16];
-        if let Some(src) = v.get(i * 16..i * 16 + 16) {
-            b.copy_from_slice(src);
-        }
-        *x = u128::from_be_bytes(b);
-    }
-    s
-}
-
 /// Adds (`plus`) or subtracts `delta` = (earned, refunded, settled) to one ledger line. A line
 /// that comes back to zero is removed: lines exist only for nonzero shares and settlements.
 pub(crate) fn add(
@@ -54,8 +43,8 @@ pub(crate) fn add(
     delta: [u128; 3],
     plus: bool,
 ) {
-    let k = key(LEDGER, &[&seller.0, &currency.0, &who.0]);
-    let mut s = t.get(&k).map_or([0; 3], |v| sums(&v));
+    let k = line_key(&seller.0, &currency.0, &who.0);
+    let mut s = t.line(&k);
     for (x, d) in s.iter_mut().zip(delta) {
         // Subtraction only takes back what was added, so it cannot go below zero.
         *x = if plus {
@@ -64,11 +53,7 @@ pub(crate) fn add(
             x.saturating_sub(d)
         };
     }
-    if s == [0; 3] {
-        t.del(k);
-    } else {
-        t.put(k, s.iter().flat_map(|x| x.to_be_bytes()).collect());
-    }
+    t.set_line(k, s);
 }
 
 fn purchase_key(rec: &PayoutRec, receipt: &Id) -> Vec<u8> {
@@ -255,15 +240,14 @@ fn purchase_changed(t: &mut Txn<'_>, offer: &Id, buyer: &PublicKey) {
 }
 
 /// A seller's ledger as kept.
-pub(crate) fn read(t: &Txn<'_>, seller: &PublicKey) -> Ledger {
-    let entries = t
-        .scan(&key(LEDGER, &[&seller.0]))
+pub(crate) fn read(book: &Book, seller: &PublicKey) -> Ledger {
+    let entries = book
+        .seller(&seller.0)
         .into_iter()
-        .map(|(k, v)| {
+        .map(|(k, [e, r, s])| {
             let mut c = [0u8; 3];
-            c.copy_from_slice(&k[33..36]);
-            let [e, r, s] = sums(&v);
-            LedgerEntry::new(Currency(c), PublicKey(id_at(&k, 36)), e, r, s)
+            c.copy_from_slice(&k[32..35]);
+            LedgerEntry::new(Currency(c), PublicKey(id_at(&k, 35)), e, r, s)
         })
         .collect();
     Ledger::from_entries(*seller, entries)

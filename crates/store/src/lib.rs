@@ -19,6 +19,7 @@
 //! start after a crash replays at most one checkpoint interval.
 #![deny(missing_docs)]
 
+mod book;
 mod error;
 mod index;
 mod ingest;
@@ -128,8 +129,13 @@ impl Stage1Results<'_, '_> {
     }
 }
 
-/// The store format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+/// The store format this build reads and writes. Version 3 journals ledger lines between
+/// checkpoints (`book`); a version 2 store (lines always written) opens as a version 3 store
+/// with an empty journal, and is marked 3 so that an older build does not miss the journal.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// Older formats this build upgrades in place when it opens them.
+const UPGRADES_FROM: [u32; 1] = [2];
 
 /// Where an attestation stands, as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +221,8 @@ pub struct Store {
     cache_bytes: u64,
     writer: Mutex<()>,
     valid: txn::ValidCache,
+    /// The ledger lines (written to the tree at checkpoints, journaled in between).
+    book: RwLock<book::Book>,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
     checkpoint_every: AtomicU64,
@@ -265,12 +273,14 @@ impl Store {
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
         let db = open_db(path, cache_bytes)?;
+        let book = book::Book::load(&db)?;
         Ok(Store {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
             cache_bytes,
             writer: Mutex::new(()),
             valid: txn::ValidCache::new(),
+            book: RwLock::new(book),
             since_checkpoint: AtomicU64::new(0),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
             checkpoints: AtomicU64::new(0),
@@ -300,12 +310,34 @@ impl Store {
     fn checkpoint_locked(&self) -> Result<(), StoreError> {
         let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(db) = g.as_ref() {
-            db.flush()?;
+            self.write_book(db)?;
         }
         drop(g.take());
         *g = Some(open_db(&self.path, self.cache_bytes)?);
         self.since_checkpoint.store(0, Ordering::Relaxed);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes the ledger lines changed since the last checkpoint and drops the journal (the
+    /// caller holds the writer lock).
+    fn write_book(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
+        db.apply_batch(book.checkpoint_batch(db)?)?;
+        db.flush()?;
+        book.checkpointed();
+        Ok(())
+    }
+
+    /// Applies a transaction: one atomic batch, flushed, then its ledger lines take effect.
+    fn commit(&self, db: &sled::Db, t: Txn<'_>) -> Result<(), StoreError> {
+        let (batch, lines) = t.into_batch()?;
+        db.apply_batch(batch)?;
+        db.flush()?;
+        self.book
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(lines);
         Ok(())
     }
 
@@ -346,6 +378,11 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         let vk = key(META, &[b"format"]);
         match db.get(&vk).map_err(|e| open_error(path, e))? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
+                db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| open_error(path, e))?;
+                db.flush().map_err(|e| open_error(path, e))?;
+            }
             Some(v) => {
                 return Err(StoreError::WrongVersion {
                     path: path.to_path_buf(),
@@ -387,7 +424,7 @@ impl Store {
     }
 
     fn txn<'a>(&'a self, db: &'a sled::Db) -> Txn<'a> {
-        Txn::new(db, &self.valid)
+        Txn::new(db, &self.valid, &self.book)
     }
 
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
@@ -482,8 +519,7 @@ impl Store {
                 ingest::ingest(&mut t, checked, now_ms, &mut reports);
             }
         }
-        db.apply_batch(t.into_batch()?)?;
-        db.flush()?;
+        self.commit(&db, t)?;
         // One ack per envelope in input order (its latest status), then the ones they unblocked.
         let mut latest: std::collections::HashMap<Id, Status> = std::collections::HashMap::new();
         for r in &reports {
@@ -532,8 +568,7 @@ impl Store {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        db.apply_batch(t.into_batch()?)?;
-        db.flush()?;
+        self.commit(&db, t)?;
         Ok(reports.iter().map(Ack::from).collect())
     }
 
@@ -606,10 +641,9 @@ impl Store {
 
     /// A seller's ledger as kept incrementally.
     pub fn ledger(&self, seller: &PublicKey) -> Result<Ledger, StoreError> {
-        let db = self.db()?;
-        let t = self.txn(&db);
-        let l = ledger::read(&t, seller);
-        t.take_error().map_or(Ok(l), Err)
+        let _open = self.db()?;
+        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        Ok(ledger::read(&book, seller))
     }
 
     /// A seller's ledger recomputed from scratch from every stored attestation, with the
@@ -765,9 +799,13 @@ impl Store {
     /// Closes the store so that the next open is fast. sled 0.34 writes its snapshot of the
     /// page table only while opening (it replays its log since the last snapshot, which takes
     /// seconds after millions of writes); reopening here once moves that work from the next
-    /// start to this shutdown. A crash skips it and the next start pays instead.
+    /// start to this shutdown, as does writing the ledger lines (see `book`). A crash skips
+    /// it and the next start pays instead.
     pub fn close(self) -> Result<(), StoreError> {
-        self.db()?.flush()?;
+        {
+            let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.write_book(&*self.db()?)?;
+        }
         let (path, cache) = (self.path.clone(), self.cache_bytes);
         drop(self);
         open_db(&path, cache)?.flush()?;

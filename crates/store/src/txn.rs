@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use passalong_protocol::attestation::{Body, Offer, Receipt, Referral};
 use passalong_protocol::encoding::ENVELOPE_OVERHEAD;
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::IVec;
 
+use crate::book::{Book, LineKey, Sums};
 use crate::error::StoreError;
 use crate::keyspace::*;
 
@@ -26,6 +27,9 @@ pub(crate) struct Txn<'a> {
     tree: &'a sled::Tree,
     writes: BTreeMap<Vec<u8>, Option<IVec>>,
     valid: &'a ValidCache,
+    /// The ledger lines as committed; `lines` holds this transaction's new sums.
+    book: &'a RwLock<Book>,
+    lines: BTreeMap<LineKey, Sums>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -187,13 +191,28 @@ impl ValidCache {
 }
 
 impl<'a> Txn<'a> {
-    pub fn new(tree: &'a sled::Tree, valid: &'a ValidCache) -> Self {
+    pub fn new(tree: &'a sled::Tree, valid: &'a ValidCache, book: &'a RwLock<Book>) -> Self {
         Txn {
             tree,
             writes: BTreeMap::new(),
             valid,
+            book,
+            lines: BTreeMap::new(),
             error: RefCell::new(None),
         }
+    }
+
+    /// A ledger line's sums, with this transaction's changes.
+    pub fn line(&self, k: &LineKey) -> Sums {
+        match self.lines.get(k) {
+            Some(s) => *s,
+            None => self.book.read().unwrap_or_else(|p| p.into_inner()).get(k),
+        }
+    }
+
+    /// Sets a ledger line's sums (all zero: the line goes away).
+    pub fn set_line(&mut self, k: LineKey, s: Sums) {
+        self.lines.insert(k, s);
     }
 
     fn remember(&self, e: StoreError) {
@@ -363,8 +382,9 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// Everything written, as one sled batch.
-    pub fn into_batch(self) -> Result<sled::Batch, StoreError> {
+    /// Everything written, as one sled batch (with the journal entry of the ledger lines
+    /// changed), and those lines' new sums for [`Book::commit`] once the batch is durable.
+    pub fn into_batch(self) -> Result<(sled::Batch, BTreeMap<LineKey, Sums>), StoreError> {
         if let Some(e) = self.take_error() {
             return Err(e);
         }
@@ -375,7 +395,11 @@ impl<'a> Txn<'a> {
                 None => b.remove(k),
             }
         }
-        Ok(b)
+        self.book
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal(&self.lines, &mut b);
+        Ok((b, self.lines))
     }
 }
 
