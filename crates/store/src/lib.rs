@@ -25,6 +25,7 @@ mod index;
 mod ingest;
 pub mod keyspace;
 mod ledger;
+mod stage1;
 mod txn;
 
 use std::path::{Path, PathBuf};
@@ -39,95 +40,6 @@ use passalong_protocol::{Attestation, Id, Kind, Ledger, PublicKey, State};
 pub use error::StoreError;
 use keyspace::*;
 use txn::Txn;
-
-/// Stage 1 (decode, limits, signature) of many envelopes, spread over the machine's cores:
-/// signature checks are most of an ingest's CPU, and they are independent.
-fn check_parallel(
-    envelopes: &[&[u8]],
-) -> Vec<Result<Attestation, passalong_protocol::InvalidReason>> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 || envelopes.len() < 16 {
-        return validation::check_batch(envelopes);
-    }
-    let chunk = envelopes.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = envelopes
-            .chunks(chunk)
-            .map(|c| s.spawn(move || validation::check_batch(c)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
-}
-
-/// Calls with at least this many envelopes start checking them before taking the writer lock
-/// (large batches come from sync and gossip, where a second batch is often on its way), and
-/// run stage 2 on the first ones while helpers still check the rest.
-const PRECHECK_MIN: usize = 64;
-
-/// Envelopes a stage-1 worker claims at a time.
-const STAGE1_CHUNK: usize = 4;
-
-type Checked = Result<Attestation, passalong_protocol::InvalidReason>;
-
-/// Stage 1 of a large call, shared by helper threads and the caller: whoever is free claims
-/// the next chunk, in order, so results arrive roughly in the order stage 2 needs them.
-struct Stage1<'e> {
-    envelopes: &'e [&'e [u8]],
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl Stage1<'_> {
-    /// Checks the next unclaimed chunk: its first index and results.
-    fn claim(&self) -> Option<(usize, Vec<Checked>)> {
-        let start = self
-            .next
-            .fetch_add(STAGE1_CHUNK, std::sync::atomic::Ordering::Relaxed);
-        let chunk = self.envelopes.get(start..)?;
-        if chunk.is_empty() {
-            return None;
-        }
-        let chunk = &chunk[..chunk.len().min(STAGE1_CHUNK)];
-        Some((start, validation::check_batch(chunk)))
-    }
-}
-
-/// The caller's side of [`Stage1`]: results by index, waiting for (or checking itself) the
-/// ones not ready yet.
-struct Stage1Results<'s, 'e> {
-    work: &'s Stage1<'e>,
-    rx: std::sync::mpsc::Receiver<(usize, Vec<Checked>)>,
-    got: Vec<Option<Checked>>,
-}
-
-impl Stage1Results<'_, '_> {
-    fn store(&mut self, (start, results): (usize, Vec<Checked>)) {
-        for (slot, r) in self.got[start..].iter_mut().zip(results) {
-            *slot = Some(r);
-        }
-    }
-
-    fn take(&mut self, i: usize) -> Checked {
-        loop {
-            if let Some(r) = self.got[i].take() {
-                return r;
-            }
-            // Rather than wait for a helper, check the next chunk here.
-            if let Some(done) = self.work.claim() {
-                self.store(done);
-                continue;
-            }
-            match self.rx.recv() {
-                Ok(done) => self.store(done),
-                // Every chunk was claimed and every helper is gone: one died (its panic is
-                // raised when the scope ends); nothing more will come.
-                Err(_) => panic!("a stage-1 helper thread died"),
-            }
-        }
-    }
-}
 
 /// The store format this build reads and writes. Version 3 journals ledger lines between
 /// checkpoints (`book`); a version 2 store (lines always written) opens as a version 3 store
@@ -225,6 +137,8 @@ pub struct Store {
     book: RwLock<book::Book>,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
+    /// Transactions committed (see `stage1::Item::commits`).
+    commits: AtomicU64,
     checkpoint_every: AtomicU64,
     checkpoints: AtomicU64,
 }
@@ -282,6 +196,7 @@ impl Store {
             valid: txn::ValidCache::new(),
             book: RwLock::new(book),
             since_checkpoint: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
             checkpoints: AtomicU64::new(0),
         })
@@ -333,6 +248,7 @@ impl Store {
     fn commit(&self, db: &sled::Db, t: Txn<'_>) -> Result<(), StoreError> {
         let (batch, lines) = t.into_batch()?;
         db.apply_batch(batch)?;
+        self.commits.fetch_add(1, Ordering::Release);
         db.flush()?;
         self.book
             .write()
@@ -430,42 +346,25 @@ impl Store {
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
     /// attestation they unblocked. Returns only once everything is flushed to disk.
     pub fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
-        if envelopes.len() < PRECHECK_MIN {
+        if envelopes.len() < stage1::PRECHECK_MIN {
             return self.ingest_checked(envelopes, now_ms, None);
         }
-        // Stage 1 (decode, limits, signatures) needs no state: helpers start on it before the
-        // writer lock is taken, so that one call verifies while another writes; under the
-        // lock, stage 2 runs on the first envelopes while the helpers (and this thread, when
-        // it would otherwise wait) check the next ones. Ids already stored are checked
-        // needlessly; callers rarely send those (gossip and sync filter them).
-        let work = Stage1 {
-            envelopes,
-            next: std::sync::atomic::AtomicUsize::new(0),
-        };
-        let helpers = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .saturating_sub(1)
-            .max(1);
-        std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            for _ in 0..helpers {
-                let (tx, work) = (tx.clone(), &work);
-                s.spawn(move || {
-                    while let Some(done) = work.claim() {
-                        if tx.send(done).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            drop(tx);
-            let mut results = Stage1Results {
-                work: &work,
-                rx,
-                got: (0..envelopes.len()).map(|_| None).collect(),
-            };
-            self.ingest_checked(envelopes, now_ms, Some(&mut results))
-        })
+        // Helpers start stage 1 before the writer lock is taken, so that one call verifies
+        // while another writes.
+        let work = stage1::Stage1::new(self, envelopes);
+        work.run(|results| self.ingest_checked(envelopes, now_ms, Some(results)))
+    }
+
+    /// Transactions committed so far.
+    fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
+    }
+
+    /// Whether `id` is stored (as of the last commit; false if the store is closed).
+    fn is_stored(&self, id: &Id) -> bool {
+        let Ok(db) = self.db() else { return false };
+        let has = |prefix| db.contains_key(key(prefix, &[&id.0])).unwrap_or(false);
+        has(ENTRY) || has(INVALID)
     }
 
     /// Stage 2 and the write, under the writer lock; stage 1 comes from `pre` when the caller
@@ -474,7 +373,7 @@ impl Store {
         &self,
         envelopes: &[&[u8]],
         now_ms: u64,
-        pre: Option<&mut Stage1Results<'_, '_>>,
+        pre: Option<&mut stage1::Results<'_, '_>>,
     ) -> Result<Vec<Ack>, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let acks = self.ingest_locked(envelopes, now_ms, pre)?;
@@ -487,35 +386,55 @@ impl Store {
         &self,
         envelopes: &[&[u8]],
         now_ms: u64,
-        pre: Option<&mut Stage1Results<'_, '_>>,
+        pre: Option<&mut stage1::Results<'_, '_>>,
     ) -> Result<Vec<Ack>, StoreError> {
         let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
         let db = self.db()?;
         let mut t = self.txn(&db);
         // Per envelope: its status if already stored, or None if this call decides it.
         let mut known: Vec<Option<Status>> = Vec::with_capacity(ids.len());
-        let mut first_in_call = vec![false; ids.len()];
+        let mut first_in_call = Vec::with_capacity(ids.len());
         let mut seen = std::collections::HashSet::new();
-        for (i, id) in ids.iter().enumerate() {
-            // Two point reads tell a fresh id; its full status is read only if it is known.
-            let stored = t.contains(&key(ENTRY, &[&id.0])) || t.contains(&key(INVALID, &[&id.0]));
-            let s = if stored { ingest::status(&t, id) } else { None };
-            first_in_call[i] = s.is_none() && seen.insert(*id);
-            known.push(s);
-        }
-        let fresh: Vec<usize> = (0..ids.len()).filter(|&i| first_in_call[i]).collect();
         let mut reports = Vec::new();
         match pre {
             Some(pre) => {
-                let checked = fresh.iter().map(|&i| (ids[i], pre.take(i)));
-                ingest::ingest(&mut t, checked, now_ms, &mut reports);
+                // Envelope by envelope, as stage 1 delivers them.
+                let commits = self.commits();
+                for (i, id) in ids.iter().enumerate() {
+                    let item = pre.take(i);
+                    // Being stored never ends; not being stored holds if nothing committed
+                    // since the helper looked.
+                    let stored = item.stored
+                        || (item.commits != commits
+                            && (t.contains(&key(ENTRY, &[&id.0]))
+                                || t.contains(&key(INVALID, &[&id.0]))));
+                    let s = if stored { ingest::status(&t, id) } else { None };
+                    let first = s.is_none() && seen.insert(*id);
+                    known.push(s);
+                    first_in_call.push(first);
+                    if first {
+                        let checked = item
+                            .checked
+                            .unwrap_or_else(|| validation::check(envelopes[i]));
+                        ingest::ingest(&mut t, [(*id, checked)], now_ms, &mut reports);
+                    }
+                }
             }
             None => {
+                for id in &ids {
+                    // Two point reads tell a fresh id; its full status is read only if known.
+                    let stored =
+                        t.contains(&key(ENTRY, &[&id.0])) || t.contains(&key(INVALID, &[&id.0]));
+                    let s = if stored { ingest::status(&t, id) } else { None };
+                    first_in_call.push(s.is_none() && seen.insert(*id));
+                    known.push(s);
+                }
+                let fresh: Vec<usize> = (0..ids.len()).filter(|&i| first_in_call[i]).collect();
                 let fresh_envs: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
                 let checked = fresh
                     .iter()
                     .map(|&i| ids[i])
-                    .zip(check_parallel(&fresh_envs));
+                    .zip(stage1::check_parallel(&fresh_envs));
                 ingest::ingest(&mut t, checked, now_ms, &mut reports);
             }
         }

@@ -282,20 +282,23 @@ impl<'a> Txn<'a> {
     /// The first (key, value) under `prefix`, with this transaction's writes applied.
     pub fn first(&self, prefix: &[u8]) -> Option<Kv> {
         // The first live key of the tree may have been deleted here: walk until one survives.
+        // Point reads (`get_gt`), not an iterator: most calls find nothing (a fresh order),
+        // and a sled iterator costs several reads to set up.
         let mut from_tree = None;
-        for kv in self.tree.scan_prefix(prefix) {
-            match kv {
-                Ok((k, v)) => {
-                    if !matches!(self.writes.get(k.as_ref()), Some(None)) {
-                        from_tree = Some((k.to_vec(), v.to_vec()));
-                        break;
+        let mut after = prefix.to_vec();
+        loop {
+            match self.tree.get_gt(&after) {
+                Ok(Some((k, v))) if k.starts_with(prefix) => {
+                    if matches!(self.writes.get(k.as_ref()), Some(None)) {
+                        after = k.to_vec();
+                        continue;
                     }
+                    from_tree = Some((k.to_vec(), v.to_vec()));
                 }
-                Err(e) => {
-                    self.remember(e.into());
-                    break;
-                }
+                Ok(_) => {}
+                Err(e) => self.remember(e.into()),
             }
+            break;
         }
         let from_writes = self
             .writes
