@@ -158,30 +158,34 @@ impl Book {
             .collect()
     }
 
-    /// Adds the journal entry for `changes` (new sums per line) to `batch`; [`Book::commit`]
-    /// applies them once the batch is on disk.
-    pub fn journal(&self, changes: &BTreeMap<LineKey, Sums>, batch: &mut sled::Batch) {
+    /// The sequence number of the next journal entry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Adds journal entry `seq` for `changes` (new sums per line) to `batch`;
+    /// [`Book::commit`] applies them once the batch is in the tree. Entries are numbered
+    /// from [`Book::next_seq`] on, one per batch that changes lines.
+    pub fn journal(&self, seq: u64, changes: &BTreeMap<LineKey, Sums>, batch: &mut sled::Batch) {
         let lines: Vec<(&LineKey, &Sums)> = changes.iter().collect();
         for (i, chunk) in lines.chunks(LINES_PER_CHUNK).enumerate() {
             batch.insert(
-                key(
-                    JOURNAL,
-                    &[&self.next_seq.to_be_bytes(), &(i as u32).to_be_bytes()],
-                ),
+                key(JOURNAL, &[&seq.to_be_bytes(), &(i as u32).to_be_bytes()]),
                 encode_chunk(chunk),
             );
         }
     }
 
-    /// The journal entry written by [`Book::journal`] is durable: the lines take effect.
-    pub fn commit(&mut self, changes: BTreeMap<LineKey, Sums>) {
+    /// Journal entry `seq` (written by [`Book::journal`]) is in the tree: its lines take
+    /// effect.
+    pub fn commit(&mut self, seq: u64, changes: BTreeMap<LineKey, Sums>) {
         if changes.is_empty() {
             return;
         }
         for (k, s) in changes {
             self.set(k, s);
         }
-        self.next_seq += 1;
+        self.next_seq = seq + 1;
     }
 
     /// Lines changed since the last checkpoint written under [`LEDGER`], and the journal
@@ -259,9 +263,10 @@ mod tests {
         let step = |book: &mut Book, lines: &[(LineKey, Sums)]| {
             let changes: BTreeMap<_, _> = lines.iter().copied().collect();
             let mut batch = sled::Batch::default();
-            book.journal(&changes, &mut batch);
+            let seq = book.next_seq();
+            book.journal(seq, &changes, &mut batch);
             db.apply_batch(batch).unwrap();
-            book.commit(changes);
+            book.commit(seq, changes);
         };
         step(&mut book, &[(a, [10, 0, 0]), (b, [5, 0, 0])]);
         db.apply_batch(book.checkpoint_batch(&db).unwrap()).unwrap();

@@ -30,7 +30,20 @@ pub(crate) struct Txn<'a> {
     /// The ledger lines as committed; `lines` holds this transaction's new sums.
     book: &'a RwLock<Book>,
     lines: BTreeMap<LineKey, Sums>,
+    /// Keys and lines written since the last [`Txn::take_batch`] (with repeats).
+    unshipped: Vec<Vec<u8>>,
+    unshipped_lines: Vec<LineKey>,
+    /// The sequence number of this transaction's next journal entry, once known.
+    next_seq: Option<u64>,
     error: RefCell<Option<StoreError>>,
+}
+
+/// Writes of a transaction, ready for the tree.
+pub(crate) struct Shipment {
+    pub batch: sled::Batch,
+    /// The ledger lines the batch journals (under `seq`), for [`Book::commit`].
+    pub lines: BTreeMap<LineKey, Sums>,
+    pub seq: u64,
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -198,6 +211,9 @@ impl<'a> Txn<'a> {
             valid,
             book,
             lines: BTreeMap::new(),
+            unshipped: Vec::new(),
+            unshipped_lines: Vec::new(),
+            next_seq: None,
             error: RefCell::new(None),
         }
     }
@@ -213,6 +229,7 @@ impl<'a> Txn<'a> {
     /// Sets a ledger line's sums (all zero: the line goes away).
     pub fn set_line(&mut self, k: LineKey, s: Sums) {
         self.lines.insert(k, s);
+        self.unshipped_lines.push(k);
     }
 
     fn remember(&self, e: StoreError) {
@@ -245,10 +262,12 @@ impl<'a> Txn<'a> {
     }
 
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.unshipped.push(k.clone());
         self.writes.insert(k, Some(IVec::from(v)));
     }
 
     pub fn del(&mut self, k: Vec<u8>) {
+        self.unshipped.push(k.clone());
         self.writes.insert(k, None);
     }
 
@@ -385,24 +404,38 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// Everything written, as one sled batch (with the journal entry of the ledger lines
-    /// changed), and those lines' new sums for [`Book::commit`] once the batch is durable.
-    pub fn into_batch(self) -> Result<(sled::Batch, BTreeMap<LineKey, Sums>), StoreError> {
+    /// What was written since the last call, as one sled batch with the journal entry of
+    /// the ledger lines changed (`None` if nothing was). The writes stay readable here:
+    /// batches may land in the tree while this transaction goes on, in order, each atomic, so
+    /// that what reaches the disk is always the effect of a prefix of the transaction.
+    pub fn take_batch(&mut self) -> Result<Option<Shipment>, StoreError> {
         if let Some(e) = self.take_error() {
             return Err(e);
         }
-        let mut b = sled::Batch::default();
-        for (k, v) in self.writes {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
+        if self.unshipped.is_empty() && self.unshipped_lines.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = std::mem::take(&mut self.unshipped);
+        keys.sort_unstable();
+        keys.dedup();
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            match self.writes.get(&k) {
+                Some(Some(v)) => batch.insert(k, v.clone()),
+                _ => batch.remove(k),
             }
         }
-        self.book
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .journal(&self.lines, &mut b);
-        Ok((b, self.lines))
+        let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
+            .into_iter()
+            .map(|k| (k, self.lines.get(&k).copied().unwrap_or([0; 3])))
+            .collect();
+        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        let seq = *self.next_seq.get_or_insert_with(|| book.next_seq());
+        book.journal(seq, &lines, &mut batch);
+        if !lines.is_empty() {
+            self.next_seq = Some(seq + 1);
+        }
+        Ok(Some(Shipment { batch, lines, seq }))
     }
 }
 
