@@ -2,10 +2,15 @@
 //! need, and each seller's ledger kept up to date as attestations arrive.
 //!
 //! Everything lives in one sled tree (see [`keyspace`]). An [`Store::ingest`] call checks its
-//! envelopes (one batch signature verification), runs the protocol's rules against the store,
-//! buffers every write, applies them as **one atomic batch and flushes once** before it returns:
-//! what it acknowledged survives kill -9 and power loss (sled writes are not durable until
-//! flushed, sled issue 654), and one fsync covers many attestations.
+//! envelopes (batch signature verification, on helper threads), runs the protocol's rules
+//! against the store, buffers every write, applies them in **atomic batches and flushes once**
+//! before it returns: what it acknowledged survives kill -9 and power loss (sled writes are not
+//! durable until flushed, sled issue 654), and one fsync covers many attestations. A large call
+//! hands a batch to a writer thread every 16 fresh attestations, in order, so what reaches the
+//! disk is always the effect of a prefix of the call.
+//!
+//! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
+//! checkpoints write them (sled's cost is per key written, and a receipt changes ~5 lines).
 //!
 //! The payout rules are the protocol crate's own (`payout::payout` over the store as a
 //! `ChainView`); this crate only decides which receipts to recompute when something they depend

@@ -109,9 +109,13 @@ impl Daemon {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(self.dir.with_extension("log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
-                    "daemon exited early with {status}: see {}",
-                    self.dir.with_extension("log").display()
+                    "daemon exited early with {status}; the end of its log:\n{}",
+                    tail.join("\n")
                 );
             }
             assert!(
