@@ -160,7 +160,7 @@ struct Pending {
 }
 
 /// The blake3 derive-key context of the batch coefficients.
-const COEFFICIENT_CONTEXT: &str = "passalong 2026-11-24 ed25519 cofactored batch coefficients";
+const COEFFICIENT_CONTEXT: &str = "passalong 2026-11-23 ed25519 cofactored batch coefficients";
 
 /// 128-bit coefficients, one per item, from a hash of everything the equations contain: nobody
 /// can choose them without changing the batch, and the crate needs no randomness.
