@@ -4,7 +4,8 @@
 //!
 //! - `validate`: the stateless check of one signed Receipt envelope against a bare
 //!   `ed25519_dalek` strict verification of the same message (the overhead of decoding,
-//!   limits and ids), and the batch path over 64 receipts against 64 single verifications;
+//!   limits and ids), our cofactored single check, and the batch path over 64 receipts (one
+//!   seller; one bad among them; 64 different keys) against 64 single verifications;
 //! - `ledger`: one seller's ledger recomputed from scratch over 1,000,000 receipts on referral
 //!   chains of mean depth 5, six offers with different rules;
 //! - `merkle`: the root and one inclusion proof of a 100,000-line ledger.
@@ -185,8 +186,14 @@ fn bench_validate(c: &mut Criterion) {
                 .all(|(m, s)| bare_verify(black_box(&key), m, s))
         })
     });
-    // The sound batch: torsion checks of every key and R, then the combined equation.
+    // Our strict single check (cofactored), next to dalek's `verify_strict` above.
+    g.throughput(Throughput::Elements(1));
     let pk = PublicKey(key);
+    g.bench_function("signature_verify_strict", |b| {
+        b.iter(|| signature::verify_strict(black_box(&pk), black_box(&msg), &one.signature))
+    });
+    g.throughput(Throughput::Elements(64));
+    // The batch, 64 receipts signed by one seller: one A term in the combined equation.
     let items: Vec<signature::BatchItem> = messages
         .iter()
         .zip(&receipts)
@@ -200,8 +207,49 @@ fn bench_validate(c: &mut Criterion) {
     g.bench_function("verify_batch_64", |b| {
         b.iter(|| signature::verify_batch(black_box(&items)))
     });
-    // ed25519-dalek's batch equation alone, without the torsion checks of R and A that
-    // `signature::verify_batch` adds: what the batch would cost if it needed none.
+    // One bad signature among the 64: found by halving.
+    let mut bad_sig = receipts[37].signature;
+    bad_sig[40] ^= 1;
+    let mut one_bad = items.clone();
+    one_bad[37].signature = &bad_sig;
+    assert_eq!(
+        signature::verify_batch(&one_bad)
+            .iter()
+            .filter(|r| r.is_err())
+            .count(),
+        1
+    );
+    g.bench_function("verify_batch_64_one_bad", |b| {
+        b.iter(|| signature::verify_batch(black_box(&one_bad)))
+    });
+    // 64 messages signed by 64 different keys: 64 A terms.
+    let signers: Vec<Keypair> = (0..64u8)
+        .map(|i| Keypair::from_seed([i.wrapping_add(100); 32]))
+        .collect();
+    let signer_keys: Vec<PublicKey> = signers.iter().map(Keypair::public).collect();
+    let signer_sigs: Vec<[u8; 64]> = signers
+        .iter()
+        .zip(&messages)
+        .map(|(k, m)| k.sign(m))
+        .collect();
+    let items_64_keys: Vec<signature::BatchItem> = messages
+        .iter()
+        .zip(&signer_keys)
+        .zip(&signer_sigs)
+        .map(|((m, k), s)| signature::BatchItem {
+            key: k,
+            message: m,
+            signature: s,
+        })
+        .collect();
+    assert!(signature::verify_batch(&items_64_keys)
+        .iter()
+        .all(Result::is_ok));
+    g.bench_function("verify_batch_64_keys", |b| {
+        b.iter(|| signature::verify_batch(black_box(&items_64_keys)))
+    });
+    // ed25519-dalek's batch (cofactorless, random coefficients, 2n+1 points): for comparison
+    // only, it is consistent with neither dalek's `verify_strict` nor ours.
     let msg_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     let vk = VerifyingKey::from_bytes(&key).expect("the seller's key is a valid point");
     let vks = vec![vk; 64];

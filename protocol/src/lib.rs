@@ -7,7 +7,8 @@
 //! - [`attestation`]: the nine kinds of signed facts and their bodies;
 //! - [`encoding`]: the canonical envelope (version, kind, postcard body, signature), domain tags
 //!   and ids (blake3 of the envelope);
-//! - [`signature`]: strict ed25519 and a batch path that never accepts what the strict check rejects;
+//! - [`signature`]: strict ed25519 (cofactored equation) and a batch path that accepts exactly
+//!   what the single check accepts;
 //! - [`validation`]: stateless checks (decode, limits, signature) and the four outcomes;
 //! - [`state`]: a sans-IO in-memory state that takes attestations in any order and the time,
 //!   and answers with outcomes and, per seller, the ledger;

@@ -18,6 +18,11 @@ use passalong_protocol::signature;
 use passalong_protocol::{validation, Ledger, Outcome, State};
 use serde_json::{json, Value};
 
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use sha2::{Digest, Sha512};
+
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
@@ -356,6 +361,42 @@ fn gen_invalid() -> Value {
     )
 }
 
+/// The secret scalar of a seed (RFC 8032: the clamped low half of SHA-512(seed)).
+fn secret_scalar(seed: [u8; 32]) -> Scalar {
+    let h = Sha512::digest(seed);
+    let mut a = [0u8; 32];
+    a.copy_from_slice(&h[..32]);
+    a[0] &= 248;
+    a[31] &= 127;
+    a[31] |= 64;
+    Scalar::from_bytes_mod_order(a)
+}
+
+/// A signature made by hand under `key` (whose secret is `a`): R = [r]B + `torsion`,
+/// S = r + k·a with k = SHA-512(R ‖ key ‖ m) mod l and r derived from `nonce_label`.
+fn craft_signature(
+    a: Scalar,
+    key: &[u8; 32],
+    torsion: EdwardsPoint,
+    nonce_label: &[u8],
+    m: &[u8],
+) -> [u8; 64] {
+    let r = Scalar::from_bytes_mod_order_wide(&Sha512::digest(nonce_label).into());
+    let big_r = (ED25519_BASEPOINT_POINT * r + torsion).compress();
+    let k = Scalar::from_bytes_mod_order_wide(
+        &Sha512::new()
+            .chain_update(big_r.as_bytes())
+            .chain_update(key)
+            .chain_update(m)
+            .finalize()
+            .into(),
+    );
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(big_r.as_bytes());
+    sig[32..].copy_from_slice((r + k * a).as_bytes());
+    sig
+}
+
 /// (name, public key, message, signature, valid)
 type SigCase = (&'static str, [u8; 32], Vec<u8>, [u8; 64], bool);
 
@@ -377,6 +418,39 @@ fn gen_signatures() -> Value {
     small_r[..32].copy_from_slice(&identity);
     let mut flipped = good;
     flipped[10] ^= 0x04;
+    // A point of order 8, and the key-1 secret: signatures only the key's owner can make.
+    let t8 = CompressedEdwardsY(
+        hex::decode("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")
+            .expect("hex")
+            .try_into()
+            .expect("32"),
+    )
+    .decompress()
+    .expect("a curve point");
+    let a = secret_scalar([1; 32]);
+    assert_eq!((ED25519_BASEPOINT_POINT * a).compress().0, k.public().0);
+    let torsion_r = craft_signature(a, &k.public().0, t8, b"torsion-r", &msg);
+    let mixed_key = (ED25519_BASEPOINT_POINT * a + t8).compress().0;
+    let mixed_key_sig = craft_signature(
+        a,
+        &mixed_key,
+        EdwardsPoint::default(),
+        b"mixed-order-key",
+        &msg,
+    );
+    // They pin the cofactored rule: the cofactorless one (ed25519-dalek's verify_strict)
+    // rejects both.
+    for (key, sig) in [(k.public().0, torsion_r), (mixed_key, mixed_key_sig)] {
+        let cofactorless = ed25519_dalek::VerifyingKey::from_bytes(&key)
+            .and_then(|vk| vk.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&sig)));
+        assert!(cofactorless.is_err());
+    }
+    let mut r_y_ge_p = good; // R = y = p + 3, a non-canonical encoding of a curve point
+    r_y_ge_p[..32].copy_from_slice(&[0xff; 32]);
+    r_y_ge_p[0] = 0xf0;
+    r_y_ge_p[31] = 0x7f;
+    let mut s_is_l = good; // S = l exactly
+    s_is_l[32..].copy_from_slice(&add_l(&[0; 64])[32..]);
     let cases: Vec<SigCase> = vec![
         ("valid", k.public().0, msg.clone(), good, true),
         (
@@ -416,6 +490,31 @@ fn gen_signatures() -> Value {
             false,
         ),
         ("small-order-r", k.public().0, msg.clone(), small_r, false),
+        // The cofactored equation: R = [r]B + T with T of order 8, S = r + k·a. Valid; the
+        // cofactorless equation would reject it.
+        (
+            "torsion-r-cofactored",
+            k.public().0,
+            msg.clone(),
+            torsion_r,
+            true,
+        ),
+        // The key A + T (T of order 8) is not of small order; signed with S = r + k·a. Valid.
+        (
+            "mixed-order-key-cofactored",
+            mixed_key,
+            msg.clone(),
+            mixed_key_sig,
+            true,
+        ),
+        (
+            "non-canonical-r",
+            k.public().0,
+            msg.clone(),
+            r_y_ge_p,
+            false,
+        ),
+        ("s-equals-l", k.public().0, msg.clone(), s_is_l, false),
     ];
     Value::Array(
         cases
@@ -627,6 +726,38 @@ fn strict_signature_cases() {
             signature: &sig,
         }]);
         assert_eq!(batch[0].is_ok(), single, "{}: batch agrees", v["name"]);
+    }
+}
+
+/// All signature vectors in one batch, and each twice: the same verdicts.
+#[test]
+fn strict_signature_cases_in_one_batch() {
+    let cases: Vec<(passalong_protocol::PublicKey, Vec<u8>, [u8; 64], bool)> =
+        load("signatures.json")
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| {
+                (
+                    passalong_protocol::PublicKey(unhex(&v["public_key"]).try_into().expect("32")),
+                    unhex(&v["message"]),
+                    unhex(&v["signature"]).try_into().expect("64"),
+                    v["valid"].as_bool().expect("bool"),
+                )
+            })
+            .collect();
+    let items: Vec<signature::BatchItem> = cases
+        .iter()
+        .chain(&cases)
+        .map(|(key, message, signature, _)| signature::BatchItem {
+            key,
+            message,
+            signature,
+        })
+        .collect();
+    let got = signature::verify_batch(&items);
+    for (r, (_, _, _, valid)) in got.iter().zip(cases.iter().chain(&cases)) {
+        assert_eq!(r.is_ok(), *valid);
     }
 }
 
