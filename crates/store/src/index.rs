@@ -37,6 +37,26 @@ pub(crate) fn market_of(t: &Txn<'_>, body: &Body) -> Option<PublicKey> {
     })
 }
 
+/// The first (smallest) id of an ORDER value: the receipt that counts.
+pub(crate) fn first_id(ids: &[u8]) -> Option<Id> {
+    ids.get(..32).map(|_| Id(id_at(ids, 0)))
+}
+
+/// Adds `id` to an ORDER value, keeping it sorted and without repeats.
+pub(crate) fn insert_id(ids: &mut Vec<u8>, id: &Id) {
+    let mut at = ids.len() / 32;
+    for (i, c) in ids.chunks_exact(32).enumerate() {
+        if c == id.0 {
+            return;
+        }
+        if c > &id.0[..] {
+            at = i;
+            break;
+        }
+    }
+    ids.splice(at * 32..at * 32, id.0);
+}
+
 /// Records a valid attestation.
 pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
     let id = att.id;
@@ -65,11 +85,10 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
         }
         Body::Receipt(r) => {
             let order = key(ORDER, &[&r.seller.0, &order_hash(&r.order)]);
-            let counted_before = t.first(&order).map(|(k, _)| Id(id_at(&k, 65)));
-            t.put(
-                key(ORDER, &[&r.seller.0, &order_hash(&r.order), &id.0]),
-                vec![],
-            );
+            let mut ids = t.get(&order).map_or_else(Vec::new, |v| v.to_vec());
+            let counted_before = first_id(&ids);
+            insert_id(&mut ids, &id);
+            t.put(order, ids);
             match counted_before {
                 None => ledger::count(t, id),
                 Some(prev) if id < prev => {

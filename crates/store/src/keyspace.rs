@@ -16,7 +16,9 @@ pub const HELD: u8 = b'h';
 pub const MARKET: u8 = b'm';
 /// parent referral ‖ child referral → ().
 pub const CHILD: u8 = b'c';
-/// seller ‖ blake3(order) ‖ receipt → (): receipts by (seller, order); the first counts.
+/// seller ‖ blake3(order) → receipt ids (32 bytes each, ascending): receipts by (seller,
+/// order); the first counts. One key per order, so that a new receipt costs a point read
+/// (format 2 had one key per receipt, found with a prefix scan).
 pub const ORDER: u8 = b'q';
 /// receipt → (): refunded receipts.
 pub const REFUNDED: u8 = b'e';

@@ -50,8 +50,9 @@ use txn::Txn;
 const SHIP_EVERY: usize = 16;
 
 /// The store format this build reads and writes. Version 3 journals ledger lines between
-/// checkpoints (`book`); a version 2 store (lines always written) opens as a version 3 store
-/// with an empty journal, and is marked 3 so that an older build does not miss the journal.
+/// checkpoints (`book`) and keeps one ORDER key per order. A version 2 store is upgraded when
+/// opened (its ORDER keys regrouped, see [`upgrade_orders`]; its lines are a checkpoint with an
+/// empty journal) and marked 3, so that an older build refuses it.
 pub const FORMAT_VERSION: u32 = 3;
 
 /// Older formats this build upgrades in place when it opens them.
@@ -319,6 +320,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         match db.get(&vk).map_err(|e| open_error(path, e))? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
             Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
+                upgrade_orders(&db).map_err(|e| open_error(path, e))?;
                 db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
                     .map_err(|e| open_error(path, e))?;
                 db.flush().map_err(|e| open_error(path, e))?;
@@ -345,6 +347,71 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         }
         Ok(db)
     }
+}
+
+/// Format 2 kept one ORDER key per receipt (seller ‖ order ‖ receipt → ()); format 3 keeps one
+/// per order, its receipt ids as the value. Regroups them in batches of whole orders, each
+/// atomic, so that an upgrade cut short resumes where it stopped at the next open.
+fn upgrade_orders(db: &sled::Db) -> sled::Result<()> {
+    const OLD_LEN: usize = 1 + 32 + 32 + 32;
+    const NEW_LEN: usize = 1 + 32 + 32;
+    let mut from = vec![ORDER];
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut group: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut seen = 0usize;
+        let mut last = None;
+        let mut done = true;
+        for kv in db.range(from.clone()..) {
+            let (k, _) = kv?;
+            if k.first() != Some(&ORDER) {
+                break;
+            }
+            if k.len() != OLD_LEN {
+                continue;
+            }
+            let (order, id) = (&k[..NEW_LEN], Id(id_at(&k, NEW_LEN)));
+            if group.as_ref().is_some_and(|(g, _)| g.as_slice() != order) {
+                // A whole order is gathered: stop here if the batch is big enough.
+                if seen >= 10_000 {
+                    done = false;
+                    break;
+                }
+                if let Some((g, ids)) = group.take() {
+                    write_group(db, &mut batch, g, ids)?;
+                }
+            }
+            let (_, ids) = group.get_or_insert_with(|| (order.to_vec(), Vec::new()));
+            index::insert_id(ids, &id);
+            batch.remove(k.clone());
+            last = Some(k);
+            seen += 1;
+        }
+        if let Some((g, ids)) = group.take() {
+            write_group(db, &mut batch, g, ids)?;
+        }
+        db.apply_batch(batch)?;
+        match (done, last) {
+            (false, Some(k)) => from = k.to_vec(),
+            _ => return db.flush().map(|_| ()),
+        }
+    }
+}
+
+/// Adds a regrouped order to `batch`, merged with what an earlier batch wrote for it.
+fn write_group(
+    db: &sled::Db,
+    batch: &mut sled::Batch,
+    order: Vec<u8>,
+    mut ids: Vec<u8>,
+) -> sled::Result<()> {
+    if let Some(earlier) = db.get(&order)? {
+        for id in earlier.chunks_exact(32) {
+            index::insert_id(&mut ids, &Id(id_at(id, 0)));
+        }
+    }
+    batch.insert(order, ids);
+    Ok(())
 }
 
 impl Store {
@@ -702,13 +769,16 @@ impl Store {
     /// Receipts of one order beyond the one that counts: evidence of equivocation.
     pub fn equivocations(&self, seller: &PublicKey) -> Result<Vec<Equivocation>, StoreError> {
         let mut out = Vec::new();
-        let mut current: Option<([u8; 32], Id)> = None;
         for kv in self.db()?.scan_prefix(key(ORDER, &[&seller.0])) {
-            let (k, _) = kv?;
-            let (order, id) = (id_at(&k, 33), Id(id_at(&k, 65)));
-            match current {
-                Some((o, counted)) if o == order => out.push(Equivocation { counted, other: id }),
-                _ => current = Some((order, id)),
+            let (_, ids) = kv?;
+            let Some(counted) = index::first_id(&ids) else {
+                continue;
+            };
+            for other in ids.chunks_exact(32).skip(1) {
+                out.push(Equivocation {
+                    counted,
+                    other: Id(id_at(other, 0)),
+                });
             }
         }
         out.sort();
@@ -725,10 +795,10 @@ impl Store {
                 continue;
             };
             let claim = Id(id_at(&k, 65));
-            let Some((ok, _)) = t.first(&key(ORDER, &[&seller.0, &id_at(&k, 33)])) else {
+            let ids = t.get(&key(ORDER, &[&seller.0, &id_at(&k, 33)]));
+            let Some(rid) = ids.as_deref().and_then(index::first_id) else {
                 continue;
             };
-            let rid = Id(id_at(&ok, 65));
             let Some(r) = t.receipt(&rid) else { continue };
             let buyer_matches = r.buyer == c.buyer;
             if r.offer == c.offer && (!buyer_matches || r.via != c.via) {

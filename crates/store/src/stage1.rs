@@ -152,10 +152,14 @@ impl Results<'_, '_> {
             if let Some(r) = self.got.get_mut(i).and_then(Option::take) {
                 return r;
             }
-            // Rather than wait for a helper, check the next chunk here.
-            if let Some(done) = self.work.claim() {
-                self.store(done);
-                continue;
+            // Check `i`'s chunk here if no helper has claimed it yet; otherwise wait for it
+            // and leave the later chunks to the helpers (this thread has stage 2 to run, and
+            // they share the other cores with the writer thread only).
+            if self.work.next.load(Ordering::Relaxed) <= i {
+                if let Some(done) = self.work.claim() {
+                    self.store(done);
+                    continue;
+                }
             }
             match self.rx.recv() {
                 Ok(done) => self.store(done),

@@ -193,6 +193,72 @@ fn held_attestations_are_released_by_tick() {
     assert_eq!(st.next_release_ms().unwrap(), None);
 }
 
+/// A store as format 2 wrote it (one ORDER key per receipt, no journal) opens, is upgraded,
+/// in more than one batch, and answers as before.
+#[test]
+fn a_format_2_store_is_upgraded_in_place() {
+    use passalong_store::keyspace::{key as skey, META, ORDER};
+    let dir = tempfile::tempdir().unwrap();
+    let mut atts = chain();
+    let (s, e) = (key(1), key(5));
+    let (o, rd) = (atts[0].clone(), atts[3].clone());
+    // 12,000 orders (more than one upgrade batch), three of them with two receipts.
+    for i in 0..12_000u64 {
+        let order = format!("order-u{}", i % 11_997);
+        atts.push(receipt(
+            &s,
+            &o,
+            &order,
+            1_000 + i,
+            e.public(),
+            Some(&rd),
+            T0 + 10 + i,
+        ));
+    }
+    let seller = s.public();
+    let (ledger, equivocations) = {
+        let st = Store::open(dir.path()).unwrap();
+        for chunk in atts.chunks(1_000) {
+            st.ingest(&envs(chunk), NOW).unwrap();
+        }
+        let l = st.ledger(&seller).unwrap();
+        let q = st.equivocations(&seller).unwrap();
+        assert_eq!(q.len(), 3);
+        st.close().unwrap();
+        (l, q)
+    };
+    {
+        // Rewrite as format 2.
+        let db = sled::open(dir.path()).unwrap();
+        let mut b = sled::Batch::default();
+        for kv in db.scan_prefix([ORDER]) {
+            let (k, v) = kv.unwrap();
+            for id in v.chunks_exact(32) {
+                b.insert([&k[..], id].concat(), vec![]);
+            }
+            b.remove(k);
+        }
+        b.insert(skey(META, &[b"format"]), 2u32.to_be_bytes().to_vec());
+        db.apply_batch(b).unwrap();
+        db.flush().unwrap();
+        assert!(db.scan_prefix([ORDER]).all(|kv| kv.unwrap().0.len() == 97));
+    }
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.ledger(&seller).unwrap(), ledger);
+    assert_eq!(st.equivocations(&seller).unwrap(), equivocations);
+    // A new receipt for an old order is an equivocation of it.
+    let again = receipt(&s, &o, "order-u5", 1, e.public(), Some(&rd), T0 + 50_000);
+    st.ingest(&envs(&[again]), NOW).unwrap();
+    assert_eq!(st.equivocations(&seller).unwrap().len(), 4);
+    drop(st);
+    let db = sled::open(dir.path()).unwrap();
+    assert!(db.scan_prefix([ORDER]).all(|kv| kv.unwrap().0.len() == 65));
+    assert_eq!(
+        db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
+        passalong_store::FORMAT_VERSION.to_be_bytes()
+    );
+}
+
 #[test]
 fn opening_twice_is_a_clear_locked_error() {
     let dir = tempfile::tempdir().unwrap();

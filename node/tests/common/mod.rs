@@ -109,8 +109,8 @@ impl Daemon {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                let log = std::fs::read_to_string(self.dir.with_extension("log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
