@@ -148,6 +148,8 @@ pub struct Store {
     since_checkpoint: AtomicU64,
     /// Transactions committed (see `stage1::Item::commits`).
     commits: AtomicU64,
+    /// The store may hold WAITER keys: set when one is written, read again at each open.
+    waiters: std::sync::atomic::AtomicBool,
     /// Tests: applying fails once `commits` reaches this (a disk failing mid-call).
     #[cfg(test)]
     fail_at_commit: AtomicU64,
@@ -200,6 +202,7 @@ impl Store {
         let path = path.as_ref();
         let db = open_db(path, cache_bytes)?;
         let book = book::Book::load(&db)?;
+        let waiters = has_waiters(&db)?;
         Ok(Store {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
@@ -209,6 +212,7 @@ impl Store {
             book: RwLock::new(book),
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            waiters: std::sync::atomic::AtomicBool::new(waiters),
             #[cfg(test)]
             fail_at_commit: AtomicU64::new(u64::MAX),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
@@ -242,7 +246,9 @@ impl Store {
             self.write_book(db)?;
         }
         drop(g.take());
-        *g = Some(open_db(&self.path, self.cache_bytes)?);
+        let db = open_db(&self.path, self.cache_bytes)?;
+        self.waiters.store(has_waiters(&db)?, Ordering::Relaxed);
+        *g = Some(db);
         self.since_checkpoint.store(0, Ordering::Relaxed);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -259,12 +265,13 @@ impl Store {
     }
 
     /// Applies a transaction's writes (so far) to the tree, then their ledger lines.
-    fn apply(&self, db: &sled::Db, shipment: txn::Shipment) -> Result<(), StoreError> {
+    fn apply(&self, db: &sled::Db, mut shipment: txn::Shipment) -> Result<(), StoreError> {
         #[cfg(test)]
         if self.commits() >= self.fail_at_commit.load(Ordering::Relaxed) {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
-        db.apply_batch(shipment.batch)?;
+        let batch = shipment.batch(&self.book.read().unwrap_or_else(|p| p.into_inner()));
+        db.apply_batch(batch)?;
         self.commits.fetch_add(1, Ordering::Release);
         self.book
             .write()
@@ -349,6 +356,11 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     }
 }
 
+/// Whether any attestation waits for another.
+fn has_waiters(db: &sled::Db) -> Result<bool, StoreError> {
+    Ok(db.scan_prefix([WAITER]).next().transpose()?.is_some())
+}
+
 /// Format 2 kept one ORDER key per receipt (seller ‖ order ‖ receipt → ()); format 3 keeps one
 /// per order, its receipt ids as the value. Regroups them in batches of whole orders, each
 /// atomic, so that an upgrade cut short resumes where it stopped at the next open.
@@ -431,7 +443,7 @@ impl Store {
     }
 
     fn txn<'a>(&'a self, db: &'a sled::Db) -> Txn<'a> {
-        Txn::new(db, &self.valid, &self.book)
+        Txn::new(db, &self.valid, &self.book, &self.waiters)
     }
 
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per

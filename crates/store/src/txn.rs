@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use passalong_protocol::attestation::{Body, Offer, Receipt, Referral};
@@ -35,15 +36,33 @@ pub(crate) struct Txn<'a> {
     unshipped_lines: Vec<LineKey>,
     /// The sequence number of this transaction's next journal entry, once known.
     next_seq: Option<u64>,
+    /// The store may hold WAITER keys (false: none, so nothing to release).
+    waiters: &'a AtomicBool,
     error: RefCell<Option<StoreError>>,
 }
 
 /// Writes of a transaction, ready for the tree.
 pub(crate) struct Shipment {
-    pub batch: sled::Batch,
-    /// The ledger lines the batch journals (under `seq`), for [`Book::commit`].
+    /// Keys written (`None`: removed), each once.
+    pub writes: Vec<(Vec<u8>, Option<IVec>)>,
+    /// New sums of the ledger lines changed, journaled under `seq` if any.
     pub lines: BTreeMap<LineKey, Sums>,
     pub seq: u64,
+}
+
+impl Shipment {
+    /// The writes and the journal entry as one sled batch.
+    pub fn batch(&mut self, book: &Book) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes.drain(..) {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        book.journal(self.seq, &self.lines, &mut batch);
+        batch
+    }
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -204,7 +223,12 @@ impl ValidCache {
 }
 
 impl<'a> Txn<'a> {
-    pub fn new(tree: &'a sled::Tree, valid: &'a ValidCache, book: &'a RwLock<Book>) -> Self {
+    pub fn new(
+        tree: &'a sled::Tree,
+        valid: &'a ValidCache,
+        book: &'a RwLock<Book>,
+        waiters: &'a AtomicBool,
+    ) -> Self {
         Txn {
             tree,
             writes: BTreeMap::new(),
@@ -214,8 +238,20 @@ impl<'a> Txn<'a> {
             unshipped: Vec::new(),
             unshipped_lines: Vec::new(),
             next_seq: None,
+            waiters,
             error: RefCell::new(None),
         }
+    }
+
+    /// Whether any attestation may be waiting for another (if not, none needs releasing).
+    pub fn may_have_waiters(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Records that `waiter` waits for `missing`.
+    pub fn add_waiter(&mut self, missing: &Id, waiter: &Id) {
+        self.waiters.store(true, Ordering::Relaxed);
+        self.put(key(WAITER, &[&missing.0, &waiter.0]), vec![]);
     }
 
     /// A ledger line's sums, with this transaction's changes.
@@ -404,10 +440,10 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// What was written since the last call, as one sled batch with the journal entry of
-    /// the ledger lines changed (`None` if nothing was). The writes stay readable here:
-    /// batches may land in the tree while this transaction goes on, in order, each atomic, so
-    /// that what reaches the disk is always the effect of a prefix of the transaction.
+    /// What was written since the last call (`None` if nothing was), for one sled batch with
+    /// the journal entry of the ledger lines changed ([`Shipment::batch`]). The writes stay
+    /// readable here: batches may land in the tree while this transaction goes on, in order,
+    /// each atomic, so that what reaches the disk is always the effect of a prefix of it.
     pub fn take_batch(&mut self) -> Result<Option<Shipment>, StoreError> {
         if let Some(e) = self.take_error() {
             return Err(e);
@@ -418,24 +454,27 @@ impl<'a> Txn<'a> {
         let mut keys = std::mem::take(&mut self.unshipped);
         keys.sort_unstable();
         keys.dedup();
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            match self.writes.get(&k) {
-                Some(Some(v)) => batch.insert(k, v.clone()),
-                _ => batch.remove(k),
-            }
-        }
+        let writes = keys
+            .into_iter()
+            .map(|k| {
+                let v = self.writes.get(&k).cloned().flatten();
+                (k, v)
+            })
+            .collect();
         let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
             .into_iter()
             .map(|k| (k, self.lines.get(&k).copied().unwrap_or([0; 3])))
             .collect();
-        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
-        let seq = *self.next_seq.get_or_insert_with(|| book.next_seq());
-        book.journal(seq, &lines, &mut batch);
+        let seq = *self.next_seq.get_or_insert_with(|| {
+            self.book
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_seq()
+        });
         if !lines.is_empty() {
             self.next_seq = Some(seq + 1);
         }
-        Ok(Some(Shipment { batch, lines, seq }))
+        Ok(Some(Shipment { writes, lines, seq }))
     }
 }
 
