@@ -82,8 +82,8 @@ fn credit(t: &mut Txn<'_>, rec: &PayoutRec, refunded: bool, plus: bool) {
     }
 }
 
-/// Computes a receipt's payout with the current indexes.
-fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
+/// Computes a receipt's payout with the current indexes, and whether it can change later.
+fn compute(t: &Txn<'_>, receipt: &Id) -> Option<(PayoutRec, bool)> {
     let r = t.receipt(receipt)?;
     let o = t.offer(&r.offer)?;
     let sale = payout::Sale {
@@ -104,7 +104,7 @@ fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
         hops.push(n);
         node = t.hop(n).and_then(|h| h.parent);
     }
-    Some(PayoutRec {
+    let rec = PayoutRec {
         seller: r.seller,
         currency: o.currency,
         offer: r.offer,
@@ -113,20 +113,34 @@ fn compute(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
         credits: p.credits().collect(),
         hops,
         indexes_purchase: o.policy.require_purchase,
-    })
+    };
+    Some((rec, may_change))
 }
 
-/// What a counted receipt credited (kept in its entry).
+/// What a counted receipt credited (`None`: it does not count). Kept in its entry; an empty
+/// record means "what `compute` gives": a payout that cannot change (no require_purchase, no
+/// connector share) depends only on immutable things (the receipt, the offer, the chain), so
+/// it is not stored — most of a receipt's entry and of its encoding cost.
 fn payout_of(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
-    t.entry(receipt, |e| postcard::from_bytes(e.payout?.0).ok())?
+    let stored: Vec<u8> = t.entry(receipt, |e| e.payout.map(|p| p.0.to_vec()))??;
+    if stored.is_empty() {
+        return compute(t, receipt).map(|(rec, _)| rec);
+    }
+    postcard::from_bytes(&stored).ok()
 }
 
 /// Records (or, with `None`, forgets) what a receipt credited.
-fn set_payout(t: &mut Txn<'_>, receipt: &Id, rec: Option<&PayoutRec>) {
+fn set_payout(t: &mut Txn<'_>, receipt: &Id, rec: Option<(&PayoutRec, bool)>) {
     let Some(v) = t.get(&key(ENTRY, &[&receipt.0])) else {
         return;
     };
-    let payout = rec.and_then(|r| postcard::to_allocvec(r).ok());
+    let payout = rec.and_then(|(r, may_change)| {
+        if may_change {
+            postcard::to_allocvec(r).ok()
+        } else {
+            Some(Vec::new())
+        }
+    });
     let Some(mut e) = t.decode_entry(&v) else {
         return;
     };
@@ -140,7 +154,7 @@ fn refunded(t: &Txn<'_>, receipt: &Id) -> bool {
 
 /// A receipt starts to count.
 pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
-    let Some(rec) = compute(t, &receipt) else {
+    let Some((rec, may_change)) = compute(t, &receipt) else {
         return;
     };
     let is_refunded = refunded(t, &receipt);
@@ -152,7 +166,7 @@ pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
         t.put(purchase_key(&rec, &receipt), vec![]);
     }
     let (offer, buyer, indexed) = (rec.offer, rec.buyer, rec.indexes_purchase);
-    set_payout(t, &receipt, Some(&rec));
+    set_payout(t, &receipt, Some((&rec, may_change)));
     if !is_refunded && indexed {
         purchase_changed(t, &offer, &buyer);
     }
@@ -181,7 +195,7 @@ pub(crate) fn recompute(t: &mut Txn<'_>, receipt: Id) {
     let Some(old) = payout_of(t, &receipt) else {
         return;
     };
-    let Some(new) = compute(t, &receipt) else {
+    let Some((new, may_change)) = compute(t, &receipt) else {
         return;
     };
     if old.credits == new.credits {
@@ -190,7 +204,7 @@ pub(crate) fn recompute(t: &mut Txn<'_>, receipt: Id) {
     let is_refunded = refunded(t, &receipt);
     credit(t, &old, is_refunded, false);
     credit(t, &new, is_refunded, true);
-    set_payout(t, &receipt, Some(&new));
+    set_payout(t, &receipt, Some((&new, may_change)));
 }
 
 /// A receipt was refunded (once is enough).

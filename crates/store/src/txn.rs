@@ -99,7 +99,8 @@ pub(crate) struct Entry<'a> {
     pub state: EntryState,
     /// Set once valid: what other attestations' validity depends on.
     pub fact: Option<Fact>,
-    /// For a counted receipt: what it credited (`ledger::PayoutRec`, postcard).
+    /// For a counted receipt: what it credited (`ledger::PayoutRec`, postcard), or empty when
+    /// that cannot change (it is then recomputed when needed, see `ledger::payout_of`).
     #[serde(borrow)]
     pub payout: Option<Bytes<'a>>,
     /// The envelope.
