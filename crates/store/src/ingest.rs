@@ -131,9 +131,7 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
         let (outcome, fact) = validation::contextual(&att.body, &*t);
         match &outcome {
             Outcome::Valid => {
-                let mut e = Entry::new(EntryState::Valid, &att.bytes);
-                e.fact = fact;
-                t.put_entry(&id, &e);
+                t.put_valid(&att, fact);
                 let counter = key(META, &[b"valid"]);
                 let n = t.get(&counter).map_or(0, |v| u64_at(&v, 0));
                 t.put(counter, (n + 1).to_be_bytes().to_vec());

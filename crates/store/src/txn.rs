@@ -38,6 +38,9 @@ pub(crate) struct Txn<'a> {
     next_seq: Option<u64>,
     /// The store may hold WAITER keys (false: none, so nothing to release).
     waiters: &'a AtomicBool,
+    /// Fact and body of what this transaction made valid (decoded already; not cached in
+    /// `valid` since it may not commit).
+    fresh: HashMap<Id, Valid, BuildHasherDefault<IdHasher>>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -240,6 +243,7 @@ impl<'a> Txn<'a> {
             unshipped_lines: Vec::new(),
             next_seq: None,
             waiters,
+            fresh: HashMap::default(),
             error: RefCell::new(None),
         }
     }
@@ -398,6 +402,17 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// Writes the entry of an attestation that became valid here, and keeps its fact and body
+    /// at hand for the rest of the transaction (a receipt's payout reads them at once).
+    pub fn put_valid(&mut self, att: &Attestation, fact: Option<Fact>) {
+        let mut e = Entry::new(EntryState::Valid, &att.bytes);
+        e.fact = fact;
+        self.put_entry(&att.id, &e);
+        if let Some(f) = fact {
+            self.fresh.insert(att.id, Arc::new((f, att.body.clone())));
+        }
+    }
+
     /// Fact and body of a valid attestation.
     fn valid(&self, id: &Id) -> Option<Valid> {
         let k = key(ENTRY, &[&id.0]);
@@ -410,7 +425,11 @@ impl<'a> Txn<'a> {
         };
         // This transaction's own writes are not cached: they may not be committed.
         if let Some(w) = self.writes.get(&k) {
-            return decode(w.as_ref()?);
+            let w = w.as_ref()?;
+            if let Some(v) = self.fresh.get(id) {
+                return Some(v.clone());
+            }
+            return decode(w);
         }
         if let Some(v) = self.valid.get(id) {
             return Some(v);
