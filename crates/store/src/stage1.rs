@@ -19,6 +19,17 @@ pub(crate) const PRECHECK_MIN: usize = 64;
 /// that stage 2 starts early.
 const CHUNK: usize = 16;
 
+/// The first chunk is smaller, so that stage 2 starts sooner.
+const FIRST_CHUNK: usize = 4;
+
+/// Where chunk `k` starts.
+fn chunk_start(k: usize) -> usize {
+    match k {
+        0 => 0,
+        k => FIRST_CHUNK + (k - 1) * CHUNK,
+    }
+}
+
 pub(crate) type Checked = Result<Attestation, InvalidReason>;
 
 /// Stage 1 of one envelope.
@@ -56,6 +67,7 @@ pub(crate) fn check_parallel(envelopes: &[&[u8]]) -> Vec<Checked> {
 pub(crate) struct Stage1<'e> {
     envelopes: &'e [&'e [u8]],
     store: &'e Store,
+    /// Chunks claimed so far.
     next: AtomicUsize,
 }
 
@@ -72,12 +84,13 @@ impl<'e> Stage1<'e> {
 
     /// Checks the next unclaimed chunk: its first index and results.
     fn claim(&self) -> Option<Done> {
-        let start = self.next.fetch_add(CHUNK, Ordering::Relaxed);
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = chunk_start(k);
         let chunk = self.envelopes.get(start..)?;
         if chunk.is_empty() {
             return None;
         }
-        let chunk = &chunk[..chunk.len().min(CHUNK)];
+        let chunk = &chunk[..chunk.len().min(chunk_start(k + 1) - start)];
         // Read the count before the lookups: a commit that lands during them changes it.
         let commits = self.store.commits();
         let stored: Vec<bool> = chunk
@@ -155,7 +168,7 @@ impl Results<'_, '_> {
             // Check `i`'s chunk here if no helper has claimed it yet; otherwise wait for it
             // and leave the later chunks to the helpers (this thread has stage 2 to run, and
             // they share the other cores with the writer thread only).
-            if self.work.next.load(Ordering::Relaxed) <= i {
+            if chunk_start(self.work.next.load(Ordering::Relaxed)) <= i {
                 if let Some(done) = self.work.claim() {
                     self.store(done);
                     continue;
