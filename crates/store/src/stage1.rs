@@ -43,9 +43,16 @@ pub(crate) struct Item {
     pub checked: Option<Checked>,
 }
 
+/// The machine's cores, read once: `available_parallelism` reads cgroup files at every call,
+/// which cost a single-envelope ingest about 14 % of its CPU.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Stage 1 of several envelopes, on the calling thread (small calls) or the machine's cores.
 pub(crate) fn check_parallel(envelopes: &[&[u8]]) -> Vec<Checked> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores();
     if threads < 2 || envelopes.len() < 2 * CHUNK {
         return validation::check_batch(envelopes);
     }
@@ -118,10 +125,7 @@ impl<'e> Stage1<'e> {
     /// Runs `f` with the results, while helper threads (one per other core) work through
     /// the envelopes.
     pub fn run<R>(&self, f: impl FnOnce(&mut Results<'_, 'e>) -> R) -> R {
-        let helpers = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .saturating_sub(1)
-            .max(1);
+        let helpers = cores().saturating_sub(1).max(1);
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel();
             for _ in 0..helpers {
