@@ -46,6 +46,29 @@ pub use error::StoreError;
 use keyspace::*;
 use txn::Txn;
 
+/// What an ingest call found for its envelopes, in order.
+#[derive(Default)]
+struct Decided {
+    /// Each envelope's status if it was stored before (None: this call decides it).
+    known: Vec<Option<Status>>,
+    /// Each envelope is new and not a repeat of an earlier one in the call.
+    first_in_call: Vec<bool>,
+    seen: std::collections::HashSet<Id>,
+    reports: Vec<Report>,
+}
+
+impl Decided {
+    /// Notes the next envelope (`stored`: it was stored before); true if this call must
+    /// ingest it.
+    fn first(&mut self, t: &Txn<'_>, id: Id, stored: bool) -> bool {
+        let s = if stored { ingest::status(t, &id) } else { None };
+        let first = s.is_none() && self.seen.insert(id);
+        self.known.push(s);
+        self.first_in_call.push(first);
+        first
+    }
+}
+
 /// Fresh attestations of a large call between two batches handed to its writer thread.
 const SHIP_EVERY: usize = 16;
 
@@ -466,8 +489,7 @@ impl Store {
     /// Whether `id` is stored (as of the last commit; false if the store is closed).
     fn is_stored(&self, id: &Id) -> bool {
         let Ok(db) = self.db() else { return false };
-        let has = |prefix| db.contains_key(key(prefix, &[&id.0])).unwrap_or(false);
-        has(ENTRY) || has(INVALID)
+        self.txn(&db).is_stored(id)
     }
 
     /// Stage 2 and the write, under the writer lock; stage 1 comes from `pre` when the caller
@@ -494,11 +516,7 @@ impl Store {
         let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
         let db = self.db()?;
         let mut t = self.txn(&db);
-        // Per envelope: its status if already stored, or None if this call decides it.
-        let mut known: Vec<Option<Status>> = Vec::with_capacity(ids.len());
-        let mut first_in_call = Vec::with_capacity(ids.len());
-        let mut seen = std::collections::HashSet::new();
-        let mut reports = Vec::new();
+        let mut d = Decided::default();
         match pre {
             Some(pre) => std::thread::scope(|s| -> Result<(), StoreError> {
                 // Envelope by envelope, as stage 1 delivers them; every SHIP_EVERY fresh ones,
@@ -519,21 +537,14 @@ impl Store {
                     let item = pre.take(i);
                     // Being stored never ends; not being stored holds if nothing committed
                     // since the helper looked.
-                    let stored = item.stored
-                        || (item.commits != commits
-                            && (t.contains(&key(ENTRY, &[&id.0]))
-                                || t.contains(&key(INVALID, &[&id.0]))));
-                    let s = if stored { ingest::status(&t, id) } else { None };
-                    let first = s.is_none() && seen.insert(*id);
-                    known.push(s);
-                    first_in_call.push(first);
-                    if !first {
+                    let stored = item.stored || (item.commits != commits && t.is_stored(id));
+                    if !d.first(&t, *id, stored) {
                         continue;
                     }
                     let checked = item
                         .checked
                         .unwrap_or_else(|| validation::check(envelopes[i]));
-                    ingest::ingest(&mut t, [(*id, checked)], now_ms, &mut reports);
+                    ingest::ingest(&mut t, [(*id, checked)], now_ms, &mut d.reports);
                     since_ship += 1;
                     if since_ship == SHIP_EVERY {
                         since_ship = 0;
@@ -569,24 +580,24 @@ impl Store {
                 Ok(())
             })?,
             None => {
-                for id in &ids {
-                    // Two point reads tell a fresh id; its full status is read only if known.
-                    let stored =
-                        t.contains(&key(ENTRY, &[&id.0])) || t.contains(&key(INVALID, &[&id.0]));
-                    let s = if stored { ingest::status(&t, id) } else { None };
-                    first_in_call.push(s.is_none() && seen.insert(*id));
-                    known.push(s);
-                }
-                let fresh: Vec<usize> = (0..ids.len()).filter(|&i| first_in_call[i]).collect();
+                let fresh: Vec<usize> = (0..ids.len())
+                    .filter(|&i| d.first(&t, ids[i], t.is_stored(&ids[i])))
+                    .collect();
                 let fresh_envs: Vec<&[u8]> = fresh.iter().map(|&i| envelopes[i]).collect();
                 let checked = fresh
                     .iter()
                     .map(|&i| ids[i])
                     .zip(stage1::check_parallel(&fresh_envs));
-                ingest::ingest(&mut t, checked, now_ms, &mut reports);
+                ingest::ingest(&mut t, checked, now_ms, &mut d.reports);
                 self.commit(&db, t)?;
             }
         }
+        let Decided {
+            known,
+            first_in_call,
+            reports,
+            ..
+        } = d;
         // One ack per envelope in input order (its latest status), then the ones they unblocked.
         let mut latest: std::collections::HashMap<Id, Status> = std::collections::HashMap::new();
         for r in &reports {

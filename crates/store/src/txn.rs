@@ -302,6 +302,11 @@ impl<'a> Txn<'a> {
         self.get(k).is_some()
     }
 
+    /// Whether `id` is stored: valid, pending, held or invalid (two point reads).
+    pub fn is_stored(&self, id: &Id) -> bool {
+        self.contains(&key(ENTRY, &[&id.0])) || self.contains(&key(INVALID, &[&id.0]))
+    }
+
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.unshipped.push(k.clone());
         self.writes.insert(k, Some(IVec::from(v)));
