@@ -224,7 +224,14 @@ impl Store {
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
         let db = open_db(path, cache_bytes)?;
-        let book = book::Book::load(&db)?;
+        // A journal that does not decode is damage like any other: say where and what to do.
+        let book = book::Book::load(&db).map_err(|e| match e {
+            StoreError::Record { .. } => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            },
+            e => e,
+        })?;
         let waiters = has_waiters(&db)?;
         Ok(Store {
             db: RwLock::new(Some(db)),

@@ -259,6 +259,33 @@ fn a_format_2_store_is_upgraded_in_place() {
     );
 }
 
+/// A damaged ledger journal (a value cut short) is a clear error naming the store.
+#[test]
+fn a_damaged_ledger_journal_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        st.set_checkpoint_every(0);
+        st.ingest(&envs(&chain()), NOW).unwrap();
+        // Dropped without `close`: the lines are only in the journal.
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let (k, v) = db
+            .scan_prefix([passalong_store::keyspace::JOURNAL])
+            .next()
+            .expect("the ingest journaled its ledger lines")
+            .unwrap();
+        db.insert(k, &v[..v.len() - 1]).unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).err().expect("a damaged journal");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(msg.contains("move it aside"), "{msg}");
+}
+
 #[test]
 fn opening_twice_is_a_clear_locked_error() {
     let dir = tempfile::tempdir().unwrap();
