@@ -330,13 +330,7 @@ mod tests {
 
     /// The secret scalar a of a seed (RFC 8032: clamped low half of SHA-512(seed)).
     fn secret(seed: [u8; 32]) -> Scalar {
-        let h = Sha512::digest(seed);
-        let mut a = [0u8; 32];
-        a.copy_from_slice(&h[..32]);
-        a[0] &= 248;
-        a[31] &= 127;
-        a[31] |= 64;
-        Scalar::from_bytes_mod_order(a)
+        ed25519_dalek::SigningKey::from_bytes(&seed).to_scalar()
     }
 
     /// A signature made by hand: R = [r]B + torsion, S = r + k·a, k over the given key bytes.

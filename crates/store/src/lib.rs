@@ -537,7 +537,13 @@ impl Store {
                     }
                     Ok(())
                 });
-                let mut shipped: Result<(), StoreError> = Ok(());
+                // Hands what `t` wrote since the last shipment to the writer; false if the
+                // writer is gone (its error is returned when it is joined).
+                let ship = |t: &mut Txn<'_>| -> Result<bool, StoreError> {
+                    Ok(t.take_batch()?
+                        .is_none_or(|shipment| tx.send(shipment).is_ok()))
+                };
+                let mut shipped = Ok(true);
                 let mut since_ship = 0;
                 let commits = self.commits();
                 for (i, id) in ids.iter().enumerate() {
@@ -555,28 +561,14 @@ impl Store {
                     since_ship += 1;
                     if since_ship == SHIP_EVERY {
                         since_ship = 0;
-                        match t.take_batch() {
-                            Ok(Some(shipment)) => {
-                                if tx.send(shipment).is_err() {
-                                    break; // the writer failed: its error is returned below
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                shipped = Err(e);
-                                break;
-                            }
+                        shipped = ship(&mut t);
+                        if !matches!(shipped, Ok(true)) {
+                            break;
                         }
                     }
                 }
-                if shipped.is_ok() {
-                    match t.take_batch() {
-                        Ok(Some(shipment)) => {
-                            let _ = tx.send(shipment);
-                        }
-                        Ok(None) => {}
-                        Err(e) => shipped = Err(e),
-                    }
+                if matches!(shipped, Ok(true)) {
+                    shipped = ship(&mut t);
                 }
                 drop(tx);
                 writer
