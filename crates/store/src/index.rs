@@ -7,6 +7,7 @@ use passalong_protocol::{Attestation, Id, PublicKey};
 
 use crate::keyspace::*;
 use crate::ledger;
+use crate::market::Indexed;
 use crate::txn::Txn;
 
 /// Order ids are chosen by sellers and up to 64 bytes: keys use their blake3.
@@ -61,12 +62,13 @@ pub(crate) fn insert_id(ids: &mut Vec<u8>, id: &Id) {
 pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
     let id = att.id;
     if let Some(market) = market_of(t, &att.body) {
-        t.put(
-            key(
-                MARKET,
-                &[&market.0, &att.body.created_at_ms().to_be_bytes(), &id.0],
-            ),
-            vec![att.kind() as u8],
+        t.index_market(
+            market,
+            Indexed {
+                created_at_ms: att.body.created_at_ms(),
+                id,
+                kind: att.kind() as u8,
+            },
         );
     }
     match &att.body {

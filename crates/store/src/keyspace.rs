@@ -12,7 +12,8 @@ pub const INVALID: u8 = b'x';
 pub const WAITER: u8 = b'w';
 /// until_ms (BE) ‖ id → (): held attestations, in release order.
 pub const HELD: u8 = b'h';
-/// market key ‖ created_at_ms (BE) ‖ id → kind byte: a market's valid attestations, by time.
+/// market key ‖ created_at_ms (BE) ‖ id → a run of a market's valid attestations, keyed by its
+/// first: one key per market per batch (see `market`).
 pub const MARKET: u8 = b'm';
 /// parent referral ‖ child referral → ().
 pub const CHILD: u8 = b'c';

@@ -30,6 +30,7 @@ mod index;
 mod ingest;
 pub mod keyspace;
 mod ledger;
+mod market;
 mod stage1;
 mod txn;
 
@@ -72,14 +73,16 @@ impl Decided {
 /// Fresh attestations of a large call between two batches handed to its writer thread.
 const SHIP_EVERY: usize = 16;
 
-/// The store format this build reads and writes. Version 3 journals ledger lines between
-/// checkpoints (`book`) and keeps one ORDER key per order. A version 2 store is upgraded when
-/// opened (its ORDER keys regrouped, see [`upgrade_orders`]; its lines are a checkpoint with an
-/// empty journal) and marked 3, so that an older build refuses it.
-pub const FORMAT_VERSION: u32 = 3;
+/// The store format this build reads and writes. Version 4 indexes markets in runs (one key
+/// per market per batch, see `market`); version 3 journals ledger lines between checkpoints
+/// (`book`) and keeps one ORDER key per order. Older stores are upgraded when opened and marked
+/// 4, so that an older build refuses them: a version 3 store needs nothing else (its market
+/// keys are runs of one); a version 2 store has its ORDER keys regrouped (see
+/// [`upgrade_orders`]; its lines are a checkpoint with an empty journal).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Older formats this build upgrades in place when it opens them.
-const UPGRADES_FROM: [u32; 1] = [2];
+const UPGRADES_FROM: [u32; 2] = [2, 3];
 
 /// Where an attestation stands, as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,7 +360,9 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         match db.get(&vk).map_err(|e| open_error(path, e))? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
             Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
-                upgrade_orders(&db).map_err(|e| open_error(path, e))?;
+                if v.as_ref() == 2u32.to_be_bytes() {
+                    upgrade_orders(&db).map_err(|e| open_error(path, e))?;
+                }
                 db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
                     .map_err(|e| open_error(path, e))?;
                 db.flush().map_err(|e| open_error(path, e))?;
@@ -739,16 +744,17 @@ impl Store {
 
     /// Ids of a market's valid attestations, oldest first, as (created_at_ms, id, kind).
     pub fn market(&self, market: &PublicKey) -> Result<Vec<(u64, Id, u8)>, StoreError> {
-        let mut out = Vec::new();
+        let mut all = Vec::new();
         for kv in self.db()?.scan_prefix(key(MARKET, &[&market.0])) {
             let (k, v) = kv?;
-            out.push((
-                u64_at(&k, 33),
-                Id(id_at(&k, 41)),
-                v.first().copied().unwrap_or(0),
-            ));
+            market::decode(&k, &v, &mut all)?;
         }
-        Ok(out)
+        // Runs of different batches overlap in time.
+        all.sort_unstable();
+        Ok(all
+            .into_iter()
+            .map(|e| (e.created_at_ms, e.id, e.kind))
+            .collect())
     }
 
     /// A market's valid attestations of one kind, oldest first.

@@ -22,6 +22,7 @@ use sled::IVec;
 use crate::book::{Book, LineKey, Sums};
 use crate::error::StoreError;
 use crate::keyspace::*;
+use crate::market::Indexed;
 
 /// Reads (and, when writing, buffered writes) over the store's tree.
 pub(crate) struct Txn<'a> {
@@ -34,6 +35,9 @@ pub(crate) struct Txn<'a> {
     /// Keys and lines written since the last [`Txn::take_batch`] (with repeats).
     unshipped: Vec<Vec<u8>>,
     unshipped_lines: Vec<LineKey>,
+    /// Market index entries since the last [`Txn::take_batch`] (written as runs, see
+    /// `market`; nothing reads them back within a transaction).
+    unshipped_market: Vec<(PublicKey, Indexed)>,
     /// The sequence number of this transaction's next journal entry, once known.
     next_seq: Option<u64>,
     /// The store may hold WAITER keys (false: none, so nothing to release).
@@ -241,6 +245,7 @@ impl<'a> Txn<'a> {
             lines: BTreeMap::new(),
             unshipped: Vec::new(),
             unshipped_lines: Vec::new(),
+            unshipped_market: Vec::new(),
             next_seq: None,
             waiters,
             fresh: HashMap::default(),
@@ -310,6 +315,11 @@ impl<'a> Txn<'a> {
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.unshipped.push(k.clone());
         self.writes.insert(k, Some(IVec::from(v)));
+    }
+
+    /// Indexes a valid attestation in its market.
+    pub fn index_market(&mut self, market: PublicKey, e: Indexed) {
+        self.unshipped_market.push((market, e));
     }
 
     pub fn del(&mut self, k: Vec<u8>) {
@@ -473,19 +483,27 @@ impl<'a> Txn<'a> {
         if let Some(e) = self.take_error() {
             return Err(e);
         }
-        if self.unshipped.is_empty() && self.unshipped_lines.is_empty() {
+        if self.unshipped.is_empty()
+            && self.unshipped_lines.is_empty()
+            && self.unshipped_market.is_empty()
+        {
             return Ok(None);
         }
         let mut keys = std::mem::take(&mut self.unshipped);
         keys.sort_unstable();
         keys.dedup();
-        let writes = keys
+        let mut writes: Vec<(Vec<u8>, Option<IVec>)> = keys
             .into_iter()
             .map(|k| {
                 let v = self.writes.get(&k).cloned().flatten();
                 (k, v)
             })
             .collect();
+        writes.extend(
+            crate::market::runs(std::mem::take(&mut self.unshipped_market))
+                .into_iter()
+                .map(|(k, v)| (k, Some(IVec::from(v)))),
+        );
         let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
             .into_iter()
             .map(|k| (k, self.lines.get(&k).copied().unwrap_or([0; 3])))
