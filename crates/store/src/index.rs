@@ -1,7 +1,7 @@
 //! What a valid attestation adds to the indexes, kind by kind, and which receipts' payouts it
 //! can change (those are recomputed by [`crate::ledger`]).
 
-use passalong_protocol::attestation::Body;
+use passalong_protocol::attestation::{Body, Receipt};
 use passalong_protocol::payout::ChainView;
 use passalong_protocol::{Attestation, Id, PublicKey};
 
@@ -36,6 +36,11 @@ pub(crate) fn market_of(t: &Txn<'_>, body: &Body) -> Option<PublicKey> {
             t.connector(&Id(id_at(&m, 0)))?
         }
     })
+}
+
+/// The ORDER key of a receipt: one per (seller, order).
+pub(crate) fn order_key(r: &Receipt) -> Vec<u8> {
+    key(ORDER, &[&r.seller.0, &order_hash(&r.order)])
 }
 
 /// The first (smallest) id of an ORDER value: the receipt that counts.
@@ -86,7 +91,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             }
         }
         Body::Receipt(r) => {
-            let order = key(ORDER, &[&r.seller.0, &order_hash(&r.order)]);
+            let order = order_key(r);
             let mut ids = t.get(&order).map_or_else(Vec::new, |v| v.to_vec());
             let counted_before = first_id(&ids);
             insert_id(&mut ids, &id);

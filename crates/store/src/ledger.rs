@@ -152,22 +152,22 @@ fn refunded(t: &Txn<'_>, receipt: &Id) -> bool {
     t.contains(&key(REFUNDED, &[&receipt.0]))
 }
 
-/// A receipt starts to count.
+/// A receipt that just became valid starts to count. It is not refunded: a refund is valid
+/// only once its receipt is, so none can be stored yet.
 pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
     let Some((rec, may_change)) = compute(t, &receipt) else {
         return;
     };
-    let is_refunded = refunded(t, &receipt);
-    credit(t, &rec, is_refunded, true);
+    credit(t, &rec, false, true);
     for (pos, h) in rec.hops.iter().enumerate() {
         t.put(key(THROUGH, &[&h.0, &receipt.0]), vec![pos as u8]);
     }
-    if !is_refunded && rec.indexes_purchase {
+    if rec.indexes_purchase {
         t.put(purchase_key(&rec, &receipt), vec![]);
     }
     let (offer, buyer, indexed) = (rec.offer, rec.buyer, rec.indexes_purchase);
     set_payout(t, &receipt, Some((&rec, may_change)));
-    if !is_refunded && indexed {
+    if indexed {
         purchase_changed(t, &offer, &buyer);
     }
 }

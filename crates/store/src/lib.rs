@@ -498,6 +498,11 @@ impl Store {
         self.commits.load(Ordering::Acquire)
     }
 
+    /// A key's value as of the last commit (`None`: the read failed or the store is closed).
+    fn read(&self, k: &[u8]) -> Option<Option<sled::IVec>> {
+        self.db().ok()?.get(k).ok()
+    }
+
     /// Whether `id` is stored (as of the last commit; false if the store is closed).
     fn is_stored(&self, id: &Id) -> bool {
         let Ok(db) = self.db() else { return false };
@@ -555,9 +560,13 @@ impl Store {
                     let item = pre.take(i);
                     // Being stored never ends; not being stored holds if nothing committed
                     // since the helper looked.
-                    let stored = item.stored || (item.commits != commits && t.is_stored(id));
+                    let unchanged = item.commits == commits;
+                    let stored = item.stored || (!unchanged && t.is_stored(id));
                     if !d.first(&t, *id, stored) {
                         continue;
+                    }
+                    if let (true, Some((k, v))) = (unchanged, item.order) {
+                        t.prefetched(k, v);
                     }
                     let checked = item
                         .checked

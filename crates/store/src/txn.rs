@@ -45,6 +45,9 @@ pub(crate) struct Txn<'a> {
     /// Fact and body of what this transaction made valid (decoded already; not cached in
     /// `valid` since it may not commit).
     fresh: HashMap<Id, Valid, BuildHasherDefault<IdHasher>>,
+    /// Values read for this transaction by stage 1's helpers, valid as of before its first
+    /// write (see [`Txn::prefetched`]).
+    prefetched: HashMap<Vec<u8>, Option<IVec>>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -249,6 +252,7 @@ impl<'a> Txn<'a> {
             next_seq: None,
             waiters,
             fresh: HashMap::default(),
+            prefetched: HashMap::new(),
             error: RefCell::new(None),
         }
     }
@@ -290,8 +294,17 @@ impl<'a> Txn<'a> {
         self.error.borrow_mut().take()
     }
 
+    /// A value of the tree read before this transaction wrote anything (by a helper), and
+    /// not changed since except by this transaction: its own writes still come first.
+    pub fn prefetched(&mut self, k: Vec<u8>, v: Option<IVec>) {
+        self.prefetched.insert(k, v);
+    }
+
     pub fn get(&self, k: &[u8]) -> Option<IVec> {
         if let Some(v) = self.writes.get(k) {
+            return v.clone();
+        }
+        if let Some(v) = self.prefetched.get(k) {
             return v.clone();
         }
         match self.tree.get(k) {

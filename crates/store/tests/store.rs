@@ -259,6 +259,85 @@ fn a_format_2_store_is_upgraded_in_place() {
     );
 }
 
+/// Format 3 kept one market index key per attestation; format 4 keeps runs, and a key of
+/// format 3 reads as a run of one: the store opens, is marked 4, and lists its markets whole
+/// and in time order, before and after large calls add runs.
+#[test]
+fn a_format_3_store_opens_as_format_4() {
+    use passalong_store::keyspace::{key as skey, MARKET, META};
+    let dir = tempfile::tempdir().unwrap();
+    let mut atts = chain();
+    let (s, e) = (key(1), key(5));
+    let (o, rd) = (atts[0].clone(), atts[3].clone());
+    let receipts: Vec<Attestation> = (0..300u64)
+        .map(|i| {
+            let order = format!("order-m{i}");
+            // Times not in the order of arrival.
+            let at = T0 + 10 + (i * 7_919) % 300;
+            receipt(&s, &o, &order, 1_000 + i, e.public(), Some(&rd), at)
+        })
+        .collect();
+    atts.extend(receipts[..100].iter().cloned());
+    let seller = s.public();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        for a in &atts {
+            st.ingest(&[&a.bytes], NOW).unwrap();
+        }
+        st.close().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        // Calls of one wrote format 3's layout: one key per attestation, the kind as value.
+        assert!(db.scan_prefix([MARKET]).all(|kv| kv.unwrap().1.len() == 1));
+        db.insert(skey(META, &[b"format"]), 3u32.to_be_bytes().to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let listed = |st: &Store| -> Vec<(u64, passalong_protocol::Id)> {
+        st.market(&seller)
+            .unwrap()
+            .into_iter()
+            .map(|(t, id, _)| (t, id))
+            .collect()
+    };
+    let expected = |atts: &[Attestation]| {
+        let mut v: Vec<(u64, passalong_protocol::Id)> = atts
+            .iter()
+            .map(|a| (a.body.created_at_ms(), a.id))
+            .collect();
+        v.sort();
+        v
+    };
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(listed(&st), expected(&atts));
+    // Large calls, from two threads at once, add runs.
+    std::thread::scope(|sc| {
+        for part in receipts[100..].chunks(100) {
+            let st = &st;
+            sc.spawn(move || st.ingest(&envs(part), NOW).unwrap());
+        }
+    });
+    atts.extend(receipts[100..].iter().cloned());
+    assert_eq!(listed(&st), expected(&atts));
+    let kinds = st.market(&seller).unwrap();
+    let of_kind = |k: u8| atts.iter().filter(|a| a.kind() as u8 == k).count();
+    for (kind, n) in [(3, 301), (2, of_kind(2))] {
+        assert_eq!(
+            kinds.iter().filter(|k| k.2 == kind).count(),
+            n,
+            "kind {kind}"
+        );
+        assert_eq!(of_kind(kind), n);
+    }
+    drop(st);
+    let db = sled::open(dir.path()).unwrap();
+    assert_eq!(
+        db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
+        passalong_store::FORMAT_VERSION.to_be_bytes()
+    );
+    let keys = db.scan_prefix([MARKET]).count();
+    assert!(keys < atts.len(), "large calls write runs: {keys} keys");
+}
+
 /// A damaged ledger journal (a value cut short) is a clear error naming the store.
 #[test]
 fn a_damaged_ledger_journal_is_a_clear_error() {
@@ -347,12 +426,14 @@ proptest! {
     /// The ledger kept incrementally equals the reference recompute, for every seller, in any
     /// order and batching, with checkpoints anywhere (lines written, journal dropped), and
     /// after reopening without a clean close (lines as of the last checkpoint, then the
-    /// journal).
+    /// journal). Batching: calls of `cut` envelopes (`cut` ≤ 8), or (`cut` 9–11) large calls of
+    /// 64 and more, which take the parallel path (helpers, writer thread), from two threads
+    /// at once, with envelopes repeated within and across the calls.
     #[test]
     fn incremental_ledger_equals_full_recompute(
         s in script(),
         perm_seed in any::<u64>(),
-        cut in 1..9usize,
+        cut in 1..12usize,
         checkpoint_every in 0..12u64,
     ) {
         let atts = build(&s);
@@ -367,8 +448,26 @@ proptest! {
         {
             let st = Store::open(dir.path()).unwrap();
             st.set_checkpoint_every(checkpoint_every);
-            for chunk in shuffled.chunks(cut) {
-                st.ingest(&envs(chunk), NOW).unwrap();
+            if cut <= 8 {
+                for chunk in shuffled.chunks(cut) {
+                    st.ingest(&envs(chunk), NOW).unwrap();
+                }
+            } else {
+                // Each thread sends everything, from a different start, at least 64 at a time.
+                let n = shuffled.len().max(1);
+                let calls: Vec<Vec<&[u8]>> = (0..2)
+                    .map(|t| {
+                        (0..n.max(64))
+                            .map(|i| shuffled[(i + t * n / 2) % n].bytes.as_slice())
+                            .collect()
+                    })
+                    .collect();
+                std::thread::scope(|sc| {
+                    for call in &calls {
+                        let st = &st;
+                        sc.spawn(move || st.ingest(call, NOW).unwrap());
+                    }
+                });
             }
             for seller in SELLERS {
                 let pk = key(seller).public();
