@@ -6,7 +6,9 @@
 //!    atomic write, one flush), per attestation, against a bare `ed25519_dalek`
 //!    `VerifyingKey::verify_strict` of the same messages, on a store where the seller's offer
 //!    and referral chains already exist; the traffic is 7/8 receipts through referrals of
-//!    depth 5 and 1/8 referrals that extend those chains;
+//!    depth 5 and 1/8 referrals that extend those chains. Two ratios: medians of separate
+//!    passes, and "paired", the median over calls of each call ÷ a bare verify of its own
+//!    messages just before it (on a shared VM, the machine's speed drifts between passes);
 //! 2. the same one envelope per call (one flush each);
 //! 3. a store of N attestations (default 1,000,000; `PASSALONG_BENCH_N`, 0 skips): the build
 //!    throughput, batch ingest on it, its size on disk, and a fresh process (this binary run
@@ -327,10 +329,11 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Bare strict verification, per signature, one median per group of 64 (µs).
-fn bare_verify(atts: &[Attestation]) -> Vec<f64> {
-    let prepared: Vec<(VerifyingKey, Vec<u8>, Signature)> = atts
-        .iter()
+/// A message ready for a bare `verify_strict` (the key decompressed beforehand).
+type Prepared = (VerifyingKey, Vec<u8>, Signature);
+
+fn prepare(atts: &[Attestation]) -> Vec<Prepared> {
+    atts.iter()
         .map(|a| {
             (
                 VerifyingKey::from_bytes(&a.body.author().0).expect("a valid key"),
@@ -338,18 +341,22 @@ fn bare_verify(atts: &[Attestation]) -> Vec<f64> {
                 Signature::from_bytes(&a.signature),
             )
         })
-        .collect();
-    prepared
-        .chunks(BATCH)
-        .map(|c| {
-            let t = Instant::now();
-            for (vk, m, s) in c {
-                vk.verify_strict(black_box(m), black_box(s))
-                    .expect("a good signature");
-            }
-            t.elapsed().as_secs_f64() * 1e6 / c.len() as f64
-        })
         .collect()
+}
+
+/// Bare strict verification of `msgs`, per signature (µs).
+fn verify_timed(msgs: &[Prepared]) -> f64 {
+    let t = Instant::now();
+    for (vk, m, s) in msgs {
+        vk.verify_strict(black_box(m), black_box(s))
+            .expect("a good signature");
+    }
+    t.elapsed().as_secs_f64() * 1e6 / msgs.len().max(1) as f64
+}
+
+/// Bare strict verification, per signature, one figure per group of 64 (µs).
+fn bare_verify(atts: &[Attestation]) -> Vec<f64> {
+    prepare(atts).chunks(BATCH).map(verify_timed).collect()
 }
 
 /// Stage 1 alone (`validation::check_batch`: decode, limits, batch verification), per
@@ -398,27 +405,44 @@ fn process_cpu_us() -> f64 {
 struct Timed {
     wall: Vec<f64>,
     cpu: Vec<f64>,
-    /// Every thread's CPU per attestation over all calls (helpers and sled's included).
+    /// Every thread's CPU per attestation over the calls (helpers and sled's included).
     process_cpu: f64,
+    /// Per call, its wall time ÷ a bare `verify_strict` of the same messages just before it
+    /// (when paired): a slow spell of the machine moves both.
+    paired: Vec<f64>,
+    /// The bare verifications of the pairs (µs per signature).
+    bare: Vec<f64>,
     bad: usize,
 }
 
-/// Ingests `atts` `per_call` at a time.
-fn ingest_timed(store: &Store, atts: &[Attestation], per_call: usize, skip: usize) -> Timed {
+/// Ingests `atts` `per_call` at a time; with `paired`, each call's messages are also verified
+/// bare just before it.
+fn ingest_timed(
+    store: &Store,
+    atts: &[Attestation],
+    per_call: usize,
+    skip: usize,
+    paired: bool,
+) -> Timed {
     let mut out = Timed {
         wall: Vec::new(),
         cpu: Vec::new(),
         process_cpu: 0.0,
+        paired: Vec::new(),
+        bare: Vec::new(),
         bad: 0,
     };
-    let process_start = process_cpu_us();
+    let mut process = 0.0;
     for (i, c) in atts.chunks(per_call).enumerate() {
         let envs: Vec<&[u8]> = c.iter().map(|a| a.bytes.as_slice()).collect();
+        let bare = paired.then(|| verify_timed(&prepare(c)));
+        let process_start = process_cpu_us();
         let cpu = thread_cpu_us();
         let t = Instant::now();
         let acks = store.ingest(&envs, NOW).expect("ingest");
         let wall = t.elapsed().as_secs_f64() * 1e6 / c.len() as f64;
         let cpu = (thread_cpu_us() - cpu) / c.len() as f64;
+        process += process_cpu_us() - process_start;
         out.bad += acks
             .iter()
             .filter(|a| a.status != Status::Valid || a.duplicate)
@@ -426,9 +450,13 @@ fn ingest_timed(store: &Store, atts: &[Attestation], per_call: usize, skip: usiz
         if i >= skip {
             out.wall.push(wall);
             out.cpu.push(cpu);
+            if let Some(b) = bare {
+                out.paired.push(wall / b);
+                out.bare.push(b);
+            }
         }
     }
-    out.process_cpu = (process_cpu_us() - process_start) / atts.len().max(1) as f64;
+    out.process_cpu = process / atts.len().max(1) as f64;
     out
 }
 
@@ -603,9 +631,9 @@ fn main() {
 
     let mut verify_us = bare_verify(&batch_atts);
     let mut stage1_us = stage1(&batch_atts[warm * BATCH..]);
-    let mut batch = ingest_timed(&store, &batch_atts, BATCH, warm);
+    let mut batch = ingest_timed(&store, &batch_atts, BATCH, warm, true);
     verify_us.extend(bare_verify(&batch_atts));
-    let mut single = ingest_timed(&store, &single_atts, 1, 0);
+    let mut single = ingest_timed(&store, &single_atts, 1, 0, false);
     let verify = median(&mut verify_us);
     let v1 = median(&mut stage1_us);
     drop(store);
@@ -652,13 +680,29 @@ fn main() {
         format!("1. Store::ingest, 64 per call ({batches} calls)"),
         &mut batch,
     );
+    let paired = median(&mut batch.paired);
+    println!(
+        "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7.2} {:>8}",
+        format!(
+            "   paired: each call ÷ its messages verified bare ({:.1})",
+            median(&mut batch.bare)
+        ),
+        "",
+        "",
+        "",
+        "",
+        paired,
+        verdict(paired <= 1.3)
+    );
     row(
         format!("2. Store::ingest, 1 per call ({singles} calls)"),
         &mut single,
     );
     println!(
         "   goal: ratio ≤ 1.3. Acks not fresh+Valid: batch {}, single {}. CPU = this \
-         thread's CPU time; all CPU = every thread's (helpers, writer, sled's), per attestation.",
+         thread's CPU time; all CPU = every thread's (helpers, writer, sled's), per attestation.\n   \
+         ratio = median ÷ the bare verify's median over two passes (before and after); paired = \
+         median of each call's ratio to a bare verify of its own 64 messages just before it.",
         batch.bad, single.bad
     );
 
@@ -677,7 +721,7 @@ fn main() {
     let rate_wall = big.attestations as f64 / big.wall.as_secs_f64();
     let big_batches = (batches / 4).max(10);
     let big_atts = traffic(&w, &big.tails, (big_batches + warm) * BATCH, 3);
-    let mut on_big = ingest_timed(&store, &big_atts, BATCH, warm);
+    let mut on_big = ingest_timed(&store, &big_atts, BATCH, warm, false);
     let seller = w.sellers[0].public();
     let query = big.last.expect("something was stored");
     // A crash first: dropped without `close`, so the next open replays sled's log since the
