@@ -166,7 +166,7 @@ impl Book {
     /// Adds journal entry `seq` for `changes` (new sums per line) to `batch`;
     /// [`Book::commit`] applies them once the batch is in the tree. Entries are numbered
     /// from [`Book::next_seq`] on, one per batch that changes lines.
-    pub fn journal(&self, seq: u64, changes: &BTreeMap<LineKey, Sums>, batch: &mut sled::Batch) {
+    pub fn journal(seq: u64, changes: &BTreeMap<LineKey, Sums>, batch: &mut sled::Batch) {
         let lines: Vec<(&LineKey, &Sums)> = changes.iter().collect();
         for (i, chunk) in lines.chunks(LINES_PER_CHUNK).enumerate() {
             batch.insert(
@@ -264,7 +264,7 @@ mod tests {
             let changes: BTreeMap<_, _> = lines.iter().copied().collect();
             let mut batch = sled::Batch::default();
             let seq = book.next_seq();
-            book.journal(seq, &changes, &mut batch);
+            Book::journal(seq, &changes, &mut batch);
             db.apply_batch(batch).unwrap();
             book.commit(seq, changes);
         };

@@ -300,13 +300,12 @@ impl Store {
     }
 
     /// Applies a transaction's writes (so far) to the tree, then their ledger lines.
-    fn apply(&self, db: &sled::Db, mut shipment: txn::Shipment) -> Result<(), StoreError> {
+    fn apply(&self, db: &sled::Db, shipment: txn::Shipment) -> Result<(), StoreError> {
         #[cfg(test)]
         if self.commits() >= self.fail_at_commit.load(Ordering::Relaxed) {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
-        let batch = shipment.batch(&self.book.read().unwrap_or_else(|p| p.into_inner()));
-        db.apply_batch(batch)?;
+        db.apply_batch(shipment.batch)?;
         self.commits.fetch_add(1, Ordering::Release);
         self.book
             .write()

@@ -51,28 +51,14 @@ pub(crate) struct Txn<'a> {
     error: RefCell<Option<StoreError>>,
 }
 
-/// Writes of a transaction, ready for the tree.
+/// Writes of a transaction, ready for the tree (built by the thread that made them, so that
+/// the writer thread only applies them).
 pub(crate) struct Shipment {
-    /// Keys written (`None`: removed), each once.
-    pub writes: Vec<(Vec<u8>, Option<IVec>)>,
+    /// The keys written and the journal entry of `lines`, as one sled batch.
+    pub batch: sled::Batch,
     /// New sums of the ledger lines changed, journaled under `seq` if any.
     pub lines: BTreeMap<LineKey, Sums>,
     pub seq: u64,
-}
-
-impl Shipment {
-    /// The writes and the journal entry as one sled batch.
-    pub fn batch(&mut self, book: &Book) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.writes.drain(..) {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        book.journal(self.seq, &self.lines, &mut batch);
-        batch
-    }
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -489,7 +475,7 @@ impl<'a> Txn<'a> {
     }
 
     /// What was written since the last call (`None` if nothing was), for one sled batch with
-    /// the journal entry of the ledger lines changed ([`Shipment::batch`]). The writes stay
+    /// the journal entry of the ledger lines changed. The writes stay
     /// readable here: batches may land in the tree while this transaction goes on, in order,
     /// each atomic, so that what reaches the disk is always the effect of a prefix of it.
     pub fn take_batch(&mut self) -> Result<Option<Shipment>, StoreError> {
@@ -505,18 +491,16 @@ impl<'a> Txn<'a> {
         let mut keys = std::mem::take(&mut self.unshipped);
         keys.sort_unstable();
         keys.dedup();
-        let mut writes: Vec<(Vec<u8>, Option<IVec>)> = keys
-            .into_iter()
-            .map(|k| {
-                let v = self.writes.get(&k).cloned().flatten();
-                (k, v)
-            })
-            .collect();
-        writes.extend(
-            crate::market::runs(std::mem::take(&mut self.unshipped_market))
-                .into_iter()
-                .map(|(k, v)| (k, Some(IVec::from(v)))),
-        );
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            match self.writes.get(&k).cloned().flatten() {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        for (k, v) in crate::market::runs(std::mem::take(&mut self.unshipped_market)) {
+            batch.insert(k, v);
+        }
         let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
             .into_iter()
             .map(|k| (k, self.lines.get(&k).copied().unwrap_or([0; 3])))
@@ -530,7 +514,8 @@ impl<'a> Txn<'a> {
         if !lines.is_empty() {
             self.next_seq = Some(seq + 1);
         }
-        Ok(Some(Shipment { writes, lines, seq }))
+        Book::journal(seq, &lines, &mut batch);
+        Ok(Some(Shipment { batch, lines, seq }))
     }
 }
 
