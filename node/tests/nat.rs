@@ -4,6 +4,7 @@
 //! * two nodes each behind its own NAT learn from AutoNAT that they are private, reserve a
 //!   slot on a public relay, find each other's circuit address through the relay's DHT,
 //!   connect through it and are upgraded to a direct connection by hole punching (DCUtR);
+//!   when the direct path breaks for a while, they fall back on the relay and punch again;
 //!   after the relay is gone, what one publishes still reaches the other;
 //! * two nodes on one LAN find each other with mDNS, with no bootstrap address.
 //!
@@ -150,8 +151,8 @@ impl Drop for Hosts {
     }
 }
 
-/// On a failing test, prints what the daemons logged about reachability, relays and hole
-/// punching (their data dirs are removed with the temp dir).
+/// On a failing test, prints what the daemons logged about reachability, relays, hole
+/// punching and connections (their data dirs are removed with the temp dir).
 struct LogsOnPanic(Vec<std::path::PathBuf>);
 
 impl Drop for LogsOnPanic {
@@ -163,9 +164,21 @@ impl Drop for LogsOnPanic {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             eprintln!("--- {}", log.display());
             for line in text.lines().filter(|l| {
-                ["reachab", "relay", "hole", "listening", "ERROR", "WARN"]
-                    .iter()
-                    .any(|k| l.contains(k))
+                [
+                    "reachab",
+                    "relay",
+                    "hole",
+                    "listening",
+                    "connected",
+                    "Connection closed",
+                    "connection closed",
+                    "direct connection lost",
+                    "connection denied",
+                    "ERROR",
+                    "WARN",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
             }) {
                 eprintln!("{line}");
             }
@@ -210,6 +223,17 @@ const LISTEN: [&str; 4] = [
     "/ip4/0.0.0.0/udp/7424/quic-v1",
 ];
 
+/// The network layer's connections and hole punching in detail, for [`LogsOnPanic`].
+const LOG: [&str; 2] = ["--log", "info,passalong_net=debug,libp2p_swarm=debug"];
+
+/// Whether A and B list each other as connected, both directly (`false`) or both only
+/// through a relay (`true`).
+fn both_relayed(a: &Daemon, b: &Daemon, a_id: &str, b_id: &str, relayed: bool) -> Option<Value> {
+    let p = peer(b, a_id)?;
+    let q = peer(a, b_id)?;
+    (p["relayed"] == relayed && q["relayed"] == relayed).then_some(p)
+}
+
 #[test]
 #[ignore = "needs root, ip netns and iptables: .ci/run runs it"]
 fn nodes_behind_nat_meet_through_a_relay_and_punch_a_direct_connection() {
@@ -227,7 +251,7 @@ fn nodes_behind_nat_meet_through_a_relay_and_punch_a_direct_connection() {
     h.nat("nb", &h.dev("nb", "r"));
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut args: Vec<&str> = LISTEN.to_vec();
+    let mut args: Vec<&str> = [&LISTEN[..], &LOG].concat();
     args.extend([
         "--no-mdns",
         "--relay-server",
@@ -243,7 +267,7 @@ fn nodes_behind_nat_meet_through_a_relay_and_punch_a_direct_connection() {
     let a_boot = format!("/ip4/7.0.1.1/tcp/7424/p2p/{r_id}");
     let b_boot = format!("/ip4/7.0.2.1/udp/7424/quic-v1/p2p/{r_id}");
     let start = |host: &str, boot: &str| {
-        let mut args: Vec<&str> = LISTEN.to_vec();
+        let mut args: Vec<&str> = [&LISTEN[..], &LOG].concat();
         args.extend(["--no-mdns", "--bootstrap", boot]);
         Daemon::start_netns(&h.ns(host), &tmp.path().join(host), &args)
     };
@@ -280,9 +304,7 @@ fn nodes_behind_nat_meet_through_a_relay_and_punch_a_direct_connection() {
     // B finds A's circuit address through the relay's DHT, connects through the relay, and
     // DCUtR replaces it with a direct connection to A's NAT (7.0.1.2).
     let direct = wait_for("a direct connection between A and B", 90, || {
-        let p = peer(&b, &a_id)?;
-        let q = peer(&a, &b_id)?;
-        (p["relayed"] == false && q["relayed"] == false).then_some(p)
+        both_relayed(&a, &b, &a_id, &b_id, false)
     });
     let punched = t0.elapsed();
     let addr = direct["addr"].as_str().expect("addr");
@@ -300,6 +322,47 @@ fn nodes_behind_nat_meet_through_a_relay_and_punch_a_direct_connection() {
         "the direct connection came from hole punching"
     );
     eprintln!("relay reservations after {reserved:?}, hole punched after {punched:?}: B→A {addr}");
+
+    // R stops forwarding between the NATs but still relays: the direct connection dies and
+    // A and B are left on the relay. Once R forwards again, the one that dialled the relayed
+    // connection reconnects through the relay, which runs DCUtR again. QUIC gives up on a
+    // silent path after its 10 s idle timeout; TCP would retransmit for about 15 minutes
+    // (libp2p's ping reports failures but closes nothing, yamux has no keep-alive), so TCP is
+    // answered with a reset, as by a NAT that lost its state.
+    let iptables = |op: &str| {
+        for rule in [
+            "FORWARD -j DROP",
+            "FORWARD -p tcp -j REJECT --reject-with tcp-reset",
+        ] {
+            let mut v = vec!["iptables", op];
+            v.extend(rule.split(' '));
+            h.exec("r", &v);
+        }
+    };
+    let before = punches(&a) + punches(&b);
+    let cut = Instant::now();
+    iptables("-I");
+    wait_for(
+        "A and B back on the relay only, after R stopped forwarding between them",
+        60,
+        || both_relayed(&a, &b, &a_id, &b_id, true),
+    );
+    let lost = cut.elapsed();
+    iptables("-D");
+    let direct = wait_for(
+        "a direct connection between A and B again, punched after the direct one was lost",
+        60,
+        || both_relayed(&a, &b, &a_id, &b_id, false),
+    );
+    assert!(
+        punches(&a) + punches(&b) > before,
+        "the new direct connection came from hole punching again"
+    );
+    eprintln!(
+        "direct path cut: on the relay after {lost:?}, punched again after {:?}: B→A {}",
+        cut.elapsed(),
+        direct["addr"]
+    );
 
     // Without the relay, what A publishes still reaches B, over the punched connection.
     let seller = a.public_key();

@@ -11,7 +11,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, kad, mdns, relay, Multiaddr, PeerId, Swarm};
 use passalong_protocol::PublicKey;
 use tokio::sync::{mpsc, oneshot};
@@ -34,7 +34,9 @@ const MAX_QUEUED: usize = 8_192;
 const MAX_PARENT_FETCHES: usize = 16;
 /// Relays a private node keeps a reservation with: one can go away.
 const WANTED_RELAYS: usize = 2;
-/// How long a peer whose hole punching retries are used up is remembered.
+/// Reconnections through a relay to run DCUtR again, per peer.
+const MAX_RETRIES: u32 = 3;
+/// How long a peer's hole punching retries are remembered after the last one.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// What the handle asks of the loop.
@@ -134,8 +136,9 @@ pub(crate) struct EventLoop {
     reservations: HashMap<PeerId, ListenerId>,
     /// Second-transport connections tried per relay (once per connection to it).
     mappings_tried: HashSet<(PeerId, Transport)>,
-    /// Peers reached only through a relay after hole punching failed: when, and how many
-    /// times it was retried.
+    /// Peers whose hole punching failed or whose direct connection was lost: when (the
+    /// failure, the loss or the last retry), and how many times it was retried. Kept after a
+    /// success, so that a direct connection that keeps dying is not punched again forever.
     punch_failed: HashMap<PeerId, (Instant, u32)>,
     /// Relays whose reservation was accepted.
     reserved: HashSet<PeerId>,
@@ -517,15 +520,16 @@ impl EventLoop {
     }
 
     /// DCUtR tries three times on a new relayed connection and then gives up, e.g. when both
-    /// sides were busy and their dials missed each other. A peer still reached only through
-    /// a relay 10 s later is reconnected through it, which runs DCUtR again (3 times at most).
+    /// sides were busy and their dials missed each other; and it does not run again when a
+    /// punched connection dies while the relayed one stays. A peer still reached only through
+    /// a relay 10 s later is reconnected through it, which runs DCUtR again (3 times at most
+    /// within [`FORGET_AFTER`]).
     fn retry_hole_punching(&mut self, now: Instant) {
         const RETRY_AFTER: Duration = Duration::from_secs(10);
-        const MAX_RETRIES: u32 = 3;
-        // A peer that used up its retries is forgotten after a while (and may be tried
-        // again on a later connection).
+        // Retries are forgotten after a while (a peer may then be tried again on a later
+        // connection, or when it loses its direct connection again).
         self.punch_failed
-            .retain(|_, (at, n)| *n < MAX_RETRIES || now.duration_since(*at) < FORGET_AFTER);
+            .retain(|_, (at, _)| now.duration_since(*at) < FORGET_AFTER);
         let due: Vec<PeerId> = self
             .punch_failed
             .iter()
@@ -534,8 +538,11 @@ impl EventLoop {
             .collect();
         for peer in due {
             let conns = self.connections.get(&peer).map_or(&[][..], Vec::as_slice);
-            if conns.is_empty() || conns.iter().any(|c| !c.relayed) {
+            if conns.is_empty() {
                 self.punch_failed.remove(&peer);
+                continue;
+            }
+            if conns.iter().any(|c| !c.relayed) {
                 continue;
             }
             // Only the side that dialled the relayed connection redials, so that the two
@@ -545,7 +552,9 @@ impl EventLoop {
                 .filter(|c| c.dialled)
                 .map(|c| c.addr.clone())
                 .collect();
-            if let Some((_, n)) = self.punch_failed.get_mut(&peer) {
+            // The next retry waits for this one's DCUtR to finish.
+            if let Some((at, n)) = self.punch_failed.get_mut(&peer) {
+                *at = now;
                 *n += 1;
             }
             if redial.is_empty() {
@@ -863,11 +872,31 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                endpoint,
                 num_established,
-                ..
+                cause,
             } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), ?cause, "connection closed");
                 if let Some(c) = self.connections.get_mut(&peer_id) {
                     c.retain(|c| c.id != connection_id);
+                }
+                // A punched connection that dies (a NAT mapping gone, a network change) leaves
+                // the peer on the relay, and DCUtR does not run again on that connection.
+                let direct_lost = !endpoint.is_relayed()
+                    && !self.banned.contains_key(&peer_id)
+                    && self
+                        .connections
+                        .get(&peer_id)
+                        .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.relayed));
+                if direct_lost {
+                    // Retried like a failed punch, after a while: the path may take time to
+                    // come back. Retries counted before are kept.
+                    let now = Instant::now();
+                    let (at, n) = self.punch_failed.entry(peer_id).or_insert((now, 0));
+                    if *n < MAX_RETRIES {
+                        *at = now;
+                        info!(peer = %peer_id, "direct connection lost: hole punching again through the relay");
+                    }
                 }
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
@@ -878,6 +907,19 @@ impl EventLoop {
                     self.message_buckets.remove(&peer_id);
                 }
             }
+            // A connection a behaviour refuses once it is established (e.g. over the per-peer
+            // limit) is closed at once: the other side sees it closed by this one.
+            SwarmEvent::IncomingConnectionError {
+                peer_id: Some(peer),
+                send_back_addr,
+                error: ListenError::Denied { cause },
+                ..
+            } => debug!(%peer, addr = %send_back_addr, ?cause, "connection denied"),
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error: DialError::Denied { cause },
+                ..
+            } => debug!(%peer, ?cause, "connection denied"),
             SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
             _ => {}
         }
@@ -1010,7 +1052,6 @@ impl EventLoop {
                 Ok(_) => {
                     info!(peer = %remote_peer_id, "hole punched: direct connection");
                     self.stats.hole_punches += 1;
-                    self.punch_failed.remove(&remote_peer_id);
                 }
                 Err(e) => {
                     debug!(peer = %remote_peer_id, error = %e, "hole punching failed");
