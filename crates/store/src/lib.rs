@@ -6,7 +6,7 @@
 //! against the store, buffers every write, applies them in **atomic batches and flushes once**
 //! before it returns: what it acknowledged survives kill -9 and power loss (sled writes are not
 //! durable until flushed, sled issue 654), and one fsync covers many attestations. A large call
-//! hands a batch to a writer thread every 16 fresh attestations, in order, so what reaches the
+//! hands a batch to a writer thread every 32 fresh attestations, in order, so what reaches the
 //! disk is always the effect of a prefix of the call.
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
