@@ -23,6 +23,22 @@ fn chain() -> Vec<Attestation> {
     vec![o, rb, rc, rd, r]
 }
 
+/// Receipt `i` of `0..n` through the chain's referral at depth 3 (`chain()[3]`): order
+/// `order(i)`, amount `amount(i)`, made at `at(i)`.
+fn receipts(
+    chain: &[Attestation],
+    n: u64,
+    order: impl Fn(u64) -> String,
+    amount: impl Fn(u64) -> u64,
+    at: impl Fn(u64) -> u64,
+) -> Vec<Attestation> {
+    let (s, e) = (key(1), key(5));
+    let (o, rd) = (&chain[0], &chain[3]);
+    (0..n)
+        .map(|i| receipt(&s, o, &order(i), amount(i), e.public(), Some(rd), at(i)))
+        .collect()
+}
+
 fn envs(atts: &[Attestation]) -> Vec<&[u8]> {
     atts.iter().map(|a| a.bytes.as_slice()).collect()
 }
@@ -72,25 +88,19 @@ fn a_closed_store_reopens_with_everything() {
 fn checkpoints_during_ingest_lose_nothing_and_readers_keep_working() {
     let dir = tempfile::tempdir().unwrap();
     let mut atts = chain();
-    let (s, e) = (key(1), key(5));
-    let (o, rd) = (atts[0].clone(), atts[3].clone());
-    for i in 0..200u64 {
-        atts.push(receipt(
-            &s,
-            &o,
-            &format!("order-x{i}"),
-            10_000,
-            e.public(),
-            Some(&rd),
-            T0 + 10 + i,
-        ));
-    }
+    atts.extend(receipts(
+        &atts,
+        200,
+        |i| format!("order-x{i}"),
+        |_| 10_000,
+        |i| T0 + 10 + i,
+    ));
     let st = std::sync::Arc::new(Store::open(dir.path()).unwrap());
     st.set_checkpoint_every(20);
     st.ingest(&envs(&atts[..5]), NOW).unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
-        let (st, done, id) = (st.clone(), done.clone(), o.id);
+        let (st, done, id) = (st.clone(), done.clone(), atts[0].id);
         std::thread::spawn(move || {
             let mut reads = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -203,18 +213,13 @@ fn a_format_2_store_is_upgraded_in_place() {
     let (s, e) = (key(1), key(5));
     let (o, rd) = (atts[0].clone(), atts[3].clone());
     // 12,000 orders (more than one upgrade batch), three of them with two receipts.
-    for i in 0..12_000u64 {
-        let order = format!("order-u{}", i % 11_997);
-        atts.push(receipt(
-            &s,
-            &o,
-            &order,
-            1_000 + i,
-            e.public(),
-            Some(&rd),
-            T0 + 10 + i,
-        ));
-    }
+    atts.extend(receipts(
+        &atts,
+        12_000,
+        |i| format!("order-u{}", i % 11_997),
+        |i| 1_000 + i,
+        |i| T0 + 10 + i,
+    ));
     let seller = s.public();
     let (ledger, equivocations) = {
         let st = Store::open(dir.path()).unwrap();
@@ -267,18 +272,16 @@ fn a_format_3_store_opens_as_format_4() {
     use passalong_store::keyspace::{key as skey, MARKET, META};
     let dir = tempfile::tempdir().unwrap();
     let mut atts = chain();
-    let (s, e) = (key(1), key(5));
-    let (o, rd) = (atts[0].clone(), atts[3].clone());
-    let receipts: Vec<Attestation> = (0..300u64)
-        .map(|i| {
-            let order = format!("order-m{i}");
-            // Times not in the order of arrival.
-            let at = T0 + 10 + (i * 7_919) % 300;
-            receipt(&s, &o, &order, 1_000 + i, e.public(), Some(&rd), at)
-        })
-        .collect();
+    // Times not in the order of arrival.
+    let receipts = receipts(
+        &atts,
+        300,
+        |i| format!("order-m{i}"),
+        |i| 1_000 + i,
+        |i| T0 + 10 + (i * 7_919) % 300,
+    );
     atts.extend(receipts[..100].iter().cloned());
-    let seller = s.public();
+    let seller = key(1).public();
     {
         let st = Store::open(dir.path()).unwrap();
         for a in &atts {
