@@ -24,6 +24,12 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/passalong/kad/1.0
 /// protocol's decoder enforces on each message).
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 
+/// Connections kept with one peer. Hole punching needs four at once: a relayed connection
+/// each way (both sides may dial through the relay at the same moment) and the direct
+/// connection DCUtR opens from each side (a QUIC simultaneous open makes two). With 2, the
+/// punched connections were refused as they opened, or each side refused the other's.
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+
 /// Everything the node speaks, composed.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -92,7 +98,7 @@ pub fn build(
     let relay_on = config.relay_server;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
-        .with_max_established_per_peer(Some(2))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
         .with_max_pending_incoming(Some(64));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
