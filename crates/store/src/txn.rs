@@ -290,8 +290,11 @@ impl<'a> Txn<'a> {
         if let Some(v) = self.writes.get(k) {
             return v.clone();
         }
-        if let Some(v) = self.prefetched.get(k) {
-            return v.clone();
+        // Small calls prefetch nothing: no hashing of the key for them.
+        if !self.prefetched.is_empty() {
+            if let Some(v) = self.prefetched.get(k) {
+                return v.clone();
+            }
         }
         match self.tree.get(k) {
             Ok(v) => v,
