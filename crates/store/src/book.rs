@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::StoreError;
 use crate::keyspace::*;
+use crate::redo;
 
 /// seller ‖ currency ‖ participant: a ledger line's key without the prefix byte.
 pub(crate) type LineKey = [u8; LINE_KEY];
@@ -163,16 +164,16 @@ impl Book {
         self.next_seq
     }
 
-    /// Adds journal entry `seq` for `changes` (new sums per line) to `batch`;
-    /// [`Book::commit`] applies them once the batch is in the tree. Entries are numbered
-    /// from [`Book::next_seq`] on, one per batch that changes lines.
-    pub fn journal(seq: u64, changes: &BTreeMap<LineKey, Sums>, batch: &mut sled::Batch) {
+    /// Adds journal entry `seq` for `changes` (new sums per line) to a shipment's `writes`;
+    /// [`Book::commit`] applies them once the shipment is in the tree. Entries are numbered
+    /// from [`Book::next_seq`] on, one per shipment that changes lines.
+    pub fn journal(seq: u64, changes: &BTreeMap<LineKey, Sums>, writes: &mut Vec<redo::Write>) {
         let lines: Vec<(&LineKey, &Sums)> = changes.iter().collect();
         for (i, chunk) in lines.chunks(LINES_PER_CHUNK).enumerate() {
-            batch.insert(
+            writes.push((
                 key(JOURNAL, &[&seq.to_be_bytes(), &(i as u32).to_be_bytes()]),
-                encode_chunk(chunk),
-            );
+                Some(encode_chunk(chunk).into()),
+            ));
         }
     }
 
@@ -189,7 +190,8 @@ impl Book {
     }
 
     /// Lines changed since the last checkpoint written under [`LEDGER`], and the journal
-    /// dropped, as one batch; [`Book::checkpointed`] once it is on disk.
+    /// dropped (with the redo record, which may hold journal entries), as one batch;
+    /// [`Book::checkpointed`] once it is on disk.
     pub fn checkpoint_batch(&self, tree: &sled::Tree) -> Result<sled::Batch, StoreError> {
         let mut b = sled::Batch::default();
         for k in &self.dirty {
@@ -205,6 +207,7 @@ impl Book {
         for kv in tree.scan_prefix([JOURNAL]) {
             b.remove(kv?.0);
         }
+        b.remove(&redo::KEY);
         Ok(b)
     }
 
@@ -262,10 +265,10 @@ mod tests {
         let mut book = Book::default();
         let step = |book: &mut Book, lines: &[(LineKey, Sums)]| {
             let changes: BTreeMap<_, _> = lines.iter().copied().collect();
-            let mut batch = sled::Batch::default();
+            let mut writes = Vec::new();
             let seq = book.next_seq();
-            Book::journal(seq, &changes, &mut batch);
-            db.apply_batch(batch).unwrap();
+            Book::journal(seq, &changes, &mut writes);
+            redo::apply(&db, writes).unwrap();
             book.commit(seq, changes);
         };
         step(&mut book, &[(a, [10, 0, 0]), (b, [5, 0, 0])]);

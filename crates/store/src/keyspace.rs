@@ -1,5 +1,5 @@
-//! The layout of the one sled tree that holds everything. One tree, so that every ingest is a
-//! single atomic `Batch`; each kind of record has a one-byte prefix, and multi-part keys are
+//! The layout of the one sled tree that holds everything. One tree, so that every shipment of
+//! an ingest is atomic (see `redo`); each kind of record has a one-byte prefix, and multi-part keys are
 //! fixed-width, so prefix scans are exact. Times in keys are big-endian, so they sort.
 
 /// id → `Entry` (postcard): state (valid, pending, held), fact, payout record and envelope of
@@ -50,6 +50,8 @@ pub const JOURNAL: u8 = b'j';
 /// market key → (): markets followed on request (`passalong market follow`), beyond those
 /// with something stored.
 pub const FOLLOW: u8 = b'f';
+/// (no parts) → the last shipment written, until the next one or a checkpoint (see `redo`).
+pub const REDO: u8 = b'r';
 /// name → value: store metadata (`format` version, `valid` count).
 pub const META: u8 = b'v';
 

@@ -3,11 +3,12 @@
 //!
 //! Everything lives in one sled tree (see [`keyspace`]). An [`Store::ingest`] call checks its
 //! envelopes (batch signature verification, on helper threads), runs the protocol's rules
-//! against the store, buffers every write, applies them in **atomic batches and flushes once**
-//! before it returns: what it acknowledged survives kill -9 and power loss (sled writes are not
-//! durable until flushed, sled issue 654), and one fsync covers many attestations. A large call
-//! hands a batch to a writer thread every 32 fresh attestations, in order, so what reaches the
-//! disk is always the effect of a prefix of the call.
+//! against the store, buffers every write, applies them in **atomic shipments and flushes
+//! once** before it returns: what it acknowledged survives kill -9 and power loss (sled writes
+//! are not durable until flushed, sled issue 654), and one fsync covers many attestations. A
+//! large call hands a shipment to a writer thread every 32 fresh attestations, in order, so
+//! what reaches the disk is always the effect of a prefix of the call. A shipment is made
+//! atomic by a redo record written before its keys (`redo`), not by a sled batch.
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
 //! checkpoints write them (sled's cost is per key written, and a receipt changes ~5 lines).
@@ -31,6 +32,7 @@ mod ingest;
 pub mod keyspace;
 mod ledger;
 mod market;
+mod redo;
 mod stage1;
 mod txn;
 
@@ -70,21 +72,23 @@ impl Decided {
     }
 }
 
-/// Fresh attestations of a large call between two batches handed to its writer thread. Each
-/// batch costs sled two log buffer writes (each synced), so fewer is cheaper, but the last
-/// batch is written after stage 2 ends: measured with 64 per call, 32 beat 16, 24 and 64.
+/// Fresh attestations of a large call between two shipments handed to its writer thread: the
+/// last one is written after stage 2 ends (measured with 64 per call and sled batches, 32 beat
+/// 16, 24 and 64).
 const SHIP_EVERY: usize = 32;
 
-/// The store format this build reads and writes. Version 4 indexes markets in runs (one key
-/// per market per batch, see `market`); version 3 journals ledger lines between checkpoints
-/// (`book`) and keeps one ORDER key per order. Older stores are upgraded when opened and marked
-/// 4, so that an older build refuses them: a version 3 store needs nothing else (its market
-/// keys are runs of one); a version 2 store has its ORDER keys regrouped (see
+/// The store format this build reads and writes. Version 5 writes shipments key by key after
+/// a redo record (see `redo`): an older build would not complete a shipment cut short.
+/// Version 4 indexes markets in runs (one key per market per batch, see `market`); version 3
+/// journals ledger lines between checkpoints (`book`) and keeps one ORDER key per order. Older
+/// stores are upgraded when opened and marked 5, so that an older build refuses them: a
+/// version 3 or 4 store needs nothing else (market keys of version 3 are runs of one, and
+/// neither has a redo record); a version 2 store has its ORDER keys regrouped (see
 /// [`upgrade_orders`]; its lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Older formats this build upgrades in place when it opens them.
-const UPGRADES_FROM: [u32; 2] = [2, 3];
+const UPGRADES_FROM: [u32; 3] = [2, 3, 4];
 
 /// Where an attestation stands, as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,7 +309,7 @@ impl Store {
         if self.commits() >= self.fail_at_commit.load(Ordering::Relaxed) {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
-        db.apply_batch(shipment.batch)?;
+        redo::apply(db, shipment.writes)?;
         self.commits.fetch_add(1, Ordering::Release);
         self.book
             .write()
@@ -359,7 +363,15 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         };
         let vk = key(META, &[b"format"]);
         match db.get(&vk).map_err(|e| open_error(path, e))? {
-            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {
+                redo::recover(&db).map_err(|e| match e {
+                    StoreError::Io(e) => open_error(path, e),
+                    e => StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: e.to_string(),
+                    },
+                })?;
+            }
             Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
                 if v.as_ref() == 2u32.to_be_bytes() {
                     upgrade_orders(&db).map_err(|e| open_error(path, e))?;

@@ -23,6 +23,7 @@ use crate::book::{Book, LineKey, Sums};
 use crate::error::StoreError;
 use crate::keyspace::*;
 use crate::market::Indexed;
+use crate::redo;
 
 /// Reads (and, when writing, buffered writes) over the store's tree.
 pub(crate) struct Txn<'a> {
@@ -54,8 +55,8 @@ pub(crate) struct Txn<'a> {
 /// Writes of a transaction, ready for the tree (built by the thread that made them, so that
 /// the writer thread only applies them).
 pub(crate) struct Shipment {
-    /// The keys written and the journal entry of `lines`, as one sled batch.
-    pub batch: sled::Batch,
+    /// The keys written, then the journal entry of `lines` (see `redo`).
+    pub writes: Vec<redo::Write>,
     /// New sums of the ledger lines changed, journaled under `seq` if any.
     pub lines: BTreeMap<LineKey, Sums>,
     pub seq: u64,
@@ -477,8 +478,8 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// What was written since the last call (`None` if nothing was), for one sled batch with
-    /// the journal entry of the ledger lines changed. The writes stay
+    /// What was written since the last call (`None` if nothing was), for one atomic shipment
+    /// with the journal entry of the ledger lines changed. The writes stay
     /// readable here: batches may land in the tree while this transaction goes on, in order,
     /// each atomic, so that what reaches the disk is always the effect of a prefix of it.
     pub fn take_batch(&mut self) -> Result<Option<Shipment>, StoreError> {
@@ -494,15 +495,15 @@ impl<'a> Txn<'a> {
         let mut keys = std::mem::take(&mut self.unshipped);
         keys.sort_unstable();
         keys.dedup();
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            match self.writes.get(&k).cloned().flatten() {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
+        let mut writes: Vec<redo::Write> = keys
+            .into_iter()
+            .map(|k| {
+                let v = self.writes.get(&k).cloned().flatten();
+                (k, v)
+            })
+            .collect();
         for (k, v) in crate::market::runs(std::mem::take(&mut self.unshipped_market)) {
-            batch.insert(k, v);
+            writes.push((k, Some(v.into())));
         }
         let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
             .into_iter()
@@ -517,8 +518,8 @@ impl<'a> Txn<'a> {
         if !lines.is_empty() {
             self.next_seq = Some(seq + 1);
         }
-        Book::journal(seq, &lines, &mut batch);
-        Ok(Some(Shipment { batch, lines, seq }))
+        Book::journal(seq, &lines, &mut writes);
+        Ok(Some(Shipment { writes, lines, seq }))
     }
 }
 

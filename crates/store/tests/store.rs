@@ -265,10 +265,10 @@ fn a_format_2_store_is_upgraded_in_place() {
 }
 
 /// Format 3 kept one market index key per attestation; format 4 keeps runs, and a key of
-/// format 3 reads as a run of one: the store opens, is marked 4, and lists its markets whole
-/// and in time order, before and after large calls add runs.
+/// format 3 reads as a run of one: the store opens, is marked with the current format, and
+/// lists its markets whole and in time order, before and after large calls add runs.
 #[test]
-fn a_format_3_store_opens_as_format_4() {
+fn a_format_3_store_opens_as_the_current_format() {
     use passalong_store::keyspace::{key as skey, MARKET, META};
     let dir = tempfile::tempdir().unwrap();
     let mut atts = chain();
@@ -348,11 +348,16 @@ fn a_damaged_ledger_journal_is_a_clear_error() {
     {
         let st = Store::open(dir.path()).unwrap();
         st.set_checkpoint_every(0);
-        st.ingest(&envs(&chain()), NOW).unwrap();
+        let atts = chain();
+        st.ingest(&envs(&atts), NOW).unwrap();
+        let more = receipts(&atts, 1, |_| "order-j".into(), |_| 500, |_| T0 + 9);
+        st.ingest(&envs(&more), NOW).unwrap();
         // Dropped without `close`: the lines are only in the journal.
     }
     {
         let db = sled::open(dir.path()).unwrap();
+        // The first entry (the last one is also in the redo record, which opening writes
+        // again).
         let (k, v) = db
             .scan_prefix([passalong_store::keyspace::JOURNAL])
             .next()
@@ -366,6 +371,58 @@ fn a_damaged_ledger_journal_is_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     assert!(msg.contains("move it aside"), "{msg}");
+}
+
+/// sled recovers a prefix of its log after a crash, so a crash can cut the last shipment of
+/// an ingest short: opening the store completes it from its redo record.
+#[test]
+fn a_shipment_cut_short_by_a_crash_is_completed_at_open() {
+    use passalong_store::keyspace::{key as skey, ENTRY, JOURNAL, REDO};
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    let more = receipts(
+        &atts,
+        100,
+        |i| format!("order-c{i}"),
+        |i| 1_000 + i,
+        |i| T0 + 10 + i,
+    );
+    let seller = key(1).public();
+    let before = {
+        let st = Store::open(dir.path()).unwrap();
+        st.set_checkpoint_every(0);
+        st.ingest(&envs(&atts), NOW).unwrap();
+        st.ingest(&envs(&more), NOW).unwrap();
+        st.ledger(&seller).unwrap()
+        // Dropped without `close`, as by a crash.
+    };
+    {
+        let db = sled::open(dir.path()).unwrap();
+        assert!(db.get([REDO]).unwrap().is_some());
+        // The last shipment (a call of 100 ships by 32: receipts 96..100) lost its entries
+        // and its journal entry.
+        for r in &more[96..] {
+            assert!(db.remove(skey(ENTRY, &[&r.id.0])).unwrap().is_some());
+        }
+        let last = db.scan_prefix([JOURNAL]).last().unwrap().unwrap().0;
+        db.remove(last).unwrap();
+        db.flush().unwrap();
+    }
+    let st = Store::open(dir.path()).unwrap();
+    for r in &more {
+        assert_eq!(st.status(&r.id).unwrap(), Some(Status::Valid));
+    }
+    assert_eq!(st.ledger(&seller).unwrap(), before);
+    assert_eq!(before, st.recompute_ledger(&seller, NOW).unwrap());
+    // A checkpoint drops the record, and the store reopens the same.
+    st.close().unwrap();
+    assert!(sled::open(dir.path())
+        .unwrap()
+        .get([REDO])
+        .unwrap()
+        .is_none());
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.ledger(&seller).unwrap(), before);
 }
 
 #[test]
