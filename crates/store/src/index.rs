@@ -1,13 +1,14 @@
 //! What a valid attestation adds to the indexes, kind by kind, and which receipts' payouts it
 //! can change (those are recomputed by [`crate::ledger`]).
 
-use passalong_protocol::attestation::{Body, Receipt};
+use passalong_protocol::attestation::Body;
 use passalong_protocol::payout::ChainView;
 use passalong_protocol::{Attestation, Id, PublicKey};
 
 use crate::keyspace::*;
 use crate::ledger;
 use crate::market::Indexed;
+use crate::orders;
 use crate::txn::Txn;
 
 /// Order ids are chosen by sellers and up to 64 bytes: keys use their blake3.
@@ -36,11 +37,6 @@ pub(crate) fn market_of(t: &Txn<'_>, body: &Body) -> Option<PublicKey> {
             t.connector(&Id(id_at(&m, 0)))?
         }
     })
-}
-
-/// The ORDER key of a receipt: one per (seller, order).
-pub(crate) fn order_key(r: &Receipt) -> Vec<u8> {
-    key(ORDER, &[&r.seller.0, &order_hash(&r.order)])
 }
 
 /// The first (smallest) id of an ORDER value: the receipt that counts.
@@ -91,11 +87,17 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             }
         }
         Body::Receipt(r) => {
-            let order = order_key(r);
-            let mut ids = t.get(&order).map_or_else(Vec::new, |v| v.to_vec());
-            let counted_before = first_id(&ids);
-            insert_id(&mut ids, &id);
-            t.put(order, ids);
+            let hash = order_hash(&r.order);
+            let order = orders::order_key(&r.seller, &hash);
+            let counted_before = t.counted(&order);
+            t.add_to_order(order, id);
+            if let Some(prev) = counted_before {
+                // Equivocation: the ORDER key lists every receipt of the order.
+                let k = key(ORDER, &[&r.seller.0, &hash]);
+                let mut ids = t.get(&k).map_or_else(|| prev.0.to_vec(), |v| v.to_vec());
+                insert_id(&mut ids, &id);
+                t.put(k, ids);
+            }
             match counted_before {
                 None => ledger::count(t, id),
                 Some(prev) if id < prev => {

@@ -17,10 +17,12 @@ pub const HELD: u8 = b'h';
 pub const MARKET: u8 = b'm';
 /// parent referral ‖ child referral → ().
 pub const CHILD: u8 = b'c';
-/// seller ‖ blake3(order) → receipt ids (32 bytes each, ascending): receipts by (seller,
-/// order); the first counts. One key per order, so that a new receipt costs a point read
-/// (format 2 had one key per receipt, found with a prefix scan).
+/// seller ‖ blake3(order) → receipt ids (32 bytes each, ascending): the receipts of an order
+/// that has more than one (equivocation evidence); the first counts.
 pub const ORDER: u8 = b'q';
+/// first receipt id → a run of (order key ‖ receipt id) records, one run per shipment: every
+/// valid receipt's order, read into memory at open (see `orders`).
+pub const ORDER_LOG: u8 = b'Q';
 /// receipt → (): refunded receipts.
 pub const REFUNDED: u8 = b'e';
 /// referral ‖ receipt → hop position (1 byte): counted receipts whose kept hops include it.

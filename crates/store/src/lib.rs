@@ -32,6 +32,7 @@ mod ingest;
 pub mod keyspace;
 mod ledger;
 mod market;
+mod orders;
 mod redo;
 mod stage1;
 mod txn;
@@ -78,13 +79,15 @@ impl Decided {
 const SHIP_EVERY: usize = 32;
 
 /// The store format this build reads and writes. Version 5 writes shipments key by key after
-/// a redo record (see `redo`): an older build would not complete a shipment cut short.
+/// a redo record (see `redo`): an older build would not complete a shipment cut short; and it
+/// logs receipts' orders in runs (see `orders`), keeping ORDER keys for equivocations only
+/// ([`log_orders`] converts older stores).
 /// Version 4 indexes markets in runs (one key per market per batch, see `market`); version 3
 /// journals ledger lines between checkpoints (`book`) and keeps one ORDER key per order. Older
-/// stores are upgraded when opened and marked 5, so that an older build refuses them: a
-/// version 3 or 4 store needs nothing else (market keys of version 3 are runs of one, and
-/// neither has a redo record); a version 2 store has its ORDER keys regrouped (see
-/// [`upgrade_orders`]; its lines are a checkpoint with an empty journal).
+/// stores are upgraded when opened and marked 5, so that an older build refuses them: each
+/// has its orders logged (market keys of version 3 are runs of one, and none has a redo
+/// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
+/// lines are a checkpoint with an empty journal).
 pub const FORMAT_VERSION: u32 = 5;
 
 /// Older formats this build upgrades in place when it opens them.
@@ -176,6 +179,8 @@ pub struct Store {
     valid: txn::ValidCache,
     /// The ledger lines (written to the tree at checkpoints, journaled in between).
     book: RwLock<book::Book>,
+    /// Counted receipts by order (logged in runs, read at open).
+    orders: RwLock<orders::Orders>,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
     /// Transactions committed (see `stage1::Item::commits`).
@@ -241,6 +246,13 @@ impl Store {
             },
             e => e,
         })?;
+        let orders = orders::Orders::load(&db).map_err(|e| match e {
+            StoreError::Record { .. } => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            },
+            e => e,
+        })?;
         let waiters = has_waiters(&db)?;
         Ok(Store {
             db: RwLock::new(Some(db)),
@@ -249,6 +261,7 @@ impl Store {
             writer: Mutex::new(()),
             valid: txn::ValidCache::new(),
             book: RwLock::new(book),
+            orders: RwLock::new(orders),
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
@@ -310,6 +323,10 @@ impl Store {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
         redo::apply(db, shipment.writes)?;
+        self.orders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(shipment.counted);
         self.commits.fetch_add(1, Ordering::Release);
         self.book
             .write()
@@ -376,6 +393,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
                 if v.as_ref() == 2u32.to_be_bytes() {
                     upgrade_orders(&db).map_err(|e| open_error(path, e))?;
                 }
+                log_orders(&db).map_err(|e| open_error(path, e))?;
                 db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
                     .map_err(|e| open_error(path, e))?;
                 db.flush().map_err(|e| open_error(path, e))?;
@@ -458,6 +476,39 @@ fn upgrade_orders(db: &sled::Db) -> sled::Result<()> {
     }
 }
 
+/// Before format 5 every order had its ORDER key; format 5 logs receipts' orders in runs (see
+/// `orders`) and keeps ORDER keys only for orders with more than one receipt. Converts 10,000
+/// orders per atomic batch (their run, and their keys dropped if single): an upgrade cut short
+/// resumes at the next open (orders logged twice load the same).
+fn log_orders(db: &sled::Db) -> sled::Result<()> {
+    let mut from = vec![ORDER];
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
+        let mut last = None;
+        for kv in db.range(from.clone()..).take(10_000) {
+            let (k, ids) = kv?;
+            if k.first() != Some(&ORDER) {
+                break;
+            }
+            let order = orders::order_key(&PublicKey(id_at(&k, 1)), &id_at(&k, 33));
+            records.extend(ids.chunks_exact(32).map(|id| (order, Id(id_at(id, 0)))));
+            if ids.len() <= 32 {
+                batch.remove(k.clone());
+            }
+            last = Some(k);
+        }
+        if let Some((k, v)) = orders::run(&records) {
+            batch.insert(k, v);
+        }
+        db.apply_batch(batch)?;
+        match last {
+            Some(k) => from = [k.as_ref(), &[0]].concat(),
+            None => return db.flush().map(|_| ()),
+        }
+    }
+}
+
 /// Adds a regrouped order to `batch`, merged with what an earlier batch wrote for it.
 fn write_group(
     db: &sled::Db,
@@ -491,7 +542,7 @@ impl Store {
     }
 
     fn txn<'a>(&'a self, db: &'a sled::Db) -> Txn<'a> {
-        Txn::new(db, &self.valid, &self.book, &self.waiters)
+        Txn::new(db, &self.valid, &self.book, &self.orders, &self.waiters)
     }
 
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
@@ -509,11 +560,6 @@ impl Store {
     /// Transactions committed so far.
     fn commits(&self) -> u64 {
         self.commits.load(Ordering::Acquire)
-    }
-
-    /// A key's value as of the last commit (`None`: the read failed or the store is closed).
-    fn read(&self, k: &[u8]) -> Option<Option<sled::IVec>> {
-        self.db().ok()?.get(k).ok()
     }
 
     /// Whether `id` is stored (as of the last commit; false if the store is closed).
@@ -577,9 +623,6 @@ impl Store {
                     let stored = item.stored || (!unchanged && t.is_stored(id));
                     if !d.first(&t, *id, stored) {
                         continue;
-                    }
-                    if let (true, Some((k, v))) = (unchanged, item.order) {
-                        t.prefetched(k, v);
                     }
                     let checked = item
                         .checked
@@ -845,8 +888,7 @@ impl Store {
                 continue;
             };
             let claim = Id(id_at(&k, 65));
-            let ids = t.get(&key(ORDER, &[&seller.0, &id_at(&k, 33)]));
-            let Some(rid) = ids.as_deref().and_then(index::first_id) else {
+            let Some(rid) = t.counted(&orders::order_key(seller, &id_at(&k, 33))) else {
                 continue;
             };
             let Some(r) = t.receipt(&rid) else { continue };

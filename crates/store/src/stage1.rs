@@ -2,15 +2,14 @@
 //! no state, so helpers start on it before the writer lock is taken, and stage 2 runs on the
 //! first envelopes while the helpers check the next ones. The helpers also tell which
 //! envelopes are already stored (two point reads each), so stage 2 does not, and a duplicate's
-//! signature is never checked; and they read each receipt's order, which stage 2 needs.
+//! signature is never checked.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use passalong_protocol::attestation::Body;
 use passalong_protocol::{validation, Attestation, Id, InvalidReason};
 
-use crate::{index, Store};
+use crate::Store;
 
 /// Calls with at least this many envelopes use the helpers (large batches come from sync and
 /// gossip, where a second batch is often on its way).
@@ -42,9 +41,6 @@ pub(crate) struct Item {
     pub stored: bool,
     /// The check, for envelopes not stored.
     pub checked: Option<Checked>,
-    /// For a receipt that passed: its ORDER key and value, read with `stored` (stage 2 reads
-    /// it for every receipt, and here it costs the caller nothing).
-    pub order: Option<(Vec<u8>, Option<sled::IVec>)>,
 }
 
 /// The machine's cores, read once: `available_parallelism` reads cgroup files at every call,
@@ -119,21 +115,10 @@ impl<'e> Stage1<'e> {
             .into_iter()
             .map(|stored| {
                 let checked = if stored { None } else { checked.next() };
-                let order = match &checked {
-                    Some(Ok(Attestation {
-                        body: Body::Receipt(r),
-                        ..
-                    })) => {
-                        let k = index::order_key(r);
-                        self.store.read(&k).map(|v| (k, v))
-                    }
-                    _ => None,
-                };
                 Item {
                     commits,
                     stored,
                     checked,
-                    order,
                 }
             })
             .collect();
@@ -203,7 +188,6 @@ impl Results<'_, '_> {
                         commits: 0,
                         stored: false,
                         checked: self.work.envelopes.get(i).map(|e| validation::check(e)),
-                        order: None,
                     }
                 }
             }

@@ -23,6 +23,7 @@ use crate::book::{Book, LineKey, Sums};
 use crate::error::StoreError;
 use crate::keyspace::*;
 use crate::market::Indexed;
+use crate::orders::{OrderKey, Orders};
 use crate::redo;
 
 /// Reads (and, when writing, buffered writes) over the store's tree.
@@ -46,9 +47,13 @@ pub(crate) struct Txn<'a> {
     /// Fact and body of what this transaction made valid (decoded already; not cached in
     /// `valid` since it may not commit).
     fresh: HashMap<Id, Valid, BuildHasherDefault<IdHasher>>,
-    /// Values read for this transaction by stage 1's helpers, valid as of before its first
-    /// write (see [`Txn::prefetched`]).
-    prefetched: HashMap<Vec<u8>, Option<IVec>>,
+    /// Counted receipts by order as committed; `counted` holds this transaction's changes.
+    orders: &'a RwLock<Orders>,
+    counted: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
+    /// Receipts' orders since the last [`Txn::take_batch`] (an `ORDER_LOG` run), and the
+    /// counted receipts they changed.
+    unshipped_orders: Vec<(OrderKey, Id)>,
+    unshipped_counted: Vec<(OrderKey, Id)>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -60,6 +65,8 @@ pub(crate) struct Shipment {
     /// New sums of the ledger lines changed, journaled under `seq` if any.
     pub lines: BTreeMap<LineKey, Sums>,
     pub seq: u64,
+    /// Orders whose counted receipt changed, applied in order once the writes are in.
+    pub counted: Vec<(OrderKey, Id)>,
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -225,6 +232,7 @@ impl<'a> Txn<'a> {
         tree: &'a sled::Tree,
         valid: &'a ValidCache,
         book: &'a RwLock<Book>,
+        orders: &'a RwLock<Orders>,
         waiters: &'a AtomicBool,
     ) -> Self {
         Txn {
@@ -239,7 +247,10 @@ impl<'a> Txn<'a> {
             next_seq: None,
             waiters,
             fresh: HashMap::default(),
-            prefetched: HashMap::new(),
+            orders,
+            counted: HashMap::default(),
+            unshipped_orders: Vec::new(),
+            unshipped_counted: Vec::new(),
             error: RefCell::new(None),
         }
     }
@@ -281,21 +292,29 @@ impl<'a> Txn<'a> {
         self.error.borrow_mut().take()
     }
 
-    /// A value of the tree read before this transaction wrote anything (by a helper), and
-    /// not changed since except by this transaction: its own writes still come first.
-    pub fn prefetched(&mut self, k: Vec<u8>, v: Option<IVec>) {
-        self.prefetched.insert(k, v);
+    /// The receipt of order `k` that counts, with this transaction's receipts.
+    pub fn counted(&self, k: &OrderKey) -> Option<Id> {
+        if let Some(id) = self.counted.get(k) {
+            return Some(*id);
+        }
+        self.orders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .counted(k)
+    }
+
+    /// Records receipt `id` of order `k` (its run record, and whether it now counts).
+    pub fn add_to_order(&mut self, k: OrderKey, id: Id) {
+        self.unshipped_orders.push((k, id));
+        if self.counted(&k).is_none_or(|c| id < c) {
+            self.counted.insert(k, id);
+            self.unshipped_counted.push((k, id));
+        }
     }
 
     pub fn get(&self, k: &[u8]) -> Option<IVec> {
         if let Some(v) = self.writes.get(k) {
             return v.clone();
-        }
-        // Small calls prefetch nothing: no hashing of the key for them.
-        if !self.prefetched.is_empty() {
-            if let Some(v) = self.prefetched.get(k) {
-                return v.clone();
-            }
         }
         match self.tree.get(k) {
             Ok(v) => v,
@@ -489,6 +508,7 @@ impl<'a> Txn<'a> {
         if self.unshipped.is_empty()
             && self.unshipped_lines.is_empty()
             && self.unshipped_market.is_empty()
+            && self.unshipped_orders.is_empty()
         {
             return Ok(None);
         }
@@ -505,6 +525,9 @@ impl<'a> Txn<'a> {
         for (k, v) in crate::market::runs(std::mem::take(&mut self.unshipped_market)) {
             writes.push((k, Some(v.into())));
         }
+        if let Some((k, v)) = crate::orders::run(&std::mem::take(&mut self.unshipped_orders)) {
+            writes.push((k, Some(v.into())));
+        }
         let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
             .into_iter()
             .map(|k| (k, self.lines.get(&k).copied().unwrap_or([0; 3])))
@@ -519,7 +542,12 @@ impl<'a> Txn<'a> {
             self.next_seq = Some(seq + 1);
         }
         Book::journal(seq, &lines, &mut writes);
-        Ok(Some(Shipment { writes, lines, seq }))
+        Ok(Some(Shipment {
+            writes,
+            lines,
+            seq,
+            counted: std::mem::take(&mut self.unshipped_counted),
+        }))
     }
 }
 

@@ -341,6 +341,77 @@ fn a_format_3_store_opens_as_the_current_format() {
     assert!(keys < atts.len(), "large calls write runs: {keys} keys");
 }
 
+/// Before format 5 every order had an ORDER key (seller ‖ blake3(order) → its receipt ids);
+/// format 5 logs orders in runs read into memory at open. A format 4 store has its orders
+/// logged when it opens: a second receipt for an old order is an equivocation, and a smaller
+/// id takes over the count, as before.
+#[test]
+fn a_format_4_store_has_its_orders_logged() {
+    use passalong_store::keyspace::{key as skey, META, ORDER, ORDER_LOG};
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    let old = receipts(
+        &atts,
+        300,
+        |i| format!("order-o{i}"),
+        |_| 1_000,
+        |i| T0 + 10 + i,
+    );
+    let (s, e) = (key(1), key(5));
+    let seller = s.public();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        st.ingest(&envs(&atts), NOW).unwrap();
+        st.ingest(&envs(&old), NOW).unwrap();
+        st.close().unwrap();
+        // Rewrite the orders as format 4 kept them.
+        let db = sled::open(dir.path()).unwrap();
+        for kv in db.scan_prefix([ORDER_LOG]) {
+            db.remove(kv.unwrap().0).unwrap();
+        }
+        for (r, order) in old
+            .iter()
+            .zip((0..300).map(|i| format!("order-o{i}")))
+            .chain([(&atts[4], "order-1".to_string())])
+        {
+            let k = skey(
+                ORDER,
+                &[&seller.0, blake3::hash(order.as_bytes()).as_bytes()],
+            );
+            db.insert(k, &r.id.0[..]).unwrap();
+        }
+        db.insert(skey(META, &[b"format"]), 4u32.to_be_bytes().to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let st = Store::open(dir.path()).unwrap();
+    assert!(st.equivocations(&seller).unwrap().is_empty());
+    let before = st.ledger(&seller).unwrap();
+    assert_eq!(before, st.recompute_ledger(&seller, NOW).unwrap());
+    // Second receipts for old orders, with other amounts: those with a smaller id count
+    // instead of the first.
+    let (o, rd) = (&atts[0], &atts[3]);
+    let again: Vec<Attestation> = (0..40)
+        .map(|i| {
+            let order = format!("order-o{i}");
+            receipt(&s, o, &order, 2_000 + i, e.public(), Some(rd), T0 + 500 + i)
+        })
+        .collect();
+    st.ingest(&envs(&again), NOW).unwrap();
+    assert_eq!(st.equivocations(&seller).unwrap().len(), 40);
+    let after = st.ledger(&seller).unwrap();
+    assert_ne!(after, before, "some second receipts have the smaller id");
+    assert_eq!(after, st.recompute_ledger(&seller, NOW).unwrap());
+    drop(st);
+    let db = sled::open(dir.path()).unwrap();
+    // Only the equivocating orders keep their key.
+    assert_eq!(db.scan_prefix([ORDER]).count(), 40);
+    drop(db);
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.ledger(&seller).unwrap(), after);
+    assert_eq!(st.equivocations(&seller).unwrap().len(), 40);
+}
+
 /// A damaged ledger journal (a value cut short) is a clear error naming the store.
 #[test]
 fn a_damaged_ledger_journal_is_a_clear_error() {

@@ -1,0 +1,205 @@
+//! Which receipt of each (seller, order) counts: the smallest id. Stage 2 asks for every
+//! receipt, so the answer is kept in memory: as a sled key per order it cost a read and a
+//! write per receipt (~20 % of a 64-attestation call in the ingest bench).
+//!
+//! On disk, each shipment adds one [`ORDER_LOG`] run: (order key ‖ receipt id) per receipt,
+//! under the run's first receipt id; opening reads them back ([`Orders::load`]), keeping the
+//! smallest id per order. Orders with more than one receipt (equivocation) also keep their
+//! [`ORDER`] key, the evidence `Store::equivocations` lists. In memory: 48 bytes per order,
+//! in a sorted vector, with the latest changes in a hash map merged into it now and then.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use passalong_protocol::{Id, PublicKey};
+
+use crate::keyspace::*;
+use crate::txn::IdHasher;
+use crate::StoreError;
+
+/// An order's key: the first 16 bytes of blake3(seller ‖ blake3(order)) (collisions among a
+/// billion orders: ~2^-68).
+pub(crate) type OrderKey = [u8; 16];
+
+/// One record of a run: order key, receipt id.
+const RECORD: usize = 16 + 32;
+
+/// The key of the order `order_hash` (blake3 of the order id) of `seller`.
+pub(crate) fn order_key(seller: &PublicKey, order_hash: &[u8; 32]) -> OrderKey {
+    let mut h = blake3::Hasher::new();
+    h.update(&seller.0);
+    h.update(order_hash);
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    k
+}
+
+/// The run of `records` (empty: none), under the first one's receipt id.
+pub(crate) fn run(records: &[(OrderKey, Id)]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (_, first) = records.first()?;
+    let mut v = Vec::with_capacity(records.len() * RECORD);
+    for (k, id) in records {
+        v.extend_from_slice(k);
+        v.extend_from_slice(&id.0);
+    }
+    Some((key(ORDER_LOG, &[&first.0]), v))
+}
+
+/// Counted receipts by order.
+#[derive(Default)]
+pub(crate) struct Orders {
+    /// Sorted by key, one entry per order.
+    sorted: Vec<(OrderKey, Id)>,
+    /// Changes since the last merge; they win over `sorted`.
+    recent: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
+}
+
+/// `recent` is merged into `sorted` when it holds this many orders, or an eighth of
+/// `sorted` if more (a merge costs a pass over `sorted`).
+const MERGE_AT: usize = 1 << 16;
+
+impl Orders {
+    /// Reads every run.
+    pub fn load(tree: &sled::Tree) -> Result<Orders, StoreError> {
+        let mut all: Vec<(OrderKey, Id)> = Vec::new();
+        for kv in tree.scan_prefix([ORDER_LOG]) {
+            let (k, v) = kv?;
+            if v.len() % RECORD != 0 {
+                return Err(StoreError::Record {
+                    prefix: ORDER_LOG as char,
+                    detail: format!("run {} is {} bytes long", hex(&k), v.len()),
+                });
+            }
+            all.extend(v.chunks_exact(RECORD).map(|r| {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(&r[..16]);
+                (k, Id(id_at(r, 16)))
+            }));
+        }
+        // The smallest id of each order comes first.
+        all.sort_unstable();
+        all.dedup_by_key(|(k, _)| *k);
+        Ok(Orders {
+            sorted: all,
+            recent: HashMap::default(),
+        })
+    }
+
+    /// The receipt of order `k` that counts.
+    pub fn counted(&self, k: &OrderKey) -> Option<Id> {
+        if let Some(id) = self.recent.get(k) {
+            return Some(*id);
+        }
+        let i = self.sorted.binary_search_by(|(x, _)| x.cmp(k)).ok()?;
+        Some(self.sorted[i].1)
+    }
+
+    /// Committed changes: order `k`'s counted receipt is now `id`.
+    pub fn commit(&mut self, changes: impl IntoIterator<Item = (OrderKey, Id)>) {
+        self.recent.extend(changes);
+        if self.recent.len() >= MERGE_AT.max(self.sorted.len() / 8) {
+            self.merge();
+        }
+    }
+
+    /// Orders known.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+            + self
+                .recent
+                .keys()
+                .filter(|k| self.sorted.binary_search_by(|(x, _)| x.cmp(k)).is_err())
+                .count()
+    }
+
+    fn merge(&mut self) {
+        let mut recent: Vec<(OrderKey, Id)> = self.recent.drain().collect();
+        recent.sort_unstable();
+        let old = std::mem::take(&mut self.sorted);
+        let mut out = Vec::with_capacity(old.len() + recent.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), recent.into_iter().peekable());
+        loop {
+            let take_b = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(x), Some(y)) => {
+                    if x.0 == y.0 {
+                        a.next(); // replaced by the recent one
+                        true
+                    } else {
+                        y.0 < x.0
+                    }
+                }
+            };
+            out.extend(if take_b { b.next() } else { a.next() });
+        }
+        self.sorted = out;
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(i: u8) -> OrderKey {
+        [i; 16]
+    }
+
+    #[test]
+    fn recent_changes_win_and_survive_merges() {
+        let mut o = Orders::default();
+        o.commit([(k(3), Id([30; 32])), (k(1), Id([10; 32]))]);
+        o.merge();
+        assert_eq!(o.sorted, vec![(k(1), Id([10; 32])), (k(3), Id([30; 32]))]);
+        o.commit([(k(3), Id([2; 32])), (k(2), Id([20; 32]))]);
+        assert_eq!(o.counted(&k(3)), Some(Id([2; 32])));
+        assert_eq!(o.len(), 3);
+        o.merge();
+        assert!(o.recent.is_empty());
+        assert_eq!(o.counted(&k(3)), Some(Id([2; 32])));
+        assert_eq!(o.counted(&k(2)), Some(Id([20; 32])));
+        assert_eq!(o.counted(&k(1)), Some(Id([10; 32])));
+        assert_eq!(o.counted(&k(4)), None);
+        assert!(o.sorted.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn runs_load_back_to_the_smallest_id_per_order_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        for records in [
+            vec![(k(1), Id([9; 32])), (k(2), Id([5; 32]))],
+            vec![(k(1), Id([4; 32]))],
+            vec![(k(1), Id([7; 32])), (k(3), Id([1; 32]))],
+        ] {
+            let (rk, rv) = run(&records).unwrap();
+            db.insert(rk, rv).unwrap();
+        }
+        assert!(run(&[]).is_none());
+        let o = Orders::load(&db).unwrap();
+        assert_eq!(o.counted(&k(1)), Some(Id([4; 32])));
+        assert_eq!(o.counted(&k(2)), Some(Id([5; 32])));
+        assert_eq!(o.counted(&k(3)), Some(Id([1; 32])));
+        assert_eq!(o.len(), 3);
+        let (rk, rv) = run(&[(k(5), Id([8; 32]))]).unwrap();
+        db.insert(rk, &rv[..RECORD - 1]).unwrap();
+        assert!(matches!(
+            Orders::load(&db),
+            Err(StoreError::Record { prefix: 'Q', .. })
+        ));
+    }
+
+    #[test]
+    fn order_keys_differ_by_seller_and_order() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        assert_ne!(order_key(&a, &[0; 32]), order_key(&b, &[0; 32]));
+        assert_ne!(order_key(&a, &[0; 32]), order_key(&a, &[1; 32]));
+        assert_eq!(order_key(&a, &[3; 32]), order_key(&a, &[3; 32]));
+    }
+}
