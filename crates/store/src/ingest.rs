@@ -12,7 +12,7 @@ use crate::Status;
 
 /// The current status of `id`, if the store has ever seen it.
 pub(crate) fn status(t: &Txn<'_>, id: &Id) -> Option<Status> {
-    if let Some(reason) = t.get(&key(INVALID, &[&id.0])) {
+    if let Some(reason) = t.invalid_reason(id) {
         let text = String::from_utf8_lossy(&reason).into_owned();
         let (code, message) = text.split_once(": ").unwrap_or(("invalid", &text));
         return Some(Status::Invalid {
@@ -84,10 +84,7 @@ pub(crate) fn tick(t: &mut Txn<'_>, now_ms: u64, reports: &mut Vec<Report>) {
 }
 
 fn mark_invalid(t: &mut Txn<'_>, id: Id, reason: InvalidReason, reports: &mut Vec<Report>) {
-    t.put(
-        key(INVALID, &[&id.0]),
-        format!("{}: {reason}", reason.code()).into_bytes(),
-    );
+    t.put_invalid(&id, format!("{}: {reason}", reason.code()));
     reports.push(Report {
         id,
         outcome: Outcome::Invalid(reason),
@@ -145,10 +142,7 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
                 t.put_entry(&id, &Entry::new(EntryState::Pending, &att.bytes));
             }
             Outcome::Invalid(reason) => {
-                t.put(
-                    key(INVALID, &[&id.0]),
-                    format!("{}: {reason}", reason.code()).into_bytes(),
-                );
+                t.put_invalid(&id, format!("{}: {reason}", reason.code()));
                 t.del(key(ENTRY, &[&id.0]));
                 release_waiters(t, &id, &mut queue);
             }

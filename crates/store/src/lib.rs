@@ -181,6 +181,7 @@ pub struct Store {
     book: RwLock<book::Book>,
     /// Counted receipts by order (logged in runs, read at open).
     orders: RwLock<orders::Orders>,
+    invalid: txn::InvalidIds,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
     /// Transactions committed (see `stage1::Item::commits`).
@@ -253,6 +254,7 @@ impl Store {
             },
             e => e,
         })?;
+        let invalid = txn::InvalidIds::load(&db)?;
         let waiters = has_waiters(&db)?;
         Ok(Store {
             db: RwLock::new(Some(db)),
@@ -262,6 +264,7 @@ impl Store {
             valid: txn::ValidCache::new(),
             book: RwLock::new(book),
             orders: RwLock::new(orders),
+            invalid,
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
@@ -542,7 +545,14 @@ impl Store {
     }
 
     fn txn<'a>(&'a self, db: &'a sled::Db) -> Txn<'a> {
-        Txn::new(db, &self.valid, &self.book, &self.orders, &self.waiters)
+        Txn::new(
+            db,
+            &self.valid,
+            &self.book,
+            &self.orders,
+            &self.invalid,
+            &self.waiters,
+        )
     }
 
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per

@@ -5,7 +5,7 @@
 //! here and fails the whole ingest when it is committed: nothing half-done reaches the disk.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,6 +49,7 @@ pub(crate) struct Txn<'a> {
     fresh: HashMap<Id, Valid, BuildHasherDefault<IdHasher>>,
     /// Counted receipts by order as committed; `counted` holds this transaction's changes.
     orders: &'a RwLock<Orders>,
+    invalid: &'a InvalidIds,
     counted: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
     /// Receipts' orders since the last [`Txn::take_batch`] (an `ORDER_LOG` run), and the
     /// counted receipts they changed.
@@ -176,6 +177,43 @@ pub(crate) struct ValidCache {
 type Valid = Arc<(Fact, Body)>;
 type Generation = HashMap<Id, Valid, BuildHasherDefault<IdHasher>>;
 
+/// The first 8 bytes of the ids stored as invalid (read at open, added to as they are
+/// written): most ids checked are not, and for them [`Txn::is_stored`] skips the INVALID
+/// read. 8 bytes per invalid attestation.
+#[derive(Default)]
+pub(crate) struct InvalidIds(RwLock<HashSet<u64, BuildHasherDefault<IdHasher>>>);
+
+impl InvalidIds {
+    fn prefix(id: &Id) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&id.0[..8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// Reads the INVALID keys.
+    pub fn load(tree: &sled::Tree) -> Result<InvalidIds, StoreError> {
+        let mut set = HashSet::default();
+        for kv in tree.scan_prefix([INVALID]) {
+            set.insert(Self::prefix(&Id(id_at(&kv?.0, 1))));
+        }
+        Ok(InvalidIds(RwLock::new(set)))
+    }
+
+    fn may_hold(&self, id: &Id) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&Self::prefix(id))
+    }
+
+    fn add(&self, id: &Id) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Self::prefix(id));
+    }
+}
+
 /// Ids are blake3 hashes: their first bytes are already a good hash.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
@@ -233,6 +271,7 @@ impl<'a> Txn<'a> {
         valid: &'a ValidCache,
         book: &'a RwLock<Book>,
         orders: &'a RwLock<Orders>,
+        invalid: &'a InvalidIds,
         waiters: &'a AtomicBool,
     ) -> Self {
         Txn {
@@ -248,6 +287,7 @@ impl<'a> Txn<'a> {
             waiters,
             fresh: HashMap::default(),
             orders,
+            invalid,
             counted: HashMap::default(),
             unshipped_orders: Vec::new(),
             unshipped_counted: Vec::new(),
@@ -329,9 +369,25 @@ impl<'a> Txn<'a> {
         self.get(k).is_some()
     }
 
-    /// Whether `id` is stored: valid, pending, held or invalid (two point reads).
+    /// Whether `id` is stored: valid, pending, held or invalid (one point read, two for the
+    /// few ids that may be invalid).
     pub fn is_stored(&self, id: &Id) -> bool {
-        self.contains(&key(ENTRY, &[&id.0])) || self.contains(&key(INVALID, &[&id.0]))
+        self.contains(&key(ENTRY, &[&id.0])) || self.invalid_reason(id).is_some()
+    }
+
+    /// Why `id` is invalid ("code: message"), if it is stored as invalid.
+    pub fn invalid_reason(&self, id: &Id) -> Option<IVec> {
+        if !self.invalid.may_hold(id) {
+            return None;
+        }
+        self.get(&key(INVALID, &[&id.0]))
+    }
+
+    /// Stores `id` as invalid, for `reason` ("code: message").
+    pub fn put_invalid(&mut self, id: &Id, reason: String) {
+        // Before the write lands: the set may hold more than the tree, never less.
+        self.invalid.add(id);
+        self.put(key(INVALID, &[&id.0]), reason.into_bytes());
     }
 
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -555,7 +611,7 @@ impl Known for Txn<'_> {
     fn lookup(&self, id: &Id) -> Lookup {
         if let Some(v) = self.valid(id) {
             Lookup::Valid(v.0)
-        } else if self.contains(&key(INVALID, &[&id.0])) {
+        } else if self.invalid_reason(id).is_some() {
             Lookup::Invalid
         } else {
             Lookup::Unknown

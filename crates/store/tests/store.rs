@@ -166,6 +166,21 @@ fn pending_then_valid_and_invalid_is_remembered() {
         st.status(&id).unwrap(),
         Some(Status::Invalid { .. })
     ));
+    // Sent again after the restart, alone and in a large call: a known invalid duplicate.
+    let mut big: Vec<&[u8]> = vec![&bad];
+    let more = receipts(
+        &atts,
+        70,
+        |i| format!("order-i{i}"),
+        |_| 10,
+        |i| T0 + 20 + i,
+    );
+    big.extend(envs(&more));
+    for call in [vec![&bad[..]], big] {
+        let acks = st.ingest(&call, NOW).unwrap();
+        assert!(acks[0].duplicate);
+        assert!(matches!(&acks[0].status, Status::Invalid { code, .. } if code == "signature"));
+    }
 }
 
 #[test]
