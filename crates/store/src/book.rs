@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::FxHashMap;
+
 use crate::error::StoreError;
 use crate::keyspace::*;
 use crate::redo;
@@ -25,10 +27,13 @@ pub(crate) const LINE_KEY: usize = 32 + 3 + 32;
 /// leaf holds 16 of them.
 const LINES_PER_CHUNK: usize = 32;
 
-/// The ledger lines of every seller.
+/// The ledger lines of every seller: hashed, since an ingest reads and writes ~5 lines per
+/// receipt (a B-tree of 67-byte keys cost ~16 % of stage 2), with the keys also in order for
+/// reading a seller's ledger.
 #[derive(Default)]
 pub(crate) struct Book {
-    lines: BTreeMap<LineKey, Sums>,
+    lines: FxHashMap<LineKey, Sums>,
+    ordered: BTreeSet<LineKey>,
     /// Lines changed since they were last written under [`LEDGER`].
     dirty: BTreeSet<LineKey>,
     /// The sequence number of the next journal entry.
@@ -119,6 +124,7 @@ impl Book {
             let (k, v) = kv?;
             if let Some(lk) = k.get(1..).and_then(|s| LineKey::try_from(s).ok()) {
                 book.lines.insert(lk, sums_of(&v));
+                book.ordered.insert(lk);
             }
         }
         let mut changes = Vec::new();
@@ -136,9 +142,11 @@ impl Book {
 
     fn set(&mut self, k: LineKey, s: Sums) {
         if s == [0; 3] {
-            self.lines.remove(&k);
-        } else {
-            self.lines.insert(k, s);
+            if self.lines.remove(&k).is_some() {
+                self.ordered.remove(&k);
+            }
+        } else if self.lines.insert(k, s).is_none() {
+            self.ordered.insert(k);
         }
         self.dirty.insert(k);
     }
@@ -152,10 +160,10 @@ impl Book {
     pub fn seller(&self, seller: &[u8; 32]) -> Vec<(LineKey, Sums)> {
         let mut from = [0u8; LINE_KEY];
         from[..32].copy_from_slice(seller);
-        self.lines
+        self.ordered
             .range(from..)
-            .take_while(|(k, _)| k[..32] == seller[..])
-            .map(|(k, s)| (*k, *s))
+            .take_while(|k| k[..32] == seller[..])
+            .map(|k| (*k, self.get(k)))
             .collect()
     }
 
