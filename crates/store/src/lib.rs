@@ -6,7 +6,7 @@
 //! against the store, buffers every write, applies them in **atomic shipments and flushes
 //! once** before it returns: what it acknowledged survives kill -9 and power loss (sled writes
 //! are not durable until flushed, sled issue 654), and one fsync covers many attestations. A
-//! large call hands a shipment to a writer thread every 32 fresh attestations, in order, so
+//! large call hands a shipment to a writer thread every 16 fresh attestations, in order, so
 //! what reaches the disk is always the effect of a prefix of the call. A shipment is made
 //! atomic by a redo record written before its keys (`redo`), not by a sled batch.
 //!
@@ -74,9 +74,10 @@ impl Decided {
 }
 
 /// Fresh attestations of a large call between two shipments handed to its writer thread: the
-/// last one is written after stage 2 ends (measured with 64 per call and sled batches, 32 beat
-/// 16, 24 and 64).
-const SHIP_EVERY: usize = 32;
+/// last one is written after stage 2 ends, so smaller is better until the cost per shipment
+/// (a redo record and a few runs) shows. With sled batches (two synced log writes each), 32
+/// beat 16, 24 and 64; with redo records, 16 and 24 beat 8 and 32 (64 per call, 3 rounds).
+const SHIP_EVERY: usize = 16;
 
 /// The store format this build reads and writes. Version 5 writes shipments key by key after
 /// a redo record (see `redo`): an older build would not complete a shipment cut short; and it
