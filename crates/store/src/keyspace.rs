@@ -23,6 +23,9 @@ pub const ORDER: u8 = b'q';
 /// first receipt id → a run of (order key ‖ receipt id) records, one run per shipment: every
 /// valid receipt's order, read into memory at open (see `orders`).
 pub const ORDER_LOG: u8 = b'Q';
+/// first receipt id → up to 1 MiB of `ORDER_LOG` records: the runs of a checkpoint interval
+/// packed together, so that opening reads a few large values, not a key per shipment.
+pub const ORDER_PACK: u8 = b'P';
 /// receipt → (): refunded receipts.
 pub const REFUNDED: u8 = b'e';
 /// referral ‖ receipt → hop position (1 byte): counted receipts whose kept hops include it.

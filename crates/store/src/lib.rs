@@ -310,11 +310,13 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the ledger lines changed since the last checkpoint and drops the journal (the
-    /// caller holds the writer lock).
+    /// Writes the ledger lines changed since the last checkpoint, drops the journal and packs
+    /// the order runs (the caller holds the writer lock).
     fn write_book(&self, db: &sled::Db) -> Result<(), StoreError> {
         let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
-        db.apply_batch(book.checkpoint_batch(db)?)?;
+        let mut batch = book.checkpoint_batch(db)?;
+        orders::pack(db, &mut batch)?;
+        db.apply_batch(batch)?;
         db.flush()?;
         book.checkpointed();
         Ok(())

@@ -4,7 +4,9 @@
 //!
 //! On disk, each shipment adds one [`ORDER_LOG`] run: (order key ‖ receipt id) per receipt,
 //! under the run's first receipt id; opening reads them back ([`Orders::load`]), keeping the
-//! smallest id per order. Orders with more than one receipt (equivocation) also keep their
+//! smallest id per order. Checkpoints pack the runs into [`ORDER_PACK`] values of up to 1 MiB
+//! ([`pack`]): opening a store of a million receipts reads ~50 values, not ~60,000 keys
+//! scattered over the log. Orders with more than one receipt (equivocation) also keep their
 //! [`ORDER`] key, the evidence `Store::equivocations` lists. In memory: 48 bytes per order,
 //! in a sorted vector, with the latest changes in a hash map merged into it now and then.
 
@@ -59,10 +61,13 @@ pub(crate) struct Orders {
 const MERGE_AT: usize = 1 << 16;
 
 impl Orders {
-    /// Reads every run.
+    /// Reads every run and pack.
     pub fn load(tree: &sled::Tree) -> Result<Orders, StoreError> {
         let mut all: Vec<(OrderKey, Id)> = Vec::new();
-        for kv in tree.scan_prefix([ORDER_LOG]) {
+        for kv in tree
+            .scan_prefix([ORDER_PACK])
+            .chain(tree.scan_prefix([ORDER_LOG]))
+        {
             let (k, v) = kv?;
             if v.len() % RECORD != 0 {
                 return Err(StoreError::Record {
@@ -139,6 +144,29 @@ impl Orders {
     }
 }
 
+/// Packs every run into [`ORDER_PACK`] values of up to 1 MiB, in `batch` (a checkpoint's).
+pub(crate) fn pack(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), StoreError> {
+    const PACK: usize = (1 << 20) / RECORD * RECORD;
+    // Under its first receipt id (a receipt is logged once: unique).
+    fn flush(buf: &mut Vec<u8>, batch: &mut sled::Batch) {
+        if let Some(first) = buf.get(16..48) {
+            batch.insert(key(ORDER_PACK, &[first]), buf.clone());
+            buf.clear();
+        }
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    for kv in tree.scan_prefix([ORDER_LOG]) {
+        let (k, v) = kv?;
+        batch.remove(k);
+        buf.extend_from_slice(&v);
+        if buf.len() >= PACK {
+            flush(&mut buf, batch);
+        }
+    }
+    flush(&mut buf, batch);
+    Ok(())
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -187,6 +215,19 @@ mod tests {
         assert_eq!(o.counted(&k(2)), Some(Id([5; 32])));
         assert_eq!(o.counted(&k(3)), Some(Id([1; 32])));
         assert_eq!(o.len(), 3);
+        // Packed, they load the same, and new runs add to the packs.
+        let mut batch = sled::Batch::default();
+        pack(&db, &mut batch).unwrap();
+        db.apply_batch(batch).unwrap();
+        assert_eq!(db.scan_prefix([ORDER_LOG]).count(), 0);
+        assert_eq!(db.scan_prefix([ORDER_PACK]).count(), 1);
+        let (rk, rv) = run(&[(k(3), Id([0; 32])), (k(6), Id([6; 32]))]).unwrap();
+        db.insert(rk, rv).unwrap();
+        let o = Orders::load(&db).unwrap();
+        assert_eq!(o.counted(&k(1)), Some(Id([4; 32])));
+        assert_eq!(o.counted(&k(3)), Some(Id([0; 32])));
+        assert_eq!(o.counted(&k(6)), Some(Id([6; 32])));
+        assert_eq!(o.len(), 4);
         let (rk, rv) = run(&[(k(5), Id([8; 32]))]).unwrap();
         db.insert(rk, &rv[..RECORD - 1]).unwrap();
         assert!(matches!(
