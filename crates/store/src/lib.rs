@@ -3,12 +3,13 @@
 //!
 //! Everything lives in one sled tree (see [`keyspace`]). An [`Store::ingest`] call checks its
 //! envelopes (batch signature verification, on helper threads), runs the protocol's rules
-//! against the store, buffers every write, applies them in **atomic shipments and flushes
-//! once** before it returns: what it acknowledged survives kill -9 and power loss (sled writes
-//! are not durable until flushed, sled issue 654), and one fsync covers many attestations. A
-//! large call hands a shipment to a writer thread every 16 fresh attestations, in order, so
-//! what reaches the disk is always the effect of a prefix of the call. A shipment is made
-//! atomic by a redo record written before its keys (`redo`), not by a sled batch.
+//! against the store, buffers every write, applies them in **atomic shipments and flushes**
+//! before it returns: what it acknowledged survives kill -9 and power loss (sled writes are
+//! not durable until flushed, sled issue 654), and one fsync covers many attestations. A large
+//! call hands a shipment to a writer thread every 16 fresh attestations, in order, so what
+//! reaches the disk is always the effect of a prefix of the call (the writer flushes while it
+//! waits for the next one). A shipment is made atomic by a redo record written before its keys
+//! (`redo`), not by a sled batch.
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
 //! checkpoints write them (sled's cost is per key written, and a receipt changes ~5 lines).
