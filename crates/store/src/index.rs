@@ -90,7 +90,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             let hash = order_hash(&r.order);
             let order = orders::order_key(&r.seller, &hash);
             let counted_before = t.counted(&order);
-            t.add_to_order(order, id);
+            t.add_to_order(order, id, counted_before);
             if let Some(prev) = counted_before {
                 // Equivocation: the ORDER key lists every receipt of the order.
                 let k = key(ORDER, &[&r.seller.0, &hash]);

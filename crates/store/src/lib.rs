@@ -241,21 +241,8 @@ impl Store {
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
         let db = open_db(path, cache_bytes)?;
-        // A journal that does not decode is damage like any other: say where and what to do.
-        let book = book::Book::load(&db).map_err(|e| match e {
-            StoreError::Record { .. } => StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            },
-            e => e,
-        })?;
-        let orders = orders::Orders::load(&db).map_err(|e| match e {
-            StoreError::Record { .. } => StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            },
-            e => e,
-        })?;
+        let book = book::Book::load(&db).map_err(corrupt_at(path))?;
+        let orders = orders::Orders::load(&db).map_err(corrupt_at(path))?;
         let invalid = txn::InvalidIds::load(&db)?;
         let waiters = has_waiters(&db)?;
         Ok(Store {
@@ -390,10 +377,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
-                    e => StoreError::Corrupt {
-                        path: path.to_path_buf(),
-                        detail: e.to_string(),
-                    },
+                    e => corrupt_at(path)(e),
                 })?;
             }
             Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
@@ -426,6 +410,18 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
             }
         }
         Ok(db)
+    }
+}
+
+/// A stored record that does not decode at open is damage like any other: the error says
+/// where and what to do.
+fn corrupt_at(path: &Path) -> impl Fn(StoreError) -> StoreError + '_ {
+    move |e| match e {
+        StoreError::Record { .. } => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        e => e,
     }
 }
 

@@ -343,10 +343,11 @@ impl<'a> Txn<'a> {
             .counted(k)
     }
 
-    /// Records receipt `id` of order `k` (its run record, and whether it now counts).
-    pub fn add_to_order(&mut self, k: OrderKey, id: Id) {
+    /// Records receipt `id` of order `k`, whose counted receipt was `counted` (its run
+    /// record, and whether it now counts).
+    pub fn add_to_order(&mut self, k: OrderKey, id: Id, counted: Option<Id>) {
         self.unshipped_orders.push((k, id));
-        if self.counted(&k).is_none_or(|c| id < c) {
+        if counted.is_none_or(|c| id < c) {
             self.counted.insert(k, id);
             self.unshipped_counted.push((k, id));
         }
