@@ -72,7 +72,7 @@ impl Orders {
             if v.len() % RECORD != 0 {
                 return Err(StoreError::Record {
                     prefix: ORDER_LOG as char,
-                    detail: format!("run {} is {} bytes long", hex(&k), v.len()),
+                    detail: format!("run {} is {} bytes long", hex::encode(&k), v.len()),
                 });
             }
             all.extend(v.chunks_exact(RECORD).map(|r| {
@@ -165,10 +165,6 @@ pub(crate) fn pack(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), Sto
     }
     flush(&mut buf, batch);
     Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
