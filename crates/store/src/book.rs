@@ -276,7 +276,7 @@ mod tests {
             let mut writes = Vec::new();
             let seq = book.next_seq();
             Book::journal(seq, &changes, &mut writes);
-            redo::apply(&db, writes).unwrap();
+            redo::apply(&db, &writes).unwrap();
             book.commit(seq, changes);
         };
         step(&mut book, &[(a, [10, 0, 0]), (b, [5, 0, 0])]);

@@ -8,7 +8,8 @@
 //! not durable until flushed, sled issue 654), and one fsync covers many attestations. A large
 //! call hands a shipment to a writer thread every 16 fresh attestations, in order, so what
 //! reaches the disk is always the effect of a prefix of the call (the writer flushes while it
-//! waits for the next one). A shipment is made atomic by a redo record written before its keys
+//! waits for the next one; when stage 2 ends, the caller and the writer write what is left
+//! together: `writer`). A shipment is made atomic by a redo record written before its keys
 //! (`redo`), not by a sled batch.
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
@@ -37,6 +38,7 @@ mod orders;
 mod redo;
 mod stage1;
 mod txn;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -316,7 +318,13 @@ impl Store {
         if self.commits() >= self.fail_at_commit.load(Ordering::Relaxed) {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
-        redo::apply(db, shipment.writes)?;
+        redo::apply(db, &shipment.writes)?;
+        self.applied(shipment);
+        Ok(())
+    }
+
+    /// A shipment's effects in memory, once its writes are in.
+    fn applied(&self, shipment: txn::Shipment) {
         self.orders
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -326,7 +334,15 @@ impl Store {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .commit(shipment.seq, shipment.lines);
-        Ok(())
+    }
+
+    /// Whether a large call's writer merges what it has not started when stage 2 ends (tests
+    /// that make a given shipment fail need them applied one by one).
+    fn merges_tail(&self) -> bool {
+        #[cfg(test)]
+        return self.fail_at_commit.load(Ordering::Relaxed) == u64::MAX;
+        #[cfg(not(test))]
+        true
     }
 
     /// Applies a transaction as one atomic batch and flushes.
@@ -604,72 +620,55 @@ impl Store {
         let mut t = self.txn(&db);
         let mut d = Decided::default();
         match pre {
-            Some(pre) => std::thread::scope(|s| -> Result<(), StoreError> {
+            Some(pre) => {
                 // Envelope by envelope, as stage 1 delivers them; every SHIP_EVERY fresh ones,
-                // what they wrote goes to a writer thread that applies it to the tree while
-                // stage 2 goes on (sled's cost per key written is most of stage 2's).
-                let (tx, rx) = std::sync::mpsc::channel::<txn::Shipment>();
-                let db = &*db;
-                // Waiting for the next shipment, it flushes what it wrote: the disk works
-                // while stage 2 goes on, and the call's last flush has less to write
-                // (measured ~5-10 % off a 64-attestation call).
-                let writer = s.spawn(move || -> Result<(), StoreError> {
-                    let mut next = rx.recv().ok();
-                    while let Some(shipment) = next {
-                        self.apply(db, shipment)?;
-                        next = match rx.try_recv() {
-                            Ok(s) => Some(s),
-                            Err(std::sync::mpsc::TryRecvError::Empty) => {
-                                db.flush()?;
-                                rx.recv().ok()
+                // what they wrote goes to the call's writer thread, which applies it to the
+                // tree while stage 2 goes on (sled's cost per key written is most of stage 2's).
+                let writer = writer::Writer::new(self, &db);
+                std::thread::scope(|s| -> Result<(), StoreError> {
+                    let w = &writer;
+                    let thread = s.spawn(move || w.run());
+                    let mut shipped = Ok(true);
+                    let mut since_ship = 0;
+                    let commits = self.commits();
+                    for (i, id) in ids.iter().enumerate() {
+                        let item = pre.take(i);
+                        // Being stored never ends; not being stored holds if nothing committed
+                        // since the helper looked.
+                        let unchanged = item.commits == commits;
+                        let stored = item.stored || (!unchanged && t.is_stored(id));
+                        if !d.first(&t, *id, stored) {
+                            continue;
+                        }
+                        let checked = item
+                            .checked
+                            .unwrap_or_else(|| validation::check(envelopes[i]));
+                        ingest::ingest(&mut t, [(*id, checked)], now_ms, &mut d.reports);
+                        since_ship += 1;
+                        if since_ship == SHIP_EVERY {
+                            since_ship = 0;
+                            // false: the writer stopped (its error comes with the join).
+                            shipped = t.take_batch().map(|s| s.is_none_or(|s| w.ship(s)));
+                            if !matches!(shipped, Ok(true)) {
+                                break;
                             }
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
-                        };
-                    }
-                    Ok(())
-                });
-                // Hands what `t` wrote since the last shipment to the writer; false if the
-                // writer is gone (its error is returned when it is joined).
-                let ship = |t: &mut Txn<'_>| -> Result<bool, StoreError> {
-                    Ok(t.take_batch()?
-                        .is_none_or(|shipment| tx.send(shipment).is_ok()))
-                };
-                let mut shipped = Ok(true);
-                let mut since_ship = 0;
-                let commits = self.commits();
-                for (i, id) in ids.iter().enumerate() {
-                    let item = pre.take(i);
-                    // Being stored never ends; not being stored holds if nothing committed
-                    // since the helper looked.
-                    let unchanged = item.commits == commits;
-                    let stored = item.stored || (!unchanged && t.is_stored(id));
-                    if !d.first(&t, *id, stored) {
-                        continue;
-                    }
-                    let checked = item
-                        .checked
-                        .unwrap_or_else(|| validation::check(envelopes[i]));
-                    ingest::ingest(&mut t, [(*id, checked)], now_ms, &mut d.reports);
-                    since_ship += 1;
-                    if since_ship == SHIP_EVERY {
-                        since_ship = 0;
-                        shipped = ship(&mut t);
-                        if !matches!(shipped, Ok(true)) {
-                            break;
                         }
                     }
-                }
-                if matches!(shipped, Ok(true)) {
-                    shipped = ship(&mut t);
-                }
-                drop(tx);
-                writer
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-                shipped?;
+                    let finished = match shipped {
+                        Ok(true) => t
+                            .take_batch()
+                            .and_then(|last| w.finish(last, self.merges_tail())),
+                        Ok(false) => w.finish(None, false),
+                        Err(e) => w.finish(None, false).and(Err(e)),
+                    };
+                    thread
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+                    finished
+                })?;
+                writer.settle();
                 db.flush()?;
-                Ok(())
-            })?,
+            }
             None => {
                 let fresh: Vec<usize> = (0..ids.len())
                     .filter(|&i| d.first(&t, ids[i], t.is_stored(&ids[i])))

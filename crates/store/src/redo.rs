@@ -85,15 +85,37 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<Write>, StoreError> {
 }
 
 /// Writes a shipment: the record, then each write in order (not durable until a flush).
-pub(crate) fn apply(tree: &sled::Tree, writes: Vec<Write>) -> Result<(), StoreError> {
-    tree.insert(KEY, encode(&writes))?;
+pub(crate) fn apply(tree: &sled::Tree, writes: &[Write]) -> Result<(), StoreError> {
+    record(tree, encode(writes))?;
+    write(tree, writes)
+}
+
+/// Stores the record of the shipment about to be written (made by [`encode`]); the previous
+/// shipment must be whole.
+pub(crate) fn record(tree: &sled::Tree, record: Vec<u8>) -> Result<(), StoreError> {
+    tree.insert(KEY, record)?;
+    Ok(())
+}
+
+/// Writes (part of) a recorded shipment, in any order: its keys are distinct.
+pub(crate) fn write(tree: &sled::Tree, writes: &[Write]) -> Result<(), StoreError> {
     for (k, v) in writes {
         match v {
-            Some(v) => tree.insert(k, v)?,
-            None => tree.remove(k)?,
+            Some(v) => tree.insert(k.as_slice(), v.clone())?,
+            None => tree.remove(k.as_slice())?,
         };
     }
     Ok(())
+}
+
+/// Shipments in order as one: each key once, with its latest write, sorted by key.
+pub(crate) fn merge(shipments: impl IntoIterator<Item = Vec<Write>>) -> Vec<Write> {
+    let mut all: Vec<Write> = shipments.into_iter().flatten().collect();
+    // Latest first, so that the stable sort keeps it first among its key's writes.
+    all.reverse();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.dedup_by(|later, kept| later.0 == kept.0);
+    all
 }
 
 /// Completes the shipment a crash may have cut short (at open, before anything reads); true

@@ -1,0 +1,316 @@
+//! The writer of a large call: a thread that applies the call's shipments while stage 2 goes
+//! on, and that shares the last ones with the caller when stage 2 ends.
+//!
+//! Stage 2 hands over a shipment every `SHIP_EVERY` fresh attestations; the writer applies
+//! them in order and flushes whenever it waits, so the disk works while stage 2 goes on. On two
+//! cores busy with stage 1 and 2 the writer falls behind: when stage 2 ended, a 64-attestation
+//! call used to wait ~1.2 ms (a quarter of the call) for one thread to write three or four
+//! shipments while the other core was idle. So at the end, what the writer has not started is
+//! merged into one shipment (the latest write of each key wins), made atomic by one redo
+//! record, and its keys are written by the caller and the writer together, from both ends of
+//! the key order. What reaches the disk is still the effect of a prefix of the call.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+use crate::redo::{self, Write};
+use crate::txn::Shipment;
+use crate::{Store, StoreError};
+
+/// Writes a thread claims at a time from the merged shipment.
+const CLAIM: usize = 8;
+
+/// The shared state of one call's writer (see the module docs).
+pub(crate) struct Writer<'a> {
+    store: &'a Store,
+    db: &'a sled::Db,
+    state: Mutex<State>,
+    wake: Condvar,
+    tail: OnceLock<Tail>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Shipments handed over and not taken yet.
+    queue: VecDeque<Shipment>,
+    /// The writer is applying a shipment it took.
+    applying: bool,
+    /// The caller is merging the rest: take nothing, flush nothing, wait for the tail.
+    merging: bool,
+    /// Nothing more comes: the writer helps with the tail, if there is one, and stops.
+    closed: bool,
+    /// The writer stopped on an error (returned when it is joined).
+    failed: bool,
+}
+
+/// The merged shipment: its writes, sorted by key, and the unclaimed ones between two ends.
+struct Tail {
+    writes: Vec<Write>,
+    ends: Mutex<(usize, usize)>,
+    /// What each merged shipment changes in memory once every write is in, in order.
+    shipments: Vec<Shipment>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(store: &'a Store, db: &'a sled::Db) -> Self {
+        Writer {
+            store,
+            db,
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            tail: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'g>(&self, g: MutexGuard<'g, State>) -> MutexGuard<'g, State> {
+        self.wake.wait(g).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer thread's body.
+    pub fn run(&self) -> Result<(), StoreError> {
+        let r = self.work();
+        if r.is_err() {
+            let mut st = self.lock();
+            st.failed = true;
+            st.applying = false;
+            self.wake.notify_all();
+        }
+        r
+    }
+
+    fn work(&self) -> Result<(), StoreError> {
+        let mut flushed = true;
+        loop {
+            let mut st = self.lock();
+            let shipment = loop {
+                if !st.merging {
+                    if let Some(s) = st.queue.pop_front() {
+                        st.applying = true;
+                        break s;
+                    }
+                }
+                if st.closed {
+                    drop(st);
+                    return match self.tail.get() {
+                        Some(tail) => tail.write(self.db, true),
+                        None => Ok(()),
+                    };
+                }
+                if !st.merging && !flushed {
+                    drop(st);
+                    self.db.flush()?;
+                    flushed = true;
+                    st = self.lock();
+                    continue;
+                }
+                st = self.wait(st);
+            };
+            drop(st);
+            self.store.apply(self.db, shipment)?;
+            flushed = false;
+            self.lock().applying = false;
+            self.wake.notify_all();
+        }
+    }
+
+    /// Hands a shipment to the writer; false if it stopped on an error.
+    pub fn ship(&self, shipment: Shipment) -> bool {
+        let mut st = self.lock();
+        if st.failed {
+            return false;
+        }
+        st.queue.push_back(shipment);
+        self.wake.notify_all();
+        true
+    }
+
+    /// Ends the call's shipments with `last`. With `merge`, what the writer has not started is
+    /// merged and written here and by the writer together; otherwise the writer applies it in
+    /// order. Then join the writer and call [`Writer::settle`].
+    pub fn finish(&self, last: Option<Shipment>, merge: bool) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        st.queue.extend(last);
+        if !merge || st.failed || st.queue.is_empty() {
+            st.closed = true;
+            self.wake.notify_all();
+            return Ok(());
+        }
+        st.merging = true;
+        let mut shipments: Vec<Shipment> = st.queue.drain(..).collect();
+        drop(st);
+        let writes = redo::merge(shipments.iter_mut().map(|s| std::mem::take(&mut s.writes)));
+        let record = redo::encode(&writes);
+        let mut st = self.lock();
+        while st.applying {
+            st = self.wait(st);
+        }
+        if st.failed {
+            return Ok(()); // the join reports the writer's error
+        }
+        // Nothing of the call is half written now: the record may replace the last one.
+        let started = redo::record(self.db, record);
+        let n = writes.len();
+        let _ = self.tail.set(Tail {
+            writes,
+            ends: Mutex::new((0, n)),
+            shipments,
+        });
+        st.closed = true;
+        self.wake.notify_all();
+        drop(st);
+        started?;
+        match self.tail.get() {
+            Some(tail) => tail.write(self.db, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Once the writer is joined: the merged shipments' effects in memory, in order.
+    pub fn settle(self) {
+        if let Some(tail) = self.tail.into_inner() {
+            for s in tail.shipments {
+                self.store.applied(s);
+            }
+        }
+    }
+}
+
+impl Tail {
+    /// Writes claimed runs of the merged shipment until none is left: the caller from the
+    /// front, the writer from the back.
+    fn write(&self, db: &sled::Db, from_back: bool) -> Result<(), StoreError> {
+        loop {
+            let run = {
+                let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+                let (front, back) = *ends;
+                if front >= back {
+                    return Ok(());
+                }
+                if from_back {
+                    let start = back.saturating_sub(CLAIM).max(front);
+                    ends.1 = start;
+                    start..back
+                } else {
+                    let end = (front + CLAIM).min(back);
+                    ends.0 = end;
+                    front..end
+                }
+            };
+            redo::write(db, &self.writes[run])?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sled::IVec;
+
+    use super::*;
+    use crate::keyspace::{key, META};
+    use crate::redo::KEY;
+
+    fn k(name: &str) -> Vec<u8> {
+        key(META, &[b"writer-test-", name.as_bytes()])
+    }
+
+    fn put(name: &str, v: &str) -> Write {
+        (k(name), Some(IVec::from(v.as_bytes())))
+    }
+
+    fn shipment(writes: Vec<Write>) -> Shipment {
+        Shipment {
+            writes,
+            lines: BTreeMap::new(),
+            seq: 0,
+            counted: Vec::new(),
+        }
+    }
+
+    /// Three shipments that write the same keys: whatever order they are applied in, one by
+    /// one or merged, the tree must end with the last write of each key.
+    fn shipments() -> Vec<Shipment> {
+        vec![
+            shipment(vec![put("a", "1"), put("b", "1"), put("c", "1")]),
+            shipment(vec![put("a", "2"), (k("b"), None), put("d", "2")]),
+            shipment(vec![put("a", "3"), put("e", "3")]),
+        ]
+    }
+
+    fn read(db: &sled::Db, name: &str) -> Option<String> {
+        db.get(k(name))
+            .unwrap()
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    }
+
+    fn assert_last_writes_won(db: &sled::Db) {
+        assert_eq!(read(db, "a").as_deref(), Some("3"));
+        assert_eq!(read(db, "b"), None);
+        assert_eq!(read(db, "c").as_deref(), Some("1"));
+        assert_eq!(read(db, "d").as_deref(), Some("2"));
+        assert_eq!(read(db, "e").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn merging_keeps_each_keys_latest_write() {
+        let merged = redo::merge(shipments().into_iter().map(|s| s.writes));
+        let keys: Vec<&[u8]> = merged.iter().map(|(k, _)| k.as_slice()).collect();
+        let want = ["a", "b", "c", "d", "e"].map(k);
+        assert_eq!(keys, want.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert_eq!(merged[0].1.as_deref(), Some(&b"3"[..]));
+        assert_eq!(merged[1].1, None);
+    }
+
+    /// Shipments the writer has not started are merged: one redo record holds them all (a
+    /// crash mid-tail is completed at open), and the last write of each key wins.
+    #[test]
+    fn the_tail_is_merged_under_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        db.insert(k("b"), &b"old"[..]).unwrap();
+        let w = Writer::new(&store, &db);
+        // No writer thread yet: every shipment is still queued when the call ends.
+        let mut all = shipments();
+        let last = all.pop();
+        for s in all {
+            assert!(w.ship(s));
+        }
+        w.finish(last, true).unwrap();
+        w.settle();
+        assert_last_writes_won(&db);
+        let record = redo::decode(&db.get(KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            record,
+            redo::merge(shipments().into_iter().map(|s| s.writes))
+        );
+    }
+
+    /// With the writer thread running, merged or not, the tree ends the same.
+    #[test]
+    fn the_writer_and_the_caller_end_with_the_same_tree() {
+        for merge in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let db = store.db().unwrap();
+            let w = Writer::new(&store, &db);
+            std::thread::scope(|s| {
+                let thread = s.spawn(|| w.run());
+                let mut all = shipments();
+                let last = all.pop();
+                for s in all {
+                    assert!(w.ship(s));
+                }
+                w.finish(last, merge).unwrap();
+                thread.join().unwrap().unwrap();
+            });
+            w.settle();
+            assert_last_writes_won(&db);
+        }
+    }
+}
