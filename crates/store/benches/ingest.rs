@@ -6,9 +6,12 @@
 //!    atomic write, one flush), per attestation, against a bare `ed25519_dalek`
 //!    `VerifyingKey::verify_strict` of the same messages, on a store where the seller's offer
 //!    and referral chains already exist; the traffic is 7/8 receipts through referrals of
-//!    depth 5 and 1/8 referrals that extend those chains. Two ratios: medians of separate
-//!    passes, and "paired", the median over calls of each call ÷ a bare verify of its own
-//!    messages just before it (on a shared VM, the machine's speed drifts between passes);
+//!    depth 5 and 1/8 referrals that extend those chains. The bare verify of each call's 64
+//!    messages runs just before the call, so that both are measured in the same stretch of
+//!    the machine's time: on a shared VM its speed drifts by ±25 % between passes seconds
+//!    apart. The goal ratio divides the calls' median by those bare verifies' median; also
+//!    printed, the median of each call's own ratio and the ratio against two separate bare
+//!    passes (before and after the calls);
 //! 2. the same one envelope per call (one flush each);
 //! 3. a store of N attestations (default 1,000,000; `PASSALONG_BENCH_N`, 0 skips): the build
 //!    throughput, batch ingest on it, its size on disk, and a fresh process (this binary run
@@ -634,8 +637,10 @@ fn main() {
     let mut batch = ingest_timed(&store, &batch_atts, BATCH, warm, true);
     verify_us.extend(bare_verify(&batch_atts));
     let mut single = ingest_timed(&store, &single_atts, 1, 0, false);
-    let verify = median(&mut verify_us);
+    let passes = median(&mut verify_us);
     let v1 = median(&mut stage1_us);
+    // The goal's denominator: the bare verifies interleaved with the calls.
+    let verify = median(&mut batch.bare);
     drop(store);
     drop(dir);
 
@@ -644,7 +649,8 @@ fn main() {
         "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8}",
         "per attestation (µs)", "median", "p90", "CPU med", "all CPU", "ratio", "goal"
     );
-    let row = |name: String, t: &mut Timed| {
+    // Only 64 per call has a goal: one per call pays a flush each.
+    let row = |name: String, t: &mut Timed, goal: bool| {
         let m = median(&mut t.wall);
         println!(
             "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>8}",
@@ -654,12 +660,12 @@ fn main() {
             median(&mut t.cpu),
             t.process_cpu,
             m / verify,
-            verdict(m / verify <= 1.3)
+            if goal { verdict(m / verify <= 1.3) } else { "" }
         );
     };
     println!(
         "{:<52} {:>9.1} {:>9} {:>9} {:>9} {:>7} {:>8}",
-        format!("bare verify_strict ({} msgs, 2 passes)", batch_atts.len()),
+        format!("bare verify_strict, each call's messages ({batches})"),
         verify,
         "",
         "",
@@ -668,41 +674,53 @@ fn main() {
         ""
     );
     println!(
+        "{:<52} {:>9.1} {:>9} {:>9} {:>9} {:>7.2} {:>8}",
+        format!("  the same, two passes ({} msgs)", batch_atts.len()),
+        passes,
+        "",
+        "",
+        "",
+        passes / verify,
+        ""
+    );
+    println!(
         "{:<52} {:>9.1} {:>9} {:>9} {:>7.2} {:>8}",
         "  validation::check_batch alone (stage 1, by 64)",
         v1,
         "",
         "",
-        v1 / verify,
+        v1 / passes,
         ""
     );
+    let batch_median = median(&mut batch.wall);
     row(
         format!("1. Store::ingest, 64 per call ({batches} calls)"),
         &mut batch,
+        true,
     );
     let paired = median(&mut batch.paired);
-    println!(
-        "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7.2} {:>8}",
-        format!(
-            "   paired: each call ÷ its messages verified bare ({:.1})",
-            median(&mut batch.bare)
+    for (what, r) in [
+        ("   median of each call ÷ its own bare verify", paired),
+        (
+            "   ÷ the two separate passes (drift: see above)",
+            batch_median / passes,
         ),
-        "",
-        "",
-        "",
-        "",
-        paired,
-        verdict(paired <= 1.3)
-    );
+    ] {
+        println!(
+            "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7.2} {:>8}",
+            what, "", "", "", "", r, ""
+        );
+    }
     row(
         format!("2. Store::ingest, 1 per call ({singles} calls)"),
         &mut single,
+        false,
     );
     println!(
         "   goal: ratio ≤ 1.3. Acks not fresh+Valid: batch {}, single {}. CPU = this \
          thread's CPU time; all CPU = every thread's (helpers, writer, sled's), per attestation.\n   \
-         ratio = median ÷ the bare verify's median over two passes (before and after); paired = \
-         median of each call's ratio to a bare verify of its own 64 messages just before it.",
+         ratio = median ÷ the median of the bare verifies run just before each batch call (of \
+         its own 64 messages; check_batch: ÷ the two passes, run beside it).",
         batch.bad, single.bad
     );
 
@@ -784,6 +802,7 @@ fn main() {
     row(
         format!("batch-64 ingest on this store ({big_batches} calls)"),
         &mut on_big,
+        false,
     );
     println!();
     println!("{:<60} {:>12} {:>8}", "store of N", "value", "goal");
