@@ -628,6 +628,8 @@ impl Store {
                 std::thread::scope(|s| -> Result<(), StoreError> {
                     let w = &writer;
                     let thread = s.spawn(move || w.run());
+                    // If stage 2 panics, the writer still stops (the scope joins it).
+                    let _close = writer::CloseOnDrop(w);
                     let mut shipped = Ok(true);
                     let mut since_ship = 0;
                     let commits = self.commits();

@@ -39,8 +39,9 @@ struct State {
     merging: bool,
     /// Nothing more comes: the writer helps with the tail, if there is one, and stops.
     closed: bool,
-    /// The writer stopped on an error (returned when it is joined).
-    failed: bool,
+    /// The writer thread is gone: done, or stopped by an error (returned when it is joined)
+    /// or a panic.
+    stopped: bool,
 }
 
 /// The merged shipment: its writes, sorted by key, and the unclaimed ones between two ends.
@@ -72,14 +73,18 @@ impl<'a> Writer<'a> {
 
     /// The writer thread's body.
     pub fn run(&self) -> Result<(), StoreError> {
-        let r = self.work();
-        if r.is_err() {
-            let mut st = self.lock();
-            st.failed = true;
-            st.applying = false;
-            self.wake.notify_all();
+        // However the thread ends (an error, a panic), the caller must not wait for it.
+        struct Stopped<'w, 'a>(&'w Writer<'a>);
+        impl Drop for Stopped<'_, '_> {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                st.stopped = true;
+                st.applying = false;
+                self.0.wake.notify_all();
+            }
         }
-        r
+        let _stopped = Stopped(self);
+        self.work()
     }
 
     fn work(&self) -> Result<(), StoreError> {
@@ -120,7 +125,7 @@ impl<'a> Writer<'a> {
     /// Hands a shipment to the writer; false if it stopped on an error.
     pub fn ship(&self, shipment: Shipment) -> bool {
         let mut st = self.lock();
-        if st.failed {
+        if st.stopped {
             return false;
         }
         st.queue.push_back(shipment);
@@ -134,7 +139,7 @@ impl<'a> Writer<'a> {
     pub fn finish(&self, last: Option<Shipment>, merge: bool) -> Result<(), StoreError> {
         let mut st = self.lock();
         st.queue.extend(last);
-        if !merge || st.failed || st.queue.is_empty() {
+        if !merge || st.stopped || st.queue.is_empty() {
             st.closed = true;
             self.wake.notify_all();
             return Ok(());
@@ -148,17 +153,20 @@ impl<'a> Writer<'a> {
         while st.applying {
             st = self.wait(st);
         }
-        if st.failed {
+        if st.stopped {
             return Ok(()); // the join reports the writer's error
         }
-        // Nothing of the call is half written now: the record may replace the last one.
+        // Nothing of the call is half written now: the record may replace the last one. No
+        // key is written unless the record is in.
         let started = redo::record(self.db, record);
-        let n = writes.len();
-        let _ = self.tail.set(Tail {
-            writes,
-            ends: Mutex::new((0, n)),
-            shipments,
-        });
+        if started.is_ok() {
+            let n = writes.len();
+            let _ = self.tail.set(Tail {
+                writes,
+                ends: Mutex::new((0, n)),
+                shipments,
+            });
+        }
         st.closed = true;
         self.wake.notify_all();
         drop(st);
@@ -176,6 +184,17 @@ impl<'a> Writer<'a> {
                 self.store.applied(s);
             }
         }
+    }
+}
+
+/// Closes the writer when dropped: a caller that unwinds must not leave it waiting for
+/// shipments (the scope that spawned it would wait for it forever).
+pub(crate) struct CloseOnDrop<'w, 'a>(pub &'w Writer<'a>);
+
+impl Drop for CloseOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_all();
     }
 }
 
@@ -289,6 +308,47 @@ mod tests {
             record,
             redo::merge(shipments().into_iter().map(|s| s.writes))
         );
+    }
+
+    /// A caller that panics mid-call does not leave the writer waiting (the scope would hang),
+    /// and a writer that fails does not leave the caller waiting for its shipment.
+    #[test]
+    fn neither_side_waits_for_a_dead_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let w = Writer::new(&store, &db);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|s| {
+                s.spawn(|| w.run());
+                let _close = CloseOnDrop(&w);
+                assert!(w.ship(shipments().remove(0)));
+                panic!("stage 2 failed");
+            })
+        }));
+        assert!(unwound.is_err());
+        // What was shipped before the panic was still applied, in order.
+        assert_eq!(read(&db, "a").as_deref(), Some("1"));
+
+        store
+            .fail_at_commit
+            .store(store.commits(), std::sync::atomic::Ordering::Relaxed);
+        let w = Writer::new(&store, &db);
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| w.run());
+            let mut all = shipments().into_iter();
+            assert!(w.ship(all.next().unwrap()));
+            // The writer fails on it and stops: later shipments are refused, and finishing
+            // neither waits for it nor writes.
+            while !w.lock().stopped {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert!(!w.ship(all.next().unwrap()));
+            w.finish(all.next(), true).unwrap();
+            assert!(thread.join().unwrap().is_err());
+        });
+        assert!(w.tail.get().is_none());
+        assert_eq!(read(&db, "a").as_deref(), Some("1"));
     }
 
     /// With the writer thread running, merged or not, the tree ends the same.
