@@ -95,6 +95,7 @@ pub fn build(
     traffic: Arc<Traffic>,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_on = config.mdns;
+    let (ping_interval, ping_timeout) = (config.ping_interval, config.ping_timeout);
     let relay_on = config.relay_server;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
@@ -160,7 +161,11 @@ pub fn build(
                         // A relay circuit address must reach peers soon after the reservation.
                         .with_push_listen_addr_updates(true),
                 ),
-                ping: ping::Behaviour::default(),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(ping_interval)
+                        .with_timeout(ping_timeout),
+                ),
                 kad,
                 mdns: mdns.into(),
                 relay_server: relay_server.into(),

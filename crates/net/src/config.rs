@@ -32,6 +32,14 @@ pub struct NetConfig {
     pub ban_score: f64,
     /// How long a banned peer is refused.
     pub ban_for: Duration,
+    /// Every connection is pinged this often, and closed when pings go unanswered for
+    /// `ping_timeout`: a peer that vanished without closing its TCP connection (its host
+    /// crashed, the network was cut) would otherwise count as connected for the ~15 minutes
+    /// TCP takes to give up. libp2p lets the first failure pass and the next stream takes up
+    /// to 10 s to fail, so with the defaults a vanished peer is dropped within about a minute.
+    pub ping_interval: Duration,
+    /// See `ping_interval`.
+    pub ping_timeout: Duration,
 }
 
 impl Default for NetConfig {
@@ -54,6 +62,8 @@ impl Default for NetConfig {
             messages_per_sec: 2_000.0,
             ban_score: -30.0,
             ban_for: Duration::from_secs(600),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
         }
     }
 }

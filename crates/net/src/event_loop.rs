@@ -12,7 +12,7 @@ use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
-use libp2p::{autonat, dcutr, identify, kad, mdns, relay, Multiaddr, PeerId, Swarm};
+use libp2p::{autonat, dcutr, identify, kad, mdns, ping, relay, Multiaddr, PeerId, Swarm};
 use passalong_protocol::PublicKey;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -1044,6 +1044,18 @@ impl EventLoop {
                     info!(relay = %relay_peer_id, "relay reservation accepted");
                 }
                 self.reserved.insert(relay_peer_id);
+            }
+            // libp2p's ping only reports; the policy is ours. A peer that does not speak
+            // ping is not dead.
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(failure),
+            }) if !matches!(failure, ping::Failure::Unsupported) => {
+                debug!(%peer, error = %failure, "ping failed: closing the connection");
+                if self.swarm.close_connection(connection) {
+                    self.stats.dead_connections += 1;
+                }
             }
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,

@@ -108,6 +108,8 @@ pub struct NetStats {
     pub hole_punches: u64,
     /// Hole punching attempts that failed (the relayed connection stays).
     pub hole_punch_failures: u64,
+    /// Connections closed because a ping went unanswered (the peer vanished).
+    pub dead_connections: u64,
 }
 
 /// A connected peer.

@@ -391,3 +391,110 @@ async fn a_flood_of_valid_messages_is_bounded_and_its_sender_dropped() {
     );
     assert!(ab.len() <= 5_001 + 512, "stored {}", ab.len());
 }
+
+/// Forwards TCP connections from a local port to `to` until `frozen` is set; then it stops
+/// forwarding but keeps every socket open: to both ends, the other has vanished without a FIN
+/// or a reset, as when its host dies or the network between them is cut.
+async fn freezable_proxy(
+    to: std::net::SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut r, mut w) in [(ri, wo), (ro, wi)] {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if frozen.load(std::sync::atomic::Ordering::Relaxed) {
+                            // Hold both halves open, forever.
+                            let _hold = (&r, &w);
+                            std::future::pending::<()>().await;
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_to_a_vanished_peer_is_closed() {
+    let quick = |bootstrap| NetConfig {
+        ping_interval: Duration::from_millis(500),
+        ping_timeout: Duration::from_secs(2),
+        ..config(bootstrap, 3600)
+    };
+    let b = Network::start([61; 32], quick(vec![]), Arc::new(MemBackend::default()))
+        .await
+        .unwrap();
+    let b_info = b.info().await.unwrap();
+    let b_tcp: std::net::SocketAddr = {
+        let mut parts = b_info.listen[0].split('/');
+        let (ip, port) = (parts.nth(2).unwrap(), parts.nth(1).unwrap());
+        format!("{ip}:{port}").parse().unwrap()
+    };
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = freezable_proxy(b_tcp, frozen.clone()).await;
+    let via_proxy: passalong_net::Addr =
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", b_info.peer_id)
+            .parse()
+            .unwrap();
+    let a = Network::start(
+        [62; 32],
+        quick(vec![via_proxy]),
+        Arc::new(MemBackend::default()),
+    )
+    .await
+    .unwrap();
+    let proxied = |i: &passalong_net::NetInfo| {
+        i.peers
+            .iter()
+            .any(|p| p.addr.contains(&format!("/tcp/{port}")))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !proxied(&a.info().await.unwrap()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never connected through the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Pings flow, so the connection stays while the proxy forwards.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let info = a.info().await.unwrap();
+    assert!(proxied(&info), "{info:?}");
+    assert_eq!(info.stats.dead_connections, 0);
+
+    frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let frozen_at = tokio::time::Instant::now();
+    let deadline = frozen_at + Duration::from_secs(30);
+    loop {
+        let info = a.info().await.unwrap();
+        if !proxied(&info) {
+            assert_eq!(info.stats.dead_connections, 1, "{:?}", info.stats);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection to the vanished peer stayed: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
