@@ -15,6 +15,8 @@ use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use std::sync::Mutex;
+
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha512};
 use thiserror::Error;
@@ -256,10 +258,66 @@ fn settle(
     left_clean && right_clean
 }
 
+/// Public keys decompressed by earlier batches. A seller signs every receipt of its market,
+/// and decompressing a key is a square root (about a fifth of a bare verification): a store
+/// that checks batch after batch keeps them here. Bounded: emptied when full.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: Mutex<FxHashMap<PublicKey, EdwardsPoint>>,
+}
+
+impl KeyCache {
+    /// Keys kept at most.
+    pub const CAPACITY: usize = 4096;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<PublicKey, EdwardsPoint>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`parse_key`], remembered for keys that pass.
+    pub fn parse(&self, key: &PublicKey) -> Result<EdwardsPoint, SignatureError> {
+        if let Some(point) = self.lock().get(key) {
+            return Ok(*point);
+        }
+        let point = parse_key(key)?;
+        let mut keys = self.lock();
+        if keys.len() >= Self::CAPACITY {
+            keys.clear();
+        }
+        keys.insert(*key, point);
+        Ok(point)
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Verifies many signatures at once. The answer for each item equals [`verify_strict`]'s, up
 /// to the 2^-128 soundness error of the combined equation. Encoding failures are found per
 /// item; the equations of the rest are checked as one, and, if that fails, by halves.
 pub fn verify_batch(items: &[BatchItem<'_>]) -> Vec<Result<(), SignatureError>> {
+    verify_batch_parsing(items, parse_key)
+}
+
+/// [`verify_batch`], taking decompressed keys from (and adding them to) `keys`.
+pub fn verify_batch_cached(
+    items: &[BatchItem<'_>],
+    keys: &KeyCache,
+) -> Vec<Result<(), SignatureError>> {
+    verify_batch_parsing(items, |k| keys.parse(k))
+}
+
+fn verify_batch_parsing(
+    items: &[BatchItem<'_>],
+    parse_key: impl Fn(&PublicKey) -> Result<EdwardsPoint, SignatureError>,
+) -> Vec<Result<(), SignatureError>> {
     let mut out = vec![Ok(()); items.len()];
     let mut keys: Vec<Key> = Vec::new();
     // Keys repeat (one seller signs every receipt): parse each once.
@@ -636,6 +694,32 @@ mod tests {
         (key, msg, sig)
     }
 
+    /// The cache keeps only keys that pass, answers as `parse_key` does, and stays bounded.
+    #[test]
+    fn the_key_cache_remembers_good_keys_only_and_is_bounded() {
+        let keys = KeyCache::default();
+        let good = Keypair::from_seed([5; 32]).public();
+        assert_eq!(keys.parse(&good), parse_key(&good));
+        assert_eq!(keys.parse(&good), parse_key(&good));
+        assert_eq!(keys.len(), 1);
+        let weak = PublicKey(bytes32(ORDER_8));
+        assert_eq!(keys.parse(&weak), Err(SignatureError::WeakKey));
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2; // y = 2 is not on the curve
+        assert_eq!(
+            keys.parse(&PublicKey(off_curve)),
+            Err(SignatureError::MalformedKey)
+        );
+        assert_eq!(keys.len(), 1);
+        for seed in 0..=KeyCache::CAPACITY as u32 {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&seed.to_le_bytes());
+            let k = Keypair::from_seed(s).public();
+            assert_eq!(keys.parse(&k), parse_key(&k));
+            assert!(keys.len() <= KeyCache::CAPACITY);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
         /// Any mix of good and bad items: the batch answers what the single check answers.
@@ -652,6 +736,10 @@ mod tests {
                 .collect();
             let got = verify_batch(&batch);
             prop_assert_eq!(got.len(), batch.len());
+            // With decompressed keys kept across batches (twice: cold, then warm), the same.
+            let keys = KeyCache::default();
+            prop_assert_eq!(&verify_batch_cached(&batch, &keys), &got);
+            prop_assert_eq!(&verify_batch_cached(&batch, &keys), &got);
             for (i, (c, _)) in cases.iter().enumerate() {
                 let (k, m, s) = &built[i];
                 prop_assert_eq!(got[i], verify_strict(k, m, s), "item {} {:?}", i, c);

@@ -149,6 +149,22 @@ pub fn check(bytes: &[u8]) -> Result<Attestation, InvalidReason> {
 /// envelope; the author signatures of the envelopes that pass are verified as one batch
 /// ([`signature::verify_batch`]), which answers for each what the single check answers.
 pub fn check_batch(envelopes: &[&[u8]]) -> Vec<Result<Attestation, InvalidReason>> {
+    check_batch_keys(envelopes, None)
+}
+
+/// [`check_batch`], with the signers' keys decompressed once across calls (see
+/// [`signature::KeyCache`]).
+pub fn check_batch_cached(
+    envelopes: &[&[u8]],
+    keys: &signature::KeyCache,
+) -> Vec<Result<Attestation, InvalidReason>> {
+    check_batch_keys(envelopes, Some(keys))
+}
+
+fn check_batch_keys(
+    envelopes: &[&[u8]],
+    keys: Option<&signature::KeyCache>,
+) -> Vec<Result<Attestation, InvalidReason>> {
     let stateless: Vec<Result<Attestation, InvalidReason>> = envelopes
         .iter()
         .map(|e| {
@@ -172,7 +188,11 @@ pub fn check_batch(envelopes: &[&[u8]]) -> Vec<Result<Attestation, InvalidReason
             signature: &att.signature,
         })
         .collect();
-    let mut verdicts = signature::verify_batch(&items).into_iter();
+    let mut verdicts = match keys {
+        Some(keys) => signature::verify_batch_cached(&items, keys),
+        None => signature::verify_batch(&items),
+    }
+    .into_iter();
     stateless
         .into_iter()
         .map(|r| {

@@ -186,6 +186,8 @@ pub struct Store {
     /// Counted receipts by order (logged in runs, read at open).
     orders: RwLock<orders::Orders>,
     invalid: txn::InvalidIds,
+    /// Signers' keys decompressed by earlier calls (a seller signs every receipt).
+    keys: passalong_protocol::signature::KeyCache,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
     /// Transactions committed (see `stage1::Item::commits`).
@@ -256,6 +258,7 @@ impl Store {
             book: RwLock::new(book),
             orders: RwLock::new(orders),
             invalid,
+            keys: Default::default(),
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
@@ -679,7 +682,7 @@ impl Store {
                 let checked = fresh
                     .iter()
                     .map(|&i| ids[i])
-                    .zip(stage1::check_parallel(&fresh_envs));
+                    .zip(stage1::check_parallel(&fresh_envs, &self.keys));
                 ingest::ingest(&mut t, checked, now_ms, &mut d.reports);
                 self.commit(&db, t)?;
             }

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use passalong_protocol::signature::KeyCache;
 use passalong_protocol::{validation, Attestation, Id, InvalidReason};
 
 use crate::Store;
@@ -51,16 +52,16 @@ fn cores() -> usize {
 }
 
 /// Stage 1 of several envelopes, on the calling thread (small calls) or the machine's cores.
-pub(crate) fn check_parallel(envelopes: &[&[u8]]) -> Vec<Checked> {
+pub(crate) fn check_parallel(envelopes: &[&[u8]], keys: &KeyCache) -> Vec<Checked> {
     let threads = cores();
     if threads < 2 || envelopes.len() < 2 * CHUNK {
-        return validation::check_batch(envelopes);
+        return validation::check_batch_cached(envelopes, keys);
     }
     let chunk = envelopes.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = envelopes
             .chunks(chunk)
-            .map(|c| s.spawn(move || validation::check_batch(c)))
+            .map(|c| s.spawn(move || validation::check_batch_cached(c, keys)))
             .collect();
         handles
             .into_iter()
@@ -110,7 +111,7 @@ impl<'e> Stage1<'e> {
             .filter(|(_, s)| !**s)
             .map(|(e, _)| *e)
             .collect();
-        let mut checked = validation::check_batch(&fresh).into_iter();
+        let mut checked = validation::check_batch_cached(&fresh, &self.store.keys).into_iter();
         let items = stored
             .into_iter()
             .map(|stored| {
