@@ -135,6 +135,23 @@ fn gossip_and_anti_entropy_bring_every_follower_to_the_same_root() {
         "{status}"
     );
     assert!(status["network"]["peers"].as_u64().unwrap() >= 1);
+    // The same, as Prometheus metrics.
+    let addr = std::fs::read_to_string(d.dir.join("api.addr")).unwrap();
+    let metrics = ureq::get(&format!("http://{}/metrics", addr.trim()))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    assert!(value("passalong_peers") >= 1.0);
+    assert_eq!(value("passalong_markets_followed"), 1.0);
+    assert!(value("passalong_sync_fetched_total") >= 23.0);
+    assert!(value("passalong_ingested_total{outcome=\"valid\"}") >= 23.0);
 }
 
 #[test]

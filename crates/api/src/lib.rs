@@ -10,6 +10,7 @@ mod attestations;
 mod error;
 mod identity;
 mod ledger;
+mod metrics;
 mod node;
 mod offers;
 mod peers;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/id", get(node::id))
         .route("/v1/status", get(node::status))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/offers", post(offers::publish).get(offers::list))
         .route("/v1/referrals", post(referrals::refer))
         .route("/v1/receipts", post(sales::receipt))

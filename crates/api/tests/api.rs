@@ -376,6 +376,107 @@ async fn identity_and_status() {
     node.stop().await;
 }
 
+/// A Prometheus text exposition, checked line by line: every sample's family has a `# HELP`
+/// and a `# TYPE` (counter or gauge; counters end in `_total`) before it, names and values
+/// parse. Returns (name with labels → value).
+fn exposition(text: &str) -> std::collections::HashMap<String, f64> {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut helped = std::collections::HashSet::new();
+    let mut typed = std::collections::HashMap::new();
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(valid_name(name) && !help.is_empty(), "{line}");
+            assert!(helped.insert(name.to_string()), "family twice: {line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(helped.contains(name), "TYPE before HELP: {line}");
+            assert!(kind == "counter" || kind == "gauge", "{line}");
+            assert!(kind != "counter" || name.ends_with("_total"), "{line}");
+            typed.insert(name.to_string(), kind.to_string());
+        } else {
+            let (series, value) = line.rsplit_once(' ').expect("sample: series value");
+            let name = series.split('{').next().unwrap_or_default();
+            assert!(valid_name(name), "{line}");
+            assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+            if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}') && labels.contains("=\""),
+                    "{line}"
+                );
+            }
+            let v: f64 = value.parse().unwrap_or_else(|_| panic!("value: {line}"));
+            assert!(
+                samples.insert(series.to_string(), v).is_none(),
+                "twice: {line}"
+            );
+        }
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_are_prometheus_text_and_count_what_ingest_saw() {
+    let node = Node::start().await;
+    let r = node.get("/metrics").await; // no token: read-only
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let m = exposition(&r.text());
+    assert_eq!(m["passalong_build_info{version=\"0.1.0\"}"], 1.0);
+    assert_eq!(m["passalong_attestations_valid"], 0.0);
+    assert_eq!(m["passalong_ingest_calls_total"], 0.0);
+    assert!(m["process_resident_memory_bytes"] > 1e6);
+    assert!(
+        !m.contains_key("passalong_peers"),
+        "no network on this node"
+    );
+
+    let (_, link) = node.publish("direct", 1000).await;
+    let offer = offer_of(&link);
+    let mut forged = referral(&kp(2), offer.id, None, None, now_ms()).bytes;
+    let last = forged.len() - 1;
+    forged[last] ^= 1; // its signature no longer verifies
+    let acks = node
+        .post(
+            "/v1/attestations",
+            &json!({"envelopes": [hex::encode(&offer.bytes), hex::encode(&forged)]}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(acks["acks"][0]["duplicate"], json!(true));
+    assert_eq!(acks["acks"][1]["status"], json!("invalid"));
+    let m = exposition(&node.get("/metrics").await.text());
+    let status = node.get("/v1/status").await.ok(200);
+    assert_eq!(
+        m["passalong_attestations_valid"],
+        status["valid_attestations"].as_f64().unwrap()
+    );
+    assert_eq!(m["passalong_attestations_valid"], 1.0);
+    assert_eq!(m["passalong_markets"], 1.0);
+    assert_eq!(m["passalong_ingest_calls_total"], 2.0);
+    assert!(m["passalong_ingest_seconds_total"] > 0.0);
+    for (outcome, n) in [
+        ("valid", 1.0),
+        ("pending", 0.0),
+        ("held", 0.0),
+        ("invalid", 1.0),
+        ("duplicate", 1.0),
+    ] {
+        let key = format!("passalong_ingested_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(m[&key], n, "{key}");
+    }
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offer_referral_chain_sales_ledger_and_export() {
     let node = Node::start().await;

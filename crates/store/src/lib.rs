@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod book;
+mod counters;
 mod error;
 mod index;
 mod ingest;
@@ -49,6 +50,7 @@ use passalong_protocol::state::{Dispute, Equivocation, Report};
 use passalong_protocol::validation::{self, Outcome};
 use passalong_protocol::{Attestation, Id, Kind, Ledger, PublicKey, State};
 
+pub use counters::IngestCounters;
 pub use error::StoreError;
 use keyspace::*;
 use txn::Txn;
@@ -188,6 +190,7 @@ pub struct Store {
     invalid: txn::InvalidIds,
     /// Signers' keys decompressed by earlier calls (a seller signs every receipt).
     keys: passalong_protocol::signature::KeyCache,
+    counters: counters::Counters,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
     /// Transactions committed (see `stage1::Item::commits`).
@@ -259,6 +262,7 @@ impl Store {
             orders: RwLock::new(orders),
             invalid,
             keys: Default::default(),
+            counters: Default::default(),
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
@@ -577,13 +581,22 @@ impl Store {
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
     /// attestation they unblocked. Returns only once everything is flushed to disk.
     pub fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
-        if envelopes.len() < stage1::PRECHECK_MIN {
-            return self.ingest_checked(envelopes, now_ms, None);
-        }
-        // Helpers start stage 1 before the writer lock is taken, so that one call verifies
-        // while another writes.
-        let work = stage1::Stage1::new(self, envelopes);
-        work.run(|results| self.ingest_checked(envelopes, now_ms, Some(results)))
+        let started = std::time::Instant::now();
+        let acks = if envelopes.len() < stage1::PRECHECK_MIN {
+            self.ingest_checked(envelopes, now_ms, None)?
+        } else {
+            // Helpers start stage 1 before the writer lock is taken, so that one call verifies
+            // while another writes.
+            let work = stage1::Stage1::new(self, envelopes);
+            work.run(|results| self.ingest_checked(envelopes, now_ms, Some(results)))?
+        };
+        self.counters.add(&acks, started.elapsed());
+        Ok(acks)
+    }
+
+    /// What ingest calls have seen since the store was opened.
+    pub fn ingest_counters(&self) -> IngestCounters {
+        self.counters.get()
     }
 
     /// Transactions committed so far.
