@@ -55,13 +55,14 @@ fn market(wrong: Option<usize>) -> Vec<Attestation> {
 }
 
 fn verify(atts: &[Attestation]) -> (Option<i32>, serde_json::Value) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("market.bin");
-    // Shuffled: the check must not depend on the bundle's order.
+    // Newest first: the check must not depend on the bundle's order.
     let mut envs: Vec<Vec<u8>> = atts.iter().map(|a| a.bytes.clone()).collect();
     envs.reverse();
-    std::fs::write(&file, bundle::to_binary(&envs)).unwrap();
-    let out = common::cli_in(dir.path(), &["verify", file.to_str().unwrap(), "--json"]);
+    std::fs::write(&file, bundle::to_binary(&envs)).expect("write the bundle");
+    let path = file.to_str().expect("a UTF-8 temp path");
+    let out = common::cli_in(dir.path(), &["verify", path, "--json"]);
     (
         out.status.code(),
         serde_json::from_slice(&out.stdout).expect("JSON report"),
