@@ -190,6 +190,7 @@ pub struct Store {
     invalid: txn::InvalidIds,
     /// Signers' keys decompressed by earlier calls (a seller signs every receipt).
     keys: passalong_protocol::signature::KeyCache,
+    /// What ingest calls have seen (the node's metrics).
     counters: counters::Counters,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
