@@ -332,6 +332,7 @@ pub fn import(dir: &DataDir, out: Out, file: &std::path::Path) -> Result<()> {
     let c = Client::connect(dir)?;
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
     let mut new = 0u64;
+    let mut progress = crate::progress::Progress::new("importing", envelopes.len() as u64);
     // Chunks keep each request far below the API's body limit.
     for chunk in envelopes.chunks(2_000) {
         let v = c.post(
@@ -344,7 +345,9 @@ pub fn import(dir: &DataDir, out: Out, file: &std::path::Path) -> Result<()> {
                 new += 1;
             }
         }
+        progress.add(chunk.len() as u64);
     }
+    drop(progress);
     let v = json!({"file": file.display().to_string(), "attestations": envelopes.len(), "new": new, "statuses": counts});
     out.print(&v, |v| {
         format!(

@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod datadir;
 mod network;
+mod progress;
 mod verify;
 
 use std::process::ExitCode;

@@ -257,6 +257,20 @@ fn bad_input_to_a_running_daemon_is_refused_and_loses_nothing() {
             .len(),
         1
     );
+
+    // The whole bundle imports (everything known already); stderr is not a terminal here, so
+    // no progress line: a script reads the result alone.
+    let out = d.cli(&["--json", "import", bundle.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["new"], 0, "{v}");
+    assert_eq!(v["statuses"]["valid"], v["attestations"], "{v}");
+    assert_eq!(d.json(&["ledger"]), before);
 }
 
 #[test]
