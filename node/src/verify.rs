@@ -60,6 +60,21 @@ pub fn verify(file: &Path, root: Option<&str>, out: Out) -> Result<bool> {
             sellers.len()
         );
     }
+    // A Settlement is checked against the ledger of everything created before it: the roots
+    // every settlement needs, in one pass for all sellers.
+    let settled: Vec<(&Attestation, &Settlement)> = checked
+        .iter()
+        .filter(|a| st.outcome(&a.id) == Some(Outcome::Valid))
+        .filter_map(|a| match &a.body {
+            Body::Settlement(s) if sellers.contains(&s.seller) => Some((a, s)),
+            _ => None,
+        })
+        .collect();
+    let wanted: Vec<(u64, PublicKey)> = settled
+        .iter()
+        .map(|(_, s)| (s.created_at_ms, s.seller))
+        .collect();
+    let roots = roots_before(&checked, &wanted, now);
     let mut ok = true;
     let mut ledgers = Vec::new();
     let mut settlements = Vec::new();
@@ -73,19 +88,8 @@ pub fn verify(file: &Path, root: Option<&str>, out: Out) -> Result<bool> {
         let mut v = passalong_api::ledger_json(&l);
         v["root_matches"] = root_matches.into();
         ledgers.push(v);
-        // A Settlement is checked against the ledger of everything created before it.
-        let settled: Vec<(&Attestation, &Settlement)> = checked
-            .iter()
-            .filter(|a| st.outcome(&a.id) == Some(Outcome::Valid))
-            .filter_map(|a| match &a.body {
-                Body::Settlement(s) if s.seller == *seller => Some((a, s)),
-                _ => None,
-            })
-            .collect();
-        let times: Vec<u64> = settled.iter().map(|(_, s)| s.created_at_ms).collect();
-        let roots = roots_before(&checked, seller, &times, now);
-        for (a, s) in settled {
-            let reproducible = roots.get(&s.created_at_ms) == Some(&s.ledger_root);
+        for (a, s) in settled.iter().filter(|(_, s)| s.seller == *seller) {
+            let reproducible = roots.get(&(s.created_at_ms, s.seller)) == Some(&s.ledger_root);
             if !reproducible {
                 ok = false;
             }
@@ -104,29 +108,29 @@ pub fn verify(file: &Path, root: Option<&str>, out: Out) -> Result<bool> {
     Ok(ok)
 }
 
-/// The root of `seller`'s ledger over everything created before each of `times`. One state
-/// takes the attestations in time order and is read at each time: the state does not depend on
-/// the order attestations arrive in, so this equals a fresh state per time, without the
-/// quadratic cost of one per settlement (a market settled every hundred sales has thousands).
+/// The root of each `(time, seller)`'s ledger over everything created before that time. One
+/// state takes the attestations in time order and is read at each time: the state does not
+/// depend on the order attestations arrive in, so this equals a fresh state per time, without
+/// the quadratic cost of one per settlement (a market settled every hundred sales has
+/// thousands), and one pass serves every seller of the bundle.
 fn roots_before(
     checked: &[Attestation],
-    seller: &PublicKey,
-    times: &[u64],
+    wanted: &[(u64, PublicKey)],
     now: u64,
-) -> HashMap<u64, [u8; 32]> {
-    let mut times = times.to_vec();
-    times.sort_unstable();
-    times.dedup();
+) -> HashMap<(u64, PublicKey), [u8; 32]> {
+    let mut wanted = wanted.to_vec();
+    wanted.sort_unstable_by_key(|(t, s)| (*t, s.0));
+    wanted.dedup();
     let mut by_time: Vec<&Attestation> = checked.iter().collect();
     by_time.sort_by_key(|a| a.body.created_at_ms());
     let mut later = by_time.into_iter().peekable();
     let mut st = State::new();
     let mut roots = HashMap::new();
-    for t in times {
+    for (t, seller) in wanted {
         while let Some(a) = later.next_if(|a| a.body.created_at_ms() < t) {
             st.insert_checked(a.clone(), now);
         }
-        roots.insert(t, st.ledger(seller).root());
+        roots.insert((t, seller), st.ledger(&seller).root());
     }
     roots
 }

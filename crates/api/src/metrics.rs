@@ -33,6 +33,20 @@ impl Exposition {
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
         self.family(name, "gauge", help, &[("", value)]);
     }
+
+    /// A counter with one sample per value of `label`.
+    fn counter_by(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+        let labels: Vec<String> = values
+            .iter()
+            .map(|(v, _)| format!("{{{label}=\"{v}\"}}"))
+            .collect();
+        let samples: Vec<(&str, f64)> = labels
+            .iter()
+            .zip(values)
+            .map(|(l, (_, n))| (l.as_str(), *n as f64))
+            .collect();
+        self.family(name, "counter", help, &samples);
+    }
 }
 
 /// Resident memory of this process (Linux: `VmRSS` of `/proc/self/status`).
@@ -51,12 +65,7 @@ fn resident_bytes() -> Option<u64> {
 
 /// `GET /metrics`
 pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let store = s.store.clone();
-    let (valid, markets) = tokio::task::spawn_blocking(move || {
-        Ok::<_, passalong_store::StoreError>((store.valid_count()?, store.markets()?.len()))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (valid, markets) = s.store_counts().await?;
     let c = s.store.ingest_counters();
     let mut m = Exposition::default();
     m.family(
@@ -94,16 +103,16 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
         "Wall time spent in store ingest calls, durable flush included.",
         &[("", c.micros as f64 / 1e6)],
     );
-    m.family(
+    m.counter_by(
         "passalong_ingested_total",
-        "counter",
         "Attestations answered by ingest calls, by outcome.",
+        "outcome",
         &[
-            ("{outcome=\"valid\"}", c.valid as f64),
-            ("{outcome=\"pending\"}", c.pending as f64),
-            ("{outcome=\"held\"}", c.held as f64),
-            ("{outcome=\"invalid\"}", c.invalid as f64),
-            ("{outcome=\"duplicate\"}", c.duplicate as f64),
+            ("valid", c.valid),
+            ("pending", c.pending),
+            ("held", c.held),
+            ("invalid", c.invalid),
+            ("duplicate", c.duplicate),
         ],
     );
     if let Some(net) = &s.net {
@@ -115,14 +124,14 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
             "Market topics this node subscribes to.",
             i.markets.len() as f64,
         );
-        m.family(
+        m.counter_by(
             "passalong_gossip_messages_total",
-            "counter",
             "Gossip messages received, by verdict (accepted: valid and new, forwarded).",
+            "verdict",
             &[
-                ("{verdict=\"accepted\"}", t.gossip_accepted as f64),
-                ("{verdict=\"rejected\"}", t.gossip_rejected as f64),
-                ("{verdict=\"ignored\"}", t.gossip_ignored as f64),
+                ("accepted", t.gossip_accepted),
+                ("rejected", t.gossip_rejected),
+                ("ignored", t.gossip_ignored),
             ],
         );
         m.counter(
@@ -155,27 +164,24 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, Api
             "Anti-entropy sessions running now.",
             t.syncing as f64,
         );
-        m.family(
+        m.counter_by(
             "passalong_network_bytes_total",
-            "counter",
             "Payload bytes of gossip and sync streams, by direction.",
-            &[
-                ("{direction=\"in\"}", t.bytes_in as f64),
-                ("{direction=\"out\"}", t.bytes_out as f64),
-            ],
+            "direction",
+            &[("in", t.bytes_in), ("out", t.bytes_out)],
         );
         m.counter(
             "passalong_peers_banned_total",
             "Peers banned for their score since start.",
             t.banned_total,
         );
-        m.family(
+        m.counter_by(
             "passalong_hole_punches_total",
-            "counter",
             "Hole punching attempts (DCUtR), by result.",
+            "result",
             &[
-                ("{result=\"success\"}", t.hole_punches as f64),
-                ("{result=\"failure\"}", t.hole_punch_failures as f64),
+                ("success", t.hole_punches),
+                ("failure", t.hole_punch_failures),
             ],
         );
         m.counter(

@@ -17,12 +17,7 @@ pub async fn id(State(s): State<AppState>) -> AppJson<Value> {
 
 /// `GET /v1/status`
 pub async fn status(State(s): State<AppState>) -> Result<AppJson<Value>, ApiError> {
-    let store = s.store.clone();
-    let (valid, markets) = tokio::task::spawn_blocking(move || {
-        Ok::<_, passalong_store::StoreError>((store.valid_count()?, store.markets()?.len()))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (valid, markets) = s.store_counts().await?;
     let network = match &s.net {
         None => Value::Null,
         Some(net) => {

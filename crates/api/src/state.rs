@@ -66,6 +66,17 @@ impl AppState {
             .ok_or_else(|| ApiError::unavailable("peer-to-peer networking is off on this node"))
     }
 
+    /// Valid attestations and markets in the store (for status and metrics).
+    pub async fn store_counts(&self) -> Result<(u64, usize), ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, passalong_store::StoreError>((store.valid_count()?, store.markets()?.len()))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+    }
+
     /// Stores envelopes durably.
     pub async fn ingest(&self, envelopes: Vec<Vec<u8>>) -> Result<Vec<Ack>, ApiError> {
         self.writer
