@@ -13,7 +13,8 @@
 //! - [`state`]: a sans-IO in-memory state that takes attestations in any order and the time,
 //!   and answers with outcomes and, per seller, the ledger;
 //! - [`payout`]: the payout rules of one receipt (`direct`, `equal`, `geometric`, `split_proof`);
-//! - [`ledger`] and [`merkle`]: a seller's ledger, its root and inclusion proofs.
+//! - [`ledger`] and [`merkle`]: a seller's ledger, its root and inclusion proofs;
+//! - [`money`]: minor units shown in major units (ISO 4217 minor digits).
 //!
 //! The rules are written down for humans in `docs/protocol.md` and `docs/payout-rules.md`;
 //! `protocol/tests/vectors/` holds test vectors another implementation can check itself against.
@@ -27,6 +28,7 @@ pub mod ledger;
 pub mod limits;
 pub mod link;
 pub mod merkle;
+pub mod money;
 pub mod payout;
 pub mod policy;
 pub mod signature;
