@@ -129,6 +129,11 @@ fn payout_of(t: &Txn<'_>, receipt: &Id) -> Option<PayoutRec> {
     postcard::from_bytes(&stored).ok()
 }
 
+/// What a counted receipt credited, per participant.
+pub(crate) fn credits(t: &Txn<'_>, receipt: &Id) -> Option<Vec<(PublicKey, u64)>> {
+    payout_of(t, receipt).map(|r| r.credits)
+}
+
 /// Records (or, with `None`, forgets) what a receipt credited.
 fn set_payout(t: &mut Txn<'_>, receipt: &Id, rec: Option<(&PayoutRec, bool)>) {
     let Some(v) = t.get(&key(ENTRY, &[&receipt.0])) else {

@@ -833,6 +833,15 @@ impl Store {
         Ok(ledger::read(&book, seller))
     }
 
+    /// What a counted receipt credited, per participant, as the ledger holds it; `None` if
+    /// the receipt is not stored or does not count (the dashboard's "sales that paid me").
+    pub fn credits(&self, receipt: &Id) -> Result<Option<Vec<(PublicKey, u64)>>, StoreError> {
+        let db = self.db()?;
+        let t = self.txn(&db);
+        let c = ledger::credits(&t, receipt);
+        t.take_error().map_or(Ok(c), Err)
+    }
+
     /// A seller's ledger recomputed from scratch from every stored attestation, with the
     /// protocol's in-memory engine (for checks and `verify`; slow on big stores).
     pub fn recompute_ledger(&self, seller: &PublicKey, now_ms: u64) -> Result<Ledger, StoreError> {
