@@ -62,6 +62,7 @@ fn offer_body(seller: PublicKey, title: &str, currency: Currency, policy: Policy
         valid_from_ms: T0,
         valid_until_ms: None,
         created_at_ms: T0,
+        checkout_url: None,
     })
 }
 

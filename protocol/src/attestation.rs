@@ -108,6 +108,11 @@ pub struct Offer {
     pub valid_until_ms: Option<u64>,
     /// When the seller signed it.
     pub created_at_ms: u64,
+    /// Where a friend buys: an `http://` or `https://` URL of at most
+    /// [`crate::limits::MAX_CHECKOUT_URL_BYTES`] bytes (see
+    /// [`crate::validation::check_checkout_url`]). An Offer with one is written as envelope
+    /// version 2, one without as version 1 ([`crate::encoding::version_of`]).
+    pub checkout_url: Option<String>,
 }
 
 /// "I pass offer O along", from the offer itself or from a parent referral.

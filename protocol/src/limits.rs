@@ -1,11 +1,13 @@
 //! Every size and range limit of the protocol, in one place, so `docs/protocol.md` can quote
 //! them and a reviewer can check them. Violating any of them makes an attestation invalid.
 
-/// Largest signed envelope, in bytes. The biggest legal body (an Offer with a full title) is
-/// far below this; the cap bounds what a peer can make us decode.
+/// Largest signed envelope, in bytes. The biggest legal body (an Offer with a full title and
+/// a full checkout URL, 890 bytes) is below this; the cap bounds what a peer can make us decode.
 pub const MAX_ENVELOPE_BYTES: usize = 1024;
 /// Offer title, bytes of UTF-8.
 pub const MAX_TITLE_BYTES: usize = 256;
+/// Offer checkout URL, bytes (printable ASCII, so also characters).
+pub const MAX_CHECKOUT_URL_BYTES: usize = 512;
 /// A seller's order id (Receipt, PurchaseClaim), bytes of UTF-8.
 pub const MAX_ORDER_BYTES: usize = 64;
 /// Settlement payment reference, bytes of UTF-8.

@@ -225,6 +225,7 @@ mod tests {
                 valid_from_ms: 0,
                 valid_until_ms: None,
                 created_at_ms: 1,
+                checkout_url: None,
             }),
             &s,
         );

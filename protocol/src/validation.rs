@@ -103,6 +103,13 @@ pub enum InvalidReason {
     /// A receipt dated outside the offer's validity.
     #[error("receipt created outside the offer's validity period")]
     OutsideValidity,
+    /// An Offer's `checkout_url` is not an acceptable URL (see [`check_checkout_url`]; one
+    /// that is only too long is [`InvalidReason::TooLong`]).
+    #[error("checkout_url: {detail}")]
+    BadCheckoutUrl {
+        /// What is wrong with it.
+        detail: &'static str,
+    },
 }
 
 impl InvalidReason {
@@ -130,6 +137,7 @@ impl InvalidReason {
             InvalidReason::BeforeParent => "before_parent",
             InvalidReason::WrongAuthor { .. } => "wrong_author",
             InvalidReason::OutsideValidity => "outside_validity",
+            InvalidReason::BadCheckoutUrl { .. } => "bad_checkout_url",
         }
     }
 }
@@ -246,6 +254,86 @@ fn time(field: &'static str, t: u64) -> Result<(), InvalidReason> {
     range(t <= MAX_TIME_MS, field, "after year 9999")
 }
 
+/// The bytes a checkout URL may contain: those RFC 3986 allows in a URI (unreserved, reserved
+/// and `%`). That is printable ASCII without space, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`
+/// and `}`; no control character and nothing beyond ASCII (a domain name in another script is
+/// written in punycode, `xn--…`; anything else is percent-encoded).
+fn is_url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
+}
+
+/// The rule for an Offer's `checkout_url`, where a friend buys. In this order:
+///
+/// 1. at most [`MAX_CHECKOUT_URL_BYTES`] bytes, else [`InvalidReason::TooLong`];
+/// 2. every byte allowed by RFC 3986 (see below), else [`InvalidReason::BadCheckoutUrl`],
+///    as for every rule after this one;
+/// 3. it starts with `http://` or `https://`, in lower case;
+/// 4. the authority (up to the first `/`, `?` or `#`, or the end) holds no user information
+///    (`@`);
+/// 5. its host is not empty and is either letters, digits, `-` and `.` (a domain name, or an
+///    IPv4 address), or an IPv6 literal in brackets (hex digits, `:` and `.`);
+/// 6. a port, if any, is `:` followed by 1 to 5 digits of value at most 65535.
+///
+/// Path, query and fragment (`#…` is allowed) are not checked beyond the bytes, nor are
+/// percent escapes. Allowed bytes: ASCII letters and digits and `-._~:/?#[]@!$&'()*+,;=%`.
+pub fn check_checkout_url(url: &str) -> Result<(), InvalidReason> {
+    let bad = |detail| Err(InvalidReason::BadCheckoutUrl { detail });
+    if url.len() > MAX_CHECKOUT_URL_BYTES {
+        return Err(InvalidReason::TooLong {
+            field: "checkout_url",
+            len: url.len(),
+            max: MAX_CHECKOUT_URL_BYTES,
+        });
+    }
+    if !url.bytes().all(is_url_byte) {
+        return bad("only ASCII letters, digits and -._~:/?#[]@!$&'()*+,;=% are allowed (no space, no control or non-ASCII character: percent-encode them, or punycode a domain)");
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return bad("must start with http:// or https:// (lower case)");
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return bad("must not contain user information (user@host)");
+    }
+    let (host_ok, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let Some((host, after)) = v6.split_once(']') else {
+                return bad("IPv6 literal without its closing ]");
+            };
+            let ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            (ok, after)
+        }
+        None => {
+            let end = authority.find(':').unwrap_or(authority.len());
+            let host = &authority[..end];
+            let ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            (ok, &authority[end..])
+        }
+    };
+    if !host_ok {
+        return bad("the host must be a non-empty domain name, IPv4 address or [IPv6] literal");
+    }
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':').unwrap_or("x");
+        let ok = (1..=5).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.parse::<u32>().is_ok_and(|p| p <= 65_535);
+        if !ok {
+            return bad("the port must be 1 to 5 digits, at most 65535");
+        }
+    }
+    Ok(())
+}
+
 /// Every limit and range of a body (and the member's signature of a Membership).
 pub fn check_limits(body: &Body) -> Result<(), InvalidReason> {
     time("created_at_ms", body.created_at_ms())?;
@@ -281,6 +369,9 @@ pub fn check_limits(body: &Body) -> Result<(), InvalidReason> {
                     "valid_until_ms",
                     "after valid_from_ms",
                 )?;
+            }
+            if let Some(url) = &o.checkout_url {
+                check_checkout_url(url)?;
             }
         }
         Body::Referral(_) | Body::Refund(_) => {}
@@ -566,5 +657,102 @@ fn contextual_rules(body: &Body, deps: &[Fact]) -> Result<u32, InvalidReason> {
             ref f => Err(wrong_kind("membership", Kind::Membership, f)),
         },
         Body::Offer(_) | Body::Settlement(_) | Body::Community(_) => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest legal Offer (every field at its longest) fits in an envelope.
+    #[test]
+    fn the_largest_offer_fits() {
+        use crate::attestation::{Currency, Offer};
+        use crate::keys::Keypair;
+        use crate::policy::{Policy, Rule};
+        let k = Keypair::from_seed([1; 32]);
+        let body = Body::Offer(Offer {
+            seller: k.public(),
+            title: "x".repeat(MAX_TITLE_BYTES),
+            content_hash: Some([0xff; 32]),
+            price_minor: MAX_AMOUNT_MINOR,
+            currency: Currency(*b"EUR"),
+            policy: Policy {
+                pool_bps: 5_000,
+                connector_bps: 5_000,
+                rule: Rule::Geometric { r_bps: 9_999 },
+                max_depth: MAX_POLICY_DEPTH,
+                window_ms: u64::MAX,
+                require_purchase: true,
+            },
+            valid_from_ms: MAX_TIME_MS - 1,
+            valid_until_ms: Some(MAX_TIME_MS),
+            created_at_ms: MAX_TIME_MS,
+            checkout_url: Some(format!(
+                "https://{}",
+                "a".repeat(MAX_CHECKOUT_URL_BYTES - 8)
+            )),
+        });
+        assert_eq!(check_limits(&body), Ok(()));
+        let a = Attestation::sign(body, &k);
+        assert_eq!(a.bytes.len(), 890 + 66);
+        assert!(a.bytes.len() <= MAX_ENVELOPE_BYTES);
+        assert_eq!(check(&a.bytes), Ok(a));
+    }
+
+    fn code(url: &str) -> &'static str {
+        check_checkout_url(url).map_or_else(|e| e.code(), |()| "ok")
+    }
+
+    #[test]
+    fn checkout_urls() {
+        for ok in [
+            "http://a",
+            "https://shop.example",
+            "https://shop.example/",
+            "https://xn--bcher-kva.example/b%C3%BCcher?id=1&x=y#buy",
+            "https://shop.example:8443/p",
+            "http://127.0.0.1:80",
+            "https://[2001:db8::1]/checkout",
+            "https://[::ffff:192.0.2.1]:65535",
+            "https://shop.example?ref=x",
+            "https://shop.example#top",
+        ] {
+            assert_eq!(code(ok), "ok", "{ok}");
+        }
+        let long = format!("https://shop.example/{}", "a".repeat(512 - 21));
+        assert_eq!(long.len(), MAX_CHECKOUT_URL_BYTES);
+        assert_eq!(code(&long), "ok");
+        assert_eq!(code(&(long + "a")), "too_long");
+        for bad in [
+            "",
+            "ftp://shop.example",
+            "HTTPS://shop.example",
+            "https:shop.example",
+            "//shop.example",
+            "javascript:alert(1)",
+            "https://",
+            "https:///path",
+            "https://?q",
+            "https://shop example",
+            "https://shop.example/a b",
+            "https://shop.example/\t",
+            "https://shop.example/\u{7f}",
+            "https://bücher.example",
+            "https://shop.example/\"<script>",
+            "https://user@shop.example",
+            "https://user:pw@shop.example/",
+            "https://shop.example:",
+            "https://shop.example:65536",
+            "https://shop.example:123456",
+            "https://shop.example:8a",
+            "https://shop_example",
+            "https://[]/",
+            "https://[::1/",
+            "https://[::1]x",
+            "https://[zz::1]",
+        ] {
+            assert_eq!(code(bad), "bad_checkout_url", "{bad:?}");
+        }
     }
 }

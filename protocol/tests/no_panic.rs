@@ -82,6 +82,7 @@ fn build_valid_set() -> Vec<Attestation> {
             valid_from_ms: T0,
             valid_until_ms: Some(T0 + 365 * DAY_MS),
             created_at_ms: T0 + HOUR_MS,
+            checkout_url: None,
         }),
         &s,
     );
@@ -462,6 +463,7 @@ fn body() -> impl Strategy<Value = Body> {
                         valid_from_ms: f,
                         valid_until_ms: u,
                         created_at_ms: t,
+                        checkout_url: None,
                     })
                 }
             ),

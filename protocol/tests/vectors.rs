@@ -209,8 +209,12 @@ fn gen_invalid() -> Value {
         vec![],
     );
     let mut b = rcpt.bytes.clone();
-    b[0] = 2;
+    b[0] = 3;
     push("unknown-version", b, vec![]);
+    // Version 2 exists, for Offers with a checkout URL only: a receipt in it is not canonical.
+    let mut b = rcpt.bytes.clone();
+    b[0] = 2;
+    push("receipt-as-version-2", b, vec![]);
     let mut b = rcpt.bytes.clone();
     b[1] = 10;
     push("unknown-kind", b, vec![]);

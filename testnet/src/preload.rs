@@ -33,6 +33,7 @@ pub fn preload(node: &Node, n: usize, now_ms: u64) -> Result<(PublicKey, Vec<Vec
             valid_from_ms: 0,
             valid_until_ms: None,
             created_at_ms: start,
+            checkout_url: None,
         }),
         &seller,
     );

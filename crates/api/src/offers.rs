@@ -77,6 +77,7 @@ pub async fn publish(
         valid_from_ms: req.valid_from_ms,
         valid_until_ms: req.valid_until_ms,
         created_at_ms: now_ms(),
+        checkout_url: None,
     });
     let att = s.sign_and_store(body, keys).await?;
     let link = s.link_of(&att.id)?;

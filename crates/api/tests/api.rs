@@ -1327,6 +1327,7 @@ async fn invalid_attestations_are_422() {
             valid_from_ms: 0,
             valid_until_ms: None,
             created_at_ms: now_ms() - 1000,
+            checkout_url: None,
         }),
         &k2,
     );

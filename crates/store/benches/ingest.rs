@@ -114,6 +114,7 @@ impl World {
                         valid_from_ms: T0,
                         valid_until_ms: None,
                         created_at_ms: T0,
+                        checkout_url: None,
                     }),
                     s,
                 )

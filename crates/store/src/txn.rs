@@ -11,11 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use passalong_protocol::attestation::{Body, Offer, Receipt, Referral};
-use passalong_protocol::encoding::ENVELOPE_OVERHEAD;
 use passalong_protocol::payout::{ChainView, Hop};
 use passalong_protocol::validation::{Fact, Known, Lookup};
-use passalong_protocol::{Attestation, Id, Kind, PublicKey};
-use serde::de::DeserializeOwned;
+use passalong_protocol::{Attestation, Id, PublicKey};
 use serde::{Deserialize, Serialize};
 use sled::IVec;
 
@@ -144,26 +142,10 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// The body of an envelope that was checked when it came in.
+/// The body of an envelope that was checked when it came in (in the envelope's version: an
+/// Offer with a checkout URL is a version-2 envelope).
 pub(crate) fn body_of(env: &[u8]) -> Option<Body> {
-    fn d<T: DeserializeOwned>(b: &[u8]) -> Option<T> {
-        postcard::from_bytes(b).ok()
-    }
-    if env.len() <= ENVELOPE_OVERHEAD {
-        return None;
-    }
-    let b = &env[2..env.len() - 64];
-    Some(match Kind::from_byte(env[1])? {
-        Kind::Offer => Body::Offer(d(b)?),
-        Kind::Referral => Body::Referral(d(b)?),
-        Kind::Receipt => Body::Receipt(d(b)?),
-        Kind::PurchaseClaim => Body::PurchaseClaim(d(b)?),
-        Kind::Refund => Body::Refund(d(b)?),
-        Kind::Settlement => Body::Settlement(d(b)?),
-        Kind::Community => Body::Community(d(b)?),
-        Kind::Membership => Body::Membership(d(b)?),
-        Kind::MembershipEnd => Body::MembershipEnd(d(b)?),
-    })
+    passalong_protocol::encoding::body_of_checked(env)
 }
 
 /// Fact and body of valid attestations read from the tree, shared by every transaction of a

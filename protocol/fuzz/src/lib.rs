@@ -327,7 +327,10 @@ pub fn state(data: &[u8]) {
             .flatten()
             .collect();
         let missing: BTreeSet<Id> = st.missing().into_iter().collect();
-        assert_eq!(waited, missing, "missing() is not exactly what pending attestations wait for");
+        assert_eq!(
+            waited, missing,
+            "missing() is not exactly what pending attestations wait for"
+        );
     }
     for seller in one.sellers() {
         let l = one.ledger(&seller);
@@ -378,6 +381,7 @@ fn build_seeds() -> Vec<Attestation> {
                 valid_from_ms: T0,
                 valid_until_ms: Some(T0 + 365 * day),
                 created_at_ms: t,
+                checkout_url: None,
             }),
             seller,
         )

@@ -42,6 +42,7 @@ pub fn offer(seller: &Keypair, policy: Policy, t: u64) -> Attestation {
             valid_from_ms: 0,
             valid_until_ms: None,
             created_at_ms: t,
+            checkout_url: None,
         }),
         seller,
     )
