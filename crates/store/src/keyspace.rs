@@ -57,6 +57,8 @@ pub const JOURNAL: u8 = b'j';
 pub const FOLLOW: u8 = b'f';
 /// (no parts) → the last shipment written, until the next one or a checkpoint (see `redo`).
 pub const REDO: u8 = b'r';
+/// blake3(idempotency key) → receipt id: a checkout's `Idempotency-Key` (see `lookups`).
+pub const IDEMPOTENCY: u8 = b'i';
 /// name → value: store metadata (`format` version, `valid` count).
 pub const META: u8 = b'v';
 

@@ -34,6 +34,7 @@ mod index;
 mod ingest;
 pub mod keyspace;
 mod ledger;
+mod lookups;
 mod market;
 mod orders;
 mod redo;
@@ -53,6 +54,7 @@ use passalong_protocol::{Attestation, Id, Kind, Ledger, PublicKey, State};
 pub use counters::IngestCounters;
 pub use error::StoreError;
 use keyspace::*;
+pub use lookups::MAX_IDEMPOTENCY_KEY;
 use txn::Txn;
 
 /// What an ingest call found for its envelopes, in order.
