@@ -49,6 +49,16 @@ impl ApiError {
             reason: None,
         }
     }
+    /// 409: the request contradicts what this node already signed (signing it would make
+    /// the node's key equivocate); the message names the existing attestation.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+            reason: None,
+        }
+    }
     /// 422: the protocol refuses what was to be signed or imported.
     pub fn invalid(reason: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {

@@ -1,16 +1,156 @@
 //! The seller's side: receipts, refunds, settlements.
+//!
+//! A node never makes its own key equivocate: before it signs, it looks for what it already
+//! signed for the same thing — the receipt of the (seller, order), the refund of the receipt,
+//! the settlement of the (seller, reference). A repeat with the same content answers the
+//! existing attestation (`200`, `"existing": true`); a request that contradicts it is refused
+//! (`409 conflict`, naming it) and nothing is signed. The look-up and the signature of one
+//! such key run under a lock, so that two concurrent requests cannot both sign.
+
+use std::fmt::Display;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use passalong_protocol::attestation::{Body, Receipt, Refund, Settlement};
+use passalong_protocol::{validation, Attestation, Id, Keypair, Kind, PublicKey};
+use passalong_store::{Status, MAX_IDEMPOTENCY_KEY};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::{ApiError, AppJson};
 use crate::identity::{parse_currency, parse_id, parse_key};
 use crate::referrals::resolve;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
+
+/// Locks of the check-then-sign, by hash of what they guard: requests about different orders
+/// rarely share one, so concurrent receipts still share group commits.
+const STRIPES: usize = 256;
+static LOCKS: [Mutex<()>; STRIPES] = [const { Mutex::const_new(()) }; STRIPES];
+
+/// The stripe of `what`.
+fn stripe(what: impl Hash) -> usize {
+    let mut h = DefaultHasher::new();
+    what.hash(&mut h);
+    (h.finish() % STRIPES as u64) as usize
+}
+
+/// Takes the stripes in ascending order (so that two requests never wait for each other).
+async fn lock(mut stripes: Vec<usize>) -> Vec<MutexGuard<'static, ()>> {
+    stripes.sort_unstable();
+    stripes.dedup();
+    let mut guards = Vec::with_capacity(stripes.len());
+    for i in stripes {
+        guards.push(LOCKS[i].lock().await);
+    }
+    guards
+}
+
+/// Answers a new attestation with 201, an existing one with 200; `"existing"` says which.
+fn answer(existing: bool, mut v: Value) -> (StatusCode, AppJson<Value>) {
+    v["existing"] = existing.into();
+    let status = if existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, AppJson(v))
+}
+
+/// The header `Idempotency-Key`, if given: 1 to 255 bytes of printable ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(format!(
+            "Idempotency-Key: expected 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        ))
+    };
+    let k = v.to_str().map_err(|_| bad())?.trim();
+    if k.is_empty()
+        || k.len() > MAX_IDEMPOTENCY_KEY
+        || !k.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(bad());
+    }
+    Ok(Some(k.to_string()))
+}
+
+/// A stored valid attestation, or `None`.
+fn valid(s: &AppState, id: &Id) -> Result<Option<Attestation>, ApiError> {
+    if s.store.status(id)? != Some(Status::Valid) {
+        return Ok(None);
+    }
+    Ok(s.store.attestation(id)?)
+}
+
+/// A seller's valid attestations of one kind (a scan of the market's index).
+async fn of_kind(
+    s: &AppState,
+    seller: PublicKey,
+    kind: Kind,
+) -> Result<Vec<Attestation>, ApiError> {
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || store.market_of_kind(&seller, kind))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// Signs and stores `body`; with an idempotency key, the key is recorded first (the store's
+/// flush of the attestation makes both durable) and forgotten if the attestation is refused.
+async fn sign_and_store(
+    s: &AppState,
+    body: Body,
+    keys: &Keypair,
+    idempotency: Option<&str>,
+) -> Result<Attestation, ApiError> {
+    let Some(k) = idempotency else {
+        return s.sign_and_store(body, keys).await;
+    };
+    // Signatures are deterministic: this is the id the store will get.
+    let id = Attestation::sign(body.clone(), keys).id;
+    s.store.set_idempotent(k, Some(&id))?;
+    let stored = s.sign_and_store(body, keys).await;
+    if stored.is_err() {
+        s.store.set_idempotent(k, None)?;
+    }
+    stored
+}
+
+/// Notes `field` in `d` if the stored value differs from the one asked for.
+fn differ(d: &mut Vec<String>, field: &str, stored: impl Display, asked: impl Display) {
+    let (stored, asked) = (stored.to_string(), asked.to_string());
+    if stored != asked {
+        d.push(format!("{field} {stored} (this request: {asked})"));
+    }
+}
+
+/// What differs between the receipt asked for and a stored one (empty: the same sale).
+fn receipt_diff(asked: &Receipt, stored: &Receipt) -> Vec<String> {
+    let hex = |v: &Option<Id>| v.map_or("none".to_string(), |i| i.to_hex());
+    let mut d = Vec::new();
+    differ(&mut d, "seller", stored.seller, asked.seller);
+    differ(&mut d, "offer", stored.offer, asked.offer);
+    differ(
+        &mut d,
+        "order",
+        format!("{:?}", stored.order),
+        format!("{:?}", asked.order),
+    );
+    differ(
+        &mut d,
+        "amount_minor",
+        stored.amount_minor,
+        asked.amount_minor,
+    );
+    differ(&mut d, "buyer", stored.buyer, asked.buyer);
+    differ(&mut d, "via", hex(&stored.via), hex(&asked.via));
+    d
+}
 
 /// `POST /v1/receipts` body.
 #[derive(Deserialize)]
@@ -29,11 +169,13 @@ pub struct NewReceipt {
 pub async fn receipt(
     State(s): State<AppState>,
     _auth: WriteAuth,
+    headers: HeaderMap,
     AppJson(req): AppJson<NewReceipt>,
 ) -> Result<(StatusCode, AppJson<Value>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
     let offer = parse_id(&req.offer, "offer")?;
     let buyer = parse_key(&req.buyer, "buyer")?;
+    let key = idempotency_key(&headers)?;
     let (via, imported) = match &req.via {
         None => (None, 0),
         Some(v) => {
@@ -51,23 +193,64 @@ pub async fn receipt(
             "offer: {offer} is not an offer"
         )));
     }
-    let att = s
-        .sign_and_store(
-            Body::Receipt(Receipt {
-                seller: keys.public(),
-                offer,
-                order: req.order,
-                amount_minor: req.amount_minor,
-                buyer,
-                via,
-                created_at_ms: now_ms(),
-            }),
-            keys,
+    let asked = Receipt {
+        seller: keys.public(),
+        offer,
+        order: req.order,
+        amount_minor: req.amount_minor,
+        buyer,
+        via,
+        created_at_ms: now_ms(),
+    };
+    let body = Body::Receipt(asked.clone());
+    validation::check_limits(&body).map_err(|r| ApiError::invalid(r.code(), r.to_string()))?;
+    let existing = |id: Id| {
+        answer(
+            true,
+            json!({"id": id.to_hex(), "status": "valid", "imported": imported}),
         )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppJson(json!({"id": att.id.to_hex(), "status": "valid", "imported": imported})),
+    };
+    let mut stripes = vec![stripe(("order", &asked.seller, &asked.order))];
+    if let Some(k) = &key {
+        stripes.push(stripe(("idempotency", k)));
+    }
+    let _locked = lock(stripes).await;
+
+    if let Some(k) = &key {
+        // A key names the receipt of its first request (if that was stored).
+        if let Some(id) = s.store.idempotent(k)? {
+            if let Some(Body::Receipt(r)) = valid(&s, &id)?.map(|a| a.body) {
+                let diff = receipt_diff(&asked, &r);
+                if diff.is_empty() {
+                    return Ok(existing(id));
+                }
+                return Err(ApiError::conflict(format!(
+                    "Idempotency-Key {k:?} was used for receipt {id}, which has {}: use a new key for another sale",
+                    diff.join(", ")
+                )));
+            }
+        }
+    }
+    if let Some(id) = s.store.receipt_of_order(&asked.seller, &asked.order)? {
+        if let Some(Body::Receipt(r)) = s.store.attestation(&id)?.map(|a| a.body) {
+            let diff = receipt_diff(&asked, &r);
+            if !diff.is_empty() {
+                return Err(ApiError::conflict(format!(
+                    "order {:?} already has receipt {id}, which has {}: a seller signs one receipt per order (a second would equivocate); refund it and use a new order id",
+                    asked.order,
+                    diff.join(", ")
+                )));
+            }
+            if let Some(k) = &key {
+                s.store.set_idempotent(k, Some(&id))?;
+            }
+            return Ok(existing(id));
+        }
+    }
+    let att = sign_and_store(&s, body, keys, key.as_deref()).await?;
+    Ok(answer(
+        false,
+        json!({"id": att.id.to_hex(), "status": "valid", "imported": imported}),
     ))
 }
 
@@ -80,7 +263,7 @@ pub struct NewRefund {
     as_: Option<String>,
 }
 
-/// `POST /v1/refunds`
+/// `POST /v1/refunds`: one refund per receipt (a repeat answers the existing one).
 pub async fn refund(
     State(s): State<AppState>,
     _auth: WriteAuth,
@@ -88,20 +271,39 @@ pub async fn refund(
 ) -> Result<(StatusCode, AppJson<Value>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
     let receipt = parse_id(&req.receipt, "receipt")?;
-    s.attestation(&receipt, "receipt")?;
+    let r = s.attestation(&receipt, "receipt")?;
+    let seller = keys.public();
+    let _locked = lock(vec![stripe(("refund", &receipt))]).await;
+    // Only the receipt's seller can refund it: another signer is refused by the protocol.
+    let mine = matches!(&r.body, Body::Receipt(r) if r.seller == seller);
+    if mine && s.store.is_refunded(&receipt)? {
+        let found = of_kind(&s, seller, Kind::Refund)
+            .await?
+            .into_iter()
+            .find(|a| matches!(&a.body, Body::Refund(f) if f.receipt == receipt));
+        match found {
+            Some(a) => {
+                return Ok(answer(
+                    true,
+                    json!({"id": a.id.to_hex(), "status": "valid"}),
+                ))
+            }
+            None => tracing::warn!(%receipt, "a refunded receipt without a refund in its market"),
+        }
+    }
     let att = s
         .sign_and_store(
             Body::Refund(Refund {
-                seller: keys.public(),
+                seller,
                 receipt,
                 created_at_ms: now_ms(),
             }),
             keys,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppJson(json!({"id": att.id.to_hex(), "status": "valid"})),
+    Ok(answer(
+        false,
+        json!({"id": att.id.to_hex(), "status": "valid"}),
     ))
 }
 
@@ -120,7 +322,41 @@ pub struct NewSettlement {
     as_: Option<String>,
 }
 
-/// `POST /v1/settlements`
+/// What differs between the settlement asked for and a stored one of the same reference
+/// (empty: the same payment). A period end not given matches any.
+fn settlement_diff(asked: &Settlement, end_given: bool, stored: &Settlement) -> Vec<String> {
+    let mut d = Vec::new();
+    differ(&mut d, "participant", stored.participant, asked.participant);
+    differ(
+        &mut d,
+        "amount_minor",
+        stored.amount_minor,
+        asked.amount_minor,
+    );
+    differ(
+        &mut d,
+        "currency",
+        stored.currency.as_str(),
+        asked.currency.as_str(),
+    );
+    differ(
+        &mut d,
+        "period_start_ms",
+        stored.period_start_ms,
+        asked.period_start_ms,
+    );
+    if end_given {
+        differ(
+            &mut d,
+            "period_end_ms",
+            stored.period_end_ms,
+            asked.period_end_ms,
+        );
+    }
+    d
+}
+
+/// `POST /v1/settlements`: a seller's `reference` names one payment.
 pub async fn settle(
     State(s): State<AppState>,
     _auth: WriteAuth,
@@ -129,33 +365,59 @@ pub async fn settle(
     let keys = s.identities.signer(req.as_.as_deref())?;
     let participant = parse_key(&req.participant, "participant")?;
     let currency = parse_currency(&req.currency)?;
-    let store = s.store.clone();
     let seller = keys.public();
-    let root = tokio::task::spawn_blocking(move || store.ledger(&seller))
+    let now = now_ms();
+    let mut asked = Settlement {
+        seller,
+        participant,
+        amount_minor: req.amount_minor,
+        currency,
+        period_start_ms: req.period_start_ms,
+        period_end_ms: req.period_end_ms.unwrap_or(now),
+        reference: req.reference,
+        ledger_root: [0; 32],
+        created_at_ms: now,
+    };
+    validation::check_limits(&Body::Settlement(asked.clone()))
+        .map_err(|r| ApiError::invalid(r.code(), r.to_string()))?;
+    let _locked = lock(vec![stripe(("settlement", &seller, &asked.reference))]).await;
+    let mut conflicting = None;
+    for a in of_kind(&s, seller, Kind::Settlement).await? {
+        let Body::Settlement(st) = a.body else {
+            continue;
+        };
+        if st.seller != seller || st.reference != asked.reference {
+            continue;
+        }
+        let diff = settlement_diff(&asked, req.period_end_ms.is_some(), &st);
+        if diff.is_empty() {
+            return Ok(answer(
+                true,
+                json!({"id": a.id.to_hex(), "status": "valid", "ledger_root": hex::encode(st.ledger_root)}),
+            ));
+        }
+        conflicting.get_or_insert((a.id, diff));
+    }
+    if let Some((id, diff)) = conflicting {
+        return Err(ApiError::conflict(format!(
+            "reference {:?} was already settled by settlement {id}, which has {}: a reference names one payment; use the payment's own reference",
+            asked.reference,
+            diff.join(", ")
+        )));
+    }
+    let store = s.store.clone();
+    asked.ledger_root = tokio::task::spawn_blocking(move || store.ledger(&seller))
         .await
         .map_err(ApiError::internal)??
         .root();
+    let root = asked.ledger_root;
+    // Dated once the root is read: what the root counts was created before it.
     let now = now_ms();
-    let att = s
-        .sign_and_store(
-            Body::Settlement(Settlement {
-                seller: keys.public(),
-                participant,
-                amount_minor: req.amount_minor,
-                currency,
-                period_start_ms: req.period_start_ms,
-                period_end_ms: req.period_end_ms.unwrap_or(now),
-                reference: req.reference,
-                ledger_root: root,
-                created_at_ms: now,
-            }),
-            keys,
-        )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppJson(
-            json!({"id": att.id.to_hex(), "status": "valid", "ledger_root": hex::encode(root)}),
-        ),
+    asked.created_at_ms = now;
+    asked.period_end_ms = req.period_end_ms.unwrap_or(now);
+    let att = s.sign_and_store(Body::Settlement(asked), keys).await?;
+    Ok(answer(
+        false,
+        json!({"id": att.id.to_hex(), "status": "valid", "ledger_root": hex::encode(root)}),
     ))
 }

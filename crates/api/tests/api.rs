@@ -1536,3 +1536,295 @@ async fn concurrent_receipts_are_group_committed_and_the_ledger_adds_up() {
         Err(_) => panic!("node still shared"),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The node never makes its own key equivocate: repeats answer what it signed, conflicts are 409.
+
+impl Node {
+    /// Valid attestations in the store.
+    async fn valid_count(&self) -> u64 {
+        self.get("/v1/status").await.ok(200)["valid_attestations"]
+            .as_u64()
+            .expect("valid_attestations")
+    }
+
+    /// A POST with the token and an `Idempotency-Key`.
+    async fn post_keyed(&self, path: &str, key: &str, body: &Value) -> Resp {
+        self.send(
+            "POST",
+            path,
+            &format!(
+                "Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\n"
+            ),
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+}
+
+/// Asserts a 409 `conflict` whose message names `existing`; returns the message.
+fn assert_conflict(r: &Resp, existing: &str) -> String {
+    let v = assert_error(r, 409, "conflict");
+    let msg = v["error"].as_str().expect("message").to_string();
+    assert!(
+        msg.contains(existing),
+        "the message names {existing}: {msg}"
+    );
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeated_receipt_answers_the_existing_one_and_a_conflicting_one_is_409() {
+    let node = Node::start().await;
+    let (offer_id, link) = node.publish("direct", 1000).await;
+    let offer = offer_of(&link);
+    let k2 = kp(2);
+    let r2 = referral(&k2, offer_id, None, None, offer.body.created_at_ms());
+    node.import(&[&r2]).await;
+    let buyer = kp(9).public().to_hex();
+    let sale = json!({"offer": offer_id.to_hex(), "order": "A-1", "amount_minor": 2000,
+                      "buyer": buyer, "via": r2.id.to_hex()});
+    let first = node.post("/v1/receipts", &sale).await.ok(201);
+    assert_eq!(first["existing"], json!(false));
+    let id = first["id"].as_str().unwrap().to_string();
+    let count = node.valid_count().await;
+    let ledger = node.ledger().await;
+
+    // The same sale again (a checkout that retries), and through k2's link rather than its id:
+    // the same receipt, 200.
+    let again = node.post("/v1/receipts", &sale).await.ok(200);
+    assert_eq!(
+        again,
+        json!({"id": id, "status": "valid", "imported": 0, "existing": true})
+    );
+    let mut by_link = sale.clone();
+    by_link["via"] = json!(token_of(vec![offer, r2.clone()]));
+    assert_eq!(
+        node.post("/v1/receipts", &by_link).await.ok(200)["id"],
+        json!(id)
+    );
+
+    // Another amount, buyer or referral for the same order: refused, naming the receipt.
+    for (field, value) in [
+        ("amount_minor", json!(2500)),
+        ("buyer", json!(kp(8).public().to_hex())),
+        ("via", Value::Null),
+    ] {
+        let mut other = sale.clone();
+        other[field] = value;
+        let msg = assert_conflict(&node.post("/v1/receipts", &other).await, &id);
+        assert!(msg.contains(field) && msg.contains("A-1"), "{msg}");
+    }
+    // Invalid content is still 422, not a conflict.
+    let mut zero = sale.clone();
+    zero["amount_minor"] = json!(0);
+    assert_invalid(&node.post("/v1/receipts", &zero).await, "out_of_range");
+
+    // Nothing was signed: one receipt, no equivocation, the same ledger.
+    assert_eq!(node.valid_count().await, count);
+    assert_eq!(
+        node.get("/v1/equivocations").await.ok(200),
+        json!({"equivocations": []})
+    );
+    assert_eq!(assert_ledger_recomputes(&node).await, ledger);
+    // Another order is another sale.
+    let mut next = sale.clone();
+    next["order"] = json!("A-2");
+    let v = node.post("/v1/receipts", &next).await.ok(201);
+    assert_ne!(v["id"], json!(id));
+    assert_eq!(node.valid_count().await, count + 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_repeats_of_one_sale_sign_one_receipt() {
+    let node = Arc::new(Node::start().await);
+    let (offer_id, _) = node.publish("direct", 1000).await;
+    let count = node.valid_count().await;
+    let sale = json!({"offer": offer_id.to_hex(), "order": "C-1", "amount_minor": 700,
+                      "buyer": kp(9).public().to_hex()});
+    let tasks: Vec<_> = (0..24)
+        .map(|_| {
+            let (node, sale) = (node.clone(), sale.clone());
+            tokio::spawn(async move {
+                let r = node.post("/v1/receipts", &sale).await;
+                (r.status, r.json())
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        assert!(status == 200 || status == 201, "{status}: {v}");
+        assert_eq!(v["existing"], json!(status == 200), "{v}");
+        created += usize::from(status == 201);
+        ids.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        (created, ids.len()),
+        (1, 1),
+        "one receipt signed, every answer names it"
+    );
+    assert_eq!(node.valid_count().await, count + 1);
+    assert_eq!(
+        node.get("/v1/equivocations").await.ok(200),
+        json!({"equivocations": []})
+    );
+    match Arc::try_unwrap(node) {
+        Ok(n) => n.stop().await,
+        Err(_) => panic!("node still shared"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refunds_and_settlements_repeat_idempotently_and_conflicting_settlements_are_409() {
+    let node = Node::start().await;
+    let (offer_id, _) = node.publish("direct", 1000).await;
+    let k2 = kp(2);
+    let r2 = referral(&k2, offer_id, None, None, now_ms() - 1000);
+    node.import(&[&r2]).await;
+    let receipt = node
+        .post(
+            "/v1/receipts",
+            &json!({"offer": offer_id.to_hex(), "order": "R-1", "amount_minor": 10000,
+                    "buyer": kp(9).public().to_hex(), "via": r2.id.to_hex()}),
+        )
+        .await
+        .ok(201)["id"]
+        .clone();
+
+    // One refund per receipt.
+    let rf = node
+        .post("/v1/refunds", &json!({ "receipt": receipt }))
+        .await
+        .ok(201);
+    assert_eq!(rf["existing"], json!(false));
+    let count = node.valid_count().await;
+    let again = node
+        .post("/v1/refunds", &json!({ "receipt": receipt }))
+        .await
+        .ok(200);
+    assert_eq!(
+        again,
+        json!({"id": rf["id"], "status": "valid", "existing": true})
+    );
+    assert_eq!(node.valid_count().await, count);
+    assert_eq!(line(&node.ledger().await, &k2.public()), (1000, 1000, 0, 0));
+
+    // A settlement is identified by its reference.
+    let pay = json!({"participant": k2.public().to_hex(), "amount_minor": 300,
+                     "currency": "EUR", "reference": "SEPA-9"});
+    let st = node.post("/v1/settlements", &pay).await.ok(201);
+    assert_eq!(st["existing"], json!(false));
+    let sid = st["id"].as_str().unwrap().to_string();
+    let count = node.valid_count().await;
+    let ledger = node.ledger().await;
+    // Repeated (the root has changed since: the answer is still the first settlement's).
+    let again = node.post("/v1/settlements", &pay).await.ok(200);
+    assert_eq!(
+        again,
+        json!({"id": sid, "status": "valid", "ledger_root": st["ledger_root"], "existing": true})
+    );
+    // The same reference for another payment: refused, naming the settlement.
+    for (field, value) in [
+        ("amount_minor", json!(301)),
+        ("currency", json!("USD")),
+        ("participant", json!(kp(3).public().to_hex())),
+        ("period_start_ms", json!(5)),
+    ] {
+        let mut other = pay.clone();
+        other[field] = value;
+        let msg = assert_conflict(&node.post("/v1/settlements", &other).await, &sid);
+        assert!(msg.contains(field) && msg.contains("SEPA-9"), "{msg}");
+    }
+    // A period end given must match; the default (now) matches any.
+    let mut end = pay.clone();
+    end["period_end_ms"] = json!(1);
+    assert_conflict(&node.post("/v1/settlements", &end).await, &sid);
+    assert_eq!(node.valid_count().await, count);
+    assert_eq!(node.ledger().await, ledger);
+    assert_eq!(line(&ledger, &k2.public()), (1000, 1000, 300, -300));
+    // Another reference is another payment.
+    let mut next = pay.clone();
+    next["reference"] = json!("SEPA-10");
+    let v = node.post("/v1/settlements", &next).await.ok(201);
+    assert_ne!(v["id"], json!(sid));
+    assert_eq!(node.valid_count().await, count + 1);
+    assert_eq!(
+        node.get("/v1/equivocations").await.ok(200),
+        json!({"equivocations": []})
+    );
+    assert_ledger_recomputes(&node).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_answers_its_first_receipt_and_refuses_another_body() {
+    let node = Node::start().await;
+    let (offer_id, _) = node.publish("direct", 1000).await;
+    let buyer = kp(9).public().to_hex();
+    let sale = |order: &str, amount: u64| json!({"offer": offer_id.to_hex(), "order": order, "amount_minor": amount, "buyer": buyer});
+    let first = node
+        .post_keyed("/v1/receipts", "checkout-7f3a", &sale("K-1", 900))
+        .await
+        .ok(201);
+    let id = first["id"].as_str().unwrap().to_string();
+    let count = node.valid_count().await;
+    // The same key and body: the first answer.
+    let again = node
+        .post_keyed("/v1/receipts", "checkout-7f3a", &sale("K-1", 900))
+        .await
+        .ok(200);
+    assert_eq!(
+        again,
+        json!({"id": id, "status": "valid", "imported": 0, "existing": true})
+    );
+    // The same key with another body (another order, or another amount): 409, nothing signed.
+    for body in [sale("K-2", 900), sale("K-1", 901)] {
+        let msg = assert_conflict(
+            &node
+                .post_keyed("/v1/receipts", "checkout-7f3a", &body)
+                .await,
+            &id,
+        );
+        assert!(msg.contains("Idempotency-Key"), "{msg}");
+    }
+    assert_eq!(node.valid_count().await, count);
+    assert_eq!(node.store.receipt_of_order(&node.key, "K-2").unwrap(), None);
+    // A new key for a sale already recorded without one: the existing receipt, and the key
+    // names it from then on.
+    let plain = node.post("/v1/receipts", &sale("K-3", 50)).await.ok(201);
+    let v = node
+        .post_keyed("/v1/receipts", "checkout-late", &sale("K-3", 50))
+        .await
+        .ok(200);
+    assert_eq!(v["id"], plain["id"]);
+    assert_conflict(
+        &node
+            .post_keyed("/v1/receipts", "checkout-late", &sale("K-4", 50))
+            .await,
+        plain["id"].as_str().unwrap(),
+    );
+    // A refused request leaves its key unused.
+    let r = node
+        .post_keyed("/v1/receipts", "checkout-bad", &sale("K-5", 0))
+        .await;
+    assert_invalid(&r, "out_of_range");
+    node.post_keyed("/v1/receipts", "checkout-bad", &sale("K-5", 5))
+        .await
+        .ok(201);
+    // Keys are 1 to 255 printable ASCII characters.
+    for bad in ["", &"k".repeat(256)] {
+        let r = node.post_keyed("/v1/receipts", bad, &sale("K-6", 5)).await;
+        assert_error(&r, 400, "bad_request");
+    }
+    node.post_keyed("/v1/receipts", &"k".repeat(255), &sale("K-6", 5))
+        .await
+        .ok(201);
+    assert_eq!(
+        node.get("/v1/equivocations").await.ok(200),
+        json!({"equivocations": []})
+    );
+    node.stop().await;
+}
