@@ -1,15 +1,16 @@
 //! Robustness properties: whatever bytes a peer sends, decoding, stage-1 validation and the
 //! in-memory [`State`] never panic, and they behave sanely.
 //!
-//! - Arbitrary bytes (raw, and framed with version 1 and a kind byte 1..=9 so they reach the
-//!   body decoder) go through `Attestation::decode`, `validation::check`,
+//! - Arbitrary bytes (raw, and framed with version 1 or 2 and a kind byte 1..=9 so they reach
+//!   the body decoder) go through `Attestation::decode`, `validation::check`,
 //!   `validation::check_batch` and `State::insert`. Whatever `check` accepts re-encodes to
 //!   exactly its bytes and its id is blake3 of them.
-//! - Valid signed envelopes of all nine kinds, mutated (bit flips, truncation, extension,
-//!   splices, another kind byte, overwritten ranges, another envelope's signature or body),
+//! - Valid signed envelopes of all nine kinds (an Offer with a checkout URL, version 2, among
+//!   them), mutated (bit flips, truncation, extension, splices, another kind or version byte, overwritten ranges, another envelope's signature or body),
 //!   are rejected unless the result is one of the envelopes we signed (the original when the
 //!   mutation changed nothing), and `check` and `check_batch` always give the same answer.
-//! - Arbitrary well-formed bodies (random keys, amounts, times and texts around every limit),
+//! - Arbitrary well-formed bodies (random keys, amounts, times and texts around every limit,
+//!   Offers with and without checkout URLs, valid, near 512 bytes and broken),
 //!   signed by their author, pass `check` exactly when `check_limits` passes; with a random
 //!   signature they never pass.
 //! - A `State` fed random sequences of valid, mutated and freshly signed envelopes at random
@@ -56,7 +57,8 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 /// A coherent set of valid envelopes covering all nine kinds, two sellers, a referral chain
-/// with an addressed hop, a community with a member (connector share), `require_purchase`,
+/// with an addressed hop, a community with a member (connector share), an offer with a
+/// checkout URL (envelope version 2), `require_purchase`,
 /// an equivocating receipt, a disputing claim, a refund, a settlement and a membership end
 /// dated a day after the others (so it is often held).
 fn build_valid_set() -> Vec<Attestation> {
@@ -82,7 +84,7 @@ fn build_valid_set() -> Vec<Attestation> {
             valid_from_ms: T0,
             valid_until_ms: Some(T0 + 365 * DAY_MS),
             created_at_ms: T0 + HOUR_MS,
-            checkout_url: None,
+            checkout_url: Some("https://shop.example/records/2?ref=passalong".into()),
         }),
         &s,
     );
@@ -186,6 +188,7 @@ enum Mutation {
         insert: Vec<u8>,
     },
     SetKind(u8),
+    SetVersion(u8),
     Overwrite {
         at: Index,
         bytes: Vec<u8>,
@@ -205,6 +208,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         2 => (any::<Index>(), 0usize..40, prop::collection::vec(any::<u8>(), 0..40))
             .prop_map(|(at, remove, insert)| Mutation::Splice { at, remove, insert }),
         1 => prop_oneof![0u8..=10, any::<u8>()].prop_map(Mutation::SetKind),
+        1 => prop_oneof![0u8..=3, any::<u8>()].prop_map(Mutation::SetVersion),
         2 => (any::<Index>(), prop::collection::vec(any::<u8>(), 1..64))
             .prop_map(|(at, bytes)| Mutation::Overwrite { at, bytes }),
         1 => any::<Index>().prop_map(Mutation::OtherSignature),
@@ -235,6 +239,11 @@ fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
         Mutation::SetKind(k) => {
             if len > 1 {
                 bytes[1] = *k;
+            }
+        }
+        Mutation::SetVersion(v) => {
+            if len > 0 {
+                bytes[0] = *v;
             }
         }
         Mutation::Overwrite { at, bytes: with } => {
@@ -394,6 +403,25 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// None, URLs that pass the rule, ones around 512 bytes, broken ones and any text.
+fn checkout_url() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        4 => Just(None),
+        2 => "https?://[a-z0-9.-]{1,20}(:[0-9]{1,6})?(/[a-z0-9/?#=&%-]{0,30})?".prop_map(Some),
+        1 => (509usize..=514).prop_map(|n| Some(format!("https://s.example/{}", "p".repeat(n - 18)))),
+        1 => prop_oneof![
+            Just(String::new()),
+            Just("ftp://s.example".to_string()),
+            Just("https://".to_string()),
+            Just("https://a b".to_string()),
+            Just("https://u@s.example".to_string()),
+            Just("https://s.example/\u{0}".to_string()),
+        ]
+        .prop_map(Some),
+        1 => text().prop_map(Some),
+    ]
+}
+
 fn currency() -> impl Strategy<Value = Currency> {
     prop_oneof![
         3 => Just(eur()),
@@ -449,10 +477,10 @@ fn body() -> impl Strategy<Value = Body> {
             policy_any(),
             num(),
             prop::option::of(num()),
-            created(),
+            (created(), checkout_url()),
         )
             .prop_map(
-                |(seller, title, content_hash, price_minor, currency, policy, f, u, t)| {
+                |(seller, title, content_hash, price_minor, currency, policy, f, u, (t, url))| {
                     Body::Offer(Offer {
                         seller,
                         title,
@@ -463,7 +491,7 @@ fn body() -> impl Strategy<Value = Body> {
                         valid_from_ms: f,
                         valid_until_ms: u,
                         created_at_ms: t,
-                        checkout_url: None,
+                        checkout_url: url,
                     })
                 }
             ),
@@ -612,21 +640,31 @@ fn signed_by(body: &Body, signer: u8) -> Attestation {
 }
 
 fn framed() -> impl Strategy<Value = Vec<u8>> {
-    (1u8..=9, prop::collection::vec(any::<u8>(), 0..1200)).prop_map(|(kind, rest)| {
-        let mut b = vec![1, kind];
-        b.extend(rest);
-        b
-    })
+    (
+        1u8..=2,
+        1u8..=9,
+        prop::collection::vec(any::<u8>(), 0..1200),
+    )
+        .prop_map(|(version, kind, rest)| {
+            let mut b = vec![version, kind];
+            b.extend(rest);
+            b
+        })
 }
 
 /// Framed, and as long as real envelopes (67..~400 bytes), so the body decoder often
 /// reaches the end and the signature check runs on random keys and signatures.
 fn framed_short() -> impl Strategy<Value = Vec<u8>> {
-    (1u8..=9, prop::collection::vec(any::<u8>(), 65..400)).prop_map(|(kind, rest)| {
-        let mut b = vec![1, kind];
-        b.extend(rest);
-        b
-    })
+    (
+        1u8..=2,
+        1u8..=9,
+        prop::collection::vec(any::<u8>(), 65..400),
+    )
+        .prop_map(|(version, kind, rest)| {
+            let mut b = vec![version, kind];
+            b.extend(rest);
+            b
+        })
 }
 
 proptest! {

@@ -5,14 +5,20 @@
 //! - a refund removes exactly that receipt's shares;
 //! - recruiting without sales earns nothing;
 //! - split_proof: inserting identities of one's own into a chain gains nothing; for geometric
-//!   a counter-example exists and is found.
+//!   a counter-example exists and is found;
+//! - an Offer with or without a checkout URL round-trips through its envelope with a stable id;
+//!   without one it is exactly the version-1 envelope (a body declared here, apart from the
+//!   crate, and the v1 tag), with one it is version 2 (that body, then the URL; the v2 tag).
+//!
+//! The scripts' offers carry a checkout URL half of the time, so the ledger properties run
+//! over version-1 and version-2 offers alike.
 
 mod common;
 
 use common::*;
-use passalong_protocol::attestation::{Body, Currency};
-use passalong_protocol::payout;
-use passalong_protocol::{Attestation, Id, Keypair, Ledger, PublicKey, Rule, State};
+use passalong_protocol::attestation::{Body, Currency, Offer};
+use passalong_protocol::{encoding, payout, validation};
+use passalong_protocol::{Attestation, Id, Keypair, Ledger, Policy, PublicKey, Rule, State};
 use proptest::prelude::*;
 
 use common::script::*;
@@ -259,5 +265,138 @@ fn equal_is_not_split_proof_either_but_direct_is() {
     for pos in 0..4 {
         let (h, s) = sybil_earnings(Rule::Direct, 4, 16, pos, 3, 10_000);
         assert!(s <= h);
+    }
+}
+
+/// An Offer as envelope version 1 encodes it, declared here apart from the crate: an Offer
+/// without a checkout URL must still encode to exactly these bytes.
+#[derive(serde::Serialize)]
+struct OfferV1<'a> {
+    seller: [u8; 32],
+    title: &'a str,
+    content_hash: Option<[u8; 32]>,
+    price_minor: u64,
+    currency: [u8; 3],
+    policy: &'a Policy,
+    valid_from_ms: u64,
+    valid_until_ms: Option<u64>,
+    created_at_ms: u64,
+}
+
+/// URLs that pass the rule, ones near its limits, and any text (the encoding takes any).
+fn checkout_url() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        3 => Just(None),
+        3 => "https?://[a-z0-9-]{1,20}(\\.[a-z]{2,6}){0,2}(:[0-9]{1,4})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]{0,80})?"
+            .prop_map(Some),
+        1 => (500usize..=520).prop_map(|n| Some(format!("https://s.example/{}", "p".repeat(n - 18)))),
+        1 => prop::collection::vec(any::<char>(), 0..60).prop_map(|c| Some(c.into_iter().collect())),
+    ]
+}
+
+fn any_offer() -> impl Strategy<Value = (Offer, u8)> {
+    (
+        1u8..8,
+        "[a-zA-Z0-9 ]{1,40}",
+        any::<Option<[u8; 32]>>(),
+        1..=1_000_000_000u64,
+        (
+            0..5u8,
+            0..=5_000u16,
+            0..=5_000u16,
+            1..=16u8,
+            1..(90 * DAY_MS),
+            any::<bool>(),
+        ),
+        0..T0,
+        prop::option::of(T0..(T0 + 365 * DAY_MS)),
+        T0..(T0 + DAY_MS),
+        checkout_url(),
+    )
+        .prop_map(
+            |(signer, title, content_hash, price_minor, p, from, until, created, url)| {
+                let (rule, pool_bps, connector_bps, max_depth, window_ms, require_purchase) = p;
+                let offer = Offer {
+                    seller: key(signer).public(),
+                    title,
+                    content_hash,
+                    price_minor,
+                    currency: Currency(*b"EUR"),
+                    policy: Policy {
+                        pool_bps,
+                        connector_bps,
+                        rule: rule_of(rule),
+                        max_depth,
+                        window_ms,
+                        require_purchase,
+                    },
+                    valid_from_ms: from,
+                    valid_until_ms: until,
+                    created_at_ms: created,
+                    checkout_url: url,
+                };
+                (offer, signer)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn offers_round_trip_with_and_without_checkout_url((o, signer) in any_offer()) {
+        let k = key(signer);
+        let a = Attestation::sign(Body::Offer(o.clone()), &k);
+        // The layout, built by hand: v1 body, then (v2 only) the URL as Option<String>.
+        let mut body = postcard::to_allocvec(&OfferV1 {
+            seller: o.seller.0,
+            title: &o.title,
+            content_hash: o.content_hash,
+            price_minor: o.price_minor,
+            currency: o.currency.0,
+            policy: &o.policy,
+            valid_from_ms: o.valid_from_ms,
+            valid_until_ms: o.valid_until_ms,
+            created_at_ms: o.created_at_ms,
+        }).expect("postcard");
+        let (version, tag): (u8, &[u8]) = match &o.checkout_url {
+            None => (1, b"passalong/v1/offer\0"),
+            Some(u) => {
+                body.extend(postcard::to_allocvec(&Some(u.as_str())).expect("postcard"));
+                (2, b"passalong/v2/offer\0")
+            }
+        };
+        let mut message = tag.to_vec();
+        message.extend_from_slice(&body);
+        let mut envelope = vec![version, 1];
+        envelope.extend_from_slice(&body);
+        envelope.extend_from_slice(&k.sign(&message));
+        prop_assert_eq!(&a.bytes, &envelope);
+        prop_assert_eq!(a.version(), version);
+        prop_assert_eq!(encoding::version_of(&a.body), version);
+        prop_assert_eq!(a.signed_message(), message);
+        prop_assert_eq!(a.id, Id(*blake3::hash(&envelope).as_bytes()));
+
+        // Decoding gives the offer back, and signing it again the same envelope and id.
+        let d = Attestation::decode(&a.bytes).expect("decodes");
+        prop_assert_eq!(&d, &a);
+        prop_assert_eq!(&d.body, &Body::Offer(o.clone()));
+        prop_assert_eq!(Attestation::sign(d.body.clone(), &k).id, a.id);
+        prop_assert_eq!(encoding::body_of_checked(&a.bytes), Some(d.body.clone()));
+        // Valid exactly when the limits (the URL rule among them) hold.
+        prop_assert_eq!(validation::check(&a.bytes).map(|_| ()), validation::check_limits(&a.body));
+
+        // The same offer without its URL is the version-1 envelope, whatever the URL was.
+        let mut plain = o.clone();
+        plain.checkout_url = None;
+        let p = Attestation::sign(Body::Offer(plain), &k);
+        prop_assert_eq!(p.bytes[0], 1);
+        prop_assert_eq!(&a.bytes[2..2 + p.bytes.len() - 66], &p.bytes[2..p.bytes.len() - 64]);
+        prop_assert_eq!(o.checkout_url.is_none(), p.id == a.id);
+
+        // The other version's byte on the same bytes never decodes.
+        let mut other = a.bytes.clone();
+        other[0] = 3 - version;
+        prop_assert!(Attestation::decode(&other).is_err());
     }
 }

@@ -63,7 +63,10 @@ fn opt_hex<T: AsRef<[u8]>>(o: Option<T>) -> Value {
 /// The fields of a body as JSON: keys and ids as hex, numbers as numbers.
 fn fields(body: &Body) -> Value {
     match body {
-        Body::Offer(o) => json!({
+        // `checkout_url` only when there is one: an Offer without one (version 1) has the
+        // fields it had before version 2 existed.
+        Body::Offer(o) => {
+            let mut v = json!({
             "seller": o.seller.to_hex(), "title": o.title, "content_hash": opt_hex(o.content_hash),
             "price_minor": o.price_minor, "currency": o.currency.as_str(),
             "policy": {
@@ -73,7 +76,12 @@ fn fields(body: &Body) -> Value {
             },
             "valid_from_ms": o.valid_from_ms, "valid_until_ms": o.valid_until_ms,
             "created_at_ms": o.created_at_ms,
-        }),
+            });
+            if let Some(u) = &o.checkout_url {
+                v["checkout_url"] = u.as_str().into();
+            }
+            v
+        }
         Body::Referral(r) => json!({
             "referrer": r.referrer.to_hex(), "offer": r.offer.to_hex(), "parent": opt_hex(r.parent.map(|p| p.0)),
             "recipient": opt_hex(r.recipient.map(|p| p.0)), "community": opt_hex(r.community.map(|p| p.0)),
@@ -110,6 +118,20 @@ fn fields(body: &Body) -> Value {
     }
 }
 
+/// The URL of the version-2 offer vectors.
+const CHECKOUT_URL: &str = "https://shop.example/records/a-record?ref=passalong";
+
+/// The offer of [`one_of_each`] with a checkout URL (a version-2 envelope), or with one that
+/// breaks the URL rule.
+fn offer_with_url(url: &str) -> Attestation {
+    offer_at(
+        &key(1),
+        policy(Rule::Geometric { r_bps: 5000 }, 1_000),
+        T0,
+        Some(url),
+    )
+}
+
 /// One valid attestation of each kind, authored by fixed-seed keys (seed = 32 × the byte).
 fn one_of_each() -> Vec<(&'static str, u8, Attestation)> {
     let (s, b, c, e, conn, m) = (key(1), key(2), key(3), key(5), key(6), key(7));
@@ -132,6 +154,7 @@ fn one_of_each() -> Vec<(&'static str, u8, Attestation)> {
     let me = membership_end(&m, &ms, T0 + 9_000);
     vec![
         ("offer", 1, o),
+        ("offer-with-checkout-url", 1, offer_with_url(CHECKOUT_URL)),
         ("referral-root", 2, rb),
         ("referral-addressed", 3, rc),
         ("receipt", 1, rcpt),
@@ -161,7 +184,7 @@ fn gen_attestations() -> Value {
                 json!({
                     "name": name, "kind": a.kind().name(), "kind_byte": a.kind() as u8,
                     "author_seed": h(&[seed; 32]), "fields": fields(&a.body),
-                    "tag": String::from_utf8_lossy(encoding::tag(a.kind())).replace('\0', "\\0"),
+                    "tag": String::from_utf8_lossy(encoding::versioned_tag(a.version(), a.kind())).replace('\0', "\\0"),
                     "body": h(&body), "signed_message": h(&a.signed_message()),
                     "signature": h(&a.signature), "envelope": h(&a.bytes), "id": a.id.to_hex(),
                 })
@@ -186,6 +209,26 @@ fn add_l(sig: &[u8; 64]) -> [u8; 64] {
     }
     out
 }
+
+/// An envelope made by hand: `version ‖ kind ‖ body ‖ signature over tag ‖ body`.
+fn by_hand(
+    version: u8,
+    kind: Kind,
+    body: &[u8],
+    k: &passalong_protocol::Keypair,
+    tag: &[u8],
+) -> Vec<u8> {
+    let mut m = tag.to_vec();
+    m.extend_from_slice(body);
+    let mut e = vec![version, kind as u8];
+    e.extend_from_slice(body);
+    e.extend_from_slice(&k.sign(&m));
+    e
+}
+
+/// The clock of every invalid.json case: a day after the scenarios' epoch, so that no case is
+/// held (the hold rule compares `created_at_ms` with it).
+const INVALID_NOW_MS: u64 = T0 + DAY_MS;
 
 fn gen_invalid() -> Value {
     let all = one_of_each();
@@ -293,6 +336,58 @@ fn gen_invalid() -> Value {
         settle(&s, s.public(), 10, T0).bytes,
         vec![],
     );
+    // Version 2: an Offer with a checkout URL. A v2 envelope of an Offer without one, signed
+    // under the v2 tag: non-canonical (it is written as version 1).
+    let v2 = offer_with_url(CHECKOUT_URL);
+    let mut body = encoding::encode_body(&o.body);
+    body.push(0x00);
+    push(
+        "offer-version-2-without-checkout-url",
+        by_hand(2, Kind::Offer, &body, &s, encoding::OFFER_V2_TAG),
+        vec![],
+    );
+    // The version byte changed, the signature kept: the body no longer fits the version.
+    let mut b = o.bytes.clone();
+    b[0] = 2;
+    push("offer-version-1-relabelled-2", b, vec![]);
+    let mut b = v2.bytes.clone();
+    b[0] = 1;
+    push("offer-version-2-relabelled-1", b, vec![]);
+    // A v2 body signed under the v1 tag: a v1 signature never passes as a v2 one.
+    push(
+        "offer-version-2-signed-under-v1-tag",
+        by_hand(
+            2,
+            Kind::Offer,
+            &encoding::encode_body(&v2.body),
+            &s,
+            encoding::tag(Kind::Offer),
+        ),
+        vec![],
+    );
+    let long = format!("https://shop.example/{}", "a".repeat(513 - 21));
+    for (name, url) in [
+        ("checkout-url-ftp-scheme", "ftp://shop.example/a-record"),
+        ("checkout-url-513-bytes", long.as_str()),
+        ("checkout-url-space", "https://shop.example/a record"),
+        (
+            "checkout-url-control-char",
+            "https://shop.example/a-record\n",
+        ),
+        ("checkout-url-non-ascii", "https://bücher.example/a-record"),
+        (
+            "checkout-url-upper-case-scheme",
+            "HTTPS://shop.example/a-record",
+        ),
+        ("checkout-url-no-host", "https:///a-record"),
+        (
+            "checkout-url-userinfo",
+            "https://user@shop.example/a-record",
+        ),
+        ("checkout-url-empty", ""),
+    ] {
+        push(name, offer_with_url(url).bytes, vec![]);
+    }
     // Contextual rules (the context is inserted first).
     push(
         "receipt-not-by-offer-seller",
@@ -344,9 +439,9 @@ fn gen_invalid() -> Value {
             .map(|(name, bytes, ctx)| {
                 let mut st = State::new();
                 for c in &ctx {
-                    st.insert(&c.bytes, T0 + DAY_MS);
+                    st.insert(&c.bytes, INVALID_NOW_MS);
                 }
-                let rep = st.insert(&bytes, T0 + DAY_MS);
+                let rep = st.insert(&bytes, INVALID_NOW_MS);
                 let code = match &rep[0].outcome {
                     Outcome::Invalid(r) => r.code(),
                     other => panic!("vector {name} is not invalid: {other:?}"),
@@ -359,6 +454,7 @@ fn gen_invalid() -> Value {
                 json!({
                     "name": name, "stage": stage, "reason": code, "envelope": h(&bytes),
                     "context": ctx.iter().map(|c| h(&c.bytes)).collect::<Vec<_>>(),
+                    "now_ms": INVALID_NOW_MS,
                 })
             })
             .collect(),
@@ -607,6 +703,7 @@ fn gen_payouts() -> Value {
         "connector-share-and-membership-end".into(),
         vec![o, co, ms, end, r_in, r_out, s1, s2],
     ));
+    scenarios.push(("settlement-root-boundary".into(), settlement_boundary()));
 
     Value::Array(
         scenarios
@@ -617,15 +714,132 @@ fn gen_payouts() -> Value {
                     assert_eq!(st.outcome(&a.id), Some(Outcome::Valid), "{name}: all vectors' inputs are valid");
                 }
                 let l = st.ledger(&s.public());
+                let envs: Vec<&[u8]> = atts.iter().map(|a| a.bytes.as_slice()).collect();
                 json!({
-                    "name": name, "seller": s.public().to_hex(), "now_ms": T0 + 365 * DAY_MS,
+                    "name": name, "seller": s.public().to_hex(), "now_ms": PAYOUTS_NOW_MS,
                     "envelopes": atts.iter().map(|a| h(&a.bytes)).collect::<Vec<_>>(),
                     "ledger": ledger_json(&l), "root": h(&l.root()),
                     "equivocations": st.equivocations(&s.public()).iter()
                         .map(|q| json!({"counted": q.counted.to_hex(), "other": q.other.to_hex()})).collect::<Vec<_>>(),
-                    "disputes": st.disputes(&s.public()).iter()
-                        .map(|q| json!({"claim": q.claim.to_hex(), "receipt": q.receipt.to_hex(), "buyer_matches": q.buyer_matches})).collect::<Vec<_>>(),
+                    "disputes": disputes_json(&st, &s.public()),
+                    "settlements": settlements_json(&envs, &s.public(), PAYOUTS_NOW_MS),
                 })
+            })
+            .collect(),
+    )
+}
+
+/// The clock of every payouts.json scenario: a year after the epoch, past every attestation.
+const PAYOUTS_NOW_MS: u64 = T0 + 365 * DAY_MS;
+
+/// A settlement to `participant` at `t` that commits to `ledger_root`.
+fn settle_against(
+    seller: &passalong_protocol::Keypair,
+    participant: &passalong_protocol::Keypair,
+    amount_minor: u64,
+    t: u64,
+    reference: &str,
+    ledger_root: [u8; 32],
+) -> Attestation {
+    Attestation::sign(
+        Body::Settlement(passalong_protocol::Settlement {
+            seller: seller.public(),
+            participant: participant.public(),
+            amount_minor,
+            currency: eur(),
+            period_start_ms: T0,
+            period_end_ms: t,
+            reference: reference.into(),
+            ledger_root,
+            created_at_ms: t,
+        }),
+        seller,
+    )
+}
+
+/// The root of `seller`'s ledger over the envelopes created strictly before `t`, at `now_ms`:
+/// what a Settlement created at `t` must commit to (the rule `passalong verify` checks).
+fn root_before(
+    envs: &[&[u8]],
+    t: u64,
+    seller: &passalong_protocol::PublicKey,
+    now_ms: u64,
+) -> [u8; 32] {
+    let before = envs
+        .iter()
+        .copied()
+        .filter(|e| Attestation::decode(e).is_ok_and(|a| a.body.created_at_ms() < t));
+    State::from_envelopes(before, now_ms).ledger(seller).root()
+}
+
+/// Settlements at the boundary of what their root covers. Direct rule, `require_purchase`:
+/// - S1 (T0+10) covers receipt R1 (T0+3): B earned 1000;
+/// - S2 is created in the same millisecond as receipt R2 (T0+20): R2 is not in S2's root
+///   (attestations created strictly before the settlement count);
+/// - C bought (receipt PC, T0+30) through a referral Y dated after S3 (T0+50 > T0+40), then
+///   referred a sale R4 (T0+32). In S3's ledger PC is pending (Y is not in it), so C had no
+///   counted purchase and earned nothing from R4; in the ledger of every envelope C earns 1000.
+fn settlement_boundary() -> Vec<Attestation> {
+    let (s, b, c, d, e) = (key(1), key(2), key(3), key(4), key(5));
+    let mut p = policy(Rule::Direct, 1_000);
+    p.require_purchase = true;
+    let o = offer(&s, p, T0);
+    let pb = receipt(&s, &o, "pb", 2_000, b.public(), None, T0 + 1);
+    let rb = refer(&b, &o, None, T0 + 2);
+    let r1 = receipt(&s, &o, "1", 10_000, e.public(), Some(&rb), T0 + 3);
+    let mut atts = vec![o.clone(), pb, rb.clone(), r1];
+    let root = |atts: &[Attestation], t: u64| {
+        let envs: Vec<&[u8]> = atts.iter().map(|a| a.bytes.as_slice()).collect();
+        root_before(&envs, t, &s.public(), PAYOUTS_NOW_MS)
+    };
+    let s1 = settle_against(&s, &b, 1_000, T0 + 10, "SEPA-0001", root(&atts, T0 + 10));
+    atts.push(s1);
+    atts.push(receipt(&s, &o, "2", 10_000, e.public(), Some(&rb), T0 + 20));
+    let s2 = settle_against(&s, &b, 1_000, T0 + 20, "SEPA-0002", root(&atts, T0 + 20));
+    atts.push(s2);
+    let y = refer(&d, &o, None, T0 + 50);
+    let pc = receipt(&s, &o, "pc", 2_000, c.public(), Some(&y), T0 + 30);
+    let rc = refer(&c, &o, None, T0 + 31);
+    let r4 = receipt(&s, &o, "4", 10_000, e.public(), Some(&rc), T0 + 32);
+    atts.extend([pc, rc, r4, y]);
+    let s3 = settle_against(&s, &c, 1_000, T0 + 40, "SEPA-0003", root(&atts, T0 + 40));
+    atts.push(s3);
+    atts
+}
+
+fn disputes_json(st: &State, seller: &passalong_protocol::PublicKey) -> Value {
+    Value::Array(
+        st.disputes(seller)
+            .iter()
+            .map(|q| {
+                json!({
+                    "claim": q.claim.to_hex(), "receipt": q.receipt.to_hex(), "buyer_matches": q.buyer_matches,
+                    "claimed_via": opt_hex(q.claimed_via.map(|i| i.0)),
+                    "recorded_via": opt_hex(q.recorded_via.map(|i| i.0)),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Every valid Settlement of `seller` among `envs`, in envelope order, with the root of the
+/// ledger of the envelopes created before it and whether its own `ledger_root` is that root.
+fn settlements_json(envs: &[&[u8]], seller: &passalong_protocol::PublicKey, now_ms: u64) -> Value {
+    let st = State::from_envelopes(envs.iter().copied(), now_ms);
+    Value::Array(
+        envs.iter()
+            .filter_map(|e| Attestation::decode(e).ok())
+            .filter(|a| st.outcome(&a.id) == Some(Outcome::Valid))
+            .filter_map(|a| match &a.body {
+                Body::Settlement(x) if x.seller == *seller => {
+                    let before = root_before(envs, x.created_at_ms, seller, now_ms);
+                    Some(json!({
+                        "id": a.id.to_hex(), "created_at_ms": x.created_at_ms,
+                        "ledger_root": h(&x.ledger_root), "root_before": h(&before),
+                        "reproducible": x.ledger_root == before,
+                    }))
+                }
+                _ => None,
             })
             .collect(),
     )
@@ -695,12 +909,13 @@ fn invalid_attestations_are_rejected_with_their_reason() {
     let cases = load("invalid.json");
     assert!(cases.as_array().expect("array").len() >= 20);
     for v in cases.as_array().expect("array") {
+        let now = v["now_ms"].as_u64().expect("now_ms");
         let mut st = State::new();
         for c in v["context"].as_array().expect("array") {
-            let rep = st.insert(&unhex(c), T0 + DAY_MS);
+            let rep = st.insert(&unhex(c), now);
             assert_eq!(rep[0].outcome, Outcome::Valid, "{}: context", v["name"]);
         }
-        let rep = st.insert(&unhex(&v["envelope"]), T0 + DAY_MS);
+        let rep = st.insert(&unhex(&v["envelope"]), now);
         match &rep[0].outcome {
             Outcome::Invalid(r) => assert_eq!(r.code(), v["reason"], "{}", v["name"]),
             other => panic!("{}: expected invalid, got {other:?}", v["name"]),
@@ -759,6 +974,49 @@ fn strict_signature_cases_in_one_batch() {
     }
 }
 
+/// The `settlements` of a payouts.json scenario, recomputed the way `passalong verify` does it:
+/// one state fed the envelopes in `created_at_ms` order and read at each settlement's time,
+/// after everything created strictly before it.
+fn check_settlements(envs: &[&[u8]], seller: &passalong_protocol::PublicKey, now: u64, v: &Value) {
+    let name = &v["name"];
+    let all = State::from_envelopes(envs.iter().copied(), now);
+    let mut atts: Vec<Attestation> = envs
+        .iter()
+        .map(|e| Attestation::decode(e).expect("decodes"))
+        .collect();
+    atts.sort_by_key(|a| a.body.created_at_ms());
+    let settlements: Vec<(&Attestation, &passalong_protocol::Settlement)> = atts
+        .iter()
+        .filter(|a| all.outcome(&a.id) == Some(Outcome::Valid))
+        .filter_map(|a| match &a.body {
+            Body::Settlement(x) if x.seller == *seller => Some((a, x)),
+            _ => None,
+        })
+        .collect();
+    let wanted = v["settlements"].as_array().expect("settlements");
+    assert_eq!(
+        wanted.len(),
+        settlements.len(),
+        "{name}: every valid settlement is listed"
+    );
+    let mut later = atts.iter().peekable();
+    let mut st = State::new();
+    for (a, x) in settlements {
+        while let Some(b) = later.next_if(|b| b.body.created_at_ms() < x.created_at_ms) {
+            st.insert(&b.bytes, now);
+        }
+        let root = st.ledger(seller).root();
+        let w = wanted
+            .iter()
+            .find(|w| w["id"] == a.id.to_hex())
+            .unwrap_or_else(|| panic!("{name}: settlement {} is listed", a.id));
+        assert_eq!(w["created_at_ms"], x.created_at_ms, "{name}");
+        assert_eq!(w["ledger_root"], h(&x.ledger_root), "{name}");
+        assert_eq!(w["root_before"], h(&root), "{name}: root before {}", a.id);
+        assert_eq!(w["reproducible"], x.ledger_root == root, "{name}");
+    }
+}
+
 #[test]
 fn payout_scenarios_give_their_ledger_and_root_in_any_order() {
     for v in load("payouts.json").as_array().expect("array") {
@@ -776,10 +1034,18 @@ fn payout_scenarios_give_their_ledger_and_root_in_any_order() {
             if order {
                 e.reverse();
             }
-            let st = State::from_envelopes(e, now);
+            let st = State::from_envelopes(e.iter().copied(), now);
             let l = st.ledger(&seller);
             assert_eq!(ledger_json(&l), v["ledger"], "{}", v["name"]);
             assert_eq!(h(&l.root()), v["root"], "{}", v["name"]);
+            assert_eq!(disputes_json(&st, &seller), v["disputes"], "{}", v["name"]);
+            let eq: Vec<Value> = st
+                .equivocations(&seller)
+                .iter()
+                .map(|q| json!({"counted": q.counted.to_hex(), "other": q.other.to_hex()}))
+                .collect();
+            assert_eq!(Value::Array(eq), v["equivocations"], "{}", v["name"]);
+            check_settlements(&e, &seller, now, v);
             for entry in &l.entries {
                 let (_, proof) = l.prove(entry.currency, &entry.participant).expect("entry");
                 assert!(verify_entry(&l.root(), entry, &proof));

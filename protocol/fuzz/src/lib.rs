@@ -347,8 +347,9 @@ pub fn state(data: &[u8]) {
 
 /// A coherent set of valid envelopes of all nine kinds (the seed corpus is made of them):
 /// two sellers, a referral chain with an addressed hop, a community with a member and an
-/// offer paying a connector share under `require_purchase`, an equivocating receipt, a
-/// disputing claim, a refund, a settlement and a membership end a day later.
+/// offer with a checkout URL (envelope version 2) paying a connector share under
+/// `require_purchase`, an equivocating receipt, a disputing claim, a refund, a settlement and
+/// a membership end a day later.
 pub fn seeds() -> &'static [Attestation] {
     static SEEDS: OnceLock<Vec<Attestation>> = OnceLock::new();
     SEEDS.get_or_init(build_seeds)
@@ -369,7 +370,7 @@ fn build_seeds() -> Vec<Attestation> {
         window_ms: 30 * day,
         require_purchase,
     };
-    let offer = |seller: &Keypair, policy: Policy, t: u64| {
+    let offer = |seller: &Keypair, policy: Policy, t: u64, checkout_url: Option<&'static str>| {
         Attestation::sign(
             Body::Offer(Offer {
                 seller: seller.public(),
@@ -381,7 +382,7 @@ fn build_seeds() -> Vec<Attestation> {
                 valid_from_ms: T0,
                 valid_until_ms: Some(T0 + 365 * day),
                 created_at_ms: t,
-                checkout_url: None,
+                checkout_url: checkout_url.map(String::from),
             }),
             seller,
         )
@@ -440,8 +441,15 @@ fn build_seeds() -> Vec<Attestation> {
         s,
         policy(Rule::Geometric { r_bps: 5_000 }, 1_000, 0, false),
         T0,
+        None,
     );
-    let o2 = offer(s, policy(Rule::SplitProof, 1_000, 500, true), T0 + HOUR_MS);
+    // A version-2 envelope: an offer with a checkout URL.
+    let o2 = offer(
+        s,
+        policy(Rule::SplitProof, 1_000, 500, true),
+        T0 + HOUR_MS,
+        Some("https://shop.example/records/2?ref=passalong"),
+    );
     let r1 = refer(b, o1.id, None, None, Some(com.id), T0 + 2 * HOUR_MS);
     let r2 = refer(c, o1.id, Some(r1.id), None, None, T0 + 3 * HOUR_MS);
     let r3 = refer(
@@ -531,7 +539,7 @@ fn build_seeds() -> Vec<Attestation> {
         }),
         b,
     );
-    let o3 = offer(s2, policy(Rule::Direct, 2_000, 0, false), T0);
+    let o3 = offer(s2, policy(Rule::Direct, 2_000, 0, false), T0, None);
     let r4 = refer(d, o3.id, None, None, None, T0 + HOUR_MS);
     let p3 = receipt(
         s2,

@@ -31,6 +31,16 @@ pub fn policy(rule: Rule, pool_bps: u16) -> Policy {
 }
 
 pub fn offer(seller: &Keypair, policy: Policy, t: u64) -> Attestation {
+    offer_at(seller, policy, t, None)
+}
+
+/// [`offer`] with a checkout URL (a version-2 envelope) when `checkout_url` is set.
+pub fn offer_at(
+    seller: &Keypair,
+    policy: Policy,
+    t: u64,
+    checkout_url: Option<&str>,
+) -> Attestation {
     Attestation::sign(
         Body::Offer(Offer {
             seller: seller.public(),
@@ -42,7 +52,7 @@ pub fn offer(seller: &Keypair, policy: Policy, t: u64) -> Attestation {
             valid_from_ms: 0,
             valid_until_ms: None,
             created_at_ms: t,
-            checkout_url: None,
+            checkout_url: checkout_url.map(String::from),
         }),
         seller,
     )

@@ -28,6 +28,8 @@ pub struct OfferSpec {
     pub max_depth: u8,
     pub window_days: u8,
     pub require_purchase: bool,
+    /// The offer names a checkout URL (a version-2 envelope).
+    pub checkout: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,9 +71,19 @@ pub fn offer_spec() -> impl Strategy<Value = OfferSpec> {
         1..=16u8,
         1..=30u8,
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(seller, rule, pool_bps, connector_bps, max_depth, window_days, require_purchase)| {
+            |(
+                seller,
+                rule,
+                pool_bps,
+                connector_bps,
+                max_depth,
+                window_days,
+                require_purchase,
+                checkout,
+            )| {
                 OfferSpec {
                     seller,
                     rule,
@@ -80,6 +92,7 @@ pub fn offer_spec() -> impl Strategy<Value = OfferSpec> {
                     max_depth,
                     window_days,
                     require_purchase,
+                    checkout,
                 }
             },
         )
@@ -171,7 +184,8 @@ pub fn build(s: &Script) -> Vec<Attestation> {
                 window_ms: u64::from(o.window_days) * DAY_MS,
                 require_purchase: o.require_purchase,
             };
-            offer(&seller, p, T0)
+            let url = o.checkout.then_some("https://shop.example/checkout?item=1");
+            offer_at(&seller, p, T0, url)
         })
         .collect();
     out.extend(offers.iter().cloned());
