@@ -164,6 +164,10 @@ pub struct RunArgs {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `passalong=debug`.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// The address the node is reached at from outside (`https://HOST`), which share links'
+    /// URLs use; the dashboard also answers to this host.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 /// `passalong peers …`

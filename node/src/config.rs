@@ -37,6 +37,9 @@ pub struct Config {
     pub checkpoint_every: u64,
     /// Log filter.
     pub log: String,
+    /// Where the node is reached from outside (`https://HOST`): share links' URLs use it and
+    /// the dashboard answers to its host. Empty: the API address.
+    pub public_url: String,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             sync_interval_secs: 30,
             checkpoint_every: passalong_store::CHECKPOINT_EVERY,
             log: "info".into(),
+            public_url: String::new(),
         }
     }
 }
@@ -85,7 +89,11 @@ pub fn default_file() -> String {
          # 0: never.\n\
          checkpoint_every = {}\n\n\
          # Log filter, e.g. \"info\" or \"passalong=debug\".\n\
-         log = \"info\"\n",
+         log = \"info\"\n\n\
+         # The address the node is reached at from outside, e.g. \"https://shop.example\"\n\
+         # (behind a reverse proxy): share links' URLs use it, and the dashboard answers to\n\
+         # its host. Empty: share links point at the local API address.\n\
+         public_url = \"\"\n",
         DEFAULT_LISTEN[0],
         DEFAULT_LISTEN[1],
         passalong_store::CHECKPOINT_EVERY
@@ -133,6 +141,9 @@ impl Config {
         }
         if let Some(secs) = flags.sync_interval_secs {
             self.sync_interval_secs = secs;
+        }
+        if let Some(u) = &flags.public_url {
+            self.public_url = u.clone();
         }
         if let Some(n) = flags.checkpoint_every {
             self.checkpoint_every = n;

@@ -48,6 +48,11 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         }
     })?;
     let addr = listener.local_addr()?;
+    let public = if config.public_url.trim().is_empty() {
+        passalong_web::PublicUrl::default()
+    } else {
+        passalong_web::PublicUrl::parse(&config.public_url).map_err(|e| anyhow!(e))?
+    };
     let (fresh_tx, fresh_rx) = tokio::sync::mpsc::unbounded_channel();
     let net = if config.offline {
         info!("running offline: no peer-to-peer networking");
@@ -71,16 +76,28 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         writer: Writer::spawn_with(store.clone(), net.as_ref().map(|_| fresh_tx.clone())),
         identities: Arc::new(identities),
         token: Arc::new(dir.token()?),
-        base_url: Arc::new(format!("http://{addr}")),
+        base_url: Arc::new(
+            public
+                .base
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+        ),
         data_dir: Arc::new(dir.root().to_path_buf()),
+        contacts: Arc::new(passalong_api::contacts::Contacts::new(
+            dir.root().join("contacts"),
+        )),
         net: net.clone(),
     };
     dir.write_addr(addr)?;
-    info!(api = %addr, %public_key, data_dir = %dir.root().display(), "passalong node running");
+    info!(api = %addr, dashboard = %format!("http://{addr}/"), %public_key, data_dir = %dir.root().display(), "passalong node running");
     let ticker = tokio::spawn(release_held(store.clone(), fresh_tx));
-    passalong_api::serve(listener, state, shutdown_signal())
-        .await
-        .context("the API server failed")?;
+    passalong_web::serve(
+        listener,
+        passalong_web::app(state, &public),
+        shutdown_signal(),
+    )
+    .await
+    .context("the API server failed")?;
     let _ = std::fs::remove_file(dir.addr_file());
     ticker.abort();
     let _ = ticker.await;

@@ -68,6 +68,9 @@ fn main() {
             token: Arc::new(TOKEN.into()),
             base_url: Arc::new(format!("http://{addr}")),
             data_dir: Arc::new(dir.path().to_path_buf()),
+            contacts: Arc::new(passalong_api::contacts::Contacts::new(
+                dir.path().join("contacts"),
+            )),
             net: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -39,6 +39,13 @@ impl Identities {
         self.keys.keys().copied().collect()
     }
 
+    /// The key pair of `identity`, if the node holds it (a session's identity signs with it).
+    pub fn keypair(&self, identity: &PublicKey) -> Result<&Keypair, ApiError> {
+        self.keys
+            .get(identity)
+            .ok_or_else(|| ApiError::bad_request(format!("this node holds no identity {identity}")))
+    }
+
     /// The key pair to sign with: `as_` if given (it must be held), else the default.
     pub fn signer(&self, as_: Option<&str>) -> Result<&Keypair, ApiError> {
         let pk = match as_ {

@@ -7,14 +7,15 @@
 #![deny(missing_docs)]
 
 mod attestations;
+pub mod contacts;
 mod error;
 mod identity;
-mod ledger;
+pub mod ledger;
 mod metrics;
 mod node;
-mod offers;
+pub mod offers;
 mod peers;
-mod referrals;
+pub mod referrals;
 mod sales;
 mod state;
 mod writer;
@@ -26,7 +27,7 @@ use axum::Router;
 pub use error::ApiError;
 pub use identity::Identities;
 pub use ledger::ledger_json;
-pub use state::AppState;
+pub use state::{constant_time_eq, AppState};
 pub use writer::{now_ms, Writer};
 
 /// Largest JSON body of an ordinary write.
@@ -54,12 +55,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/attestations/{id}", get(attestations::get))
         .route("/v1/export", get(attestations::export))
+        .route("/v1/contacts", get(contacts::list).post(contacts::add))
+        .route("/v1/contacts/remove", post(contacts::remove))
         .route("/v1/peers", get(peers::list))
         .route("/v1/peers/block", post(peers::block))
         .route("/v1/peers/unblock", post(peers::unblock))
         .route("/v1/markets", get(peers::markets))
         .route("/v1/markets/follow", post(peers::follow))
-        .route("/l/{token}", get(referrals::show_link))
         .fallback(|| async { ApiError::not_found("no such route: see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError {

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Offer};
-use passalong_protocol::{Kind, Policy, Rule};
+use passalong_protocol::{Keypair, Kind, Policy, PublicKey, Rule};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -15,27 +15,105 @@ use crate::writer::now_ms;
 /// Thirty days, the default referral window.
 pub const DEFAULT_WINDOW_MS: u64 = 30 * 86_400_000;
 
-/// `POST /v1/offers` body.
-#[derive(Deserialize)]
+/// `POST /v1/offers` body; also what the dashboard's publish form fills in.
+#[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NewOffer {
-    title: String,
-    price_minor: u64,
-    currency: String,
-    pool_bps: u16,
-    rule: String,
+    /// What is sold.
+    pub title: String,
+    /// Price, minor units.
+    pub price_minor: u64,
+    /// Currency code.
+    pub currency: String,
+    /// Share of each sale for the referral chain, basis points.
+    pub pool_bps: u16,
+    /// `direct`, `equal`, `geometric:R_BPS` or `split-proof`.
+    pub rule: String,
+    /// Share for the connector of hop 1's community, basis points.
     #[serde(default)]
-    connector_bps: u16,
-    max_depth: Option<u8>,
-    window_ms: Option<u64>,
+    pub connector_bps: u16,
+    /// Hops paid (default 16).
+    pub max_depth: Option<u8>,
+    /// How long a referral counts before a sale (default 30 days).
+    pub window_ms: Option<u64>,
+    /// Only referrers who bought it earn.
     #[serde(default)]
-    require_purchase: bool,
+    pub require_purchase: bool,
+    /// Receipts before this time are invalid.
     #[serde(default)]
-    valid_from_ms: u64,
-    valid_until_ms: Option<u64>,
-    content_hash: Option<String>,
+    pub valid_from_ms: u64,
+    /// Receipts from this time on are invalid.
+    pub valid_until_ms: Option<u64>,
+    /// Hash of the item's content, hex.
+    pub content_hash: Option<String>,
+    /// Where a friend buys.
+    pub checkout_url: Option<String>,
+    /// Sign as this identity (hex) instead of the default.
     #[serde(rename = "as")]
-    as_: Option<String>,
+    pub as_: Option<String>,
+}
+
+/// A signed and stored offer (or referral) with its share link.
+#[derive(serde::Serialize, Debug, Clone)]
+pub struct Published {
+    /// Its id.
+    pub id: String,
+    /// Its share link (text token).
+    pub link: String,
+    /// The link inside a URL of this node.
+    pub url: String,
+}
+
+impl NewOffer {
+    /// The offer `seller` would sign at `now_ms`, defaults filled in. The protocol's checks
+    /// (limits, URL) run when it is signed and stored.
+    pub fn offer(&self, seller: PublicKey, now_ms: u64) -> Result<Offer, ApiError> {
+        let rule = Rule::parse(&self.rule).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "rule {:?}: expected direct, equal, geometric:R_BPS (0..=9999) or split-proof",
+                self.rule
+            ))
+        })?;
+        let currency = parse_currency(&self.currency)?;
+        let content_hash = match &self.content_hash {
+            None => None,
+            Some(h) => Some(
+                passalong_protocol::Id::from_hex(h)
+                    .map_err(|_| ApiError::bad_request("content_hash: expected 64 hex digits"))?
+                    .0,
+            ),
+        };
+        Ok(Offer {
+            seller,
+            title: self.title.clone(),
+            content_hash,
+            price_minor: self.price_minor,
+            currency,
+            policy: Policy {
+                pool_bps: self.pool_bps,
+                connector_bps: self.connector_bps,
+                rule,
+                max_depth: self.max_depth.unwrap_or(16),
+                window_ms: self.window_ms.unwrap_or(DEFAULT_WINDOW_MS),
+                require_purchase: self.require_purchase,
+            },
+            valid_from_ms: self.valid_from_ms,
+            valid_until_ms: self.valid_until_ms,
+            created_at_ms: now_ms,
+            checkout_url: self.checkout_url.clone().filter(|u| !u.trim().is_empty()),
+        })
+    }
+}
+
+/// Signs and stores an offer as `keys`.
+pub async fn publish_offer(
+    s: &AppState,
+    keys: &Keypair,
+    req: &NewOffer,
+) -> Result<Published, ApiError> {
+    let body = Body::Offer(req.offer(keys.public(), now_ms())?);
+    let att = s.sign_and_store(body, keys).await?;
+    s.published(&att.id)
 }
 
 /// `POST /v1/offers`
@@ -43,47 +121,11 @@ pub async fn publish(
     State(s): State<AppState>,
     _auth: WriteAuth,
     AppJson(req): AppJson<NewOffer>,
-) -> Result<(StatusCode, AppJson<Value>), ApiError> {
+) -> Result<(StatusCode, AppJson<Published>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
-    let rule = Rule::parse(&req.rule).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "rule {:?}: expected direct, equal, geometric:R_BPS (0..=9999) or split-proof",
-            req.rule
-        ))
-    })?;
-    let currency = parse_currency(&req.currency)?;
-    let content_hash = match &req.content_hash {
-        None => None,
-        Some(h) => Some(
-            passalong_protocol::Id::from_hex(h)
-                .map_err(|_| ApiError::bad_request("content_hash: expected 64 hex digits"))?
-                .0,
-        ),
-    };
-    let body = Body::Offer(Offer {
-        seller: keys.public(),
-        title: req.title,
-        content_hash,
-        price_minor: req.price_minor,
-        currency,
-        policy: Policy {
-            pool_bps: req.pool_bps,
-            connector_bps: req.connector_bps,
-            rule,
-            max_depth: req.max_depth.unwrap_or(16),
-            window_ms: req.window_ms.unwrap_or(DEFAULT_WINDOW_MS),
-            require_purchase: req.require_purchase,
-        },
-        valid_from_ms: req.valid_from_ms,
-        valid_until_ms: req.valid_until_ms,
-        created_at_ms: now_ms(),
-        checkout_url: None,
-    });
-    let att = s.sign_and_store(body, keys).await?;
-    let link = s.link_of(&att.id)?;
     Ok((
         StatusCode::CREATED,
-        AppJson(json!({"id": att.id.to_hex(), "link": link.token(), "url": link.url(&s.base_url)})),
+        AppJson(publish_offer(&s, keys, &req).await?),
     ))
 }
 

@@ -1,15 +1,15 @@
 //! Passing an offer along: import the chain a link carries, sign a referral, hand out a link.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Referral};
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::Id;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use passalong_protocol::{Id, Keypair};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, AppJson};
 use crate::identity::{parse_id, parse_key};
+use crate::offers::Published;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
 
@@ -44,31 +44,44 @@ pub async fn resolve(
     }
 }
 
-/// `POST /v1/referrals` body.
-#[derive(Deserialize)]
+/// `POST /v1/referrals` body; also what the dashboard's pass-along form fills in.
+#[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NewReferral {
-    from: String,
-    to: Option<String>,
-    community: Option<String>,
+    /// A share link, or the id of a stored offer or referral.
+    pub from: String,
+    /// Addressed to one friend's key (hex), or open.
+    pub to: Option<String>,
+    /// The community id (hex) whose connector may earn the connector share.
+    pub community: Option<String>,
+    /// Sign as this identity (hex) instead of the default.
     #[serde(rename = "as")]
-    as_: Option<String>,
+    pub as_: Option<String>,
 }
 
-/// `POST /v1/referrals`
-pub async fn refer(
-    State(s): State<AppState>,
-    _auth: WriteAuth,
-    AppJson(req): AppJson<NewReferral>,
-) -> Result<(StatusCode, AppJson<Value>), ApiError> {
-    let keys = s.identities.signer(req.as_.as_deref())?;
+/// A signed referral with its link, and how many of the link's attestations were new here.
+#[derive(Serialize, Debug, Clone)]
+pub struct Referred {
+    /// The referral and its link.
+    #[serde(flatten)]
+    pub published: Published,
+    /// Attestations the given link carried that this node did not hold.
+    pub imported: usize,
+}
+
+/// Signs `keys`' referral of what `req.from` names (importing a link's chain first).
+pub async fn refer_as(
+    s: &AppState,
+    keys: &Keypair,
+    req: &NewReferral,
+) -> Result<Referred, ApiError> {
     let recipient = req.to.as_deref().map(|h| parse_key(h, "to")).transpose()?;
     let community = req
         .community
         .as_deref()
         .map(|h| parse_id(h, "community"))
         .transpose()?;
-    let (offer, parent, imported) = resolve(&s, &req.from, "from").await?;
+    let (offer, parent, imported) = resolve(s, &req.from, "from").await?;
     // Never date a referral before its parent (a skewed clock would make it invalid).
     let parent_time = match parent {
         Some(p) => s.attestation(&p, "referral")?.body.created_at_ms(),
@@ -87,29 +100,21 @@ pub async fn refer(
             keys,
         )
         .await?;
-    let link = s.link_of(&att.id)?;
-    Ok((
-        StatusCode::CREATED,
-        AppJson(json!({
-            "id": att.id.to_hex(), "link": link.token(), "url": link.url(&s.base_url),
-            "imported": imported,
-        })),
-    ))
+    Ok(Referred {
+        published: s.published(&att.id)?,
+        imported,
+    })
 }
 
-/// `GET /l/<token>`: what a share link carries (the dashboard will render it).
-pub async fn show_link(Path(token): Path<String>) -> Result<AppJson<Value>, ApiError> {
-    let link = ShareLink::parse(&token).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let Body::Offer(o) = &link.attestations[0].body else {
-        return Err(ApiError::bad_request(
-            "the link does not start with an offer",
-        ));
-    };
-    Ok(AppJson(json!({
-        "offer": link.offer().to_hex(),
-        "referral": link.referral().map(|r| r.to_hex()),
-        "hops": link.attestations.len() - 1,
-        "title": o.title,
-        "seller": o.seller.to_hex(),
-    })))
+/// `POST /v1/referrals`
+pub async fn refer(
+    State(s): State<AppState>,
+    _auth: WriteAuth,
+    AppJson(req): AppJson<NewReferral>,
+) -> Result<(StatusCode, AppJson<Referred>), ApiError> {
+    let keys = s.identities.signer(req.as_.as_deref())?;
+    Ok((
+        StatusCode::CREATED,
+        AppJson(refer_as(&s, keys, &req).await?),
+    ))
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub base_url: Arc<String>,
     /// The node's data directory (for status).
     pub data_dir: Arc<PathBuf>,
+    /// Local names for keys, per identity.
+    pub contacts: Arc<crate::contacts::Contacts>,
     /// The peer-to-peer network, when it runs.
     pub net: Option<passalong_net::Network>,
 }
@@ -54,7 +56,8 @@ impl FromRequestParts<AppState> for WriteAuth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets in constant time.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -151,6 +154,16 @@ impl AppState {
     pub fn link_of(&self, id: &Id) -> Result<ShareLink, ApiError> {
         let chain = self.store.chain(id)?;
         ShareLink::new(chain).map_err(ApiError::internal)
+    }
+
+    /// The id, share link and URL of a stored offer or referral.
+    pub fn published(&self, id: &Id) -> Result<crate::offers::Published, ApiError> {
+        let link = self.link_of(id)?;
+        Ok(crate::offers::Published {
+            id: id.to_hex(),
+            link: link.token(),
+            url: link.url(&self.base_url),
+        })
     }
 
     /// A stored attestation, or 404.

@@ -1,0 +1,67 @@
+//! One module per page of the dashboard, plus the public share page.
+
+pub mod contacts;
+pub mod disputes;
+pub mod home;
+pub mod ledger;
+pub mod network;
+pub mod offers;
+pub mod pass;
+pub mod sale;
+pub mod share;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use passalong_api::contacts::Names;
+use passalong_protocol::{LedgerEntry, PublicKey};
+use passalong_store::Store;
+
+use crate::layout::PageError;
+use crate::WebState;
+
+/// Runs store work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PageError> + Send + 'static,
+) -> Result<T, PageError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "page task failed");
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the node failed to build this page; see its log",
+        )
+    })?
+}
+
+/// `me`'s contact names.
+pub(crate) async fn names(s: &WebState, me: PublicKey) -> Result<Arc<Names>, PageError> {
+    let c = s.api.contacts.clone();
+    blocking(move || Ok(c.of(&me)?)).await
+}
+
+/// Every ledger line of `me`, by seller: the markets I take part in.
+pub(crate) fn my_lines(
+    store: &Store,
+    me: &PublicKey,
+) -> Result<Vec<(PublicKey, LedgerEntry)>, PageError> {
+    let mut out = Vec::new();
+    for seller in store.markets()? {
+        for e in store.ledger(&seller)?.entries {
+            if e.participant == *me {
+                out.push((seller, e));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The markets `me` sells in or takes part in (my own first).
+pub(crate) fn my_markets(store: &Store, me: &PublicKey) -> Result<Vec<PublicKey>, PageError> {
+    let mut out = vec![*me];
+    for (seller, _) in my_lines(store, me)? {
+        if !out.contains(&seller) {
+            out.push(seller);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,190 @@
+//! Pass along: paste (or open) a link, see the offer, the chain so far and what each hop
+//! would earn, sign my referral with one button, and get my own link with a copy button and a
+//! QR code, optionally addressed to one friend.
+
+use axum::extract::{Query, State};
+use axum::Form;
+use maud::{html, Markup};
+use passalong_api::referrals::{refer_as, NewReferral};
+use passalong_protocol::attestation::Body;
+use passalong_protocol::link::ShareLink;
+use passalong_protocol::PublicKey;
+use serde::Deserialize;
+
+use super::{names, offers};
+use crate::auth::SignedIn;
+use crate::layout::{self, PageError};
+use crate::qr::qr;
+use crate::WebState;
+
+/// `?link=…`
+#[derive(Deserialize, Default)]
+pub struct LinkQuery {
+    #[serde(default)]
+    link: String,
+}
+
+/// The pass-along form as posted.
+#[derive(Deserialize)]
+pub struct PassForm {
+    csrf: String,
+    link: String,
+    #[serde(default)]
+    to: String,
+}
+
+/// A share link ready to hand out: the URL, a copy button, the QR code and the text token.
+pub fn link_card(url: &str, token: &str, title: &str) -> Markup {
+    let code = qr(url);
+    html! {
+        section.card.share {
+            h2 { (title) }
+            p.link-box #my-link { (url) }
+            (layout::copy_button(url))
+            @match code {
+                Ok(q) => {
+                    div.qr data-version=(q.version) { (layout::trusted(q.svg)) }
+                    p.muted { "QR code version " (q.version) }
+                }
+                Err(e) => p.muted { "This link is too long for a QR code (" (e.to_string()) "); copy it instead." },
+            }
+            details { summary { "Text token (for " code { "passalong refer" } ")" } p.link-box { (token) } (layout::copy_button(token)) }
+        }
+    }
+}
+
+/// What a link shows before passing it along: the offer, the chain, what each hop would earn.
+fn summary(names: &passalong_api::contacts::Names, me: &PublicKey, link: &ShareLink) -> Markup {
+    let Body::Offer(o) = &link.attestations[0].body else {
+        return html! { p.error { "This link does not start with an offer." } };
+    };
+    let referrers: Vec<PublicKey> = link.attestations[1..]
+        .iter()
+        .filter_map(|a| match &a.body {
+            Body::Referral(r) => Some(r.referrer),
+            _ => None,
+        })
+        .collect();
+    // If a friend buys through my link, I am hop 1 and the chain so far follows.
+    let hops = referrers.len() + 1;
+    let (shares, _, _) = offers::sample(o, hops);
+    let c = o.currency;
+    html! {
+        section.card {
+            h2 { (o.title) }
+            p.price { (layout::money(c, i128::from(o.price_minor))) }
+            p { "Seller: " (layout::key(names, &o.seller)) }
+            p { (offers::explain(o)) }
+            h3 { "If a friend buys through your link" }
+            table { tbody {
+                @for (i, a) in shares.iter().enumerate() {
+                    @let who = if i == 0 { Some(me) } else { referrers.get(referrers.len() - i) };
+                    tr.me[i == 0] {
+                        td { "Hop " (i + 1) }
+                        td { @if i == 0 { "you" } @else if let Some(k) = who { (layout::key(names, k)) } }
+                        td.num { (layout::money(c, i128::from(*a))) }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+fn page(
+    me: &SignedIn,
+    names: &passalong_api::contacts::Names,
+    link_text: &str,
+    body: Markup,
+) -> Markup {
+    layout::page(
+        me,
+        names,
+        "/pass",
+        "Pass along",
+        html! {
+            h1 { "Pass along" }
+            (body)
+            form.card method="post" action="/pass" {
+                (layout::csrf(me))
+                label for="link" { "A share link you received" }
+                textarea #link name="link" required placeholder="pl1.… or a link to a share page" { (link_text) }
+                label for="to" { "Only for one friend (optional): their key or contact name" }
+                input #to name="to" placeholder="leave empty for anyone";
+                button #refer type="submit" { "Sign my referral and get my link" }
+            }
+        },
+    )
+}
+
+/// `GET /pass` (`?link=` shows what a link carries before signing).
+pub async fn page_handler(s: &WebState, me: &SignedIn, q: LinkQuery) -> Result<Markup, PageError> {
+    let names = names(s, me.me()).await?;
+    let shown = if q.link.trim().is_empty() {
+        html! {}
+    } else {
+        match ShareLink::parse(&q.link) {
+            Ok(l) => summary(&names, &me.me(), &l),
+            Err(e) => {
+                html! { p.error role="alert" { "That is not a share link: " (e.to_string()) } }
+            }
+        }
+    };
+    Ok(page(me, &names, q.link.trim(), shown))
+}
+
+/// `GET /pass`
+pub async fn page_get(
+    State(s): State<WebState>,
+    me: SignedIn,
+    Query(q): Query<LinkQuery>,
+) -> Result<Markup, PageError> {
+    page_handler(&s, &me, q).await
+}
+
+/// The friend a referral is addressed to: a key, or a contact's name.
+fn recipient(
+    names: &passalong_api::contacts::Names,
+    to: &str,
+) -> Result<Option<String>, PageError> {
+    let to = to.trim();
+    if to.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(k) = PublicKey::from_hex(to) {
+        return Ok(Some(k.to_hex()));
+    }
+    names
+        .iter()
+        .find(|(_, n)| n.eq_ignore_ascii_case(to))
+        .map(|(k, _)| Some(k.to_hex()))
+        .ok_or_else(|| {
+            PageError::bad(format!(
+                "{to:?} is neither a key of 64 hex digits nor one of your contacts"
+            ))
+        })
+}
+
+/// `POST /pass`: signs my referral and shows my link.
+pub async fn refer(
+    State(s): State<WebState>,
+    me: SignedIn,
+    Form(f): Form<PassForm>,
+) -> Result<Markup, PageError> {
+    me.check_csrf(&f.csrf)?;
+    let names = names(&s, me.me()).await?;
+    let keys = s.api.identities.keypair(&me.me())?;
+    let req = NewReferral {
+        from: f.link.clone(),
+        to: recipient(&names, &f.to)?,
+        ..Default::default()
+    };
+    let done = refer_as(&s.api, keys, &req).await;
+    let body = match done {
+        Ok(r) => html! {
+            p.ok role="status" { "Your referral is signed. Send your link to friends:" }
+            (link_card(&r.published.url, &r.published.link, "My link"))
+        },
+        Err(e) => html! { p.error role="alert" { (e.message) } },
+    };
+    Ok(page(&me, &names, "", body))
+}

@@ -1,0 +1,112 @@
+//! The public share page `/l/<token>`: what a friend sees when they open a link, without
+//! signing in. It shows only what the link itself carries (the offer and the chain), so it
+//! reveals nothing of the node that serves it.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use maud::{html, Markup};
+use passalong_api::contacts::Names;
+use passalong_protocol::attestation::Body;
+use passalong_protocol::link::ShareLink;
+
+use crate::auth::{cookie, SESSION_COOKIE};
+use crate::layout::{self, PageError};
+use crate::session::SessionId;
+use crate::WebState;
+
+/// The checkout URL with the link's token added as `passalong=<token>`.
+pub fn buy_url(checkout: &str, token: &str) -> String {
+    let (base, fragment) = match checkout.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (checkout, None),
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    // The token is base64url with a `pl1.` prefix: nothing in it needs escaping in a query.
+    let mut url = format!("{base}{sep}passalong={token}");
+    if let Some(f) = fragment {
+        url.push('#');
+        url.push_str(f);
+    }
+    url
+}
+
+/// The names of a signed-in viewer (a stranger sees hex).
+fn viewer_names(s: &WebState, headers: &HeaderMap) -> Names {
+    let id = cookie(headers, SESSION_COOKIE).and_then(SessionId::from_hex);
+    let me = id.and_then(|id| {
+        s.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .touch(&id, passalong_api::now_ms())
+            .map(|x| x.identity)
+    });
+    me.and_then(|k| s.api.contacts.of(&k).ok())
+        .map(|n| (*n).clone())
+        .unwrap_or_default()
+}
+
+/// `GET /l/<token>`
+pub async fn page(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Markup, PageError> {
+    let link = ShareLink::parse(&token).map_err(|e| {
+        PageError::bad(format!(
+            "This share link is damaged or incomplete: {e}. Ask for it again."
+        ))
+    })?;
+    let Body::Offer(o) = &link.attestations[0].body else {
+        return Err(PageError::bad("This link does not start with an offer."));
+    };
+    let names = viewer_names(&s, &headers);
+    let token = link.token();
+    let hops = link.attestations.len() - 1;
+    Ok(layout::bare(
+        &o.title,
+        html! {
+            article.card {
+                h1 { (o.title) }
+                p.price { (layout::money(o.currency, i128::from(o.price_minor))) }
+                p { "Sold by " (layout::key(&names, &o.seller)) }
+                p.muted {
+                    @if hops == 0 { "Straight from the seller." }
+                    @else { "Passed along by " (hops) " " (if hops == 1 { "person" } else { "people" }) " before reaching you." }
+                }
+                @if let Some(checkout) = &o.checkout_url {
+                    a.button #buy href=(buy_url(checkout, &token)) rel="noopener noreferrer" { "Buy from the seller" }
+                } @else {
+                    p { "The seller has not given a checkout page: ask the person who sent you this link where to buy." }
+                }
+            }
+            section.card {
+                h2 { "Pass it along" }
+                p { "When a friend buys through your own link, you earn a share of the sale, and so do the people before you. "
+                    "To get your link:" }
+                ol {
+                    li { "Run a Passalong node (" code { "passalong run" } ") and open its dashboard, or join a community node near you." }
+                    li { "On " strong { "Pass along" } ", paste this link and sign your referral." }
+                }
+                a.button.secondary href={ "/pass?link=" (token) } { "Pass along from this node" }
+                details { summary { "This link as text" } p.link-box { (token) } (layout::copy_button(&token)) }
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buy_url_carries_the_token() {
+        assert_eq!(
+            buy_url("https://shop.example/buy", "pl1.x"),
+            "https://shop.example/buy?passalong=pl1.x"
+        );
+        assert_eq!(
+            buy_url("https://shop.example/buy?item=7#top", "pl1.x"),
+            "https://shop.example/buy?item=7&passalong=pl1.x#top"
+        );
+    }
+}
