@@ -1,6 +1,9 @@
 //! One short function per client command: ask the daemon, print for people or (`--json`) for
 //! scripts.
 
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
@@ -16,13 +19,40 @@ pub struct Out {
 }
 
 impl Out {
-    /// Prints `v` as JSON, or `text(v)` for people.
+    /// Prints `v` as JSON, or `text(v)` for people, on stdout (see [`emit`]).
     pub fn print(&self, v: &Value, text: impl FnOnce(&Value) -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        let doc = if self.json {
+            serde_json::to_string_pretty(v).unwrap_or_default()
         } else {
-            println!("{}", text(v));
+            text(v)
+        };
+        emit(&mut std::io::stdout().lock(), &doc);
+    }
+}
+
+/// A write to stdout failed for another reason than a closed pipe (the command exits 1).
+static OUTPUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether some output could not be written (the error was said on stderr).
+pub fn output_failed() -> bool {
+    OUTPUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// Writes one document and a newline to `w`, and flushes. Write errors are returned by the
+/// writer, not panicked on as `println!` does: a reader that closes the pipe early (`| head`)
+/// is not an error, so the rest is dropped quietly and the command ends as it would have (as
+/// ripgrep does); any other error is said on stderr and makes the command exit 1.
+pub fn emit(w: &mut impl Write, doc: &str) {
+    let written = w
+        .write_all(doc.as_bytes())
+        .and_then(|()| w.write_all(b"\n"))
+        .and_then(|()| w.flush());
+    match written {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            OUTPUT_FAILED.store(true, Ordering::Relaxed);
+            let _ = writeln!(io::stderr(), "error: cannot write the output: {e}");
         }
+        _ => {}
     }
 }
 
@@ -364,6 +394,51 @@ pub fn import(dir: &DataDir, out: Out, file: &std::path::Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that fails with `kind` after taking `room` bytes.
+    struct Failing {
+        room: usize,
+        kind: io::ErrorKind,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(self.kind.into());
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_output_quietly_and_other_write_errors_count() {
+        let mut out = Vec::new();
+        emit(&mut out, "line");
+        assert_eq!(out, b"line\n");
+        for room in [0, 3] {
+            emit(
+                &mut Failing {
+                    room,
+                    kind: io::ErrorKind::BrokenPipe,
+                },
+                "a document",
+            );
+        }
+        assert!(!output_failed(), "a reader that left is not an error");
+        emit(
+            &mut Failing {
+                room: 3,
+                kind: io::ErrorKind::StorageFull,
+            },
+            "a document",
+        );
+        assert!(output_failed());
+    }
 
     #[test]
     fn the_ledger_table_lines_up() {

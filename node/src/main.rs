@@ -3,7 +3,8 @@
 //! store and api crates.
 //!
 //! Exit codes: 0 success, 1 an error (one line on stderr saying what was wrong and what to do),
-//! 2 a usage error (clap's).
+//! 2 a usage error (clap's). Output whose reader left early (`passalong verify F | head`) is not
+//! an error: the rest is dropped quietly and the exit code is the command's (`commands::emit`).
 
 mod cli;
 mod client;
@@ -15,6 +16,7 @@ mod network;
 mod progress;
 mod verify;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -26,15 +28,24 @@ use datadir::DataDir;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match try_main(cli) {
+    let code = match try_main(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             // One line: the error and its causes.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            say(&format!("error: {}", format!("{e:#}").replace('\n', " ")));
             ExitCode::from(1)
         }
+    };
+    if commands::output_failed() {
+        return ExitCode::from(1);
     }
+    code
+}
+
+/// A line on stderr; if stderr is closed too, nothing (`eprintln!` would panic).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn try_main(cli: Cli) -> Result<bool> {
@@ -42,9 +53,7 @@ fn try_main(cli: Cli) -> Result<bool> {
     if let Command::Verify { file, root } = &cli.command {
         let ok = verify::verify(file, root.as_deref(), out)?;
         if !ok {
-            eprintln!(
-                "error: verification failed: the recomputed ledger does not match (see above)"
-            );
+            say("error: verification failed: the recomputed ledger does not match (see above)");
         }
         return Ok(ok);
     }

@@ -2,11 +2,17 @@
 //! says what to do, 2 on a usage error; secrets are 0600; bad input of every kind is refused
 //! clearly and changes nothing.
 
+#[path = "../../protocol/tests/common/mod.rs"]
+mod build;
 mod common;
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use common::*;
+use passalong_protocol::{bundle, Keypair, Rule};
 
 fn one_line_error(out: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -323,4 +329,155 @@ fn a_broken_config_is_a_clear_error() {
     std::fs::write(dir.join("config.toml"), "api = \"0.0.0.0:7423\"\n").unwrap();
     let err = run_error(&cli_in(&dir, &["run"]));
     assert!(err.contains("loopback"), "{err}");
+}
+
+/// Runs `passalong [--data-dir DIR] args` with stdout a pipe whose reader takes `first` bytes
+/// and closes it (`| head -c N`); returns the exit code and stderr, and asserts that stderr
+/// says nothing of the pipe: no panic, no "Broken pipe".
+fn with_stdout_closed(dir: Option<&Path>, args: &[&str], first: usize) -> (Option<i32>, String) {
+    let mut c = Command::new(BIN);
+    if let Some(d) = dir {
+        c.arg("--data-dir").arg(d);
+    }
+    let mut child = c
+        .args(args)
+        .env_remove("PASSALONG_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn passalong");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut head = vec![0; first];
+    out.read_exact(&mut head).expect("the first bytes");
+    drop(out);
+    let o = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !err.contains("panicked") && !err.to_lowercase().contains("broken pipe"),
+        "{args:?}: {err}"
+    );
+    (o.status.code(), err)
+}
+
+/// A market whose ledger has `n` lines: one referrer per sale.
+fn market_of_many(n: u32) -> Vec<Vec<u8>> {
+    let seller = build::key(1);
+    let o = build::offer(&seller, build::policy(Rule::Direct, 1_000), build::T0);
+    let mut out = vec![o.bytes.clone()];
+    for i in 0..n {
+        let mut seed = [7; 32];
+        seed[..4].copy_from_slice(&i.to_be_bytes());
+        let t = build::T0 + 1 + u64::from(i);
+        let r = build::refer(&Keypair::from_seed(seed), &o, None, t);
+        let buyer = build::key(2).public();
+        let sale = build::receipt(&seller, &o, &format!("o-{i}"), 1_000, buyer, Some(&r), t);
+        out.extend([r.bytes, sale.bytes]);
+    }
+    out
+}
+
+#[test]
+fn every_command_exits_quietly_when_its_output_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&tmp.path().join("n"));
+    let dir = d.dir.as_path();
+    let me = d.public_key();
+    let buyer = "5a".repeat(32);
+    let publish = [
+        "offer",
+        "publish",
+        "--title",
+        "Book",
+        "--price",
+        "1500",
+        "--currency",
+        "EUR",
+        "--pool-bps",
+        "1000",
+        "--rule",
+        "direct",
+    ];
+    let offer = d.json(&publish);
+    let (oid, link) = (
+        offer["id"].as_str().unwrap(),
+        offer["link"].as_str().unwrap(),
+    );
+    let sold = d.json(&[
+        "receipt", "--offer", oid, "--order", "Q-1", "--amount", "1500", "--buyer", &buyer,
+    ]);
+    let rid = sold["id"].as_str().unwrap();
+    let file = tmp.path().join("market.json");
+    let file = file.to_str().unwrap();
+    d.json(&["export", "--seller", &me, "--out", file]);
+    // The ledger of 800 referrers: verify's report is over 64 KiB, more than the pipe holds,
+    // so its write is cut short by the reader that leaves.
+    let big = tmp.path().join("big.json");
+    std::fs::write(&big, bundle::to_json(&market_of_many(800), None)).unwrap();
+    let big = big.to_str().unwrap();
+
+    for json in [false, true] {
+        let order = format!("P-{json}");
+        let reference = format!("SEPA-{json}");
+        let commands: Vec<Vec<&str>> = vec![
+            vec!["init"],
+            vec!["id"],
+            vec!["status"],
+            vec!["peers"],
+            vec!["market", "list"],
+            vec!["market", "follow", &me],
+            vec!["offer", "list"],
+            publish.to_vec(),
+            vec!["refer", link],
+            vec![
+                "receipt", "--offer", oid, "--order", &order, "--amount", "1500", "--buyer", &buyer,
+            ],
+            vec!["refund", rid],
+            vec![
+                "settle",
+                "--participant",
+                &buyer,
+                "--amount",
+                "5",
+                "--currency",
+                "EUR",
+                "--reference",
+                &reference,
+            ],
+            vec!["ledger"],
+            vec!["export", "--seller", &me, "--out", file],
+            vec!["import", file],
+            vec!["verify", file],
+            vec!["verify", big],
+        ];
+        for mut args in commands {
+            if json {
+                args.push("--json");
+            }
+            let (code, err) = with_stdout_closed(Some(dir), &args, 0);
+            assert_eq!(code, Some(0), "{args:?}: {err}");
+        }
+        // Part of the output read, then the pipe closed while the command still writes.
+        let args: &[&str] = if json {
+            &["verify", big, "--json"]
+        } else {
+            &["verify", big]
+        };
+        let (code, err) = with_stdout_closed(None, args, 1);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+    for args in [["--help"], ["--version"]] {
+        let (code, err) = with_stdout_closed(None, &args, 0);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+    // What the commands did, they did: the sales and payments are there, the file is whole.
+    let ledger = d.json(&["ledger"]);
+    assert_eq!(ledger["entries"].as_array().unwrap().len(), 1, "{ledger}");
+    assert_eq!(cli_in(tmp.path(), &["verify", file]).status.code(), Some(0));
+    // An error is still an error, said on stderr, with its output closed.
+    let (code, err) = with_stdout_closed(Some(dir), &["refund", &"cd".repeat(32)], 0);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with("error: ") && err.contains("no receipt"),
+        "{err}"
+    );
 }
