@@ -481,3 +481,167 @@ fn every_command_exits_quietly_when_its_output_is_closed() {
         "{err}"
     );
 }
+
+/// The daemon's API: base URL and write token.
+fn api_of(d: &Daemon) -> (String, String) {
+    let addr = std::fs::read_to_string(d.dir.join("api.addr")).expect("the daemon wrote api.addr");
+    let token = std::fs::read_to_string(d.dir.join("api-token")).expect("init wrote api-token");
+    (format!("http://{}", addr.trim()), token.trim().to_string())
+}
+
+/// `POST /v1/receipts` with an `Idempotency-Key`: (status, body).
+fn post_keyed(d: &Daemon, key: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (base, token) = api_of(d);
+    let r = ureq::post(&format!("{base}/v1/receipts"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .set("Idempotency-Key", key)
+        .send_json(body.clone());
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("POST /v1/receipts: {e}"),
+    };
+    (resp.status(), resp.into_json().expect("a JSON answer"))
+}
+
+/// What a script sees of the node's key: valid attestations and the equivocations against it.
+fn signed(d: &Daemon) -> (u64, serde_json::Value) {
+    let (base, _) = api_of(d);
+    let eq: serde_json::Value = ureq::get(&format!("{base}/v1/equivocations"))
+        .call()
+        .expect("GET /v1/equivocations")
+        .into_json()
+        .expect("JSON");
+    let valid = d.json(&["status"])["valid_attestations"]
+        .as_u64()
+        .expect("valid_attestations");
+    (valid, eq)
+}
+
+#[test]
+fn a_repeated_sale_refund_or_payment_is_the_same_attestation_and_a_conflicting_one_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(&tmp.path().join("n"));
+    let offer = d.json(&[
+        "offer",
+        "publish",
+        "--title",
+        "Book",
+        "--price",
+        "1500",
+        "--currency",
+        "EUR",
+        "--pool-bps",
+        "1000",
+        "--rule",
+        "direct",
+    ]);
+    let (oid, link) = (
+        offer["id"].as_str().unwrap(),
+        offer["link"].as_str().unwrap(),
+    );
+    let referral = d.json(&["refer", link]);
+    let via = referral["link"].as_str().unwrap();
+    let buyer = "5a".repeat(32);
+    let sale = |amount: &'static str| -> Vec<String> {
+        [
+            "receipt", "--offer", oid, "--order", "A-1", "--amount", amount, "--buyer", &buyer,
+            "--via", via,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |args: &[String]| d.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // A checkout that retries: exit 0 both times, the same receipt.
+    let first = run(&sale("1500"));
+    assert!(first.status.success(), "{first:?}");
+    let id = String::from_utf8(first.stdout).unwrap().trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let again = run(&sale("1500"));
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), id);
+    let mut json_args = sale("1500");
+    json_args.push("--json".into());
+    let v: serde_json::Value = serde_json::from_slice(&run(&json_args).stdout).unwrap();
+    assert_eq!(
+        (v["id"].as_str(), &v["existing"]),
+        (Some(id.as_str()), &true.into())
+    );
+    let before = signed(&d);
+    assert_eq!(before.1, serde_json::json!({"equivocations": []}));
+    let ledger = d.json(&["ledger"]);
+
+    // Another amount for the same order: exit 1, one line naming the receipt, nothing signed.
+    let err = one_line_error(&run(&sale("1600")));
+    assert!(
+        err.contains(&id) && err.contains("A-1") && err.contains("amount_minor"),
+        "{err}"
+    );
+    assert_eq!(signed(&d), before);
+    assert_eq!(d.json(&["ledger"]), ledger);
+
+    // One refund per receipt.
+    let refund = d.json(&["refund", &id]);
+    assert_eq!(refund["existing"], false);
+    let again = d.json(&["refund", &id]);
+    assert_eq!(
+        (&again["id"], &again["existing"]),
+        (&refund["id"], &true.into())
+    );
+    let after_refund = signed(&d);
+    assert_eq!(after_refund.0, before.0 + 1);
+
+    // A payment reference names one payment.
+    let pay = |amount: &str| {
+        d.cli(&[
+            "settle",
+            "--participant",
+            &buyer,
+            "--amount",
+            amount,
+            "--currency",
+            "EUR",
+            "--reference",
+            "SEPA-7",
+        ])
+    };
+    let paid = pay("300");
+    assert!(paid.status.success(), "{paid:?}");
+    let sid = String::from_utf8(paid.stdout).unwrap().trim().to_string();
+    let again = pay("300");
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), sid);
+    let err = one_line_error(&pay("301"));
+    assert!(err.contains(&sid) && err.contains("SEPA-7"), "{err}");
+    let after_pay = signed(&d);
+    assert_eq!(after_pay.0, after_refund.0 + 1);
+    assert_eq!(after_pay.1, serde_json::json!({"equivocations": []}));
+
+    // An idempotency key survives a restart: the same body answers the first receipt, another
+    // body is refused.
+    let body =
+        serde_json::json!({"offer": oid, "order": "B-1", "amount_minor": 900, "buyer": buyer});
+    let (status, v) = post_keyed(&d, "checkout-1", &body);
+    assert_eq!(status, 201, "{v}");
+    d.stop();
+    d.restart();
+    let (status, again) = post_keyed(&d, "checkout-1", &body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!((&again["id"], &again["existing"]), (&v["id"], &true.into()));
+    let mut other = body.clone();
+    other["order"] = "B-2".into();
+    let (status, e) = post_keyed(&d, "checkout-1", &other);
+    assert_eq!((status, e["code"].as_str()), (409, Some("conflict")), "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains(v["id"].as_str().unwrap()),
+        "{e}"
+    );
+    let end = signed(&d);
+    assert_eq!(end.0, after_pay.0 + 1);
+    assert_eq!(end.1, serde_json::json!({"equivocations": []}));
+}
