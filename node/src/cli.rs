@@ -230,6 +230,9 @@ pub enum OfferCommand {
         /// A referrer earns only after buying the offer.
         #[arg(long)]
         require_purchase: bool,
+        /// Where a friend buys: an http:// or https:// URL of at most 512 bytes.
+        #[arg(long, value_name = "URL")]
+        checkout_url: Option<String>,
     },
     /// List offers.
     List {

@@ -193,6 +193,7 @@ pub fn offer(dir: &DataDir, out: Out, cmd: OfferCommand) -> Result<()> {
             max_depth,
             window,
             require_purchase,
+            checkout_url,
         } => {
             let mut body = json!({
                 "title": title, "price_minor": price, "currency": currency, "pool_bps": pool_bps,
@@ -201,6 +202,9 @@ pub fn offer(dir: &DataDir, out: Out, cmd: OfferCommand) -> Result<()> {
             });
             if let Some(w) = window {
                 body["window_ms"] = w.into();
+            }
+            if let Some(u) = checkout_url {
+                body["checkout_url"] = u.into();
             }
             let v = c.post("/v1/offers", &body)?;
             out.print(&v, |v| format!("{}\n{}", s(&v["id"]), s(&v["link"])));

@@ -157,9 +157,15 @@ fn bad_input_to_a_running_daemon_is_refused_and_loses_nothing() {
         "1000",
         "--rule",
         "direct",
+        "--checkout-url",
+        "https://shop.example/books/1?ref=passalong",
     ]);
     let link = offer["link"].as_str().unwrap();
     let before = d.json(&["ledger"]);
+    assert_eq!(
+        d.json(&["offer", "list"])["offers"][0]["checkout_url"],
+        "https://shop.example/books/1?ref=passalong"
+    );
 
     // A damaged and a truncated link.
     let mut damaged = link.to_string();
@@ -228,6 +234,28 @@ fn bad_input_to_a_running_daemon_is_refused_and_loses_nothing() {
         "direct"
     ]))
     .contains("10000"));
+    for (url, says) in [
+        ("ftp://shop.example/book", "http:// or https://"),
+        ("https://shop.example/a book", "no space"),
+    ] {
+        let err = one_line_error(&d.cli(&[
+            "offer",
+            "publish",
+            "--title",
+            "x",
+            "--price",
+            "1",
+            "--currency",
+            "EUR",
+            "--pool-bps",
+            "1",
+            "--rule",
+            "direct",
+            "--checkout-url",
+            url,
+        ]));
+        assert!(err.contains("checkout_url") && err.contains(says), "{err}");
+    }
     // Files: missing, not a bundle, truncated.
     assert!(
         one_line_error(&d.cli(&["import", "/nonexistent/bundle.json"])).contains("cannot read")

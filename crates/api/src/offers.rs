@@ -163,7 +163,8 @@ pub async fn list(
             "connector_bps": o.policy.connector_bps, "max_depth": o.policy.max_depth,
             "window_ms": o.policy.window_ms, "require_purchase": o.policy.require_purchase,
             "valid_from_ms": o.valid_from_ms, "valid_until_ms": o.valid_until_ms,
-            "created_at_ms": o.created_at_ms, "link": link.token(),
+            "created_at_ms": o.created_at_ms, "checkout_url": o.checkout_url,
+            "link": link.token(),
         }));
     }
     Ok(AppJson(json!({ "offers": out })))

@@ -1263,6 +1263,76 @@ async fn bad_query_strings_are_json_errors() {
     node.stop().await;
 }
 
+/// An offer with a checkout URL is published as a version-2 envelope and listed with its URL;
+/// one without keeps version 1 and lists `null`; a URL that breaks the protocol's rule is 422
+/// with the rule's reason, and nothing is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offers_with_a_checkout_url() {
+    let node = Node::start().await;
+    let url = "https://shop.example/records/a-record?ref=passalong#buy";
+    let offer = |extra: Value| {
+        let mut o = json!({"title": "A record", "price_minor": 2000, "currency": "EUR",
+                           "pool_bps": 1000, "rule": "direct"});
+        for (k, v) in extra.as_object().expect("object") {
+            o[k] = v.clone();
+        }
+        o
+    };
+    let with = node
+        .post("/v1/offers", &offer(json!({ "checkout_url": url })))
+        .await
+        .ok(201);
+    let without = node
+        .post("/v1/offers", &offer(json!({"title": "Another record"})))
+        .await
+        .ok(201);
+    for (v, version) in [(&with, 2), (&without, 1)] {
+        let id = v["id"].as_str().expect("id");
+        let a = node.get(&format!("/v1/attestations/{id}")).await.ok(200);
+        assert_eq!(a["status"], json!("valid"));
+        let env = hex::decode(a["envelope"].as_str().expect("envelope")).expect("hex");
+        assert_eq!(env[0], version, "envelope version");
+        let decoded = passalong_protocol::validation::check(&env).expect("valid envelope");
+        let Body::Offer(o) = decoded.body else {
+            panic!("not an offer")
+        };
+        assert_eq!(o.checkout_url.as_deref(), (version == 2).then_some(url));
+    }
+    let listed = node.get("/v1/offers").await.ok(200);
+    let by_id = |id: &Value| {
+        listed["offers"]
+            .as_array()
+            .expect("offers")
+            .iter()
+            .find(|o| &o["id"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(by_id(&with["id"])["checkout_url"], json!(url));
+    assert_eq!(by_id(&without["id"])["checkout_url"], Value::Null);
+
+    for (bad, reason) in [
+        ("ftp://shop.example/a-record", "bad_checkout_url"),
+        ("https://shop.example/a record", "bad_checkout_url"),
+        ("https://shop.example/\u{1}", "bad_checkout_url"),
+        ("https://user@shop.example/", "bad_checkout_url"),
+        ("shop.example/a-record", "bad_checkout_url"),
+    ] {
+        let r = node
+            .post("/v1/offers", &offer(json!({ "checkout_url": bad })))
+            .await;
+        assert_invalid(&r, reason);
+    }
+    let long = format!("https://shop.example/{}", "a".repeat(492));
+    let r = node
+        .post("/v1/offers", &offer(json!({ "checkout_url": long })))
+        .await;
+    assert_invalid(&r, "too_long");
+    let listed = node.get("/v1/offers").await.ok(200);
+    assert_eq!(listed["offers"].as_array().expect("offers").len(), 2);
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_attestations_are_422() {
     let node = Node::start().await;
