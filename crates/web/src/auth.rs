@@ -130,6 +130,7 @@ pub async fn signin_page(State(s): State<WebState>) -> Response {
 #[derive(Deserialize)]
 pub struct SigninForm {
     token: String,
+    #[serde(default)]
     csrf: String,
 }
 
@@ -185,6 +186,7 @@ pub async fn signin(
 /// A form that carries only its CSRF token.
 #[derive(Deserialize)]
 pub struct CsrfOnly {
+    #[serde(default)]
     csrf: String,
 }
 

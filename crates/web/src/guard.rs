@@ -117,7 +117,7 @@ pub async fn guard(State(hosts): State<Hosts>, req: Request, next: Next) -> Resp
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     res
 }

@@ -52,6 +52,7 @@ pub async fn page(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pag
 /// The add form.
 #[derive(Deserialize)]
 pub struct AddForm {
+    #[serde(default)]
     csrf: String,
     key: String,
     name: String,
@@ -74,6 +75,7 @@ pub async fn add(
 /// The remove form.
 #[derive(Deserialize)]
 pub struct RemoveForm {
+    #[serde(default)]
     csrf: String,
     key: String,
 }

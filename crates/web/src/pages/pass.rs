@@ -27,6 +27,7 @@ pub struct LinkQuery {
 /// The pass-along form as posted.
 #[derive(Deserialize)]
 pub struct PassForm {
+    #[serde(default)]
     csrf: String,
     link: String,
     #[serde(default)]

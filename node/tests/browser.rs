@@ -1,0 +1,479 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium` and `chromium-driver`),
+//! driven over WebDriver, against two real daemons that gossip to each other:
+//!
+//! the seller signs in and publishes an offer with a checkout URL; its QR code, decoded from
+//! a screenshot, is the link; a friend with her own node and browser profile opens the share
+//! page, passes it along and gets her own link; its buy button goes to the checkout with the
+//! token; the seller's checkout records the sale through the API with that token; both
+//! dashboards show the sale, the chain and the shares in major units; the CSV downloads parse
+//! and sum to the ledger; a settlement recorded in the form shows as settled. And the
+//! refusals: a wrong token, a form without its CSRF token, a foreign Host, a foreign Origin.
+//!
+//! Screenshots of the main pages go to `target/screenshots/`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// `chromedriver` on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "chromedriver is needed for the browser tests: apt-get install chromium chromium-driver",
+            );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Driver { child, port }
+    }
+
+    /// A new browser with its own fresh profile.
+    async fn browser(&self, profile: &Path) -> Client {
+        let args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--window-size=1000,1400".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "args": args, "binary": "/usr/bin/chromium" }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session of headless chromium")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A shop's checkout page: answers every request with a small page and reports the request
+/// line's path.
+fn checkout_server() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = "<!doctype html><title>Checkout</title><h1>Shop checkout</h1>";
+            let mut s = &stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tx.send(path);
+        }
+    });
+    (format!("http://{addr}/buy"), rx)
+}
+
+fn api_addr(d: &Daemon) -> String {
+    std::fs::read_to_string(d.dir.join("api.addr"))
+        .expect("api.addr")
+        .trim()
+        .to_string()
+}
+
+fn token(d: &Daemon) -> String {
+    std::fs::read_to_string(d.dir.join("api-token"))
+        .expect("api-token")
+        .trim()
+        .to_string()
+}
+
+fn shots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn shot(c: &Client, name: &str) -> Vec<u8> {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(shots().join(format!("{name}.png")), &png).expect("write screenshot");
+    png
+}
+
+/// The QR codes in a PNG screenshot, decoded.
+fn qr_codes(png_bytes: &[u8]) -> Vec<String> {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("png size")];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.line_size / w;
+    let grey = |x: usize, y: usize| -> u8 {
+        let i = y * info.line_size + x * channels;
+        let px = &buf[i..i + channels.min(3)];
+        (px.iter().map(|&v| u32::from(v)).sum::<u32>() / px.len() as u32) as u8
+    };
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, grey);
+    img.detect_grids()
+        .into_iter()
+        .filter_map(|g| g.decode().ok().map(|(_, text)| text))
+        .collect()
+}
+
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/signin"))
+        .await
+        .expect("signin page");
+    let f = c.find(Locator::Id("token")).await.expect("token field");
+    f.send_keys(token).await.expect("type token");
+    f.send_keys("\u{E007}").await.expect("enter");
+    wait_text(c, "h1", "Home").await;
+}
+
+/// Waits until the element `css` contains `text`; returns its text.
+async fn wait_text(c: &Client, css: &str, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                if t.contains(text) {
+                    return t;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {text:?}; page: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn fill(c: &Client, id: &str, text: &str) {
+    let e = c.find(Locator::Id(id)).await.expect(id);
+    e.clear().await.expect("clear");
+    e.send_keys(text).await.expect("type");
+}
+
+/// The session cookie a browser holds for its node (WebDriver sees HttpOnly cookies).
+async fn session_cookie(c: &Client) -> String {
+    let cookie = c
+        .get_named_cookie("pl_session")
+        .await
+        .expect("a session cookie");
+    format!("pl_session={}", cookie.value())
+}
+
+fn get_with_cookie(base: &str, path: &str, cookie: &str) -> String {
+    ureq::get(&format!("{base}{path}"))
+        .set("Cookie", cookie)
+        .call()
+        .expect("GET")
+        .into_string()
+        .expect("body")
+}
+
+/// Sums a CSV column of major-unit amounts as minor units (two decimals, EUR).
+fn minor(text: &str) -> i64 {
+    let (int, frac) = text.split_once('.').expect("two decimals");
+    int.parse::<i64>().expect("int") * 100 + frac.parse::<i64>().expect("frac")
+}
+
+fn ledger_json(base: &str, seller: &str) -> Value {
+    ureq::get(&format!("{base}/v1/ledger?seller={seller}"))
+        .call()
+        .expect("ledger")
+        .into_json()
+        .expect("json")
+}
+
+fn status(r: Result<ureq::Response, ureq::Error>) -> u16 {
+    match r {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let seller = Daemon::start_with(&tmp.path().join("seller"), &["--sync-interval-secs", "2"]);
+    let friend = Daemon::start_with(
+        &tmp.path().join("friend"),
+        &[
+            "--bootstrap",
+            &seller.p2p_addr(),
+            "--sync-interval-secs",
+            "2",
+        ],
+    );
+    let (s_base, f_base) = (
+        format!("http://{}", api_addr(&seller)),
+        format!("http://{}", api_addr(&friend)),
+    );
+    let (s_key, f_key) = (seller.public_key(), friend.public_key());
+    let (checkout, bought) = checkout_server();
+    let driver = Driver::start();
+
+    // The seller signs in (a wrong token first) and publishes an offer with a checkout URL.
+    let sb = driver.browser(&tmp.path().join("profile-seller")).await;
+    sb.goto(&format!("{s_base}/")).await.expect("home");
+    assert!(sb
+        .current_url()
+        .await
+        .expect("url")
+        .path()
+        .ends_with("/signin"));
+    shot(&sb, "signin").await;
+    fill(&sb, "token", "not-the-token").await;
+    sb.find(Locator::Css("form button"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    wait_text(&sb, ".error", "not this node's API token").await;
+    sign_in(&sb, &s_base, &token(&seller)).await;
+
+    sb.goto(&format!("{s_base}/offers")).await.expect("offers");
+    fill(&sb, "title", "A record <live>").await;
+    fill(&sb, "price", "20.00").await;
+    fill(&sb, "checkout_url", &checkout).await;
+    fill(&sb, "pool_percent", "10").await;
+    // Preview first: the shares of a sample sale, computed on the server.
+    sb.find(Locator::Css("button[formaction='/offers/preview']"))
+        .await
+        .expect("preview button")
+        .click()
+        .await
+        .expect("click");
+    let preview = wait_text(&sb, "#preview", "How a sale pays").await;
+    // Pool 10 % of 20.00 = 2.00, halving: hop 1 1.00, hop 2 0.50.
+    assert!(
+        preview.contains("Hop 1 (nearest the buyer) 1.00 EUR"),
+        "{preview}"
+    );
+    assert!(preview.contains("Hop 2 0.50 EUR"), "{preview}");
+    shot(&sb, "offers-preview").await;
+    sb.find(Locator::Id("publish"))
+        .await
+        .expect("publish")
+        .click()
+        .await
+        .expect("click");
+    wait_text(&sb, "h1", "A record <live>").await;
+    let offer_link = wait_text(&sb, "#my-link", "/l/pl1.").await;
+    let png = shot(&sb, "offer").await;
+    let codes = qr_codes(&png);
+    assert!(
+        codes.contains(&offer_link),
+        "the QR code read from the screenshot is the link: {codes:?} vs {offer_link}"
+    );
+
+    // The friend opens the share page on her own node, passes it along, gets her own link.
+    let fb = driver.browser(&tmp.path().join("profile-friend")).await;
+    sign_in(&fb, &f_base, &token(&friend)).await;
+    let offer_token = offer_link.split("/l/").nth(1).expect("token").to_string();
+    fb.goto(&format!("{f_base}/l/{offer_token}"))
+        .await
+        .expect("share page");
+    wait_text(&fb, "h1", "A record <live>").await;
+    wait_text(&fb, "main", "20.00 EUR").await;
+    shot(&fb, "share-page").await;
+    fb.find(Locator::Css("a[href^='/pass']"))
+        .await
+        .expect("pass along")
+        .click()
+        .await
+        .expect("click");
+    wait_text(&fb, "main", "If a friend buys through your link").await;
+    fb.find(Locator::Id("refer"))
+        .await
+        .expect("refer")
+        .click()
+        .await
+        .expect("click");
+    let my_link = wait_text(&fb, "#my-link", "/l/pl1.").await;
+    assert_ne!(my_link, offer_link);
+    let png = shot(&fb, "pass-along").await;
+    assert!(qr_codes(&png).contains(&my_link), "her QR code is her link");
+
+    // Her link's share page: the buy button goes to the checkout with her token.
+    let my_token = my_link.split("/l/").nth(1).expect("token").to_string();
+    fb.goto(&my_link).await.expect("her share page");
+    wait_text(&fb, "main", "Passed along by 1 person").await;
+    fb.find(Locator::Id("buy"))
+        .await
+        .expect("buy")
+        .click()
+        .await
+        .expect("click");
+    let path = bought
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the checkout was opened");
+    assert_eq!(path, format!("/buy?passalong={my_token}"));
+    wait_text(&fb, "h1", "Shop checkout").await;
+
+    // The checkout records the sale through the seller's API with that token.
+    let buyer = "4".repeat(64);
+    let offer_id = ureq::get(&format!("{s_base}/v1/offers"))
+        .call()
+        .expect("offers")
+        .into_json::<Value>()
+        .expect("json")["offers"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let r = ureq::post(&format!("{s_base}/v1/receipts"))
+        .set("Authorization", &format!("Bearer {}", token(&seller)))
+        .send_json(
+            json!({"offer": offer_id, "order": "A-1", "amount_minor": 2000,
+                          "buyer": buyer, "via": my_token}),
+        )
+        .expect("receipt");
+    assert_eq!(r.status(), 201);
+
+    // Both dashboards show the sale, the chain and the shares in major units.
+    sb.goto(&format!("{s_base}/offers/{offer_id}"))
+        .await
+        .expect("offer page");
+    let sales = wait_text(&sb, "main", "A-1").await;
+    assert!(
+        sales.contains("20.00 EUR") && sales.contains("hop 1"),
+        "{sales}"
+    );
+    shot(&sb, "offer-sales").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        fb.goto(&format!("{f_base}/")).await.expect("home");
+        let t = fb
+            .find(Locator::Css("main"))
+            .await
+            .expect("main")
+            .text()
+            .await
+            .expect("text");
+        if t.contains("Latest sales that paid me") && t.contains("A record <live>") {
+            assert!(
+                t.contains("1.00 EUR"),
+                "her share: half the 2.00 EUR pool: {t}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sale never reached the friend's node: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    shot(&fb, "home").await;
+
+    // The CSV downloads parse and sum to the ledger.
+    let cookie = session_cookie(&sb).await;
+    let ledger = ledger_json(&s_base, &s_key);
+    let csv = get_with_cookie(&s_base, &format!("/ledger/{s_key}/ledger.csv"), &cookie);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("currency,participant,name,earned,refunded,settled,owed")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows.len(),
+        ledger["entries"].as_array().expect("entries").len()
+    );
+    let earned_csv: i64 = rows.iter().map(|r| minor(r[3])).sum();
+    let earned_json: i64 = ledger["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["earned"].as_i64().expect("n"))
+        .sum();
+    assert_eq!(earned_csv, earned_json);
+    assert!(
+        rows.iter().any(|r| r[1] == f_key && r[6] == "1.00"),
+        "{csv}"
+    );
+    let payouts = get_with_cookie(&s_base, &format!("/ledger/{s_key}/payouts.csv"), &cookie);
+    assert_eq!(
+        payouts,
+        format!("participant,name,currency,amount\n{f_key},,EUR,1.00\n")
+    );
+
+    // The refusals: a form without its CSRF token, a foreign Host, a foreign Origin.
+    let r = ureq::post(&format!("{s_base}/contacts"))
+        .set("Cookie", &cookie)
+        .send_form(&[("key", f_key.as_str()), ("name", "Anna")]);
+    assert_eq!(status(r), 403, "a form without its CSRF token");
+    let r = ureq::get(&format!("{s_base}/signin"))
+        .set("Host", "evil.example")
+        .call();
+    assert_eq!(status(r), 403, "a foreign Host (DNS rebinding)");
+    let r = ureq::post(&format!("{s_base}/v1/offers"))
+        .set("Authorization", &format!("Bearer {}", token(&seller)))
+        .set("Origin", "http://evil.example")
+        .send_json(json!({"title": "x", "price_minor": 1, "currency": "EUR", "pool_bps": 0, "rule": "direct"}));
+    assert_eq!(status(r), 403, "a write from a foreign origin");
+    assert_eq!(
+        ureq::get(&format!("{s_base}/v1/offers"))
+            .call()
+            .expect("offers")
+            .into_json::<Value>()
+            .expect("json")["offers"]
+            .as_array()
+            .expect("offers")
+            .len(),
+        1,
+        "nothing was signed"
+    );
+
+    // The seller's ledger page, with the payout batch.
+    sb.goto(&format!("{s_base}/ledger/{s_key}"))
+        .await
+        .expect("ledger page");
+    wait_text(&sb, "main", "What I owe").await;
+    shot(&sb, "ledger").await;
+
+    let _ = (sb.close().await, fb.close().await);
+    drop(driver);
+}
