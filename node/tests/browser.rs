@@ -473,6 +473,27 @@ async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
         .expect("ledger page");
     wait_text(&sb, "main", "What I owe").await;
     shot(&sb, "ledger").await;
+    // A payment recorded in the form shows as settled, and nothing is owed after it.
+    fill(&sb, "amount", "1.00").await;
+    fill(&sb, "reference", "bank transfer 17").await;
+    sb.find(Locator::Css("form[action='/settlements'] button"))
+        .await
+        .expect("settle button")
+        .click()
+        .await
+        .expect("click");
+    wait_text(&sb, "main", "You owe nothing right now").await;
+    let ledger = ledger_json(&s_base, &s_key);
+    assert_eq!(
+        line(&ledger, &f_key),
+        Some((100, 0, 100, 0)),
+        "settled in the ledger"
+    );
+    let row = wait_text(&sb, "#ledger", "1.00 EUR").await;
+    assert!(
+        row.contains("1.00 EUR 0.00 EUR 1.00 EUR 0.00 EUR"),
+        "earned, refunded, settled, owed: {row}"
+    );
 
     let _ = (sb.close().await, fb.close().await);
     drop(driver);

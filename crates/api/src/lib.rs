@@ -16,7 +16,7 @@ mod node;
 pub mod offers;
 mod peers;
 pub mod referrals;
-mod sales;
+pub mod sales;
 mod state;
 mod writer;
 

@@ -307,19 +307,26 @@ pub async fn refund(
     ))
 }
 
-/// `POST /v1/settlements` body.
-#[derive(Deserialize)]
+/// `POST /v1/settlements` body; also what the dashboard's settlement form fills in.
+#[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NewSettlement {
-    participant: String,
-    amount_minor: u64,
-    currency: String,
-    reference: String,
+    /// Who was paid (hex key).
+    pub participant: String,
+    /// Amount paid, minor units.
+    pub amount_minor: u64,
+    /// Currency code.
+    pub currency: String,
+    /// The payment's reference: one reference names one payment.
+    pub reference: String,
+    /// Start of the period settled.
     #[serde(default)]
-    period_start_ms: u64,
-    period_end_ms: Option<u64>,
+    pub period_start_ms: u64,
+    /// End of the period settled (default: now).
+    pub period_end_ms: Option<u64>,
+    /// Sign as this identity (hex) instead of the default.
     #[serde(rename = "as")]
-    as_: Option<String>,
+    pub as_: Option<String>,
 }
 
 /// What differs between the settlement asked for and a stored one of the same reference
@@ -363,6 +370,15 @@ pub async fn settle(
     AppJson(req): AppJson<NewSettlement>,
 ) -> Result<(StatusCode, AppJson<Value>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
+    settle_as(&s, keys, &req).await
+}
+
+/// Signs `keys`' settlement (or finds the same payment already settled: 200, not 201).
+pub async fn settle_as(
+    s: &AppState,
+    keys: &Keypair,
+    req: &NewSettlement,
+) -> Result<(StatusCode, AppJson<Value>), ApiError> {
     let participant = parse_key(&req.participant, "participant")?;
     let currency = parse_currency(&req.currency)?;
     let seller = keys.public();
@@ -374,7 +390,7 @@ pub async fn settle(
         currency,
         period_start_ms: req.period_start_ms,
         period_end_ms: req.period_end_ms.unwrap_or(now),
-        reference: req.reference,
+        reference: req.reference.clone(),
         ledger_root: [0; 32],
         created_at_ms: now,
     };
@@ -382,7 +398,7 @@ pub async fn settle(
         .map_err(|r| ApiError::invalid(r.code(), r.to_string()))?;
     let _locked = lock(vec![stripe(("settlement", &seller, &asked.reference))]).await;
     let mut conflicting = None;
-    for a in of_kind(&s, seller, Kind::Settlement).await? {
+    for a in of_kind(s, seller, Kind::Settlement).await? {
         let Body::Settlement(st) = a.body else {
             continue;
         };

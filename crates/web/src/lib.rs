@@ -118,6 +118,7 @@ pub fn app(api: AppState, public: &PublicUrl) -> Router {
             "/ledger/{seller}/payouts.csv",
             get(pages::ledger::payouts_csv_get),
         )
+        .route("/settlements", post(pages::ledger::settle))
         .route("/disputes", get(pages::disputes::page))
         .route("/network", get(pages::network::page))
         .route(

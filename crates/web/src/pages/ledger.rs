@@ -3,11 +3,13 @@
 
 use axum::extract::{Path, State};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
 use maud::{html, Markup};
 use passalong_api::contacts::Names;
 use passalong_api::ledger::{ledger_csv, payouts_csv};
 use passalong_protocol::{Ledger, PublicKey};
+use serde::Deserialize;
 
 use super::{blocking, my_markets, names};
 use crate::auth::SignedIn;
@@ -179,4 +181,48 @@ pub async fn payouts_csv_get(
     Path(seller): Path<String>,
 ) -> Result<Response, PageError> {
     payouts_csv_handler(&s, &me, seller_of(&seller)?).await
+}
+
+/// The settlement form.
+#[derive(Deserialize)]
+pub struct SettleForm {
+    #[serde(default)]
+    csrf: String,
+    participant: String,
+    amount: String,
+    reference: String,
+}
+
+/// `POST /settlements`: signs a settlement of my market.
+pub async fn settle(
+    State(s): State<WebState>,
+    me: SignedIn,
+    Form(f): Form<SettleForm>,
+) -> Result<Response, PageError> {
+    me.check_csrf(&f.csrf)?;
+    let (participant, currency) = f
+        .participant
+        .split_once(':')
+        .ok_or_else(|| PageError::bad("Paid to: choose someone from the list"))?;
+    let currency = passalong_protocol::Currency::parse(currency)
+        .ok_or_else(|| PageError::bad("bad currency"))?;
+    let amount_minor = currency
+        .parse_major(&f.amount)
+        .filter(|&a| a > 0)
+        .ok_or_else(|| {
+            PageError::bad(format!(
+                "Amount: expected an amount in {currency} with at most {} decimals",
+                currency.minor_digits()
+            ))
+        })?;
+    let keys = s.api.identities.keypair(&me.me())?;
+    let req = passalong_api::sales::NewSettlement {
+        participant: participant.to_string(),
+        amount_minor,
+        currency: currency.as_str().to_string(),
+        reference: f.reference.trim().to_string(),
+        ..Default::default()
+    };
+    passalong_api::sales::settle_as(&s.api, keys, &req).await?;
+    Ok(Redirect::to(&format!("/ledger/{}", me.me().to_hex())).into_response())
 }
