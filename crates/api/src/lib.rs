@@ -8,6 +8,7 @@
 
 mod attestations;
 pub mod contacts;
+pub mod earnings;
 mod error;
 mod identity;
 pub mod ledger;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/refunds", post(sales::refund))
         .route("/v1/settlements", post(sales::settle))
         .route("/v1/ledger", get(ledger::ledger))
+        .route("/v1/earnings", get(earnings::earnings))
         .route("/v1/equivocations", get(ledger::equivocations))
         .route("/v1/disputes", get(ledger::disputes))
         .route(

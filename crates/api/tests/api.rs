@@ -1886,3 +1886,172 @@ async fn an_idempotency_key_answers_its_first_receipt_and_refuses_another_body()
     );
     node.stop().await;
 }
+
+/// `GET /v1/earnings`: the sales that paid the node's identity, newest first, as a hop (its
+/// place, 1 = nearest the buyer) or as the connector of hop 1's community (`hop: null`); not
+/// its own sales as the seller, nor sales that paid it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn earnings_list_the_sales_that_paid_me() {
+    use passalong_protocol::attestation::{Community, Membership, Receipt};
+    let node = Node::start().await;
+    let (me, seller, k2, k3) = (kp(1), kp(5), kp(2), kp(3));
+    let t0 = now_ms() - 60_000;
+    let eur = Currency::parse("EUR").unwrap();
+    let sign = |body: Body, k: &Keypair| Attestation::sign(body, k);
+    // The node's identity is the connector of a community with k2 and k3 as members.
+    let community = sign(
+        Body::Community(Community {
+            connector: me.public(),
+            name: "Neighbours".into(),
+            created_at_ms: t0,
+        }),
+        &me,
+    );
+    let member = |k: &Keypair| {
+        sign(
+            Body::Membership(Membership::admit(me.public(), community.id, k, t0 + 1)),
+            &me,
+        )
+    };
+    let (m2, m3) = (member(&k2), member(&k3));
+    // Another seller's offer: pool 10 % geometric (hop 1 500, hop 2 250), connector 1 % (100).
+    let offer = sign(
+        Body::Offer(Offer {
+            seller: seller.public(),
+            title: "Their record".into(),
+            content_hash: None,
+            price_minor: 10_000,
+            currency: eur,
+            policy: Policy {
+                pool_bps: 1000,
+                connector_bps: 100,
+                rule: Rule::Geometric { r_bps: 5000 },
+                max_depth: 16,
+                window_ms: 86_400_000,
+                require_purchase: false,
+            },
+            valid_from_ms: 0,
+            valid_until_ms: None,
+            created_at_ms: t0,
+            checkout_url: None,
+        }),
+        &seller,
+    );
+    let refer = |k: &Keypair, parent: Option<Id>, community: Option<Id>, at: u64| {
+        sign(
+            Body::Referral(Referral {
+                referrer: k.public(),
+                offer: offer.id,
+                parent,
+                recipient: None,
+                community,
+                created_at_ms: at,
+            }),
+            k,
+        )
+    };
+    let mine = refer(&me, None, None, t0 + 2);
+    let r2 = refer(&k2, Some(mine.id), Some(community.id), t0 + 3);
+    let r3 = refer(&k3, None, Some(community.id), t0 + 4);
+    let sale = |order: &str, via: Option<Id>, at: u64| {
+        sign(
+            Body::Receipt(Receipt {
+                seller: seller.public(),
+                offer: offer.id,
+                order: order.into(),
+                amount_minor: 10_000,
+                buyer: kp(9).public(),
+                via,
+                created_at_ms: at,
+            }),
+            &seller,
+        )
+    };
+    let a = sale("a", Some(mine.id), t0 + 10); // me hop 1: 500
+    let b = sale("b", Some(r2.id), t0 + 11); // k2 hop 1 (member), me hop 2: 250 + connector 100
+    let c = sale("c", Some(r3.id), t0 + 12); // k3 hop 1 (member): me as connector, 100
+    let d = sale("d", None, t0 + 13); // nobody
+    let all = [
+        &community, &m2, &m3, &offer, &mine, &r2, &r3, &a, &b, &c, &d,
+    ];
+    for ack in node.import(&all).await {
+        assert_eq!(ack["status"], json!("valid"), "{ack}");
+    }
+    // The node's own sale through k3's link pays k3, not the node (the seller).
+    let (own, own_link) = node.publish("geometric:5000", 1000).await;
+    let r = referral(&k3, own, None, None, now_ms() - 1000);
+    let via = token_of(vec![offer_of(&own_link), r]);
+    node.post(
+        "/v1/receipts",
+        &json!({"offer": own.to_hex(), "order": "own-1", "amount_minor": 10000,
+                "buyer": kp(8).public().to_hex(), "via": via}),
+    )
+    .await
+    .ok(201);
+
+    let v = node.get("/v1/earnings").await.ok(200);
+    assert_eq!(
+        v["earnings"][0],
+        json!({"receipt": c.id.to_hex(), "order": "c", "offer": offer.id.to_hex(),
+               "title": "Their record", "seller": seller.public().to_hex(), "currency": "EUR",
+               "amount_minor": 10000, "hop": null, "share_minor": 100,
+               "created_at_ms": t0 + 12})
+    );
+    let typed: passalong_api::earnings::Earnings = serde_json::from_value(v.clone()).unwrap();
+    let got: Vec<(String, Option<u8>, u64)> = typed
+        .earnings
+        .iter()
+        .map(|e| (e.order.clone(), e.hop, e.share_minor))
+        .collect();
+    let expected = vec![
+        ("c".to_string(), None, 100),
+        ("b".to_string(), Some(2), 350),
+        ("a".to_string(), Some(1), 500),
+    ];
+    assert_eq!(got, expected);
+    // The ledger agrees: 950 earned from that seller.
+    let ledger = node
+        .get(&format!("/v1/ledger?seller={}", seller.public().to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(line(&ledger, &me.public()).0, 950);
+
+    let limited = node.get("/v1/earnings?limit=2").await.ok(200);
+    assert_eq!(limited["earnings"].as_array().unwrap().len(), 2);
+    assert_eq!(limited["earnings"][1]["order"], json!("b"));
+    let theirs = node
+        .get(&format!("/v1/earnings?seller={}", seller.public().to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(theirs, v);
+    let as_me = node
+        .get(&format!("/v1/earnings?as={}", me.public().to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(as_me, v);
+    let own_market = node
+        .get(&format!("/v1/earnings?seller={}", node.key.to_hex()))
+        .await
+        .ok(200);
+    assert_eq!(own_market, json!({"earnings": []}));
+
+    assert_error(
+        &node.get("/v1/earnings?seller=zz").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &node
+            .get(&format!("/v1/earnings?as={}", kp(7).public().to_hex()))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(&node.get("/v1/earnings?limit=-1").await, 400, "bad_request");
+    assert_error(
+        &node.get("/v1/earnings?colour=red").await,
+        400,
+        "bad_request",
+    );
+    node.stop().await;
+}

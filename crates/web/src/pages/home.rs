@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use maud::{html, Markup};
-use passalong_protocol::PublicKey;
+use passalong_api::earnings;
 
 use super::{blocking, my_lines, names, sale};
 use crate::auth::SignedIn;
@@ -11,8 +11,6 @@ use crate::WebState;
 
 /// Sales shown on the home page.
 const LATEST: usize = 10;
-/// Receipts read per market to find them.
-const SCAN: usize = 200;
 
 /// `GET /`
 pub async fn home(State(s): State<WebState>, me: SignedIn) -> Result<Markup, PageError> {
@@ -21,18 +19,7 @@ pub async fn home(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pag
     let store = s.api.store.clone();
     let (lines, sales) = blocking(move || {
         let lines = my_lines(&store, &who)?;
-        let mut sales = Vec::new();
-        let mut sellers: Vec<PublicKey> = lines.iter().map(|(s, _)| *s).collect();
-        sellers.dedup();
-        for seller in sellers {
-            for sale in sale::receipts(&store, &seller, None, SCAN)? {
-                if sale.paid(&who) > 0 {
-                    sales.push(sale);
-                }
-            }
-        }
-        sales.sort_by_key(|s| std::cmp::Reverse(s.receipt.created_at_ms));
-        sales.truncate(LATEST);
+        let sales = earnings::paid_to(&store, &who, None, LATEST)?;
         Ok((lines, sales))
     })
     .await?;

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
+use passalong_api::earnings;
 use passalong_api::offers::{publish_offer, NewOffer};
 use passalong_api::ApiError;
 use passalong_protocol::attestation::Body;
@@ -274,7 +275,7 @@ fn my_offers(store: &passalong_store::Store, me: &PublicKey) -> Result<Vec<Row>,
         })
         .collect();
     let at: HashMap<Id, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-    for sale in sale::receipts(store, me, None, usize::MAX)? {
+    for sale in earnings::receipts(store, me, None, usize::MAX)? {
         if !sale.counted {
             continue;
         }
@@ -397,7 +398,7 @@ pub async fn one(
         let Some(Body::Offer(o)) = store.attestation(&id)?.map(|a| a.body) else {
             return Err(PageError::not_found(format!("no offer {id} on this node")));
         };
-        let sales = sale::receipts(&store, &o.seller, Some(id), 100)?;
+        let sales = earnings::receipts(&store, &o.seller, Some(id), 100)?;
         Ok((o, sales))
     })
     .await?;
