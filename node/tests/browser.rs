@@ -304,11 +304,16 @@ async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
     wait_text(&sb, "h1", "A record <live>").await;
     let offer_link = wait_text(&sb, "#my-link", "/l/pl1.").await;
     let png = shot(&sb, "offer").await;
+    // The QR code is the short link (its size does not grow with the chain); it opens the
+    // same offer on this node.
+    let offer_short = wait_text(&sb, "#my-short-link", "/l/pl1s.").await;
     let codes = qr_codes(&png);
     assert!(
-        codes.contains(&offer_link),
-        "the QR code read from the screenshot is the link: {codes:?} vs {offer_link}"
+        codes.contains(&offer_short),
+        "the QR code read from the screenshot is the short link: {codes:?} vs {offer_short}"
     );
+    sb.goto(&offer_short).await.expect("short link");
+    wait_text(&sb, "h1", "A record <live>").await;
 
     // The friend opens the share page on her own node, passes it along, gets her own link.
     let fb = driver.browser(&tmp.path().join("profile-friend")).await;
@@ -336,7 +341,10 @@ async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
     let my_link = wait_text(&fb, "#my-link", "/l/pl1.").await;
     assert_ne!(my_link, offer_link);
     let png = shot(&fb, "pass-along").await;
-    assert!(qr_codes(&png).contains(&my_link), "her QR code is her link");
+    let my_short = wait_text(&fb, "#my-short-link", "/l/pl1s.").await;
+    assert!(qr_codes(&png).contains(&my_short), "her QR code is her short link");
+    fb.goto(&my_short).await.expect("her short link");
+    wait_text(&fb, "main", "Passed along by 1 person").await;
 
     // Her link's share page: the buy button goes to the checkout with her token.
     let my_token = my_link.split("/l/").nth(1).expect("token").to_string();

@@ -11,6 +11,16 @@
 //! Envelopes come root first: the offer, then each referral down to the one being shared.
 //! The same token may be embedded in a URL (`http://host/l/<token>`); [`ShareLink::parse`]
 //! accepts both. A damaged or truncated link fails its check and says so.
+//!
+//! A full link grows by ~250 characters per hop, too dense for a QR code after a few hops. A
+//! [`ShortLink`] names only the market and the newest attestation of the chain, so its size
+//! does not depend on the chain; a node that holds the chain (the one that issued it, or any
+//! node following the market) resolves it:
+//!
+//! ```text
+//! short   = "pl1s." base64url-without-padding(market (32) ‖ id (32) ‖ check (4))
+//! check   = first 4 bytes of blake3(market ‖ id)
+//! ```
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,7 +28,7 @@ use thiserror::Error;
 
 use crate::attestation::Body;
 use crate::encoding::{Attestation, DecodeError};
-use crate::keys::Id;
+use crate::keys::{Id, PublicKey};
 use crate::limits::{MAX_CHAIN_HOPS, MAX_ENVELOPE_BYTES};
 
 /// The token prefix: format version 1.
@@ -198,6 +208,100 @@ impl ShareLink {
     }
 }
 
+/// The short token prefix.
+pub const SHORT_PREFIX: &str = "pl1s.";
+
+/// A link by reference: the market (the offer's seller) and the id of the chain's newest
+/// attestation (the referral being shared, or the offer itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortLink {
+    /// The seller whose market holds the chain.
+    pub market: PublicKey,
+    /// The referral being shared, or the offer for a bare offer link.
+    pub id: Id,
+}
+
+impl ShortLink {
+    /// The short form of a full link.
+    pub fn of(link: &ShareLink) -> ShortLink {
+        let market = match &link.attestations[0].body {
+            Body::Offer(o) => o.seller,
+            // `ShareLink::new` only makes links that start with an offer.
+            _ => PublicKey([0; 32]),
+        };
+        ShortLink {
+            market,
+            id: link.referral().unwrap_or_else(|| link.offer()),
+        }
+    }
+
+    fn check(market: &PublicKey, id: &Id) -> [u8; 4] {
+        let mut h = blake3::Hasher::new();
+        h.update(&market.0);
+        h.update(&id.0);
+        let mut c = [0u8; 4];
+        c.copy_from_slice(&h.finalize().as_bytes()[..4]);
+        c
+    }
+
+    /// The text token.
+    pub fn token(&self) -> String {
+        let mut payload = Vec::with_capacity(68);
+        payload.extend_from_slice(&self.market.0);
+        payload.extend_from_slice(&self.id.0);
+        payload.extend_from_slice(&Self::check(&self.market, &self.id));
+        format!("{SHORT_PREFIX}{}", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    /// The token inside a URL of a node's dashboard.
+    pub fn url(&self, base: &str) -> String {
+        format!("{}/l/{}", base.trim_end_matches('/'), self.token())
+    }
+
+    /// Reads a short token, or a URL or text containing one.
+    pub fn parse(text: &str) -> Result<ShortLink, LinkError> {
+        let start = text.find(SHORT_PREFIX).ok_or(LinkError::NotALink)?;
+        let token: &str = text[start + SHORT_PREFIX.len()..]
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .next()
+            .unwrap_or("");
+        let payload = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| LinkError::Damaged)?;
+        if payload.len() != 68 {
+            return Err(LinkError::Damaged);
+        }
+        let mut market = [0u8; 32];
+        let mut id = [0u8; 32];
+        market.copy_from_slice(&payload[..32]);
+        id.copy_from_slice(&payload[32..64]);
+        let (market, id) = (PublicKey(market), Id(id));
+        if payload[64..] != Self::check(&market, &id) {
+            return Err(LinkError::Damaged);
+        }
+        Ok(ShortLink { market, id })
+    }
+}
+
+/// A link of either form, as a user pastes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyLink {
+    /// It carries its chain.
+    Full(ShareLink),
+    /// It names the chain's newest attestation.
+    Short(ShortLink),
+}
+
+impl AnyLink {
+    /// Reads a full or a short link (or a URL containing one).
+    pub fn parse(text: &str) -> Result<AnyLink, LinkError> {
+        if text.contains(SHORT_PREFIX) {
+            return ShortLink::parse(text).map(AnyLink::Short);
+        }
+        ShareLink::parse(text).map(AnyLink::Full)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +404,37 @@ mod tests {
         let mut c = chain();
         c.swap(0, 1);
         assert!(matches!(ShareLink::new(c), Err(LinkError::NotAChain(_))));
+    }
+
+    #[test]
+    fn short_links_round_trip_and_catch_damage() {
+        let link = ShareLink::new(chain()).unwrap();
+        let short = ShortLink::of(&link);
+        assert_eq!(short.id, link.referral().unwrap());
+        let Body::Offer(o) = &link.attestations[0].body else {
+            panic!("offer first")
+        };
+        assert_eq!(short.market, o.seller);
+        let t = short.token();
+        assert!(t.starts_with(SHORT_PREFIX));
+        assert_eq!(t.len(), SHORT_PREFIX.len() + 91, "constant size: {t}");
+        assert_eq!(ShortLink::parse(&t), Ok(short));
+        assert_eq!(ShortLink::parse(&short.url("http://h:1/")), Ok(short));
+        assert_eq!(AnyLink::parse(&t), Ok(AnyLink::Short(short)));
+        assert_eq!(AnyLink::parse(&link.token()), Ok(AnyLink::Full(link.clone())));
+        // One character changed, or cut short: damaged, never another link.
+        let mut bad = t.clone().into_bytes();
+        let last = bad.len() - 3;
+        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            ShortLink::parse(std::str::from_utf8(&bad).unwrap()),
+            Err(LinkError::Damaged)
+        );
+        assert_eq!(ShortLink::parse(&t[..t.len() - 2]), Err(LinkError::Damaged));
+        assert_eq!(ShortLink::parse("pl1s."), Err(LinkError::Damaged));
+        assert_eq!(ShortLink::parse("nothing"), Err(LinkError::NotALink));
+        // A bare offer link names the offer.
+        let offer_only = ShareLink::new(chain()[..1].to_vec()).unwrap();
+        assert_eq!(ShortLink::of(&offer_only).id, offer_only.offer());
     }
 }

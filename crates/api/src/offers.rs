@@ -62,6 +62,10 @@ pub struct Published {
     pub link: String,
     /// The link inside a URL of this node.
     pub url: String,
+    /// The short link (`pl1s.`: market and id, constant size, for QR codes).
+    pub short: String,
+    /// The short link inside a URL of this node.
+    pub short_url: String,
 }
 
 impl NewOffer {

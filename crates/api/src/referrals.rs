@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Referral};
-use passalong_protocol::link::ShareLink;
+use passalong_protocol::link::{AnyLink, ShareLink, ShortLink};
 use passalong_protocol::{Id, Keypair};
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +13,45 @@ use crate::offers::Published;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
 
-/// Where a referral or a sale starts from: a share link, or the id of a stored offer or
-/// referral. Returns (offer, parent referral, envelopes newly imported).
+/// The full link a pasted link stands for: a full link as it is; a short one (`pl1s.`) from
+/// the chain this node holds. A short link whose chain this node does not hold yet makes the
+/// node follow its market (anti-entropy then fetches it from peers) and answers 404 saying so.
+pub async fn full_link(s: &AppState, text: &str, field: &str) -> Result<ShareLink, ApiError> {
+    let bad = |e: passalong_protocol::link::LinkError| ApiError::bad_request(format!("{field}: {e}"));
+    let short = match AnyLink::parse(text).map_err(bad)? {
+        AnyLink::Full(link) => return Ok(link),
+        AnyLink::Short(short) => short,
+    };
+    let store = s.store.clone();
+    let id = short.id;
+    let held = tokio::task::spawn_blocking(move || store.chain(&id))
+        .await
+        .map_err(ApiError::internal)??;
+    if held.last().map(|a| a.id) == Some(short.id) {
+        let link = ShareLink::new(held).map_err(bad)?;
+        if ShortLink::of(&link).market != short.market {
+            return Err(ApiError::bad_request(format!(
+                "{field}: the short link names market {} but its chain is of another seller",
+                short.market
+            )));
+        }
+        return Ok(link);
+    }
+    let (store, market) = (s.store.clone(), short.market);
+    tokio::task::spawn_blocking(move || store.follow(&market))
+        .await
+        .map_err(ApiError::internal)??;
+    if let Some(net) = &s.net {
+        net.follow(market).await.map_err(ApiError::internal)?;
+    }
+    Err(ApiError::not_found(format!(
+        "{field}: this node does not hold {} yet; it now follows the seller's market and fetches it from its peers: try again in a minute, or use the full link (pl1.…)",
+        short.id
+    )))
+}
+
+/// Where a referral or a sale starts from: a share link (full or short), or the id of a stored
+/// offer or referral. Returns (offer, parent referral, envelopes newly imported).
 pub async fn resolve(
     s: &AppState,
     from: &str,
@@ -23,8 +60,7 @@ pub async fn resolve(
     let from = from.trim();
     // Ids are hex digits, so "pl" only occurs in links (or in garbage the link parser names).
     if from.contains("pl") {
-        let link =
-            ShareLink::parse(from).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))?;
+        let link = full_link(s, from, field).await?;
         let imported = s.import_link(&link).await?;
         return Ok((link.offer(), link.referral(), imported));
     }

@@ -159,10 +159,13 @@ impl AppState {
     /// The id, share link and URL of a stored offer or referral.
     pub fn published(&self, id: &Id) -> Result<crate::offers::Published, ApiError> {
         let link = self.link_of(id)?;
+        let short = passalong_protocol::link::ShortLink::of(&link);
         Ok(crate::offers::Published {
             id: id.to_hex(),
             link: link.token(),
             url: link.url(&self.base_url),
+            short: short.token(),
+            short_url: short.url(&self.base_url),
         })
     }
 

@@ -2055,3 +2055,47 @@ async fn earnings_list_the_sales_that_paid_me() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_links_resolve_where_the_chain_is_held() {
+    let node = Node::start().await;
+    let (offer, _) = node.publish("geometric:5000", 1000).await;
+    let v = node
+        .post("/v1/referrals", &json!({"from": offer.to_hex()}))
+        .await
+        .ok(201);
+    let short = v["short"].as_str().expect("short").to_string();
+    assert!(short.starts_with("pl1s."), "{short}");
+    assert!(v["short_url"].as_str().expect("short_url").ends_with(&short));
+    let full = ShareLink::parse(v["link"].as_str().expect("link")).expect("full link");
+    // The short link stands for the same chain: referring from it extends that chain.
+    let r = node
+        .post("/v1/referrals", &json!({"from": short}))
+        .await
+        .ok(201);
+    let mine = ShareLink::parse(r["link"].as_str().expect("link")).expect("link");
+    assert_eq!(mine.attestations[..2], full.attestations[..]);
+    // A short link whose chain this node does not hold: 404 saying so, and the node now
+    // follows the market so that anti-entropy brings it.
+    let stranger = Keypair::from_seed([77; 32]).public();
+    let unknown = passalong_protocol::link::ShortLink {
+        market: stranger,
+        id: Id([5; 32]),
+    };
+    let r = node
+        .post("/v1/referrals", &json!({"from": unknown.token()}))
+        .await;
+    let e = assert_error(&r, 404, "not_found");
+    assert!(
+        e["error"].as_str().expect("error").contains("follows the seller's market"),
+        "{e}"
+    );
+    assert!(node.store.followed().expect("followed").contains(&stranger));
+    // A damaged short link is a 400.
+    let mut damaged = short.clone();
+    damaged.truncate(short.len() - 3);
+    let r = node
+        .post("/v1/referrals", &json!({"from": damaged}))
+        .await;
+    assert_error(&r, 400, "bad_request");
+}

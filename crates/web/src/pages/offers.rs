@@ -419,7 +419,7 @@ pub async fn one(
                     p { (explain(&offer)) }
                     p.muted { "Published " (layout::time(offer.created_at_ms)) }
                 }
-                (super::pass::link_card(&link.url, &link.link, "Share this offer"))
+                (super::pass::link_card(&link, "Share this offer"))
             }
             section.card {
                 h2 { "Sales" }

@@ -5,7 +5,8 @@
 use axum::extract::{Query, State};
 use axum::Form;
 use maud::{html, Markup};
-use passalong_api::referrals::{refer_as, NewReferral};
+use passalong_api::offers::Published;
+use passalong_api::referrals::{full_link, refer_as, NewReferral};
 use passalong_protocol::attestation::Body;
 use passalong_protocol::link::ShareLink;
 use passalong_protocol::PublicKey;
@@ -34,22 +35,23 @@ pub struct PassForm {
     to: String,
 }
 
-/// A share link ready to hand out: the URL, a copy button, the QR code and the text token.
-pub fn link_card(url: &str, token: &str, title: &str) -> Markup {
-    let code = qr(url);
+/// A share link ready to hand out: the full URL with a copy button (it carries the chain and
+/// works anywhere), and a QR code of the short link (constant size, scannable at any depth).
+pub fn link_card(p: &Published, title: &str) -> Markup {
+    let code = qr(&p.short_url);
     html! {
         section.card.share {
             h2 { (title) }
-            p.link-box #my-link { (url) }
-            (layout::copy_button(url))
+            p.link-box #my-link { (p.url) }
+            (layout::copy_button(&p.url))
             @match code {
                 Ok(q) => {
                     div.qr data-version=(q.version) { (layout::trusted(q.svg)) }
-                    p.muted { "QR code version " (q.version) }
+                    p.muted { "Scan: " span #my-short-link { (p.short_url) } " (QR version " (q.version) ")" }
                 }
-                Err(e) => p.muted { "This link is too long for a QR code (" (e.to_string()) "); copy it instead." },
+                Err(e) => p.muted { "No QR code (" (e.to_string()) "); copy the link instead." },
             }
-            details { summary { "Text token (for " code { "passalong refer" } ")" } p.link-box { (token) } (layout::copy_button(token)) }
+            details { summary { "Text token (for " code { "passalong refer" } ")" } p.link-box { (p.link) } (layout::copy_button(&p.link)) }
         }
     }
 }
@@ -123,11 +125,9 @@ pub async fn page_handler(s: &WebState, me: &SignedIn, q: LinkQuery) -> Result<M
     let shown = if q.link.trim().is_empty() {
         html! {}
     } else {
-        match ShareLink::parse(&q.link) {
+        match full_link(&s.api, &q.link, "link").await {
             Ok(l) => summary(&names, &me.me(), &l),
-            Err(e) => {
-                html! { p.error role="alert" { "That is not a share link: " (e.to_string()) } }
-            }
+            Err(e) => html! { p.error role="alert" { (e.message) } },
         }
     };
     Ok(page(me, &names, q.link.trim(), shown))
@@ -183,7 +183,7 @@ pub async fn refer(
     let body = match done {
         Ok(r) => html! {
             p.ok role="status" { "Your referral is signed. Send your link to friends:" }
-            (link_card(&r.published.url, &r.published.link, "My link"))
+            (link_card(&r.published, "My link"))
         },
         Err(e) => html! { p.error role="alert" { (e.message) } },
     };

@@ -1,13 +1,13 @@
 //! The public share page `/l/<token>`: what a friend sees when they open a link, without
-//! signing in. It shows only what the link itself carries (the offer and the chain), so it
-//! reveals nothing of the node that serves it.
+//! signing in. It shows only what the link carries (the offer and the chain; for a short link,
+//! the chain it names), nothing else of the node that serves it.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use maud::{html, Markup};
 use passalong_api::contacts::Names;
 use passalong_protocol::attestation::Body;
-use passalong_protocol::link::ShareLink;
+use passalong_api::referrals::full_link;
 
 use crate::auth::{cookie, SESSION_COOKIE};
 use crate::layout::{self, PageError};
@@ -51,10 +51,13 @@ pub async fn page(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Markup, PageError> {
-    let link = ShareLink::parse(&token).map_err(|e| {
-        PageError::bad(format!(
-            "This share link is damaged or incomplete: {e}. Ask for it again."
-        ))
+    // A short link opens where its chain is held (the node that issued it); a full one
+    // anywhere.
+    let link = full_link(&s.api, &token, "link").await.map_err(|e| {
+        PageError::new(
+            e.status,
+            format!("This share link cannot be opened here: {}", e.message),
+        )
     })?;
     let Body::Offer(o) = &link.attestations[0].body else {
         return Err(PageError::bad("This link does not start with an offer."));
