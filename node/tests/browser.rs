@@ -51,7 +51,13 @@ impl Driver {
 
     /// A new browser with its own fresh profile.
     async fn browser(&self, profile: &Path) -> Client {
-        let args = vec![
+        self.browser_with(profile, &["--window-size=1000,1400"])
+            .await
+    }
+
+    /// A new browser with its own fresh profile and `extra` flags (window size, dark mode).
+    async fn browser_with(&self, profile: &Path, extra: &[&str]) -> Client {
+        let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -60,9 +66,9 @@ impl Driver {
             "--disable-component-update".into(),
             "--disable-sync".into(),
             "--no-first-run".into(),
-            "--window-size=1000,1400".into(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -342,7 +348,10 @@ async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
     assert_ne!(my_link, offer_link);
     let png = shot(&fb, "pass-along").await;
     let my_short = wait_text(&fb, "#my-short-link", "/l/pl1s.").await;
-    assert!(qr_codes(&png).contains(&my_short), "her QR code is her short link");
+    assert!(
+        qr_codes(&png).contains(&my_short),
+        "her QR code is her short link"
+    );
     fb.goto(&my_short).await.expect("her short link");
     wait_text(&fb, "main", "Passed along by 1 person").await;
 
@@ -503,6 +512,76 @@ async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
         "earned, refunded, settled, owed: {row}"
     );
 
-    let _ = (sb.close().await, fb.close().await);
+    // Every page loads only from the node itself (the CSP would block anything else, and
+    // the browser reports what it fetched).
+    for path in [
+        "/",
+        "/offers",
+        &format!("/offers/{offer_id}"),
+        "/pass",
+        "/network",
+        "/contacts",
+        "/disputes",
+    ] {
+        sb.goto(&format!("{s_base}{path}")).await.expect("page");
+        let fetched = sb
+            .execute(
+                "return performance.getEntriesByType('resource').map(e => e.name)",
+                vec![],
+            )
+            .await
+            .expect("resources");
+        for url in fetched.as_array().expect("list") {
+            let url = url.as_str().expect("url");
+            assert!(url.starts_with(&s_base), "{path} fetched {url}");
+        }
+    }
+
+    // On a phone in dark mode: dark colours, nothing wider than the screen.
+    let phone = driver
+        .browser_with(
+            &tmp.path().join("profile-phone"),
+            &["--window-size=390,844", "--force-dark-mode"],
+        )
+        .await;
+    sign_in(&phone, &s_base, &token(&seller)).await;
+    for (path, name) in [
+        ("/".to_string(), "phone-home-dark"),
+        (format!("/offers/{offer_id}"), "phone-offer-dark"),
+    ] {
+        phone.goto(&format!("{s_base}{path}")).await.expect("page");
+        wait_text(&phone, "h1", "").await;
+        let bg = phone
+            .execute(
+                "return getComputedStyle(document.body).backgroundColor",
+                vec![],
+            )
+            .await
+            .expect("style");
+        assert_eq!(bg, json!("rgb(19, 21, 23)"), "dark background on {path}");
+        shot(&phone, name).await;
+        let wide = phone
+            .execute(
+                "return [...document.querySelectorAll('body *')].filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 5)",
+                vec![],
+            )
+            .await
+            .expect("width");
+        assert_eq!(wide, json!([]), "{path}: elements wider than a phone");
+        let fits = phone
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth",
+                vec![],
+            )
+            .await
+            .expect("width");
+        assert_eq!(
+            fits,
+            json!(true),
+            "{path} scrolls sideways (tables may, in their box)"
+        );
+    }
+
+    let _ = (sb.close().await, fb.close().await, phone.close().await);
     drop(driver);
 }

@@ -118,10 +118,16 @@ impl OfferForm {
     }
 }
 
+/// Basis points as a percentage without trailing zeros: 1000 → "10", 250 → "2.5".
+pub fn percent(bps: u16) -> String {
+    let s = Currency(*b"EUR").major(i128::from(bps));
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// The rule in plain words.
 pub fn explain(o: &Offer) -> String {
     let p = &o.policy;
-    let pool = format!("{} %", Currency(*b"EUR").major(i128::from(p.pool_bps)));
+    let pool = format!("{} %", percent(p.pool_bps));
     let depth = p.max_depth;
     let mut s = match p.rule {
         Rule::Direct => format!(
@@ -132,8 +138,8 @@ pub fn explain(o: &Offer) -> String {
         ),
         Rule::Geometric { r_bps } => format!(
             "{pool} of each sale goes to the chain: the friend nearest the buyer earns {} % of it, the next one {} % of what is left, and so on for up to {depth} people.",
-            Currency(*b"EUR").major(i128::from(10_000 - r_bps)),
-            Currency(*b"EUR").major(i128::from(10_000 - r_bps)),
+            percent(10_000 - r_bps),
+            percent(10_000 - r_bps),
         ),
         Rule::SplitProof => format!(
             "{pool} of each sale goes to the chain; everyone in it (up to {depth} people) earns the same share, which halves with each person the chain holds, so that no one gains by adding fake identities of their own."
@@ -142,7 +148,7 @@ pub fn explain(o: &Offer) -> String {
     if p.connector_bps > 0 {
         s.push_str(&format!(
             " A further {} % goes to the connector of the community the nearest friend belongs to.",
-            Currency(*b"EUR").major(i128::from(p.connector_bps))
+            percent(p.connector_bps)
         ));
     }
     if p.require_purchase {
@@ -477,7 +483,11 @@ mod tests {
         assert_eq!(shares, vec![100, 50, 25, 12]);
         assert_eq!(connector, 20);
         assert_eq!(seller, 2000 - 187 - 20);
-        assert!(explain(&o).contains("50.00 %"));
+        assert!(explain(&o).contains("earns 50 % of it"));
+        assert_eq!(
+            (percent(1000), percent(250), percent(5), percent(0)),
+            ("10".into(), "2.5".into(), "0.05".into(), "0".into())
+        );
         let bad = OfferForm {
             price: "20.001".into(),
             ..f
