@@ -421,7 +421,10 @@ mod tests {
         assert_eq!(ShortLink::parse(&t), Ok(short));
         assert_eq!(ShortLink::parse(&short.url("http://h:1/")), Ok(short));
         assert_eq!(AnyLink::parse(&t), Ok(AnyLink::Short(short)));
-        assert_eq!(AnyLink::parse(&link.token()), Ok(AnyLink::Full(link.clone())));
+        assert_eq!(
+            AnyLink::parse(&link.token()),
+            Ok(AnyLink::Full(link.clone()))
+        );
         // One character changed, or cut short: damaged, never another link.
         let mut bad = t.clone().into_bytes();
         let last = bad.len() - 3;

@@ -113,7 +113,11 @@ mod tests {
             let short = ShortLink::of(&l).url(base);
             let fv = qr(&full).map_or("none".to_string(), |q| q.version.to_string());
             let sv = qr(&short).unwrap().version;
-            println!("{hops:>4}  {:>10}  {fv:>12}  {:>11}  {sv:>13}", full.len(), short.len());
+            println!(
+                "{hops:>4}  {:>10}  {fv:>12}  {:>11}  {sv:>13}",
+                full.len(),
+                short.len()
+            );
             assert!(sv <= 20, "{hops} hops: short link QR version {sv}");
         }
         // The full link is beyond version 20 from two hops on: why the QR code shows the short one.
