@@ -96,12 +96,40 @@ pub enum Command {
         #[arg(long, value_name = "REF")]
         reference: String,
     },
-    /// A seller's ledger: (currency, participant, earned, refunded, settled, owed).
+    /// A seller's ledger: (currency, participant, earned, refunded, settled, owed), amounts in
+    /// major units (`--json`: minor units, and the root).
     Ledger {
         /// The seller (default: me).
         #[arg(long, value_name = "PUBKEY")]
         seller: Option<String>,
+        /// Print CSV (amounts in major units, with contact names), as the dashboard's download.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
     },
+    /// What a seller (default: me) owes, per participant and currency: a payout batch.
+    Payouts {
+        /// The seller (default: me).
+        #[arg(long, value_name = "PUBKEY")]
+        seller: Option<String>,
+        /// Print CSV (participant, name, currency, amount in major units).
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
+    /// The sales that paid me, newest first: receipt, order, offer, hop, amount.
+    Earnings {
+        /// Only sales of this seller's market.
+        #[arg(long, value_name = "PUBKEY")]
+        seller: Option<String>,
+        /// Print CSV.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// At most this many sales (default: every one).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Local names for keys, shown beside them (kept on this node, never gossiped).
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
     /// Write a seller's market (and the communities it depends on) to a bundle file.
     Export {
         /// The seller.
@@ -196,6 +224,27 @@ pub enum MarketCommand {
     },
     /// The markets followed, with their attestation counts and ledger roots.
     List,
+}
+
+/// `passalong contacts …`
+#[derive(Subcommand, Debug)]
+pub enum ContactsCommand {
+    /// Name a key (or rename it).
+    Add {
+        /// The key.
+        #[arg(value_name = "PUBKEY")]
+        key: String,
+        /// Its name: 1 to 64 characters, no control characters.
+        name: String,
+    },
+    /// Every name.
+    List,
+    /// Forget a key's name.
+    Remove {
+        /// The key.
+        #[arg(value_name = "PUBKEY")]
+        key: String,
+    },
 }
 
 /// `passalong offer …`

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Result};
 use serde_json::Value;
 
 use crate::datadir::DataDir;
+use crate::progress::{Progress, Unit};
 
 /// A connection to the local daemon.
 pub struct Client {
@@ -71,6 +72,37 @@ impl Client {
             }
             Err(e) => self.answer(Err(e)).map(|_| Vec::new()),
         }
+    }
+}
+
+impl Client {
+    /// `GET path`, raw bytes, with the progress of the download on a terminal: a spinner
+    /// while the daemon gathers the answer, then the bytes received.
+    pub fn download(&self, path: &str, what: &'static str) -> Result<Vec<u8>> {
+        let waiting = Progress::waiting(what);
+        let resp = match self.agent.get(&format!("{}{path}", self.base)).call() {
+            Ok(resp) => resp,
+            Err(e) => return self.answer(Err(e)).map(|_| Vec::new()),
+        };
+        drop(waiting);
+        let total = resp
+            .header("Content-Length")
+            .and_then(|l| l.parse::<u64>().ok());
+        let progress = Progress::of(what, total, Unit::Bytes);
+        let mut reader = resp.into_reader();
+        let mut out = Vec::with_capacity(total.unwrap_or(0).min(1 << 30) as usize);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(anyhow!("reading the daemon's answer: {e}")),
+            };
+            out.extend_from_slice(&buf[..n]);
+            progress.add(n as u64);
+        }
+        Ok(out)
     }
 }
 

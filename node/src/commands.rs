@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::cli::{Format, MarketCommand, OfferCommand, PeersCommand};
+use crate::cli::{ContactsCommand, Format, MarketCommand, OfferCommand, PeersCommand};
 use crate::client::{q, Client};
 use crate::datadir::DataDir;
+use crate::display::{money, Align, Names, Table};
 
 /// How to print.
 #[derive(Clone, Copy)]
@@ -19,15 +20,28 @@ pub struct Out {
 }
 
 impl Out {
-    /// Prints `v` as JSON, or `text(v)` for people, on stdout (see [`emit`]).
+    /// Prints `v` as JSON, or `text(v)` for people, on stdout (see [`emit`]). What people read
+    /// is made [printable](passalong_api::text::printable) line by line: titles, names, orders
+    /// and references come from others and may hold escape sequences or reordering
+    /// characters. JSON keeps them as signed.
     pub fn print(&self, v: &Value, text: impl FnOnce(&Value) -> String) {
         let doc = if self.json {
             serde_json::to_string_pretty(v).unwrap_or_default()
         } else {
-            text(v)
+            passalong_api::text::printable_lines(&text(v)).into_owned()
         };
         emit(&mut std::io::stdout().lock(), &doc);
     }
+}
+
+/// Prints a CSV document as the API made it (its fields are already printable), without a
+/// line break added.
+fn print_csv(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    emit(
+        &mut std::io::stdout().lock(),
+        text.strip_suffix('\n').unwrap_or(&text),
+    );
 }
 
 /// A write to stdout failed for another reason than a closed pipe (the command exits 1).
@@ -134,17 +148,23 @@ pub fn market(dir: &DataDir, out: Out, cmd: MarketCommand) -> Result<()> {
         }
         MarketCommand::List => {
             let v = client.get("/v1/markets")?;
+            let names = names_for(&client, out)?;
             out.print(&v, |v| {
-                let mut t = format!("{:<64}  {:>12}  root\n", "market", "attestations");
+                let mut t = Table::new(&[
+                    ("market", Align::Left),
+                    ("attestations", Align::Right),
+                    ("root", Align::Left),
+                    ("name", Align::Left),
+                ]);
                 for m in v["markets"].as_array().into_iter().flatten() {
-                    t.push_str(&format!(
-                        "{:<64}  {:>12}  {}\n",
+                    t.row([
                         s(&m["market"]),
-                        m["attestations"],
-                        s(&m["root"])
-                    ));
+                        &m["attestations"].to_string(),
+                        s(&m["root"]),
+                        names.of(s(&m["market"])),
+                    ]);
                 }
-                t.trim_end().to_string()
+                t.render()
             });
         }
     }
@@ -216,14 +236,23 @@ pub fn offer(dir: &DataDir, out: Out, cmd: OfferCommand) -> Result<()> {
             };
             let v = c.get(&path)?;
             out.print(&v, |v| {
-                let mut t = String::from("id                                                                title                          price       rule           pool_bps");
+                let mut t = Table::new(&[
+                    ("id", Align::Left),
+                    ("title", Align::Left),
+                    ("price", Align::Right),
+                    ("rule", Align::Left),
+                    ("pool_bps", Align::Right),
+                ]);
                 for o in v["offers"].as_array().into_iter().flatten() {
-                    t.push_str(&format!(
-                        "\n{}  {:<30} {:>8} {} {:<14} {}",
-                        s(&o["id"]), s(&o["title"]), o["price_minor"], s(&o["currency"]), s(&o["rule"]), o["pool_bps"]
-                    ));
+                    t.row([
+                        s(&o["id"]).to_string(),
+                        s(&o["title"]).to_string(),
+                        money(&o["price_minor"], &o["currency"]),
+                        s(&o["rule"]).to_string(),
+                        o["pool_bps"].to_string(),
+                    ]);
                 }
-                t
+                t.render()
             });
         }
     }
@@ -288,39 +317,182 @@ pub fn settle(
     Ok(())
 }
 
-/// The ledger as a table.
-pub fn ledger_table(v: &Value) -> String {
-    let mut t = format!(
-        "{:<8} {:<64} {:>12} {:>12} {:>12} {:>12}",
-        "currency", "participant", "earned", "refunded", "settled", "owed"
-    );
-    for e in v["entries"].as_array().into_iter().flatten() {
-        t.push_str(&format!(
-            "\n{:<8} {:<64} {:>12} {:>12} {:>12} {:>12}",
-            s(&e["currency"]),
-            s(&e["participant"]),
-            plain(&e["earned"]),
-            plain(&e["refunded"]),
-            plain(&e["settled"]),
-            plain(&e["owed"])
-        ));
+/// The ledger as a table, amounts in major units; with `names`, a column of contact names.
+pub fn ledger_table(v: &Value, names: Option<&Names>) -> String {
+    let mut columns = vec![("currency", Align::Left), ("participant", Align::Left)];
+    if names.is_some() {
+        columns.push(("name", Align::Left));
     }
-    t
+    columns.extend([
+        ("earned", Align::Right),
+        ("refunded", Align::Right),
+        ("settled", Align::Right),
+        ("owed", Align::Right),
+    ]);
+    let mut t = Table::new(&columns);
+    for e in v["entries"].as_array().into_iter().flatten() {
+        let c = &e["currency"];
+        let mut row = vec![s(c).to_string(), s(&e["participant"]).to_string()];
+        if let Some(n) = names {
+            row.push(n.of(s(&e["participant"])).to_string());
+        }
+        row.extend(["earned", "refunded", "settled", "owed"].map(|k| money(&e[k], c)));
+        t.row(row);
+    }
+    t.render()
 }
 
-/// A JSON number or string as plain text (so that widths apply: `Value`'s Display ignores them).
-fn plain(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+/// The contact names a table shows (none are needed for `--json`).
+fn names_for(c: &Client, out: Out) -> Result<Names> {
+    if out.json {
+        Ok(Names::default())
+    } else {
+        Names::fetch(c)
+    }
 }
 
-/// `passalong ledger`
-pub fn ledger(dir: &DataDir, out: Out, seller: Option<String>) -> Result<()> {
-    let path = match seller {
-        Some(k) => format!("/v1/ledger?seller={}", q(&k)),
-        None => "/v1/ledger".into(),
+/// `?seller=…&format=…` of the ledger routes.
+fn ledger_query(seller: Option<&str>, csv: bool) -> String {
+    let mut q = Vec::new();
+    if let Some(k) = seller {
+        q.push(format!("seller={}", crate::client::q(k)));
+    }
+    if csv {
+        q.push("format=csv".to_string());
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+/// `passalong ledger [--seller PUBKEY] [--csv]`
+pub fn ledger(dir: &DataDir, out: Out, seller: Option<String>, csv: bool) -> Result<()> {
+    let c = Client::connect(dir)?;
+    let query = ledger_query(seller.as_deref(), csv);
+    if csv {
+        print_csv(&c.get_bytes(&format!("/v1/ledger{query}"))?);
+        return Ok(());
+    }
+    let v = c.get(&format!("/v1/ledger{query}"))?;
+    let names = names_for(&c, out)?;
+    out.print(&v, |v| ledger_table(v, Some(&names)));
+    Ok(())
+}
+
+/// `passalong payouts [--seller PUBKEY] [--csv]`: what the seller owes.
+pub fn payouts(dir: &DataDir, out: Out, seller: Option<String>, csv: bool) -> Result<()> {
+    let c = Client::connect(dir)?;
+    let query = ledger_query(seller.as_deref(), csv);
+    if csv {
+        print_csv(&c.get_bytes(&format!("/v1/payouts{query}"))?);
+        return Ok(());
+    }
+    let v = c.get(&format!("/v1/payouts{query}"))?;
+    let names = names_for(&c, out)?;
+    out.print(&v, |v| {
+        let mut t = Table::new(&[
+            ("participant", Align::Left),
+            ("name", Align::Left),
+            ("currency", Align::Left),
+            ("amount", Align::Right),
+        ]);
+        for p in v["payouts"].as_array().into_iter().flatten() {
+            t.row([
+                s(&p["participant"]).to_string(),
+                names.of(s(&p["participant"])).to_string(),
+                s(&p["currency"]).to_string(),
+                money(&p["amount_minor"], &p["currency"]),
+            ]);
+        }
+        t.render()
+    });
+    Ok(())
+}
+
+/// `passalong earnings [--seller PUBKEY] [--csv] [--limit N]`: the sales that paid me,
+/// newest first.
+pub fn earnings(
+    dir: &DataDir,
+    out: Out,
+    seller: Option<String>,
+    csv: bool,
+    limit: Option<u32>,
+) -> Result<()> {
+    let c = Client::connect(dir)?;
+    let mut query = Vec::new();
+    if let Some(k) = &seller {
+        query.push(format!("seller={}", q(k)));
+    }
+    if let Some(n) = limit {
+        query.push(format!("limit={n}"));
+    }
+    let path = format!("/v1/earnings?{}", query.join("&"));
+    let path = path.trim_end_matches('?');
+    let v = c.get(path)?;
+    let list: passalong_api::earnings::Earnings = serde_json::from_value(v.clone())
+        .context("the daemon's earnings are not in the expected form")?;
+    if csv {
+        let names = Names::fetch(&c)?;
+        let text = passalong_api::ledger::earnings_csv(&list.earnings, names.by_key());
+        print_csv(text.as_bytes());
+        return Ok(());
+    }
+    let names = names_for(&c, out)?;
+    out.print(&v, |_| {
+        let mut t = Table::new(&[
+            ("receipt", Align::Left),
+            ("order", Align::Left),
+            ("offer", Align::Left),
+            ("seller", Align::Left),
+            ("hop", Align::Right),
+            ("amount", Align::Right),
+        ]);
+        for e in &list.earnings {
+            let seller = match names.of(&e.seller) {
+                "" => e.seller.get(..16).unwrap_or(&e.seller).to_string(),
+                name => name.to_string(),
+            };
+            t.row([
+                e.receipt.clone(),
+                e.order.clone(),
+                e.title.clone(),
+                seller,
+                e.hop
+                    .map_or_else(|| "connector".to_string(), |h| h.to_string()),
+                money(&e.share_minor.into(), &e.currency.as_str().into()),
+            ]);
+        }
+        t.render()
+    });
+    Ok(())
+}
+
+/// `passalong contacts add|list|remove`
+pub fn contacts(dir: &DataDir, out: Out, cmd: ContactsCommand) -> Result<()> {
+    let c = Client::connect(dir)?;
+    let (v, said) = match cmd {
+        ContactsCommand::List => (c.get("/v1/contacts")?, None),
+        ContactsCommand::Add { key, name } => {
+            let v = c.post("/v1/contacts", &json!({"key": key, "name": name}))?;
+            (v, Some(format!("{} is {}", key.trim(), name.trim())))
+        }
+        ContactsCommand::Remove { key } => {
+            let v = c.post("/v1/contacts/remove", &json!({"key": key}))?;
+            (v, Some(format!("forgot the name of {}", key.trim())))
+        }
     };
-    let v = Client::connect(dir)?.get(&path)?;
-    out.print(&v, ledger_table);
+    out.print(&v, |v| {
+        if let Some(line) = said {
+            return line;
+        }
+        let mut t = Table::new(&[("key", Align::Left), ("name", Align::Left)]);
+        for c in v["contacts"].as_array().into_iter().flatten() {
+            t.row([s(&c["key"]), s(&c["name"])]);
+        }
+        t.render()
+    });
     Ok(())
 }
 
@@ -336,8 +508,10 @@ pub fn export(
         Format::Json => "json",
         Format::Binary => "binary",
     };
-    let bytes =
-        Client::connect(dir)?.get_bytes(&format!("/v1/export?seller={}&format={f}", q(&seller)))?;
+    let bytes = Client::connect(dir)?.download(
+        &format!("/v1/export?seller={}&format={f}", q(&seller)),
+        "exporting",
+    )?;
     let n = passalong_protocol::bundle::decode(&bytes)
         .context("the daemon's export does not decode")?
         .len();
@@ -366,7 +540,7 @@ pub fn import(dir: &DataDir, out: Out, file: &std::path::Path) -> Result<()> {
     let c = Client::connect(dir)?;
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
     let mut new = 0u64;
-    let mut progress = crate::progress::Progress::new("importing", envelopes.len() as u64);
+    let progress = crate::progress::Progress::new("importing", envelopes.len() as u64);
     // Chunks keep each request far below the API's body limit.
     for chunk in envelopes.chunks(2_000) {
         let v = c.post(
@@ -445,14 +619,21 @@ mod tests {
     }
 
     #[test]
-    fn the_ledger_table_lines_up() {
+    fn the_ledger_table_lines_up_in_major_units() {
+        let anna = "ab".repeat(32);
         let v = json!({"entries": [
-            {"currency": "EUR", "participant": "ab".repeat(32), "earned": "100", "refunded": 0,
+            {"currency": "EUR", "participant": anna, "earned": "100", "refunded": 0,
              "settled": "0", "owed": "100"},
+            {"currency": "JPY", "participant": "cd".repeat(32), "earned": 1200, "refunded": 0,
+             "settled": 0, "owed": 1200},
         ]});
-        let t = ledger_table(&v);
+        let names = Names::from_json(&json!({"contacts": [{"key": anna, "name": "Anna"}]}));
+        let t = ledger_table(&v, Some(&names));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0].len(), lines[1].len(), "{t}");
-        assert!(lines[1].ends_with("         100"), "{t}");
+        assert!(lines[1].contains(" Anna "), "{t}");
+        assert!(lines[1].ends_with("  1.00 EUR"), "{t}");
+        assert!(lines[2].ends_with("  1200 JPY"), "{t}");
+        assert!(!ledger_table(&v, None).contains("name"));
     }
 }

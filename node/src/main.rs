@@ -12,6 +12,7 @@ mod commands;
 mod config;
 mod daemon;
 mod datadir;
+mod display;
 mod network;
 mod progress;
 mod verify;
@@ -43,9 +44,14 @@ fn main() -> ExitCode {
     code
 }
 
-/// A line on stderr; if stderr is closed too, nothing (`eprintln!` would panic).
+/// A line on stderr, made printable (an error may quote a remote seller's text); if stderr is
+/// closed too, nothing (`eprintln!` would panic).
 fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}",
+        passalong_api::text::printable(line)
+    );
 }
 
 fn try_main(cli: Cli) -> Result<bool> {
@@ -99,7 +105,12 @@ fn try_main(cli: Cli) -> Result<bool> {
             currency,
             reference,
         } => commands::settle(&dir, out, participant, amount, currency, reference)?,
-        Command::Ledger { seller } => commands::ledger(&dir, out, seller)?,
+        Command::Ledger { seller, csv } => commands::ledger(&dir, out, seller, csv)?,
+        Command::Payouts { seller, csv } => commands::payouts(&dir, out, seller, csv)?,
+        Command::Earnings { seller, csv, limit } => {
+            commands::earnings(&dir, out, seller, csv, limit)?
+        }
+        Command::Contacts(cmd) => commands::contacts(&dir, out, cmd)?,
         Command::Export {
             seller,
             out: file,

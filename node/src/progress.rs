@@ -1,60 +1,92 @@
-//! Progress of long work (an import) on stderr, only when stderr is a terminal: a script that
-//! captures it gets the result alone.
+//! Progress of long work (import, export, verify) on stderr, only when stderr is a terminal: a
+//! script that captures it gets the result alone. Cleared when done, so that what follows (the
+//! result, an error) starts on a clean line.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::time::Duration;
 
-/// How often the line is redrawn at most.
-const EVERY: Duration = Duration::from_millis(200);
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A `what: done/total (pct %)` line redrawn in place; erased when dropped.
+/// Redraws per second at most.
+const HZ: u8 = 8;
+
+/// What is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Attestations (or other items).
+    Items,
+    /// Bytes (shown as KiB, MiB…).
+    Bytes,
+}
+
+/// A progress bar: `what [=====>    ] done/total (pct %) eta`.
 pub struct Progress {
-    what: &'static str,
-    total: u64,
-    done: u64,
-    on: bool,
-    shown: Option<Instant>,
+    bar: ProgressBar,
 }
 
 impl Progress {
-    /// Shown only on a terminal.
+    /// `total` items to do; shown only on a terminal.
     pub fn new(what: &'static str, total: u64) -> Progress {
-        Progress::with(what, total, std::io::stderr().is_terminal())
+        Progress::with(
+            what,
+            Some(total),
+            Unit::Items,
+            std::io::stderr().is_terminal(),
+        )
     }
 
-    fn with(what: &'static str, total: u64, on: bool) -> Progress {
-        Progress {
-            what,
-            total,
-            done: 0,
-            on,
-            shown: None,
+    /// `total` (if known) of `unit` to do; shown only on a terminal.
+    pub fn of(what: &'static str, total: Option<u64>, unit: Unit) -> Progress {
+        Progress::with(what, total, unit, std::io::stderr().is_terminal())
+    }
+
+    /// Work of unknown length (a spinner that keeps turning while nothing is counted).
+    pub fn waiting(what: &'static str) -> Progress {
+        let p = Progress::with(what, None, Unit::Items, std::io::stderr().is_terminal());
+        p.bar.enable_steady_tick(Duration::from_millis(120));
+        p
+    }
+
+    fn with(what: &'static str, total: Option<u64>, unit: Unit, on: bool) -> Progress {
+        let target = if on {
+            ProgressDrawTarget::stderr_with_hz(HZ)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(total, target);
+        let counts = match unit {
+            Unit::Items => "{human_pos}/{human_len}",
+            Unit::Bytes => "{bytes}/{total_bytes}",
+        };
+        let template = match total {
+            Some(_) => format!("{{msg}} [{{bar:30}}] {counts} ({{percent}} %) {{eta}}"),
+            None => match unit {
+                Unit::Items => "{msg} {spinner} {human_pos}".to_string(),
+                Unit::Bytes => "{msg} {spinner} {bytes}".to_string(),
+            },
+        };
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            bar.set_style(style.progress_chars("=> "));
         }
+        bar.set_message(what);
+        Progress { bar }
     }
 
     /// `n` more done.
-    pub fn add(&mut self, n: u64) {
-        self.done = (self.done + n).min(self.total);
-        if self.on && self.shown.is_none_or(|t| t.elapsed() >= EVERY) {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{}", self.line());
-            let _ = err.flush();
-            self.shown = Some(Instant::now());
-        }
+    pub fn add(&self, n: u64) {
+        self.bar.inc(n);
     }
 
-    fn line(&self) -> String {
-        let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
-        format!("{}: {}/{} ({pct} %)", self.what, self.done, self.total)
+    /// Done so far.
+    #[cfg(test)]
+    fn done(&self) -> u64 {
+        self.bar.position()
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        if self.on && self.shown.is_some() {
-            // Erase the line: what follows (the result, an error) starts clean.
-            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
-        }
+        self.bar.finish_and_clear();
     }
 }
 
@@ -63,14 +95,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_line_counts_up_to_the_total() {
-        let mut p = Progress::with("importing", 4_000, false);
-        assert_eq!(p.line(), "importing: 0/4000 (0 %)");
+    fn it_counts_up_to_the_total_and_draws_nothing_off_a_terminal() {
+        let p = Progress::with("importing", Some(4_000), Unit::Items, false);
+        assert!(p.bar.is_hidden());
+        assert_eq!(p.done(), 0);
         p.add(2_000);
-        assert_eq!(p.line(), "importing: 2000/4000 (50 %)");
-        p.add(5_000);
-        assert_eq!(p.line(), "importing: 4000/4000 (100 %)");
-        assert!(p.shown.is_none(), "off: nothing drawn");
-        assert_eq!(Progress::with("x", 0, false).line(), "x: 0/0 (100 %)");
+        assert_eq!(p.done(), 2_000);
+        p.add(2_000);
+        assert_eq!((p.done(), p.bar.length()), (4_000, Some(4_000)));
+        let spin = Progress::with("exporting", None, Unit::Bytes, false);
+        spin.add(10);
+        assert_eq!((spin.done(), spin.bar.length()), (10, None));
     }
 }

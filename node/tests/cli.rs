@@ -472,6 +472,10 @@ fn every_command_exits_quietly_when_its_output_is_closed() {
                 &reference,
             ],
             vec!["ledger"],
+            vec!["payouts"],
+            vec!["earnings"],
+            vec!["contacts", "add", &buyer, "Buyer"],
+            vec!["contacts", "list"],
             vec!["export", "--seller", &me, "--out", file],
             vec!["import", file],
             vec!["verify", file],
@@ -483,6 +487,16 @@ fn every_command_exits_quietly_when_its_output_is_closed() {
             }
             let (code, err) = with_stdout_closed(Some(dir), &args, 0);
             assert_eq!(code, Some(0), "{args:?}: {err}");
+        }
+        if !json {
+            for args in [
+                vec!["ledger", "--csv"],
+                vec!["payouts", "--csv"],
+                vec!["earnings", "--csv"],
+            ] {
+                let (code, err) = with_stdout_closed(Some(dir), &args, 0);
+                assert_eq!(code, Some(0), "{args:?}: {err}");
+            }
         }
         // Part of the output read, then the pipe closed while the command still writes.
         let args: &[&str] = if json {
@@ -672,4 +686,357 @@ fn a_repeated_sale_refund_or_payment_is_the_same_attestation_and_a_conflicting_o
     let end = signed(&d);
     assert_eq!(end.0, after_pay.0 + 1);
     assert_eq!(end.1, serde_json::json!({"equivocations": []}));
+}
+
+/// What a person must never see raw: escape sequences, a bell, a line break, a bidirectional
+/// override.
+const HOSTILE: [char; 5] = ['\u{1b}', '\u{7}', '\r', '\u{202E}', '\u{9b}'];
+
+fn printable_only(what: &str, text: &str) {
+    for c in HOSTILE {
+        assert!(!text.contains(c), "{what}: {:04X} in {text:?}", c as u32);
+    }
+}
+
+/// Runs a command, asserts exit 0, returns its stdout (and asserts stderr is empty: no
+/// progress drawn on a pipe).
+fn stdout_of(d: &Daemon, args: &[&str]) -> String {
+    let out = d.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A CSV document's rows, fields unquoted (RFC 4180: quoted fields, doubled quotes).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut field, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    assert!(
+        field.is_empty() && row.is_empty(),
+        "a CSV ends with a line break: {text:?}"
+    );
+    let width = rows.first().map_or(0, Vec::len);
+    assert!(rows.iter().all(|r| r.len() == width), "{text:?}");
+    rows
+}
+
+/// The dashboard of `d`, signed in with its API token: GETs `path` and returns the body.
+fn dashboard_get(d: &Daemon, path: &str) -> String {
+    let (base, token) = api_of(d);
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let cookie = |resp: &ureq::Response, name: &str| -> String {
+        resp.all("Set-Cookie")
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .and_then(|c| c.split(';').next())
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+            .to_string()
+    };
+    let page = agent
+        .get(&format!("{base}/signin"))
+        .call()
+        .expect("GET /signin");
+    let signin_cookie = cookie(&page, "pl_signin");
+    let csrf = signin_cookie.split('=').nth(1).unwrap_or("").to_string();
+    let signed_in = agent
+        .post(&format!("{base}/signin"))
+        .set("Cookie", &signin_cookie)
+        .send_form(&[("token", &token), ("csrf", &csrf)])
+        .expect("POST /signin");
+    assert_eq!(signed_in.status(), 303, "signed in and sent home");
+    let session = cookie(&signed_in, "pl_session");
+    agent
+        .get(&format!("{base}{path}"))
+        .set("Cookie", &session)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .into_string()
+        .expect("a text body")
+}
+
+#[test]
+fn ledger_payouts_earnings_and_contacts_in_major_units_with_names_and_printable_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seller = Daemon::start(&tmp.path().join("seller"));
+    let friend = Daemon::start(&tmp.path().join("friend"));
+    let (s_key, f_key) = (seller.public_key(), friend.public_key());
+    let title = "Record \u{1b}[2J\u{1b}]0;pwned\u{7}\u{202E}gpj.exe";
+    let publish = |title: &str, price: &str, currency: &str| {
+        seller.json(&[
+            "offer",
+            "publish",
+            "--title",
+            title,
+            "--price",
+            price,
+            "--currency",
+            currency,
+            "--pool-bps",
+            "1000",
+            "--rule",
+            "direct",
+        ])
+    };
+    let offer = publish(title, "2000", "EUR");
+    publish("Tea", "1200", "JPY");
+
+    // Offers: prices in major units, the title made printable; JSON as signed.
+    let list = stdout_of(&seller, &["offer", "list"]);
+    assert!(
+        list.contains("20.00 EUR") && list.contains("1200 JPY"),
+        "{list}"
+    );
+    printable_only("offer list", &list);
+    assert!(list.contains("Record \u{FFFD}[2J"), "{list}");
+    let v = seller.json(&["offer", "list"]);
+    assert_eq!(v["offers"][0]["title"], title);
+    assert_eq!(v["offers"][0]["price_minor"], 2000);
+
+    // The friend passes it along, a buyer buys through the friend's link.
+    let link = friend.json(&["refer", offer["link"].as_str().unwrap()])["link"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let order = "A-1\u{1b}[31m\u{202E}";
+    let buyer = "5a".repeat(32);
+    let oid = offer["id"].as_str().unwrap();
+    seller.json(&[
+        "receipt", "--offer", oid, "--order", order, "--amount", "2000", "--buyer", &buyer,
+        "--via", &link,
+    ]);
+    // An error that quotes the remote text is one printable line too.
+    let out = seller.cli(&[
+        "receipt", "--offer", oid, "--order", order, "--amount", "1999", "--buyer", &buyer,
+        "--via", &link,
+    ]);
+    let err = one_line_error(&out);
+    printable_only("error", &err);
+    assert!(err.contains("A-1"), "{err}");
+
+    // Contacts: add, list (table and JSON), names in the tables.
+    assert_eq!(
+        stdout_of(&seller, &["contacts", "list"]).trim(),
+        "key  name"
+    );
+    stdout_of(&seller, &["contacts", "add", &f_key, "Bob"]);
+    stdout_of(&seller, &["contacts", "add", &buyer, "Carla"]);
+    let v = seller.json(&["contacts", "list"]);
+    let mut listed = v["contacts"].as_array().unwrap().clone();
+    listed.sort_by_key(|c| c["name"].to_string());
+    assert_eq!(
+        listed,
+        [
+            serde_json::json!({"key": f_key, "name": "Bob"}),
+            serde_json::json!({"key": buyer, "name": "Carla"})
+        ]
+    );
+    let table = stdout_of(&seller, &["contacts", "list"]);
+    assert!(
+        table.lines().any(|l| l == format!("{f_key}  Bob")),
+        "{table}"
+    );
+    let v = seller.json(&["contacts", "remove", &buyer]);
+    assert_eq!(v["contacts"].as_array().unwrap().len(), 1, "{v}");
+    assert!(one_line_error(&seller.cli(&["contacts", "remove", &buyer])).contains("no contact"));
+    assert!(one_line_error(&seller.cli(&["contacts", "add", "xyz", "Bob"])).contains("key"));
+    assert!(
+        one_line_error(&seller.cli(&["contacts", "add", &buyer, "Eve\u{1b}[2J"]))
+            .contains("control")
+    );
+    for args in [
+        vec!["contacts", "add", &f_key],
+        vec!["contacts", "frobnicate"],
+        vec!["ledger", "--csv", "--json"],
+        vec!["payouts", "--csv", "--json"],
+        vec!["earnings", "--limit", "many"],
+    ] {
+        let out = seller.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+
+    // The ledger: a table in major units with the friend's name; JSON in minor units.
+    let table = stdout_of(&seller, &["ledger"]);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&f_key))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.starts_with("EUR") && row.contains(" Bob ") && row.ends_with("  2.00 EUR"),
+        "{table}"
+    );
+    let v = seller.json(&["ledger"]);
+    assert_eq!(line(&v, &f_key), Some((200, 0, 0, 200)), "{v}");
+
+    // CSV: parses, sums to the ledger, and is the dashboard's download byte for byte.
+    let csv = stdout_of(&seller, &["ledger", "--csv"]);
+    let rows = parse_csv(&csv);
+    assert_eq!(
+        rows[0],
+        [
+            "currency",
+            "participant",
+            "name",
+            "earned",
+            "refunded",
+            "settled",
+            "owed"
+        ]
+    );
+    assert!(rows.contains(&vec![
+        "EUR".into(),
+        f_key.clone(),
+        "Bob".into(),
+        "2.00".into(),
+        "0.00".into(),
+        "0.00".into(),
+        "2.00".into()
+    ]));
+    assert_eq!(rows.len() - 1, v["entries"].as_array().unwrap().len());
+    assert_eq!(
+        csv,
+        dashboard_get(&seller, &format!("/ledger/{s_key}/ledger.csv"))
+    );
+    let csv_other = stdout_of(&friend, &["ledger", "--seller", &s_key, "--csv"]);
+    assert_eq!(parse_csv(&csv_other)[0][0], "currency");
+
+    // Payouts: what I owe, per participant and currency.
+    let table = stdout_of(&seller, &["payouts"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&f_key) && l.contains("Bob") && l.ends_with(" 2.00 EUR")),
+        "{table}"
+    );
+    assert_eq!(
+        seller.json(&["payouts"]),
+        serde_json::json!({"seller": s_key, "payouts": [
+            {"participant": f_key, "currency": "EUR", "amount_minor": 200}]})
+    );
+    let csv = stdout_of(&seller, &["payouts", "--csv"]);
+    assert_eq!(
+        parse_csv(&csv),
+        [
+            vec!["participant", "name", "currency", "amount"],
+            vec![f_key.as_str(), "Bob", "EUR", "2.00"]
+        ]
+    );
+    assert_eq!(
+        csv,
+        dashboard_get(&seller, &format!("/ledger/{s_key}/payouts.csv"))
+    );
+    assert!(one_line_error(&seller.cli(&["payouts", "--seller", "zz"])).contains("seller"));
+
+    // The friend's earnings, once the sale reached its node (from an export here).
+    let bundle = tmp.path().join("market.json");
+    // No progress drawn on a piped stderr (`stdout_of` checks it is empty).
+    let bundle = bundle.to_str().unwrap();
+    stdout_of(&seller, &["export", "--seller", &s_key, "--out", bundle]);
+    stdout_of(&friend, &["import", bundle]);
+    stdout_of(&friend, &["verify", bundle]);
+    friend.json(&["contacts", "add", &s_key, "Shop"]);
+    let v = friend.json(&["earnings"]);
+    let e = &v["earnings"][0];
+    assert_eq!(v["earnings"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        (
+            &e["order"],
+            &e["title"],
+            &e["hop"],
+            &e["share_minor"],
+            &e["amount_minor"]
+        ),
+        (
+            &order.into(),
+            &title.into(),
+            &1.into(),
+            &200.into(),
+            &2000.into()
+        ),
+        "{v}"
+    );
+    let table = stdout_of(&friend, &["earnings"]);
+    printable_only("earnings", &table);
+    let row = table.lines().nth(1).unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.starts_with(e["receipt"].as_str().unwrap())
+            && row.contains("A-1\u{FFFD}[31m\u{FFFD}")
+            && row.contains("Shop")
+            && row.ends_with("  1  2.00 EUR"),
+        "{table}"
+    );
+    let csv = stdout_of(&friend, &["earnings", "--seller", &s_key, "--csv"]);
+    printable_only("earnings --csv", &csv);
+    let rows = parse_csv(&csv);
+    assert_eq!(
+        rows[0],
+        [
+            "receipt",
+            "order",
+            "offer",
+            "title",
+            "seller",
+            "seller_name",
+            "hop",
+            "currency",
+            "amount",
+            "share"
+        ]
+    );
+    assert_eq!(
+        rows[1][1..],
+        [
+            "A-1\u{FFFD}[31m\u{FFFD}",
+            oid,
+            "Record \u{FFFD}[2J\u{FFFD}]0;pwned\u{FFFD}\u{FFFD}gpj.exe",
+            &s_key,
+            "Shop",
+            "1",
+            "EUR",
+            "20.00",
+            "2.00"
+        ]
+    );
+    assert_eq!(
+        parse_csv(&stdout_of(
+            &friend,
+            &["earnings", "--seller", &f_key, "--csv"]
+        ))
+        .len(),
+        1,
+        "no sales in the friend's own market"
+    );
+    assert_eq!(
+        friend.json(&["earnings", "--limit", "0"]),
+        serde_json::json!({"earnings": []})
+    );
+    assert!(seller.json(&["earnings"])["earnings"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

@@ -1,13 +1,18 @@
 //! Ledgers, equivocations and disputes of a seller.
 
 use axum::extract::State;
-use passalong_protocol::Ledger;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use passalong_protocol::{Ledger, LedgerEntry};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::contacts::Names;
 use crate::error::{ApiError, AppJson, AppQuery};
+use crate::identity::parse_key;
 use crate::offers::SellerQuery;
 use crate::state::AppState;
+use crate::text::printable;
 
 /// The JSON form of a ledger (also what `ledger --json` prints).
 pub fn ledger_json(l: &Ledger) -> Value {
@@ -21,13 +26,16 @@ pub fn ledger_json(l: &Ledger) -> Value {
     })
 }
 
-/// One CSV field: quoted when it holds a comma, a quote or a line break, and with a leading
-/// `'` when it starts like a spreadsheet formula (a contact's name is the user's own text).
-fn field(text: &str) -> String {
+/// One CSV field: quoted when it holds a comma or a quote, with a leading `'` when it starts
+/// like a spreadsheet formula (a contact's name is the user's own text, an order a remote
+/// seller's), and without control or reordering characters ([`printable`]: a spreadsheet has
+/// no use for them, and a bidirectional override would make a cell read backwards).
+pub fn field(text: &str) -> String {
+    let text = printable(text);
     let text = if text.starts_with(['=', '+', '-', '@']) {
         format!("'{text}")
     } else {
-        text.to_string()
+        text.into_owned()
     };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
@@ -55,15 +63,50 @@ pub fn ledger_csv(l: &Ledger, names: &Names) -> String {
     out
 }
 
-/// What the seller owes as a payout batch: `participant,name,currency,amount` (major units),
-/// one line per participant and currency with something owed; the seller's own lines left out.
-pub fn payouts_csv(l: &Ledger, names: &Names) -> String {
-    let mut out = String::from("participant,name,currency,amount\n");
-    for e in l
-        .entries
+/// The sales that paid me as CSV, amounts in major units:
+/// `receipt,order,offer,title,seller,seller_name,hop,currency,amount,share` (`amount` the
+/// sale's, `share` mine; `hop` empty when I was paid as the connector), newest first.
+pub fn earnings_csv(earnings: &[crate::earnings::Earning], names: &Names) -> String {
+    let mut out =
+        String::from("receipt,order,offer,title,seller,seller_name,hop,currency,amount,share\n");
+    for e in earnings {
+        let name = passalong_protocol::PublicKey::from_hex(&e.seller)
+            .ok()
+            .and_then(|k| names.get(&k))
+            .map_or("", String::as_str);
+        let major = |minor: u64| match passalong_protocol::Currency::parse(&e.currency) {
+            Some(c) => c.major(i128::from(minor)),
+            None => minor.to_string(),
+        };
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            field(&e.receipt),
+            field(&e.order),
+            field(&e.offer),
+            field(&e.title),
+            field(&e.seller),
+            field(name),
+            e.hop.map_or(String::new(), |h| h.to_string()),
+            field(&e.currency),
+            major(e.amount_minor),
+            major(e.share_minor),
+        ));
+    }
+    out
+}
+
+/// What the seller owes: the ledger's lines with something owed, the seller's own left out.
+pub fn payouts(l: &Ledger) -> impl Iterator<Item = &LedgerEntry> {
+    l.entries
         .iter()
         .filter(|e| e.owed > 0 && Some(e.participant) != l.seller)
-    {
+}
+
+/// What the seller owes as a payout batch: `participant,name,currency,amount` (major units),
+/// one line per participant and currency with something owed ([`payouts`]).
+pub fn payouts_csv(l: &Ledger, names: &Names) -> String {
+    let mut out = String::from("participant,name,currency,amount\n");
+    for e in payouts(l) {
         out.push_str(&format!(
             "{},{},{},{}\n",
             e.participant.to_hex(),
@@ -75,17 +118,100 @@ pub fn payouts_csv(l: &Ledger, names: &Names) -> String {
     out
 }
 
-/// `GET /v1/ledger`
+/// The JSON form of what a seller owes (`GET /v1/payouts`).
+pub fn payouts_json(l: &Ledger) -> Value {
+    json!({
+        "seller": l.seller.map(|s| s.to_hex()),
+        "payouts": payouts(l).map(|e| json!({
+            "participant": e.participant.to_hex(), "currency": e.currency.as_str(),
+            "amount_minor": e.owed,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `?seller=HEX&format=json|csv&as=HEX` of the ledger routes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerQuery {
+    seller: Option<String>,
+    format: Option<String>,
+    #[serde(rename = "as")]
+    as_: Option<String>,
+}
+
+impl LedgerQuery {
+    /// The seller asked for, or the node's identity; whether CSV was asked for.
+    fn parse(&self, s: &AppState) -> Result<(passalong_protocol::PublicKey, bool), ApiError> {
+        let seller = match &self.seller {
+            Some(h) => parse_key(h, "seller")?,
+            None => s.identities.default_key(),
+        };
+        let csv = match self.format.as_deref() {
+            None | Some("json") => false,
+            Some("csv") => true,
+            Some(f) => {
+                return Err(ApiError::bad_request(format!(
+                    "format {f:?}: expected json or csv"
+                )))
+            }
+        };
+        Ok((seller, csv))
+    }
+}
+
+/// The seller's ledger, read off the async workers.
+async fn read_ledger(
+    s: &AppState,
+    seller: passalong_protocol::PublicKey,
+) -> Result<Ledger, ApiError> {
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || store.ledger(&seller))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// The contact names of the identity `as_` (the default one without it), for a CSV.
+async fn names_of(s: &AppState, as_: Option<&str>) -> Result<std::sync::Arc<Names>, ApiError> {
+    let owner = s.identities.signer(as_)?.public();
+    let c = s.contacts.clone();
+    Ok(tokio::task::spawn_blocking(move || c.of(&owner))
+        .await
+        .map_err(ApiError::internal)??)
+}
+
+/// A CSV answer (what the dashboard's downloads hold, byte for byte).
+fn csv_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}
+
+/// `GET /v1/ledger[?seller=HEX][&format=csv]`
 pub async fn ledger(
     State(s): State<AppState>,
-    AppQuery(q): AppQuery<SellerQuery>,
-) -> Result<AppJson<Value>, ApiError> {
-    let seller = q.seller(&s)?;
-    let store = s.store.clone();
-    let l = tokio::task::spawn_blocking(move || store.ledger(&seller))
-        .await
-        .map_err(ApiError::internal)??;
-    Ok(AppJson(ledger_json(&l)))
+    AppQuery(q): AppQuery<LedgerQuery>,
+) -> Result<Response, ApiError> {
+    let (seller, csv) = q.parse(&s)?;
+    let l = read_ledger(&s, seller).await?;
+    if csv {
+        let names = names_of(&s, q.as_.as_deref()).await?;
+        return Ok(csv_response(ledger_csv(&l, &names)));
+    }
+    Ok(AppJson(ledger_json(&l)).into_response())
+}
+
+/// `GET /v1/payouts[?seller=HEX][&format=csv]`: what the seller owes, per participant and
+/// currency.
+pub async fn payouts_route(
+    State(s): State<AppState>,
+    AppQuery(q): AppQuery<LedgerQuery>,
+) -> Result<Response, ApiError> {
+    let (seller, csv) = q.parse(&s)?;
+    let l = read_ledger(&s, seller).await?;
+    if csv {
+        let names = names_of(&s, q.as_.as_deref()).await?;
+        return Ok(csv_response(payouts_csv(&l, &names)));
+    }
+    Ok(AppJson(payouts_json(&l)).into_response())
 }
 
 /// `GET /v1/equivocations`
@@ -94,7 +220,9 @@ pub async fn equivocations(
     AppQuery(q): AppQuery<SellerQuery>,
 ) -> Result<AppJson<Value>, ApiError> {
     let seller = q.seller(&s)?;
-    let v = s.store.equivocations(&seller)?;
+    let v = s
+        .with_store(move |store| store.equivocations(&seller))
+        .await?;
     Ok(AppJson(json!({"equivocations": v.iter().map(|e| json!({
         "counted": e.counted.to_hex(), "other": e.other.to_hex(),
     })).collect::<Vec<_>>()})))
@@ -106,7 +234,7 @@ pub async fn disputes(
     AppQuery(q): AppQuery<SellerQuery>,
 ) -> Result<AppJson<Value>, ApiError> {
     let seller = q.seller(&s)?;
-    let v = s.store.disputes(&seller)?;
+    let v = s.with_store(move |store| store.disputes(&seller)).await?;
     Ok(AppJson(json!({"disputes": v.iter().map(|d| json!({
         "claim": d.claim.to_hex(), "receipt": d.receipt.to_hex(), "buyer_matches": d.buyer_matches,
         "claimed_via": d.claimed_via.map(|i| i.to_hex()), "recorded_via": d.recorded_via.map(|i| i.to_hex()),
@@ -149,11 +277,56 @@ mod tests {
         );
         let p = payouts_csv(&l, &Names::new());
         assert_eq!(
+            payouts(&l).count(),
+            1,
+            "the seller's own line is not a payout"
+        );
+        assert_eq!(
             p,
             format!(
                 "participant,name,currency,amount\n{},,EUR,10.34\n",
                 anna.to_hex()
             )
         );
+    }
+
+    #[test]
+    fn earnings_csv_has_printable_fields_in_major_units() {
+        let shop = PublicKey([4; 32]);
+        let e = crate::earnings::Earning {
+            receipt: "ab".repeat(32),
+            order: "-A,1\u{1b}[2J\u{202E}".into(),
+            offer: "cd".repeat(32),
+            title: "Tea \"green\"\n".into(),
+            seller: shop.to_hex(),
+            currency: "JPY".into(),
+            amount_minor: 1200,
+            hop: None,
+            share_minor: 120,
+            created_at_ms: 1,
+        };
+        let names = Names::from([(shop, "Shop".to_string())]);
+        let csv = earnings_csv(std::slice::from_ref(&e), &names);
+        assert_eq!(
+            csv.lines().nth(1),
+            Some(
+                format!(
+                    "{},\"'-A,1\u{FFFD}[2J\u{FFFD}\",{},\"Tea \"\"green\"\"\u{FFFD}\",{},Shop,,JPY,1200,120",
+                    e.receipt,
+                    e.offer,
+                    e.seller
+                )
+                .as_str()
+            ),
+            "{csv}"
+        );
+        let eur = crate::earnings::Earning {
+            currency: "EUR".into(),
+            hop: Some(2),
+            amount_minor: 2000,
+            share_minor: 50,
+            ..e
+        };
+        assert!(earnings_csv(&[eur], &Names::new()).ends_with(",,2,EUR,20.00,0.50\n"));
     }
 }

@@ -19,6 +19,7 @@ mod peers;
 pub mod referrals;
 pub mod sales;
 mod state;
+pub mod text;
 mod writer;
 
 use axum::extract::DefaultBodyLimit;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/settlements", post(sales::settle))
         .route("/v1/ledger", get(ledger::ledger))
         .route("/v1/earnings", get(earnings::earnings))
+        .route("/v1/payouts", get(ledger::payouts_route))
         .route("/v1/equivocations", get(ledger::equivocations))
         .route("/v1/disputes", get(ledger::disputes))
         .route(

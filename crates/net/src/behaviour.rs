@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use libp2p::metrics::Registry;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
@@ -89,10 +90,13 @@ fn autonat_config() -> autonat::Config {
 }
 
 /// Builds the swarm: TCP and QUIC, noise, yamux, the relay client transport, and [`Behaviour`].
+/// The transport counts its bytes per protocol stack and direction into `registry`
+/// (`libp2p_bandwidth_bytes_total`).
 pub fn build(
     key: identity::Keypair,
     config: &NetConfig,
     traffic: Arc<Traffic>,
+    registry: &mut Registry,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_on = config.mdns;
     let (ping_interval, ping_timeout) = (config.ping_interval, config.ping_timeout);
@@ -112,6 +116,7 @@ pub fn build(
         .with_quic()
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mut gossipsub = gossipsub::Behaviour::new(

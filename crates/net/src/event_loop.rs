@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
+use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
@@ -111,6 +112,8 @@ pub(crate) struct EventLoop {
     pub(crate) config: NetConfig,
     pub(crate) traffic: Arc<Traffic>,
     pub(crate) listen_addrs: Vec<Multiaddr>,
+    /// libp2p's own metrics, fed every swarm and protocol event.
+    metrics: Metrics,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
     queue: Vec<Incoming>,
     ingesting: bool,
@@ -156,6 +159,7 @@ impl EventLoop {
         config: NetConfig,
         traffic: Arc<Traffic>,
         listen_addrs: Vec<Multiaddr>,
+        metrics: Metrics,
     ) -> EventLoop {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         EventLoop {
@@ -169,6 +173,7 @@ impl EventLoop {
             config,
             traffic,
             listen_addrs,
+            metrics,
             pending_requests: HashMap::new(),
             queue: Vec::new(),
             ingesting: false,
@@ -812,6 +817,7 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
@@ -926,6 +932,17 @@ impl EventLoop {
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        // The protocols libp2p's metrics know (AutoNAT, mDNS, the relay client and the sync
+        // protocol have no recorder there; the swarm's own events count their connections).
+        match &event {
+            BehaviourEvent::Gossipsub(e) => self.metrics.record(e),
+            BehaviourEvent::Identify(e) => self.metrics.record(e),
+            BehaviourEvent::Kad(e) => self.metrics.record(e),
+            BehaviourEvent::Ping(e) => self.metrics.record(e),
+            BehaviourEvent::RelayServer(e) => self.metrics.record(e),
+            BehaviourEvent::Dcutr(e) => self.metrics.record(e),
+            _ => {}
+        }
         match event {
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use backend::{Backend, Verdict};
 pub use config::NetConfig;
+pub use libp2p::metrics::Registry;
 pub use libp2p::{multiaddr, Multiaddr as Addr, PeerId};
 
 use event_loop::{Command, EventLoop};
@@ -170,16 +171,33 @@ pub struct Network {
 
 impl Network {
     /// Builds the swarm, starts listening, and spawns the event loop on the current runtime.
-    /// Returns once the listeners have reported their addresses (or after 2 s).
+    /// Returns once the listeners have reported their addresses (or after 2 s). libp2p's own
+    /// metrics go to a registry of their own that nobody reads: see
+    /// [`Network::start_with_metrics`].
     pub async fn start(
         seed: [u8; 32],
         config: NetConfig,
         backend: Arc<dyn Backend>,
     ) -> Result<Network, NetError> {
+        Self::start_with_metrics(seed, config, backend, &mut Registry::default()).await
+    }
+
+    /// [`Network::start`], registering libp2p's own metrics in `registry` under the prefix
+    /// `libp2p`: the transport's bytes per protocol stack, and what the event loop records of
+    /// the swarm's and the protocols' events (connections, dials and listeners; gossipsub
+    /// messages; identify; Kademlia queries and routing; ping round trips; the relay server;
+    /// hole punching). Encoding the registry reads them at any time.
+    pub async fn start_with_metrics(
+        seed: [u8; 32],
+        config: NetConfig,
+        backend: Arc<dyn Backend>,
+        registry: &mut Registry,
+    ) -> Result<Network, NetError> {
         let key = identity_of(seed)?;
         let peer_id = key.public().to_peer_id();
         let traffic = Arc::new(wire::Traffic::default());
-        let mut swarm = behaviour::build(key, &config, traffic.clone())?;
+        let mut swarm = behaviour::build(key, &config, traffic.clone(), registry)?;
+        let metrics = libp2p::metrics::Metrics::new(registry);
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -195,7 +213,11 @@ impl Network {
         let mut listen_addrs = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while listen_addrs.len() < config.listen.len() {
-            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            let event = tokio::time::timeout_at(deadline, swarm.select_next_some()).await;
+            if let Ok(e) = &event {
+                libp2p::metrics::Recorder::record(&metrics, e);
+            }
+            match event {
                 Ok(SwarmEvent::NewListenAddr { address, .. }) => listen_addrs.push(address),
                 Ok(SwarmEvent::ListenerError { error, .. }) => {
                     return Err(NetError::Transport(error.to_string()))
@@ -206,8 +228,16 @@ impl Network {
         }
         let (tx, rx) = mpsc::channel(1024);
         let requester = sync::Requester { tx: tx.clone() };
-        let event_loop =
-            EventLoop::new(swarm, rx, requester, backend, config, traffic, listen_addrs);
+        let event_loop = EventLoop::new(
+            swarm,
+            rx,
+            requester,
+            backend,
+            config,
+            traffic,
+            listen_addrs,
+            metrics,
+        );
         tokio::spawn(event_loop.run());
         Ok(Network { tx, peer_id })
     }

@@ -1,0 +1,178 @@
+//! What people read: tables whose cells are [printable](passalong_api::text::printable),
+//! amounts in major units, keys with their contact names.
+
+use anyhow::Result;
+use passalong_api::text::printable;
+use passalong_protocol::{Currency, PublicKey};
+use serde_json::Value;
+
+use crate::client::Client;
+
+/// Contact names, as `GET /v1/contacts` lists them.
+#[derive(Default)]
+pub struct Names(passalong_api::contacts::Names);
+
+impl Names {
+    /// The contacts of the node's identity.
+    pub fn fetch(c: &Client) -> Result<Names> {
+        Ok(Names::from_json(&c.get("/v1/contacts")?))
+    }
+
+    /// From a `{"contacts": [{"key", "name"}]}` document.
+    pub fn from_json(v: &Value) -> Names {
+        Names(
+            v["contacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| {
+                    let key = PublicKey::from_hex(c["key"].as_str()?).ok()?;
+                    Some((key, c["name"].as_str()?.to_string()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The name of `key` (hex), or "" if it has none.
+    pub fn of(&self, key: &str) -> &str {
+        PublicKey::from_hex(key)
+            .ok()
+            .and_then(|k| self.0.get(&k))
+            .map_or("", String::as_str)
+    }
+
+    /// As the API's CSV helpers take them.
+    pub fn by_key(&self) -> &passalong_api::contacts::Names {
+        &self.0
+    }
+}
+
+/// An amount of the JSON API (an integer in minor units, possibly beyond 64 bits, or its
+/// decimal string) as people read it: major units with the code, `20.00 EUR`, `1200 JPY`.
+pub fn money(amount: &Value, currency: &Value) -> String {
+    let code = currency.as_str().unwrap_or("");
+    let raw = amount.to_string();
+    let raw = raw.trim_matches('"');
+    match (raw.parse::<i128>(), Currency::parse(code)) {
+        (Ok(n), Some(c)) => c.display(n),
+        _ => format!("{raw} {code}"),
+    }
+}
+
+/// Column alignment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Text.
+    Left,
+    /// Numbers and amounts.
+    Right,
+}
+
+/// A table of text: columns as wide as their widest cell, two spaces apart; the last column
+/// of text is not padded.
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these headings.
+    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// One row; each cell is made printable.
+    pub fn row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| printable(c.as_ref()).into_owned())
+                .collect(),
+        );
+    }
+
+    /// The lines, headings first, without a final line break.
+    pub fn render(&self) -> String {
+        let width = |s: &str| s.chars().count();
+        let widths: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (h, _))| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| width(c))
+                    .chain([width(h)])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<&str>| {
+            let mut out = String::new();
+            for (i, ((_, align), w)) in self.columns.iter().zip(&widths).enumerate() {
+                let cell = cells.get(i).copied().unwrap_or("");
+                if i > 0 {
+                    out.push_str("  ");
+                }
+                let pad = " ".repeat(w - width(cell).min(*w));
+                match align {
+                    Align::Left => {
+                        out.push_str(cell);
+                        out.push_str(&pad);
+                    }
+                    Align::Right => {
+                        out.push_str(&pad);
+                        out.push_str(cell);
+                    }
+                }
+            }
+            out.trim_end().to_string()
+        };
+        let mut lines = vec![line(self.columns.iter().map(|(h, _)| *h).collect())];
+        lines.extend(
+            self.rows
+                .iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        );
+        lines.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn amounts_in_major_units() {
+        assert_eq!(money(&json!(2000), &json!("EUR")), "20.00 EUR");
+        assert_eq!(money(&json!(1200), &json!("JPY")), "1200 JPY");
+        assert_eq!(money(&json!(-5), &json!("EUR")), "-0.05 EUR");
+        assert_eq!(money(&json!("1234"), &json!("KWD")), "1.234 KWD");
+        assert_eq!(
+            money(
+                &json!("340282366920938463463374607431768211455"),
+                &json!("EUR")
+            ),
+            "340282366920938463463374607431768211455 EUR",
+            "beyond i128: shown as given"
+        );
+        assert_eq!(money(&json!(5), &json!("euro")), "5 euro");
+    }
+
+    #[test]
+    fn columns_line_up_and_cells_are_printable() {
+        let mut t = Table::new(&[("name", Align::Left), ("owed", Align::Right)]);
+        t.row(["Anna", "1.00 EUR"]);
+        t.row(["B\u{1b}[2J\u{202E}ob", "12345.00 EUR"]);
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("name{}owed", " ".repeat(14)));
+        assert_eq!(lines[1], format!("Anna{}1.00 EUR", " ".repeat(10)));
+        assert_eq!(lines[2], "B\u{FFFD}[2J\u{FFFD}ob  12345.00 EUR");
+    }
+}
