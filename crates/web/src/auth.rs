@@ -67,17 +67,22 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+impl SignedIn {
+    /// The live session a request's cookie names, if any (marked as used now).
+    pub fn from_headers(state: &WebState, headers: &HeaderMap) -> Option<SignedIn> {
+        let id = cookie(headers, SESSION_COOKIE).and_then(SessionId::from_hex)?;
+        let mut s = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.touch(&id, now_ms())
+            .map(|session| SignedIn { id, session })
+    }
+}
+
 impl FromRequestParts<WebState> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
-        let id = cookie(&parts.headers, SESSION_COOKIE).and_then(SessionId::from_hex);
-        let found = id.and_then(|id| {
-            let mut s = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            s.touch(&id, now_ms())
-                .map(|session| SignedIn { id, session })
-        });
-        found.ok_or_else(|| Redirect::to("/signin").into_response())
+        SignedIn::from_headers(state, &parts.headers)
+            .ok_or_else(|| Redirect::to("/signin").into_response())
     }
 }
 

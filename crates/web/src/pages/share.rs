@@ -6,12 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use maud::{html, Markup};
 use passalong_api::contacts::Names;
-use passalong_protocol::attestation::Body;
 use passalong_api::referrals::full_link;
+use passalong_protocol::attestation::Body;
 
-use crate::auth::{cookie, SESSION_COOKIE};
+use crate::auth::SignedIn;
 use crate::layout::{self, PageError};
-use crate::session::SessionId;
 use crate::WebState;
 
 /// The checkout URL with the link's token added as `passalong=<token>`.
@@ -32,15 +31,8 @@ pub fn buy_url(checkout: &str, token: &str) -> String {
 
 /// The names of a signed-in viewer (a stranger sees hex).
 fn viewer_names(s: &WebState, headers: &HeaderMap) -> Names {
-    let id = cookie(headers, SESSION_COOKIE).and_then(SessionId::from_hex);
-    let me = id.and_then(|id| {
-        s.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .touch(&id, passalong_api::now_ms())
-            .map(|x| x.identity)
-    });
-    me.and_then(|k| s.api.contacts.of(&k).ok())
+    SignedIn::from_headers(s, headers)
+        .and_then(|me| s.api.contacts.of(&me.me()).ok())
         .map(|n| (*n).clone())
         .unwrap_or_default()
 }
