@@ -67,11 +67,13 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<AppJson<Value>, ApiError> {
     let id = parse_id(&id, "id")?;
-    let status = s
-        .store
-        .status(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no attestation {id} on this node")))?;
-    let envelope = s.store.envelope(&id)?;
+    let (status, envelope) = s
+        .with_store(move |store| {
+            Ok::<_, passalong_store::StoreError>((store.status(&id)?, store.envelope(&id)?))
+        })
+        .await?;
+    let status =
+        status.ok_or_else(|| ApiError::not_found(format!("no attestation {id} on this node")))?;
     let mut v = ack_json(&Ack {
         id,
         status,

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Offer};
+use passalong_protocol::link::ShareLink;
 use passalong_protocol::{Keypair, Kind, Policy, PublicKey, Rule};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -117,7 +118,7 @@ pub async fn publish_offer(
 ) -> Result<Published, ApiError> {
     let body = Body::Offer(req.offer(keys.public(), now_ms())?);
     let att = s.sign_and_store(body, keys).await?;
-    s.published(&att.id)
+    s.published(&att.id).await
 }
 
 /// `POST /v1/offers`
@@ -155,11 +156,19 @@ pub async fn list(
     AppQuery(q): AppQuery<SellerQuery>,
 ) -> Result<AppJson<Value>, ApiError> {
     let seller = q.seller(&s)?;
-    let offers = s.store.market_of_kind(&seller, Kind::Offer)?;
+    let offers = s
+        .with_store(move |store| {
+            store
+                .market_of_kind(&seller, Kind::Offer)?
+                .into_iter()
+                .map(|a| Ok((store.chain(&a.id)?, a)))
+                .collect::<Result<Vec<_>, passalong_store::StoreError>>()
+        })
+        .await?;
     let mut out = Vec::new();
-    for a in offers {
+    for (chain, a) in offers {
         let Body::Offer(o) = &a.body else { continue };
-        let link = s.link_of(&a.id)?;
+        let link = ShareLink::new(chain).map_err(ApiError::internal)?;
         out.push(json!({
             "id": a.id.to_hex(), "seller": o.seller.to_hex(), "title": o.title,
             "price_minor": o.price_minor, "currency": o.currency.as_str(),

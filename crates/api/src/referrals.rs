@@ -17,7 +17,8 @@ use crate::writer::now_ms;
 /// the chain this node holds. A short link whose chain this node does not hold yet makes the
 /// node follow its market (anti-entropy then fetches it from peers) and answers 404 saying so.
 pub async fn full_link(s: &AppState, text: &str, field: &str) -> Result<ShareLink, ApiError> {
-    let bad = |e: passalong_protocol::link::LinkError| ApiError::bad_request(format!("{field}: {e}"));
+    let bad =
+        |e: passalong_protocol::link::LinkError| ApiError::bad_request(format!("{field}: {e}"));
     let short = match AnyLink::parse(text).map_err(bad)? {
         AnyLink::Full(link) => return Ok(link),
         AnyLink::Short(short) => short,
@@ -69,7 +70,7 @@ pub async fn resolve(
             "{field}: expected a share link (pl1.…) or an offer or referral id"
         ))
     })?;
-    let a = s.attestation(&id, "offer or referral")?;
+    let a = s.attestation(&id, "offer or referral").await?;
     match &a.body {
         Body::Offer(_) => Ok((id, None, 0)),
         Body::Referral(r) => Ok((r.offer, Some(id), 0)),
@@ -120,7 +121,7 @@ pub async fn refer_as(
     let (offer, parent, imported) = resolve(s, &req.from, "from").await?;
     // Never date a referral before its parent (a skewed clock would make it invalid).
     let parent_time = match parent {
-        Some(p) => s.attestation(&p, "referral")?.body.created_at_ms(),
+        Some(p) => s.attestation(&p, "referral").await?.body.created_at_ms(),
         None => 0,
     };
     let att = s
@@ -137,7 +138,7 @@ pub async fn refer_as(
         )
         .await?;
     Ok(Referred {
-        published: s.published(&att.id)?,
+        published: s.published(&att.id).await?,
         imported,
     })
 }

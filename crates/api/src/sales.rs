@@ -80,11 +80,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// A stored valid attestation, or `None`.
-fn valid(s: &AppState, id: &Id) -> Result<Option<Attestation>, ApiError> {
-    if s.store.status(id)? != Some(Status::Valid) {
-        return Ok(None);
-    }
-    Ok(s.store.attestation(id)?)
+async fn valid(s: &AppState, id: Id) -> Result<Option<Attestation>, ApiError> {
+    s.with_store(move |store| {
+        if store.status(&id)? != Some(Status::Valid) {
+            return Ok(None);
+        }
+        store.attestation(&id)
+    })
+    .await
 }
 
 /// A seller's valid attestations of one kind (a scan of the market's index).
@@ -93,11 +96,8 @@ async fn of_kind(
     seller: PublicKey,
     kind: Kind,
 ) -> Result<Vec<Attestation>, ApiError> {
-    let store = s.store.clone();
-    tokio::task::spawn_blocking(move || store.market_of_kind(&seller, kind))
+    s.with_store(move |store| store.market_of_kind(&seller, kind))
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
 }
 
 /// Signs and stores `body`; with an idempotency key, the key is recorded first (the store's
@@ -113,10 +113,14 @@ async fn sign_and_store(
     };
     // Signatures are deterministic: this is the id the store will get.
     let id = Attestation::sign(body.clone(), keys).id;
-    s.store.set_idempotent(k, Some(&id))?;
+    let key = k.to_string();
+    s.with_store(move |store| store.set_idempotent(&key, Some(&id)))
+        .await?;
     let stored = s.sign_and_store(body, keys).await;
     if stored.is_err() {
-        s.store.set_idempotent(k, None)?;
+        let key = k.to_string();
+        s.with_store(move |store| store.set_idempotent(&key, None))
+            .await?;
     }
     stored
 }
@@ -188,7 +192,7 @@ pub async fn receipt(
             (referral, imported)
         }
     };
-    if !matches!(s.attestation(&offer, "offer")?.body, Body::Offer(_)) {
+    if !matches!(s.attestation(&offer, "offer").await?.body, Body::Offer(_)) {
         return Err(ApiError::bad_request(format!(
             "offer: {offer} is not an offer"
         )));
@@ -218,8 +222,9 @@ pub async fn receipt(
 
     if let Some(k) = &key {
         // A key names the receipt of its first request (if that was stored).
-        if let Some(id) = s.store.idempotent(k)? {
-            if let Some(Body::Receipt(r)) = valid(&s, &id)?.map(|a| a.body) {
+        let key = k.clone();
+        if let Some(id) = s.with_store(move |store| store.idempotent(&key)).await? {
+            if let Some(Body::Receipt(r)) = valid(&s, id).await?.map(|a| a.body) {
                 let diff = receipt_diff(&asked, &r);
                 if diff.is_empty() {
                     return Ok(existing(id));
@@ -231,21 +236,29 @@ pub async fn receipt(
             }
         }
     }
-    if let Some(id) = s.store.receipt_of_order(&asked.seller, &asked.order)? {
-        if let Some(Body::Receipt(r)) = s.store.attestation(&id)?.map(|a| a.body) {
-            let diff = receipt_diff(&asked, &r);
-            if !diff.is_empty() {
-                return Err(ApiError::conflict(format!(
-                    "order {:?} already has receipt {id}, which has {}: a seller signs one receipt per order (a second would equivocate); refund it and use a new order id",
-                    asked.order,
-                    diff.join(", ")
-                )));
-            }
-            if let Some(k) = &key {
-                s.store.set_idempotent(k, Some(&id))?;
-            }
-            return Ok(existing(id));
+    let (seller, order) = (asked.seller, asked.order.clone());
+    let counted = s
+        .with_store(move |store| {
+            let Some(id) = store.receipt_of_order(&seller, &order)? else {
+                return Ok(None);
+            };
+            Ok::<_, passalong_store::StoreError>(store.attestation(&id)?.map(|a| (id, a.body)))
+        })
+        .await?;
+    if let Some((id, Body::Receipt(r))) = counted {
+        let diff = receipt_diff(&asked, &r);
+        if !diff.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "order {:?} already has receipt {id}, which has {}: a seller signs one receipt per order (a second would equivocate); refund it and use a new order id",
+                asked.order,
+                diff.join(", ")
+            )));
         }
+        if let Some(k) = key.clone() {
+            s.with_store(move |store| store.set_idempotent(&k, Some(&id)))
+                .await?;
+        }
+        return Ok(existing(id));
     }
     let att = sign_and_store(&s, body, keys, key.as_deref()).await?;
     Ok(answer(
@@ -271,12 +284,15 @@ pub async fn refund(
 ) -> Result<(StatusCode, AppJson<Value>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
     let receipt = parse_id(&req.receipt, "receipt")?;
-    let r = s.attestation(&receipt, "receipt")?;
+    let r = s.attestation(&receipt, "receipt").await?;
     let seller = keys.public();
     let _locked = lock(vec![stripe(("refund", &receipt))]).await;
     // Only the receipt's seller can refund it: another signer is refused by the protocol.
     let mine = matches!(&r.body, Body::Receipt(r) if r.seller == seller);
-    if mine && s.store.is_refunded(&receipt)? {
+    if mine
+        && s.with_store(move |store| store.is_refunded(&receipt))
+            .await?
+    {
         let found = of_kind(&s, seller, Kind::Refund)
             .await?
             .into_iter()
@@ -421,10 +437,9 @@ pub async fn settle_as(
             diff.join(", ")
         )));
     }
-    let store = s.store.clone();
-    asked.ledger_root = tokio::task::spawn_blocking(move || store.ledger(&seller))
-        .await
-        .map_err(ApiError::internal)??
+    asked.ledger_root = s
+        .with_store(move |store| store.ledger(&seller))
+        .await?
         .root();
     let root = asked.ledger_root;
     // Dated once the root is read: what the root counts was created before it.

@@ -69,15 +69,30 @@ impl AppState {
             .ok_or_else(|| ApiError::unavailable("peer-to-peer networking is off on this node"))
     }
 
+    /// Runs `f` on the store in tokio's blocking pool. Every store call goes through here
+    /// (or another `spawn_blocking`): sled reads can wait on the disk and scans take long, and
+    /// the async workers, one per core, must stay free to answer other requests.
+    pub async fn with_store<T, E>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        E: Into<ApiError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(Into::into)
+    }
+
     /// Valid attestations and markets in the store (for status and metrics).
     pub async fn store_counts(&self) -> Result<(u64, usize), ApiError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
+        self.with_store(|store| {
             Ok::<_, passalong_store::StoreError>((store.valid_count()?, store.markets()?.len()))
         })
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
     }
 
     /// Stores envelopes durably.
@@ -151,14 +166,15 @@ impl AppState {
     }
 
     /// The share link of a stored offer or referral.
-    pub fn link_of(&self, id: &Id) -> Result<ShareLink, ApiError> {
-        let chain = self.store.chain(id)?;
+    pub async fn link_of(&self, id: &Id) -> Result<ShareLink, ApiError> {
+        let id = *id;
+        let chain = self.with_store(move |store| store.chain(&id)).await?;
         ShareLink::new(chain).map_err(ApiError::internal)
     }
 
     /// The id, share link and URL of a stored offer or referral.
-    pub fn published(&self, id: &Id) -> Result<crate::offers::Published, ApiError> {
-        let link = self.link_of(id)?;
+    pub async fn published(&self, id: &Id) -> Result<crate::offers::Published, ApiError> {
+        let link = self.link_of(id).await?;
         let short = passalong_protocol::link::ShortLink::of(&link);
         Ok(crate::offers::Published {
             id: id.to_hex(),
@@ -170,9 +186,10 @@ impl AppState {
     }
 
     /// A stored attestation, or 404.
-    pub fn attestation(&self, id: &Id, what: &str) -> Result<Attestation, ApiError> {
-        self.store
-            .attestation(id)?
+    pub async fn attestation(&self, id: &Id, what: &str) -> Result<Attestation, ApiError> {
+        let id = *id;
+        self.with_store(move |store| store.attestation(&id))
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("no {what} {id} on this node")))
     }
 }

@@ -2066,7 +2066,10 @@ async fn short_links_resolve_where_the_chain_is_held() {
         .ok(201);
     let short = v["short"].as_str().expect("short").to_string();
     assert!(short.starts_with("pl1s."), "{short}");
-    assert!(v["short_url"].as_str().expect("short_url").ends_with(&short));
+    assert!(v["short_url"]
+        .as_str()
+        .expect("short_url")
+        .ends_with(&short));
     let full = ShareLink::parse(v["link"].as_str().expect("link")).expect("full link");
     // The short link stands for the same chain: referring from it extends that chain.
     let r = node
@@ -2087,15 +2090,16 @@ async fn short_links_resolve_where_the_chain_is_held() {
         .await;
     let e = assert_error(&r, 404, "not_found");
     assert!(
-        e["error"].as_str().expect("error").contains("follows the seller's market"),
+        e["error"]
+            .as_str()
+            .expect("error")
+            .contains("follows the seller's market"),
         "{e}"
     );
     assert!(node.store.followed().expect("followed").contains(&stranger));
     // A damaged short link is a 400.
     let mut damaged = short.clone();
     damaged.truncate(short.len() - 3);
-    let r = node
-        .post("/v1/referrals", &json!({"from": damaged}))
-        .await;
+    let r = node.post("/v1/referrals", &json!({"from": damaged})).await;
     assert_error(&r, 400, "bad_request");
 }

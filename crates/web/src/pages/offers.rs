@@ -408,7 +408,7 @@ pub async fn one(
         Ok((o, sales))
     })
     .await?;
-    let link = s.api.published(&id)?;
+    let link = s.api.published(&id).await?;
     let c = offer.currency;
     Ok(layout::page(
         &me,
