@@ -149,8 +149,10 @@ fn roots_before(
     wanted.dedup();
     let mut by_time: Vec<&Attestation> = checked.iter().collect();
     by_time.sort_by_key(|a| a.body.created_at_ms());
+    let Some(&(last, _)) = wanted.last() else {
+        return HashMap::new();
+    };
     // Everything created before the last settlement is taken in.
-    let last = wanted.last().map_or(0, |(t, _)| *t);
     let total = by_time
         .iter()
         .take_while(|a| a.body.created_at_ms() < last)

@@ -951,6 +951,8 @@ fn ledger_payouts_earnings_and_contacts_in_major_units_with_names_and_printable_
         dashboard_get(&seller, &format!("/ledger/{s_key}/payouts.csv"))
     );
     assert!(one_line_error(&seller.cli(&["payouts", "--seller", "zz"])).contains("seller"));
+    assert!(one_line_error(&seller.cli(&["ledger", "--seller", "zz", "--csv"])).contains("seller"));
+    assert!(one_line_error(&seller.cli(&["earnings", "--seller", "zz"])).contains("seller"));
 
     // The friend's earnings, once the sale reached its node (from an export here).
     let bundle = tmp.path().join("market.json");
