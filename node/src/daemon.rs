@@ -54,13 +54,21 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         passalong_web::PublicUrl::parse(&config.public_url).map_err(|e| anyhow!(e))?
     };
     let (fresh_tx, fresh_rx) = tokio::sync::mpsc::unbounded_channel();
+    // One registry for /metrics: libp2p's families (the network registers and records them)
+    // and the node's (the API's collector).
+    let mut registry = passalong_api::Registry::default();
     let net = if config.offline {
         info!("running offline: no peer-to-peer networking");
         None
     } else {
         let backend = Arc::new(crate::network::StoreBackend(store.clone()));
-        let net = passalong_net::Network::start(dir.keypair()?.seed(), config.net()?, backend)
-            .await
+        let net = passalong_net::Network::start_with_metrics(
+            dir.keypair()?.seed(),
+            config.net()?,
+            backend,
+            &mut registry,
+        )
+        .await
             .context("cannot start the peer-to-peer network (is another node using its port? use --listen with another port, or --offline)")?;
         let info = net.info().await?;
         info!(peer_id = %info.peer_id, listen = ?info.listen, "network started");
@@ -86,7 +94,10 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         contacts: Arc::new(passalong_api::contacts::Contacts::new(
             dir.root().join("contacts"),
         )),
-        net: net.clone(),
+        net: net
+            .clone()
+            .map(|n| Arc::new(crate::network::ApiNetwork(n)) as Arc<dyn passalong_api::Network>),
+        metrics: passalong_api::Metrics::new(registry),
     };
     dir.write_addr(addr)?;
     info!(api = %addr, dashboard = %format!("http://{addr}/"), %public_key, data_dir = %dir.root().display(), "passalong node running");

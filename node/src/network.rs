@@ -1,10 +1,10 @@
-//! The node's side of the network: the store as the network's [`Backend`], and the task that
-//! gossips what this node's API made valid.
+//! The node's side of the network: the store as the network's [`Backend`], the network as the
+//! API's [`passalong_api::Network`], and the task that gossips what this node's API made valid.
 
 use std::sync::Arc;
 
-use passalong_api::now_ms;
-use passalong_net::{Backend, Network, Verdict};
+use passalong_api::{now_ms, NetFuture, NetStatus, NetworkError};
+use passalong_net::{Backend, NetInfo, Network, PeerId, Verdict};
 use passalong_protocol::{Id, PublicKey};
 use passalong_store::{Status, Store};
 use tokio::sync::mpsc;
@@ -57,6 +57,87 @@ impl Backend for StoreBackend {
                 },
             })
             .collect())
+    }
+}
+
+/// The network as the API sees it: its answers in the API's own types.
+pub struct ApiNetwork(pub Network);
+
+impl ApiNetwork {
+    fn parse(peer: &str) -> Result<PeerId, NetworkError> {
+        peer.parse()
+            .map_err(|_| NetworkError::BadPeer(peer.to_string()))
+    }
+}
+
+fn failed(e: passalong_net::NetError) -> NetworkError {
+    NetworkError::Failed(e.to_string())
+}
+
+impl passalong_api::Network for ApiNetwork {
+    fn peer_id(&self) -> String {
+        self.0.peer_id().to_string()
+    }
+
+    fn info(&self) -> NetFuture<'_, NetStatus> {
+        Box::pin(async move { Ok(status(self.0.info().await.map_err(failed)?)) })
+    }
+
+    fn follow(&self, market: PublicKey) -> NetFuture<'_, ()> {
+        Box::pin(async move { self.0.follow(market).await.map_err(failed) })
+    }
+
+    fn block<'a>(&'a self, peer: &'a str) -> NetFuture<'a, ()> {
+        Box::pin(async move { self.0.block(Self::parse(peer)?).await.map_err(failed) })
+    }
+
+    fn unblock<'a>(&'a self, peer: &'a str) -> NetFuture<'a, ()> {
+        Box::pin(async move { self.0.unblock(Self::parse(peer)?).await.map_err(failed) })
+    }
+}
+
+/// The network crate's state, field for field, as the API's.
+fn status(i: NetInfo) -> NetStatus {
+    let t = i.stats;
+    NetStatus {
+        peer_id: i.peer_id,
+        listen: i.listen,
+        reachability: i.reachability,
+        external: i.external,
+        relays: i.relays,
+        peers: i
+            .peers
+            .into_iter()
+            .map(|p| passalong_api::network::PeerStatus {
+                peer_id: p.peer_id,
+                score: p.score,
+                markets: p.markets,
+                addr: p.addr,
+                relayed: p.relayed,
+            })
+            .collect(),
+        markets: i.markets,
+        banned: i.banned,
+        stats: passalong_api::network::NetCounters {
+            gossip_received: t.gossip_received,
+            gossip_accepted: t.gossip_accepted,
+            gossip_rejected: t.gossip_rejected,
+            gossip_ignored: t.gossip_ignored,
+            published: t.published,
+            syncs_done: t.syncs_done,
+            syncs_failed: t.syncs_failed,
+            sync_rounds: t.sync_rounds,
+            sync_fetched: t.sync_fetched,
+            last_sync_ms: t.last_sync_ms,
+            syncing: t.syncing,
+            queued: t.queued,
+            banned_total: t.banned_total,
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
+            hole_punches: t.hole_punches,
+            hole_punch_failures: t.hole_punch_failures,
+            dead_connections: t.dead_connections,
+        },
     }
 }
 

@@ -152,6 +152,21 @@ fn gossip_and_anti_entropy_bring_every_follower_to_the_same_root() {
     assert_eq!(value("passalong_markets_followed"), 1.0);
     assert!(value("passalong_sync_fetched_total") >= 23.0);
     assert!(value("passalong_ingested_total{outcome=\"valid\"}") >= 23.0);
+    // libp2p's own families sit beside the node's in the same OpenMetrics exposition.
+    assert!(metrics.ends_with("\n# EOF\n"), "{metrics}");
+    let sum = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        sum("libp2p_swarm_connections_established_total{") >= 1.0,
+        "{metrics}"
+    );
+    assert!(sum("libp2p_identify_received_total") >= 1.0, "{metrics}");
+    assert!(sum("libp2p_bandwidth_bytes_total{") > 0.0, "{metrics}");
 }
 
 #[test]

@@ -72,6 +72,7 @@ fn main() {
                 dir.path().join("contacts"),
             )),
             net: None,
+            metrics: Default::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(passalong_api::serve(listener, state, async {

@@ -12,7 +12,8 @@ pub mod earnings;
 mod error;
 mod identity;
 pub mod ledger;
-mod metrics;
+pub mod metrics;
+pub mod network;
 mod node;
 pub mod offers;
 mod peers;
@@ -29,6 +30,8 @@ use axum::Router;
 pub use error::ApiError;
 pub use identity::Identities;
 pub use ledger::ledger_json;
+pub use metrics::{Metrics, Registry};
+pub use network::{NetFuture, NetStatus, Network, NetworkError};
 pub use state::{constant_time_eq, AppState};
 pub use writer::{now_ms, Writer};
 

@@ -10,7 +10,7 @@ use crate::state::AppState;
 pub async fn id(State(s): State<AppState>) -> AppJson<Value> {
     AppJson(json!({
         "public_key": s.identities.default_key().to_hex(),
-        "peer_id": s.net.as_ref().map(|n| n.peer_id().to_string()),
+        "peer_id": s.net.as_ref().map(|n| n.peer_id()),
         "identities": s.identities.all().iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
     }))
 }

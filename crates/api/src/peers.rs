@@ -1,16 +1,16 @@
 //! The network as the API shows it: peers, followed markets, and an operator's block list.
 
 use axum::extract::State;
-use passalong_net::{NetInfo, PeerId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, AppJson};
 use crate::identity::parse_key;
+use crate::network::{NetStatus, NetworkError};
 use crate::state::{AppState, WriteAuth};
 
 /// `GET /v1/peers`: this node's peer id, addresses, connected peers and sync counters.
-pub async fn list(State(s): State<AppState>) -> Result<AppJson<NetInfo>, ApiError> {
+pub async fn list(State(s): State<AppState>) -> Result<AppJson<NetStatus>, ApiError> {
     Ok(AppJson(s.net()?.info().await.map_err(ApiError::internal)?))
 }
 
@@ -20,11 +20,6 @@ pub async fn list(State(s): State<AppState>) -> Result<AppJson<NetInfo>, ApiErro
 pub struct PeerBody {
     /// Its libp2p peer id.
     pub peer: String,
-}
-
-fn parse_peer(p: &str) -> Result<PeerId, ApiError> {
-    p.parse()
-        .map_err(|_| ApiError::bad_request(format!("peer: {p:?} is not a libp2p peer id")))
 }
 
 /// `POST /v1/peers/block`: drop a peer and refuse it until unblocked.
@@ -46,16 +41,18 @@ pub async fn unblock(
 }
 
 async fn set_blocked(s: &AppState, peer: &str, block: bool) -> Result<AppJson<Value>, ApiError> {
-    let peer = parse_peer(peer)?;
     let net = s.net()?;
     let done = if block {
         net.block(peer).await
     } else {
         net.unblock(peer).await
     };
-    done.map_err(ApiError::internal)?;
+    done.map_err(|e| match e {
+        NetworkError::BadPeer(_) => ApiError::bad_request(format!("peer: {e}")),
+        NetworkError::Failed(_) => ApiError::internal(e),
+    })?;
     let key = if block { "blocked" } else { "unblocked" };
-    Ok(AppJson(json!({ key: peer.to_string() })))
+    Ok(AppJson(json!({ key: peer })))
 }
 
 /// A market to follow.
@@ -74,10 +71,7 @@ pub async fn follow(
     AppJson(b): AppJson<FollowBody>,
 ) -> Result<AppJson<Value>, ApiError> {
     let market = parse_key(&b.market, "market")?;
-    let store = s.store.clone();
-    tokio::task::spawn_blocking(move || store.follow(&market))
-        .await
-        .map_err(ApiError::internal)??;
+    s.with_store(move |store| store.follow(&market)).await?;
     if let Some(net) = &s.net {
         net.follow(market).await.map_err(ApiError::internal)?;
     }
@@ -89,21 +83,20 @@ pub async fn follow(
 /// `GET /v1/markets`: the markets this node follows, with each one's attestation count and
 /// ledger root.
 pub async fn markets(State(s): State<AppState>) -> Result<AppJson<Value>, ApiError> {
-    let store = s.store.clone();
-    let list = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for m in store.followed()? {
-            let n = store.market(&m)?.len();
-            let root = store.ledger(&m)?.root();
-            out.push(json!({
-                "market": m.to_hex(),
-                "attestations": n,
-                "root": hex::encode(root),
-            }));
-        }
-        Ok::<_, passalong_store::StoreError>(out)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let list = s
+        .with_store(|store| {
+            let mut out = Vec::new();
+            for m in store.followed()? {
+                let n = store.market(&m)?.len();
+                let root = store.ledger(&m)?.root();
+                out.push(json!({
+                    "market": m.to_hex(),
+                    "attestations": n,
+                    "root": hex::encode(root),
+                }));
+            }
+            Ok::<_, passalong_store::StoreError>(out)
+        })
+        .await?;
     Ok(AppJson(json!({ "markets": list })))
 }

@@ -12,6 +12,8 @@ use passalong_store::{Ack, Status, Store};
 
 use crate::error::ApiError;
 use crate::identity::Identities;
+use crate::metrics::Metrics;
+use crate::network::Network;
 use crate::writer::Writer;
 
 /// Shared state of the API.
@@ -32,7 +34,9 @@ pub struct AppState {
     /// Local names for keys, per identity.
     pub contacts: Arc<crate::contacts::Contacts>,
     /// The peer-to-peer network, when it runs.
-    pub net: Option<passalong_net::Network>,
+    pub net: Option<Arc<dyn Network>>,
+    /// The registry `/metrics` encodes: the node's families, and libp2p's beside them.
+    pub metrics: Metrics,
 }
 
 /// Proof that a request carried the write token.
@@ -63,9 +67,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl AppState {
     /// The network, or 503 when the node runs without it.
-    pub fn net(&self) -> Result<&passalong_net::Network, ApiError> {
+    pub fn net(&self) -> Result<&dyn Network, ApiError> {
         self.net
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| ApiError::unavailable("peer-to-peer networking is off on this node"))
     }
 

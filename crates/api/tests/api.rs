@@ -204,6 +204,7 @@ impl Node {
                 dir.path().join("contacts"),
             )),
             net: None,
+            metrics: Default::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(passalong_api::serve(listener, state, async move {
@@ -379,9 +380,10 @@ async fn identity_and_status() {
     node.stop().await;
 }
 
-/// A Prometheus text exposition, checked line by line: every sample's family has a `# HELP`
-/// and a `# TYPE` (counter or gauge; counters end in `_total`) before it, names and values
-/// parse. Returns (name with labels → value).
+/// An OpenMetrics text exposition, checked line by line: every sample's family has a `# HELP`
+/// and a `# TYPE` (counter or gauge) before it, a counter family `x` has the sample `x_total`
+/// and a gauge's sample is its family's name, names and values parse, and `# EOF` ends it.
+/// Returns (name with labels → value).
 fn exposition(text: &str) -> std::collections::HashMap<String, f64> {
     let valid_name = |n: &str| {
         !n.is_empty()
@@ -389,10 +391,11 @@ fn exposition(text: &str) -> std::collections::HashMap<String, f64> {
             && n.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     };
+    assert!(text.ends_with("\n# EOF\n"), "no # EOF at the end:\n{text}");
     let mut helped = std::collections::HashSet::new();
     let mut typed = std::collections::HashMap::new();
     let mut samples = std::collections::HashMap::new();
-    for line in text.lines() {
+    for line in text.lines().take_while(|l| *l != "# EOF") {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').expect("HELP name text");
             assert!(valid_name(name) && !help.is_empty(), "{line}");
@@ -401,13 +404,26 @@ fn exposition(text: &str) -> std::collections::HashMap<String, f64> {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(helped.contains(name), "TYPE before HELP: {line}");
             assert!(kind == "counter" || kind == "gauge", "{line}");
-            assert!(kind != "counter" || name.ends_with("_total"), "{line}");
+            assert!(
+                !name.ends_with("_total"),
+                "a family is named without _total: {line}"
+            );
             typed.insert(name.to_string(), kind.to_string());
         } else {
             let (series, value) = line.rsplit_once(' ').expect("sample: series value");
             let name = series.split('{').next().unwrap_or_default();
             assert!(valid_name(name), "{line}");
-            assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+            let family = match name.strip_suffix("_total") {
+                Some(f) if typed.get(f).is_some_and(|k| k == "counter") => f,
+                _ => name,
+            };
+            let kind = typed.get(family).map(String::as_str);
+            assert!(kind.is_some(), "sample before its TYPE: {line}");
+            assert_eq!(
+                kind == Some("counter"),
+                family != name,
+                "a counter's sample, and only a counter's, ends in _total: {line}"
+            );
             if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
                 assert!(
                     labels.starts_with('{') && labels.ends_with('}') && labels.contains("=\""),
@@ -425,13 +441,13 @@ fn exposition(text: &str) -> std::collections::HashMap<String, f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn metrics_are_prometheus_text_and_count_what_ingest_saw() {
+async fn metrics_are_openmetrics_text_and_count_what_ingest_saw() {
     let node = Node::start().await;
     let r = node.get("/metrics").await; // no token: read-only
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.header("content-type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
     let m = exposition(&r.text());
     assert_eq!(m["passalong_build_info{version=\"0.1.0\"}"], 1.0);
