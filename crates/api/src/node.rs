@@ -17,7 +17,7 @@ pub async fn id(State(s): State<AppState>) -> AppJson<Value> {
 
 /// `GET /v1/status`
 pub async fn status(State(s): State<AppState>) -> Result<AppJson<Value>, ApiError> {
-    let (valid, markets) = s.store_counts().await?;
+    let (valid, markets, checkpoints) = s.store_counts().await?;
     let network = match &s.net {
         None => Value::Null,
         Some(net) => {
@@ -51,7 +51,7 @@ pub async fn status(State(s): State<AppState>) -> Result<AppJson<Value>, ApiErro
         "version": env!("CARGO_PKG_VERSION"),
         "public_key": s.identities.default_key().to_hex(),
         "valid_attestations": valid,
-        "store_checkpoints": s.store.checkpoints(),
+        "store_checkpoints": checkpoints,
         "markets": markets,
         "data_dir": s.data_dir.display().to_string(),
         "api": s.base_url.trim_start_matches("http://"),

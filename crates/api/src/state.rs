@@ -91,10 +91,14 @@ impl AppState {
             .map_err(Into::into)
     }
 
-    /// Valid attestations and markets in the store (for status and metrics).
-    pub async fn store_counts(&self) -> Result<(u64, usize), ApiError> {
+    /// Valid attestations, markets and checkpoints of the store (for status).
+    pub async fn store_counts(&self) -> Result<(u64, usize, u64), ApiError> {
         self.with_store(|store| {
-            Ok::<_, passalong_store::StoreError>((store.valid_count()?, store.markets()?.len()))
+            Ok::<_, passalong_store::StoreError>((
+                store.valid_count()?,
+                store.markets()?.len(),
+                store.checkpoints(),
+            ))
         })
         .await
     }
