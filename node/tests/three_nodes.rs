@@ -65,9 +65,9 @@ fn a_share_passes_through_three_nodes_and_survives_a_restart() {
     assert_eq!(ledger["entries"].as_array().unwrap().len(), 2);
     let root = ledger["root"].as_str().unwrap().to_string();
 
-    // The plain-text table shows the same.
+    // The plain-text table shows the same, in major units.
     let table = String::from_utf8(seller.cli(&["ledger"]).stdout).unwrap();
-    assert!(table.contains(&kc) && table.contains("500"));
+    assert!(table.contains(&kc) && table.contains("5.00 EUR"), "{table}");
 
     seller.stop();
     assert!(
