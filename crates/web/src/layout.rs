@@ -72,7 +72,7 @@ pub fn key(names: &Names, k: &PublicKey) -> Markup {
     let hex = k.to_hex();
     let label = names
         .get(k)
-        .cloned()
+        .map(|n| passalong_api::text::printable(n).into_owned())
         .unwrap_or_else(|| format!("{}…{}", &hex[..8], &hex[56..]));
     html! {
         details.key {

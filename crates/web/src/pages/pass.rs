@@ -7,6 +7,7 @@ use axum::Form;
 use maud::{html, Markup};
 use passalong_api::offers::Published;
 use passalong_api::referrals::{full_link, refer_as, NewReferral};
+use passalong_api::text::printable;
 use passalong_protocol::attestation::Body;
 use passalong_protocol::link::ShareLink;
 use passalong_protocol::PublicKey;
@@ -74,7 +75,7 @@ fn summary(names: &passalong_api::contacts::Names, me: &PublicKey, link: &ShareL
     let c = o.currency;
     html! {
         section.card {
-            h2 { (o.title) }
+            h2 { (printable(&o.title)) }
             p.price { (layout::money(c, i128::from(o.price_minor))) }
             p { "Seller: " (layout::key(names, &o.seller)) }
             p { (offers::explain(o)) }

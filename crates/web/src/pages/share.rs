@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use maud::{html, Markup};
 use passalong_api::contacts::Names;
 use passalong_api::referrals::full_link;
+use passalong_api::text::printable;
 use passalong_protocol::attestation::Body;
 
 use crate::auth::SignedIn;
@@ -58,10 +59,10 @@ pub async fn page(
     let token = link.token();
     let hops = link.attestations.len() - 1;
     Ok(layout::bare(
-        &o.title,
+        &printable(&o.title),
         html! {
             article.card {
-                h1 { (o.title) }
+                h1 { (printable(&o.title)) }
                 p.price { (layout::money(o.currency, i128::from(o.price_minor))) }
                 p { "Sold by " (layout::key(&names, &o.seller)) }
                 p.muted {
