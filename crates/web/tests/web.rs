@@ -296,3 +296,49 @@ fn share_pages_escape_what_a_seller_wrote_and_explain_bad_links() {
     assert_eq!(status, 404);
     assert!(page.contains("full link"), "{page}");
 }
+
+#[test]
+fn an_equivocation_shows_both_receipts_as_evidence() {
+    use passalong_protocol::attestation::Receipt;
+    let node = Node::start();
+    let link = node.offer("A record");
+    let seller = Keypair::from_seed([1; 32]);
+    let receipt = |amount: u64| {
+        Attestation::sign(
+            Body::Receipt(Receipt {
+                seller: seller.public(),
+                offer: link.offer(),
+                order: "A-1".into(),
+                amount_minor: amount,
+                buyer: Keypair::from_seed([4; 32]).public(),
+                via: None,
+                created_at_ms: 1_767_225_700_000,
+            }),
+            &seller,
+        )
+    };
+    let (a, b) = (receipt(1999), receipt(2999));
+    node.store
+        .ingest(&[&a.bytes, &b.bytes], 1_767_225_800_000)
+        .expect("ingest");
+    let cookie = node.sign_in();
+    let (status, page) = node.get("/disputes", &cookie);
+    assert_eq!(status, 200);
+    assert!(page.contains("Equivocation"), "{page}");
+    let (counted, other) = if a.id < b.id {
+        (a.id, b.id)
+    } else {
+        (b.id, a.id)
+    };
+    let at = |id: &Id| page.find(&id.to_hex()).unwrap_or(usize::MAX);
+    assert!(
+        at(&counted) < at(&other),
+        "the counted receipt (smaller id) first, both shown"
+    );
+    assert!(at(&other) < usize::MAX);
+    let (_, network) = node.get("/network", &cookie);
+    assert!(
+        network.contains("offline"),
+        "a node without the network says so"
+    );
+}
