@@ -23,6 +23,14 @@ struct Node {
 
 impl Node {
     fn start() -> Node {
+        Node::start_public(None)
+    }
+
+    /// A node reached from outside at `public` (its `public_url`).
+    fn start_public(public: Option<&str>) -> Node {
+        let public = public
+            .map(|p| PublicUrl::parse(p).expect("public url"))
+            .unwrap_or_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -44,7 +52,12 @@ impl Node {
                 writer: Writer::spawn(s),
                 identities: Arc::new(Identities::single(Keypair::from_seed([1; 32]))),
                 token: Arc::new(TOKEN.into()),
-                base_url: Arc::new(format!("http://{addr}")),
+                base_url: Arc::new(
+                    public
+                        .base
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{addr}")),
+                ),
                 data_dir: Arc::new(path.clone()),
                 contacts: Arc::new(passalong_api::contacts::Contacts::new(
                     path.join("contacts"),
@@ -52,7 +65,7 @@ impl Node {
                 net: None,
                 metrics: Default::default(),
             };
-            let app = passalong_web::app(state, &PublicUrl::default());
+            let app = passalong_web::app(state, &public);
             let _ = passalong_web::serve(listener, app, std::future::pending()).await;
         });
         Node {
@@ -341,4 +354,39 @@ fn an_equivocation_shows_both_receipts_as_evidence() {
         network.contains("offline"),
         "a node without the network says so"
     );
+}
+
+#[test]
+fn behind_a_public_url_links_use_it_and_the_dashboard_answers_to_its_host() {
+    let node = Node::start_public(Some("https://shop.example"));
+    let r = Node::agent()
+        .get(&node.url("/signin"))
+        .set("Host", "shop.example")
+        .call()
+        .expect("the public host is ours");
+    let cookie = r.header("set-cookie").expect("cookie");
+    assert!(
+        cookie.contains("Secure"),
+        "https: cookies are Secure: {cookie}"
+    );
+    let v: serde_json::Value = Node::agent()
+        .post(&node.url("/v1/offers"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_json(serde_json::json!({"title": "A record", "price_minor": 100,
+            "currency": "EUR", "pool_bps": 1000, "rule": "direct"}))
+        .expect("publish")
+        .into_json()
+        .expect("json");
+    for key in ["url", "short_url"] {
+        let url = v[key].as_str().expect("url");
+        assert!(
+            url.starts_with("https://shop.example/l/pl1"),
+            "{key}: {url}"
+        );
+    }
+    let r = Node::agent()
+        .get(&node.url("/signin"))
+        .set("Host", "other.example")
+        .call();
+    assert!(matches!(r, Err(ureq::Error::Status(403, _))));
 }
