@@ -5,39 +5,105 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use passalong_protocol::{bundle, Kind};
 use passalong_store::{Ack, Status};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::{parse_id, parse_key};
 use crate::state::{AppState, WriteAuth};
 
-/// The JSON form of an ack.
-pub fn ack_json(a: &Ack) -> Value {
-    let mut v = json!({"id": a.id.to_hex(), "status": a.status.name(), "duplicate": a.duplicate});
-    match &a.status {
-        Status::Valid => {}
-        Status::Pending { missing } => {
-            v["missing"] = missing
-                .iter()
-                .map(|m| m.to_hex())
-                .collect::<Vec<_>>()
-                .into();
-        }
-        Status::Held { until_ms } => v["until_ms"] = (*until_ms).into(),
-        Status::Invalid { code, message } => {
-            v["reason"] = code.clone().into();
-            v["message"] = message.clone().into();
-        }
-    }
-    v
+/// What a store says of an attestation beyond its status: the parents it waits for, when it
+/// counts, or why it is invalid (each field only for its status).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusDetail {
+    /// `pending`: the ids it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<String>>,
+    /// `held`: when it counts (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    /// `invalid`: the protocol's reason code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `invalid`: what is wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
-/// `POST /v1/attestations` body.
-#[derive(Deserialize)]
+impl StatusDetail {
+    /// The status's name and its detail.
+    pub fn of(status: &Status) -> (String, StatusDetail) {
+        let mut d = StatusDetail::default();
+        match status {
+            Status::Valid => {}
+            Status::Pending { missing } => {
+                d.missing = Some(missing.iter().map(|m| m.to_hex()).collect());
+            }
+            Status::Held { until_ms } => d.until_ms = Some(*until_ms),
+            Status::Invalid { code, message } => {
+                d.reason = Some(code.clone());
+                d.message = Some(message.clone());
+            }
+        }
+        (status.name().to_string(), d)
+    }
+}
+
+/// What the store answered for one envelope: `{"id", "status", "duplicate", …detail}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AckInfo {
+    /// The attestation's id, hex.
+    pub id: String,
+    /// `valid`, `pending`, `held` or `invalid`.
+    pub status: String,
+    /// It was already held.
+    pub duplicate: bool,
+    /// What the status says beyond its name.
+    #[serde(flatten)]
+    pub detail: StatusDetail,
+}
+
+impl AckInfo {
+    /// The JSON form of an ack.
+    pub fn of(a: &Ack) -> AckInfo {
+        let (status, detail) = StatusDetail::of(&a.status);
+        AckInfo {
+            id: a.id.to_hex(),
+            status,
+            duplicate: a.duplicate,
+            detail,
+        }
+    }
+}
+
+/// `POST /v1/attestations` answer: one ack per envelope in order, then the unblocked ones.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Acks {
+    /// The acks.
+    pub acks: Vec<AckInfo>,
+}
+
+/// `GET /v1/attestations/<id>` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AttestationInfo {
+    /// Its id, hex.
+    pub id: String,
+    /// Its kind (`offer`, `referral`, …; `null` if its envelope is not held).
+    pub kind: Option<String>,
+    /// `valid`, `pending`, `held` or `invalid`.
+    pub status: String,
+    /// What the status says beyond its name.
+    #[serde(flatten)]
+    pub detail: StatusDetail,
+    /// Its signed envelope, hex (`null` if not held).
+    pub envelope: Option<String>,
+}
+
+/// `POST /v1/attestations` body (what `passalong import` sends).
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Import {
-    envelopes: Vec<String>,
+    /// Signed envelopes, hex.
+    pub envelopes: Vec<String>,
 }
 
 /// `POST /v1/attestations`
@@ -45,7 +111,7 @@ pub async fn import(
     State(s): State<AppState>,
     _auth: WriteAuth,
     AppJson(req): AppJson<Import>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<Acks>, ApiError> {
     let envelopes = req
         .envelopes
         .iter()
@@ -56,16 +122,16 @@ pub async fn import(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let acks = s.ingest(envelopes).await?;
-    Ok(AppJson(
-        json!({"acks": acks.iter().map(ack_json).collect::<Vec<_>>()}),
-    ))
+    Ok(AppJson(Acks {
+        acks: acks.iter().map(AckInfo::of).collect(),
+    }))
 }
 
 /// `GET /v1/attestations/<id>`
 pub async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<AttestationInfo>, ApiError> {
     let id = parse_id(&id, "id")?;
     let (status, envelope) = s
         .with_store(move |store| {
@@ -74,19 +140,17 @@ pub async fn get(
         .await?;
     let status =
         status.ok_or_else(|| ApiError::not_found(format!("no attestation {id} on this node")))?;
-    let mut v = ack_json(&Ack {
-        id,
+    let (status, detail) = StatusDetail::of(&status);
+    Ok(AppJson(AttestationInfo {
+        id: id.to_hex(),
+        kind: envelope
+            .as_ref()
+            .and_then(|e| e.get(1).and_then(|&k| Kind::from_byte(k)))
+            .map(|k| k.name().to_string()),
         status,
-        duplicate: false,
-    });
-    v.as_object_mut().map(|o| o.remove("duplicate"));
-    v["kind"] = envelope
-        .as_ref()
-        .and_then(|e| e.get(1).and_then(|&k| Kind::from_byte(k)))
-        .map(Kind::name)
-        .into();
-    v["envelope"] = envelope.map(hex::encode).into();
-    Ok(AppJson(v))
+        detail,
+        envelope: envelope.map(hex::encode),
+    }))
 }
 
 /// `?seller=HEX&format=json|binary`

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use passalong_protocol::PublicKey;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::error::{ApiError, AppJson, AppQuery};
@@ -174,26 +174,70 @@ impl Contacts {
 }
 
 /// `POST /v1/contacts` body.
-#[derive(serde::Deserialize)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NewContact {
-    key: String,
-    name: String,
-    #[serde(rename = "as")]
-    as_: Option<String>,
+    /// The key named, hex.
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// Whose contact (an identity's key, hex; default the node's).
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_: Option<String>,
 }
 
 /// `POST /v1/contacts/remove` body.
-#[derive(serde::Deserialize)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OldContact {
-    key: String,
-    #[serde(rename = "as")]
-    as_: Option<String>,
+    /// The key whose name is forgotten, hex.
+    pub key: String,
+    /// Whose contact (an identity's key, hex; default the node's).
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_: Option<String>,
+}
+
+/// One contact: a key and its local name.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The key, hex.
+    pub key: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// A contacts list, sorted by key (`GET /v1/contacts`' answer, and the writes').
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactList {
+    /// The contacts.
+    pub contacts: Vec<Contact>,
+}
+
+impl ContactList {
+    /// The list of `names`.
+    pub fn of(names: &Names) -> ContactList {
+        ContactList {
+            contacts: names
+                .iter()
+                .map(|(k, n)| Contact {
+                    key: k.to_hex(),
+                    name: n.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The names by key (a contact whose key is not one is left out).
+    pub fn names(&self) -> Names {
+        self.contacts
+            .iter()
+            .filter_map(|c| Some((PublicKey::from_hex(&c.key).ok()?, c.name.clone())))
+            .collect()
+    }
 }
 
 /// `?as=HEX`: whose contacts.
-#[derive(serde::Deserialize)]
+#[derive(Deserialize)]
 pub struct OwnerQuery {
     #[serde(rename = "as")]
     as_: Option<String>,
@@ -212,22 +256,17 @@ fn owner(s: &AppState, as_: Option<&str>) -> Result<PublicKey, ApiError> {
     Ok(s.identities.signer(as_)?.public())
 }
 
-/// The JSON form of a contacts list.
-pub fn contacts_json(names: &Names) -> Value {
-    json!({"contacts": names.iter().map(|(k, n)| json!({"key": k.to_hex(), "name": n})).collect::<Vec<_>>()})
-}
-
 /// `GET /v1/contacts`
 pub async fn list(
     State(s): State<AppState>,
     AppQuery(q): AppQuery<OwnerQuery>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<ContactList>, ApiError> {
     let owner = owner(&s, q.as_.as_deref())?;
     let c = s.contacts.clone();
     let names = tokio::task::spawn_blocking(move || c.of(&owner))
         .await
         .map_err(ApiError::internal)??;
-    Ok(AppJson(contacts_json(&names)))
+    Ok(AppJson(ContactList::of(&names)))
 }
 
 /// `POST /v1/contacts`: names a key (or renames it).
@@ -235,7 +274,7 @@ pub async fn add(
     State(s): State<AppState>,
     _auth: WriteAuth,
     AppJson(req): AppJson<NewContact>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<ContactList>, ApiError> {
     let owner = owner(&s, req.as_.as_deref())?;
     let key = parse_key(&req.key, "key")?;
     let c = s.contacts.clone();
@@ -244,7 +283,7 @@ pub async fn add(
         .await
         .map_err(ApiError::internal)??;
     let names = s.contacts.of(&owner)?;
-    Ok(AppJson(contacts_json(&names)))
+    Ok(AppJson(ContactList::of(&names)))
 }
 
 /// `POST /v1/contacts/remove`
@@ -252,7 +291,7 @@ pub async fn remove(
     State(s): State<AppState>,
     _auth: WriteAuth,
     AppJson(req): AppJson<OldContact>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<ContactList>, ApiError> {
     let owner = owner(&s, req.as_.as_deref())?;
     let key = parse_key(&req.key, "key")?;
     let c = s.contacts.clone();
@@ -263,7 +302,7 @@ pub async fn remove(
         return Err(ApiError::not_found(format!("no contact {key}")));
     }
     let names = s.contacts.of(&owner)?;
-    Ok(AppJson(contacts_json(&names)))
+    Ok(AppJson(ContactList::of(&names)))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An API error: a status, a stable code and a message saying what to do.
 #[derive(Debug)]
@@ -110,20 +110,24 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+/// The body of every error answer: `{"error": MESSAGE, "code": CODE, "reason": CODE?}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// What went wrong and what to do.
+    pub error: String,
+    /// Stable code (`bad_request`, `unauthorized`, …).
+    pub code: String,
+    /// For `invalid_attestation`: the protocol's reason code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: &self.message,
-            code: self.code,
-            reason: self.reason.as_deref(),
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_string(),
+            reason: self.reason,
         };
         (self.status, axum::Json(body)).into_response()
     }

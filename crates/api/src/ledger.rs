@@ -4,8 +4,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use passalong_protocol::{Ledger, LedgerEntry};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::contacts::Names;
 use crate::error::{ApiError, AppJson, AppQuery};
@@ -14,16 +13,63 @@ use crate::offers::SellerQuery;
 use crate::state::AppState;
 use crate::text::printable;
 
-/// The JSON form of a ledger (also what `ledger --json` prints).
-pub fn ledger_json(l: &Ledger) -> Value {
-    json!({
-        "seller": l.seller.map(|s| s.to_hex()),
-        "root": hex::encode(l.root()),
-        "entries": l.entries.iter().map(|e| json!({
-            "currency": e.currency.as_str(), "participant": e.participant.to_hex(),
-            "earned": e.earned, "refunded": e.refunded, "settled": e.settled, "owed": e.owed,
-        })).collect::<Vec<_>>(),
-    })
+/// The JSON form of a ledger: `GET /v1/ledger`'s answer, what `ledger --json` prints and what
+/// `verify` reports of each seller. Amounts are JSON integers of up to 128 bits (serde_json
+/// writes and reads `u128`/`i128` as numbers; read them into this type, not into a
+/// `serde_json::Value`, which holds 64 bits).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LedgerInfo {
+    /// The seller, hex (`null` for a ledger of no seller).
+    pub seller: Option<String>,
+    /// The ledger's Merkle root, hex.
+    pub root: String,
+    /// Its lines, by currency, then participant.
+    pub entries: Vec<LedgerLine>,
+}
+
+/// One participant's line of a ledger, in one currency (minor units).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LedgerLine {
+    /// Currency code.
+    pub currency: String,
+    /// The participant's key, hex.
+    pub participant: String,
+    /// Earned from counted sales.
+    pub earned: u128,
+    /// Taken back by refunds.
+    pub refunded: u128,
+    /// Paid by settlements.
+    pub settled: u128,
+    /// Still owed (negative: the seller paid more than was earned).
+    pub owed: i128,
+}
+
+impl LedgerInfo {
+    /// The JSON form of `l`.
+    pub fn of(l: &Ledger) -> LedgerInfo {
+        LedgerInfo {
+            seller: l.seller.map(|s| s.to_hex()),
+            root: hex::encode(l.root()),
+            entries: l
+                .entries
+                .iter()
+                .map(|e| LedgerLine {
+                    currency: e.currency.as_str().to_string(),
+                    participant: e.participant.to_hex(),
+                    earned: e.earned,
+                    refunded: e.refunded,
+                    settled: e.settled,
+                    owed: e.owed,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// [`LedgerInfo`] as a `serde_json::Value`, to compare an answer read as one. A `Value` holds
+/// 64-bit integers only: an amount beyond that makes this `null` (print [`LedgerInfo`]).
+pub fn ledger_json(l: &Ledger) -> serde_json::Value {
+    serde_json::to_value(LedgerInfo::of(l)).unwrap_or_default()
 }
 
 /// One CSV field: quoted when it holds a comma or a quote, with a leading `'` when it starts
@@ -118,15 +164,78 @@ pub fn payouts_csv(l: &Ledger, names: &Names) -> String {
     out
 }
 
-/// The JSON form of what a seller owes (`GET /v1/payouts`).
-pub fn payouts_json(l: &Ledger) -> Value {
-    json!({
-        "seller": l.seller.map(|s| s.to_hex()),
-        "payouts": payouts(l).map(|e| json!({
-            "participant": e.participant.to_hex(), "currency": e.currency.as_str(),
-            "amount_minor": e.owed,
-        })).collect::<Vec<_>>(),
-    })
+/// What a seller owes (`GET /v1/payouts`' answer).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Payouts {
+    /// The seller, hex.
+    pub seller: Option<String>,
+    /// One line per participant and currency with something owed.
+    pub payouts: Vec<Payout>,
+}
+
+/// What the seller owes one participant in one currency.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Payout {
+    /// The participant's key, hex.
+    pub participant: String,
+    /// Currency code.
+    pub currency: String,
+    /// Amount owed, minor units.
+    pub amount_minor: u128,
+}
+
+impl Payouts {
+    /// What the seller of `l` owes ([`payouts`]).
+    pub fn of(l: &Ledger) -> Payouts {
+        Payouts {
+            seller: l.seller.map(|s| s.to_hex()),
+            payouts: payouts(l)
+                .map(|e| Payout {
+                    participant: e.participant.to_hex(),
+                    currency: e.currency.as_str().to_string(),
+                    amount_minor: e.owed.unsigned_abs(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Two receipts of one order (`GET /v1/equivocations`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The receipt that counts, hex.
+    pub counted: String,
+    /// The other one, hex.
+    pub other: String,
+}
+
+/// `GET /v1/equivocations` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Equivocations {
+    /// The seller's equivocations.
+    pub equivocations: Vec<Equivocation>,
+}
+
+/// A purchase claim that contradicts the counted receipt of its order (`GET /v1/disputes`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Dispute {
+    /// The claim, hex.
+    pub claim: String,
+    /// The receipt it is about, hex.
+    pub receipt: String,
+    /// The claim's buyer is the receipt's.
+    pub buyer_matches: bool,
+    /// The referral the buyer says they came through, hex.
+    pub claimed_via: Option<String>,
+    /// The referral the receipt names, hex.
+    pub recorded_via: Option<String>,
+}
+
+/// `GET /v1/disputes` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Disputes {
+    /// The seller's disputes.
+    pub disputes: Vec<Dispute>,
 }
 
 /// `?seller=HEX&format=json|csv&as=HEX` of the ledger routes.
@@ -196,7 +305,7 @@ pub async fn ledger(
         let names = names_of(&s, q.as_.as_deref()).await?;
         return Ok(csv_response(ledger_csv(&l, &names)));
     }
-    Ok(AppJson(ledger_json(&l)).into_response())
+    Ok(AppJson(LedgerInfo::of(&l)).into_response())
 }
 
 /// `GET /v1/payouts[?seller=HEX][&format=csv]`: what the seller owes, per participant and
@@ -211,34 +320,48 @@ pub async fn payouts_route(
         let names = names_of(&s, q.as_.as_deref()).await?;
         return Ok(csv_response(payouts_csv(&l, &names)));
     }
-    Ok(AppJson(payouts_json(&l)).into_response())
+    Ok(AppJson(Payouts::of(&l)).into_response())
 }
 
 /// `GET /v1/equivocations`
 pub async fn equivocations(
     State(s): State<AppState>,
     AppQuery(q): AppQuery<SellerQuery>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<Equivocations>, ApiError> {
     let seller = q.seller(&s)?;
     let v = s
         .with_store(move |store| store.equivocations(&seller))
         .await?;
-    Ok(AppJson(json!({"equivocations": v.iter().map(|e| json!({
-        "counted": e.counted.to_hex(), "other": e.other.to_hex(),
-    })).collect::<Vec<_>>()})))
+    Ok(AppJson(Equivocations {
+        equivocations: v
+            .iter()
+            .map(|e| Equivocation {
+                counted: e.counted.to_hex(),
+                other: e.other.to_hex(),
+            })
+            .collect(),
+    }))
 }
 
 /// `GET /v1/disputes`
 pub async fn disputes(
     State(s): State<AppState>,
     AppQuery(q): AppQuery<SellerQuery>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<Disputes>, ApiError> {
     let seller = q.seller(&s)?;
     let v = s.with_store(move |store| store.disputes(&seller)).await?;
-    Ok(AppJson(json!({"disputes": v.iter().map(|d| json!({
-        "claim": d.claim.to_hex(), "receipt": d.receipt.to_hex(), "buyer_matches": d.buyer_matches,
-        "claimed_via": d.claimed_via.map(|i| i.to_hex()), "recorded_via": d.recorded_via.map(|i| i.to_hex()),
-    })).collect::<Vec<_>>()})))
+    Ok(AppJson(Disputes {
+        disputes: v
+            .iter()
+            .map(|d| Dispute {
+                claim: d.claim.to_hex(),
+                receipt: d.receipt.to_hex(),
+                buyer_matches: d.buyer_matches,
+                claimed_via: d.claimed_via.map(|i| i.to_hex()),
+                recorded_via: d.recorded_via.map(|i| i.to_hex()),
+            })
+            .collect(),
+    }))
 }
 
 #[cfg(test)]
@@ -288,6 +411,38 @@ mod tests {
                 anna.to_hex()
             )
         );
+    }
+
+    #[test]
+    fn amounts_beyond_64_bits_stay_json_integers_both_ways() {
+        let eur = Currency::parse("EUR").unwrap();
+        let mut l = Ledger::from_entries(
+            PublicKey([9; 32]),
+            vec![LedgerEntry::new(eur, PublicKey([1; 32]), 1, 0, 0)],
+        );
+        l.entries[0].earned = u128::MAX;
+        l.entries[0].refunded = u128::from(u64::MAX) + 1;
+        l.entries[0].owed = i128::MIN;
+        let info = LedgerInfo::of(&l);
+        let text = serde_json::to_string(&info).unwrap();
+        assert!(
+            text.contains(&format!("\"earned\":{}", u128::MAX)),
+            "a number, not a string: {text}"
+        );
+        assert!(text.contains(&format!("\"owed\":{}", i128::MIN)), "{text}");
+        let back: LedgerInfo = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, info);
+        // Within 64 bits, the same JSON as a Value.
+        let small = Ledger::from_entries(
+            PublicKey([9; 32]),
+            vec![LedgerEntry::new(eur, PublicKey([1; 32]), 1234, 0, 200)],
+        );
+        let v = ledger_json(&small);
+        assert_eq!(v["entries"][0]["earned"], 1234);
+        assert_eq!(v["entries"][0]["owed"], 1034);
+        let p: Payouts =
+            serde_json::from_str(&serde_json::to_string(&Payouts::of(&small)).unwrap()).unwrap();
+        assert_eq!(p.payouts[0].amount_minor, 1034);
     }
 
     #[test]

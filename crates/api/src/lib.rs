@@ -2,11 +2,15 @@
 //! the store, a group-committing writer and the node's identities.
 //!
 //! It listens on loopback only; writes need the bearer token from `<data-dir>/api-token`.
-//! Errors are JSON `{"error", "code"}` with a status that says what kind (400, 401, 404, 413,
-//! 422, 500).
+//! Errors are JSON `{"error", "code"}` ([`ErrorBody`]) with a status that says what kind (400,
+//! 401, 404, 413, 422, 500).
+//!
+//! Every request body and every answer is a typed struct (Serialize + Deserialize) in the
+//! module of its route — `offers::OfferList`, `ledger::LedgerInfo`, `sales::SaleAnswer`, … —
+//! which the handlers answer with and the CLI reads back, so the two cannot drift apart.
 #![deny(missing_docs)]
 
-mod attestations;
+pub mod attestations;
 pub mod contacts;
 pub mod earnings;
 mod error;
@@ -14,9 +18,9 @@ mod identity;
 pub mod ledger;
 pub mod metrics;
 pub mod network;
-mod node;
+pub mod node;
 pub mod offers;
-mod peers;
+pub mod peers;
 pub mod referrals;
 pub mod sales;
 mod state;
@@ -27,7 +31,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use identity::Identities;
 pub use ledger::ledger_json;
 pub use metrics::{Metrics, Registry};

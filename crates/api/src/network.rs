@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use passalong_protocol::PublicKey;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the network answers, some time later.
 pub type NetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, NetworkError>> + Send + 'a>>;
@@ -38,7 +38,7 @@ pub enum NetworkError {
 }
 
 /// Counters since the network started (`GET /v1/peers`' `stats`).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetCounters {
     /// Gossip messages received.
     pub gossip_received: u64,
@@ -79,7 +79,7 @@ pub struct NetCounters {
 }
 
 /// A connected peer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// Its peer id.
     pub peer_id: String,
@@ -94,7 +94,7 @@ pub struct PeerStatus {
 }
 
 /// The network's state (`GET /v1/peers`, `status`, `/metrics`, the dashboard).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetStatus {
     /// This node's peer id.
     pub peer_id: String,

@@ -5,8 +5,7 @@ use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Offer};
 use passalong_protocol::link::ShareLink;
 use passalong_protocol::{Keypair, Kind, Policy, PublicKey, Rule};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::{parse_currency, parse_key};
@@ -16,8 +15,9 @@ use crate::writer::now_ms;
 /// Thirty days, the default referral window.
 pub const DEFAULT_WINDOW_MS: u64 = 30 * 86_400_000;
 
-/// `POST /v1/offers` body; also what the dashboard's publish form fills in.
-#[derive(Deserialize, Default, Debug, Clone)]
+/// `POST /v1/offers` body; also what the dashboard's publish form fills in and what
+/// `passalong offer publish` sends.
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NewOffer {
     /// What is sold.
@@ -34,8 +34,10 @@ pub struct NewOffer {
     #[serde(default)]
     pub connector_bps: u16,
     /// Hops paid (default 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_depth: Option<u8>,
     /// How long a referral counts before a sale (default 30 days).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub window_ms: Option<u64>,
     /// Only referrers who bought it earn.
     #[serde(default)]
@@ -44,18 +46,21 @@ pub struct NewOffer {
     #[serde(default)]
     pub valid_from_ms: u64,
     /// Receipts from this time on are invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_until_ms: Option<u64>,
     /// Hash of the item's content, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<String>,
     /// Where a friend buys.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub checkout_url: Option<String>,
     /// Sign as this identity (hex) instead of the default.
-    #[serde(rename = "as")]
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
     pub as_: Option<String>,
 }
 
-/// A signed and stored offer (or referral) with its share link.
-#[derive(serde::Serialize, Debug, Clone)]
+/// A signed and stored offer (or referral) with its share link (`POST /v1/offers`' answer).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// Its id.
     pub id: String,
@@ -140,6 +145,74 @@ pub struct SellerQuery {
     seller: Option<String>,
 }
 
+/// One offer of `GET /v1/offers`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OfferInfo {
+    /// Its id, hex.
+    pub id: String,
+    /// The seller's key, hex.
+    pub seller: String,
+    /// What is sold.
+    pub title: String,
+    /// Price, minor units.
+    pub price_minor: u64,
+    /// Currency code.
+    pub currency: String,
+    /// The payout rule (`direct`, `equal`, `geometric:R_BPS`, `split-proof`).
+    pub rule: String,
+    /// Share of each sale for the referral chain, basis points.
+    pub pool_bps: u16,
+    /// Share for the connector of hop 1's community, basis points.
+    pub connector_bps: u16,
+    /// Hops paid.
+    pub max_depth: u8,
+    /// How long a referral counts before a sale.
+    pub window_ms: u64,
+    /// Only referrers who bought it earn.
+    pub require_purchase: bool,
+    /// Receipts before this time are invalid.
+    pub valid_from_ms: u64,
+    /// Receipts from this time on are invalid (`null`: no end).
+    pub valid_until_ms: Option<u64>,
+    /// When it was signed.
+    pub created_at_ms: u64,
+    /// Where a friend buys (`null`: nowhere given).
+    pub checkout_url: Option<String>,
+    /// Its share link (text token).
+    pub link: String,
+}
+
+impl OfferInfo {
+    /// The offer `id` with its share link.
+    pub fn of(id: &passalong_protocol::Id, o: &Offer, link: &ShareLink) -> OfferInfo {
+        OfferInfo {
+            id: id.to_hex(),
+            seller: o.seller.to_hex(),
+            title: o.title.clone(),
+            price_minor: o.price_minor,
+            currency: o.currency.as_str().to_string(),
+            rule: o.policy.rule.to_string(),
+            pool_bps: o.policy.pool_bps,
+            connector_bps: o.policy.connector_bps,
+            max_depth: o.policy.max_depth,
+            window_ms: o.policy.window_ms,
+            require_purchase: o.policy.require_purchase,
+            valid_from_ms: o.valid_from_ms,
+            valid_until_ms: o.valid_until_ms,
+            created_at_ms: o.created_at_ms,
+            checkout_url: o.checkout_url.clone(),
+            link: link.token(),
+        }
+    }
+}
+
+/// `GET /v1/offers` answer: a seller's offers, oldest first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OfferList {
+    /// The offers.
+    pub offers: Vec<OfferInfo>,
+}
+
 impl SellerQuery {
     /// The seller asked for, or the node's identity.
     pub fn seller(&self, s: &AppState) -> Result<passalong_protocol::PublicKey, ApiError> {
@@ -154,7 +227,7 @@ impl SellerQuery {
 pub async fn list(
     State(s): State<AppState>,
     AppQuery(q): AppQuery<SellerQuery>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<OfferList>, ApiError> {
     let seller = q.seller(&s)?;
     let offers = s
         .with_store(move |store| {
@@ -169,16 +242,7 @@ pub async fn list(
     for (chain, a) in offers {
         let Body::Offer(o) = &a.body else { continue };
         let link = ShareLink::new(chain).map_err(ApiError::internal)?;
-        out.push(json!({
-            "id": a.id.to_hex(), "seller": o.seller.to_hex(), "title": o.title,
-            "price_minor": o.price_minor, "currency": o.currency.as_str(),
-            "rule": o.policy.rule.to_string(), "pool_bps": o.policy.pool_bps,
-            "connector_bps": o.policy.connector_bps, "max_depth": o.policy.max_depth,
-            "window_ms": o.policy.window_ms, "require_purchase": o.policy.require_purchase,
-            "valid_from_ms": o.valid_from_ms, "valid_until_ms": o.valid_until_ms,
-            "created_at_ms": o.created_at_ms, "checkout_url": o.checkout_url,
-            "link": link.token(),
-        }));
+        out.push(OfferInfo::of(&a.id, o, &link));
     }
-    Ok(AppJson(json!({ "offers": out })))
+    Ok(AppJson(OfferList { offers: out }))
 }

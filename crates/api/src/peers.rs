@@ -1,8 +1,7 @@
 //! The network as the API shows it: peers, followed markets, and an operator's block list.
 
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, AppJson};
 use crate::identity::parse_key;
@@ -15,11 +14,52 @@ pub async fn list(State(s): State<AppState>) -> Result<AppJson<NetStatus>, ApiEr
 }
 
 /// A peer to block or unblock.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct PeerBody {
     /// Its libp2p peer id.
     pub peer: String,
+}
+
+/// `POST /v1/peers/block` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// The peer blocked.
+    pub blocked: String,
+}
+
+/// `POST /v1/peers/unblock` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Unblocked {
+    /// The peer accepted again.
+    pub unblocked: String,
+}
+
+/// `POST /v1/markets/follow` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Following {
+    /// The market, hex.
+    pub market: String,
+    /// Always true.
+    pub following: bool,
+}
+
+/// A followed market of `GET /v1/markets`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MarketInfo {
+    /// The market (its seller's or connector's key), hex.
+    pub market: String,
+    /// Its valid attestations.
+    pub attestations: usize,
+    /// Its ledger root, hex.
+    pub root: String,
+}
+
+/// `GET /v1/markets` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MarketList {
+    /// The markets followed.
+    pub markets: Vec<MarketInfo>,
 }
 
 /// `POST /v1/peers/block`: drop a peer and refuse it until unblocked.
@@ -27,8 +67,9 @@ pub async fn block(
     _: WriteAuth,
     State(s): State<AppState>,
     AppJson(b): AppJson<PeerBody>,
-) -> Result<AppJson<Value>, ApiError> {
-    set_blocked(&s, &b.peer, true).await
+) -> Result<AppJson<Blocked>, ApiError> {
+    set_blocked(&s, &b.peer, true).await?;
+    Ok(AppJson(Blocked { blocked: b.peer }))
 }
 
 /// `POST /v1/peers/unblock`: accept a blocked (or banned) peer again.
@@ -36,11 +77,12 @@ pub async fn unblock(
     _: WriteAuth,
     State(s): State<AppState>,
     AppJson(b): AppJson<PeerBody>,
-) -> Result<AppJson<Value>, ApiError> {
-    set_blocked(&s, &b.peer, false).await
+) -> Result<AppJson<Unblocked>, ApiError> {
+    set_blocked(&s, &b.peer, false).await?;
+    Ok(AppJson(Unblocked { unblocked: b.peer }))
 }
 
-async fn set_blocked(s: &AppState, peer: &str, block: bool) -> Result<AppJson<Value>, ApiError> {
+async fn set_blocked(s: &AppState, peer: &str, block: bool) -> Result<(), ApiError> {
     let net = s.net()?;
     let done = if block {
         net.block(peer).await
@@ -50,13 +92,11 @@ async fn set_blocked(s: &AppState, peer: &str, block: bool) -> Result<AppJson<Va
     done.map_err(|e| match e {
         NetworkError::BadPeer(_) => ApiError::bad_request(format!("peer: {e}")),
         NetworkError::Failed(_) => ApiError::internal(e),
-    })?;
-    let key = if block { "blocked" } else { "unblocked" };
-    Ok(AppJson(json!({ key: peer })))
+    })
 }
 
 /// A market to follow.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FollowBody {
     /// The seller's (or connector's) public key, hex.
@@ -69,34 +109,35 @@ pub async fn follow(
     _: WriteAuth,
     State(s): State<AppState>,
     AppJson(b): AppJson<FollowBody>,
-) -> Result<AppJson<Value>, ApiError> {
+) -> Result<AppJson<Following>, ApiError> {
     let market = parse_key(&b.market, "market")?;
     s.with_store(move |store| store.follow(&market)).await?;
     if let Some(net) = &s.net {
         net.follow(market).await.map_err(ApiError::internal)?;
     }
-    Ok(AppJson(
-        json!({ "market": market.to_hex(), "following": true }),
-    ))
+    Ok(AppJson(Following {
+        market: market.to_hex(),
+        following: true,
+    }))
 }
 
 /// `GET /v1/markets`: the markets this node follows, with each one's attestation count and
 /// ledger root.
-pub async fn markets(State(s): State<AppState>) -> Result<AppJson<Value>, ApiError> {
+pub async fn markets(State(s): State<AppState>) -> Result<AppJson<MarketList>, ApiError> {
     let list = s
         .with_store(|store| {
             let mut out = Vec::new();
             for m in store.followed()? {
                 let n = store.market(&m)?.len();
                 let root = store.ledger(&m)?.root();
-                out.push(json!({
-                    "market": m.to_hex(),
-                    "attestations": n,
-                    "root": hex::encode(root),
-                }));
+                out.push(MarketInfo {
+                    market: m.to_hex(),
+                    attestations: n,
+                    root: hex::encode(root),
+                });
             }
             Ok::<_, passalong_store::StoreError>(out)
         })
         .await?;
-    Ok(AppJson(json!({ "markets": list })))
+    Ok(AppJson(MarketList { markets: list }))
 }

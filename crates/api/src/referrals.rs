@@ -81,23 +81,27 @@ pub async fn resolve(
     }
 }
 
-/// `POST /v1/referrals` body; also what the dashboard's pass-along form fills in.
-#[derive(Deserialize, Default, Debug, Clone)]
+/// `POST /v1/referrals` body; also what the dashboard's pass-along form fills in and what
+/// `passalong refer` sends.
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NewReferral {
     /// A share link, or the id of a stored offer or referral.
     pub from: String,
     /// Addressed to one friend's key (hex), or open.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// The community id (hex) whose connector may earn the connector share.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub community: Option<String>,
     /// Sign as this identity (hex) instead of the default.
-    #[serde(rename = "as")]
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
     pub as_: Option<String>,
 }
 
-/// A signed referral with its link, and how many of the link's attestations were new here.
-#[derive(Serialize, Debug, Clone)]
+/// A signed referral with its link, and how many of the link's attestations were new here
+/// (`POST /v1/referrals`' answer).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Referred {
     /// The referral and its link.
     #[serde(flatten)]

@@ -15,8 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use passalong_protocol::attestation::{Body, Receipt, Refund, Settlement};
 use passalong_protocol::{validation, Attestation, Id, Keypair, Kind, PublicKey};
 use passalong_store::{Status, MAX_IDEMPOTENCY_KEY};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::{ApiError, AppJson};
@@ -48,15 +47,45 @@ async fn lock(mut stripes: Vec<usize>) -> Vec<MutexGuard<'static, ()>> {
     guards
 }
 
+/// What `POST /v1/receipts`, `/v1/refunds` and `/v1/settlements` answer: the attestation
+/// signed now, or the one already signed for the same thing.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SaleAnswer {
+    /// The attestation's id, hex.
+    pub id: String,
+    /// Always `valid`.
+    pub status: String,
+    /// Receipts: envelopes of the `via` link that were new here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<usize>,
+    /// Settlements: the ledger root it was signed against, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_root: Option<String>,
+    /// It was signed before (the answer is 200, not 201).
+    pub existing: bool,
+}
+
+impl SaleAnswer {
+    /// The valid attestation `id`.
+    fn valid(id: Id) -> SaleAnswer {
+        SaleAnswer {
+            id: id.to_hex(),
+            status: "valid".into(),
+            imported: None,
+            ledger_root: None,
+            existing: false,
+        }
+    }
+}
+
 /// Answers a new attestation with 201, an existing one with 200; `"existing"` says which.
-fn answer(existing: bool, mut v: Value) -> (StatusCode, AppJson<Value>) {
-    v["existing"] = existing.into();
+fn answer(existing: bool, v: SaleAnswer) -> (StatusCode, AppJson<SaleAnswer>) {
     let status = if existing {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    (status, AppJson(v))
+    (status, AppJson(SaleAnswer { existing, ..v }))
 }
 
 /// The header `Idempotency-Key`, if given: 1 to 255 bytes of printable ASCII.
@@ -156,17 +185,24 @@ fn receipt_diff(asked: &Receipt, stored: &Receipt) -> Vec<String> {
     d
 }
 
-/// `POST /v1/receipts` body.
-#[derive(Deserialize)]
+/// `POST /v1/receipts` body (what `passalong receipt` sends).
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NewReceipt {
-    offer: String,
-    order: String,
-    amount_minor: u64,
-    buyer: String,
-    via: Option<String>,
-    #[serde(rename = "as")]
-    as_: Option<String>,
+    /// The offer sold, hex.
+    pub offer: String,
+    /// The seller's order id.
+    pub order: String,
+    /// Amount paid, minor units.
+    pub amount_minor: u64,
+    /// The buyer's key, hex.
+    pub buyer: String,
+    /// The share link (or referral id) the buyer came through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Sign as this identity (hex) instead of the default.
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_: Option<String>,
 }
 
 /// `POST /v1/receipts`
@@ -175,7 +211,7 @@ pub async fn receipt(
     _auth: WriteAuth,
     headers: HeaderMap,
     AppJson(req): AppJson<NewReceipt>,
-) -> Result<(StatusCode, AppJson<Value>), ApiError> {
+) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
     let offer = parse_id(&req.offer, "offer")?;
     let buyer = parse_key(&req.buyer, "buyer")?;
@@ -211,7 +247,10 @@ pub async fn receipt(
     let existing = |id: Id| {
         answer(
             true,
-            json!({"id": id.to_hex(), "status": "valid", "imported": imported}),
+            SaleAnswer {
+                imported: Some(imported),
+                ..SaleAnswer::valid(id)
+            },
         )
     };
     let mut stripes = vec![stripe(("order", &asked.seller, &asked.order))];
@@ -263,17 +302,22 @@ pub async fn receipt(
     let att = sign_and_store(&s, body, keys, key.as_deref()).await?;
     Ok(answer(
         false,
-        json!({"id": att.id.to_hex(), "status": "valid", "imported": imported}),
+        SaleAnswer {
+            imported: Some(imported),
+            ..SaleAnswer::valid(att.id)
+        },
     ))
 }
 
-/// `POST /v1/refunds` body.
-#[derive(Deserialize)]
+/// `POST /v1/refunds` body (what `passalong refund` sends).
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NewRefund {
-    receipt: String,
-    #[serde(rename = "as")]
-    as_: Option<String>,
+    /// The receipt refunded, hex.
+    pub receipt: String,
+    /// Sign as this identity (hex) instead of the default.
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_: Option<String>,
 }
 
 /// `POST /v1/refunds`: one refund per receipt (a repeat answers the existing one).
@@ -281,7 +325,7 @@ pub async fn refund(
     State(s): State<AppState>,
     _auth: WriteAuth,
     AppJson(req): AppJson<NewRefund>,
-) -> Result<(StatusCode, AppJson<Value>), ApiError> {
+) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
     let receipt = parse_id(&req.receipt, "receipt")?;
     let r = s.attestation(&receipt, "receipt").await?;
@@ -298,12 +342,7 @@ pub async fn refund(
             .into_iter()
             .find(|a| matches!(&a.body, Body::Refund(f) if f.receipt == receipt));
         match found {
-            Some(a) => {
-                return Ok(answer(
-                    true,
-                    json!({"id": a.id.to_hex(), "status": "valid"}),
-                ))
-            }
+            Some(a) => return Ok(answer(true, SaleAnswer::valid(a.id))),
             None => tracing::warn!(%receipt, "a refunded receipt without a refund in its market"),
         }
     }
@@ -317,14 +356,12 @@ pub async fn refund(
             keys,
         )
         .await?;
-    Ok(answer(
-        false,
-        json!({"id": att.id.to_hex(), "status": "valid"}),
-    ))
+    Ok(answer(false, SaleAnswer::valid(att.id)))
 }
 
-/// `POST /v1/settlements` body; also what the dashboard's settlement form fills in.
-#[derive(Deserialize, Default, Debug, Clone)]
+/// `POST /v1/settlements` body; also what the dashboard's settlement form fills in and what
+/// `passalong settle` sends.
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NewSettlement {
     /// Who was paid (hex key).
@@ -339,9 +376,10 @@ pub struct NewSettlement {
     #[serde(default)]
     pub period_start_ms: u64,
     /// End of the period settled (default: now).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub period_end_ms: Option<u64>,
     /// Sign as this identity (hex) instead of the default.
-    #[serde(rename = "as")]
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
     pub as_: Option<String>,
 }
 
@@ -384,7 +422,7 @@ pub async fn settle(
     State(s): State<AppState>,
     _auth: WriteAuth,
     AppJson(req): AppJson<NewSettlement>,
-) -> Result<(StatusCode, AppJson<Value>), ApiError> {
+) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
     let keys = s.identities.signer(req.as_.as_deref())?;
     settle_as(&s, keys, &req).await
 }
@@ -394,7 +432,7 @@ pub async fn settle_as(
     s: &AppState,
     keys: &Keypair,
     req: &NewSettlement,
-) -> Result<(StatusCode, AppJson<Value>), ApiError> {
+) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
     let participant = parse_key(&req.participant, "participant")?;
     let currency = parse_currency(&req.currency)?;
     let seller = keys.public();
@@ -425,7 +463,10 @@ pub async fn settle_as(
         if diff.is_empty() {
             return Ok(answer(
                 true,
-                json!({"id": a.id.to_hex(), "status": "valid", "ledger_root": hex::encode(st.ledger_root)}),
+                SaleAnswer {
+                    ledger_root: Some(hex::encode(st.ledger_root)),
+                    ..SaleAnswer::valid(a.id)
+                },
             ));
         }
         conflicting.get_or_insert((a.id, diff));
@@ -449,6 +490,9 @@ pub async fn settle_as(
     let att = s.sign_and_store(Body::Settlement(asked), keys).await?;
     Ok(answer(
         false,
-        json!({"id": att.id.to_hex(), "status": "valid", "ledger_root": hex::encode(root)}),
+        SaleAnswer {
+            ledger_root: Some(hex::encode(root)),
+            ..SaleAnswer::valid(att.id)
+        },
     ))
 }
