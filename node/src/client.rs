@@ -1,10 +1,12 @@
 //! The client side of the CLI: finds the running daemon through the data dir and talks JSON
-//! to its API.
+//! to its API, in the API's own request and answer types (`passalong_api`).
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use serde_json::Value;
+use passalong_api::ErrorBody;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::datadir::DataDir;
 use crate::progress::{Progress, Unit};
@@ -30,30 +32,40 @@ impl Client {
         })
     }
 
-    fn answer(&self, r: Result<ureq::Response, ureq::Error>) -> Result<Value> {
+    /// The answer read as `T` (read from the body as it streams in: amounts of up to 128
+    /// bits stay exact, which a `serde_json::Value` would not keep).
+    fn answer<T: DeserializeOwned>(&self, r: Result<ureq::Response, ureq::Error>) -> Result<T> {
         match r {
-            Ok(resp) => resp
-                .into_json::<Value>()
-                .map_err(|e| anyhow!("the daemon sent a reply that is not JSON: {e}")),
-            Err(ureq::Error::Status(code, resp)) => {
-                let body: Value = resp.into_json().unwrap_or(Value::Null);
-                let msg = body["error"].as_str().unwrap_or("no message").to_string();
-                Err(anyhow!("{msg} (HTTP {code})"))
-            }
-            Err(ureq::Error::Transport(t)) => Err(anyhow!(
-                "cannot reach the daemon at {}: {t}; is `passalong run` running for this data dir?",
-                self.base
-            )),
+            Ok(resp) => resp.into_json::<T>().map_err(|e| {
+                anyhow!("the daemon's answer is not in the form this release expects: {e}")
+            }),
+            Err(e) => Err(self.failure(e)),
         }
     }
 
-    /// `GET path`.
-    pub fn get(&self, path: &str) -> Result<Value> {
+    /// What a failed request says: the API's error message, or why the daemon was not reached.
+    fn failure(&self, e: ureq::Error) -> anyhow::Error {
+        match e {
+            ureq::Error::Status(code, resp) => {
+                let msg = resp
+                    .into_json::<ErrorBody>()
+                    .map_or_else(|_| "no message".to_string(), |b| b.error);
+                anyhow!("{msg} (HTTP {code})")
+            }
+            ureq::Error::Transport(t) => anyhow!(
+                "cannot reach the daemon at {}: {t}; is `passalong run` running for this data dir?",
+                self.base
+            ),
+        }
+    }
+
+    /// `GET path`, its answer read as `T`.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.answer(self.agent.get(&format!("{}{path}", self.base)).call())
     }
 
-    /// `POST path` with a JSON body and the write token.
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    /// `POST path` with a JSON body and the write token, its answer read as `T`.
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
         self.answer(
             self.agent
                 .post(&format!("{}{path}", self.base))
@@ -70,7 +82,7 @@ impl Client {
                 std::io::Read::read_to_end(&mut resp.into_reader(), &mut out)?;
                 Ok(out)
             }
-            Err(e) => self.answer(Err(e)).map(|_| Vec::new()),
+            Err(e) => Err(self.failure(e)),
         }
     }
 }
@@ -82,7 +94,7 @@ impl Client {
         let waiting = Progress::waiting(what);
         let resp = match self.agent.get(&format!("{}{path}", self.base)).call() {
             Ok(resp) => resp,
-            Err(e) => return self.answer(Err(e)).map(|_| Vec::new()),
+            Err(e) => return Err(self.failure(e)),
         };
         drop(waiting);
         let total = resp

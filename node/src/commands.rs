@@ -5,7 +5,17 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use passalong_api::attestations::{Acks, Import};
+use passalong_api::contacts::{ContactList, NewContact, OldContact};
+use passalong_api::earnings::Earnings;
+use passalong_api::ledger::{LedgerInfo, Payouts};
+use passalong_api::network::NetStatus;
+use passalong_api::node::Status;
+use passalong_api::offers::{NewOffer, OfferList, Published};
+use passalong_api::peers::{Blocked, FollowBody, Following, MarketList, PeerBody, Unblocked};
+use passalong_api::referrals::{NewReferral, Referred};
+use passalong_api::sales::{NewReceipt, NewRefund, NewSettlement, SaleAnswer};
+use serde::Serialize;
 
 use crate::cli::{ContactsCommand, Format, MarketCommand, OfferCommand, PeersCommand};
 use crate::client::{q, Client};
@@ -24,7 +34,7 @@ impl Out {
     /// is made [printable](passalong_api::text::printable) line by line: titles, names, orders
     /// and references come from others and may hold escape sequences or reordering
     /// characters. JSON keeps them as signed.
-    pub fn print(&self, v: &Value, text: impl FnOnce(&Value) -> String) {
+    pub fn print<T: Serialize>(&self, v: &T, text: impl FnOnce(&T) -> String) {
         let doc = if self.json {
             serde_json::to_string_pretty(v).unwrap_or_default()
         } else {
@@ -70,72 +80,69 @@ pub fn emit(w: &mut impl Write, doc: &str) {
     }
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
+/// What `passalong id` prints: the key file's identity, without asking the daemon.
+#[derive(Serialize)]
+struct KeyId {
+    public_key: String,
+    peer_id: String,
 }
 
 /// `passalong id` (from the key file: works without a daemon).
 pub fn id(dir: &DataDir, out: Out) -> Result<()> {
     let keys = dir.keypair()?;
     let peer_id = passalong_net::peer_id_of(keys.seed())?;
-    out.print(
-        &json!({"public_key": keys.public().to_hex(), "peer_id": peer_id.to_string()}),
-        |v| format!("{}\npeer id {}", s(&v["public_key"]), s(&v["peer_id"])),
-    );
+    let v = KeyId {
+        public_key: keys.public().to_hex(),
+        peer_id: peer_id.to_string(),
+    };
+    out.print(&v, |v| format!("{}\npeer id {}", v.public_key, v.peer_id));
     Ok(())
 }
 
 /// `passalong peers [block|unblock PEER]`
 pub fn peers(dir: &DataDir, out: Out, action: Option<PeersCommand>) -> Result<()> {
     let client = Client::connect(dir)?;
-    let v = match action {
-        None => client.get("/v1/peers")?,
+    match action {
+        None => out.print(&client.get::<NetStatus>("/v1/peers")?, peers_text),
         Some(PeersCommand::Block { peer }) => {
-            client.post("/v1/peers/block", &json!({"peer": peer}))?
+            let v: Blocked = client.post("/v1/peers/block", &PeerBody { peer })?;
+            out.print(&v, |v| format!("blocked {}", v.blocked));
         }
         Some(PeersCommand::Unblock { peer }) => {
-            client.post("/v1/peers/unblock", &json!({"peer": peer}))?
+            let v: Unblocked = client.post("/v1/peers/unblock", &PeerBody { peer })?;
+            out.print(&v, |v| format!("unblocked {}", v.unblocked));
         }
-    };
-    out.print(&v, |v| {
-        if v.get("peers").is_none() {
-            return v.to_string();
-        }
-        let mut t = format!("peer id {}\n", s(&v["peer_id"]));
-        for a in v["listen"].as_array().into_iter().flatten() {
-            // Circuit addresses already end with the peer id.
-            let a = s(a);
-            if a.contains("/p2p-circuit") {
-                t.push_str(&format!("listening on {a}\n"));
-            } else {
-                t.push_str(&format!("listening on {a}/p2p/{}\n", s(&v["peer_id"])));
-            }
-        }
-        t.push_str(&format!("reachability {}\n", s(&v["reachability"])));
-        for r in v["relays"].as_array().into_iter().flatten() {
-            t.push_str(&format!("relayed by {}\n", s(r)));
-        }
-        let peers = v["peers"].as_array().cloned().unwrap_or_default();
-        t.push_str(&format!("{} connected peer(s)\n", peers.len()));
-        for p in peers {
-            t.push_str(&format!(
-                "  {}  score {}  markets {}  {}{}\n",
-                s(&p["peer_id"]),
-                p["score"]
-                    .as_f64()
-                    .map_or("-".into(), |x| format!("{x:.1}")),
-                p["markets"],
-                s(&p["addr"]),
-                if p["relayed"] == true {
-                    " (relayed)"
-                } else {
-                    ""
-                }
-            ));
-        }
-        t.trim_end().to_string()
-    });
+    }
     Ok(())
+}
+
+/// The network as people read it.
+fn peers_text(v: &NetStatus) -> String {
+    let mut t = format!("peer id {}\n", v.peer_id);
+    for a in &v.listen {
+        // Circuit addresses already end with the peer id.
+        if a.contains("/p2p-circuit") {
+            t.push_str(&format!("listening on {a}\n"));
+        } else {
+            t.push_str(&format!("listening on {a}/p2p/{}\n", v.peer_id));
+        }
+    }
+    t.push_str(&format!("reachability {}\n", v.reachability));
+    for r in &v.relays {
+        t.push_str(&format!("relayed by {r}\n"));
+    }
+    t.push_str(&format!("{} connected peer(s)\n", v.peers.len()));
+    for p in &v.peers {
+        t.push_str(&format!(
+            "  {}  score {}  markets {}  {}{}\n",
+            p.peer_id,
+            p.score.map_or("-".into(), |x| format!("{x:.1}")),
+            p.markets,
+            p.addr,
+            if p.relayed { " (relayed)" } else { "" }
+        ));
+    }
+    t.trim_end().to_string()
 }
 
 /// `passalong market follow|list`
@@ -143,11 +150,11 @@ pub fn market(dir: &DataDir, out: Out, cmd: MarketCommand) -> Result<()> {
     let client = Client::connect(dir)?;
     match cmd {
         MarketCommand::Follow { market } => {
-            let v = client.post("/v1/markets/follow", &json!({"market": market}))?;
-            out.print(&v, |v| format!("following {}", s(&v["market"])));
+            let v: Following = client.post("/v1/markets/follow", &FollowBody { market })?;
+            out.print(&v, |v| format!("following {}", v.market));
         }
         MarketCommand::List => {
-            let v = client.get("/v1/markets")?;
+            let v: MarketList = client.get("/v1/markets")?;
             let names = names_for(&client, out)?;
             out.print(&v, |v| {
                 let mut t = Table::new(&[
@@ -156,12 +163,12 @@ pub fn market(dir: &DataDir, out: Out, cmd: MarketCommand) -> Result<()> {
                     ("root", Align::Left),
                     ("name", Align::Left),
                 ]);
-                for m in v["markets"].as_array().into_iter().flatten() {
+                for m in &v.markets {
                     t.row([
-                        s(&m["market"]),
-                        &m["attestations"].to_string(),
-                        s(&m["root"]),
-                        names.of(s(&m["market"])),
+                        m.market.as_str(),
+                        &m.attestations.to_string(),
+                        &m.root,
+                        names.name(&m.market),
                     ]);
                 }
                 t.render()
@@ -173,26 +180,25 @@ pub fn market(dir: &DataDir, out: Out, cmd: MarketCommand) -> Result<()> {
 
 /// `passalong status`
 pub fn status(dir: &DataDir, out: Out) -> Result<()> {
-    let v = Client::connect(dir)?.get("/v1/status")?;
+    let v: Status = Client::connect(dir)?.get("/v1/status")?;
     out.print(&v, |v| {
         let mut t = format!(
             "passalong {}\npublic key   {}\napi          {}\ndata dir     {}\nattestations {} valid\nmarkets      {}",
-            s(&v["version"]), s(&v["public_key"]), s(&v["api"]), s(&v["data_dir"]),
-            v["valid_attestations"], v["markets"]
+            v.version, v.public_key, v.api, v.data_dir, v.valid_attestations, v.markets
         );
-        let n = &v["network"];
-        if n.is_null() {
-            t.push_str("\nnetwork      offline");
-        } else {
-            let sync = &n["sync"];
-            t.push_str(&format!(
-                "\npeer id      {}\nreachable    {}\npeers        {}\nsync         {} session(s), {} fetched, {} running, last {}",
-                s(&n["peer_id"]), s(&n["reachability"]), n["peers"], sync["sessions"], sync["fetched"], sync["running"],
-                sync["last_ms"].as_u64().map_or("never".to_string(), |ms| {
-                    let ago = passalong_api::now_ms().saturating_sub(ms) / 1000;
-                    format!("{ago} s ago")
-                })
-            ));
+        match &v.network {
+            None => t.push_str("\nnetwork      offline"),
+            Some(n) => {
+                let sync = &n.sync;
+                t.push_str(&format!(
+                    "\npeer id      {}\nreachable    {}\npeers        {}\nsync         {} session(s), {} fetched, {} running, last {}",
+                    n.peer_id, n.reachability, n.peers, sync.sessions, sync.fetched, sync.running,
+                    sync.last_ms.map_or("never".to_string(), |ms| {
+                        let ago = passalong_api::now_ms().saturating_sub(ms) / 1000;
+                        format!("{ago} s ago")
+                    })
+                ));
+            }
         }
         t
     });
@@ -215,26 +221,28 @@ pub fn offer(dir: &DataDir, out: Out, cmd: OfferCommand) -> Result<()> {
             require_purchase,
             checkout_url,
         } => {
-            let mut body = json!({
-                "title": title, "price_minor": price, "currency": currency, "pool_bps": pool_bps,
-                "rule": rule.to_string(), "connector_bps": connector_bps, "max_depth": max_depth,
-                "require_purchase": require_purchase,
-            });
-            if let Some(w) = window {
-                body["window_ms"] = w.into();
-            }
-            if let Some(u) = checkout_url {
-                body["checkout_url"] = u.into();
-            }
-            let v = c.post("/v1/offers", &body)?;
-            out.print(&v, |v| format!("{}\n{}", s(&v["id"]), s(&v["link"])));
+            let body = NewOffer {
+                title,
+                price_minor: price,
+                currency,
+                pool_bps,
+                rule: rule.to_string(),
+                connector_bps,
+                max_depth: Some(max_depth),
+                window_ms: window,
+                require_purchase,
+                checkout_url,
+                ..NewOffer::default()
+            };
+            let v: Published = c.post("/v1/offers", &body)?;
+            out.print(&v, |v| format!("{}\n{}", v.id, v.link));
         }
         OfferCommand::List { seller } => {
             let path = match seller {
                 Some(k) => format!("/v1/offers?seller={}", q(&k)),
                 None => "/v1/offers".into(),
             };
-            let v = c.get(&path)?;
+            let v: OfferList = c.get(&path)?;
             out.print(&v, |v| {
                 let mut t = Table::new(&[
                     ("id", Align::Left),
@@ -243,13 +251,13 @@ pub fn offer(dir: &DataDir, out: Out, cmd: OfferCommand) -> Result<()> {
                     ("rule", Align::Left),
                     ("pool_bps", Align::Right),
                 ]);
-                for o in v["offers"].as_array().into_iter().flatten() {
+                for o in &v.offers {
                     t.row([
-                        s(&o["id"]).to_string(),
-                        s(&o["title"]).to_string(),
-                        money(&o["price_minor"], &o["currency"]),
-                        s(&o["rule"]).to_string(),
-                        o["pool_bps"].to_string(),
+                        o.id.clone(),
+                        o.title.clone(),
+                        money(o.price_minor, &o.currency),
+                        o.rule.clone(),
+                        o.pool_bps.to_string(),
                     ]);
                 }
                 t.render()
@@ -267,11 +275,16 @@ pub fn refer(
     to: Option<String>,
     community: Option<String>,
 ) -> Result<()> {
-    let v = Client::connect(dir)?.post(
+    let v: Referred = Client::connect(dir)?.post(
         "/v1/referrals",
-        &json!({"from": from, "to": to, "community": community}),
+        &NewReferral {
+            from,
+            to,
+            community,
+            as_: None,
+        },
     )?;
-    out.print(&v, |v| format!("{}\n{}", s(&v["id"]), s(&v["link"])));
+    out.print(&v, |v| format!("{}\n{}", v.published.id, v.published.link));
     Ok(())
 }
 
@@ -285,18 +298,26 @@ pub fn receipt(
     buyer: String,
     via: Option<String>,
 ) -> Result<()> {
-    let v = Client::connect(dir)?.post(
+    let v: SaleAnswer = Client::connect(dir)?.post(
         "/v1/receipts",
-        &json!({"offer": offer, "order": order, "amount_minor": amount, "buyer": buyer, "via": via}),
+        &NewReceipt {
+            offer,
+            order,
+            amount_minor: amount,
+            buyer,
+            via,
+            as_: None,
+        },
     )?;
-    out.print(&v, |v| s(&v["id"]).to_string());
+    out.print(&v, |v| v.id.clone());
     Ok(())
 }
 
 /// `passalong refund`
 pub fn refund(dir: &DataDir, out: Out, receipt: String) -> Result<()> {
-    let v = Client::connect(dir)?.post("/v1/refunds", &json!({"receipt": receipt}))?;
-    out.print(&v, |v| s(&v["id"]).to_string());
+    let v: SaleAnswer =
+        Client::connect(dir)?.post("/v1/refunds", &NewRefund { receipt, as_: None })?;
+    out.print(&v, |v| v.id.clone());
     Ok(())
 }
 
@@ -309,16 +330,22 @@ pub fn settle(
     currency: String,
     reference: String,
 ) -> Result<()> {
-    let v = Client::connect(dir)?.post(
+    let v: SaleAnswer = Client::connect(dir)?.post(
         "/v1/settlements",
-        &json!({"participant": participant, "amount_minor": amount, "currency": currency, "reference": reference}),
+        &NewSettlement {
+            participant,
+            amount_minor: amount,
+            currency,
+            reference,
+            ..NewSettlement::default()
+        },
     )?;
-    out.print(&v, |v| s(&v["id"]).to_string());
+    out.print(&v, |v| v.id.clone());
     Ok(())
 }
 
 /// The ledger as a table, amounts in major units; with `names`, a column of contact names.
-pub fn ledger_table(v: &Value, names: Option<&Names>) -> String {
+pub fn ledger_table(v: &LedgerInfo, names: Option<&Names>) -> String {
     let mut columns = vec![("currency", Align::Left), ("participant", Align::Left)];
     if names.is_some() {
         columns.push(("name", Align::Left));
@@ -330,13 +357,18 @@ pub fn ledger_table(v: &Value, names: Option<&Names>) -> String {
         ("owed", Align::Right),
     ]);
     let mut t = Table::new(&columns);
-    for e in v["entries"].as_array().into_iter().flatten() {
-        let c = &e["currency"];
-        let mut row = vec![s(c).to_string(), s(&e["participant"]).to_string()];
+    for e in &v.entries {
+        let c = e.currency.as_str();
+        let mut row = vec![c.to_string(), e.participant.clone()];
         if let Some(n) = names {
-            row.push(n.of(s(&e["participant"])).to_string());
+            row.push(n.name(&e.participant).to_string());
         }
-        row.extend(["earned", "refunded", "settled", "owed"].map(|k| money(&e[k], c)));
+        row.extend([
+            money(e.earned, c),
+            money(e.refunded, c),
+            money(e.settled, c),
+            money(e.owed, c),
+        ]);
         t.row(row);
     }
     t.render()
@@ -375,7 +407,7 @@ pub fn ledger(dir: &DataDir, out: Out, seller: Option<String>, csv: bool) -> Res
         print_csv(&c.get_bytes(&format!("/v1/ledger{query}"))?);
         return Ok(());
     }
-    let v = c.get(&format!("/v1/ledger{query}"))?;
+    let v: LedgerInfo = c.get(&format!("/v1/ledger{query}"))?;
     let names = names_for(&c, out)?;
     out.print(&v, |v| ledger_table(v, Some(&names)));
     Ok(())
@@ -389,7 +421,7 @@ pub fn payouts(dir: &DataDir, out: Out, seller: Option<String>, csv: bool) -> Re
         print_csv(&c.get_bytes(&format!("/v1/payouts{query}"))?);
         return Ok(());
     }
-    let v = c.get(&format!("/v1/payouts{query}"))?;
+    let v: Payouts = c.get(&format!("/v1/payouts{query}"))?;
     let names = names_for(&c, out)?;
     out.print(&v, |v| {
         let mut t = Table::new(&[
@@ -398,12 +430,12 @@ pub fn payouts(dir: &DataDir, out: Out, seller: Option<String>, csv: bool) -> Re
             ("currency", Align::Left),
             ("amount", Align::Right),
         ]);
-        for p in v["payouts"].as_array().into_iter().flatten() {
+        for p in &v.payouts {
             t.row([
-                s(&p["participant"]).to_string(),
-                names.of(s(&p["participant"])).to_string(),
-                s(&p["currency"]).to_string(),
-                money(&p["amount_minor"], &p["currency"]),
+                p.participant.clone(),
+                names.name(&p.participant).to_string(),
+                p.currency.clone(),
+                money(p.amount_minor, &p.currency),
             ]);
         }
         t.render()
@@ -430,9 +462,7 @@ pub fn earnings(
     }
     let path = format!("/v1/earnings?{}", query.join("&"));
     let path = path.trim_end_matches('?');
-    let v = c.get(path)?;
-    let list: passalong_api::earnings::Earnings = serde_json::from_value(v.clone())
-        .context("the daemon's earnings are not in the expected form")?;
+    let list: Earnings = c.get(path)?;
     if csv {
         let names = Names::fetch(&c)?;
         let text = passalong_api::ledger::earnings_csv(&list.earnings, names.by_key());
@@ -440,7 +470,7 @@ pub fn earnings(
         return Ok(());
     }
     let names = names_for(&c, out)?;
-    out.print(&v, |_| {
+    out.print(&list, |list| {
         let mut t = Table::new(&[
             ("receipt", Align::Left),
             ("order", Align::Left),
@@ -450,7 +480,7 @@ pub fn earnings(
             ("amount", Align::Right),
         ]);
         for e in &list.earnings {
-            let seller = match names.of(&e.seller) {
+            let seller = match names.name(&e.seller) {
                 "" => e.seller.get(..16).unwrap_or(&e.seller).to_string(),
                 name => name.to_string(),
             };
@@ -461,7 +491,7 @@ pub fn earnings(
                 seller,
                 e.hop
                     .map_or_else(|| "connector".to_string(), |h| h.to_string()),
-                money(&e.share_minor.into(), &e.currency.as_str().into()),
+                money(e.share_minor, &e.currency),
             ]);
         }
         t.render()
@@ -472,15 +502,23 @@ pub fn earnings(
 /// `passalong contacts add|list|remove`
 pub fn contacts(dir: &DataDir, out: Out, cmd: ContactsCommand) -> Result<()> {
     let c = Client::connect(dir)?;
-    let (v, said) = match cmd {
+    let (v, said): (ContactList, _) = match cmd {
         ContactsCommand::List => (c.get("/v1/contacts")?, None),
         ContactsCommand::Add { key, name } => {
-            let v = c.post("/v1/contacts", &json!({"key": key, "name": name}))?;
-            (v, Some(format!("{} is {}", key.trim(), name.trim())))
+            let said = format!("{} is {}", key.trim(), name.trim());
+            let body = NewContact {
+                key,
+                name,
+                as_: None,
+            };
+            (c.post("/v1/contacts", &body)?, Some(said))
         }
         ContactsCommand::Remove { key } => {
-            let v = c.post("/v1/contacts/remove", &json!({"key": key}))?;
-            (v, Some(format!("forgot the name of {}", key.trim())))
+            let said = format!("forgot the name of {}", key.trim());
+            (
+                c.post("/v1/contacts/remove", &OldContact { key, as_: None })?,
+                Some(said),
+            )
         }
     };
     out.print(&v, |v| {
@@ -488,12 +526,30 @@ pub fn contacts(dir: &DataDir, out: Out, cmd: ContactsCommand) -> Result<()> {
             return line;
         }
         let mut t = Table::new(&[("key", Align::Left), ("name", Align::Left)]);
-        for c in v["contacts"].as_array().into_iter().flatten() {
-            t.row([s(&c["key"]), s(&c["name"])]);
+        for c in &v.contacts {
+            t.row([&c.key, &c.name]);
         }
         t.render()
     });
     Ok(())
+}
+
+/// What `passalong export` wrote.
+#[derive(Serialize)]
+struct Exported {
+    file: String,
+    attestations: usize,
+    format: &'static str,
+}
+
+/// What `passalong import` sent, and how the daemon took it.
+#[derive(Serialize)]
+struct Imported {
+    file: String,
+    attestations: usize,
+    new: u64,
+    /// Envelopes per status (`valid`, `pending`, `held`, `invalid`).
+    statuses: std::collections::BTreeMap<String, u64>,
 }
 
 /// `passalong export`
@@ -516,16 +572,14 @@ pub fn export(
         .context("the daemon's export does not decode")?
         .len();
     std::fs::write(file, &bytes).with_context(|| format!("cannot write {}", file.display()))?;
-    out.print(
-        &json!({"file": file.display().to_string(), "attestations": n, "format": f}),
-        |v| {
-            format!(
-                "wrote {} attestations to {}",
-                v["attestations"],
-                s(&v["file"])
-            )
-        },
-    );
+    let v = Exported {
+        file: file.display().to_string(),
+        attestations: n,
+        format: f,
+    };
+    out.print(&v, |v| {
+        format!("wrote {} attestations to {}", v.attestations, v.file)
+    });
     Ok(())
 }
 
@@ -543,27 +597,34 @@ pub fn import(dir: &DataDir, out: Out, file: &std::path::Path) -> Result<()> {
     let progress = crate::progress::Progress::new("importing", envelopes.len() as u64);
     // Chunks keep each request far below the API's body limit.
     for chunk in envelopes.chunks(2_000) {
-        let v = c.post(
+        let v: Acks = c.post(
             "/v1/attestations",
-            &json!({"envelopes": chunk.iter().map(hex::encode).collect::<Vec<_>>()}),
+            &Import {
+                envelopes: chunk.iter().map(hex::encode).collect(),
+            },
         )?;
-        for a in v["acks"].as_array().into_iter().flatten().take(chunk.len()) {
-            *counts.entry(s(&a["status"]).to_string()).or_default() += 1;
-            if a["duplicate"] == false {
+        for a in v.acks.iter().take(chunk.len()) {
+            *counts.entry(a.status.clone()).or_default() += 1;
+            if !a.duplicate {
                 new += 1;
             }
         }
         progress.add(chunk.len() as u64);
     }
     drop(progress);
-    let v = json!({"file": file.display().to_string(), "attestations": envelopes.len(), "new": new, "statuses": counts});
+    let v = Imported {
+        file: file.display().to_string(),
+        attestations: envelopes.len(),
+        new,
+        statuses: counts,
+    };
     out.print(&v, |v| {
         format!(
             "imported {} attestations from {} ({} new): {}",
-            v["attestations"],
-            s(&v["file"]),
-            v["new"],
-            v["statuses"]
+            v.attestations,
+            v.file,
+            v.new,
+            serde_json::to_string(&v.statuses).unwrap_or_default()
         )
     });
     Ok(())
@@ -620,14 +681,28 @@ mod tests {
 
     #[test]
     fn the_ledger_table_lines_up_in_major_units() {
+        use passalong_api::contacts::Contact;
+        use passalong_api::ledger::LedgerLine;
         let anna = "ab".repeat(32);
-        let v = json!({"entries": [
-            {"currency": "EUR", "participant": anna, "earned": "100", "refunded": 0,
-             "settled": "0", "owed": "100"},
-            {"currency": "JPY", "participant": "cd".repeat(32), "earned": 1200, "refunded": 0,
-             "settled": 0, "owed": 1200},
-        ]});
-        let names = Names::from_json(&json!({"contacts": [{"key": anna, "name": "Anna"}]}));
+        let line = |currency: &str, participant: &str, amount: u128| LedgerLine {
+            currency: currency.into(),
+            participant: participant.into(),
+            earned: amount,
+            refunded: 0,
+            settled: 0,
+            owed: amount as i128,
+        };
+        let v = LedgerInfo {
+            seller: None,
+            root: String::new(),
+            entries: vec![line("EUR", &anna, 100), line("JPY", &"cd".repeat(32), 1200)],
+        };
+        let names = Names::of(&ContactList {
+            contacts: vec![Contact {
+                key: anna.clone(),
+                name: "Anna".into(),
+            }],
+        });
         let t = ledger_table(&v, Some(&names));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0].len(), lines[1].len(), "{t}");

@@ -2,9 +2,9 @@
 //! amounts in major units, keys with their contact names.
 
 use anyhow::Result;
+use passalong_api::contacts::ContactList;
 use passalong_api::text::printable;
 use passalong_protocol::{Currency, PublicKey};
-use serde_json::Value;
 
 use crate::client::Client;
 
@@ -15,26 +15,16 @@ pub struct Names(passalong_api::contacts::Names);
 impl Names {
     /// The contacts of the node's identity.
     pub fn fetch(c: &Client) -> Result<Names> {
-        Ok(Names::from_json(&c.get("/v1/contacts")?))
+        Ok(Names::of(&c.get::<ContactList>("/v1/contacts")?))
     }
 
-    /// From a `{"contacts": [{"key", "name"}]}` document.
-    pub fn from_json(v: &Value) -> Names {
-        Names(
-            v["contacts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| {
-                    let key = PublicKey::from_hex(c["key"].as_str()?).ok()?;
-                    Some((key, c["name"].as_str()?.to_string()))
-                })
-                .collect(),
-        )
+    /// The names of a contacts list.
+    pub fn of(list: &ContactList) -> Names {
+        Names(list.names())
     }
 
     /// The name of `key` (hex), or "" if it has none.
-    pub fn of(&self, key: &str) -> &str {
+    pub fn name(&self, key: &str) -> &str {
         PublicKey::from_hex(key)
             .ok()
             .and_then(|k| self.0.get(&k))
@@ -47,12 +37,11 @@ impl Names {
     }
 }
 
-/// An amount of the JSON API (an integer in minor units, possibly beyond 64 bits, or its
-/// decimal string) as people read it: major units with the code, `20.00 EUR`, `1200 JPY`.
-pub fn money(amount: &Value, currency: &Value) -> String {
-    let code = currency.as_str().unwrap_or("");
+/// An amount of the JSON API (an integer in minor units, possibly beyond 64 bits) as people
+/// read it: major units with the code, `20.00 EUR`, `1200 JPY`; an amount beyond `i128` or an
+/// unknown code as given.
+pub fn money(amount: impl std::fmt::Display, code: &str) -> String {
     let raw = amount.to_string();
-    let raw = raw.trim_matches('"');
     match (raw.parse::<i128>(), Currency::parse(code)) {
         (Ok(n), Some(c)) => c.display(n),
         _ => format!("{raw} {code}"),
@@ -145,23 +134,23 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn amounts_in_major_units() {
-        assert_eq!(money(&json!(2000), &json!("EUR")), "20.00 EUR");
-        assert_eq!(money(&json!(1200), &json!("JPY")), "1200 JPY");
-        assert_eq!(money(&json!(-5), &json!("EUR")), "-0.05 EUR");
-        assert_eq!(money(&json!("1234"), &json!("KWD")), "1.234 KWD");
+        assert_eq!(money(2000, "EUR"), "20.00 EUR");
+        assert_eq!(money(1200, "JPY"), "1200 JPY");
+        assert_eq!(money(-5, "EUR"), "-0.05 EUR");
+        assert_eq!(money(1234u128, "KWD"), "1.234 KWD");
         assert_eq!(
-            money(
-                &json!("340282366920938463463374607431768211455"),
-                &json!("EUR")
-            ),
+            money(i128::MIN, "EUR").len(),
+            i128::MIN.to_string().len() + 5
+        );
+        assert_eq!(
+            money(u128::MAX, "EUR"),
             "340282366920938463463374607431768211455 EUR",
             "beyond i128: shown as given"
         );
-        assert_eq!(money(&json!(5), &json!("euro")), "5 euro");
+        assert_eq!(money(5, "euro"), "5 euro");
     }
 
     #[test]

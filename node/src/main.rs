@@ -68,17 +68,30 @@ fn try_main(cli: Cli) -> Result<bool> {
         Command::Init => {
             let created = dir.init()?;
             let pk = dir.keypair()?.public();
-            out.print(
-                &serde_json::json!({"data_dir": dir.root().display().to_string(), "created": created, "public_key": pk.to_hex()}),
-                |v| {
-                    format!(
-                        "{} {}\npublic key {}",
-                        if created { "initialised" } else { "already initialised:" },
-                        v["data_dir"].as_str().unwrap_or(""),
-                        v["public_key"].as_str().unwrap_or("")
-                    )
-                },
-            );
+            /// What `passalong init` did.
+            #[derive(serde::Serialize)]
+            struct Initialised {
+                data_dir: String,
+                created: bool,
+                public_key: String,
+            }
+            let v = Initialised {
+                data_dir: dir.root().display().to_string(),
+                created,
+                public_key: pk.to_hex(),
+            };
+            out.print(&v, |v| {
+                format!(
+                    "{} {}\npublic key {}",
+                    if v.created {
+                        "initialised"
+                    } else {
+                        "already initialised:"
+                    },
+                    v.data_dir,
+                    v.public_key
+                )
+            });
         }
         Command::Run(args) => daemon::run(&dir, &args)?,
         Command::Id => commands::id(&dir, out)?,

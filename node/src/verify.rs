@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use passalong_api::ledger::LedgerInfo;
 use passalong_protocol::attestation::{Body, Settlement};
 use passalong_protocol::bundle::{self, JsonBundle};
 use passalong_protocol::{validation, Attestation, Outcome, PublicKey, State};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::commands::{ledger_table, Out};
 use crate::progress::Progress;
@@ -34,6 +35,40 @@ pub fn check_signatures(envelopes: &[Vec<u8>]) -> Vec<Attestation> {
         progress.add(part.len() as u64);
     }
     checked
+}
+
+/// What `verify` found in a bundle.
+#[derive(Serialize)]
+struct Verified {
+    file: String,
+    attestations: usize,
+    /// Envelopes per outcome (`valid`, `pending`, `held`, `invalid`).
+    outcomes: std::collections::BTreeMap<&'static str, u64>,
+    ledgers: Vec<VerifiedLedger>,
+    settlements: Vec<VerifiedSettlement>,
+    ok: bool,
+}
+
+/// A seller's ledger as the bundle computes it, in the API's form, and whether its root is
+/// the one given with `--root`.
+#[derive(Serialize)]
+struct VerifiedLedger {
+    #[serde(flatten)]
+    ledger: LedgerInfo,
+    root_matches: Option<bool>,
+}
+
+/// A settlement of the bundle, and whether its root is reproduced from the attestations
+/// created before it.
+#[derive(Serialize)]
+struct VerifiedSettlement {
+    id: String,
+    participant: String,
+    amount_minor: u64,
+    currency: String,
+    reference: String,
+    ledger_root: String,
+    reproducible: bool,
 }
 
 /// Returns whether everything checked out.
@@ -111,25 +146,34 @@ pub fn verify(file: &Path, root: Option<&str>, out: Out) -> Result<bool> {
         if root_matches == Some(false) {
             ok = false;
         }
-        let mut v = passalong_api::ledger_json(&l);
-        v["root_matches"] = root_matches.into();
-        ledgers.push(v);
+        ledgers.push(VerifiedLedger {
+            ledger: LedgerInfo::of(&l),
+            root_matches,
+        });
         for (a, s) in settled.iter().filter(|(_, s)| s.seller == *seller) {
             let reproducible = roots.get(&(s.created_at_ms, s.seller)) == Some(&s.ledger_root);
             if !reproducible {
                 ok = false;
             }
-            settlements.push(json!({
-                "id": a.id.to_hex(), "participant": s.participant.to_hex(), "amount_minor": s.amount_minor,
-                "currency": s.currency.as_str(), "reference": s.reference,
-                "ledger_root": hex::encode(s.ledger_root), "reproducible": reproducible,
-            }));
+            settlements.push(VerifiedSettlement {
+                id: a.id.to_hex(),
+                participant: s.participant.to_hex(),
+                amount_minor: s.amount_minor,
+                currency: s.currency.as_str().to_string(),
+                reference: s.reference.clone(),
+                ledger_root: hex::encode(s.ledger_root),
+                reproducible,
+            });
         }
     }
-    let v = json!({
-        "file": file.display().to_string(), "attestations": envelopes.len(), "outcomes": counts,
-        "ledgers": ledgers, "settlements": settlements, "ok": ok,
-    });
+    let v = Verified {
+        file: file.display().to_string(),
+        attestations: envelopes.len(),
+        outcomes: counts,
+        ledgers,
+        settlements,
+        ok,
+    };
     out.print(&v, text);
     Ok(ok)
 }
@@ -176,37 +220,41 @@ fn roots_before(
     roots
 }
 
-fn text(v: &Value) -> String {
-    let mut t = format!("{} attestations: {}\n", v["attestations"], v["outcomes"]);
-    for l in v["ledgers"].as_array().into_iter().flatten() {
+fn text(v: &Verified) -> String {
+    let mut t = format!(
+        "{} attestations: {}\n",
+        v.attestations,
+        serde_json::to_string(&v.outcomes).unwrap_or_default()
+    );
+    for l in &v.ledgers {
         t.push_str(&format!(
             "\nseller {}\n{}\nroot {}",
-            l["seller"].as_str().unwrap_or(""),
-            ledger_table(l, None),
-            l["root"].as_str().unwrap_or("")
+            l.ledger.seller.as_deref().unwrap_or(""),
+            ledger_table(&l.ledger, None),
+            l.ledger.root
         ));
-        match l["root_matches"].as_bool() {
+        match l.root_matches {
             Some(true) => t.push_str("  (matches --root)"),
             Some(false) => t.push_str("  (DOES NOT match --root)"),
             None => {}
         }
         t.push('\n');
     }
-    for s in v["settlements"].as_array().into_iter().flatten() {
+    for s in &v.settlements {
         t.push_str(&format!(
             "settlement {} to {}: {} against root {} — {}\n",
-            s["id"].as_str().unwrap_or(""),
-            s["participant"].as_str().unwrap_or(""),
-            crate::display::money(&s["amount_minor"], &s["currency"]),
-            s["ledger_root"].as_str().unwrap_or(""),
-            if s["reproducible"] == true {
+            s.id,
+            s.participant,
+            crate::display::money(s.amount_minor, &s.currency),
+            s.ledger_root,
+            if s.reproducible {
                 "reproduced"
             } else {
                 "NOT reproducible from the attestations created before it"
             }
         ));
     }
-    t.push_str(if v["ok"] == true { "OK" } else { "MISMATCH" });
+    t.push_str(if v.ok { "OK" } else { "MISMATCH" });
     t
 }
 
