@@ -34,8 +34,14 @@ const LINES_PER_CHUNK: usize = 32;
 pub(crate) struct Book {
     lines: FxHashMap<LineKey, Sums>,
     ordered: BTreeSet<LineKey>,
+    /// The ledger lines' keys participant first ([`by_participant`]): the markets a
+    /// participant has lines in. (Offer totals, see `ledger::offer_line`, are left out.)
+    participants: BTreeSet<LineKey>,
     /// Lines changed since they were last written under [`LEDGER`].
     dirty: BTreeSet<LineKey>,
+    /// Per seller, how many times one of its lines changed since the store was opened (what
+    /// a cached summary of its ledger was computed at, see `Store::ledger_summary`).
+    versions: FxHashMap<[u8; 32], u64>,
     /// The sequence number of the next journal entry.
     next_seq: u64,
 }
@@ -125,6 +131,7 @@ impl Book {
             if let Some(lk) = k.get(1..).and_then(|s| LineKey::try_from(s).ok()) {
                 book.lines.insert(lk, sums_of(&v));
                 book.ordered.insert(lk);
+                book.index(&lk, true);
             }
         }
         let mut changes = Vec::new();
@@ -144,11 +151,52 @@ impl Book {
         if s == [0; 3] {
             if self.lines.remove(&k).is_some() {
                 self.ordered.remove(&k);
+                self.index(&k, false);
             }
         } else if self.lines.insert(k, s).is_none() {
             self.ordered.insert(k);
+            self.index(&k, true);
         }
         self.dirty.insert(k);
+        *self.versions.entry(id_at(&k, 0)).or_default() += 1;
+    }
+
+    /// How many times a line of `seller` changed since the store was opened.
+    pub fn version(&self, seller: &[u8; 32]) -> u64 {
+        self.versions.get(seller).copied().unwrap_or(0)
+    }
+
+    /// Adds (or removes) a line to the participant index (only when a line appears or goes:
+    /// an ingest mostly changes lines that exist).
+    fn index(&mut self, k: &LineKey, add: bool) {
+        if k[32..35] == crate::ledger::OFFER_CURRENCY {
+            return;
+        }
+        let p = by_participant(k);
+        if add {
+            self.participants.insert(p);
+        } else {
+            self.participants.remove(&p);
+        }
+    }
+
+    /// Every ledger line of `who`, in every seller's ledger (by seller, then currency).
+    pub fn participant(&self, who: &[u8; 32]) -> Vec<(LineKey, Sums)> {
+        let mut from = [0u8; LINE_KEY];
+        from[..32].copy_from_slice(who);
+        self.participants
+            .range(from..)
+            .take_while(|p| p[..32] == who[..])
+            .map(|p| {
+                let k = line_key(&id_at(p, 32), &[p[64], p[65], p[66]], who);
+                (k, self.get(&k))
+            })
+            .collect()
+    }
+
+    /// Sets a line outside of a journal entry (an upgrade's, written by the next checkpoint).
+    pub fn put(&mut self, k: LineKey, s: Sums) {
+        self.set(k, s);
     }
 
     /// A line's sums (zero if it has none).
@@ -225,6 +273,15 @@ impl Book {
     }
 }
 
+/// A line's key reordered: participant ‖ seller ‖ currency.
+fn by_participant(k: &LineKey) -> LineKey {
+    let mut p = [0u8; LINE_KEY];
+    p[..32].copy_from_slice(&k[35..]);
+    p[32..64].copy_from_slice(&k[..32]);
+    p[64..].copy_from_slice(&k[32..35]);
+    p
+}
+
 /// A line's key.
 pub(crate) fn line_key(seller: &[u8; 32], currency: &[u8; 3], who: &[u8; 32]) -> LineKey {
     let mut k = [0u8; LINE_KEY];
@@ -288,6 +345,13 @@ mod tests {
         assert_eq!(back.lines, book.lines);
         assert_eq!(back.next_seq, book.next_seq);
         assert_eq!(back.seller(&[1; 32]), vec![(a, [10, 10, 0])]);
+        // By participant: [2; 32] has lines with two sellers, [3; 32] none any more.
+        assert_eq!(
+            back.participant(&[2; 32]),
+            vec![(a, [10, 10, 0]), (other, [1, 0, 0])]
+        );
+        assert_eq!(back.participant(&[2; 32]), book.participant(&[2; 32]));
+        assert!(back.participant(&[3; 32]).is_empty());
         assert_eq!(back.get(&b), [0; 3]);
         // A checkpoint leaves no journal and the same lines.
         db.apply_batch(back.checkpoint_batch(&db).unwrap()).unwrap();

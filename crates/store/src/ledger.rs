@@ -12,7 +12,7 @@ use passalong_protocol::payout::{self, ChainView};
 use passalong_protocol::{Id, Ledger, LedgerEntry, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::book::{line_key, Book};
+use crate::book::{line_key, Book, LineKey, Sums};
 use crate::keyspace::*;
 use crate::txn::{Bytes, Txn};
 
@@ -54,6 +54,51 @@ pub(crate) fn add(
         };
     }
     t.set_line(k, s);
+}
+
+/// The book line that keeps an offer's totals (see `book`): `offer ‖ 000 ‖ 0…0`. No ledger
+/// line has that currency, and an offer's id is no seller's key.
+pub(crate) fn offer_line(offer: &Id) -> LineKey {
+    line_key(&offer.0, &OFFER_CURRENCY, &[0; 32])
+}
+
+/// The currency bytes of offer lines.
+pub(crate) const OFFER_CURRENCY: [u8; 3] = [0; 3];
+
+/// What a counted receipt adds to its offer's totals: one sale, its amount, its shares.
+fn sale_totals(t: &Txn<'_>, receipt: &Id, rec: &PayoutRec) -> [u128; 3] {
+    let amount = t.receipt(receipt).map_or(0, |r| r.amount_minor);
+    [1, u128::from(amount), shares(rec)]
+}
+
+fn shares(rec: &PayoutRec) -> u128 {
+    rec.credits.iter().map(|(_, a)| u128::from(*a)).sum()
+}
+
+/// Adds (`plus`) or subtracts `delta` = (sales, revenue, shares) to an offer's totals.
+fn add_to_offer(t: &mut Txn<'_>, offer: &Id, delta: [u128; 3], plus: bool) {
+    let k = offer_line(offer);
+    let mut s = t.line(&k);
+    for (x, d) in s.iter_mut().zip(delta) {
+        *x = if plus {
+            x.saturating_add(d)
+        } else {
+            x.saturating_sub(d)
+        };
+    }
+    t.set_line(k, s);
+}
+
+/// An offer's totals over its counted receipts (refunded ones included): sales, revenue and
+/// the shares they paid.
+pub(crate) fn offer_totals(book: &Book, offer: &Id) -> Sums {
+    book.get(&offer_line(offer))
+}
+
+/// What the counted receipt `receipt` adds to which offer's totals (`None`: it does not count).
+pub(crate) fn totals_of(t: &Txn<'_>, receipt: &Id) -> Option<(Id, [u128; 3])> {
+    let rec = payout_of(t, receipt)?;
+    Some((rec.offer, sale_totals(t, receipt, &rec)))
 }
 
 fn purchase_key(rec: &PayoutRec, receipt: &Id) -> Vec<u8> {
@@ -164,6 +209,8 @@ pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
         return;
     };
     credit(t, &rec, false, true);
+    let totals = sale_totals(t, &receipt, &rec);
+    add_to_offer(t, &rec.offer, totals, true);
     for (pos, h) in rec.hops.iter().enumerate() {
         t.put(key(THROUGH, &[&h.0, &receipt.0]), vec![pos as u8]);
     }
@@ -184,6 +231,8 @@ pub(crate) fn uncount(t: &mut Txn<'_>, receipt: Id) {
     };
     let is_refunded = refunded(t, &receipt);
     credit(t, &rec, is_refunded, false);
+    let totals = sale_totals(t, &receipt, &rec);
+    add_to_offer(t, &rec.offer, totals, false);
     for h in &rec.hops {
         t.del(key(THROUGH, &[&h.0, &receipt.0]));
     }
@@ -209,6 +258,8 @@ pub(crate) fn recompute(t: &mut Txn<'_>, receipt: Id) {
     let is_refunded = refunded(t, &receipt);
     credit(t, &old, is_refunded, false);
     credit(t, &new, is_refunded, true);
+    add_to_offer(t, &old.offer, [0, 0, shares(&old)], false);
+    add_to_offer(t, &new.offer, [0, 0, shares(&new)], true);
     set_payout(t, &receipt, Some((&new, may_change)));
 }
 

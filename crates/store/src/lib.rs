@@ -36,6 +36,7 @@ pub mod keyspace;
 mod ledger;
 mod lookups;
 mod market;
+mod newest;
 mod orders;
 mod redo;
 mod stage1;
@@ -49,12 +50,13 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use passalong_protocol::attestation::Body;
 use passalong_protocol::state::{Dispute, Equivocation, Report};
 use passalong_protocol::validation::{self, Outcome};
-use passalong_protocol::{Attestation, Id, Kind, Ledger, PublicKey, State};
+use passalong_protocol::{Attestation, Id, Kind, Ledger, LedgerEntry, PublicKey, State};
 
 pub use counters::IngestCounters;
 pub use error::StoreError;
 use keyspace::*;
 pub use lookups::MAX_IDEMPOTENCY_KEY;
+pub use newest::Newest;
 use txn::Txn;
 
 /// What an ingest call found for its envelopes, in order.
@@ -86,20 +88,28 @@ impl Decided {
 /// beat 16, 24 and 64; with redo records, 16 and 24 beat 8 and 32 (64 per call, 3 rounds).
 const SHIP_EVERY: usize = 16;
 
-/// The store format this build reads and writes. Version 5 writes shipments key by key after
+/// The store format this build reads and writes. Version 6 keeps each offer's totals (sales,
+/// revenue, shares paid) as book lines beside the ledger lines (see `ledger::offer_line`),
+/// updated by every receipt that starts or stops counting: an older build would leave them
+/// stale. A version 5 store has them computed once when it opens (every counted receipt of
+/// every market: ~26 s for a million on two cores), then is marked 6.
+/// Version 5 writes shipments key by key after
 /// a redo record (see `redo`): an older build would not complete a shipment cut short; and it
 /// logs receipts' orders in runs (see `orders`), keeping ORDER keys for equivocations only
 /// ([`log_orders`] converts older stores).
 /// Version 4 indexes markets in runs (one key per market per batch, see `market`); version 3
 /// journals ledger lines between checkpoints (`book`) and keeps one ORDER key per order. Older
-/// stores are upgraded when opened and marked 5, so that an older build refuses them: each
+/// stores are upgraded when opened and marked 5 (then 6, as above), so that an older build refuses them: each
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Older formats this build upgrades in place when it opens them.
-const UPGRADES_FROM: [u32; 3] = [2, 3, 4];
+const UPGRADES_FROM: [u32; 4] = [2, 3, 4, 5];
+
+/// The format whose stores lack only the offers' totals.
+const WITHOUT_OFFER_TOTALS: u32 = 5;
 
 /// Where an attestation stands, as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +186,20 @@ impl From<&Report> for Ack {
     }
 }
 
+/// A cached ledger summary: the book's version of the seller when computed, lines, root.
+type Summary = (u64, usize, [u8; 32]);
+
+/// An offer's totals over its counted receipts (a refunded receipt still counts here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OfferTotals {
+    /// Counted receipts.
+    pub sales: u64,
+    /// Their amounts, minor units.
+    pub revenue_minor: u128,
+    /// What they paid the chains and connectors, minor units.
+    pub shares_minor: u128,
+}
+
 /// The durable store (see the crate docs). Cheap to share behind an `Arc`; ingests are
 /// serialised, reads run concurrently.
 pub struct Store {
@@ -189,6 +213,10 @@ pub struct Store {
     book: RwLock<book::Book>,
     /// Counted receipts by order (logged in runs, read at open).
     orders: RwLock<orders::Orders>,
+    /// Markets' runs by newest entry, for the markets read newest first (see `newest`).
+    runs: newest::Runs,
+    /// Ledger summaries by seller.
+    summaries: Mutex<rustc_hash::FxHashMap<PublicKey, Summary>>,
     invalid: txn::InvalidIds,
     /// Signers' keys decompressed by earlier calls (a seller signs every receipt).
     keys: passalong_protocol::signature::KeyCache,
@@ -250,12 +278,12 @@ impl Store {
     /// Opens with a page cache of `cache_bytes` (sled's default is 1 GiB; we bound memory).
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        let db = open_db(path, cache_bytes)?;
+        let (db, totals_due) = open_db_upgrading(path, cache_bytes)?;
         let book = book::Book::load(&db).map_err(corrupt_at(path))?;
         let orders = orders::Orders::load(&db).map_err(corrupt_at(path))?;
         let invalid = txn::InvalidIds::load(&db)?;
         let waiters = has_waiters(&db)?;
-        Ok(Store {
+        let store = Store {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
             cache_bytes,
@@ -263,6 +291,8 @@ impl Store {
             valid: txn::ValidCache::new(),
             book: RwLock::new(book),
             orders: RwLock::new(orders),
+            runs: Default::default(),
+            summaries: Default::default(),
             invalid,
             keys: Default::default(),
             counters: Default::default(),
@@ -273,7 +303,49 @@ impl Store {
             fail_at_commit: AtomicU64::new(u64::MAX),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
             checkpoints: AtomicU64::new(0),
-        })
+        };
+        if totals_due {
+            store.upgrade_offer_totals().map_err(corrupt_at(path))?;
+        }
+        Ok(store)
+    }
+
+    /// Format 5 → 6: every offer's totals, from every counted receipt of every market, written
+    /// with the ledger lines (a checkpoint), then the format. Cut short, it starts again at the
+    /// next open (the totals are set, not added to).
+    fn upgrade_offer_totals(&self) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let db = self.db()?;
+        let mut totals: rustc_hash::FxHashMap<Id, [u128; 3]> = Default::default();
+        {
+            let t = self.txn(&db);
+            for m in self.markets()? {
+                for (_, id, kind) in self.market(&m)? {
+                    if kind != Kind::Receipt as u8 {
+                        continue;
+                    }
+                    if let Some((offer, d)) = ledger::totals_of(&t, &id) {
+                        let s = totals.entry(offer).or_default();
+                        for (x, d) in s.iter_mut().zip(d) {
+                            *x += d;
+                        }
+                    }
+                }
+            }
+            if let Some(e) = t.take_error() {
+                return Err(e);
+            }
+        }
+        {
+            let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
+            for (offer, s) in totals {
+                book.put(ledger::offer_line(&offer), s);
+            }
+        }
+        self.write_book(&db)?;
+        db.insert(key(META, &[b"format"]), &FORMAT_VERSION.to_be_bytes())?;
+        db.flush()?;
+        Ok(())
     }
 
     /// Sets how many attestations written trigger a checkpoint (0: never).
@@ -335,6 +407,7 @@ impl Store {
 
     /// A shipment's effects in memory, once its writes are in.
     fn applied(&self, shipment: txn::Shipment) {
+        self.runs.shipped(&shipment.runs);
         self.orders
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -377,6 +450,21 @@ impl Store {
 }
 
 fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    let (db, totals_due) = open_db_upgrading(path, cache_bytes)?;
+    if totals_due {
+        // Only `Store::open_with_cache` completes that upgrade.
+        return Err(StoreError::WrongVersion {
+            path: path.to_path_buf(),
+            found: WITHOUT_OFFER_TOTALS.to_string(),
+            expected: FORMAT_VERSION,
+        });
+    }
+    Ok(db)
+}
+
+/// Opens the database, upgrading an older format as far as the tree alone allows; `true` if
+/// the offers' totals are still to be computed (see [`Store::upgrade_offer_totals`]).
+fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), StoreError> {
     {
         // sled releases its file lock from background threads shortly after the last handle
         // is dropped: a store reopened at once (a restart in the same process) waits briefly.
@@ -399,6 +487,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
             }
         };
         let vk = key(META, &[b"format"]);
+        let mut totals_due = false;
         match db.get(&vk).map_err(|e| open_error(path, e))? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {
                 redo::recover(&db).map_err(|e| match e {
@@ -406,14 +495,22 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
                     e => corrupt_at(path)(e),
                 })?;
             }
+            Some(v) if v.as_ref() == WITHOUT_OFFER_TOTALS.to_be_bytes() => {
+                redo::recover(&db).map_err(|e| match e {
+                    StoreError::Io(e) => open_error(path, e),
+                    e => corrupt_at(path)(e),
+                })?;
+                totals_due = true;
+            }
             Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
                 if v.as_ref() == 2u32.to_be_bytes() {
                     upgrade_orders(&db).map_err(|e| open_error(path, e))?;
                 }
                 log_orders(&db).map_err(|e| open_error(path, e))?;
-                db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
+                db.insert(&vk, &WITHOUT_OFFER_TOTALS.to_be_bytes())
                     .map_err(|e| open_error(path, e))?;
                 db.flush().map_err(|e| open_error(path, e))?;
+                totals_due = true;
             }
             Some(v) => {
                 return Err(StoreError::WrongVersion {
@@ -435,7 +532,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
                 })
             }
         }
-        Ok(db)
+        Ok((db, totals_due))
     }
 }
 
@@ -833,6 +930,58 @@ impl Store {
         let _open = self.db()?;
         let book = self.book.read().unwrap_or_else(|p| p.into_inner());
         Ok(ledger::read(&book, seller))
+    }
+
+    /// A seller's ledger in short: how many lines it has and its root. Kept until one of its
+    /// lines changes, so that a list of ledgers does not recompute every root each time.
+    pub fn ledger_summary(&self, seller: &PublicKey) -> Result<(usize, [u8; 32]), StoreError> {
+        let _open = self.db()?;
+        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        let version = book.version(&seller.0);
+        let mut cache = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(v, lines, root)) = cache.get(seller) {
+            if v == version {
+                return Ok((lines, root));
+            }
+        }
+        let l = ledger::read(&book, seller);
+        let summary = (l.entries.len(), l.root());
+        cache.insert(*seller, (version, summary.0, summary.1));
+        Ok(summary)
+    }
+
+    /// Every ledger line of `participant`, by seller (then currency): the markets it takes
+    /// part in, from an in-memory index (it does not read the sellers' ledgers).
+    pub fn lines_of(
+        &self,
+        participant: &PublicKey,
+    ) -> Result<Vec<(PublicKey, LedgerEntry)>, StoreError> {
+        let _open = self.db()?;
+        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        Ok(book
+            .participant(&participant.0)
+            .into_iter()
+            .map(|(k, [e, r, s])| {
+                let mut c = [0u8; 3];
+                c.copy_from_slice(&k[32..35]);
+                (
+                    PublicKey(keyspace::id_at(&k, 0)),
+                    LedgerEntry::new(passalong_protocol::Currency(c), *participant, e, r, s),
+                )
+            })
+            .collect())
+    }
+
+    /// An offer's totals over its counted receipts, kept as receipts come in.
+    pub fn offer_totals(&self, offer: &Id) -> Result<OfferTotals, StoreError> {
+        let _open = self.db()?;
+        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        let [sales, revenue_minor, shares_minor] = ledger::offer_totals(&book, offer);
+        Ok(OfferTotals {
+            sales: u64::try_from(sales).unwrap_or(u64::MAX),
+            revenue_minor,
+            shares_minor,
+        })
     }
 
     /// What a counted receipt credited, per participant, as the ledger holds it; `None` if

@@ -66,6 +66,8 @@ pub(crate) struct Shipment {
     pub seq: u64,
     /// Orders whose counted receipt changed, applied in order once the writes are in.
     pub counted: Vec<(OrderKey, Id)>,
+    /// The market index runs written (for `newest`).
+    pub runs: Vec<crate::newest::RunInfo>,
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -563,7 +565,9 @@ impl<'a> Txn<'a> {
                 (k, v)
             })
             .collect();
+        let mut runs = Vec::new();
         for (k, v) in crate::market::runs(std::mem::take(&mut self.unshipped_market)) {
+            runs.push(crate::newest::info(&k, &v)?);
             writes.push((k, Some(v.into())));
         }
         if let Some((k, v)) = crate::orders::run(&std::mem::take(&mut self.unshipped_orders)) {
@@ -588,6 +592,7 @@ impl<'a> Txn<'a> {
             lines,
             seq,
             counted: std::mem::take(&mut self.unshipped_counted),
+            runs,
         }))
     }
 }

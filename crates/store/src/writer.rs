@@ -248,6 +248,7 @@ mod tests {
             lines: BTreeMap::new(),
             seq: 0,
             counted: Vec::new(),
+            runs: Vec::new(),
         }
     }
 

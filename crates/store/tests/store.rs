@@ -7,8 +7,8 @@ mod common;
 
 use common::script::*;
 use common::*;
-use passalong_protocol::{Attestation, Rule, State};
-use passalong_store::{Status, Store, StoreError};
+use passalong_protocol::{Attestation, Body, Id, Kind, Rule, State};
+use passalong_store::{OfferTotals, Status, Store, StoreError};
 use proptest::prelude::*;
 
 const NOW: u64 = T0 + 400 * DAY_MS;
@@ -428,6 +428,82 @@ fn a_format_4_store_has_its_orders_logged() {
 }
 
 /// A damaged ledger journal (a value cut short) is a clear error naming the store.
+/// The tree itself, once a dropped store's sled threads let go of its lock.
+fn raw_open(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() > deadline => panic!("sled::open: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Format 6 keeps offers' totals as book lines; a format 5 store has them computed when it
+/// opens, from every counted receipt (an equivocation's smaller id counts), then is marked 6.
+#[test]
+fn a_format_5_store_has_its_offer_totals_computed() {
+    use passalong_store::keyspace::{key as skey, LEDGER, META};
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    let sales = receipts(
+        &atts,
+        200,
+        |i| format!("order-t{i}"),
+        |i| 1_000 + i,
+        |i| T0 + 10 + i,
+    );
+    // Second receipts of ten orders: some take over.
+    let again = receipts(
+        &atts,
+        10,
+        |i| format!("order-t{i}"),
+        |_| 7,
+        |i| T0 + 500 + i,
+    );
+    let offer = atts[0].id;
+    let totals = {
+        let st = Store::open(dir.path()).unwrap();
+        st.ingest(&envs(&atts), NOW).unwrap();
+        st.ingest(&envs(&sales), NOW).unwrap();
+        st.ingest(&envs(&again), NOW).unwrap();
+        let t = st.offer_totals(&offer).unwrap();
+        assert_eq!(t.sales, 201);
+        st.close().unwrap();
+        t
+    };
+    {
+        // As format 5 left it: no offer lines.
+        let db = raw_open(dir.path());
+        let offer_lines: Vec<_> = db
+            .scan_prefix([LEDGER])
+            .map(|kv| kv.unwrap().0)
+            .filter(|k| k[33..36] == [0, 0, 0])
+            .collect();
+        assert_eq!(offer_lines.len(), 1);
+        for k in offer_lines {
+            db.remove(k).unwrap();
+        }
+        db.insert(skey(META, &[b"format"]), 5u32.to_be_bytes().to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.offer_totals(&offer).unwrap(), totals);
+    let seller = key(1).public();
+    assert_eq!(
+        st.ledger(&seller).unwrap(),
+        st.recompute_ledger(&seller, NOW).unwrap()
+    );
+    drop(st);
+    let db = raw_open(dir.path());
+    assert_eq!(
+        db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
+        passalong_store::FORMAT_VERSION.to_be_bytes()
+    );
+}
+
 #[test]
 fn a_damaged_ledger_journal_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -594,6 +670,12 @@ proptest! {
         {
             let st = Store::open(dir.path()).unwrap();
             st.set_checkpoint_every(checkpoint_every);
+            // The markets' runs are in memory from now on: every shipment adds to them.
+            // So is a summary of each ledger, until a line changes.
+            for seller in SELLERS {
+                prop_assert_eq!(st.market_count(&key(seller).public(), Kind::Receipt).unwrap(), 0);
+                prop_assert_eq!(st.ledger_summary(&key(seller).public()).unwrap().0, 0);
+            }
             if cut <= 8 {
                 for chunk in shuffled.chunks(cut) {
                     st.ingest(&envs(chunk), NOW).unwrap();
@@ -621,11 +703,82 @@ proptest! {
                 prop_assert_eq!(st.equivocations(&pk).unwrap(), reference.equivocations(&pk));
                 prop_assert_eq!(st.disputes(&pk).unwrap(), reference.disputes(&pk));
             }
+            check_read_queries(&st)?;
         }
         let st = Store::open(dir.path()).unwrap();
         for seller in SELLERS {
             let pk = key(seller).public();
             prop_assert_eq!(st.ledger(&pk).unwrap(), reference.ledger(&pk));
         }
+        check_read_queries(&st)?;
     }
+}
+
+/// The dashboard's queries agree with the store's full reads: a market newest first (of one
+/// kind or all) is its index reversed, with its counts; an offer's totals are the sums over
+/// its counted receipts' credits; a ledger's summary is its size and root; a participant's
+/// lines are theirs in every seller's ledger.
+fn check_read_queries(st: &Store) -> Result<(), TestCaseError> {
+    let mut participants = std::collections::BTreeSet::new();
+    for seller in SELLERS {
+        let pk = key(seller).public();
+        let mut all = st.market(&pk).expect("a store read");
+        all.reverse();
+        let newest: Vec<_> = st.newest(&pk, None).map(|e| e.expect("newest")).collect();
+        prop_assert_eq!(&newest, &all);
+        let receipts: Vec<_> = all
+            .iter()
+            .copied()
+            .filter(|e| e.2 == Kind::Receipt as u8)
+            .collect();
+        let newest: Vec<_> = st
+            .newest(&pk, Some(Kind::Receipt))
+            .map(|e| e.expect("newest"))
+            .collect();
+        prop_assert_eq!(&newest, &receipts);
+        prop_assert_eq!(
+            st.market_count(&pk, Kind::Receipt).expect("a store read"),
+            receipts.len() as u64
+        );
+        let mut totals: std::collections::BTreeMap<Id, OfferTotals> = Default::default();
+        for (_, id, _) in &receipts {
+            let Some(credits) = st.credits(id).expect("a store read") else {
+                continue;
+            };
+            let Some(Body::Receipt(r)) = st.attestation(id).expect("a store read").map(|a| a.body)
+            else {
+                panic!("a receipt");
+            };
+            let t = totals.entry(r.offer).or_default();
+            t.sales += 1;
+            t.revenue_minor += u128::from(r.amount_minor);
+            t.shares_minor += credits.iter().map(|(_, a)| u128::from(*a)).sum::<u128>();
+        }
+        for (_, id, kind) in &all {
+            if *kind == Kind::Offer as u8 {
+                let expected = totals.get(id).copied().unwrap_or_default();
+                prop_assert_eq!(st.offer_totals(id).expect("a store read"), expected);
+            }
+        }
+        let ledger = st.ledger(&pk).expect("a store read");
+        prop_assert_eq!(
+            st.ledger_summary(&pk).expect("a store read"),
+            (ledger.entries.len(), ledger.root())
+        );
+        for e in ledger.entries {
+            participants.insert(e.participant);
+        }
+    }
+    for p in participants {
+        let mut expected = Vec::new();
+        for seller in st.markets().expect("a store read") {
+            for e in st.ledger(&seller).expect("a store read").entries {
+                if e.participant == p {
+                    expected.push((seller, e));
+                }
+            }
+        }
+        prop_assert_eq!(st.lines_of(&p).expect("a store read"), expected);
+    }
+    Ok(())
 }
