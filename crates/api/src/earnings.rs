@@ -93,27 +93,29 @@ pub fn load(store: &Store, a: Attestation) -> Result<Option<Sale>, StoreError> {
 }
 
 /// The receipts of `seller`'s market, newest first, at most `limit` (of `offer` only, if
-/// given).
+/// given), among the market's `scan` newest receipts: the cost is that of the receipts read,
+/// whatever the market's size.
 pub fn receipts(
     store: &Store,
     seller: &PublicKey,
     offer: Option<Id>,
     limit: usize,
+    scan: usize,
 ) -> Result<Vec<Sale>, StoreError> {
     let mut out = Vec::new();
-    for (_, id, kind) in store.market(seller)?.into_iter().rev() {
+    for e in store.newest(seller, Some(Kind::Receipt)).take(scan) {
         if out.len() >= limit {
             break;
         }
-        if kind != Kind::Receipt as u8 {
+        let (_, id, _) = e?;
+        let Some(a) = store.attestation(&id)? else {
+            continue;
+        };
+        if offer.is_some_and(|o| !matches!(&a.body, Body::Receipt(r) if r.offer == o)) {
             continue;
         }
-        if let Some(a) = store.attestation(&id)? {
-            if let Some(s) = load(store, a)? {
-                if offer.is_none_or(|o| s.receipt.offer == o) {
-                    out.push(s);
-                }
-            }
+        if let Some(s) = load(store, a)? {
+            out.push(s);
         }
     }
     Ok(out)
@@ -122,27 +124,19 @@ pub fn receipts(
 /// The markets (sellers) where `who` has a ledger line: those that paid them or settled with
 /// them.
 pub fn markets_of(store: &Store, who: &PublicKey) -> Result<Vec<PublicKey>, StoreError> {
-    let mut out = Vec::new();
-    for seller in store.markets()? {
-        if store
-            .ledger(&seller)?
-            .entries
-            .iter()
-            .any(|e| e.participant == *who)
-        {
-            out.push(seller);
-        }
-    }
+    let mut out: Vec<PublicKey> = store.lines_of(who)?.into_iter().map(|(s, _)| s).collect();
+    out.dedup();
     Ok(out)
 }
 
 /// The sales that paid `who`, newest first, at most `limit`: in `seller`'s market, or in every
-/// market where `who` has a ledger line.
+/// market where `who` has a ledger line; among each market's `scan` newest receipts.
 pub fn paid_to(
     store: &Store,
     who: &PublicKey,
     seller: Option<PublicKey>,
     limit: usize,
+    scan: usize,
 ) -> Result<Vec<Sale>, StoreError> {
     let markets = match seller {
         Some(s) => vec![s],
@@ -151,15 +145,15 @@ pub fn paid_to(
     let mut out = Vec::new();
     for m in markets {
         let mut found = 0;
-        for (_, id, kind) in store.market(&m)?.into_iter().rev() {
+        for e in store.newest(&m, Some(Kind::Receipt)).take(scan) {
             if found >= limit {
                 break;
             }
-            if kind != Kind::Receipt as u8
-                || !store
-                    .credits(&id)?
-                    .is_some_and(|c| c.iter().any(|(k, a)| k == who && *a > 0))
-            {
+            let (_, id, _) = e?;
+            let paid = store
+                .credits(&id)?
+                .is_some_and(|c| c.iter().any(|(k, a)| k == who && *a > 0));
+            if !paid {
                 continue;
             }
             if let Some(a) = store.attestation(&id)? {
@@ -251,9 +245,10 @@ pub async fn earnings(
         .transpose()?;
     let limit = q.limit.unwrap_or(usize::MAX);
     let store = s.store.clone();
-    let sales = tokio::task::spawn_blocking(move || paid_to(&store, &who, seller, limit))
-        .await
-        .map_err(ApiError::internal)??;
+    let sales =
+        tokio::task::spawn_blocking(move || paid_to(&store, &who, seller, limit, usize::MAX))
+            .await
+            .map_err(ApiError::internal)??;
     Ok(AppJson(Earnings {
         earnings: sales.iter().map(|s| Earning::of(s, &who)).collect(),
     }))

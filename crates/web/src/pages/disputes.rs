@@ -23,10 +23,24 @@ fn evidence(store: &Store, id: &Id) -> Result<Option<Attestation>, PageError> {
     Ok(store.attestation(id)?)
 }
 
-fn cases(store: &Store, me: &passalong_protocol::PublicKey) -> Result<Vec<Case>, PageError> {
+/// Cases shown (each carries both envelopes).
+const SHOWN: usize = 20;
+
+/// The first [`SHOWN`] cases of the markets I take part in, and how many there are.
+fn cases(
+    store: &Store,
+    me: &passalong_protocol::PublicKey,
+) -> Result<(Vec<Case>, usize), PageError> {
     let mut out = Vec::new();
+    let mut total = 0;
     for m in my_markets(store, me)? {
-        for e in store.equivocations(&m)? {
+        let equivocations = store.equivocations(&m)?;
+        let disputes = store.disputes(&m)?;
+        total += equivocations.len() + disputes.len();
+        for e in equivocations {
+            if out.len() >= SHOWN {
+                break;
+            }
             out.push(Case {
                 what: "Equivocation",
                 explain: "The seller signed two receipts for one order. The one with the smaller id counts; both are kept as evidence.".into(),
@@ -34,7 +48,10 @@ fn cases(store: &Store, me: &passalong_protocol::PublicKey) -> Result<Vec<Case>,
                 right: ("Other receipt".into(), evidence(store, &e.other)?),
             });
         }
-        for d in store.disputes(&m)? {
+        for d in disputes {
+            if out.len() >= SHOWN {
+                break;
+            }
             out.push(Case {
                 what: "Dispute",
                 explain: if d.buyer_matches {
@@ -47,7 +64,7 @@ fn cases(store: &Store, me: &passalong_protocol::PublicKey) -> Result<Vec<Case>,
             });
         }
     }
-    Ok(out)
+    Ok((out, total))
 }
 
 fn attestation(label: &str, a: &Option<Attestation>) -> Markup {
@@ -71,7 +88,7 @@ pub async fn page(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pag
     let who = me.me();
     let names = names(&s, who).await?;
     let store = s.api.store.clone();
-    let cases = blocking(move || cases(&store, &who)).await?;
+    let (cases, total) = blocking(move || cases(&store, &who)).await?;
     Ok(layout::page(
         &me,
         &names,
@@ -80,6 +97,7 @@ pub async fn page(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pag
         html! {
             h1 { "Disputes and equivocations" }
             @if cases.is_empty() { p.muted { "None in the markets you take part in." } }
+            @if total > cases.len() { p.muted { "The first " (cases.len()) " of " (total) " (" a href="/v1/equivocations" { "equivocations" } " and " a href="/v1/disputes" { "disputes" } " of my market in JSON)." } }
             @for c in &cases {
                 section.card {
                     h2 { (c.what) }

@@ -11,6 +11,11 @@ use crate::WebState;
 
 /// Sales shown on the home page.
 const LATEST: usize = 10;
+/// Receipts read per market to find them: the page costs the same in a market of any size
+/// (a sale that paid me further back is in `GET /v1/earnings`).
+const SCAN: usize = 1_000;
+/// Ledger lines shown (one per seller and currency).
+const LINES: usize = 50;
 
 /// `GET /`
 pub async fn home(State(s): State<WebState>, me: SignedIn) -> Result<Markup, PageError> {
@@ -19,7 +24,7 @@ pub async fn home(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pag
     let store = s.api.store.clone();
     let (lines, sales) = blocking(move || {
         let lines = my_lines(&store, &who)?;
-        let sales = earnings::paid_to(&store, &who, None, LATEST)?;
+        let sales = earnings::paid_to(&store, &who, None, LATEST, SCAN)?;
         Ok((lines, sales))
     })
     .await?;
@@ -43,7 +48,7 @@ pub async fn home(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pag
                             th { "Seller" } th { "Currency" } th.num { "Earned" } th.num { "Refunded" }
                             th.num { "Paid to me" } th.num { "Owed to me" }
                         } }
-                        tbody { @for (seller, e) in &lines { tr {
+                        tbody { @for (seller, e) in lines.iter().take(LINES) { tr {
                             td { (layout::key(&names, seller)) }
                             td { (e.currency.as_str()) }
                             td.num { (layout::money(e.currency, e.earned as i128)) }
@@ -52,12 +57,17 @@ pub async fn home(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pag
                             td.num { strong { (layout::money(e.currency, e.owed)) } }
                         } } }
                     } }
+                    @if lines.len() > LINES {
+                        p.muted { (lines.len() - LINES) " more: see " a href="/ledger" { "Ledgers" } "." }
+                    }
                 }
             }
             section.card {
                 h2 { "Latest sales that paid me" }
-                @if sales.is_empty() {
+                @if sales.is_empty() && lines.is_empty() {
                     p.muted { "No sale has paid you yet." }
+                } @else if sales.is_empty() {
+                    p.muted { "No recent sale has paid you." }
                 } @else {
                     div.scroll { table {
                         thead { tr { th { "When" } th { "Item" } th.num { "Sale" } th.num { "My share" } th { "Chain" } } }

@@ -1,17 +1,17 @@
 //! Ledgers of the markets I sell or take part in: entries, the Merkle root and a CSV download;
 //! for my own market, what I owe as a payout batch (CSV) and a form to record a settlement.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
 use passalong_api::contacts::Names;
 use passalong_api::ledger::{ledger_csv, payouts_csv};
-use passalong_protocol::{Ledger, PublicKey};
+use passalong_protocol::{Ledger, LedgerEntry, PublicKey};
 use serde::Deserialize;
 
-use super::{blocking, my_markets, names};
+use super::{blocking, my_markets, names, pager, PageQuery};
 use crate::auth::SignedIn;
 use crate::layout::{self, PageError};
 use crate::WebState;
@@ -34,7 +34,7 @@ pub async fn index(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pa
     let markets = blocking(move || {
         my_markets(&store, &who)?
             .into_iter()
-            .map(|m| Ok((m, store.ledger(&m)?)))
+            .map(|m| Ok((m, store.ledger_summary(&m)?)))
             .collect::<Result<Vec<_>, PageError>>()
     })
     .await?;
@@ -48,20 +48,25 @@ pub async fn index(State(s): State<WebState>, me: SignedIn) -> Result<Markup, Pa
             p.muted { "Every node that holds a market's attestations computes the same ledger; its root is one hash to compare." }
             section.card { div.scroll { table {
                 thead { tr { th { "Market (seller)" } th.num { "Lines" } th { "Root" } } }
-                tbody { @for (m, l) in &markets { tr {
+                tbody { @for (m, (lines, root)) in &markets { tr {
                     td { a href={ "/ledger/" (m.to_hex()) } { @if *m == who { "My market" } @else { (names.get(m).cloned().unwrap_or_else(|| m.to_hex()[..16].to_string())) } } }
-                    td.num { (l.entries.len()) }
-                    td { code { (hex::encode(&l.root()[..8])) "…" } }
+                    td.num { (lines) }
+                    td { code { (hex::encode(&root[..8])) "…" } }
                 } } }
             } } }
         },
     ))
 }
 
-fn entries(names: &Names, l: &Ledger) -> Markup {
+/// Ledger lines per page.
+const LINES_PER_PAGE: usize = 100;
+/// Lines of "What I owe" shown, the largest first (the payout batch has every one).
+const OWED_SHOWN: usize = 50;
+
+fn entries(names: &Names, l: &[LedgerEntry]) -> Markup {
     html! { div.scroll { table #ledger {
         thead { tr { th { "Participant" } th { "Currency" } th.num { "Earned" } th.num { "Refunded" } th.num { "Settled" } th.num { "Owed" } } }
-        tbody { @for e in &l.entries { tr {
+        tbody { @for e in l { tr {
             td { (layout::key(names, &e.participant)) }
             td { (e.currency.as_str()) }
             td.num { (layout::money(e.currency, e.earned as i128)) }
@@ -72,21 +77,29 @@ fn entries(names: &Names, l: &Ledger) -> Markup {
     } } }
 }
 
-/// `GET /ledger/<seller>`
+/// `GET /ledger/<seller>[?page=N]`: the root, a page of lines (100), and for my own market
+/// the largest amounts I owe with the settlement form.
 pub async fn one(
     State(s): State<WebState>,
     me: SignedIn,
     Path(seller): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Markup, PageError> {
     let seller = seller_of(&seller)?;
     let names = names(&s, me.me()).await?;
     let l = ledger(&s, seller).await?;
     let mine = seller == me.me();
-    let owed: Vec<_> = l
+    let mut owed: Vec<_> = l
         .entries
         .iter()
         .filter(|e| e.owed > 0 && e.participant != seller)
         .collect();
+    let owing = owed.len();
+    owed.sort_by_key(|e| std::cmp::Reverse(e.owed));
+    owed.truncate(OWED_SHOWN);
+    let total = l.entries.len();
+    let from = q.page.saturating_mul(LINES_PER_PAGE).min(total);
+    let shown = &l.entries[from..(from + LINES_PER_PAGE).min(total)];
     let base = format!("/ledger/{}", seller.to_hex());
     Ok(layout::page(
         &me,
@@ -97,7 +110,11 @@ pub async fn one(
             h1 { @if mine { "My market's ledger" } @else { "Ledger of " (layout::key(&names, &seller)) } }
             section.card {
                 p { "Root: " code #root { (hex::encode(l.root())) } }
-                @if l.entries.is_empty() { p.muted { "No entries yet." } } @else { (entries(&names, &l)) }
+                @if l.entries.is_empty() { p.muted { "No entries yet." } } @else {
+                    @if total > shown.len() { p.muted { "Lines " (from + 1) "–" (from + shown.len()) " of " (total) "; the CSV has them all." } }
+                    (entries(&names, shown))
+                    (pager(&base, q.page, LINES_PER_PAGE, total))
+                }
                 a.button.secondary href={ (base) "/ledger.csv" } download { "Download CSV" }
             }
             @if mine {
@@ -105,6 +122,7 @@ pub async fn one(
                     h2 { "What I owe" }
                     @if owed.is_empty() { p.muted { "You owe nothing right now." } }
                     @else {
+                        @if owing > owed.len() { p.muted { "The " (owed.len()) " largest of " (owing) " amounts owed; the payout batch has them all." } }
                         div.scroll { table {
                             thead { tr { th { "Participant" } th { "Currency" } th.num { "Owed" } } }
                             tbody { @for e in &owed { tr {

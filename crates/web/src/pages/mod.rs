@@ -44,24 +44,38 @@ pub(crate) fn my_lines(
     store: &Store,
     me: &PublicKey,
 ) -> Result<Vec<(PublicKey, LedgerEntry)>, PageError> {
-    let mut out = Vec::new();
-    for seller in store.markets()? {
-        for e in store.ledger(&seller)?.entries {
-            if e.participant == *me {
-                out.push((seller, e));
-            }
-        }
-    }
-    Ok(out)
+    Ok(store.lines_of(me)?)
 }
 
 /// The markets `me` sells in or takes part in (my own first).
 pub(crate) fn my_markets(store: &Store, me: &PublicKey) -> Result<Vec<PublicKey>, PageError> {
     let mut out = vec![*me];
-    for (seller, _) in my_lines(store, me)? {
+    for seller in passalong_api::earnings::markets_of(store, me)? {
         if !out.contains(&seller) {
             out.push(seller);
         }
     }
     Ok(out)
+}
+
+/// `?page=N` (from 0).
+#[derive(serde::Deserialize, Default, Debug)]
+pub struct PageQuery {
+    /// The page asked for.
+    #[serde(default)]
+    pub page: usize,
+}
+
+/// Links to the previous and next page of a list of `total` items shown `per` a page.
+pub(crate) fn pager(base: &str, page: usize, per: usize, total: usize) -> maud::Markup {
+    let last = total.saturating_sub(1) / per.max(1);
+    maud::html! {
+        @if last > 0 {
+            nav.pager aria-label="pages" {
+                @if page > 0 { a href={ (base) "?page=" (page - 1) } rel="prev" { "← Previous" } " " }
+                span.muted { "Page " (page + 1) " of " (last + 1) }
+                @if page < last { " " a href={ (base) "?page=" (page + 1) } rel="next" { "Next →" } }
+            }
+        }
+    }
 }

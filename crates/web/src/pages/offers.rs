@@ -1,9 +1,7 @@
 //! Offers: the publish form (the rule in plain words, and each hop's share of a sample sale
 //! computed by the protocol's own payout code), my offers with their sales, one page per offer.
 
-use std::collections::HashMap;
-
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
@@ -13,9 +11,10 @@ use passalong_api::ApiError;
 use passalong_protocol::attestation::Body;
 use passalong_protocol::payout::{bps_of, split};
 use passalong_protocol::{Currency, Id, Kind, Offer, PublicKey, Rule};
+use passalong_store::OfferTotals;
 use serde::Deserialize;
 
-use super::{blocking, names, sale};
+use super::{blocking, names, pager, sale, PageQuery};
 use crate::auth::SignedIn;
 use crate::layout::{self, PageError};
 use crate::WebState;
@@ -257,42 +256,46 @@ fn form(me: &SignedIn, f: &OfferForm) -> Markup {
     }
 }
 
+/// Offers per page of "My offers".
+const OFFERS_PER_PAGE: usize = 50;
+/// Sales shown on an offer's page.
+const OFFER_SALES: usize = 20;
+/// Receipts of the seller's market read to find them: the page costs the same in a market of
+/// any size.
+const OFFER_SCAN: usize = 2_000;
+
 struct Row {
     id: Id,
     offer: Offer,
-    sales: usize,
-    revenue: u128,
-    shares: u128,
+    totals: OfferTotals,
 }
 
-fn my_offers(store: &passalong_store::Store, me: &PublicKey) -> Result<Vec<Row>, PageError> {
-    let mut rows: Vec<Row> = store
-        .market_of_kind(me, Kind::Offer)?
-        .into_iter()
-        .filter_map(|a| match a.body {
-            Body::Offer(o) if o.seller == *me => Some(Row {
-                id: a.id,
-                offer: o,
-                sales: 0,
-                revenue: 0,
-                shares: 0,
-            }),
-            _ => None,
-        })
-        .collect();
-    let at: HashMap<Id, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-    for sale in earnings::receipts(store, me, None, usize::MAX)? {
-        if !sale.counted {
-            continue;
-        }
-        if let Some(&i) = at.get(&sale.receipt.offer) {
-            rows[i].sales += 1;
-            rows[i].revenue += u128::from(sale.receipt.amount_minor);
-            rows[i].shares += u128::from(sale.shares());
+/// One page of my offers, newest first, with their totals; and how many I have.
+fn my_offers(
+    store: &passalong_store::Store,
+    me: &PublicKey,
+    page: usize,
+) -> Result<(Vec<Row>, u64), PageError> {
+    let total = store.market_count(me, Kind::Offer)?;
+    let mut rows = Vec::new();
+    let skip = page.saturating_mul(OFFERS_PER_PAGE);
+    for e in store
+        .newest(me, Some(Kind::Offer))
+        .skip(skip)
+        .take(OFFERS_PER_PAGE)
+    {
+        let (_, id, _) = e?;
+        if let Some(Body::Offer(o)) = store.attestation(&id)?.map(|a| a.body) {
+            if o.seller == *me {
+                rows.push(Row {
+                    id,
+                    totals: store.offer_totals(&id)?,
+                    offer: o,
+                });
+            }
         }
     }
-    rows.reverse();
-    Ok(rows)
+    Ok((rows, total))
 }
 
 async fn render(
@@ -300,11 +303,12 @@ async fn render(
     me: &SignedIn,
     f: &OfferForm,
     extra: Markup,
+    page: usize,
 ) -> Result<Markup, PageError> {
     let who = me.me();
     let names = names(s, who).await?;
     let store = s.api.store.clone();
-    let rows = blocking(move || my_offers(&store, &who)).await?;
+    let (rows, total) = blocking(move || my_offers(&store, &who, page)).await?;
     Ok(layout::page(
         me,
         &names,
@@ -316,25 +320,38 @@ async fn render(
             (form(me, f))
             section.card {
                 h2 { "My offers" }
-                @if rows.is_empty() { p.muted { "You have not published an offer yet." } }
-                @else { div.scroll { table {
-                    thead { tr { th { "Item" } th.num { "Price" } th.num { "Sales" } th.num { "Revenue" } th.num { "Paid to the chain" } } }
-                    tbody { @for r in &rows { tr {
-                        td { a href={ "/offers/" (r.id.to_hex()) } { (r.offer.title) } }
-                        td.num { (layout::money(r.offer.currency, i128::from(r.offer.price_minor))) }
-                        td.num { (r.sales) }
-                        td.num { (layout::money(r.offer.currency, r.revenue as i128)) }
-                        td.num { (layout::money(r.offer.currency, r.shares as i128)) }
-                    } } }
-                } } }
+                @if total == 0 { p.muted { "You have not published an offer yet." } }
+                @else {
+                    p.muted { (total) " in all, newest first." }
+                    div.scroll { table {
+                        thead { tr { th { "Item" } th.num { "Price" } th.num { "Sales" } th.num { "Revenue" } th.num { "Paid to the chain" } } }
+                        tbody { @for r in &rows { tr {
+                            td { a href={ "/offers/" (r.id.to_hex()) } { (r.offer.title) } }
+                            td.num { (layout::money(r.offer.currency, i128::from(r.offer.price_minor))) }
+                            td.num { (r.totals.sales) }
+                            td.num { (layout::money(r.offer.currency, clamp(r.totals.revenue_minor))) }
+                            td.num { (layout::money(r.offer.currency, clamp(r.totals.shares_minor))) }
+                        } } }
+                    } }
+                    (pager("/offers", page, OFFERS_PER_PAGE, usize::try_from(total).unwrap_or(usize::MAX)))
+                }
             }
         },
     ))
 }
 
-/// `GET /offers`
-pub async fn list(State(s): State<WebState>, me: SignedIn) -> Result<Markup, PageError> {
-    render(&s, &me, &OfferForm::default(), html! {}).await
+/// An amount summed in u128, as the money formatter takes it.
+fn clamp(v: u128) -> i128 {
+    i128::try_from(v).unwrap_or(i128::MAX)
+}
+
+/// `GET /offers[?page=N]`
+pub async fn list(
+    State(s): State<WebState>,
+    me: SignedIn,
+    Query(q): Query<PageQuery>,
+) -> Result<Markup, PageError> {
+    render(&s, &me, &OfferForm::default(), html! {}, q.page).await
 }
 
 /// `POST /offers/preview`: the form again, with the shares of a sample sale.
@@ -347,7 +364,7 @@ pub async fn preview_page(s: &WebState, me: &SignedIn, f: &OfferForm) -> Result<
         },
         Err(e) => html! { p.error role="alert" { (e.message) } },
     };
-    render(s, me, f, shown).await
+    render(s, me, f, shown, 0).await
 }
 
 /// `POST /offers/preview`
@@ -371,7 +388,14 @@ pub async fn publish(
         Err(e) => {
             return Ok((
                 e.status,
-                render(&s, &me, &f, html! { p.error role="alert" { (e.message) } }).await?,
+                render(
+                    &s,
+                    &me,
+                    &f,
+                    html! { p.error role="alert" { (e.message) } },
+                    0,
+                )
+                .await?,
             )
                 .into_response())
         }
@@ -383,7 +407,7 @@ pub async fn publish(
             status, message, ..
         }) => Ok((
             status,
-            render(&s, &me, &f, html! { p.error role="alert" { (message) } }).await?,
+            render(&s, &me, &f, html! { p.error role="alert" { (message) } }, 0).await?,
         )
             .into_response()),
     }
@@ -400,12 +424,12 @@ pub async fn one(
     let who = me.me();
     let names = names(&s, who).await?;
     let store = s.api.store.clone();
-    let (offer, sales) = blocking(move || {
+    let (offer, sales, totals) = blocking(move || {
         let Some(Body::Offer(o)) = store.attestation(&id)?.map(|a| a.body) else {
             return Err(PageError::not_found(format!("no offer {id} on this node")));
         };
-        let sales = earnings::receipts(&store, &o.seller, Some(id), 100)?;
-        Ok((o, sales))
+        let sales = earnings::receipts(&store, &o.seller, Some(id), OFFER_SALES, OFFER_SCAN)?;
+        Ok((o, sales, store.offer_totals(&id)?))
     })
     .await?;
     let link = s.api.published(&id).await?;
@@ -429,8 +453,15 @@ pub async fn one(
             }
             section.card {
                 h2 { "Sales" }
-                @if sales.is_empty() { p.muted { "No sale yet." } }
-                @else { div.scroll { table {
+                @if totals.sales > 0 {
+                    p { (totals.sales) " sales, " (layout::money(c, clamp(totals.revenue_minor)))
+                        " in all; " (layout::money(c, clamp(totals.shares_minor))) " paid to the chains." }
+                }
+                @if sales.is_empty() && totals.sales == 0 { p.muted { "No sale yet." } }
+                @else if sales.is_empty() { p.muted { "None among the market's latest sales." } }
+                @else {
+                @if totals.sales > sales.len() as u64 { p.muted { "The latest " (sales.len()) ":" } }
+                div.scroll { table {
                     thead { tr { th { "When" } th { "Order" } th.num { "Amount" } th.num { "Paid to the chain" } th { "Chain" } } }
                     tbody { @for sale in &sales { tr {
                         td { (layout::time(sale.receipt.created_at_ms)) }
