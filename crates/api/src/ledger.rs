@@ -294,18 +294,28 @@ fn csv_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
 
+/// A seller's ledger answered as the query asks: JSON built by `json`, or CSV by `csv`.
+async fn ledger_answer<J: serde::Serialize>(
+    s: &AppState,
+    q: &LedgerQuery,
+    json: fn(&Ledger) -> J,
+    csv: fn(&Ledger, &Names) -> String,
+) -> Result<Response, ApiError> {
+    let (seller, as_csv) = q.parse(s)?;
+    let l = read_ledger(s, seller).await?;
+    if as_csv {
+        let names = names_of(s, q.as_.as_deref()).await?;
+        return Ok(csv_response(csv(&l, &names)));
+    }
+    Ok(AppJson(json(&l)).into_response())
+}
+
 /// `GET /v1/ledger[?seller=HEX][&format=csv]`
 pub async fn ledger(
     State(s): State<AppState>,
     AppQuery(q): AppQuery<LedgerQuery>,
 ) -> Result<Response, ApiError> {
-    let (seller, csv) = q.parse(&s)?;
-    let l = read_ledger(&s, seller).await?;
-    if csv {
-        let names = names_of(&s, q.as_.as_deref()).await?;
-        return Ok(csv_response(ledger_csv(&l, &names)));
-    }
-    Ok(AppJson(LedgerInfo::of(&l)).into_response())
+    ledger_answer(&s, &q, LedgerInfo::of, ledger_csv).await
 }
 
 /// `GET /v1/payouts[?seller=HEX][&format=csv]`: what the seller owes, per participant and
@@ -314,13 +324,7 @@ pub async fn payouts_route(
     State(s): State<AppState>,
     AppQuery(q): AppQuery<LedgerQuery>,
 ) -> Result<Response, ApiError> {
-    let (seller, csv) = q.parse(&s)?;
-    let l = read_ledger(&s, seller).await?;
-    if csv {
-        let names = names_of(&s, q.as_.as_deref()).await?;
-        return Ok(csv_response(payouts_csv(&l, &names)));
-    }
-    Ok(AppJson(Payouts::of(&l)).into_response())
+    ledger_answer(&s, &q, Payouts::of, payouts_csv).await
 }
 
 /// `GET /v1/equivocations`
