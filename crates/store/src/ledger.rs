@@ -43,10 +43,14 @@ pub(crate) fn add(
     delta: [u128; 3],
     plus: bool,
 ) {
-    let k = line_key(&seller.0, &currency.0, &who.0);
+    apply(t, line_key(&seller.0, &currency.0, &who.0), delta, plus);
+}
+
+/// Adds (`plus`) or subtracts `delta` to the book line `k` (a ledger line or an offer's
+/// totals). Subtraction only takes back what was added, so it cannot go below zero.
+fn apply(t: &mut Txn<'_>, k: LineKey, delta: [u128; 3], plus: bool) {
     let mut s = t.line(&k);
     for (x, d) in s.iter_mut().zip(delta) {
-        // Subtraction only takes back what was added, so it cannot go below zero.
         *x = if plus {
             x.saturating_add(d)
         } else {
@@ -77,16 +81,7 @@ fn shares(rec: &PayoutRec) -> u128 {
 
 /// Adds (`plus`) or subtracts `delta` = (sales, revenue, shares) to an offer's totals.
 fn add_to_offer(t: &mut Txn<'_>, offer: &Id, delta: [u128; 3], plus: bool) {
-    let k = offer_line(offer);
-    let mut s = t.line(&k);
-    for (x, d) in s.iter_mut().zip(delta) {
-        *x = if plus {
-            x.saturating_add(d)
-        } else {
-            x.saturating_sub(d)
-        };
-    }
-    t.set_line(k, s);
+    apply(t, offer_line(offer), delta, plus);
 }
 
 /// An offer's totals over its counted receipts (refunded ones included): sales, revenue and
