@@ -185,7 +185,10 @@ impl Config {
                 .collect::<Result<_>>()?,
             mdns: self.mdns,
             relay_server: self.relay_server,
-            sync_interval: std::time::Duration::from_secs(self.sync_interval_secs),
+            policy: passalong_net::PolicyConfig {
+                sync_interval: std::time::Duration::from_secs(self.sync_interval_secs),
+                ..Default::default()
+            },
             ..passalong_net::NetConfig::default()
         })
     }

@@ -353,6 +353,22 @@ impl Body {
         }
     }
 
+    /// The market the body names itself: the seller of an offer, receipt, refund or
+    /// settlement, the connector of a community or membership. A referral, a purchase claim
+    /// and a membership's end name theirs only through the attestation they point to
+    /// (`None`).
+    pub fn market(&self) -> Option<PublicKey> {
+        match self {
+            Body::Offer(b) => Some(b.seller),
+            Body::Receipt(b) => Some(b.seller),
+            Body::Refund(b) => Some(b.seller),
+            Body::Settlement(b) => Some(b.seller),
+            Body::Community(b) => Some(b.connector),
+            Body::Membership(b) => Some(b.connector),
+            Body::Referral(_) | Body::PurchaseClaim(_) | Body::MembershipEnd(_) => None,
+        }
+    }
+
     /// When it was signed, by the author's clock.
     pub fn created_at_ms(&self) -> u64 {
         match self {

@@ -58,7 +58,10 @@ pub fn run(
                 .map(|b| b.parse())
                 .collect::<Result<_, _>>()?,
             mdns: false,
-            sync_interval: Duration::from_secs(3600),
+            policy: passalong_net::PolicyConfig {
+                sync_interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
             ..NetConfig::default()
         };
         let net = Network::start(seed, config, Arc::new(Nothing)).await?;

@@ -30,16 +30,22 @@ pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 /// connection DCUtR opens from each side (a QUIC simultaneous open makes two). With 2, the
 /// punched connections were refused as they opened, or each side refused the other's.
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Inbound connections in their handshake at once, from all addresses together (one IP may
+/// hold [`crate::ip_limits::MAX_PENDING_PER_IP`] of them).
+pub const MAX_PENDING_INCOMING: u32 = 128;
 
 /// Everything the node speaks, composed.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses handshakes beyond a few at once from one IP.
+    pub ip_limits: crate::ip_limits::Behaviour,
     /// Refuses connections beyond the configured limits.
     pub limits: connection_limits::Behaviour,
     /// Refuses banned and partitioned-off peers.
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
-    /// One topic per market.
-    pub gossipsub: gossipsub::Behaviour,
+    /// A fixed set of shard topics that markets map to; peers may subscribe to those only.
+    pub gossipsub:
+        gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>,
     /// Anti-entropy: reconciliation and fetches.
     pub sync: request_response::Behaviour<Codec>,
     /// Peers tell each other their addresses and protocols.
@@ -64,10 +70,12 @@ fn gossipsub_config() -> Result<gossipsub::Config, NetError> {
     gossipsub::ConfigBuilder::default()
         .heartbeat_interval(Duration::from_millis(500))
         // Attestations are self-authenticating: no gossipsub signatures, no author field, and
-        // the message id is the attestation id, so two publishers of one attestation agree.
+        // the message id is the attestation id (the hash of the envelope after the market
+        // key), so two publishers of one attestation agree.
         .validation_mode(gossipsub::ValidationMode::Anonymous)
         .message_id_fn(|m: &gossipsub::Message| {
-            gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+            let envelope = m.data.get(32..).unwrap_or_default();
+            gossipsub::MessageId::from(blake3::hash(envelope).as_bytes().to_vec())
         })
         // Nothing is forwarded before the protocol crate has validated it.
         .validate_messages()
@@ -104,7 +112,7 @@ pub fn build(
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
-        .with_max_pending_incoming(Some(64));
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -119,9 +127,10 @@ pub fn build(
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
-            let mut gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new_with_subscription_filter(
                 gossipsub::MessageAuthenticity::Anonymous,
                 gossipsub_config().map_err(|e| e.to_string())?,
+                gossipsub::WhitelistSubscriptionFilter(crate::market::all_topics().collect()),
             )?;
             gossipsub.with_peer_score(crate::scoring::params(), crate::scoring::thresholds())?;
             let sync = request_response::Behaviour::with_codec(
@@ -156,6 +165,7 @@ pub fn build(
                 r
             });
             Ok(Behaviour {
+                ip_limits: Default::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 blocked: allow_block_list::Behaviour::default(),
                 gossipsub,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
+use crate::policy::PolicyConfig;
+
 /// Network settings.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
@@ -20,18 +22,9 @@ pub struct NetConfig {
     pub relay_server: bool,
     /// Most established connections in total.
     pub max_connections: u32,
-    /// Dial peers found by Kademlia until this many are connected.
-    pub target_peers: usize,
-    /// Reconcile with one random peer this often (also on every new connection).
-    pub sync_interval: Duration,
-    /// Inbound sync requests per second a peer may make (burst: 10 seconds' worth).
-    pub requests_per_sec: f64,
-    /// Gossip messages per second a peer may send (burst: 10 seconds' worth).
-    pub messages_per_sec: f64,
-    /// A peer whose gossipsub score falls below this is disconnected and refused.
-    pub ban_score: f64,
-    /// How long a banned peer is refused.
-    pub ban_for: Duration,
+    /// Who is admitted and banned, when to reconcile, how fast peers, authors and this node
+    /// may go (the policy state machine's settings).
+    pub policy: PolicyConfig,
     /// Every connection is pinged this often, and closed when pings go unanswered for
     /// `ping_timeout`: a peer that vanished without closing its TCP connection (its host
     /// crashed, the network was cut) would otherwise count as connected for the ~15 minutes
@@ -56,12 +49,7 @@ impl Default for NetConfig {
             mdns: true,
             relay_server: false,
             max_connections: 256,
-            target_peers: 8,
-            sync_interval: Duration::from_secs(30),
-            requests_per_sec: 50.0,
-            messages_per_sec: 2_000.0,
-            ban_score: -30.0,
-            ban_for: Duration::from_secs(600),
+            policy: PolicyConfig::default(),
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(20),
         }

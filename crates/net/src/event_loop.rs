@@ -14,23 +14,26 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, kad, mdns, ping, relay, Multiaddr, PeerId, Swarm};
-use passalong_protocol::PublicKey;
+use passalong_protocol::limits::MAX_ENVELOPE_BYTES;
+use passalong_protocol::{validation, Attestation, PublicKey};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, Verdict};
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::config::NetConfig;
-use crate::rate::Bucket;
+use crate::policy::{Input, Output, Policy};
 use crate::sync::{Requester, Responder, SyncReport};
 use crate::wire::{Request, Response, Traffic};
 use crate::{market, scoring, NetError, NetInfo, NetStats, PeerInfo};
 
 /// Gossip messages stored together in one backend call (one flush).
 const INGEST_BATCH: usize = 512;
-/// Gossip messages waiting for validation beyond this are ignored: memory stays bounded
-/// under a flood.
-const MAX_QUEUED: usize = 8_192;
+/// Bytes of gossip waiting for validation beyond which more is ignored: memory stays bounded
+/// under a flood (messages longer than an envelope are refused before they are queued).
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// Parent fetches for pending gossip running at once.
 const MAX_PARENT_FETCHES: usize = 16;
 /// Relays a private node keeps a reservation with: one can go away.
@@ -64,7 +67,7 @@ pub(crate) enum Command {
 pub(crate) enum Internal {
     Ingested {
         batch: Vec<Incoming>,
-        result: Result<Vec<Verdict>, String>,
+        result: Result<Vec<Checked>, String>,
     },
     Respond {
         peer: PeerId,
@@ -97,8 +100,19 @@ struct Conn {
 pub(crate) struct Incoming {
     id: MessageId,
     source: PeerId,
+    /// The market the message names.
     market: PublicKey,
+    /// The envelope.
     data: Vec<u8>,
+    /// This node follows the market: the message is stored, not only checked.
+    followed: bool,
+}
+
+/// What checking one queued message found.
+pub(crate) struct Checked {
+    verdict: Verdict,
+    /// Its author, once it is known to be valid.
+    author: Option<PublicKey>,
 }
 
 pub(crate) struct EventLoop {
@@ -117,18 +131,14 @@ pub(crate) struct EventLoop {
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
     queue: Vec<Incoming>,
     ingesting: bool,
-    followed: HashSet<PublicKey>,
-    syncing: HashSet<PeerId>,
-    /// Peers to sync with again when their running session ends (a market was followed
-    /// after it started).
-    resync: HashSet<PeerId>,
+    /// Bytes held in `queue`.
+    queued_bytes: usize,
+    /// Who is admitted, penalised, banned; when to reconcile what; which shards to hold.
+    policy: Policy<PeerId>,
+    /// The policy's randomness (peer choices), seeded from the OS.
+    rng: ChaCha8Rng,
     parent_fetches: usize,
-    request_buckets: HashMap<PeerId, Bucket>,
-    message_buckets: HashMap<PeerId, Bucket>,
-    app_scores: HashMap<PeerId, f64>,
-    banned: HashMap<PeerId, Instant>,
     stats: NetStats,
-    last_sync: Instant,
     last_kad_bootstrap: Option<Instant>,
     /// Open connections per peer.
     connections: HashMap<PeerId, Vec<Conn>>,
@@ -162,6 +172,7 @@ impl EventLoop {
         metrics: Metrics,
     ) -> EventLoop {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let policy = Policy::new(config.policy.clone(), Instant::now());
         EventLoop {
             swarm,
             commands,
@@ -177,16 +188,11 @@ impl EventLoop {
             pending_requests: HashMap::new(),
             queue: Vec::new(),
             ingesting: false,
-            followed: HashSet::new(),
-            syncing: HashSet::new(),
-            resync: HashSet::new(),
+            queued_bytes: 0,
+            policy,
+            rng: ChaCha8Rng::from_entropy(),
             parent_fetches: 0,
-            request_buckets: HashMap::new(),
-            message_buckets: HashMap::new(),
-            app_scores: HashMap::new(),
-            banned: HashMap::new(),
             stats: NetStats::default(),
-            last_sync: Instant::now(),
             last_kad_bootstrap: None,
             connections: HashMap::new(),
             relay_candidates: HashMap::new(),
@@ -235,17 +241,53 @@ impl EventLoop {
         }
     }
 
-    fn follow(&mut self, m: PublicKey) {
-        if !self.followed.insert(m) {
-            return;
+    /// Runs the policy on `input` and carries out what it says; returns its answers to the
+    /// caller (serve or refuse, publish or defer, ignore a message).
+    fn policy(&mut self, input: Input<PeerId>) -> Vec<Output<PeerId>> {
+        let mut out = Vec::new();
+        self.policy
+            .handle(input, Instant::now(), &mut self.rng, &mut out);
+        for o in &out {
+            match o {
+                Output::SetAppScore(peer, score) => {
+                    debug!(%peer, score, "peer penalised");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(peer, *score as f64);
+                }
+                Output::Ban(peer, why) => {
+                    warn!(%peer, why, "peer banned and disconnected");
+                    self.stats.banned_total += 1;
+                    self.swarm.behaviour_mut().blocked.block_peer(*peer);
+                    let _ = self.swarm.disconnect_peer_id(*peer);
+                }
+                Output::Unban(peer) => {
+                    self.swarm.behaviour_mut().blocked.unblock_peer(*peer);
+                }
+                Output::StartSync(peer, markets) => self.start_sync(*peer, markets.clone()),
+                Output::Subscribe(shard) => {
+                    let topic = market::topic(*shard);
+                    let gs = &mut self.swarm.behaviour_mut().gossipsub;
+                    if let Err(e) = gs.subscribe(&topic) {
+                        warn!(shard, error = ?e, "cannot subscribe");
+                    }
+                    let _ = gs.set_topic_params(topic, scoring::topic_params());
+                }
+                Output::RedialBootstrap => {
+                    for addr in self.config.bootstrap.clone() {
+                        self.dial(addr);
+                    }
+                }
+                Output::DialMore(n) => self.dial_more(*n),
+                Output::IgnoreGossip
+                | Output::Serve
+                | Output::Refuse
+                | Output::Publish
+                | Output::Defer => {}
+            }
         }
-        let topic = market::topic(&m);
-        let gs = &mut self.swarm.behaviour_mut().gossipsub;
-        if let Err(e) = gs.subscribe(&topic) {
-            warn!(market = %m.to_hex(), error = ?e, "cannot subscribe");
-        }
-        let _ = gs.set_topic_params(topic, scoring::topic_params());
-        debug!(market = %m.to_hex(), "following market");
+        out
     }
 
     fn refresh_markets(&self) {
@@ -260,23 +302,27 @@ impl EventLoop {
         match c {
             Command::Follow(m) => {
                 // A market followed on request is caught up at once from a few peers.
-                if !self.followed.contains(&m) {
-                    self.follow(m);
-                    let peers: Vec<PeerId> =
-                        self.swarm.connected_peers().take(3).copied().collect();
-                    for p in peers {
-                        self.start_sync(p);
-                    }
-                }
+                self.policy(Input::Follow {
+                    markets: vec![m],
+                    urgent: true,
+                });
             }
             Command::Publish { market, envelope } => {
-                self.follow(market);
-                let len = envelope.len() as u64;
+                if !self
+                    .policy(Input::Publish(market))
+                    .contains(&Output::Publish)
+                {
+                    // Over this node's publishing pace: anti-entropy will carry it.
+                    self.stats.deferred += 1;
+                    return;
+                }
+                let data = market::frame(&market, &envelope);
+                let len = data.len() as u64;
                 match self
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .publish(market::topic(&market), envelope)
+                    .publish(market::topic(market::shard(&market)), data)
                 {
                     Ok(_) => {
                         self.stats.published += 1;
@@ -299,10 +345,11 @@ impl EventLoop {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
             Command::Unblock(peer) => {
-                self.banned.remove(&peer);
-                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                self.policy(Input::Unban(peer));
             }
-            Command::Sync(peer) => self.start_sync(peer),
+            Command::Sync(peer) => {
+                self.policy(Input::SyncNow(peer));
+            }
             Command::Info(reply) => {
                 let _ = reply.send(self.info());
             }
@@ -332,14 +379,13 @@ impl EventLoop {
             })
             .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        let mut markets: Vec<String> = self.followed.iter().map(|m| m.to_hex()).collect();
-        markets.sort();
+        let markets: Vec<String> = self.policy.followed().iter().map(|m| m.to_hex()).collect();
         let mut stats = self.stats.clone();
         stats.bytes_in = self.traffic.bytes_in.load(Ordering::Relaxed);
         stats.bytes_out = self.traffic.bytes_out.load(Ordering::Relaxed);
-        stats.syncing = self.syncing.len();
+        stats.syncing = self.policy.syncing();
         stats.queued = self.queue.len();
-        let mut banned: Vec<String> = self.banned.keys().map(|p| p.to_string()).collect();
+        let mut banned: Vec<String> = self.policy.banned().map(|p| p.to_string()).collect();
         banned.sort();
         let mut relays: Vec<String> = self.reserved.iter().map(|p| p.to_string()).collect();
         relays.sort();
@@ -363,57 +409,24 @@ impl EventLoop {
 
     fn on_tick(&mut self, ticks: u64) {
         let now = Instant::now();
-        // Bans expire.
-        let expired: Vec<PeerId> = self
-            .banned
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let scores: Vec<(PeerId, f64)> = connected
             .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(p, _)| *p)
+            .filter_map(|p| Some((*p, self.swarm.behaviour().gossipsub.peer_score(p)?)))
             .collect();
-        for p in expired {
-            self.banned.remove(&p);
-            self.swarm.behaviour_mut().blocked.unblock_peer(p);
+        for (p, s) in scores {
+            self.policy(Input::GossipScore(p, s));
         }
-        // Peers scored below the ban line are dropped.
-        let low: Vec<PeerId> = self
-            .swarm
-            .connected_peers()
-            .filter(|p| {
-                self.swarm
-                    .behaviour()
-                    .gossipsub
-                    .peer_score(p)
-                    .is_some_and(|s| s < self.config.ban_score)
-            })
-            .copied()
-            .collect();
-        for p in low {
-            self.ban(p, "gossip score below the ban line");
-        }
-        // Application penalties fade slowly.
-        for s in self.app_scores.values_mut() {
-            *s *= 0.98;
-        }
+        let count = connected.len();
+        self.policy(Input::Tick { connected });
         if ticks.is_multiple_of(5) {
             self.refresh_markets();
-        }
-        let connected = self.swarm.connected_peers().count();
-        // Alone: try the bootstrap peers again every 10 s (they may have been down).
-        if connected == 0 && ticks.is_multiple_of(10) {
-            for addr in self.config.bootstrap.clone() {
-                self.dial(addr);
-            }
-        }
-        if connected < self.config.target_peers {
-            self.dial_more(self.config.target_peers - connected);
-        }
-        if ticks.is_multiple_of(5) {
             self.reserve_relays();
             self.retry_hole_punching(now);
         }
         // Short of peers, look for more often: a peer behind NAT becomes reachable only once
         // its relay address has spread.
-        let every = if connected < self.config.target_peers {
+        let every = if count < self.config.policy.target_peers {
             Duration::from_secs(10)
         } else {
             Duration::from_secs(60)
@@ -421,19 +434,9 @@ impl EventLoop {
         let bootstrap_due = self
             .last_kad_bootstrap
             .is_none_or(|t| now.duration_since(t) > every);
-        if connected > 0 && bootstrap_due {
+        if count > 0 && bootstrap_due {
             self.last_kad_bootstrap = Some(now);
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
-        }
-        if now.duration_since(self.last_sync) >= self.config.sync_interval && connected > 0 {
-            self.last_sync = now;
-            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos() as usize);
-            if let Some(p) = peers.get(nanos % peers.len()) {
-                self.start_sync(*p);
-            }
         }
     }
 
@@ -450,7 +453,7 @@ impl EventLoop {
             }
         }
         for p in candidates.into_iter().take(want) {
-            if !self.banned.contains_key(&p) {
+            if !self.policy.is_banned(&p) {
                 let _ = self.swarm.dial(p);
             }
         }
@@ -467,7 +470,7 @@ impl EventLoop {
         let wanted: Vec<(PeerId, Multiaddr)> = self
             .relay_candidates
             .iter()
-            .filter(|(p, _)| !self.reservations.contains_key(p) && !self.banned.contains_key(p))
+            .filter(|(p, _)| !self.reservations.contains_key(p) && !self.policy.is_banned(p))
             .take(WANTED_RELAYS.saturating_sub(self.reservations.len()))
             .map(|(p, (a, _))| (*p, a.clone()))
             .collect();
@@ -575,17 +578,7 @@ impl EventLoop {
         }
     }
 
-    fn start_sync(&mut self, peer: PeerId) {
-        if self.banned.contains_key(&peer) {
-            return;
-        }
-        if !self.syncing.insert(peer) {
-            // A session runs with the markets of its start: run again when it ends.
-            self.resync.insert(peer);
-            return;
-        }
-        let mut markets: Vec<PublicKey> = self.followed.iter().copied().collect();
-        markets.sort();
+    fn start_sync(&mut self, peer: PeerId, markets: Vec<PublicKey>) {
         let req = self.requester.clone();
         let backend = self.backend.clone();
         let tx = self.internal_tx.clone();
@@ -595,30 +588,8 @@ impl EventLoop {
         });
     }
 
-    fn penalise(&mut self, peer: PeerId, why: &str) {
-        let s = self.app_scores.entry(peer).or_insert(0.0);
-        *s += scoring::APP_PENALTY;
-        let score = *s;
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .set_application_score(&peer, score);
-        debug!(%peer, score, why, "peer penalised");
-        if score <= self.config.ban_score {
-            self.ban(peer, why);
-        }
-    }
-
-    fn ban(&mut self, peer: PeerId, why: &str) {
-        if self.banned.contains_key(&peer) {
-            return;
-        }
-        warn!(%peer, why, "peer banned and disconnected");
-        self.stats.banned_total += 1;
-        self.banned
-            .insert(peer, Instant::now() + self.config.ban_for);
-        self.swarm.behaviour_mut().blocked.block_peer(peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
+    fn penalise(&mut self, peer: PeerId, why: &'static str) {
+        self.policy(Input::Offence(peer, why));
     }
 
     fn on_internal(&mut self, i: Internal) {
@@ -644,10 +615,7 @@ impl EventLoop {
                     .send_response(channel, response);
             }
             Internal::SyncDone { peer, result } => {
-                self.syncing.remove(&peer);
-                if self.resync.remove(&peer) && self.swarm.is_connected(&peer) {
-                    self.start_sync(peer);
-                }
+                self.policy(Input::SyncEnded(peer));
                 match result {
                     Ok(r) => {
                         self.stats.syncs_done += 1;
@@ -676,28 +644,49 @@ impl EventLoop {
                     }
                 }
             }
-            Internal::Markets(ms) => {
-                for m in ms {
-                    self.follow(m);
-                }
+            Internal::Markets(markets) => {
+                self.policy(Input::Follow {
+                    markets,
+                    urgent: false,
+                });
             }
         }
     }
 
-    fn on_ingested(&mut self, batch: Vec<Incoming>, result: Result<Vec<Verdict>, String>) {
-        let verdicts = match result {
+    fn on_ingested(&mut self, batch: Vec<Incoming>, result: Result<Vec<Checked>, String>) {
+        let checked = match result {
             Ok(v) => v,
             Err(e) => {
                 warn!(error = %e, "storing gossip failed");
-                vec![Verdict::Duplicate; batch.len()]
+                batch
+                    .iter()
+                    .map(|_| Checked {
+                        verdict: Verdict::Duplicate,
+                        author: None,
+                    })
+                    .collect()
             }
         };
         let mut wanted: HashMap<PeerId, Vec<passalong_protocol::Id>> = HashMap::new();
-        for (m, v) in batch.into_iter().zip(verdicts) {
-            let acceptance = match v {
+        for (m, c) in batch.into_iter().zip(checked) {
+            let acceptance = match c.verdict {
                 Verdict::Valid { market } if market == Some(m.market) => {
-                    self.stats.gossip_accepted += 1;
-                    MessageAcceptance::Accept
+                    let over = c.author.is_some_and(|author| {
+                        self.policy(Input::Authored {
+                            peer: m.source,
+                            author,
+                        })
+                        .contains(&Output::IgnoreGossip)
+                    });
+                    if over {
+                        // Over its author's budget: kept (if followed), not forwarded.
+                        self.stats.gossip_ignored += 1;
+                        self.stats.author_budget_dropped += 1;
+                        MessageAcceptance::Ignore
+                    } else {
+                        self.stats.gossip_accepted += 1;
+                        MessageAcceptance::Accept
+                    }
                 }
                 Verdict::Valid { .. } => {
                     // Valid, but on another market's topic: stored, not forwarded.
@@ -748,12 +737,12 @@ impl EventLoop {
         }
         let n = self.queue.len().min(INGEST_BATCH);
         let batch: Vec<Incoming> = self.queue.drain(..n).collect();
+        self.queued_bytes -= batch.iter().map(|m| m.data.len()).sum::<usize>();
         self.ingesting = true;
         let backend = self.backend.clone();
         let tx = self.internal_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let envelopes: Vec<Vec<u8>> = batch.iter().map(|m| m.data.clone()).collect();
-            let result = backend.ingest(&envelopes);
+            let result = check(&*backend, &batch);
             let _ = tx.send(Internal::Ingested { batch, result });
         });
     }
@@ -763,44 +752,57 @@ impl EventLoop {
         self.traffic
             .bytes_in
             .fetch_add(message.data.len() as u64, Ordering::Relaxed);
-        let gs = &mut self.swarm.behaviour_mut().gossipsub;
-        let Some(m) = market::market_of(&message.topic) else {
-            gs.report_message_validation_result(&id, &source, MessageAcceptance::Reject);
-            self.stats.gossip_rejected += 1;
-            return;
-        };
-        let rate = self.config.messages_per_sec;
-        let allowed = self
-            .message_buckets
-            .entry(source)
-            .or_insert_with(|| Bucket::new(rate, rate * 10.0))
-            .take(1.0, Instant::now());
-        if !allowed || self.queue.len() >= MAX_QUEUED {
-            gs.report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
-            self.stats.gossip_ignored += 1;
-            if !allowed {
-                self.penalise(source, "gossip flood");
+        let admitted = self.admit(source, &message);
+        match admitted {
+            Ok((market, envelope)) => {
+                self.queued_bytes += envelope.len();
+                self.queue.push(Incoming {
+                    id,
+                    source,
+                    market,
+                    followed: self.policy.follows(&market),
+                    data: envelope,
+                });
+                self.maybe_ingest();
             }
-            return;
+            Err(acceptance) => {
+                if acceptance == MessageAcceptance::Reject {
+                    self.stats.gossip_rejected += 1;
+                } else {
+                    self.stats.gossip_ignored += 1;
+                }
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
         }
-        self.queue.push(Incoming {
-            id,
-            source,
-            market: m,
-            data: message.data,
-        });
-        self.maybe_ingest();
+    }
+
+    /// What can be decided about a message before it is checked: its shape, its sender's
+    /// rate, room in the queue. Rejected shapes cost the sender through gossipsub's score.
+    fn admit(
+        &mut self,
+        source: PeerId,
+        message: &gossipsub::Message,
+    ) -> Result<(PublicKey, Vec<u8>), MessageAcceptance> {
+        let shard = market::shard_of(&message.topic).ok_or(MessageAcceptance::Reject)?;
+        let (m, envelope) = market::unframe(&message.data).ok_or(MessageAcceptance::Reject)?;
+        if market::shard(&m) != shard || envelope.len() > MAX_ENVELOPE_BYTES {
+            return Err(MessageAcceptance::Reject);
+        }
+        if self
+            .policy(Input::Gossip(source))
+            .contains(&Output::IgnoreGossip)
+            || self.queued_bytes + envelope.len() > MAX_QUEUED_BYTES
+        {
+            return Err(MessageAcceptance::Ignore);
+        }
+        Ok((m, envelope.to_vec()))
     }
 
     fn on_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
-        let rate = self.config.requests_per_sec;
-        let allowed = self
-            .request_buckets
-            .entry(peer)
-            .or_insert_with(|| Bucket::new(rate, rate * 10.0))
-            .take(1.0, Instant::now());
-        if !allowed {
-            self.ban(peer, "sync request rate exceeded");
+        if !self.policy(Input::Request(peer)).contains(&Output::Serve) {
             return;
         }
         let responder = self.responder.clone();
@@ -872,7 +874,7 @@ impl EventLoop {
                     addr,
                 });
                 if num_established.get() == 1 {
-                    self.start_sync(peer_id);
+                    self.policy(Input::Connected(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -889,7 +891,7 @@ impl EventLoop {
                 // A punched connection that dies (a NAT mapping gone, a network change) leaves
                 // the peer on the relay, and DCUtR does not run again on that connection.
                 let direct_lost = !endpoint.is_relayed()
-                    && !self.banned.contains_key(&peer_id)
+                    && !self.policy.is_banned(&peer_id)
                     && self
                         .connections
                         .get(&peer_id)
@@ -909,8 +911,7 @@ impl EventLoop {
                     self.connections.remove(&peer_id);
                     self.relay_candidates.remove(&peer_id);
                     self.mappings_tried.retain(|(p, _)| *p != peer_id);
-                    self.request_buckets.remove(&peer_id);
-                    self.message_buckets.remove(&peer_id);
+                    self.policy(Input::Disconnected(peer_id));
                 }
             }
             // A connection a behaviour refuses once it is established (e.g. over the per-peer
@@ -1017,7 +1018,7 @@ impl EventLoop {
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);
-                    if !self.swarm.is_connected(&peer) && !self.banned.contains_key(&peer) {
+                    if !self.swarm.is_connected(&peer) && !self.policy.is_banned(&peer) {
                         let _ = self.swarm.dial(peer);
                     }
                 }
@@ -1029,9 +1030,9 @@ impl EventLoop {
                 | kad::Event::PendingRoutablePeer { peer, address },
             ) => {
                 let connected = self.swarm.connected_peers().count();
-                if connected < self.config.target_peers
+                if connected < self.config.policy.target_peers
                     && !self.swarm.is_connected(&peer)
-                    && !self.banned.contains_key(&peer)
+                    && !self.policy.is_banned(&peer)
                 {
                     let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                         .addresses(vec![address])
@@ -1096,6 +1097,53 @@ impl EventLoop {
             _ => {}
         }
     }
+}
+
+/// Checks a batch of gossip off the loop: messages of followed markets are stored (the store
+/// validates them), the others are only checked statelessly (decoding, limits, signatures)
+/// and, when their body names a market, that it is the one the message names. Valid ones
+/// carry their author for the per-author budget.
+fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, String> {
+    let followed: Vec<Vec<u8>> = batch
+        .iter()
+        .filter(|m| m.followed)
+        .map(|m| m.data.clone())
+        .collect();
+    let mut stored = backend.ingest(&followed)?.into_iter();
+    let others: Vec<&[u8]> = batch
+        .iter()
+        .filter(|m| !m.followed)
+        .map(|m| m.data.as_slice())
+        .collect();
+    let mut checked = validation::check_batch(&others).into_iter();
+    let author = |data: &[u8]| Attestation::decode(data).ok().map(|a| a.body.author());
+    Ok(batch
+        .iter()
+        .map(|m| {
+            let verdict = if m.followed {
+                stored.next().unwrap_or(Verdict::Duplicate)
+            } else {
+                match checked.next() {
+                    Some(Ok(a)) => match a.body.market() {
+                        Some(named) if named != m.market => Verdict::Invalid {
+                            reason: "wrong_market".into(),
+                        },
+                        _ => Verdict::Valid {
+                            market: Some(m.market),
+                        },
+                    },
+                    Some(Err(e)) => Verdict::Invalid {
+                        reason: e.code().into(),
+                    },
+                    None => Verdict::Duplicate,
+                }
+            };
+            let author = matches!(verdict, Verdict::Valid { .. })
+                .then(|| author(&m.data))
+                .flatten();
+            Checked { verdict, author }
+        })
+        .collect())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -3,7 +3,7 @@
 //! One libp2p [`Swarm`](libp2p::Swarm) with one composed behaviour ([`behaviour::Behaviour`]):
 //! TCP and QUIC with noise and yamux, identify, ping, Kademlia, mDNS, relay v2 (client, and
 //! server on community nodes), DCUtR, AutoNAT, connection limits and a block list; gossipsub
-//! with one topic per market; and `/passalong/sync/1`, a request-response protocol for
+//! with a fixed set of shard topics that markets map to; and `/passalong/sync/1`, a request-response protocol for
 //! anti-entropy (set reconciliation with `passalong-reconcile`, then batched body fetches).
 //!
 //! As in rust-libp2p's examples, a single task owns the swarm ([`event_loop`]); the node talks
@@ -18,7 +18,9 @@ pub mod backend;
 pub mod behaviour;
 pub mod config;
 mod event_loop;
+pub mod ip_limits;
 pub mod market;
+pub mod policy;
 pub mod rate;
 pub mod scoring;
 pub mod sync;
@@ -38,6 +40,7 @@ pub use backend::{Backend, Verdict};
 pub use config::NetConfig;
 pub use libp2p::metrics::Registry;
 pub use libp2p::{multiaddr, Multiaddr as Addr, PeerId};
+pub use policy::PolicyConfig;
 
 use event_loop::{Command, EventLoop};
 
@@ -99,6 +102,10 @@ pub struct NetStats {
     pub syncing: usize,
     /// Gossip messages waiting for validation.
     pub queued: usize,
+    /// Own attestations left to anti-entropy: over this node's publishing pace.
+    pub deferred: u64,
+    /// Valid gossip not forwarded: its author over the per-author budget.
+    pub author_budget_dropped: u64,
     /// Peers banned since start.
     pub banned_total: u64,
     /// Payload bytes received (gossip messages and sync streams).
@@ -120,7 +127,7 @@ pub struct PeerInfo {
     pub peer_id: String,
     /// Its gossipsub score, as this node sees it.
     pub score: Option<f64>,
-    /// How many market topics it subscribes to.
+    /// How many shard topics it subscribes to (markets map to a fixed set of them).
     pub markets: usize,
     /// The address of a connection to it (a direct one when there is one).
     pub addr: String,

@@ -1,20 +1,62 @@
-//! One gossipsub topic per market: `passalong/v1/market/<hex key>`, the key being the seller's
-//! (or, for community attestations, the connector's).
+//! Markets travel on a fixed number of shard topics, `passalong/v2/shard/<n>`: a node's
+//! subscriptions do not grow with the markets it follows (gossipsub peers refuse more than
+//! a hundred topics from one peer by default, and a subscription frame of 700 market topics
+//! is over the frame limit). Each gossip message names its market in front of the envelope,
+//! so a node drops other markets' messages of its shards after checking them statelessly,
+//! and forwards the valid ones.
 
 use libp2p::gossipsub::{IdentTopic, TopicHash};
 use passalong_protocol::PublicKey;
 
-const PREFIX: &str = "passalong/v1/market/";
+const PREFIX: &str = "passalong/v2/shard/";
+/// Shard topics. A node following one market receives `1/SHARDS` of the network's gossip; one
+/// following more than a few hundred receives nearly all of it (see `docs/network.md`).
+pub const SHARDS: u16 = 64;
 
-/// The topic of a market.
-pub fn topic(market: &PublicKey) -> IdentTopic {
-    IdentTopic::new(format!("{PREFIX}{}", market.to_hex()))
+/// A shard number, below [`SHARDS`].
+pub type Shard = u16;
+
+/// The shard a market travels on: the first two bytes of the blake3 hash of its key.
+pub fn shard(market: &PublicKey) -> Shard {
+    let h = blake3::hash(&market.0);
+    u16::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1]]) % SHARDS
 }
 
-/// The market a topic names, if it is one of ours.
-pub fn market_of(topic: &TopicHash) -> Option<PublicKey> {
-    let hex = topic.as_str().strip_prefix(PREFIX)?;
-    PublicKey::from_hex(hex).ok()
+/// The topic of a shard.
+pub fn topic(shard: Shard) -> IdentTopic {
+    IdentTopic::new(format!("{PREFIX}{shard}"))
+}
+
+/// The shard a topic names, if it is one of ours.
+pub fn shard_of(topic: &TopicHash) -> Option<Shard> {
+    let n: Shard = topic.as_str().strip_prefix(PREFIX)?.parse().ok()?;
+    (n < SHARDS && topic.as_str() == topic_name(n)).then_some(n)
+}
+
+fn topic_name(shard: Shard) -> String {
+    format!("{PREFIX}{shard}")
+}
+
+/// Every shard topic: what a peer may subscribe to.
+pub fn all_topics() -> impl Iterator<Item = TopicHash> {
+    (0..SHARDS).map(|s| topic(s).hash())
+}
+
+/// A gossip message: the market's key, then the envelope.
+pub fn frame(market: &PublicKey, envelope: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + envelope.len());
+    out.extend_from_slice(&market.0);
+    out.extend_from_slice(envelope);
+    out
+}
+
+/// The market and envelope of a gossip message; `None` if it is too short to hold both.
+pub fn unframe(data: &[u8]) -> Option<(PublicKey, &[u8])> {
+    if data.len() <= 32 {
+        return None;
+    }
+    let (m, e) = data.split_at(32);
+    Some((PublicKey(m.try_into().ok()?), e))
 }
 
 #[cfg(test)]
@@ -23,12 +65,35 @@ mod tests {
 
     #[test]
     fn topic_round_trip() {
-        let pk = PublicKey([3; 32]);
-        assert_eq!(market_of(&topic(&pk).hash()), Some(pk));
-        assert_eq!(market_of(&IdentTopic::new("other").hash()), None);
-        assert_eq!(
-            market_of(&IdentTopic::new("passalong/v1/market/zz").hash()),
-            None
-        );
+        for s in [0, 1, SHARDS - 1] {
+            assert_eq!(shard_of(&topic(s).hash()), Some(s));
+        }
+        for bad in [
+            "other",
+            "passalong/v2/shard/64",
+            "passalong/v2/shard/01",
+            "passalong/v2/shard/x",
+        ] {
+            assert_eq!(shard_of(&IdentTopic::new(bad).hash()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn shards_spread_markets() {
+        let mut counts = [0u32; SHARDS as usize];
+        for i in 0..6_400u32 {
+            let m = PublicKey(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            counts[shard(&m) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (50..150).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn frames_round_trip_and_short_ones_are_refused() {
+        let m = PublicKey([7; 32]);
+        let f = frame(&m, b"envelope");
+        assert_eq!(unframe(&f), Some((m, &b"envelope"[..])));
+        assert_eq!(unframe(&f[..32]), None);
+        assert_eq!(unframe(&[]), None);
     }
 }

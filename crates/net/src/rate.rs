@@ -1,4 +1,4 @@
-//! Per-peer token buckets: a peer that asks faster than the limit is dropped.
+//! Token buckets: a peer, an author or this node itself may go this fast and no faster.
 
 use std::time::Instant;
 
@@ -12,11 +12,11 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A full bucket.
-    pub fn new(rate: f64, burst: f64) -> Bucket {
+    /// A full bucket at `now`.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Bucket {
         Bucket {
             tokens: burst,
-            last: Instant::now(),
+            last: now,
             rate,
             burst,
         }
@@ -25,7 +25,7 @@ impl Bucket {
     /// Takes `n` tokens if there are enough.
     pub fn take(&mut self, n: f64, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        self.last = self.last.max(now);
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
         if self.tokens >= n {
             self.tokens -= n;
@@ -33,6 +33,11 @@ impl Bucket {
         } else {
             false
         }
+    }
+
+    /// When it was last used.
+    pub fn last(&self) -> Instant {
+        self.last
     }
 }
 
@@ -44,7 +49,7 @@ mod tests {
     #[test]
     fn refills_at_rate() {
         let t0 = Instant::now();
-        let mut b = Bucket::new(10.0, 5.0);
+        let mut b = Bucket::new(10.0, 5.0, t0);
         for _ in 0..5 {
             assert!(b.take(1.0, t0));
         }

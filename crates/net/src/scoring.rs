@@ -14,7 +14,7 @@ use std::time::Duration;
 use libp2p::gossipsub::{PeerScoreParams, PeerScoreThresholds, TopicScoreParams};
 
 /// P4 weight per (squared) invalid message: 2 invalid messages (−40) pass the ban line of −30
-/// (`NetConfig::ban_score`), which is above the graylist threshold (−40) on purpose: a
+/// (`PolicyConfig::ban_score`), which is above the graylist threshold (−40) on purpose: a
 /// graylisted peer's messages are dropped unseen, so its score would stop falling.
 pub const INVALID_MESSAGE_WEIGHT: f64 = -10.0;
 /// Application-score penalty per sync-protocol offence (weight 1).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use passalong_net::{Backend, NetConfig, Network, Verdict};
+use passalong_net::{Backend, NetConfig, Network, PolicyConfig, Verdict};
 use passalong_protocol::attestation::Body;
 use passalong_protocol::{Attestation, Id, Outcome, PublicKey, Rule, State};
 
@@ -112,7 +112,10 @@ fn config(bootstrap: Vec<passalong_net::Addr>, sync_secs: u64) -> NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap,
         mdns: false,
-        sync_interval: Duration::from_secs(sync_secs),
+        policy: PolicyConfig {
+            sync_interval: Duration::from_secs(sync_secs),
+            ..PolicyConfig::default()
+        },
         ..NetConfig::default()
     }
 }
@@ -322,7 +325,10 @@ async fn nodes_talk_over_quic_too() {
         listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
         bootstrap,
         mdns: false,
-        sync_interval: Duration::from_secs(2),
+        policy: PolicyConfig {
+            sync_interval: Duration::from_secs(2),
+            ..PolicyConfig::default()
+        },
         ..NetConfig::default()
     };
     let ab = Arc::new(MemBackend::default());
@@ -348,11 +354,25 @@ async fn a_flood_of_valid_messages_is_bounded_and_its_sender_dropped() {
     let market = seller.public();
     let ab = Arc::new(MemBackend::default());
     let limited = NetConfig {
-        messages_per_sec: 500.0, // burst 5,000
+        policy: PolicyConfig {
+            messages_per_sec: 500.0, // burst 5,000
+            sync_interval: Duration::from_secs(3600),
+            ..PolicyConfig::default()
+        },
         ..config(vec![], 3600)
     };
     let a = Network::start([51; 32], limited, ab.clone()).await.unwrap();
-    let (f, fb) = node_syncing_every(52, vec![addr_of(&a).await], 3600).await;
+    // A hostile node does not pace what it publishes.
+    let unpaced = NetConfig {
+        policy: PolicyConfig {
+            publish_per_sec: 1e9,
+            sync_interval: Duration::from_secs(3600),
+            ..PolicyConfig::default()
+        },
+        ..config(vec![addr_of(&a).await], 3600)
+    };
+    let fb = Arc::new(MemBackend::default());
+    let f = Network::start([52; 32], unpaced, fb.clone()).await.unwrap();
     a.follow(market).await.unwrap();
     f.follow(market).await.unwrap();
     let offer = offer(&seller, policy(Rule::Equal, 1_000), T0);
@@ -390,6 +410,39 @@ async fn a_flood_of_valid_messages_is_bounded_and_its_sender_dropped() {
         info.stats
     );
     assert!(ab.len() <= 5_001 + 512, "stored {}", ab.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_bulk_publish_is_paced_not_banned_and_the_rest_arrives_by_sync() {
+    let seller = key(1);
+    let market = seller.public();
+    let (a, ab) = node_syncing_every(61, vec![], 2).await;
+    let (f, fb) = node_syncing_every(62, vec![addr_of(&a).await], 3600).await;
+    a.follow(market).await.unwrap();
+    f.follow(market).await.unwrap();
+    let offer = offer(&seller, policy(Rule::Equal, 1_000), T0);
+    ab.add(&offer);
+    fb.add(&offer);
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // the mesh forms
+                                                            // As `passalong import` of a large bundle does: stored, then handed to the network.
+    let bulk: Vec<Attestation> = (0..30_000u64)
+        .map(|i| refer(&key((i % 250) as u8 + 2), &offer, None, T0 + 1 + i))
+        .collect();
+    for r in &bulk {
+        fb.add(r);
+    }
+    for r in &bulk {
+        f.publish(market, r.bytes.clone()).await.unwrap();
+    }
+    let info = f.info().await.unwrap();
+    assert!(info.stats.deferred >= 25_000, "{:?}", info.stats);
+    eventually("every referral to reach the peer", 90, || {
+        ab.len() == bulk.len() + 1
+    })
+    .await;
+    let info = a.info().await.unwrap();
+    assert!(info.banned.is_empty(), "{:?}", info.banned);
+    assert_eq!(info.stats.banned_total, 0);
 }
 
 /// Forwards TCP connections from a local port to `to` until `frozen` is set; then it stops
@@ -497,4 +550,42 @@ async fn a_connection_to_a_vanished_peer_is_closed() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_from_one_host_do_not_lock_out_new_peers() {
+    let (a, _ab) = node(71, vec![]).await;
+    let a_addr = addr_of(&a).await;
+    let port = a_addr
+        .iter()
+        .find_map(|p| match p {
+            passalong_net::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    // 100 TCP connections from another loopback address that never start a handshake.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(s) = socket.connect(([127, 0, 0, 1], port).into()).await {
+            held.push(s);
+        }
+    }
+    assert!(held.len() >= 90, "{} held", held.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new peer from another address still gets in, well before the handshakes time out.
+    let (b, _bb) = node(72, vec![a_addr]).await;
+    eventually("the new peer to connect", 4, || {
+        futures_lite_block(b.info()).is_some_and(|i| !i.peers.is_empty())
+    })
+    .await;
+    drop(held);
+}
+
+/// Polls a future once it is ready; the network answers info within a few milliseconds.
+fn futures_lite_block<T>(
+    f: impl std::future::Future<Output = Result<T, passalong_net::NetError>>,
+) -> Option<T> {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f)).ok()
 }
