@@ -3,6 +3,8 @@
 
 use passalong_protocol::{Id, PublicKey};
 
+use crate::wire::Digest;
+
 /// What became of one envelope handed to [`Backend::ingest`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -33,6 +35,12 @@ pub trait Backend: Send + Sync + 'static {
     fn markets(&self) -> Vec<PublicKey>;
     /// A market's valid attestations as `(created_at_ms, id)`, in any order.
     fn items(&self, market: &PublicKey) -> Result<Vec<(u64, Id)>, String>;
+    /// The digest of a market's valid attestation ids (a store may keep it up to date
+    /// instead of reading the market).
+    fn digest(&self, market: &PublicKey) -> Result<Digest, String> {
+        let items = self.items(market)?;
+        Ok(Digest::of(items.iter().map(|(_, id)| &id.0)))
+    }
     /// The envelopes held among `ids` (unknown ones are skipped).
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>>;
     /// Validates and stores envelopes durably; one verdict per envelope, in order.

@@ -1,6 +1,9 @@
-//! Anti-entropy: one side reconciles a market's `(created_at, id)` set with a peer through
-//! `passalong-reconcile`, then fetches the missing bodies in batches and stores them (the
-//! backend verifies each batch together). The other side answers statelessly.
+//! Anti-entropy: one side asks a peer which of its markets' sets differ (digests of up to
+//! 1,024 markets per request), reconciles those through `passalong-reconcile` — small
+//! markets up to 128 per request, large ones alone with the whole message budget — then
+//! fetches the missing bodies in batches and stores them (the backend verifies each batch
+//! together). The other side answers statelessly. A node following 10,000 markets that
+//! agree with its peer's costs ten requests, not ten thousand.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,22 +16,38 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, Verdict};
 use crate::event_loop::Command;
-use crate::wire::{Request, Response, MAX_FETCH_IDS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use crate::wire::{
+    Digest, Request, Response, MAX_DIGEST_MARKETS, MAX_FETCH_IDS, MAX_RECONCILE_MARKETS,
+    MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+};
 use crate::NetError;
 
 /// A reconciliation that has not ended after this many round trips is abandoned. Messages
-/// are chunked to the request limit (about 130,000 ids each), so this covers differences of
-/// several million attestations.
+/// of a market reconciled alone are chunked to the request limit (about 130,000 ids each),
+/// so this covers differences of several million attestations.
 pub const MAX_ROUNDS: usize = 64;
+/// A market with more items than this on either side is reconciled alone, with the whole
+/// message budget; smaller ones share a request.
+pub const SOLO_ITEMS: u64 = 4_000;
 /// How long a responder reuses a market's sorted set before reading it again.
 const STORAGE_TTL: Duration = Duration::from_secs(1);
+/// Most market sets a responder keeps at once (each read at most `STORAGE_TTL` ago).
+const MAX_CACHED_MARKETS: usize = 256;
 /// Parents are fetched this many levels up at most (a chain is at most 64 hops).
 const MAX_PARENT_LEVELS: usize = 70;
 
-fn reconcile_config() -> ReconcileConfig {
+/// The reconciliation message budget of each market in a request carrying `n` of them.
+/// Both sides derive it from the request, so they agree: the whole budget for a market
+/// alone, an equal share of it for a batch.
+fn reconcile_config(n: usize) -> ReconcileConfig {
+    // Room for the market keys and postcard framing around the reconcile messages.
+    let whole = MAX_REQUEST_BYTES.min(MAX_RESPONSE_BYTES) - 64 * 1024;
     ReconcileConfig {
-        // Room for the market key and postcard framing around the reconcile message.
-        max_message_size: MAX_REQUEST_BYTES.min(MAX_RESPONSE_BYTES) - 1024,
+        max_message_size: if n <= 1 {
+            whole
+        } else {
+            whole / MAX_RECONCILE_MARKETS
+        },
         ..ReconcileConfig::default()
     }
 }
@@ -79,57 +98,118 @@ pub(crate) async fn session(
     markets: Vec<PublicKey>,
 ) -> Result<SyncReport, NetError> {
     let mut report = SyncReport::default();
-    for market in markets {
+    for chunk in markets.chunks(MAX_DIGEST_MARKETS) {
         let b = backend.clone();
-        let items = tokio::task::spawn_blocking(move || b.items(&market))
-            .await
-            .map_err(|e| NetError::Backend(e.to_string()))?
-            .map_err(NetError::Backend)?;
-        let need = reconcile_market(&req, peer, market, items, &mut report).await?;
-        report.markets += 1;
-        fetch(&req, &backend, peer, need, &mut report).await?;
-    }
-    Ok(report)
-}
-
-async fn reconcile_market(
-    req: &Requester,
-    peer: PeerId,
-    market: PublicKey,
-    items: Vec<(u64, Id)>,
-    report: &mut SyncReport,
-) -> Result<Vec<Id>, NetError> {
-    let storage = Storage::from_items(items.into_iter().map(|(created_at, id)| Item {
-        created_at,
-        id: id.0,
-    }));
-    let mut rec = Reconciler::new(&storage, reconcile_config());
-    let mut msg = rec
-        .initiate()
-        .map_err(|e| NetError::Protocol(e.to_string()))?;
-    for _ in 0..MAX_ROUNDS {
+        let ms = chunk.to_vec();
+        let mine = blocking(move || {
+            ms.iter()
+                .map(|m| Ok((*m, b.digest(m)?)))
+                .collect::<Result<Vec<(PublicKey, Digest)>, String>>()
+        })
+        .await?;
         report.rounds += 1;
         let answer = req
             .request(
                 peer,
-                Request::Reconcile {
-                    market: market.0,
-                    msg,
+                Request::Digest {
+                    markets: mine.iter().map(|(m, d)| (m.0, *d)).collect(),
                 },
             )
             .await?;
-        let Response::Reconcile { msg: m } = answer else {
+        let Response::Differ { markets: differ } = answer else {
             report.offences += usize::from(!matches!(answer, Response::Refused { .. }));
-            return Ok(Vec::new());
+            continue;
         };
-        match rec.reconcile(&m) {
-            Ok(Some(next)) => msg = next,
-            Ok(None) => return Ok(rec.need().iter().map(|id| Id(*id)).collect()),
-            Err(e) => {
-                report.offences += 1;
-                return Err(NetError::Protocol(format!(
-                    "bad reconciliation message: {e}"
-                )));
+        let counts: HashMap<PublicKey, u64> = mine.iter().map(|(m, d)| (*m, d.count)).collect();
+        let mut solo = Vec::new();
+        let mut batched = Vec::new();
+        for (m, theirs) in differ {
+            let m = PublicKey(m);
+            let Some(ours) = counts.get(&m) else {
+                report.offences += 1; // a market not asked about
+                continue;
+            };
+            if (*ours).max(theirs) > SOLO_ITEMS {
+                solo.push(m);
+            } else {
+                batched.push(m);
+            }
+        }
+        report.markets += chunk.len();
+        let groups = solo.chunks(1).chain(batched.chunks(MAX_RECONCILE_MARKETS));
+        for group in groups {
+            let need = reconcile(&req, &backend, peer, group, &mut report).await?;
+            fetch(&req, &backend, peer, need, &mut report).await?;
+        }
+    }
+    Ok(report)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, NetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NetError::Backend(e.to_string()))?
+        .map_err(NetError::Backend)
+}
+
+fn storage_of(items: Vec<(u64, Id)>) -> Storage {
+    Storage::from_items(items.into_iter().map(|(created_at, id)| Item {
+        created_at,
+        id: id.0,
+    }))
+}
+
+/// Reconciles a group of markets with `peer` in lockstep, one request per round for all
+/// those not finished; returns the ids this side lacks.
+async fn reconcile(
+    req: &Requester,
+    backend: &Arc<dyn Backend>,
+    peer: PeerId,
+    markets: &[PublicKey],
+    report: &mut SyncReport,
+) -> Result<Vec<Id>, NetError> {
+    let b = backend.clone();
+    let ms = markets.to_vec();
+    let storages: Vec<Storage> = blocking(move || {
+        ms.iter()
+            .map(|m| Ok(storage_of(b.items(m)?)))
+            .collect::<Result<Vec<Storage>, String>>()
+    })
+    .await?;
+    let config = reconcile_config(markets.len());
+    let mut recs: Vec<Reconciler<'_>> = storages
+        .iter()
+        .map(|s| Reconciler::new(s, config.clone()))
+        .collect();
+    // The next message of each market still reconciling.
+    let mut next: Vec<Option<Vec<u8>>> = recs.iter_mut().map(|r| r.initiate().ok()).collect();
+    let mut need = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        let active: Vec<usize> = (0..markets.len()).filter(|i| next[*i].is_some()).collect();
+        if active.is_empty() {
+            return Ok(need);
+        }
+        report.rounds += 1;
+        let rounds = active
+            .iter()
+            .map(|i| (markets[*i].0, next[*i].take().unwrap_or_default()))
+            .collect();
+        let answer = req.request(peer, Request::Reconcile { rounds }).await?;
+        let answers = match answer {
+            Response::Reconcile { rounds } if rounds.len() == active.len() => rounds,
+            other => {
+                report.offences += usize::from(!matches!(other, Response::Refused { .. }));
+                return Ok(need);
+            }
+        };
+        for (i, answer) in active.into_iter().zip(answers) {
+            let Some(m) = answer else { continue };
+            match recs[i].reconcile(&m) {
+                Ok(Some(more)) => next[i] = Some(more),
+                Ok(None) => need.extend(recs[i].need().iter().map(|id| Id(*id))),
+                Err(_) => report.offences += 1,
             }
         }
     }
@@ -245,50 +325,61 @@ impl Responder {
                 }
             }
         }
-        let items = self.backend.items(&market)?;
-        let storage = Arc::new(Storage::from_items(items.into_iter().map(
-            |(created_at, id)| Item {
-                created_at,
-                id: id.0,
-            },
-        )));
+        let storage = Arc::new(storage_of(self.backend.items(&market)?));
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|_, (at, _)| now.duration_since(*at) < STORAGE_TTL);
-        cache.insert(market, (now, storage.clone()));
+        if cache.len() < MAX_CACHED_MARKETS {
+            cache.insert(market, (now, storage.clone()));
+        }
         Ok(storage)
     }
 
     /// The answer, and whether the request was an offence (malformed, over a limit).
     pub(crate) fn answer(&self, request: Request) -> (Response, bool) {
+        let refused = |reason: String| (Response::Refused { reason }, true);
         match request {
-            Request::Reconcile { market, msg } => {
-                let storage = match self.storage(PublicKey(market)) {
-                    Ok(s) => s,
-                    Err(e) => return (Response::Refused { reason: e }, false),
-                };
-                let mut rec = Reconciler::new(&storage, reconcile_config());
-                match rec.reconcile(&msg) {
-                    Ok(Some(m)) => (Response::Reconcile { msg: m }, false),
-                    Ok(None) => (
-                        Response::Refused {
-                            reason: "unexpected message".into(),
-                        },
-                        true,
-                    ),
-                    Err(e) => (
-                        Response::Refused {
-                            reason: e.to_string(),
-                        },
-                        true,
-                    ),
-                }
+            Request::Digest { markets } if markets.len() > MAX_DIGEST_MARKETS => {
+                refused(format!("at most {MAX_DIGEST_MARKETS} markets per digest"))
             }
-            Request::Fetch { ids } if ids.len() > MAX_FETCH_IDS => (
-                Response::Refused {
-                    reason: format!("at most {MAX_FETCH_IDS} ids per fetch"),
-                },
-                true,
+            Request::Digest { markets } => {
+                let mut differ = Vec::new();
+                for (m, theirs) in markets {
+                    match self.backend.digest(&PublicKey(m)) {
+                        Ok(ours) if ours.count > 0 && ours != theirs => {
+                            differ.push((m, ours.count))
+                        }
+                        Ok(_) => {}
+                        Err(reason) => return (Response::Refused { reason }, false),
+                    }
+                }
+                (Response::Differ { markets: differ }, false)
+            }
+            Request::Reconcile { rounds } if rounds.len() > MAX_RECONCILE_MARKETS => refused(
+                format!("at most {MAX_RECONCILE_MARKETS} markets per request"),
             ),
+            Request::Reconcile { rounds } => {
+                let config = reconcile_config(rounds.len());
+                let mut offence = false;
+                let mut answers = Vec::with_capacity(rounds.len());
+                for (market, msg) in rounds {
+                    let storage = match self.storage(PublicKey(market)) {
+                        Ok(s) => s,
+                        Err(reason) => return (Response::Refused { reason }, false),
+                    };
+                    let mut rec = Reconciler::new(&storage, config.clone());
+                    answers.push(match rec.reconcile(&msg) {
+                        Ok(Some(m)) => Some(m),
+                        Ok(None) | Err(_) => {
+                            offence = true;
+                            None
+                        }
+                    });
+                }
+                (Response::Reconcile { rounds: answers }, offence)
+            }
+            Request::Fetch { ids } if ids.len() > MAX_FETCH_IDS => {
+                refused(format!("at most {MAX_FETCH_IDS} ids per fetch"))
+            }
             Request::Fetch { ids } => {
                 let ids: Vec<Id> = ids.into_iter().map(Id).collect();
                 (

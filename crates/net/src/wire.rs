@@ -10,7 +10,7 @@ use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
 /// The protocol name negotiated on each stream.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/passalong/sync/1");
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/passalong/sync/2");
 /// Largest request accepted (a reconciliation message or an id list).
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Largest response accepted (a reconciliation message or a batch of envelopes).
@@ -18,16 +18,53 @@ pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// Most ids one `Fetch` may ask for; with envelopes of at most 1 KiB the answer stays
 /// within [`MAX_RESPONSE_BYTES`].
 pub const MAX_FETCH_IDS: usize = 2048;
+/// Most markets one `Digest` may name (48 bytes each).
+pub const MAX_DIGEST_MARKETS: usize = 1024;
+/// Most markets one `Reconcile` may carry.
+pub const MAX_RECONCILE_MARKETS: usize = 128;
+
+/// What a set of attestation ids looks like from afar: equal digests, equal sets.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Digest {
+    /// How many.
+    pub count: u64,
+    /// The first 16 bytes of blake3(count, XOR of the ids).
+    pub fingerprint: [u8; 16],
+}
+
+impl Digest {
+    /// The digest of a set of ids, in any order.
+    pub fn of<'a>(ids: impl IntoIterator<Item = &'a [u8; 32]>) -> Digest {
+        let mut xor = [0u8; 32];
+        let mut count = 0u64;
+        for id in ids {
+            count += 1;
+            for (x, b) in xor.iter_mut().zip(id) {
+                *x ^= b;
+            }
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&count.to_le_bytes());
+        h.update(&xor);
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        Digest { count, fingerprint }
+    }
+}
 
 /// A request from the side that drives the exchange.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// One reconciliation message about a market's set of `(created_at, id)` items.
+    /// The digests of markets' sets: which of these differ on your side?
+    Digest {
+        /// Market keys and this side's digests, at most [`MAX_DIGEST_MARKETS`].
+        markets: Vec<([u8; 32], Digest)>,
+    },
+    /// One reconciliation message for each of several markets' sets of `(created_at, id)`
+    /// items, at most [`MAX_RECONCILE_MARKETS`].
     Reconcile {
-        /// The market (seller or connector key).
-        market: [u8; 32],
-        /// A `passalong-reconcile` message.
-        msg: Vec<u8>,
+        /// Market keys and `passalong-reconcile` messages.
+        rounds: Vec<([u8; 32], Vec<u8>)>,
     },
     /// Send me the envelopes of these attestations.
     Fetch {
@@ -39,10 +76,17 @@ pub enum Request {
 /// The answer to a [`Request`].
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// The responder's reconciliation message.
+    /// The markets of a `Digest` whose sets differ on the responder's side and are not
+    /// empty there, with the responder's counts.
+    Differ {
+        /// Market keys and the responder's counts.
+        markets: Vec<([u8; 32], u64)>,
+    },
+    /// The responder's reconciliation messages, one per market asked, in order (`None`: that
+    /// market's message was refused).
     Reconcile {
-        /// A `passalong-reconcile` message.
-        msg: Vec<u8>,
+        /// `passalong-reconcile` messages.
+        rounds: Vec<Option<Vec<u8>>>,
     },
     /// The envelopes the responder holds among those asked for (the others are left out).
     Bodies {
