@@ -2,17 +2,20 @@
 //!
 //! One libp2p [`Swarm`](libp2p::Swarm) with one composed behaviour ([`behaviour::Behaviour`]):
 //! TCP and QUIC with noise and yamux, identify, ping, Kademlia, mDNS, relay v2 (client, and
-//! server on community nodes), DCUtR, AutoNAT, connection limits and a block list; gossipsub
-//! with a fixed set of shard topics that markets map to; and `/passalong/sync/1`, a request-response protocol for
-//! anti-entropy (set reconciliation with `passalong-reconcile`, then batched body fetches).
+//! server on community nodes), DCUtR, AutoNAT, connection limits (global and per IP) and a
+//! block list; gossipsub on a fixed set of shard topics that markets map to ([`market`]); and
+//! `/passalong/sync/2`, a request-response protocol for anti-entropy (digests, set
+//! reconciliation with `passalong-reconcile`, then batched body fetches).
 //!
 //! As in rust-libp2p's examples, a single task owns the swarm ([`event_loop`]); the node talks
-//! to it through the cloneable [`Network`] handle. Storage is behind the [`Backend`] trait, so
-//! this crate depends only on the protocol: gossip is validated by the node's store (the
-//! protocol crate's checks) before gossipsub forwards it.
+//! to it through the cloneable [`Network`] handle. What to do — admit, penalise, ban, reconcile
+//! with whom, publish or defer — is decided by a pure state machine ([`policy`]) that the loop
+//! only feeds and obeys. Storage is behind the [`Backend`] trait, so this crate depends only on
+//! the protocol: gossip is validated by the node's store (the protocol crate's checks) before
+//! gossipsub forwards it.
 //!
 //! `docs/network.md` describes the protocols, limits and scoring for operators and other
-//! implementations.
+//! implementations; `docs/limits.md` lists every limit.
 
 pub mod backend;
 pub mod behaviour;

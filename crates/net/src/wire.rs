@@ -1,4 +1,4 @@
-//! The anti-entropy request-response protocol `/passalong/sync/1`: reconciliation rounds and
+//! The anti-entropy request-response protocol `/passalong/sync/2`: digests, reconciliation rounds and
 //! body fetches, postcard-encoded, one request and one response per stream, each bounded.
 
 use std::io;
