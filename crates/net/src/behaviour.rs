@@ -30,6 +30,10 @@ pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 /// connection DCUtR opens from each side (a QUIC simultaneous open makes two). With 2, the
 /// punched connections were refused as they opened, or each side refused the other's.
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Provider keys the DHT store holds, this node's and others' together (each with at most
+/// 20 providers): a node announces each market it follows and each shard it subscribes to,
+/// so this is 10,000 markets, the shards, and room for others' records.
+pub const MAX_PROVIDER_KEYS: usize = 16_384;
 /// Inbound connections in their handshake at once, from all addresses together (one IP may
 /// hold [`crate::ip_limits::MAX_PENDING_PER_IP`] of them).
 pub const MAX_PENDING_INCOMING: u32 = 128;
@@ -111,6 +115,9 @@ pub fn build(
     let relay_on = config.relay_server;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
+        // A quarter of the slots stay for connections this node opens: peers that dial in
+        // cannot take them all (an eclipse).
+        .with_max_established_incoming(Some(config.max_connections - config.max_connections / 4))
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -144,7 +151,13 @@ pub fn build(
             kad_config.set_query_timeout(Duration::from_secs(30));
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
-                kad::store::MemoryStore::new(peer_id),
+                kad::store::MemoryStore::with_config(
+                    peer_id,
+                    kad::store::MemoryStoreConfig {
+                        max_provided_keys: MAX_PROVIDER_KEYS,
+                        ..Default::default()
+                    },
+                ),
                 kad_config,
             );
             // Every node serves the DHT: markets are small and peers few.

@@ -273,6 +273,24 @@ impl EventLoop {
                         warn!(shard, error = ?e, "cannot subscribe");
                     }
                     let _ = gs.set_topic_params(topic, scoring::topic_params());
+                    let key = kad::RecordKey::new(&market::provider_key(*shard));
+                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                        debug!(shard, error = %e, "cannot announce the shard");
+                    }
+                }
+                Output::FindPeers(shard) => {
+                    let key = kad::RecordKey::new(&market::provider_key(*shard));
+                    self.swarm.behaviour_mut().kad.get_providers(key);
+                }
+                Output::Announce(m) => {
+                    let key = kad::RecordKey::new(&market::follower_key(m));
+                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                        debug!(market = %m.to_hex(), error = %e, "cannot announce the market");
+                    }
+                }
+                Output::FindHolders(m) => {
+                    let key = kad::RecordKey::new(&market::follower_key(m));
+                    self.swarm.behaviour_mut().kad.get_providers(key);
                 }
                 Output::RedialBootstrap => {
                     for addr in self.config.bootstrap.clone() {
@@ -615,7 +633,14 @@ impl EventLoop {
                     .send_response(channel, response);
             }
             Internal::SyncDone { peer, result } => {
-                self.policy(Input::SyncEnded(peer));
+                let (fetched, held) = result
+                    .as_ref()
+                    .map_or((0, Vec::new()), |r| (r.fetched, r.held.clone()));
+                self.policy(Input::SyncEnded {
+                    peer,
+                    fetched,
+                    held,
+                });
                 match result {
                     Ok(r) => {
                         self.stats.syncs_done += 1;
@@ -950,6 +975,37 @@ impl EventLoop {
                 message_id,
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
+                if let Some(s) = market::shard_of(&topic) {
+                    self.policy(Input::PeerSubscribed(peer_id, s));
+                }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Unsubscribed { peer_id, topic }) => {
+                if let Some(s) = market::shard_of(&topic) {
+                    self.policy(Input::PeerUnsubscribed(peer_id, s));
+                }
+            }
+            // Peers on a shard this node is short of: dial a few.
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            }) => {
+                let local = *self.swarm.local_peer_id();
+                let mut fresh: Vec<PeerId> = providers
+                    .into_iter()
+                    .filter(|p| {
+                        *p != local && !self.swarm.is_connected(p) && !self.policy.is_banned(p)
+                    })
+                    .collect();
+                fresh.sort();
+                for p in fresh.into_iter().take(crate::policy::MIN_SHARD_PEERS) {
+                    let _ = self.swarm.dial(p);
+                }
+            }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
                 match message {
                     request_response::Message::Request {

@@ -37,6 +37,18 @@ fn topic_name(shard: Shard) -> String {
     format!("{PREFIX}{shard}")
 }
 
+/// The DHT key under which the peers of a shard announce themselves (provider records), so
+/// that a node short of peers on a shard can find some.
+pub fn provider_key(shard: Shard) -> Vec<u8> {
+    topic_name(shard).into_bytes()
+}
+
+/// The DHT key under which a market's followers announce themselves, so that a node none
+/// of whose peers holds a market it follows can find some.
+pub fn follower_key(market: &PublicKey) -> Vec<u8> {
+    format!("passalong/v2/market/{}", market.to_hex()).into_bytes()
+}
+
 /// Every shard topic: what a peer may subscribe to.
 pub fn all_topics() -> impl Iterator<Item = TopicHash> {
     (0..SHARDS).map(|s| topic(s).hash())

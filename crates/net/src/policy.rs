@@ -35,8 +35,22 @@ pub const MAX_REMEMBERED_SCORES: usize = 10_000;
 pub const MAX_BANS: usize = 10_000;
 /// Peers reconciled with at once when a market is followed on request.
 const FOLLOW_SYNC_PEERS: usize = 3;
+/// After a session that brought something, the next one starts this soon.
+const CATCH_UP_AFTER: Duration = Duration::from_secs(1);
 /// Alone, the bootstrap peers are dialled again this often.
 const REDIAL_EVERY: Duration = Duration::from_secs(10);
+/// A subscribed shard with fewer connected peers on it than this is short: gossip of its
+/// markets would not reach this node, so peers on it are looked for (gossipsub's D_low).
+pub const MIN_SHARD_PEERS: usize = 4;
+/// A short shard's peers are looked for at most this often.
+const FIND_EVERY: Duration = Duration::from_secs(30);
+/// A followed market no connected peer has shown it holds for this many sync intervals has
+/// its followers looked for.
+const HOLDERS_PATIENCE: u32 = 3;
+/// A market's followers are looked for at most this often.
+const SEEK_HOLDERS_EVERY: Duration = Duration::from_secs(300);
+/// Searches for peers started in one tick at most.
+const FINDS_PER_TICK: usize = 4;
 
 /// The policy's settings (the node's config fills them; see `docs/limits.md`).
 #[derive(Clone, Debug)]
@@ -98,8 +112,15 @@ pub enum Input<P> {
     Offence(P, &'static str),
     /// Gossipsub's own score of a connected peer, read each tick.
     GossipScore(P, f64),
-    /// A reconciliation session with `peer` ended (well or not).
-    SyncEnded(P),
+    /// A reconciliation session with a peer ended (well or not).
+    SyncEnded {
+        /// The peer.
+        peer: P,
+        /// Attestations it brought.
+        fetched: usize,
+        /// The markets it holds something of (it said so in the digest round).
+        held: Vec<PublicKey>,
+    },
     /// Markets to follow: `urgent` when asked for now (caught up at once), not when read
     /// from storage.
     Follow {
@@ -114,6 +135,10 @@ pub enum Input<P> {
     SyncNow(P),
     /// The operator lifts a ban.
     Unban(P),
+    /// A connected peer subscribed to a shard topic.
+    PeerSubscribed(P, Shard),
+    /// A connected peer left a shard topic.
+    PeerUnsubscribed(P, Shard),
     /// One second passed; `connected` peers are connected now.
     Tick {
         /// Connected peers, in any order.
@@ -149,6 +174,13 @@ pub enum Output<P> {
     RedialBootstrap,
     /// Dial this many more peers from the routing table.
     DialMore(usize),
+    /// Look for peers subscribed to this shard (they announce it in the DHT) and dial some.
+    FindPeers(Shard),
+    /// Announce in the DHT that this node follows the market.
+    Announce(PublicKey),
+    /// Look for peers that follow this market (their announcements) and dial some: no
+    /// connected peer has shown it holds any of it for a while.
+    FindHolders(PublicKey),
 }
 
 /// A connected peer's budgets.
@@ -156,6 +188,10 @@ pub enum Output<P> {
 struct Peer {
     requests: Bucket,
     messages: Bucket,
+    /// The shard topics it subscribes to.
+    shards: BTreeSet<Shard>,
+    /// When the last session with it started.
+    last_sync: Option<Instant>,
 }
 
 /// The policy of one node.
@@ -174,6 +210,12 @@ pub struct Policy<P> {
     publish: Bucket,
     next_sync: Option<Instant>,
     last_redial: Option<Instant>,
+    /// When peers were last looked for on each shard.
+    found: HashMap<Shard, Instant>,
+    /// Each followed market: when a peer last showed it holds some of it (or when it was
+    /// followed), and when holders were last looked for.
+    last_held: HashMap<PublicKey, Instant>,
+    holders_sought: HashMap<PublicKey, Instant>,
 }
 
 /// Author budgets not used for this long are forgotten: memory stays proportional to the
@@ -198,6 +240,9 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             publish,
             next_sync: None,
             last_redial: None,
+            found: HashMap::new(),
+            last_held: HashMap::new(),
+            holders_sought: HashMap::new(),
         }
     }
 
@@ -247,9 +292,11 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     Peer {
                         requests: Bucket::new(rate.0, rate.0 * 10.0, now),
                         messages: Bucket::new(rate.1, rate.1 * 10.0, now),
+                        shards: BTreeSet::new(),
+                        last_sync: None,
                     },
                 );
-                self.start_sync(p, None, out);
+                self.start_sync(p, None, now, out);
             }
             Input::Disconnected(p) => {
                 self.peers.remove(&p);
@@ -300,10 +347,26 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     self.ban(p, "gossip score below the ban line", now, out);
                 }
             }
-            Input::SyncEnded(p) => {
+            Input::SyncEnded {
+                peer: p,
+                fetched,
+                held,
+            } => {
+                for m in held {
+                    if let Some(t) = self.last_held.get_mut(&m) {
+                        *t = now;
+                    }
+                }
+                // A session that brought something means news this node missed (a lost
+                // message, a partition, a restart): reconcile with the next peer soon
+                // rather than in `sync_interval`.
+                if fetched > 0 {
+                    let soon = now + CATCH_UP_AFTER;
+                    self.next_sync = Some(self.next_sync.map_or(soon, |t| t.min(soon)));
+                }
                 if let Some(more) = self.syncing.remove(&p) {
                     if !more.is_empty() && self.peers.contains_key(&p) {
-                        self.start_sync(p, Some(more), out);
+                        self.start_sync(p, Some(more), now, out);
                     }
                 }
             }
@@ -313,6 +376,8 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     .filter(|m| self.followed.insert(*m))
                     .collect();
                 for m in &new {
+                    self.last_held.insert(*m, now);
+                    out.push(Output::Announce(*m));
                     let s = market::shard(m);
                     if self.shards.insert(s) {
                         out.push(Output::Subscribe(s));
@@ -333,7 +398,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                         peers.sort();
                         shuffle(&mut peers, rng);
                         for p in peers.into_iter().take(FOLLOW_SYNC_PEERS) {
-                            self.start_sync(p, Some(new.clone()), out);
+                            self.start_sync(p, Some(new.clone()), now, out);
                         }
                     }
                 }
@@ -356,11 +421,21 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     Output::Defer
                 });
             }
-            Input::SyncNow(p) => self.start_sync(p, None, out),
+            Input::SyncNow(p) => self.start_sync(p, None, now, out),
             Input::Unban(p) => {
                 self.banned.remove(&p);
                 self.scores.remove(&p);
                 out.push(Output::Unban(p));
+            }
+            Input::PeerSubscribed(p, s) => {
+                if let Some(peer) = self.peers.get_mut(&p) {
+                    peer.shards.insert(s);
+                }
+            }
+            Input::PeerUnsubscribed(p, s) => {
+                if let Some(peer) = self.peers.get_mut(&p) {
+                    peer.shards.remove(&s);
+                }
             }
             Input::Tick { connected } => self.tick(connected, now, rng, out),
         }
@@ -415,18 +490,91 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         } else if connected.len() < self.config.target_peers {
             out.push(Output::DialMore(self.config.target_peers - connected.len()));
         }
+        self.find_short_shards(now, out);
+        self.find_holders(now, out);
         let due = self.next_sync.is_none_or(|t| now >= t);
         if due && !connected.is_empty() {
             self.next_sync = Some(now + self.config.sync_interval);
+            // The peer reconciled with longest ago (never first), ties broken at random: in
+            // turn, every peer is reconciled with within `connected × sync_interval`.
             connected.sort();
-            let p = connected[(rng.next_u64() % connected.len() as u64) as usize];
-            self.start_sync(p, None, out);
+            shuffle(&mut connected, rng);
+            let last = |p: &P| self.peers.get(p).and_then(|x| x.last_sync);
+            if let Some(p) = connected.iter().min_by_key(|p| last(p)).copied() {
+                self.start_sync(p, None, now, out);
+            }
+        }
+    }
+
+    /// Peers on each subscribed shard, counted from their subscriptions.
+    pub fn shard_peers(&self, shard: Shard) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.shards.contains(&shard))
+            .count()
+    }
+
+    /// Looks for peers on the subscribed shards that have fewer than [`MIN_SHARD_PEERS`],
+    /// each at most every [`FIND_EVERY`], a few per tick.
+    fn find_short_shards(&mut self, now: Instant, out: &mut Vec<Output<P>>) {
+        let mut counts: HashMap<Shard, usize> = HashMap::new();
+        for p in self.peers.values() {
+            for s in &p.shards {
+                *counts.entry(*s).or_default() += 1;
+            }
+        }
+        let short: Vec<Shard> = self
+            .shards
+            .iter()
+            .filter(|s| counts.get(s).copied().unwrap_or(0) < MIN_SHARD_PEERS)
+            .filter(|s| {
+                self.found
+                    .get(s)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= FIND_EVERY)
+            })
+            .take(FINDS_PER_TICK)
+            .copied()
+            .collect();
+        for s in short {
+            self.found.insert(s, now);
+            out.push(Output::FindPeers(s));
+        }
+    }
+
+    /// Looks for followers of the followed markets that no connected peer has shown it holds
+    /// for [`HOLDERS_PATIENCE`] × the sync interval, each at most every [`SEEK_HOLDERS_EVERY`],
+    /// a few per tick. Gossip reaches a node through any peer on the shard, but what gossip
+    /// missed (a partition, churn) only a holder can give it.
+    fn find_holders(&mut self, now: Instant, out: &mut Vec<Output<P>>) {
+        let patience = self.config.sync_interval * HOLDERS_PATIENCE;
+        let sought = &self.holders_sought;
+        let mut due: Vec<PublicKey> = self
+            .last_held
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= patience)
+            .filter(|(m, _)| {
+                sought
+                    .get(m)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= SEEK_HOLDERS_EVERY)
+            })
+            .map(|(m, _)| *m)
+            .collect();
+        due.sort();
+        for m in due.into_iter().take(FINDS_PER_TICK) {
+            self.holders_sought.insert(m, now);
+            out.push(Output::FindHolders(m));
         }
     }
 
     /// Starts a session with `p` for `markets` (all followed when `None`), or adds them to
     /// what runs after the one under way.
-    fn start_sync(&mut self, p: P, markets: Option<BTreeSet<PublicKey>>, out: &mut Vec<Output<P>>) {
+    fn start_sync(
+        &mut self,
+        p: P,
+        markets: Option<BTreeSet<PublicKey>>,
+        now: Instant,
+        out: &mut Vec<Output<P>>,
+    ) {
         if self.banned.contains_key(&p) || self.followed.is_empty() {
             return;
         }
@@ -436,6 +584,9 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             return;
         }
         self.syncing.insert(p, BTreeSet::new());
+        if let Some(peer) = self.peers.get_mut(&p) {
+            peer.last_sync = Some(now);
+        }
         out.push(Output::StartSync(p, markets.into_iter().collect()));
     }
 
@@ -620,6 +771,11 @@ mod tests {
             t0,
             &mut rng,
         );
+        let announced = out
+            .iter()
+            .filter(|o| matches!(o, Output::Announce(_)))
+            .count();
+        assert_eq!(announced, 10_000);
         let subs = out
             .iter()
             .filter(|o| matches!(o, Output::Subscribe(_)))
@@ -655,9 +811,28 @@ mod tests {
             !out.iter().any(|o| matches!(o, Output::StartSync(..))),
             "one session per peer at a time"
         );
-        let out = run(&mut p, Input::SyncEnded(5), t0, &mut rng);
+        let out = run(
+            &mut p,
+            Input::SyncEnded {
+                peer: 5,
+                fetched: 0,
+                held: vec![],
+            },
+            t0,
+            &mut rng,
+        );
         assert_eq!(out, vec![Output::StartSync(5, vec![key(2)])]);
-        assert!(run(&mut p, Input::SyncEnded(5), t0, &mut rng).is_empty());
+        assert!(run(
+            &mut p,
+            Input::SyncEnded {
+                peer: 5,
+                fetched: 0,
+                held: vec![]
+            },
+            t0,
+            &mut rng
+        )
+        .is_empty());
     }
 
     #[test]
@@ -699,8 +874,185 @@ mod tests {
             })
         };
         assert_eq!(pick(1), pick(1), "same seed, same choice");
+        // (all 50 peers are equally "longest ago": the RNG decides)
         let picks: HashSet<Option<u32>> = (0..20).map(pick).collect();
         assert!(picks.len() > 5, "different seeds spread: {picks:?}");
+    }
+
+    #[test]
+    fn a_shard_short_of_peers_is_searched_now_and_then() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Follow {
+                markets: vec![key(1)],
+                urgent: false,
+            },
+            t0,
+            &mut rng,
+        );
+        let shard = market::shard(&key(1));
+        let finds = |out: Vec<Output<u32>>| {
+            out.into_iter()
+                .filter(|o| matches!(o, Output::FindPeers(_)))
+                .collect::<Vec<_>>()
+        };
+        let tick = |p: &mut Policy<u32>, t: Instant, rng: &mut ChaCha8Rng| {
+            run(p, Input::Tick { connected: vec![] }, t, rng)
+        };
+        assert_eq!(
+            finds(tick(&mut p, t0, &mut rng)),
+            vec![Output::FindPeers(shard)]
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(
+            finds(tick(&mut p, t1, &mut rng)).is_empty(),
+            "not every tick"
+        );
+        // Four peers on the shard: no longer short.
+        for peer in 0..MIN_SHARD_PEERS as u32 {
+            run(&mut p, Input::Connected(peer), t1, &mut rng);
+            run(&mut p, Input::PeerSubscribed(peer, shard), t1, &mut rng);
+        }
+        assert_eq!(p.shard_peers(shard), MIN_SHARD_PEERS);
+        let t2 = t0 + Duration::from_secs(31);
+        assert!(finds(tick(&mut p, t2, &mut rng)).is_empty());
+        run(&mut p, Input::Disconnected(0), t2, &mut rng);
+        let t3 = t0 + Duration::from_secs(62);
+        assert_eq!(
+            finds(tick(&mut p, t3, &mut rng)),
+            vec![Output::FindPeers(shard)]
+        );
+    }
+
+    #[test]
+    fn periodic_sessions_take_peers_in_turn_and_hurry_after_news() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Follow {
+                markets: vec![key(1)],
+                urgent: false,
+            },
+            t0,
+            &mut rng,
+        );
+        for peer in 0..5u32 {
+            run(&mut p, Input::Connected(peer), t0, &mut rng);
+            run(
+                &mut p,
+                Input::SyncEnded {
+                    peer,
+                    fetched: 0,
+                    held: vec![],
+                },
+                t0,
+                &mut rng,
+            );
+        }
+        let mut picked = Vec::new();
+        let mut t = t0;
+        for _ in 0..5 {
+            t += Duration::from_secs(30);
+            let out = run(
+                &mut p,
+                Input::Tick {
+                    connected: (0..5).collect(),
+                },
+                t,
+                &mut rng,
+            );
+            for o in out {
+                if let Output::StartSync(peer, _) = o {
+                    picked.push(peer);
+                    run(
+                        &mut p,
+                        Input::SyncEnded {
+                            peer,
+                            fetched: 0,
+                            held: vec![],
+                        },
+                        t,
+                        &mut rng,
+                    );
+                }
+            }
+        }
+        picked.sort();
+        assert_eq!(
+            picked,
+            vec![0, 1, 2, 3, 4],
+            "each peer once in five intervals"
+        );
+        // A session that brought something: the next starts a second later.
+        run(
+            &mut p,
+            Input::SyncEnded {
+                peer: 0,
+                fetched: 3,
+                held: vec![],
+            },
+            t,
+            &mut rng,
+        );
+        let out = run(
+            &mut p,
+            Input::Tick {
+                connected: (0..5).collect(),
+            },
+            t + Duration::from_secs(1),
+            &mut rng,
+        );
+        assert!(
+            out.iter().any(|o| matches!(o, Output::StartSync(..))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn followers_are_sought_for_a_market_no_peer_holds() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Follow {
+                markets: vec![key(1), key(2)],
+                urgent: false,
+            },
+            t0,
+            &mut rng,
+        );
+        run(&mut p, Input::Connected(7), t0, &mut rng);
+        let seek = |out: Vec<Output<u32>>| {
+            out.into_iter()
+                .filter_map(|o| match o {
+                    Output::FindHolders(m) => Some(m),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Peer 7 keeps showing it holds market 1, never market 2.
+        let mut t = t0;
+        let mut sought = Vec::new();
+        for _ in 0..100 {
+            t += Duration::from_secs(1);
+            run(
+                &mut p,
+                Input::SyncEnded {
+                    peer: 7,
+                    fetched: 0,
+                    held: vec![key(1)],
+                },
+                t,
+                &mut rng,
+            );
+            sought.extend(seek(run(
+                &mut p,
+                Input::Tick { connected: vec![7] },
+                t,
+                &mut rng,
+            )));
+        }
+        assert_eq!(sought, vec![key(2)], "after 90 s, once");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::backend::{Backend, Verdict};
 use crate::event_loop::Command;
 use crate::wire::{
-    Digest, Request, Response, MAX_DIGEST_MARKETS, MAX_FETCH_IDS, MAX_RECONCILE_MARKETS,
+    Digest, Held, Request, Response, MAX_DIGEST_MARKETS, MAX_FETCH_IDS, MAX_RECONCILE_MARKETS,
     MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
 };
 use crate::NetError;
@@ -88,6 +88,8 @@ pub struct SyncReport {
     pub fetched: usize,
     /// The peer broke the protocol (garbage, bodies not asked for, invalid attestations).
     pub offences: usize,
+    /// The markets the peer holds something of.
+    pub held: Vec<PublicKey>,
 }
 
 /// Reconciles every market in `markets` with `peer` and fetches what this side lacks.
@@ -116,20 +118,27 @@ pub(crate) async fn session(
                 },
             )
             .await?;
-        let Response::Differ { markets: differ } = answer else {
-            report.offences += usize::from(!matches!(answer, Response::Refused { .. }));
-            continue;
+        let held = match answer {
+            Response::Digest { markets } if markets.len() == mine.len() => markets,
+            other => {
+                report.offences += usize::from(!matches!(other, Response::Refused { .. }));
+                continue;
+            }
         };
-        let counts: HashMap<PublicKey, u64> = mine.iter().map(|(m, d)| (*m, d.count)).collect();
         let mut solo = Vec::new();
         let mut batched = Vec::new();
-        for (m, theirs) in differ {
-            let m = PublicKey(m);
-            let Some(ours) = counts.get(&m) else {
-                report.offences += 1; // a market not asked about
-                continue;
+        for ((m, ours), held) in mine.iter().zip(held) {
+            let theirs = match held {
+                Held::Nothing => continue,
+                Held::Same => {
+                    report.held.push(*m);
+                    continue;
+                }
+                Held::Differs(n) => n,
             };
-            if (*ours).max(theirs) > SOLO_ITEMS {
+            report.held.push(*m);
+            let m = *m;
+            if ours.count.max(theirs) > SOLO_ITEMS {
                 solo.push(m);
             } else {
                 batched.push(m);
@@ -342,17 +351,16 @@ impl Responder {
                 refused(format!("at most {MAX_DIGEST_MARKETS} markets per digest"))
             }
             Request::Digest { markets } => {
-                let mut differ = Vec::new();
+                let mut held = Vec::with_capacity(markets.len());
                 for (m, theirs) in markets {
-                    match self.backend.digest(&PublicKey(m)) {
-                        Ok(ours) if ours.count > 0 && ours != theirs => {
-                            differ.push((m, ours.count))
-                        }
-                        Ok(_) => {}
+                    held.push(match self.backend.digest(&PublicKey(m)) {
+                        Ok(ours) if ours.count == 0 => Held::Nothing,
+                        Ok(ours) if ours == theirs => Held::Same,
+                        Ok(ours) => Held::Differs(ours.count),
                         Err(reason) => return (Response::Refused { reason }, false),
-                    }
+                    });
                 }
-                (Response::Differ { markets: differ }, false)
+                (Response::Digest { markets: held }, false)
             }
             Request::Reconcile { rounds } if rounds.len() > MAX_RECONCILE_MARKETS => refused(
                 format!("at most {MAX_RECONCILE_MARKETS} markets per request"),

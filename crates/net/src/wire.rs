@@ -52,6 +52,17 @@ impl Digest {
     }
 }
 
+/// What a responder holds of a market named in a `Digest`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Nothing.
+    Nothing,
+    /// The same set as the asker.
+    Same,
+    /// A different set of this many attestations.
+    Differs(u64),
+}
+
 /// A request from the side that drives the exchange.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -76,11 +87,10 @@ pub enum Request {
 /// The answer to a [`Request`].
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// The markets of a `Digest` whose sets differ on the responder's side and are not
-    /// empty there, with the responder's counts.
-    Differ {
-        /// Market keys and the responder's counts.
-        markets: Vec<([u8; 32], u64)>,
+    /// For each market of a `Digest`, in order: what the responder holds of it.
+    Digest {
+        /// One per market asked.
+        markets: Vec<Held>,
     },
     /// The responder's reconciliation messages, one per market asked, in order (`None`: that
     /// market's message was refused).
