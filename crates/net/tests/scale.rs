@@ -106,9 +106,15 @@ async fn a_node_following_ten_thousand_markets_gets_each_and_catches_up_after_a_
         later.iter().all(|a| nb.holds(&a.id))
     })
     .await;
-    for net in [&p1, &p2, &n] {
+    for (k, net) in [&p1, &p2, &n].into_iter().enumerate() {
         let i = net.info().await.unwrap();
-        assert!(i.banned.is_empty(), "{:?}", i.banned);
+        let who = [p1.peer_id(), p2.peer_id(), n.peer_id()];
+        assert!(
+            i.banned.is_empty(),
+            "node {k} banned {:?} of {who:?}: {:?}",
+            i.banned,
+            i.stats
+        );
         assert_eq!(i.stats.banned_total, 0);
         assert!(i.peers.iter().all(|p| p.markets <= 64), "{:?}", i.peers);
     }
