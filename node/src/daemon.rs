@@ -19,11 +19,7 @@ pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
     let config = Config::load(&dir.config_file())?.with_flags(args)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .map_err(|e| anyhow!("invalid log filter {:?}: {e}", config.log))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(filter);
     if created {
         info!(data_dir = %dir.root().display(), "initialised a new data dir");
     }

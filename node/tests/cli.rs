@@ -1042,3 +1042,62 @@ fn ledger_payouts_earnings_and_contacts_in_major_units_with_names_and_printable_
         .unwrap()
         .is_empty());
 }
+
+/// Starts `passalong run` on `dir` with its stderr on `stderr` (the helper's goes to a file);
+/// waits until its API answers.
+fn start_with_stderr(dir: &Path, stderr: Stdio) -> Daemon {
+    let child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["run", "--api", "127.0.0.1:0", "--no-mdns", "--listen"])
+        .arg(format!("/ip4/127.0.0.1/tcp/{}", free_port()))
+        .env_remove("PASSALONG_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn passalong run");
+    let mut d = Daemon {
+        dir: dir.to_path_buf(),
+        child: Some(child),
+        args: Vec::new(),
+        netns: None,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(dir.join("api.addr").exists() && d.cli(&["status"]).status.success()) {
+        if let Some(Ok(Some(status))) = d.child.as_mut().map(std::process::Child::try_wait) {
+            panic!("the daemon exited early with {status}");
+        }
+        assert!(std::time::Instant::now() < deadline, "no API within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d
+}
+
+/// Its log on a full disk (`/dev/full` answers every write with ENOSPC) costs a daemon
+/// nothing: it starts, its network runs, and every write through the API is stored. Before,
+/// the log's failed write panicked: the daemon died at its first line.
+#[test]
+fn a_daemon_whose_log_cannot_be_written_keeps_serving_and_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let d = start_with_stderr(&tmp.path().join("n"), Stdio::from(full));
+    for i in 0..5 {
+        let v = publish_offer(&d, &format!("offer {i}"));
+        assert!(v["id"].is_string(), "{v}");
+    }
+    // A refused write logs too; the next one still works.
+    let bad = d.cli(&["refund", &"00".repeat(32)]);
+    assert_eq!(bad.status.code(), Some(1));
+    publish_offer(&d, "after a refused write");
+    let offers = d.json(&["offer", "list"]);
+    assert_eq!(
+        offers["offers"].as_array().map(Vec::len),
+        Some(6),
+        "{offers}"
+    );
+    let status = d.json(&["status"]);
+    assert!(status["network"]["peer_id"].is_string(), "{status}");
+}

@@ -37,7 +37,7 @@ pub use ledger::ledger_json;
 pub use metrics::{Metrics, Registry};
 pub use network::{NetFuture, NetStatus, Network, NetworkError};
 pub use state::{constant_time_eq, AppState};
-pub use writer::{now_ms, Writer};
+pub use writer::{now_ms, Sink, Writer};
 
 /// Largest JSON body of an ordinary write.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
