@@ -27,7 +27,11 @@ pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(dir, config))
+    let result = rt.block_on(serve(dir, config));
+    // Whatever still runs (a handler's blocking store call past the shutdown deadline) is
+    // left behind rather than waited for: the store was flushed or closed in `serve`.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 async fn serve(dir: &DataDir, config: Config) -> Result<()> {
@@ -98,9 +102,11 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     dir.write_addr(addr)?;
     info!(api = %addr, dashboard = %format!("http://{addr}/"), %public_key, data_dir = %dir.root().display(), "passalong node running");
     let ticker = tokio::spawn(release_held(store.clone(), fresh_tx));
-    passalong_web::serve(
+    let limits = config.serve_limits();
+    passalong_api::serve_app(
         listener,
         passalong_web::app(state, &public),
+        limits,
         shutdown_signal(),
     )
     .await

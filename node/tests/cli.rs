@@ -1101,3 +1101,98 @@ fn a_daemon_whose_log_cannot_be_written_keeps_serving_and_writing() {
     let status = d.json(&["status"]);
     assert!(status["network"]["peer_id"].is_string(), "{status}");
 }
+
+/// A daemon on a fresh data dir whose config.toml ends with `extra` (`key = value` lines).
+fn daemon_with_config(dir: &Path, extra: &str) -> Daemon {
+    assert!(cli_in(dir, &["init"]).status.success());
+    let mut config = std::fs::read_to_string(dir.join("config.toml")).expect("init wrote it");
+    for line in extra.lines() {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        config = config
+            .lines()
+            .filter(|l| !l.trim_start().starts_with(key))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        config.push_str(line);
+        config.push('\n');
+    }
+    std::fs::write(dir.join("config.toml"), config).expect("write config.toml");
+    Daemon::start(dir)
+}
+
+/// Opens a connection to `d`'s API and sends half a request line (a slowloris client).
+fn half_a_request(d: &Daemon) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = std::fs::read_to_string(d.dir.join("api.addr")).expect("api.addr");
+    let mut s = std::net::TcpStream::connect(addr.trim()).expect("connect to the API");
+    s.write_all(b"GET /v1/sta")
+        .expect("send half a request line");
+    s
+}
+
+/// A client that never finishes its request's head is cut off after
+/// `http_header_timeout_ms`, while the API goes on answering others.
+#[test]
+fn a_client_that_never_sends_its_request_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with_config(&tmp.path().join("n"), "http_header_timeout_ms = 1000");
+    let slow = half_a_request(&d);
+    let idle = std::net::TcpStream::connect(
+        std::fs::read_to_string(d.dir.join("api.addr"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert!(d.cli(&["status"]).status.success());
+    let start = std::time::Instant::now();
+    for mut s in [slow, idle] {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut rest = Vec::new();
+        // The server closes it: end of stream (after an error answer, if any) or a reset.
+        let _ = s.read_to_end(&mut rest);
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "the slow connections were closed after {waited:?}"
+    );
+}
+
+/// SIGTERM stops a daemon within `shutdown_deadline_ms` even while a client holds a request
+/// open (before, the stop waited for every connection, for ever).
+#[test]
+fn a_stop_does_not_wait_for_a_slow_client_past_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = daemon_with_config(
+        &tmp.path().join("n"),
+        "http_header_timeout_ms = 600000\nshutdown_deadline_ms = 1000",
+    );
+    let _slow = half_a_request(&d);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut child = d.child.take().unwrap();
+    let start = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(8),
+        "stopped after {:?}",
+        start.elapsed()
+    );
+    assert!(!d.dir.join("api.addr").exists());
+}
