@@ -16,6 +16,9 @@ use crate::datadir::DataDir;
 /// Runs the daemon until a signal stops it.
 pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
     let created = dir.init()?;
+    // Refuse a key or token others can read before anything else starts.
+    dir.keypair()?;
+    dir.token()?;
     let config = Config::load(&dir.config_file())?.with_flags(args)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .map_err(|e| anyhow!("invalid log filter {:?}: {e}", config.log))?;

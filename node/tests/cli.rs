@@ -1196,3 +1196,90 @@ fn a_stop_does_not_wait_for_a_slow_client_past_the_deadline() {
     );
     assert!(!d.dir.join("api.addr").exists());
 }
+
+/// A data dir prepared by someone else is refused before anything in it is used: a key or
+/// token others can read, a directory or config others can write (a planted token or
+/// `api.addr`), each with the `chmod` to run; and the token goes to no address but loopback.
+#[test]
+fn a_data_dir_others_can_read_or_change_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    assert!(cli_in(&dir, &["init"]).status.success());
+    let chmod = |f: &Path, mode: u32| {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+
+    chmod(&dir.join("identity.key"), 0o644);
+    for args in [&["id"][..], &["run", "--offline", "--api", "127.0.0.1:0"]] {
+        let out = cli_in(&dir, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            last.contains("identity.key")
+                && last.contains("644")
+                && last.contains(&format!("chmod 600 {}", dir.join("identity.key").display())),
+            "{args:?}: {last}"
+        );
+    }
+    assert!(!dir.join("api.addr").exists(), "run did not start");
+    chmod(&dir.join("identity.key"), 0o600);
+
+    // A planted token, readable by all, in a directory others can write.
+    std::fs::write(dir.join("api.addr"), "127.0.0.1:9\n").unwrap();
+    chmod(&dir.join("api-token"), 0o644);
+    let err = one_line_error(&cli_in(&dir, &["status"]));
+    assert!(
+        err.contains("api-token") && err.contains("chmod 600"),
+        "{err}"
+    );
+    chmod(&dir.join("api-token"), 0o600);
+    chmod(&dir, 0o777);
+    let err = one_line_error(&cli_in(&dir, &["status"]));
+    assert!(
+        err.contains(&format!("chmod go-w {}", dir.display())),
+        "{err}"
+    );
+    chmod(&dir, 0o700);
+    chmod(&dir.join("config.toml"), 0o666);
+    let err = run_error(&cli_in(&dir, &["run", "--offline", "--api", "127.0.0.1:0"]));
+    assert!(
+        err.contains("config.toml") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    chmod(&dir.join("config.toml"), 0o644);
+
+    // The token is sent only to loopback: an api.addr naming another host is refused at once.
+    std::fs::write(dir.join("api.addr"), "192.0.2.1:7423\n").unwrap();
+    let start = std::time::Instant::now();
+    let err = one_line_error(&cli_in(
+        &dir,
+        &[
+            "offer",
+            "publish",
+            "--title",
+            "x",
+            "--price",
+            "1",
+            "--currency",
+            "EUR",
+            "--pool-bps",
+            "1",
+            "--rule",
+            "direct",
+        ],
+    ));
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    std::fs::remove_file(dir.join("api.addr")).unwrap();
+
+    // Owned by another user (only root can make one here).
+    if std::fs::metadata(tmp.path()).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let err = one_line_error(&cli_in(&dir, &["id"]));
+        assert!(err.contains("owned by user 65534"), "{err}");
+        std::os::unix::fs::chown(&dir, Some(0), None).unwrap();
+    }
+    assert!(cli_in(&dir, &["id"]).status.success());
+}
