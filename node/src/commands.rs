@@ -116,20 +116,26 @@ pub fn peers(dir: &DataDir, out: Out, action: Option<PeersCommand>) -> Result<()
     Ok(())
 }
 
-/// The network as people read it.
+/// The network as people read it. Addresses come from peers: each is made printable on its
+/// own, so that a line break in one cannot forge a line.
 fn peers_text(v: &NetStatus) -> String {
+    use passalong_api::text::printable;
     let mut t = format!("peer id {}\n", v.peer_id);
     for a in &v.listen {
         // Circuit addresses already end with the peer id.
         if a.contains("/p2p-circuit") {
-            t.push_str(&format!("listening on {a}\n"));
+            t.push_str(&format!("listening on {}\n", printable(a)));
         } else {
-            t.push_str(&format!("listening on {a}/p2p/{}\n", v.peer_id));
+            t.push_str(&format!(
+                "listening on {}/p2p/{}\n",
+                printable(a),
+                v.peer_id
+            ));
         }
     }
     t.push_str(&format!("reachability {}\n", v.reachability));
     for r in &v.relays {
-        t.push_str(&format!("relayed by {r}\n"));
+        t.push_str(&format!("relayed by {}\n", printable(r)));
     }
     t.push_str(&format!("{} connected peer(s)\n", v.peers.len()));
     for p in &v.peers {
@@ -138,7 +144,7 @@ fn peers_text(v: &NetStatus) -> String {
             p.peer_id,
             p.score.map_or("-".into(), |x| format!("{x:.1}")),
             p.markets,
-            p.addr,
+            printable(&p.addr),
             if p.relayed { " (relayed)" } else { "" }
         ));
     }

@@ -1283,3 +1283,54 @@ fn a_data_dir_others_can_read_or_change_is_refused() {
     }
     assert!(cli_in(&dir, &["id"]).status.success());
 }
+
+/// A remote seller's title with an escape sequence, NUL, a line break and a right-to-left
+/// override (published through the API, which takes what argv cannot carry) reaches another
+/// node by import; its `offer list` shows none of them, while `--json` keeps the title as
+/// signed.
+#[test]
+fn a_remote_sellers_hostile_title_is_printed_harmless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seller = Daemon::start(&tmp.path().join("seller"));
+    let me = Daemon::start(&tmp.path().join("me"));
+    let title = "Shoes\u{1b}[31m red\0 nul\nfake line\u{202E}gpj.exe";
+    let (base, token) = api_of(&seller);
+    let published: serde_json::Value = ureq::post(&format!("{base}/v1/offers"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(
+            serde_json::json!({"title": title, "price_minor": 100, "currency": "EUR",
+            "pool_bps": 1000, "rule": "equal"}),
+        )
+        .expect("POST /v1/offers")
+        .into_json()
+        .unwrap();
+    assert!(published["id"].is_string(), "{published}");
+    let key = seller.public_key();
+    let bundle = tmp.path().join("market.json");
+    seller.json(&[
+        "export",
+        "--seller",
+        &key,
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    me.json(&["import", bundle.to_str().unwrap()]);
+
+    let list = stdout_of(&me, &["offer", "list", "--seller", &key]);
+    for bad in ['\u{1b}', '\0', '\u{202E}'] {
+        assert!(!list.contains(bad), "{:04X} in {list:?}", bad as u32);
+    }
+    assert!(!list.contains("\nfake line"), "{list:?}");
+    assert!(
+        list.contains("Shoes\u{FFFD}[31m red\u{FFFD} nul"),
+        "{list:?}"
+    );
+    assert_eq!(list.lines().count(), 2, "a header and one offer: {list:?}");
+    let raw = me
+        .cli(&["offer", "list", "--seller", &key, "--json"])
+        .stdout;
+    let text = String::from_utf8(raw).unwrap();
+    assert!(text.contains(r"\u001b[31m") && text.contains(r"\u0000") && text.contains(r"\n"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["offers"][0]["title"], title);
+}
