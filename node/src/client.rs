@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use passalong_api::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,9 +19,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Finds the daemon of `dir`.
+    /// Finds the daemon of `dir`. The write token goes only to a loopback address: the
+    /// daemon listens on nothing else, so an `api.addr` naming another host was not written
+    /// by it (a remote daemon is reached through a tunnel to a local port instead).
     pub fn connect(dir: &DataDir) -> Result<Client> {
         let addr = dir.api_addr()?;
+        if !addr.ip().is_loopback() {
+            bail!(
+                "{} names {addr}, which is not a loopback address: the daemon's API listens only on this machine, so the CLI sends its token nowhere else; stop and restart the daemon (it rewrites the file)",
+                dir.addr_file().display()
+            );
+        }
         Ok(Client {
             base: format!("http://{addr}"),
             token: dir.token()?,

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
-use passalong_api::attestations::{Acks, Import};
+use passalong_api::attestations::{Import, ImportError};
 use passalong_api::contacts::{ContactList, NewContact, OldContact};
 use passalong_api::earnings::Earnings;
 use passalong_api::ledger::{LedgerInfo, Payouts};
@@ -116,20 +116,26 @@ pub fn peers(dir: &DataDir, out: Out, action: Option<PeersCommand>) -> Result<()
     Ok(())
 }
 
-/// The network as people read it.
+/// The network as people read it. Addresses come from peers: each is made printable on its
+/// own, so that a line break in one cannot forge a line.
 fn peers_text(v: &NetStatus) -> String {
+    use passalong_api::text::printable;
     let mut t = format!("peer id {}\n", v.peer_id);
     for a in &v.listen {
         // Circuit addresses already end with the peer id.
         if a.contains("/p2p-circuit") {
-            t.push_str(&format!("listening on {a}\n"));
+            t.push_str(&format!("listening on {}\n", printable(a)));
         } else {
-            t.push_str(&format!("listening on {a}/p2p/{}\n", v.peer_id));
+            t.push_str(&format!(
+                "listening on {}/p2p/{}\n",
+                printable(a),
+                v.peer_id
+            ));
         }
     }
     t.push_str(&format!("reachability {}\n", v.reachability));
     for r in &v.relays {
-        t.push_str(&format!("relayed by {r}\n"));
+        t.push_str(&format!("relayed by {}\n", printable(r)));
     }
     t.push_str(&format!("{} connected peer(s)\n", v.peers.len()));
     for p in &v.peers {
@@ -138,7 +144,7 @@ fn peers_text(v: &NetStatus) -> String {
             p.peer_id,
             p.score.map_or("-".into(), |x| format!("{x:.1}")),
             p.markets,
-            p.addr,
+            printable(&p.addr),
             if p.relayed { " (relayed)" } else { "" }
         ));
     }
@@ -550,7 +556,16 @@ struct Imported {
     new: u64,
     /// Envelopes per status (`valid`, `pending`, `held`, `invalid`).
     statuses: std::collections::BTreeMap<String, u64>,
+    /// Pending attestations the import made valid.
+    unblocked: u64,
+    /// The first invalid envelopes (`index`: position in the file, from 0).
+    errors: Vec<ImportError>,
+    /// Whether `errors` left some out.
+    truncated: bool,
 }
+
+/// Invalid envelopes `import` names on a terminal; `--json` has the first 100.
+const ERRORS_SHOWN: usize = 5;
 
 /// `passalong export`
 pub fn export(
@@ -592,40 +607,55 @@ pub fn import(dir: &DataDir, out: Out, file: &std::path::Path) -> Result<()> {
         bail!("{} holds no attestations", file.display());
     }
     let c = Client::connect(dir)?;
-    let mut counts = std::collections::BTreeMap::<String, u64>::new();
-    let mut new = 0u64;
+    let mut total = passalong_api::attestations::Imported::default();
     let progress = crate::progress::Progress::new("importing", envelopes.len() as u64);
     // Chunks keep each request far below the API's body limit.
+    let mut offset = 0u64;
     for chunk in envelopes.chunks(2_000) {
-        let v: Acks = c.post(
+        let part: passalong_api::attestations::Imported = c.post(
             "/v1/attestations",
             &Import {
                 envelopes: chunk.iter().map(hex::encode).collect(),
             },
         )?;
-        for a in v.acks.iter().take(chunk.len()) {
-            *counts.entry(a.status.clone()).or_default() += 1;
-            if !a.duplicate {
-                new += 1;
-            }
-        }
+        total.merge(offset, part);
+        offset += chunk.len() as u64;
         progress.add(chunk.len() as u64);
     }
     drop(progress);
+    let invalid = total.statuses.get("invalid").copied().unwrap_or(0);
     let v = Imported {
         file: file.display().to_string(),
         attestations: envelopes.len(),
-        new,
-        statuses: counts,
+        new: total.new,
+        statuses: total.statuses,
+        unblocked: total.unblocked,
+        truncated: invalid > total.errors.len() as u64,
+        errors: total.errors,
     };
     out.print(&v, |v| {
-        format!(
+        let mut t = format!(
             "imported {} attestations from {} ({} new): {}",
             v.attestations,
             v.file,
             v.new,
             serde_json::to_string(&v.statuses).unwrap_or_default()
-        )
+        );
+        for e in v.errors.iter().take(ERRORS_SHOWN) {
+            t.push_str(&format!(
+                "\ninvalid: attestation {} (#{} in the file) {}: {}",
+                e.id,
+                e.index,
+                passalong_api::text::printable(&e.reason),
+                passalong_api::text::printable(&e.message)
+            ));
+        }
+        let invalid = v.statuses.get("invalid").copied().unwrap_or(0);
+        let shown = v.errors.len().min(ERRORS_SHOWN) as u64;
+        if invalid > shown {
+            t.push_str(&format!("\n… and {} more invalid", invalid - shown));
+        }
+        t
     });
     Ok(())
 }

@@ -40,6 +40,13 @@ pub struct Config {
     /// Where the node is reached from outside (`https://HOST`): share links' URLs use it and
     /// the dashboard answers to its host. Empty: the API address.
     pub public_url: String,
+    /// Milliseconds a client of the API has to send a request's head (also the longest an
+    /// idle connection stays open).
+    pub http_header_timeout_ms: u64,
+    /// Milliseconds a request of the API may take to be answered (its body read included).
+    pub http_request_timeout_ms: u64,
+    /// Milliseconds a stop waits for the API's requests under way before it closes them.
+    pub shutdown_deadline_ms: u64,
 }
 
 impl Default for Config {
@@ -58,6 +65,9 @@ impl Default for Config {
             checkpoint_every: passalong_store::CHECKPOINT_EVERY,
             log: "info".into(),
             public_url: String::new(),
+            http_header_timeout_ms: passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
+            http_request_timeout_ms: passalong_api::server::DEFAULT_REQUEST_TIMEOUT_MS,
+            shutdown_deadline_ms: passalong_api::server::DEFAULT_SHUTDOWN_DEADLINE_MS,
         }
     }
 }
@@ -93,10 +103,19 @@ pub fn default_file() -> String {
          # The address the node is reached at from outside, e.g. \"https://shop.example\"\n\
          # (behind a reverse proxy): share links' URLs use it, and the dashboard answers to\n\
          # its host. Empty: share links point at the local API address.\n\
-         public_url = \"\"\n",
+         public_url = \"\"\n\n\
+         # The API's timeouts, in milliseconds: for a client to send a request's head (an idle\n\
+         # connection is closed after it too), for a request to be answered, and for a stop\n\
+         # (SIGTERM) to wait for the requests under way before it closes them.\n\
+         http_header_timeout_ms = {}\n\
+         http_request_timeout_ms = {}\n\
+         shutdown_deadline_ms = {}\n",
         DEFAULT_LISTEN[0],
         DEFAULT_LISTEN[1],
-        passalong_store::CHECKPOINT_EVERY
+        passalong_store::CHECKPOINT_EVERY,
+        passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
+        passalong_api::server::DEFAULT_REQUEST_TIMEOUT_MS,
+        passalong_api::server::DEFAULT_SHUTDOWN_DEADLINE_MS,
     )
 }
 
@@ -157,7 +176,25 @@ impl Config {
         if self.sync_interval_secs == 0 {
             bail!("sync_interval_secs must be at least 1");
         }
+        for (key, ms) in [
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_request_timeout_ms", self.http_request_timeout_ms),
+        ] {
+            if ms == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
         Ok(self)
+    }
+
+    /// The API server's timeouts.
+    pub fn serve_limits(&self) -> passalong_api::ServeLimits {
+        use std::time::Duration;
+        passalong_api::ServeLimits {
+            header_read_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            request_timeout: Duration::from_millis(self.http_request_timeout_ms),
+            shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
+        }
     }
 
     /// The network settings, with every address checked.

@@ -16,14 +16,13 @@ use crate::datadir::DataDir;
 /// Runs the daemon until a signal stops it.
 pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
     let created = dir.init()?;
+    // Refuse a key or token others can read before anything else starts.
+    dir.keypair()?;
+    dir.token()?;
     let config = Config::load(&dir.config_file())?.with_flags(args)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .map_err(|e| anyhow!("invalid log filter {:?}: {e}", config.log))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(filter);
     if created {
         info!(data_dir = %dir.root().display(), "initialised a new data dir");
     }
@@ -31,7 +30,11 @@ pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(dir, config))
+    let result = rt.block_on(serve(dir, config));
+    // Whatever still runs (a handler's blocking store call past the shutdown deadline) is
+    // left behind rather than waited for: the store was flushed or closed in `serve`.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 async fn serve(dir: &DataDir, config: Config) -> Result<()> {
@@ -102,9 +105,11 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     dir.write_addr(addr)?;
     info!(api = %addr, dashboard = %format!("http://{addr}/"), %public_key, data_dir = %dir.root().display(), "passalong node running");
     let ticker = tokio::spawn(release_held(store.clone(), fresh_tx));
-    passalong_web::serve(
+    let limits = config.serve_limits();
+    passalong_api::serve_app(
         listener,
         passalong_web::app(state, &public),
+        limits,
         shutdown_signal(),
     )
     .await

@@ -1,10 +1,18 @@
 //! The data directory: the identity key and the API token (0600), config.toml, the store,
 //! and the address of the running daemon.
+//!
+//! Nothing in it is used before it is checked, as ssh checks a key: the directory and
+//! config.toml must be owned by the user running passalong and writable by no one else (or
+//! another local user could plant a token, a key or an `api.addr` that sends our token to
+//! their listener), and the key and token must be owned by us and readable by no one else
+//! (mode 0600). What fails the check is refused, not repaired: the message names the file and
+//! the `chmod` to run, since a file someone else could read may already have leaked, and a
+//! silent repair would hide that.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -66,6 +74,7 @@ impl DataDir {
                 .with_context(|| format!("cannot restrict {}", self.root.display()))?;
             created = true;
         }
+        self.check_dir()?;
         if !self.key_file().exists() {
             let mut seed = [0u8; 32];
             OsRng.fill_bytes(&mut seed);
@@ -83,12 +92,19 @@ impl DataDir {
                 .with_context(|| format!("cannot write {}", self.config_file().display()))?;
             created = true;
         }
+        check_file(&self.config_file(), Private::NotWritable)?;
         Ok(created)
+    }
+
+    /// Refuses a data dir that another user owns or can write to.
+    pub fn check_dir(&self) -> Result<()> {
+        check_file(&self.root, Private::NotWritable)
     }
 
     /// The node's key pair.
     pub fn keypair(&self) -> Result<Keypair> {
         let path = self.key_file();
+        self.check_secret(&path)?;
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "cannot read the identity key {} (run `passalong init`)",
@@ -108,6 +124,7 @@ impl DataDir {
     /// The API write token.
     pub fn token(&self) -> Result<String> {
         let path = self.token_file();
+        self.check_secret(&path)?;
         let t = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "cannot read the API token {} (run `passalong init`)",
@@ -115,6 +132,19 @@ impl DataDir {
             )
         })?;
         Ok(t.trim().to_string())
+    }
+
+    /// Refuses a secret (and its directory) that another user owns, can read or can write.
+    /// A missing file is left to the caller's own message.
+    fn check_secret(&self, path: &Path) -> Result<()> {
+        if !self.root.exists() {
+            return Ok(());
+        }
+        self.check_dir()?;
+        if path.exists() {
+            check_file(path, Private::Secret)?;
+        }
+        Ok(())
     }
 
     /// The running daemon's API address.
@@ -139,6 +169,64 @@ impl DataDir {
             .and_then(|()| std::fs::rename(&tmp, self.addr_file()))
             .with_context(|| format!("cannot write {}", self.addr_file().display()))
     }
+}
+
+/// What [`check_file`] demands beyond being ours.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Private {
+    /// No one else may write it (the data dir, config.toml): mode `go-w`.
+    NotWritable,
+    /// No one else may read or write it (the key, the token): mode 0600 or stricter.
+    Secret,
+}
+
+/// Refuses `path` if the user running passalong does not own it, or if others may write it
+/// (or, for a secret, read it); the message says what to do.
+fn check_file(path: &Path, private: Private) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read the permissions of {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        // The data dir itself may be a link; what it holds may not (a link could point at
+        // another user's file).
+        if private == Private::Secret {
+            bail!(
+                "{} is a symbolic link: passalong reads its key and token only from files of the data dir",
+                path.display()
+            );
+        }
+        return check_file(&std::fs::canonicalize(path)?, private);
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "{} is owned by user {}, not by you (user {me}): another user could have planted what it holds; use a data dir of your own (e.g. under $HOME)",
+            path.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    let (others, fix) = match private {
+        Private::NotWritable => (mode & 0o022, "go-w"),
+        Private::Secret => (mode & 0o077, "600"),
+    };
+    if others != 0 {
+        let what = if private == Private::Secret {
+            "other users can read or change it"
+        } else {
+            "other users can change what it holds"
+        };
+        bail!(
+            "{} has mode {mode:o}: {what}; run `chmod {fix} {}`{}",
+            path.display(),
+            path.display(),
+            if private == Private::Secret {
+                " (if others could read it, treat it as leaked)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Writes a file only the owner can read.

@@ -13,6 +13,7 @@ mod config;
 mod daemon;
 mod datadir;
 mod display;
+mod logging;
 mod network;
 mod progress;
 mod verify;

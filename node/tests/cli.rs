@@ -1042,3 +1042,295 @@ fn ledger_payouts_earnings_and_contacts_in_major_units_with_names_and_printable_
         .unwrap()
         .is_empty());
 }
+
+/// Starts `passalong run` on `dir` with its stderr on `stderr` (the helper's goes to a file);
+/// waits until its API answers.
+fn start_with_stderr(dir: &Path, stderr: Stdio) -> Daemon {
+    let child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["run", "--api", "127.0.0.1:0", "--no-mdns", "--listen"])
+        .arg(format!("/ip4/127.0.0.1/tcp/{}", free_port()))
+        .env_remove("PASSALONG_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn passalong run");
+    let mut d = Daemon {
+        dir: dir.to_path_buf(),
+        child: Some(child),
+        args: Vec::new(),
+        netns: None,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(dir.join("api.addr").exists() && d.cli(&["status"]).status.success()) {
+        if let Some(Ok(Some(status))) = d.child.as_mut().map(std::process::Child::try_wait) {
+            panic!("the daemon exited early with {status}");
+        }
+        assert!(std::time::Instant::now() < deadline, "no API within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d
+}
+
+/// Its log on a full disk (`/dev/full` answers every write with ENOSPC) costs a daemon
+/// nothing: it starts, its network runs, and every write through the API is stored. Before,
+/// the log's failed write panicked: the daemon died at its first line.
+#[test]
+fn a_daemon_whose_log_cannot_be_written_keeps_serving_and_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let d = start_with_stderr(&tmp.path().join("n"), Stdio::from(full));
+    for i in 0..5 {
+        let v = publish_offer(&d, &format!("offer {i}"));
+        assert!(v["id"].is_string(), "{v}");
+    }
+    // A refused write logs too; the next one still works.
+    let bad = d.cli(&["refund", &"00".repeat(32)]);
+    assert_eq!(bad.status.code(), Some(1));
+    publish_offer(&d, "after a refused write");
+    let offers = d.json(&["offer", "list"]);
+    assert_eq!(
+        offers["offers"].as_array().map(Vec::len),
+        Some(6),
+        "{offers}"
+    );
+    let status = d.json(&["status"]);
+    assert!(status["network"]["peer_id"].is_string(), "{status}");
+}
+
+/// A daemon on a fresh data dir whose config.toml ends with `extra` (`key = value` lines).
+fn daemon_with_config(dir: &Path, extra: &str) -> Daemon {
+    assert!(cli_in(dir, &["init"]).status.success());
+    let mut config = std::fs::read_to_string(dir.join("config.toml")).expect("init wrote it");
+    for line in extra.lines() {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        config = config
+            .lines()
+            .filter(|l| !l.trim_start().starts_with(key))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        config.push_str(line);
+        config.push('\n');
+    }
+    std::fs::write(dir.join("config.toml"), config).expect("write config.toml");
+    Daemon::start(dir)
+}
+
+/// Opens a connection to `d`'s API and sends half a request line (a slowloris client).
+fn half_a_request(d: &Daemon) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = std::fs::read_to_string(d.dir.join("api.addr")).expect("api.addr");
+    let mut s = std::net::TcpStream::connect(addr.trim()).expect("connect to the API");
+    s.write_all(b"GET /v1/sta")
+        .expect("send half a request line");
+    s
+}
+
+/// A client that never finishes its request's head is cut off after
+/// `http_header_timeout_ms`, while the API goes on answering others.
+#[test]
+fn a_client_that_never_sends_its_request_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with_config(&tmp.path().join("n"), "http_header_timeout_ms = 1000");
+    let slow = half_a_request(&d);
+    let idle = std::net::TcpStream::connect(
+        std::fs::read_to_string(d.dir.join("api.addr"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert!(d.cli(&["status"]).status.success());
+    let start = std::time::Instant::now();
+    for mut s in [slow, idle] {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut rest = Vec::new();
+        // The server closes it: end of stream (after an error answer, if any) or a reset.
+        let _ = s.read_to_end(&mut rest);
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "the slow connections were closed after {waited:?}"
+    );
+}
+
+/// SIGTERM stops a daemon within `shutdown_deadline_ms` even while a client holds a request
+/// open (before, the stop waited for every connection, for ever).
+#[test]
+fn a_stop_does_not_wait_for_a_slow_client_past_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = daemon_with_config(
+        &tmp.path().join("n"),
+        "http_header_timeout_ms = 600000\nshutdown_deadline_ms = 1000",
+    );
+    let _slow = half_a_request(&d);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut child = d.child.take().unwrap();
+    let start = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(8),
+        "stopped after {:?}",
+        start.elapsed()
+    );
+    assert!(!d.dir.join("api.addr").exists());
+}
+
+/// A data dir prepared by someone else is refused before anything in it is used: a key or
+/// token others can read, a directory or config others can write (a planted token or
+/// `api.addr`), each with the `chmod` to run; and the token goes to no address but loopback.
+#[test]
+fn a_data_dir_others_can_read_or_change_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    assert!(cli_in(&dir, &["init"]).status.success());
+    let chmod = |f: &Path, mode: u32| {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+
+    chmod(&dir.join("identity.key"), 0o644);
+    for args in [&["id"][..], &["run", "--offline", "--api", "127.0.0.1:0"]] {
+        let out = cli_in(&dir, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            last.contains("identity.key")
+                && last.contains("644")
+                && last.contains(&format!("chmod 600 {}", dir.join("identity.key").display())),
+            "{args:?}: {last}"
+        );
+    }
+    assert!(!dir.join("api.addr").exists(), "run did not start");
+    chmod(&dir.join("identity.key"), 0o600);
+
+    // A planted token, readable by all, in a directory others can write.
+    std::fs::write(dir.join("api.addr"), "127.0.0.1:9\n").unwrap();
+    chmod(&dir.join("api-token"), 0o644);
+    let err = one_line_error(&cli_in(&dir, &["status"]));
+    assert!(
+        err.contains("api-token") && err.contains("chmod 600"),
+        "{err}"
+    );
+    chmod(&dir.join("api-token"), 0o600);
+    chmod(&dir, 0o777);
+    let err = one_line_error(&cli_in(&dir, &["status"]));
+    assert!(
+        err.contains(&format!("chmod go-w {}", dir.display())),
+        "{err}"
+    );
+    chmod(&dir, 0o700);
+    chmod(&dir.join("config.toml"), 0o666);
+    let err = run_error(&cli_in(&dir, &["run", "--offline", "--api", "127.0.0.1:0"]));
+    assert!(
+        err.contains("config.toml") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    chmod(&dir.join("config.toml"), 0o644);
+
+    // The token is sent only to loopback: an api.addr naming another host is refused at once.
+    std::fs::write(dir.join("api.addr"), "192.0.2.1:7423\n").unwrap();
+    let start = std::time::Instant::now();
+    let err = one_line_error(&cli_in(
+        &dir,
+        &[
+            "offer",
+            "publish",
+            "--title",
+            "x",
+            "--price",
+            "1",
+            "--currency",
+            "EUR",
+            "--pool-bps",
+            "1",
+            "--rule",
+            "direct",
+        ],
+    ));
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    std::fs::remove_file(dir.join("api.addr")).unwrap();
+
+    // Owned by another user (only root can make one here).
+    if std::fs::metadata(tmp.path()).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let err = one_line_error(&cli_in(&dir, &["id"]));
+        assert!(err.contains("owned by user 65534"), "{err}");
+        std::os::unix::fs::chown(&dir, Some(0), None).unwrap();
+    }
+    assert!(cli_in(&dir, &["id"]).status.success());
+}
+
+/// A remote seller's title with an escape sequence, NUL, a line break and a right-to-left
+/// override (published through the API, which takes what argv cannot carry) reaches another
+/// node by import; its `offer list` shows none of them, while `--json` keeps the title as
+/// signed.
+#[test]
+fn a_remote_sellers_hostile_title_is_printed_harmless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seller = Daemon::start(&tmp.path().join("seller"));
+    let me = Daemon::start(&tmp.path().join("me"));
+    let title = "Shoes\u{1b}[31m red\0 nul\nfake line\u{202E}gpj.exe";
+    let (base, token) = api_of(&seller);
+    let published: serde_json::Value = ureq::post(&format!("{base}/v1/offers"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(
+            serde_json::json!({"title": title, "price_minor": 100, "currency": "EUR",
+            "pool_bps": 1000, "rule": "equal"}),
+        )
+        .expect("POST /v1/offers")
+        .into_json()
+        .unwrap();
+    assert!(published["id"].is_string(), "{published}");
+    let key = seller.public_key();
+    let bundle = tmp.path().join("market.json");
+    seller.json(&[
+        "export",
+        "--seller",
+        &key,
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    me.json(&["import", bundle.to_str().unwrap()]);
+
+    let list = stdout_of(&me, &["offer", "list", "--seller", &key]);
+    for bad in ['\u{1b}', '\0', '\u{202E}'] {
+        assert!(!list.contains(bad), "{:04X} in {list:?}", bad as u32);
+    }
+    assert!(!list.contains("\nfake line"), "{list:?}");
+    assert!(
+        list.contains("Shoes\u{FFFD}[31m red\u{FFFD} nul"),
+        "{list:?}"
+    );
+    assert_eq!(list.lines().count(), 2, "a header and one offer: {list:?}");
+    let raw = me
+        .cli(&["offer", "list", "--seller", &key, "--json"])
+        .stdout;
+    let text = String::from_utf8(raw).unwrap();
+    assert!(text.contains(r"\u001b[31m") && text.contains(r"\u0000") && text.contains(r"\n"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["offers"][0]["title"], title);
+}

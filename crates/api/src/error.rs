@@ -77,6 +77,15 @@ impl ApiError {
             reason: None,
         }
     }
+    /// 413: the body is over the route's limit.
+    pub fn too_large() -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: "request body too large".into(),
+            reason: None,
+        }
+    }
     /// 500; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -99,12 +108,7 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError {
-                status,
-                code: "too_large",
-                message: "request body too large".into(),
-                reason: None,
-            };
+            return ApiError::too_large();
         }
         ApiError::bad_request(format!("malformed JSON body: {}", r.body_text()))
     }

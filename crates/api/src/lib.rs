@@ -23,6 +23,7 @@ pub mod offers;
 pub mod peers;
 pub mod referrals;
 pub mod sales;
+pub mod server;
 mod state;
 pub mod text;
 mod writer;
@@ -36,8 +37,9 @@ pub use identity::Identities;
 pub use ledger::ledger_json;
 pub use metrics::{Metrics, Registry};
 pub use network::{NetFuture, NetStatus, Network, NetworkError};
+pub use server::{serve_app, ServeLimits};
 pub use state::{constant_time_eq, AppState};
-pub use writer::{now_ms, Writer};
+pub use writer::{now_ms, Sink, Writer};
 
 /// Largest JSON body of an ordinary write.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -92,7 +94,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve_app(
+        listener,
+        router(state),
+        server::ServeLimits::default(),
+        shutdown,
+    )
+    .await
 }

@@ -979,7 +979,8 @@ async fn every_write_needs_the_token() {
         node.post("/v1/attestations", &json!({"envelopes": []}))
             .await
             .ok(200),
-        json!({"acks": []})
+        json!({"envelopes": 0, "new": 0, "statuses": {}, "unblocked": 0, "acks": [],
+            "errors": [], "truncated": false})
     );
     node.stop().await;
 }
@@ -1534,7 +1535,11 @@ async fn body_limits() {
         .post("/v1/attestations", &json!({ "envelopes": envs }))
         .await
         .ok(200);
-    assert_eq!(v["acks"].as_array().unwrap().len(), 150);
+    assert_eq!(v["envelopes"], 150);
+    assert_eq!(v["statuses"]["invalid"], 150);
+    assert_eq!(v["acks"].as_array().unwrap().len(), 100);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 100);
+    assert_eq!(v["truncated"], true);
     // … up to 16 MiB.
     let huge = format!(
         "{{\"envelopes\": [\"{}\"]}}",
@@ -2118,4 +2123,70 @@ async fn short_links_resolve_where_the_chain_is_held() {
     damaged.truncate(short.len() - 3);
     let r = node.post("/v1/referrals", &json!({"from": damaged})).await;
     assert_error(&r, 400, "bad_request");
+}
+
+/// Junk envelopes cost an answer of bounded size: counts of every outcome and the first 100
+/// acks and errors (one ack per envelope made 5 MB of junk a 198 MB answer and 2.68 GB of
+/// memory); an honest import in the same request still counts and stores every envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_junk_import_gets_a_bounded_summary() {
+    let node = Node::start().await;
+    let (offer_id, link) = node.publish("equal", 1000).await;
+    let offer = offer_of(&link);
+    let now = now_ms();
+    let honest: Vec<Attestation> = (0..600u64)
+        .map(|i| {
+            referral(
+                &kp(10 + (i % 200) as u8),
+                offer_id,
+                None,
+                None,
+                now - 1000 - i,
+            )
+        })
+        .collect();
+    const JUNK: usize = 100_000;
+    let mut envs: Vec<String> = Vec::with_capacity(JUNK + honest.len() + 1);
+    envs.push(hex::encode(&offer.bytes));
+    for (i, a) in honest.iter().enumerate() {
+        envs.push(hex::encode(&a.bytes));
+        for j in 0..JUNK / honest.len() {
+            envs.push(format!("{:08x}", i * 1000 + j));
+        }
+    }
+    let total = envs.len();
+    let body = json!({ "envelopes": envs }).to_string();
+    assert!(body.len() > 700_000, "{}", body.len());
+    let r = node.post_bytes("/v1/attestations", body.as_bytes()).await;
+    assert!(
+        r.body.len() < 64 * 1024,
+        "a {} B answer to {} envelopes",
+        r.body.len(),
+        total
+    );
+    let v = r.ok(200);
+    assert_eq!(v["envelopes"], json!(total));
+    let junk = total - honest.len() - 1;
+    assert_eq!(v["statuses"]["invalid"], json!(junk), "{}", v["statuses"]);
+    assert_eq!(v["statuses"]["valid"], json!(honest.len() + 1));
+    assert_eq!(
+        v["new"],
+        json!(total - 1),
+        "the offer was held already: {v}"
+    );
+    assert_eq!(v["acks"].as_array().unwrap().len(), 100);
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 100);
+    // Errors name their envelope by its place in the request.
+    assert_eq!(errors[0]["index"], json!(2));
+    assert!(errors[0]["reason"].as_str().unwrap().starts_with("decode."));
+    assert_eq!(v["truncated"], json!(true));
+    for a in &honest {
+        let g = node
+            .get(&format!("/v1/attestations/{}", a.id.to_hex()))
+            .await
+            .ok(200);
+        assert_eq!(g["status"], json!("valid"));
+    }
+    node.stop().await;
 }

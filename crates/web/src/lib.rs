@@ -143,9 +143,13 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    passalong_api::serve_app(
+        listener,
+        app,
+        passalong_api::ServeLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]
