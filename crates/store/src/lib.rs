@@ -34,6 +34,7 @@ mod index;
 mod ingest;
 pub mod keyspace;
 mod ledger;
+mod lock;
 mod lookups;
 mod market;
 mod newest;
@@ -55,6 +56,7 @@ use passalong_protocol::{Attestation, Id, Kind, Ledger, LedgerEntry, PublicKey, 
 pub use counters::IngestCounters;
 pub use error::StoreError;
 use keyspace::*;
+pub use lock::LOCK_FILE;
 pub use lookups::MAX_IDEMPOTENCY_KEY;
 pub use newest::Newest;
 use txn::Txn;
@@ -233,6 +235,9 @@ pub struct Store {
     fail_at_commit: AtomicU64,
     checkpoint_every: AtomicU64,
     checkpoints: AtomicU64,
+    /// The directory's lock, held from before sled opens until the store is dropped, across
+    /// every checkpoint's reopening (see `lock`).
+    lock: lock::DirLock,
 }
 
 /// The open sled database, borrowed for one call.
@@ -278,6 +283,7 @@ impl Store {
     /// Opens with a page cache of `cache_bytes` (sled's default is 1 GiB; we bound memory).
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
+        let lock = lock::DirLock::take(path)?;
         let (db, totals_due) = open_db_upgrading(path, cache_bytes)?;
         let book = book::Book::load(&db).map_err(corrupt_at(path))?;
         let orders = orders::Orders::load(&db).map_err(corrupt_at(path))?;
@@ -303,6 +309,7 @@ impl Store {
             fail_at_commit: AtomicU64::new(u64::MAX),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
             checkpoints: AtomicU64::new(0),
+            lock,
         };
         if totals_due {
             store.upgrade_offer_totals().map_err(corrupt_at(path))?;
@@ -1156,9 +1163,17 @@ impl Store {
             let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             self.write_book(&*self.db()?)?;
         }
-        let (path, cache) = (self.path.clone(), self.cache_bytes);
-        drop(self);
-        open_db(&path, cache)?.flush()?;
+        // The lock is kept until the reopened database is closed again.
+        let Store {
+            db,
+            path,
+            cache_bytes,
+            lock,
+            ..
+        } = self;
+        drop(db);
+        open_db(&path, cache_bytes)?.flush()?;
+        drop(lock);
         Ok(())
     }
 }

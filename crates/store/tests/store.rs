@@ -602,6 +602,64 @@ fn opening_twice_is_a_clear_locked_error() {
     }
 }
 
+/// A checkpoint drops sled's handle (and sled's file lock) and reopens it: a second open that
+/// tries all along, from another thread, must fail every time with `Locked`, never take the
+/// store, and the first store keeps working throughout.
+#[test]
+fn the_store_stays_locked_across_checkpoints() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    let more = receipts(
+        &atts,
+        40,
+        |i| format!("order-l{i}"),
+        |_| 100,
+        |i| T0 + 10 + i,
+    );
+    let st = Store::open(dir.path()).unwrap();
+    st.set_checkpoint_every(1);
+    st.ingest(&envs(&atts), NOW).unwrap();
+    let done = AtomicBool::new(false);
+    let attempts = std::thread::scope(|sc| {
+        // Several openers, so that one is likely to try in each gap.
+        let others: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut attempts = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        match Store::open(dir.path()) {
+                            Err(StoreError::Locked { .. }) => attempts += 1,
+                            Err(e) => panic!("expected Locked, got {e}"),
+                            Ok(_) => panic!("a second open took the store during a checkpoint"),
+                        }
+                    }
+                    attempts
+                })
+            })
+            .collect();
+        // Every ingest checkpoints (every attestation written), and more in between.
+        for r in &more {
+            let acks = st.ingest(&[&r.bytes], NOW);
+            let acks = acks.unwrap_or_else(|e| panic!("the first store failed: {e}"));
+            assert_eq!(acks[0].status, Status::Valid);
+            st.checkpoint().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        others
+            .into_iter()
+            .map(|o| o.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum::<u64>()
+    });
+    assert!(attempts > 0);
+    assert!(st.checkpoints() >= 80, "{} checkpoints", st.checkpoints());
+    assert_eq!(st.valid_count().unwrap(), (atts.len() + more.len()) as u64);
+    // Closed, the store is free again, for this process too.
+    st.close().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.valid_count().unwrap(), (atts.len() + more.len()) as u64);
+}
+
 #[test]
 fn a_foreign_or_damaged_store_is_a_clear_error() {
     // A sled database that is not ours.
