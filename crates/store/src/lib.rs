@@ -504,6 +504,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
 /// Opens the database, upgrading an older format as far as the tree alone allows; `true` if
 /// the offers' totals are still to be computed (see [`Store::upgrade_offer_totals`]).
 fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), StoreError> {
+    remove_partial_snapshots(path)?;
     {
         // sled releases its file lock from background threads shortly after the last handle
         // is dropped: a store reopened at once (a restart in the same process) waits briefly.
@@ -586,6 +587,38 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
         }
         Ok((db, totals_due))
     }
+}
+
+/// Removes snapshots that sled began and never finished. sled 0.34 writes its snapshot while
+/// it opens, to `snap.<lsn>.generating`, then renames it to `snap.<lsn>`; but when it opens it
+/// reads the snapshot file that sorts last, skipping only `.in___motion` files, so a
+/// `.generating` file left by a process killed in the middle (a kill -9 during a start or a
+/// checkpoint) is read as the newest snapshot and fails its checksum: "Read corrupted data",
+/// and the store never opens again. Nothing is lost by removing it: the open that wrote it
+/// died before it wrote anything else, and the last finished snapshot and the log after it
+/// hold everything. The caller holds the directory's lock, so no other process is writing one.
+fn remove_partial_snapshots(path: &Path) -> Result<(), StoreError> {
+    let failed = |e: std::io::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        source: sled::Error::Io(e),
+    };
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(failed(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A stored record that does not decode at open is damage like any other: the error says
