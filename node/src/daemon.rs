@@ -114,7 +114,7 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     )
     .await
     .context("the API server failed")?;
-    let _ = std::fs::remove_file(dir.addr_file());
+    let _ = (dir.api_addr().ok() == Some(addr)).then(|| std::fs::remove_file(dir.addr_file()));
     ticker.abort();
     let _ = ticker.await;
     if let Some(net) = &net {

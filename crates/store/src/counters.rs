@@ -95,6 +95,7 @@ mod tests {
             id: Id([7; 32]),
             status,
             duplicate,
+            not_kept: None,
         }
     }
 

@@ -5,6 +5,7 @@ use passalong_protocol::state::Report;
 use passalong_protocol::validation::{self, InvalidReason, Outcome};
 use passalong_protocol::{Attestation, Id};
 
+use crate::expiry::{self, ExpiryLimits};
 use crate::index;
 use crate::keyspace::*;
 use crate::txn::{Entry, EntryState, Txn};
@@ -42,48 +43,91 @@ pub(crate) fn envelope(t: &Txn<'_>, id: &Id) -> Option<Attestation> {
     t.entry(id, |e| e.attestation(*id))?
 }
 
-/// Ingests envelopes that passed (or failed) stage 1, in order.
+/// Ingests envelopes that passed (or failed) stage 1, in order, at `now_ms`. A held one whose
+/// release is beyond the horizon is answered but not kept: its id goes to `not_kept`.
 pub(crate) fn ingest(
     t: &mut Txn<'_>,
     checked: impl IntoIterator<Item = (Id, Result<Attestation, InvalidReason>)>,
     now_ms: u64,
+    limits: &ExpiryLimits,
     reports: &mut Vec<Report>,
+    not_kept: &mut Vec<Id>,
 ) {
+    let start = reports.len();
     for (id, c) in checked {
         match c {
-            Err(reason) => mark_invalid(t, id, reason, reports),
+            Err(reason) => mark_invalid(t, id, reason, now_ms, reports),
             Ok(att) => {
                 if let Some(until_ms) = validation::held_until(att.body.created_at_ms(), now_ms) {
-                    t.put(key(HELD, &[&until_ms.to_be_bytes(), &id.0]), vec![]);
-                    t.put_entry(&id, &Entry::new(EntryState::Held { until_ms }, &att.bytes));
                     reports.push(Report {
                         id,
                         outcome: Outcome::Held { until_ms },
                         duplicate: false,
                     });
+                    if !limits.keeps_held(until_ms, now_ms) {
+                        not_kept.push(id);
+                        continue;
+                    }
+                    t.put(key(HELD, &[&until_ms.to_be_bytes(), &id.0]), vec![]);
+                    t.put_entry(&id, &Entry::new(EntryState::Held { until_ms }, &att.bytes));
+                    expiry::held_counted(t, true);
                 } else {
-                    evaluate(t, att, reports);
+                    evaluate(t, att, None, now_ms, reports);
                 }
             }
         }
     }
+    keep_within_caps(t, limits, &reports[start..]);
 }
 
-/// Releases held attestations whose time has come.
-pub(crate) fn tick(t: &mut Txn<'_>, now_ms: u64, reports: &mut Vec<Report>) {
-    for (k, _) in t.scan(&[HELD]) {
-        if u64_at(&k, 1) > now_ms {
-            break;
-        }
-        let id = Id(id_at(&k, 9));
-        t.del(k);
-        if let Some(att) = envelope(t, &id) {
-            evaluate(t, att, reports);
-        }
+/// Applies the caps if the reports stored anything that does not count (an honest call of
+/// valid attestations reads nothing more).
+fn keep_within_caps(t: &mut Txn<'_>, limits: &ExpiryLimits, reports: &[Report]) {
+    if reports.iter().any(|r| r.outcome != Outcome::Valid) {
+        expiry::enforce_caps(t, limits);
     }
 }
 
-fn mark_invalid(t: &mut Txn<'_>, id: Id, reason: InvalidReason, reports: &mut Vec<Report>) {
+/// Releases up to `budget` held attestations whose time has come (those that stay pending are
+/// pending from `now_ms`); true if more are due.
+pub(crate) fn tick(
+    t: &mut Txn<'_>,
+    now_ms: u64,
+    limits: &ExpiryLimits,
+    budget: usize,
+    reports: &mut Vec<Report>,
+) -> bool {
+    let mut cursor = vec![HELD];
+    let mut released = 0;
+    while let Some(k) = t.key_after(&[HELD], &cursor) {
+        if u64_at(&k, 1) > now_ms {
+            break;
+        }
+        if released == budget {
+            keep_within_caps(t, limits, reports);
+            return true;
+        }
+        let id = Id(id_at(&k, 9));
+        t.del(k.clone());
+        cursor = k;
+        expiry::held_counted(t, false);
+        released += 1;
+        if let Some(att) = envelope(t, &id) {
+            evaluate(t, att, None, now_ms, reports);
+        }
+    }
+    keep_within_caps(t, limits, reports);
+    false
+}
+
+fn mark_invalid(
+    t: &mut Txn<'_>,
+    id: Id,
+    reason: InvalidReason,
+    now_ms: u64,
+    reports: &mut Vec<Report>,
+) {
+    expiry::invalid_added(t, &id, now_ms);
     t.put_invalid(&id, format!("{}: {reason}", reason.code()));
     reports.push(Report {
         id,
@@ -92,21 +136,24 @@ fn mark_invalid(t: &mut Txn<'_>, id: Id, reason: InvalidReason, reports: &mut Ve
     });
     let mut queue = Vec::new();
     release_waiters(t, &id, &mut queue);
-    for att in queue {
-        evaluate(t, att, reports);
+    for (att, since) in queue {
+        evaluate(t, att, since, now_ms, reports);
     }
 }
 
-fn release_waiters(t: &mut Txn<'_>, id: &Id, queue: &mut Vec<Attestation>) {
+/// An attestation to evaluate, with the time it has been pending since (`None`: it was not).
+type Queued = (Attestation, Option<u64>);
+
+fn release_waiters(t: &mut Txn<'_>, id: &Id, queue: &mut Vec<Queued>) {
     // Usually nothing waits at all: skip the scan (a sled iterator costs several reads).
     if !t.may_have_waiters() {
         return;
     }
-    for (k, _) in t.scan(&key(WAITER, &[&id.0])) {
+    for (k, since) in t.scan(&key(WAITER, &[&id.0])) {
         let waiter = Id(id_at(&k, 33));
         t.del(k);
         // A pending attestation waiting for two ids that resolve together is queued once.
-        if queue.iter().any(|a| a.id == waiter) {
+        if queue.iter().any(|(a, _)| a.id == waiter) {
             continue;
         }
         let pending = t.entry(&waiter, |e| {
@@ -115,19 +162,30 @@ fn release_waiters(t: &mut Txn<'_>, id: &Id, queue: &mut Vec<Attestation>) {
                 .flatten()
         });
         if let Some(att) = pending.flatten() {
-            queue.push(att);
+            // Written before format 7 without a time: 0, as its index key (see `expiry`).
+            queue.push((att, Some(u64_at(&since, 0))));
         }
     }
 }
 
-/// Stage 2 for `att` and everything it unblocks (the same walk as the protocol's `State`).
-fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
-    let mut queue = vec![att];
-    while let Some(att) = queue.pop() {
+/// Stage 2 for `att` (pending since `since`, if it was) and everything it unblocks (the same
+/// walk as the protocol's `State`), at `now_ms`.
+fn evaluate(
+    t: &mut Txn<'_>,
+    att: Attestation,
+    since: Option<u64>,
+    now_ms: u64,
+    reports: &mut Vec<Report>,
+) {
+    let mut queue = vec![(att, since)];
+    while let Some((att, since)) = queue.pop() {
         let id = att.id;
         let (outcome, fact) = validation::contextual(&att.body, &*t);
         match &outcome {
             Outcome::Valid => {
+                if let Some(s) = since {
+                    expiry::pending_settled(t, &id, s);
+                }
                 t.put_valid(&att, fact);
                 let counter = key(META, &[b"valid"]);
                 let n = t.get(&counter).map_or(0, |v| u64_at(&v, 0));
@@ -136,12 +194,22 @@ fn evaluate(t: &mut Txn<'_>, att: Attestation, reports: &mut Vec<Report>) {
                 release_waiters(t, &id, &mut queue);
             }
             Outcome::Pending { missing } => {
+                let since_ms = since.unwrap_or(now_ms);
                 for m in missing {
-                    t.add_waiter(m, &id);
+                    t.add_waiter(m, &id, since_ms);
                 }
                 t.put_entry(&id, &Entry::new(EntryState::Pending, &att.bytes));
+                if since.is_none() {
+                    expiry::pending_added(t, &id, since_ms);
+                }
             }
             Outcome::Invalid(reason) => {
+                if let Some(s) = since {
+                    expiry::pending_settled(t, &id, s);
+                    // It may still wait for another dependency: nothing will release it now.
+                    expiry::drop_waiters(t, &id, &att.body.dependencies());
+                }
+                expiry::invalid_added(t, &id, now_ms);
                 t.put_invalid(&id, format!("{}: {reason}", reason.code()));
                 t.del(key(ENTRY, &[&id.0]));
                 release_waiters(t, &id, &mut queue);

@@ -8,10 +8,17 @@
 pub const ENTRY: u8 = b'a';
 /// id → reason (UTF-8 "code: message"): the attestation is invalid.
 pub const INVALID: u8 = b'x';
-/// missing id ‖ waiting id → (): who waits for what.
+/// missing id ‖ waiting id → since_ms (BE; empty before format 7): who waits for what, and
+/// the waiting one's `PENDING` time.
 pub const WAITER: u8 = b'w';
 /// until_ms (BE) ‖ id → (): held attestations, in release order.
 pub const HELD: u8 = b'h';
+/// since_ms (BE) ‖ id → (): pending attestations, by when they became pending (received, or
+/// released from hold), oldest first: what expires or is dropped first (see `expiry`).
+/// WAITER values hold the same time, so that a release finds the key.
+pub const PENDING: u8 = b'p';
+/// at_ms (BE) ‖ id → (): invalid attestations by when they were found invalid (see `expiry`).
+pub const INVALID_AT: u8 = b'X';
 /// market key ‖ created_at_ms (BE) ‖ id → a run of a market's valid attestations, keyed by its
 /// first: one key per market per batch (see `market`).
 pub const MARKET: u8 = b'm';
@@ -59,7 +66,8 @@ pub const FOLLOW: u8 = b'f';
 pub const REDO: u8 = b'r';
 /// blake3(idempotency key) → receipt id: a checkout's `Idempotency-Key` (see `lookups`).
 pub const IDEMPOTENCY: u8 = b'i';
-/// name → value: store metadata (`format` version, `valid` count).
+/// name → value: store metadata (`format` version; `valid`, `pending`, `held` and `invalid`
+/// counts).
 pub const META: u8 = b'v';
 
 /// A key: the prefix byte, then the parts.

@@ -20,6 +20,11 @@
 //! on changes. [`Store::recompute_ledger`] recomputes from scratch with the protocol's in-memory
 //! `State`, and a property test checks the two agree.
 //!
+//! What does not count (held, pending, invalid) is kept within bounds and expires (see
+//! `expiry`, [`ExpiryLimits`]): the caps apply as attestations come in, the times at
+//! [`Store::tick`] from the `now` the caller passes. The data dir is locked for the store's
+//! whole life (`lock`), across checkpoints.
+//!
 //! sled 0.34 writes its page-table snapshot only while opening, and every open replays the log
 //! written since that snapshot (about 10 s after a million writes). So the store reopens its
 //! database every [`CHECKPOINT_EVERY`] attestations written ([`Store::checkpoint`], about 0.3 s
@@ -30,10 +35,12 @@
 mod book;
 mod counters;
 mod error;
+mod expiry;
 mod index;
 mod ingest;
 pub mod keyspace;
 mod ledger;
+mod lock;
 mod lookups;
 mod market;
 mod newest;
@@ -54,7 +61,12 @@ use passalong_protocol::{Attestation, Id, Kind, Ledger, LedgerEntry, PublicKey, 
 
 pub use counters::IngestCounters;
 pub use error::StoreError;
+pub use expiry::{
+    ExpiryLimits, NotKept, Unsettled, HELD_HORIZON_MS, INVALID_TTL_MS, MAX_HELD, MAX_INVALID,
+    MAX_PENDING, PENDING_TTL_MS,
+};
 use keyspace::*;
+pub use lock::LOCK_FILE;
 pub use lookups::MAX_IDEMPOTENCY_KEY;
 pub use newest::Newest;
 use txn::Txn;
@@ -68,6 +80,8 @@ struct Decided {
     first_in_call: Vec<bool>,
     seen: std::collections::HashSet<Id>,
     reports: Vec<Report>,
+    /// Answered but not kept (see `expiry`).
+    not_kept: Vec<Id>,
 }
 
 impl Decided {
@@ -88,7 +102,12 @@ impl Decided {
 /// beat 16, 24 and 64; with redo records, 16 and 24 beat 8 and 32 (64 per call, 3 rounds).
 const SHIP_EVERY: usize = 16;
 
-/// The store format this build reads and writes. Version 6 keeps each offer's totals (sales,
+/// The store format this build reads and writes. Version 7 indexes what does not count
+/// (pending by when it became pending, invalid ids by when they were found) and counts it, so
+/// that it expires (see `expiry`); waiter keys hold the time: an older build would leave the
+/// index stale. Older stores have the index built when they open (`expiry::index_existing`),
+/// their entries dated 0, so that the first expiry drops them.
+/// Version 6 keeps each offer's totals (sales,
 /// revenue, shares paid) as book lines beside the ledger lines (see `ledger::offer_line`),
 /// updated by every receipt that starts or stops counting: an older build would leave them
 /// stale. A version 5 store has them computed once when it opens (every counted receipt of
@@ -103,13 +122,16 @@ const SHIP_EVERY: usize = 16;
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Older formats this build upgrades in place when it opens them.
-const UPGRADES_FROM: [u32; 4] = [2, 3, 4, 5];
+const UPGRADES_FROM: [u32; 5] = [2, 3, 4, 5, 6];
 
-/// The format whose stores lack only the offers' totals.
+/// The format whose stores lack the offers' totals (and the expiry index).
 const WITHOUT_OFFER_TOTALS: u32 = 5;
+
+/// The format whose stores lack only the expiry index.
+const WITHOUT_EXPIRY_INDEX: u32 = 6;
 
 /// Where an attestation stands, as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +196,9 @@ pub struct Ack {
     pub status: Status,
     /// It was already stored; nothing changed.
     pub duplicate: bool,
+    /// Set when the store answered it without keeping it (a storage bound, not validity: it
+    /// may be offered again; see [`ExpiryLimits`]).
+    pub not_kept: Option<NotKept>,
 }
 
 impl From<&Report> for Ack {
@@ -182,6 +207,7 @@ impl From<&Report> for Ack {
             id: r.id,
             status: Status::from(&r.outcome),
             duplicate: r.duplicate,
+            not_kept: None,
         }
     }
 }
@@ -233,6 +259,14 @@ pub struct Store {
     fail_at_commit: AtomicU64,
     checkpoint_every: AtomicU64,
     checkpoints: AtomicU64,
+    /// The directory's lock, held from before sled opens until the store is dropped, across
+    /// every checkpoint's reopening (see `lock`).
+    lock: lock::DirLock,
+    /// The bounds on what does not count (see `expiry`).
+    limits: Mutex<ExpiryLimits>,
+    /// An expiry pass is due whatever the index says: set at open (the clock may have moved,
+    /// and a store written before format 7 may hold held attestations beyond the horizon).
+    expire_due: std::sync::atomic::AtomicBool,
 }
 
 /// The open sled database, borrowed for one call.
@@ -278,6 +312,7 @@ impl Store {
     /// Opens with a page cache of `cache_bytes` (sled's default is 1 GiB; we bound memory).
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
+        let lock = lock::DirLock::take(path)?;
         let (db, totals_due) = open_db_upgrading(path, cache_bytes)?;
         let book = book::Book::load(&db).map_err(corrupt_at(path))?;
         let orders = orders::Orders::load(&db).map_err(corrupt_at(path))?;
@@ -303,6 +338,9 @@ impl Store {
             fail_at_commit: AtomicU64::new(u64::MAX),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
             checkpoints: AtomicU64::new(0),
+            lock,
+            limits: Mutex::new(ExpiryLimits::default()),
+            expire_due: std::sync::atomic::AtomicBool::new(true),
         };
         if totals_due {
             store.upgrade_offer_totals().map_err(corrupt_at(path))?;
@@ -408,6 +446,7 @@ impl Store {
     /// A shipment's effects in memory, once its writes are in.
     fn applied(&self, shipment: txn::Shipment) {
         self.runs.shipped(&shipment.runs);
+        self.invalid.forget(&shipment.forgotten);
         self.orders
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -465,6 +504,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
 /// Opens the database, upgrading an older format as far as the tree alone allows; `true` if
 /// the offers' totals are still to be computed (see [`Store::upgrade_offer_totals`]).
 fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), StoreError> {
+    remove_partial_snapshots(path)?;
     {
         // sled releases its file lock from background threads shortly after the last handle
         // is dropped: a store reopened at once (a restart in the same process) waits briefly.
@@ -495,11 +535,23 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
                     e => corrupt_at(path)(e),
                 })?;
             }
+            Some(v) if v.as_ref() == WITHOUT_EXPIRY_INDEX.to_be_bytes() => {
+                redo::recover(&db).map_err(|e| match e {
+                    StoreError::Io(e) => open_error(path, e),
+                    e => corrupt_at(path)(e),
+                })?;
+                expiry::index_existing(&db).map_err(|e| open_error(path, e))?;
+                db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| open_error(path, e))?;
+                db.flush().map_err(|e| open_error(path, e))?;
+            }
             Some(v) if v.as_ref() == WITHOUT_OFFER_TOTALS.to_be_bytes() => {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
                     e => corrupt_at(path)(e),
                 })?;
+                // Built again at each open until the totals are done (it is idempotent).
+                expiry::index_existing(&db).map_err(|e| open_error(path, e))?;
                 totals_due = true;
             }
             Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
@@ -507,6 +559,7 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
                     upgrade_orders(&db).map_err(|e| open_error(path, e))?;
                 }
                 log_orders(&db).map_err(|e| open_error(path, e))?;
+                expiry::index_existing(&db).map_err(|e| open_error(path, e))?;
                 db.insert(&vk, &WITHOUT_OFFER_TOTALS.to_be_bytes())
                     .map_err(|e| open_error(path, e))?;
                 db.flush().map_err(|e| open_error(path, e))?;
@@ -534,6 +587,38 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
         }
         Ok((db, totals_due))
     }
+}
+
+/// Removes snapshots that sled began and never finished. sled 0.34 writes its snapshot while
+/// it opens, to `snap.<lsn>.generating`, then renames it to `snap.<lsn>`; but when it opens it
+/// reads the snapshot file that sorts last, skipping only `.in___motion` files, so a
+/// `.generating` file left by a process killed in the middle (a kill -9 during a start or a
+/// checkpoint) is read as the newest snapshot and fails its checksum: "Read corrupted data",
+/// and the store never opens again. Nothing is lost by removing it: the open that wrote it
+/// died before it wrote anything else, and the last finished snapshot and the log after it
+/// hold everything. The caller holds the directory's lock, so no other process is writing one.
+fn remove_partial_snapshots(path: &Path) -> Result<(), StoreError> {
+    let failed = |e: std::io::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        source: sled::Error::Io(e),
+    };
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(failed(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A stored record that does not decode at open is damage like any other: the error says
@@ -732,6 +817,7 @@ impl Store {
         pre: Option<&mut stage1::Results<'_, '_>>,
     ) -> Result<Vec<Ack>, StoreError> {
         let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
+        let limits = self.expiry_limits();
         let db = self.db()?;
         let mut t = self.txn(&db);
         let mut d = Decided::default();
@@ -761,7 +847,14 @@ impl Store {
                         let checked = item
                             .checked
                             .unwrap_or_else(|| validation::check(envelopes[i]));
-                        ingest::ingest(&mut t, [(*id, checked)], now_ms, &mut d.reports);
+                        ingest::ingest(
+                            &mut t,
+                            [(*id, checked)],
+                            now_ms,
+                            &limits,
+                            &mut d.reports,
+                            &mut d.not_kept,
+                        );
                         since_ship += 1;
                         if since_ship == SHIP_EVERY {
                             since_ship = 0;
@@ -796,7 +889,14 @@ impl Store {
                     .iter()
                     .map(|&i| ids[i])
                     .zip(stage1::check_parallel(&fresh_envs, &self.keys));
-                ingest::ingest(&mut t, checked, now_ms, &mut d.reports);
+                ingest::ingest(
+                    &mut t,
+                    checked,
+                    now_ms,
+                    &limits,
+                    &mut d.reports,
+                    &mut d.not_kept,
+                );
                 self.commit(&db, t)?;
             }
         }
@@ -804,8 +904,10 @@ impl Store {
             known,
             first_in_call,
             reports,
+            not_kept,
             ..
         } = d;
+        let not_kept: std::collections::HashSet<Id> = not_kept.into_iter().collect();
         // One ack per envelope in input order (its latest status), then the ones they unblocked.
         let mut latest: std::collections::HashMap<Id, Status> = std::collections::HashMap::new();
         for r in &reports {
@@ -826,6 +928,7 @@ impl Store {
                     .or(known)
                     .unwrap_or(Status::Pending { missing: vec![] }),
                 duplicate: !first,
+                not_kept: not_kept.contains(id).then_some(NotKept::TooFarAhead),
             })
             .collect();
         let mut unblocked: Vec<Id> = Vec::new();
@@ -839,33 +942,110 @@ impl Store {
                 id,
                 status,
                 duplicate: false,
+                not_kept: None,
             })
         }));
         Ok(out)
     }
 
-    /// Releases held attestations whose time has come (call at [`Store::next_release_ms`]).
+    /// Releases held attestations whose time has come, then expires what is due (see
+    /// [`Store::expire`]); call it at [`Store::next_release_ms`]. Returns the released ones'
+    /// acks (and those they unblocked).
     pub fn tick(&self, now_ms: u64) -> Result<Vec<Ack>, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let db = self.db()?;
-        let mut t = self.txn(&db);
+        let limits = self.expiry_limits();
         let mut reports = Vec::new();
-        ingest::tick(&mut t, now_ms, &mut reports);
-        if reports.is_empty() {
-            return Ok(Vec::new());
+        loop {
+            let db = self.db()?;
+            let mut t = self.txn(&db);
+            let mut released = Vec::new();
+            let more = ingest::tick(&mut t, now_ms, &limits, expiry::EXPIRE_BATCH, &mut released);
+            if released.is_empty() {
+                t.take_error().map_or(Ok(()), Err)?;
+                break;
+            }
+            self.commit(&db, t)?;
+            reports.append(&mut released);
+            if !more {
+                break;
+            }
         }
-        self.commit(&db, t)?;
+        self.expire_locked(now_ms)?;
         Ok(reports.iter().map(Ack::from).collect())
     }
 
-    /// When the next held attestation is due.
+    /// Drops what does not count and whose time has passed at `now_ms`: pending attestations
+    /// past [`PENDING_TTL_MS`], invalid ids past [`INVALID_TTL_MS`], held ones beyond the
+    /// horizon (see [`ExpiryLimits`]), with their index and waiter keys. Returns how many of
+    /// each it dropped. The caller passes the time: the store reads no clock for this.
+    pub fn expire(&self, now_ms: u64) -> Result<Unsettled, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.expire_locked(now_ms)
+    }
+
+    /// [`Store::expire`] under the writer lock, one transaction per `EXPIRE_BATCH` removals.
+    fn expire_locked(&self, now_ms: u64) -> Result<Unsettled, StoreError> {
+        let limits = self.expiry_limits();
+        let mut dropped = Unsettled::default();
+        loop {
+            let db = self.db()?;
+            let mut t = self.txn(&db);
+            let before = dropped;
+            let more =
+                expiry::expire_some(&mut t, &limits, now_ms, expiry::EXPIRE_BATCH, &mut dropped);
+            if dropped != before {
+                self.commit(&db, t)?;
+            } else if let Some(e) = t.take_error() {
+                return Err(e);
+            }
+            if !more {
+                break;
+            }
+        }
+        self.expire_due.store(false, Ordering::Relaxed);
+        Ok(dropped)
+    }
+
+    /// When [`Store::tick`] has work next: a held attestation's release or an expiry (at
+    /// once after opening: see `expire_due`).
     pub fn next_release_ms(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .db()?
+        if self.expire_due.load(Ordering::Relaxed) {
+            return Ok(Some(0));
+        }
+        let db = self.db()?;
+        let held = db
             .scan_prefix([HELD])
             .next()
             .transpose()?
-            .map(|(k, _)| u64_at(&k, 1)))
+            .map(|(k, _)| u64_at(&k, 1));
+        let expiry = expiry::next_due_ms(&db, &self.expiry_limits())?;
+        Ok(match (held, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Sets the bounds on what does not count (the defaults are [`ExpiryLimits::default`]).
+    pub fn set_expiry_limits(&self, limits: ExpiryLimits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// The bounds on what does not count.
+    pub fn expiry_limits(&self) -> ExpiryLimits {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many pending and held attestations and invalid ids the store holds.
+    pub fn unsettled(&self) -> Result<Unsettled, StoreError> {
+        let db = self.db()?;
+        let t = self.txn(&db);
+        let u = expiry::unsettled(&t);
+        t.take_error().map_or(Ok(u), Err)
+    }
+
+    /// Invalid ids' prefixes held in memory (8 bytes each; bounded with `max_invalid`).
+    pub fn invalid_ids_in_memory(&self) -> usize {
+        self.invalid.len()
     }
 
     /// Where `id` stands, if the store has seen it.
@@ -1156,9 +1336,17 @@ impl Store {
             let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             self.write_book(&*self.db()?)?;
         }
-        let (path, cache) = (self.path.clone(), self.cache_bytes);
-        drop(self);
-        open_db(&path, cache)?.flush()?;
+        // The lock is kept until the reopened database is closed again.
+        let Store {
+            db,
+            path,
+            cache_bytes,
+            lock,
+            ..
+        } = self;
+        drop(db);
+        open_db(&path, cache_bytes)?.flush()?;
+        drop(lock);
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -53,6 +54,9 @@ pub(crate) struct Txn<'a> {
     /// counted receipts they changed.
     unshipped_orders: Vec<(OrderKey, Id)>,
     unshipped_counted: Vec<(OrderKey, Id)>,
+    /// Invalid ids forgotten (expired) since the last [`Txn::take_batch`]: they leave the
+    /// in-memory set once their deletion is applied.
+    unshipped_forgotten: Vec<Id>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -68,6 +72,8 @@ pub(crate) struct Shipment {
     pub counted: Vec<(OrderKey, Id)>,
     /// The market index runs written (for `newest`).
     pub runs: Vec<crate::newest::RunInfo>,
+    /// Invalid ids deleted (see [`InvalidIds::forget`]).
+    pub forgotten: Vec<Id>,
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -162,8 +168,9 @@ type Valid = Arc<(Fact, Body)>;
 type Generation = HashMap<Id, Valid, BuildHasherDefault<IdHasher>>;
 
 /// The first 8 bytes of the ids stored as invalid (read at open, added to as they are
-/// written): most ids checked are not, and for them [`Txn::is_stored`] skips the INVALID
-/// read. 8 bytes per invalid attestation.
+/// written, removed as they expire): most ids checked are not, and for them
+/// [`Txn::is_stored`] skips the INVALID read. 8 bytes per invalid attestation, and at most
+/// `ExpiryLimits::max_invalid` of them are stored (see `expiry`).
 #[derive(Default)]
 pub(crate) struct InvalidIds(RwLock<HashSet<u64, BuildHasherDefault<IdHasher>>>);
 
@@ -195,6 +202,23 @@ impl InvalidIds {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(Self::prefix(id));
+    }
+
+    /// Drops ids whose INVALID keys were deleted (two ids sharing a prefix, one in 2^64 per
+    /// pair, would only cost the other a second signature check if it is sent again).
+    pub fn forget(&self, ids: &[Id]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            set.remove(&Self::prefix(id));
+        }
+    }
+
+    /// How many prefixes are held (the memory bound's subject).
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -275,6 +299,7 @@ impl<'a> Txn<'a> {
             counted: HashMap::default(),
             unshipped_orders: Vec::new(),
             unshipped_counted: Vec::new(),
+            unshipped_forgotten: Vec::new(),
             error: RefCell::new(None),
         }
     }
@@ -284,10 +309,14 @@ impl<'a> Txn<'a> {
         self.waiters.load(Ordering::Relaxed)
     }
 
-    /// Records that `waiter` waits for `missing`.
-    pub fn add_waiter(&mut self, missing: &Id, waiter: &Id) {
+    /// Records that `waiter`, pending since `since_ms`, waits for `missing` (the time is the
+    /// key of its `PENDING` index entry, found again when it is released).
+    pub fn add_waiter(&mut self, missing: &Id, waiter: &Id, since_ms: u64) {
         self.waiters.store(true, Ordering::Relaxed);
-        self.put(key(WAITER, &[&missing.0, &waiter.0]), vec![]);
+        self.put(
+            key(WAITER, &[&missing.0, &waiter.0]),
+            since_ms.to_be_bytes().to_vec(),
+        );
     }
 
     /// A ledger line's sums, with this transaction's changes.
@@ -375,6 +404,12 @@ impl<'a> Txn<'a> {
         self.put(key(INVALID, &[&id.0]), reason.into_bytes());
     }
 
+    /// Deletes `id`'s INVALID key (expiry).
+    pub fn forget_invalid(&mut self, id: &Id) {
+        self.del(key(INVALID, &[&id.0]));
+        self.unshipped_forgotten.push(*id);
+    }
+
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.unshipped.push(k.clone());
         self.writes.insert(k, Some(IVec::from(v)));
@@ -445,6 +480,74 @@ impl<'a> Txn<'a> {
             .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.to_vec())));
         match (from_tree, from_writes) {
             (Some(a), Some(b)) => Some(if b.0 <= a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The first live key under `prefix` after `after` (pass `prefix` itself to start), with
+    /// this transaction's writes applied. Walking a prefix in order while deleting what it
+    /// found, a caller passes the last key found: the deleted keys are not read again.
+    pub fn key_after(&self, prefix: &[u8], after: &[u8]) -> Option<Vec<u8>> {
+        let mut from = after.to_vec();
+        let from_tree = loop {
+            match self.tree.get_gt(&from) {
+                Ok(Some((k, _))) if k.starts_with(prefix) => {
+                    if matches!(self.writes.get(k.as_ref()), Some(None)) {
+                        from = k.to_vec();
+                        continue;
+                    }
+                    break Some(k.to_vec());
+                }
+                Ok(_) => break None,
+                Err(e) => {
+                    self.remember(e.into());
+                    break None;
+                }
+            }
+        };
+        let from_writes = self
+            .writes
+            .range::<[u8], _>((Bound::Excluded(after), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .find(|(_, v)| v.is_some())
+            .map(|(k, _)| k.clone());
+        match (from_tree, from_writes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The last live key under the one-byte `prefix` before `before` (`None`: from the end),
+    /// with this transaction's writes applied: [`Txn::key_after`] backwards.
+    pub fn key_before(&self, prefix: u8, before: Option<&[u8]>) -> Option<Vec<u8>> {
+        // Every key under `prefix` sorts before `[prefix + 1]` (prefixes are below 0xff).
+        let end = [prefix.saturating_add(1)];
+        let mut from = before.unwrap_or(&end).to_vec();
+        let from_tree = loop {
+            match self.tree.get_lt(&from) {
+                Ok(Some((k, _))) if k.first() == Some(&prefix) => {
+                    if matches!(self.writes.get(k.as_ref()), Some(None)) {
+                        from = k.to_vec();
+                        continue;
+                    }
+                    break Some(k.to_vec());
+                }
+                Ok(_) => break None,
+                Err(e) => {
+                    self.remember(e.into());
+                    break None;
+                }
+            }
+        };
+        let upper = before.unwrap_or(&end);
+        let from_writes = self
+            .writes
+            .range::<[u8], _>((Bound::Included(&[prefix][..]), Bound::Excluded(upper)))
+            .rev()
+            .find(|(_, v)| v.is_some())
+            .map(|(k, _)| k.clone());
+        match (from_tree, from_writes) {
+            (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
     }
@@ -549,6 +652,7 @@ impl<'a> Txn<'a> {
             return Err(e);
         }
         if self.unshipped.is_empty()
+            && self.unshipped_forgotten.is_empty()
             && self.unshipped_lines.is_empty()
             && self.unshipped_market.is_empty()
             && self.unshipped_orders.is_empty()
@@ -593,6 +697,7 @@ impl<'a> Txn<'a> {
             seq,
             counted: std::mem::take(&mut self.unshipped_counted),
             runs,
+            forgotten: std::mem::take(&mut self.unshipped_forgotten),
         }))
     }
 }

@@ -249,6 +249,7 @@ mod tests {
             seq: 0,
             counted: Vec::new(),
             runs: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 

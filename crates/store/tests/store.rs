@@ -602,6 +602,94 @@ fn opening_twice_is_a_clear_locked_error() {
     }
 }
 
+/// A checkpoint drops sled's handle (and sled's file lock) and reopens it: a second open that
+/// tries all along, from another thread, must fail every time with `Locked`, never take the
+/// store, and the first store keeps working throughout.
+#[test]
+fn the_store_stays_locked_across_checkpoints() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    let more = receipts(
+        &atts,
+        40,
+        |i| format!("order-l{i}"),
+        |_| 100,
+        |i| T0 + 10 + i,
+    );
+    let st = Store::open(dir.path()).unwrap();
+    st.set_checkpoint_every(1);
+    st.ingest(&envs(&atts), NOW).unwrap();
+    let done = AtomicBool::new(false);
+    let attempts = std::thread::scope(|sc| {
+        // Several openers, so that one is likely to try in each gap.
+        let others: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut attempts = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        match Store::open(dir.path()) {
+                            Err(StoreError::Locked { .. }) => attempts += 1,
+                            Err(e) => panic!("expected Locked, got {e}"),
+                            Ok(_) => panic!("a second open took the store during a checkpoint"),
+                        }
+                    }
+                    attempts
+                })
+            })
+            .collect();
+        // Every ingest checkpoints (every attestation written), and more in between.
+        for r in &more {
+            let acks = st.ingest(&[&r.bytes], NOW);
+            let acks = acks.unwrap_or_else(|e| panic!("the first store failed: {e}"));
+            assert_eq!(acks[0].status, Status::Valid);
+            st.checkpoint().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        others
+            .into_iter()
+            .map(|o| o.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum::<u64>()
+    });
+    assert!(attempts > 0);
+    assert!(st.checkpoints() >= 80, "{} checkpoints", st.checkpoints());
+    assert_eq!(st.valid_count().unwrap(), (atts.len() + more.len()) as u64);
+    // Closed, the store is free again, for this process too.
+    st.close().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.valid_count().unwrap(), (atts.len() + more.len()) as u64);
+}
+
+/// A snapshot that sled began and a kill -9 cut short (`snap.<lsn>.generating`: sled reads it
+/// as the newest snapshot and fails its checksum) does not keep the store from opening, with
+/// everything in it (the crash test's rare "Read corrupted data").
+#[test]
+fn a_snapshot_cut_short_by_a_crash_does_not_stop_the_store_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        st.ingest(&envs(&atts), NOW).unwrap();
+    }
+    // Opened again: sled snapshots what the first run wrote.
+    drop(Store::open(dir.path()).unwrap());
+    let snaps: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snap."))
+        .collect();
+    assert!(!snaps.is_empty(), "sled wrote a snapshot when it opened");
+    // What a process killed while writing a newer snapshot leaves behind.
+    std::fs::write(
+        dir.path().join("snap.7FFFFFFFFFFFFFFF.generating"),
+        vec![0x5A; 300],
+    )
+    .unwrap();
+    let st = Store::open(dir.path()).unwrap_or_else(|e| panic!("the store must open: {e}"));
+    assert_eq!(st.valid_count().unwrap(), atts.len() as u64);
+    assert!(!dir.path().join("snap.7FFFFFFFFFFFFFFF.generating").exists());
+}
+
 #[test]
 fn a_foreign_or_damaged_store_is_a_clear_error() {
     // A sled database that is not ours.
