@@ -92,8 +92,10 @@ impl Config {
             nodes: 10_000,
             markets: 2_000,
             follow: (1, 500),
-            spam_per_hostile: 20,
-            garbage_per_hostile: 10,
+            // Each spam message reaches nearly every node (most follow enough markets to hold
+            // every shard): 2 per hostile node is 4,000 messages, as many as the honest ones.
+            spam_per_hostile: 2,
+            garbage_per_hostile: 5,
             referrals_per_market: 2,
             ..Config::small(seed)
         }

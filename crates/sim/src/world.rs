@@ -560,7 +560,7 @@ impl World {
     }
 
     /// Sends a message on to the node's mesh of the market's shard: up to [`MESH`] peers
-    /// subscribed to it, chosen by a stable per-node order.
+    /// subscribed to it that do not have it yet, chosen by a stable per-node order.
     fn forward(&mut self, i: u32, except: Option<u32>, market: u16, id: Id) {
         let shard = market::shard(&self.market_key(market));
         let mut mesh: Vec<(u64, u32)> = self.nodes[i as usize]
@@ -568,6 +568,9 @@ impl World {
             .iter()
             .filter(|p| Some(**p) != except)
             .filter(|p| self.nodes[**p as usize].shards.contains(&shard))
+            // Gossipsub 1.2's IDONTWANT: a peer that already has the message says so, and
+            // most duplicates are never sent.
+            .filter(|p| !self.nodes[**p as usize].seen.contains(&id))
             .map(|p| (mix(i, *p, shard), *p))
             .collect();
         mesh.sort_unstable();
