@@ -60,6 +60,10 @@ pub struct AckInfo {
     /// What the status says beyond its name.
     #[serde(flatten)]
     pub detail: StatusDetail,
+    /// Set when the node answered without keeping it, a storage bound and not a verdict:
+    /// `too_far_ahead` (held, counting more than 24 h from now; offer it again later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_kept: Option<String>,
 }
 
 impl AckInfo {
@@ -71,6 +75,9 @@ impl AckInfo {
             status,
             duplicate: a.duplicate,
             detail,
+            not_kept: a.not_kept.map(|n| match n {
+                passalong_store::NotKept::TooFarAhead => "too_far_ahead".to_string(),
+            }),
         }
     }
 }

@@ -851,6 +851,15 @@ async fn import_reports_pending_and_held() {
     let acks = node.import(&[&later]).await;
     assert_eq!(acks[0]["status"], json!("held"));
     assert_eq!(acks[0]["until_ms"], json!(now + 3_600_000 - 120_000));
+    assert_eq!(acks[0].get("not_kept"), None, "kept: within the horizon");
+    // Dated two days ahead: answered held, but not kept (a storage bound, not a verdict).
+    let far = referral(&kp(6), offer_id, None, None, now + 2 * 86_400_000);
+    let acks = node.import(&[&far]).await;
+    assert_eq!(acks[0]["status"], json!("held"));
+    assert_eq!(acks[0]["not_kept"], json!("too_far_ahead"), "{acks:?}");
+    node.get(&format!("/v1/attestations/{}", far.id.to_hex()))
+        .await
+        .ok(404);
     // Both in one import, child first: the child's ack is its final status.
     let p2 = referral(&k2, offer_id, None, None, now - 1500);
     let c2 = referral(&kp(5), offer_id, Some(p2.id), None, now - 500);
