@@ -1,12 +1,15 @@
-//! A misbehaving peer: a real libp2p node (`passalong-net`, with a backend that stores nothing)
-//! that publishes garbage, attestations with broken signatures, and a flood, on every market.
+//! A misbehaving peer: a real libp2p node (`passalong-net`, with a backend that stores nothing,
+//! so it forwards nothing and answers every reconciliation with an empty set) that publishes
+//! garbage, attestations with broken signatures and a flood on every market, and, as a hostile
+//! peer, valid spam: referrals of a real offer, each by a fresh key, without pacing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use passalong_net::{Backend, NetConfig, Network, Verdict};
-use passalong_protocol::{Id, PublicKey};
+use passalong_protocol::attestation::{Body, Referral};
+use passalong_protocol::{Attestation, Id, Keypair, PublicKey};
 
 struct Nothing;
 
@@ -31,17 +34,22 @@ pub struct Garbage {
     pub peer_id: String,
     /// Messages it published.
     pub sent: u64,
+    /// Of them, valid spam.
+    pub spam: u64,
     /// Peers it was connected to when it started sending.
     pub peers: usize,
 }
 
-/// Runs the garbage node against `bootstrap` for the `markets`; `sample` is a real envelope
-/// whose signature it breaks. Returns after `flood` messages.
+/// Runs the garbage node against `bootstrap` for the `markets`; `sample` is a real offer's
+/// envelope, whose signature it breaks and which its spam refers. Returns after `flood`
+/// messages, one in `spam_every` of them valid spam (0: none). `tag` tells peers apart.
 pub fn run(
     bootstrap: Vec<String>,
     markets: Vec<PublicKey>,
     sample: Vec<u8>,
     flood: u64,
+    spam_every: u64,
+    tag: u8,
 ) -> Result<Garbage> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -51,6 +59,7 @@ pub fn run(
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
         seed[31] = 0xBA;
+        seed[30] = tag;
         let config = NetConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
             bootstrap: bootstrap
@@ -60,6 +69,8 @@ pub fn run(
             mdns: false,
             policy: passalong_net::PolicyConfig {
                 sync_interval: Duration::from_secs(3600),
+                // A hostile peer does not pace what it publishes.
+                publish_per_sec: 1e9,
                 ..Default::default()
             },
             ..NetConfig::default()
@@ -72,9 +83,31 @@ pub fn run(
         tokio::time::sleep(Duration::from_secs(2)).await;
         let peers = net.info().await?.peers.len();
         let mut sent = 0u64;
+        let mut spam = 0u64;
+        let offer = Id::of_envelope(&sample);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
         for i in 0..flood {
-            let m = markets[(i as usize) % markets.len()];
+            let mut m = markets[(i as usize) % markets.len()];
             let msg = match i % 3 {
+                // Valid: a referral of the sample offer by a fresh key.
+                _ if spam_every > 0 && i % spam_every == 0 => {
+                    let mut k = [tag; 32];
+                    k[..8].copy_from_slice(&i.to_le_bytes());
+                    let key = Keypair::from_seed(k);
+                    spam += 1;
+                    m = markets[0];
+                    let body = Body::Referral(Referral {
+                        referrer: key.public(),
+                        offer,
+                        parent: None,
+                        recipient: None,
+                        community: None,
+                        created_at_ms: now + i,
+                    });
+                    Attestation::sign(body, &key).bytes
+                }
                 // Bytes that are not an attestation.
                 0 => {
                     let mut g = b"garbage".to_vec();
@@ -105,6 +138,7 @@ pub fn run(
         Ok(Garbage {
             peer_id,
             sent,
+            spam,
             peers,
         })
     })

@@ -56,6 +56,12 @@ pub struct Args {
     /// Messages the garbage peer sends.
     #[arg(long, default_value_t = 3_000)]
     pub flood: u64,
+    /// Hostile peers joining a quarter of the way through (on top of `--nodes`): each dials
+    /// node 0 first (an eclipse attempt), publishes `--flood` messages unpaced, one in three
+    /// of them valid spam (referrals of a real offer by fresh keys), the rest garbage and
+    /// broken signatures, and forwards and serves nothing.
+    #[arg(long, default_value_t = 0)]
+    pub hostile: usize,
     /// Start one more node after the scenario; it must catch up.
     #[arg(long)]
     pub late_joiner: bool,
@@ -66,6 +72,9 @@ pub struct Args {
     /// Fail (exit 1) if a node's resident memory exceeds this many MiB at the end.
     #[arg(long)]
     pub max_rss_mib: Option<u64>,
+    /// Fail (exit 1) if the p99 propagation time exceeds this many milliseconds.
+    #[arg(long)]
+    pub max_p99_ms: Option<u64>,
     /// All of the faults above.
     #[arg(long)]
     pub all_faults: bool,

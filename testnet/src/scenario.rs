@@ -187,6 +187,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     let mut killed: Option<usize> = None;
     let mut partitioned: Vec<(usize, usize)> = Vec::new();
     let mut garbage_thread = None;
+    let mut hostile_threads = Vec::new();
     let started = Instant::now();
     for (step, op) in ops.into_iter().enumerate() {
         if args.garbage && step == n_ops / 4 {
@@ -198,9 +199,28 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             let sample = envelope(&nodes[0], &offers[0].id)?;
             let flood = args.flood;
             garbage_thread = Some(std::thread::spawn(move || {
-                crate::garbage::run(boots, markets, sample, flood)
+                crate::garbage::run(boots, markets, sample, flood, 0, 0)
             }));
             faults.push("garbage".into());
+        }
+        if args.hostile > 0 && step == n_ops / 4 {
+            let markets: Vec<PublicKey> = seller_keys
+                .iter()
+                .filter_map(|k| PublicKey::from_hex(k).ok())
+                .collect();
+            let sample = envelope(&nodes[0], &offers[0].id)?;
+            for t in 1..=args.hostile {
+                // Node 0 first: every hostile peer tries to surround it.
+                let boots = vec![
+                    nodes[0].p2p_addr(),
+                    nodes[1 + t % (args.nodes - 1).max(1)].p2p_addr(),
+                ];
+                let (markets, sample, flood) = (markets.clone(), sample.clone(), args.flood);
+                hostile_threads.push(std::thread::spawn(move || {
+                    crate::garbage::run(boots, markets, sample, flood, 3, t as u8)
+                }));
+            }
+            faults.push(format!("{} hostile peers", args.hostile));
         }
         if args.kill && step == n_ops / 3 {
             // Never a seller (the seller's checkout must answer) nor the bootstrap hub.
@@ -285,6 +305,12 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             .map_err(|_| anyhow!("the garbage peer panicked"))??;
         garbage = json!({"peer_id": g.peer_id, "sent": g.sent, "peers": g.peers});
     }
+    let mut hostile = Vec::new();
+    for t in hostile_threads {
+        let g = t.join().map_err(|_| anyhow!("a hostile peer panicked"))??;
+        hostile
+            .push(json!({"peer_id": g.peer_id, "sent": g.sent, "spam": g.spam, "peers": g.peers}));
+    }
 
     // What the protocol crate computes offline from every attestation written.
     let all = written.all();
@@ -305,8 +331,35 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         })
         .collect();
 
-    let agree = |n: &Node| -> bool { holds(n, &expected) };
-    let converged = wait_until(timeout, || nodes.iter().all(&agree)).is_ok();
+    // Hostile peers' valid spam is part of the first seller's market wherever it got in:
+    // there the nodes must agree on the root (spam referrals pay nobody) and with each other
+    // on the count, not with the scenario's count.
+    let spammed = (args.hostile > 0).then(|| seller_keys[0].clone());
+    let agree = |n: &Node| -> bool { holds(n, &expected, spammed.as_deref()) };
+    let converged = wait_until(timeout, || {
+        nodes.iter().all(&agree)
+            && spammed
+                .as_deref()
+                .is_none_or(|m| same_count(&nodes, m).is_some())
+    })
+    .is_ok();
+    let spam_held = spammed.as_deref().and_then(|m| same_count(&nodes, m));
+    for h in &mut hostile {
+        let id = h["peer_id"].as_str().unwrap_or_default().to_string();
+        let banned_by = nodes
+            .iter()
+            .filter(|n| {
+                n.get("/v1/peers").is_ok_and(|v| {
+                    v["banned"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().any(|p| *p == id.as_str()))
+                })
+            })
+            .count();
+        h["banned_by"] = json!(banned_by);
+    }
+    let hostile_banned = hostile.iter().all(|h| h["banned_by"].as_u64() > Some(0));
+    let max_disk_kib = nodes.iter().map(|n| disk_kib(&n.dir)).max().unwrap_or(0);
     let convergence_ms = last_write.elapsed().as_millis() as u64;
     let disagreeing: Vec<usize> = nodes
         .iter()
@@ -320,6 +373,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         .flat_map(Poller::finish)
         .collect();
     delays.sort_unstable();
+    let p99_ok = args.max_p99_ms.is_none_or(|m| quantile(&delays, 0.99) <= m);
 
     let banned_by = match garbage["peer_id"].as_str() {
         Some(g) => nodes
@@ -369,7 +423,8 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         for k in expected_late.keys() {
             n.post("/v1/markets/follow", &json!({ "market": k }))?;
         }
-        late_converged = wait_until(timeout, || holds(&n, &expected_late)).is_ok();
+        late_converged =
+            wait_until(timeout, || holds(&n, &expected_late, spammed.as_deref())).is_ok();
         late = json!({"caught_up": late_converged, "ms": t0.elapsed().as_millis() as u64,
                       "rss_kib": n.rss_kib(),
                       "attestations": all.len() + preloaded.as_ref().map_or(0, |p| p.1.len())});
@@ -388,7 +443,9 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     }
     Ok(json!({
         "nodes": args.nodes,
-        "converged": converged && late_converged && rss_ok && (!args.garbage || banned_by > 0),
+        "converged": converged && late_converged && rss_ok && (!args.garbage || banned_by > 0)
+            && hostile_banned && p99_ok,
+        "p99_within_bound": p99_ok,
         "rss_within_bound": rss_ok,
         "roots_agree": converged,
         "disagreeing": disagreeing,
@@ -402,13 +459,16 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         "max_rss_kib": max_rss_kib,
         "faults": faults,
         "garbage": garbage,
+        "hostile": hostile,
+        "spam_market_attestations": spam_held,
+        "max_disk_kib": max_disk_kib,
         "late_joiner": late,
         "per_node": per_node,
     }))
 }
 
 /// Whether `n` holds every expected (market → root).
-fn holds(n: &Node, expected: &HashMap<String, (usize, String)>) -> bool {
+fn holds(n: &Node, expected: &HashMap<String, (usize, String)>, spammed: Option<&str>) -> bool {
     let Ok(v) = n.get("/v1/markets") else {
         return false;
     };
@@ -426,7 +486,42 @@ fn holds(n: &Node, expected: &HashMap<String, (usize, String)>) -> bool {
             )
         })
         .collect();
-    expected.iter().all(|(k, r)| held.get(k) == Some(r))
+    expected.iter().all(|(k, r)| match held.get(k) {
+        Some(h) if spammed == Some(k.as_str()) => h.1 == r.1 && h.0 >= r.0,
+        h => h == Some(r),
+    })
+}
+
+/// The attestation count every node reports for `market`, if they all report the same.
+fn same_count(nodes: &[Node], market: &str) -> Option<u64> {
+    let counts: Vec<u64> = nodes
+        .iter()
+        .filter_map(|n| n.get("/v1/markets").ok())
+        .filter_map(|v| {
+            v["markets"]
+                .as_array()?
+                .iter()
+                .find(|m| m["market"] == market)?["attestations"]
+                .as_u64()
+        })
+        .collect();
+    (counts.len() == nodes.len() && counts.windows(2).all(|w| w[0] == w[1])).then(|| counts[0])
+}
+
+/// The size of the files under `dir`, in KiB.
+fn disk_kib(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total / 1024
 }
 
 fn now_ms() -> Result<u64> {

@@ -336,18 +336,15 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     out.push(Output::IgnoreGossip);
                 }
             }
-            Input::Request(p) => {
-                let allowed = self
-                    .peers
-                    .get_mut(&p)
-                    .is_some_and(|peer| peer.requests.take(1.0, now));
-                if allowed && !self.banned.contains_key(&p) {
-                    out.push(Output::Serve);
-                } else {
+            Input::Request(p) => match self.peers.get_mut(&p).map(|x| x.requests.take(1.0, now)) {
+                Some(true) => out.push(Output::Serve),
+                Some(false) => {
                     out.push(Output::Refuse);
                     self.ban(p, "sync request rate exceeded", now, out);
                 }
-            }
+                // Not connected (any more), or banned: nothing to answer.
+                None => out.push(Output::Refuse),
+            },
             Input::Offence(p, why) => self.penalise(p, why, now, out),
             Input::GossipScore(p, s) => {
                 if s < self.config.ban_score {
