@@ -195,6 +195,8 @@ struct Peer {
     shards: BTreeSet<Shard>,
     /// When the last session with it started.
     last_sync: Option<Instant>,
+    /// Its last session showed it holds some of the markets followed here.
+    useful: bool,
 }
 
 /// The policy of one node.
@@ -301,6 +303,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                         messages: Bucket::new(rate.1, rate.1 * 10.0, now),
                         shards: BTreeSet::new(),
                         last_sync: None,
+                        useful: false,
                     },
                 );
                 self.start_sync(p, None, now, out);
@@ -356,6 +359,9 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                 fetched,
                 held,
             } => {
+                if let Some(peer) = self.peers.get_mut(&p) {
+                    peer.useful = !held.is_empty();
+                }
                 for m in held {
                     if let Some(t) = self.last_held.get_mut(&m) {
                         *t = now;
@@ -501,12 +507,23 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         let due = self.next_sync.is_none_or(|t| now >= t);
         if due && !connected.is_empty() {
             self.next_sync = Some(now + self.config.sync_interval);
-            // The peer reconciled with longest ago (never first), ties broken at random: in
-            // turn, every peer is reconciled with within `connected × sync_interval`.
+            // Among the peers that hold something followed here (or were never asked), the
+            // one reconciled with longest ago, ties broken at random: in turn, every such peer
+            // is reconciled with within `their number × sync_interval`. The others have
+            // nothing to give.
             connected.sort();
             shuffle(&mut connected, rng);
+            let useful = |p: &P| {
+                self.peers
+                    .get(p)
+                    .is_some_and(|x| x.useful || x.last_sync.is_none())
+            };
+            let mut candidates: Vec<P> = connected.iter().copied().filter(useful).collect();
+            if candidates.is_empty() {
+                candidates = connected;
+            }
             let last = |p: &P| self.peers.get(p).and_then(|x| x.last_sync);
-            if let Some(p) = connected.iter().min_by_key(|p| last(p)).copied() {
+            if let Some(p) = candidates.iter().min_by_key(|p| last(p)).copied() {
                 self.start_sync(p, None, now, out);
             }
         }
@@ -1018,6 +1035,57 @@ mod tests {
             out.iter().any(|o| matches!(o, Output::StartSync(..))),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn periodic_sessions_go_to_peers_that_hold_what_is_followed() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Follow {
+                markets: vec![key(1)],
+                urgent: false,
+            },
+            t0,
+            &mut rng,
+        );
+        for peer in 0..5u32 {
+            run(&mut p, Input::Connected(peer), t0, &mut rng);
+            let held = if peer == 3 { vec![key(1)] } else { vec![] };
+            run(
+                &mut p,
+                Input::SyncEnded {
+                    peer,
+                    fetched: 0,
+                    held,
+                },
+                t0,
+                &mut rng,
+            );
+        }
+        let mut t = t0;
+        for _ in 0..3 {
+            t += Duration::from_secs(30);
+            let out = run(
+                &mut p,
+                Input::Tick {
+                    connected: (0..5).collect(),
+                },
+                t,
+                &mut rng,
+            );
+            assert!(out.contains(&Output::StartSync(3, vec![key(1)])), "{out:?}");
+            run(
+                &mut p,
+                Input::SyncEnded {
+                    peer: 3,
+                    fetched: 0,
+                    held: vec![key(1)],
+                },
+                t,
+                &mut rng,
+            );
+        }
     }
 
     #[test]

@@ -647,8 +647,10 @@ impl World {
                     expected += 1;
                     if n.holds(*m, *t, id) {
                         delivered += 1;
-                    } else if i as u32 == VICTIM {
-                        victim_complete = false;
+                    } else {
+                        if i as u32 == VICTIM {
+                            victim_complete = false;
+                        }
                     }
                 }
             }
