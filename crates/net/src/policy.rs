@@ -9,7 +9,7 @@
 //! over a simulated network. Peers are any `Copy + Ord + Hash` value, so the simulator can use
 //! small integers where the event loop uses libp2p's `PeerId`.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -666,11 +666,6 @@ fn shuffle<T>(v: &mut [T], rng: &mut impl RngCore) {
     }
 }
 
-/// Markets grouped as the shard topics they travel on.
-pub fn shards_of<'a>(markets: impl IntoIterator<Item = &'a PublicKey>) -> HashSet<Shard> {
-    markets.into_iter().map(market::shard).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -903,7 +898,7 @@ mod tests {
         };
         assert_eq!(pick(1), pick(1), "same seed, same choice");
         // (all 50 peers are equally "longest ago": the RNG decides)
-        let picks: HashSet<Option<u32>> = (0..20).map(pick).collect();
+        let picks: std::collections::HashSet<Option<u32>> = (0..20).map(pick).collect();
         assert!(picks.len() > 5, "different seeds spread: {picks:?}");
     }
 
