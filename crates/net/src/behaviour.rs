@@ -145,7 +145,7 @@ pub fn build(
                 [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(30))
-                    .with_max_concurrent_streams(64),
+                    .with_max_concurrent_streams(crate::wire::MAX_SYNC_STREAMS),
             );
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_query_timeout(Duration::from_secs(30));

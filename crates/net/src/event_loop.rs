@@ -1160,10 +1160,20 @@ impl EventLoop {
 /// and, when their body names a market, that it is the one the message names. Valid ones
 /// carry their author for the per-author budget.
 fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, String> {
+    // A body that names another market than its message is refused before anything is
+    // stored: an honest node never forwards one.
+    let misnamed = |m: &Incoming| {
+        Attestation::decode(&m.data)
+            .ok()
+            .and_then(|a| a.body.market())
+            .is_some_and(|named| named != m.market)
+    };
+    let store: Vec<bool> = batch.iter().map(|m| m.followed && !misnamed(m)).collect();
     let followed: Vec<Vec<u8>> = batch
         .iter()
-        .filter(|m| m.followed)
-        .map(|m| m.data.clone())
+        .zip(&store)
+        .filter(|(_, s)| **s)
+        .map(|(m, _)| m.data.clone())
         .collect();
     let mut stored = backend.ingest(&followed)?.into_iter();
     let others: Vec<&[u8]> = batch
@@ -1173,17 +1183,21 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
         .collect();
     let mut checked = validation::check_batch(&others).into_iter();
     let author = |data: &[u8]| Attestation::decode(data).ok().map(|a| a.body.author());
+    let wrong_market = || Verdict::Invalid {
+        reason: "wrong_market".into(),
+    };
     Ok(batch
         .iter()
-        .map(|m| {
-            let verdict = if m.followed {
+        .zip(store)
+        .map(|(m, store)| {
+            let verdict = if store {
                 stored.next().unwrap_or(Verdict::Duplicate)
+            } else if m.followed {
+                wrong_market()
             } else {
                 match checked.next() {
                     Some(Ok(a)) => match a.body.market() {
-                        Some(named) if named != m.market => Verdict::Invalid {
-                            reason: "wrong_market".into(),
-                        },
+                        Some(named) if named != m.market => wrong_market(),
                         _ => Verdict::Valid {
                             market: Some(m.market),
                         },

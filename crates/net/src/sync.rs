@@ -23,8 +23,8 @@ use crate::wire::{
 use crate::NetError;
 
 /// A reconciliation that has not ended after this many round trips is abandoned. Messages
-/// of a market reconciled alone are chunked to the request limit (about 130,000 ids each),
-/// so this covers differences of several million attestations.
+/// of a market reconciled alone are chunked to the request limit (about 30,000 ids each),
+/// so this covers differences of about two million attestations.
 pub const MAX_ROUNDS: usize = 64;
 /// A market with more items than this on either side is reconciled alone, with the whole
 /// message budget; smaller ones share a request.

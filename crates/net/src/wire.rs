@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol name negotiated on each stream.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/passalong/sync/2");
-/// Largest request accepted (a reconciliation message or an id list).
-pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Largest request accepted (a reconciliation message or an id list). A request is read whole
+/// before the peer's rate is checked, so this times [`MAX_SYNC_STREAMS`] is what one
+/// connection can make a node hold at once.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Sync streams open at once on one connection, both ways.
+pub const MAX_SYNC_STREAMS: usize = 16;
 /// Largest response accepted (a reconciliation message or a batch of envelopes).
 pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// Most ids one `Fetch` may ask for; with envelopes of at most 1 KiB the answer stays

@@ -439,3 +439,27 @@ fn futures_lite_block<T>(
 ) -> Option<T> {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f)).ok()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_attestation_gossiped_under_another_market_is_refused_and_not_stored() {
+    let (yes, other) = (key(2), key(1));
+    let market = yes.public();
+    let (a, ab) = node_syncing_every(91, vec![], 3600).await;
+    let (f, _fb) = node_syncing_every(92, vec![addr_of(&a).await], 3600).await;
+    a.follow(market).await.unwrap();
+    f.follow(market).await.unwrap();
+    // The path works: an offer of the market followed arrives.
+    let honest = offer(&yes, policy(Rule::Direct, 1_000), T0);
+    publish(&f, market, &honest, &[&ab]).await;
+    // Another seller's offer, framed as this market's: valid, but not of it.
+    let misnamed = offer(&other, policy(Rule::Direct, 1_000), T0);
+    f.publish(market, misnamed.bytes.clone()).await.unwrap();
+    eventually("the misnamed offer to be rejected", 10, || {
+        futures_lite_block(a.info()).is_some_and(|i| i.stats.gossip_rejected >= 1)
+    })
+    .await;
+    assert!(
+        !ab.holds(&misnamed.id),
+        "stored although it is not of the market"
+    );
+}
