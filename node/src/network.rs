@@ -132,6 +132,8 @@ fn status(i: NetInfo) -> NetStatus {
             syncing: t.syncing,
             queued: t.queued,
             banned_total: t.banned_total,
+            deferred: t.deferred,
+            author_budget_dropped: t.author_budget_dropped,
             bytes_in: t.bytes_in,
             bytes_out: t.bytes_out,
             hole_punches: t.hole_punches,

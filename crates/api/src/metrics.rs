@@ -262,6 +262,18 @@ fn network(e: &mut DescriptorEncoder, i: &NetStatus) -> fmt::Result {
     )?;
     counter(
         e,
+        "passalong_published_deferred",
+        "Own attestations left to anti-entropy: over the node's publishing pace.",
+        t.deferred,
+    )?;
+    counter(
+        e,
+        "passalong_gossip_author_budget_dropped",
+        "Valid gossip not forwarded: its author over the per-author budget.",
+        t.author_budget_dropped,
+    )?;
+    counter(
+        e,
         "passalong_peers_banned",
         "Peers banned for their score since start.",
         t.banned_total,

@@ -66,6 +66,12 @@ pub struct NetCounters {
     pub queued: usize,
     /// Peers banned since start.
     pub banned_total: u64,
+    /// Own attestations left to anti-entropy: over the node's publishing pace.
+    #[serde(default)]
+    pub deferred: u64,
+    /// Valid gossip not forwarded: its author over the per-author budget.
+    #[serde(default)]
+    pub author_budget_dropped: u64,
     /// Payload bytes received (gossip messages and sync streams).
     pub bytes_in: u64,
     /// Payload bytes sent (published messages and sync streams).
