@@ -683,6 +683,18 @@ mod tests {
         out
     }
 
+    fn follow(p: &mut Policy<u32>, markets: Vec<PublicKey>, t: Instant, rng: &mut ChaCha8Rng) {
+        run(
+            p,
+            Input::Follow {
+                markets,
+                urgent: false,
+            },
+            t,
+            rng,
+        );
+    }
+
     fn setup() -> (Policy<u32>, Instant, ChaCha8Rng) {
         let t0 = Instant::now();
         (
@@ -810,15 +822,7 @@ mod tests {
     #[test]
     fn markets_followed_during_a_session_are_reconciled_after_it() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Follow {
-                markets: vec![key(1)],
-                urgent: false,
-            },
-            t0,
-            &mut rng,
-        );
+        follow(&mut p, vec![key(1)], t0, &mut rng);
         let out = run(&mut p, Input::Connected(5), t0, &mut rng);
         assert_eq!(out, vec![Output::StartSync(5, vec![key(1)])]);
         let out = run(
@@ -905,15 +909,7 @@ mod tests {
     #[test]
     fn a_shard_short_of_peers_is_searched_now_and_then() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Follow {
-                markets: vec![key(1)],
-                urgent: false,
-            },
-            t0,
-            &mut rng,
-        );
+        follow(&mut p, vec![key(1)], t0, &mut rng);
         let shard = market::shard(&key(1));
         let finds = |out: Vec<Output<u32>>| {
             out.into_iter()
@@ -951,15 +947,7 @@ mod tests {
     #[test]
     fn periodic_sessions_take_peers_in_turn_and_hurry_after_news() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Follow {
-                markets: vec![key(1)],
-                urgent: false,
-            },
-            t0,
-            &mut rng,
-        );
+        follow(&mut p, vec![key(1)], t0, &mut rng);
         for peer in 0..5u32 {
             run(&mut p, Input::Connected(peer), t0, &mut rng);
             run(
@@ -1035,15 +1023,7 @@ mod tests {
     #[test]
     fn periodic_sessions_go_to_peers_that_hold_what_is_followed() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Follow {
-                markets: vec![key(1)],
-                urgent: false,
-            },
-            t0,
-            &mut rng,
-        );
+        follow(&mut p, vec![key(1)], t0, &mut rng);
         for peer in 0..5u32 {
             run(&mut p, Input::Connected(peer), t0, &mut rng);
             let held = if peer == 3 { vec![key(1)] } else { vec![] };
@@ -1086,15 +1066,7 @@ mod tests {
     #[test]
     fn followers_are_sought_for_a_market_no_peer_holds() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Follow {
-                markets: vec![key(1), key(2)],
-                urgent: false,
-            },
-            t0,
-            &mut rng,
-        );
+        follow(&mut p, vec![key(1), key(2)], t0, &mut rng);
         run(&mut p, Input::Connected(7), t0, &mut rng);
         let seek = |out: Vec<Output<u32>>| {
             out.into_iter()
