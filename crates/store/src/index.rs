@@ -5,6 +5,7 @@ use passalong_protocol::attestation::Body;
 use passalong_protocol::payout::ChainView;
 use passalong_protocol::{Attestation, Id, PublicKey};
 
+use crate::dependency;
 use crate::keyspace::*;
 use crate::ledger;
 use crate::market::Indexed;
@@ -62,7 +63,8 @@ pub(crate) fn insert_id(ids: &mut Vec<u8>, id: &Id) {
 /// Records a valid attestation.
 pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
     let id = att.id;
-    if let Some(market) = market_of(t, &att.body) {
+    let market = market_of(t, &att.body);
+    if let Some(market) = market {
         t.index_market(
             market,
             Indexed {
@@ -84,6 +86,9 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             );
             if let Some(c) = r.community {
                 t.put(key(NAMING, &[&c.0, &r.referrer.0, &id.0]), vec![]);
+                if let Some(market) = market {
+                    dependency::referral(t, market, r);
+                }
             }
         }
         Body::Receipt(r) => {
@@ -126,6 +131,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
         ),
         Body::Community(c) => {
             t.put(key(COMMUNITY, &[&id.0]), c.connector.0.to_vec());
+            dependency::community(t, id, c.created_at_ms);
             connector_changed(t, &id, None);
         }
         Body::Membership(m) => {
@@ -137,9 +143,11 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
                 key(MEMBERSHIP, &[&id.0]),
                 [m.community.0, m.member.0].concat(),
             );
+            dependency::membership(t, id, m);
             connector_changed(t, &m.community, Some(&m.member));
         }
         Body::MembershipEnd(e) => {
+            dependency::end(t, id, e);
             let k = key(MEMBERSHIP_END, &[&e.membership.0]);
             let end = t.get(&k).map_or(u64::MAX, |v| u64_at(&v, 0));
             if e.ends_at_ms < end {

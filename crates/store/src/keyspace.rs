@@ -51,6 +51,12 @@ pub const MEMBER: u8 = b'n';
 pub const MEMBERSHIP: u8 = b'M';
 /// membership → earliest ends_at_ms (BE).
 pub const MEMBERSHIP_END: u8 = b'z';
+/// market ‖ id → created_at_ms (BE) ‖ kind: what the market's ledger depends on outside the
+/// market (the communities its referrals name, the memberships and their ends; see
+/// `dependency`).
+pub const DEPENDENCY: u8 = b'o';
+/// membership ‖ end → created_at_ms (BE): the ends of a membership.
+pub const ENDED_BY: u8 = b'E';
 /// seller ‖ blake3(order) ‖ claim → PurchaseClaim body.
 pub const CLAIM: u8 = b'd';
 /// seller ‖ currency ‖ participant → earned, refunded, settled (u128 BE each), as of the last
@@ -59,8 +65,9 @@ pub const LEDGER: u8 = b'l';
 /// seq (BE) ‖ chunk (BE u32) → ledger lines an ingest changed since the last checkpoint, with
 /// their new sums (see `book`).
 pub const JOURNAL: u8 = b'j';
-/// market key → (): markets followed on request (`passalong market follow`), beyond those
-/// with something stored.
+/// market key → (): the markets followed: on request (`passalong market follow`), and those
+/// the node's own attestations and imports belong to. Not those that only something received
+/// belongs to, so that a peer cannot make the node follow markets.
 pub const FOLLOW: u8 = b'f';
 /// (no parts) → the last shipment written, until the next one or a checkpoint (see `redo`).
 pub const REDO: u8 = b'r';

@@ -34,6 +34,7 @@
 
 mod book;
 mod counters;
+mod dependency;
 mod error;
 mod expiry;
 mod index;
@@ -102,7 +103,11 @@ impl Decided {
 /// beat 16, 24 and 64; with redo records, 16 and 24 beat 8 and 32 (64 per call, 3 rounds).
 const SHIP_EVERY: usize = 16;
 
-/// The store format this build reads and writes. Version 7 indexes what does not count
+/// The store format this build reads and writes. Version 8 indexes under each market what its
+/// ledger depends on outside it (see `dependency`), and follows only the markets in `FOLLOW`:
+/// a version 7 store has the index built and every market it holds something of followed
+/// when it opens (what it followed before), then is marked 8.
+/// Version 7 indexes what does not count
 /// (pending by when it became pending, invalid ids by when they were found) and counts it, so
 /// that it expires (see `expiry`); waiter keys hold the time: an older build would leave the
 /// index stale. Older stores have the index built when they open (`expiry::index_existing`),
@@ -122,10 +127,13 @@ const SHIP_EVERY: usize = 16;
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// Older formats this build upgrades in place when it opens them.
-const UPGRADES_FROM: [u32; 5] = [2, 3, 4, 5, 6];
+const UPGRADES_FROM: [u32; 6] = [2, 3, 4, 5, 6, 7];
+
+/// The format whose stores lack only the dependency index (and explicit follows).
+const WITHOUT_DEPENDENCIES: u32 = 7;
 
 /// The format whose stores lack the offers' totals (and the expiry index).
 const WITHOUT_OFFER_TOTALS: u32 = 5;
@@ -264,6 +272,9 @@ pub struct Store {
     lock: lock::DirLock,
     /// The bounds on what does not count (see `expiry`).
     limits: Mutex<ExpiryLimits>,
+    /// A write failed on an I/O error (a full disk): sled refuses every write after one, so
+    /// the next write reopens the store first (see [`Store::recover`]).
+    damaged: std::sync::atomic::AtomicBool,
     /// An expiry pass is due whatever the index says: set at open (the clock may have moved,
     /// and a store written before format 7 may hold held attestations beyond the horizon).
     expire_due: std::sync::atomic::AtomicBool,
@@ -313,7 +324,7 @@ impl Store {
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = path.as_ref();
         let lock = lock::DirLock::take(path)?;
-        let (db, totals_due) = open_db_upgrading(path, cache_bytes)?;
+        let (db, due) = open_db_upgrading(path, cache_bytes)?;
         let book = book::Book::load(&db).map_err(corrupt_at(path))?;
         let orders = orders::Orders::load(&db).map_err(corrupt_at(path))?;
         let invalid = txn::InvalidIds::load(&db)?;
@@ -341,9 +352,13 @@ impl Store {
             lock,
             limits: Mutex::new(ExpiryLimits::default()),
             expire_due: std::sync::atomic::AtomicBool::new(true),
+            damaged: std::sync::atomic::AtomicBool::new(false),
         };
-        if totals_due {
+        if due.totals {
             store.upgrade_offer_totals().map_err(corrupt_at(path))?;
+        }
+        if due.dependencies {
+            store.upgrade_dependencies().map_err(corrupt_at(path))?;
         }
         Ok(store)
     }
@@ -381,6 +396,32 @@ impl Store {
             }
         }
         self.write_book(&db)?;
+        db.insert(key(META, &[b"format"]), &WITHOUT_DEPENDENCIES.to_be_bytes())?;
+        db.flush()?;
+        Ok(())
+    }
+
+    /// Format 7 → 8: the dependency index (see `dependency`), and every market the store
+    /// holds something of followed explicitly (format 7 followed them all), then the format.
+    /// Cut short, it starts again at the next open (it only sets keys).
+    fn upgrade_dependencies(&self) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let db = self.db()?;
+        let markets = self.markets()?;
+        let mut ends = Vec::new();
+        for m in &markets {
+            for (_, id, kind) in self.market(m)? {
+                if kind == Kind::MembershipEnd as u8 {
+                    ends.push(id);
+                }
+            }
+        }
+        let mut t = self.txn(&db);
+        dependency::index_existing(&mut t, &ends);
+        for m in &markets {
+            t.put(key(FOLLOW, &[&m.0]), vec![]);
+        }
+        self.commit(&db, t)?;
         db.insert(key(META, &[b"format"]), &FORMAT_VERSION.to_be_bytes())?;
         db.flush()?;
         Ok(())
@@ -418,6 +459,50 @@ impl Store {
         self.since_checkpoint.store(0, Ordering::Relaxed);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// After a write failed on an I/O error: reopens sled as a restart would (the redo record
+    /// completes a shipment cut short) and reads again what is kept in memory (ledger lines,
+    /// orders, invalid ids; caches are dropped), since what the failed write changed in memory
+    /// may not be on disk. Fails while the disk still refuses (sled writes as it opens); the
+    /// next write tries again. The caller holds the writer lock.
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        drop(g.take());
+        let db = open_db(&self.path, self.cache_bytes)?;
+        let corrupt = corrupt_at(&self.path);
+        *self.book.write().unwrap_or_else(|p| p.into_inner()) =
+            book::Book::load(&db).map_err(&corrupt)?;
+        *self.orders.write().unwrap_or_else(|p| p.into_inner()) =
+            orders::Orders::load(&db).map_err(&corrupt)?;
+        self.invalid.reload(&db)?;
+        self.valid.clear();
+        self.runs.clear();
+        self.summaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.waiters.store(has_waiters(&db)?, Ordering::Relaxed);
+        *g = Some(db);
+        self.damaged.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The writer lock, with the store reopened first if a write failed on an I/O error.
+    fn write_lock(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.damaged.load(Ordering::Relaxed) {
+            self.recover()?;
+        }
+        Ok(w)
+    }
+
+    /// Marks the store for [`Store::recover`] if `r` failed on an I/O error.
+    fn note_failure<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Io(sled::Error::Io(_))) = &r {
+            self.damaged.store(true, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Writes the ledger lines changed since the last checkpoint, drops the journal and packs
@@ -489,21 +574,30 @@ impl Store {
 }
 
 fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
-    let (db, totals_due) = open_db_upgrading(path, cache_bytes)?;
-    if totals_due {
-        // Only `Store::open_with_cache` completes that upgrade.
+    let (db, due) = open_db_upgrading(path, cache_bytes)?;
+    if due.totals || due.dependencies {
+        // Only `Store::open_with_cache` completes those upgrades.
         return Err(StoreError::WrongVersion {
             path: path.to_path_buf(),
-            found: WITHOUT_OFFER_TOTALS.to_string(),
+            found: WITHOUT_DEPENDENCIES.to_string(),
             expected: FORMAT_VERSION,
         });
     }
     Ok(db)
 }
 
-/// Opens the database, upgrading an older format as far as the tree alone allows; `true` if
-/// the offers' totals are still to be computed (see [`Store::upgrade_offer_totals`]).
-fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), StoreError> {
+/// What an upgrade leaves to do once the store is open.
+#[derive(Default)]
+struct Due {
+    /// The offers' totals (see [`Store::upgrade_offer_totals`]).
+    totals: bool,
+    /// The dependency index and explicit follows (see [`Store::upgrade_dependencies`]).
+    dependencies: bool,
+}
+
+/// Opens the database, upgrading an older format as far as the tree alone allows, and says
+/// what is left to do.
+fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), StoreError> {
     remove_partial_snapshots(path)?;
     {
         // sled releases its file lock from background threads shortly after the last handle
@@ -527,7 +621,7 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
             }
         };
         let vk = key(META, &[b"format"]);
-        let mut totals_due = false;
+        let mut due = Due::default();
         match db.get(&vk).map_err(|e| open_error(path, e))? {
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {
                 redo::recover(&db).map_err(|e| match e {
@@ -535,15 +629,23 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
                     e => corrupt_at(path)(e),
                 })?;
             }
+            Some(v) if v.as_ref() == WITHOUT_DEPENDENCIES.to_be_bytes() => {
+                redo::recover(&db).map_err(|e| match e {
+                    StoreError::Io(e) => open_error(path, e),
+                    e => corrupt_at(path)(e),
+                })?;
+                due.dependencies = true;
+            }
             Some(v) if v.as_ref() == WITHOUT_EXPIRY_INDEX.to_be_bytes() => {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
                     e => corrupt_at(path)(e),
                 })?;
                 expiry::index_existing(&db).map_err(|e| open_error(path, e))?;
-                db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
+                db.insert(&vk, &WITHOUT_DEPENDENCIES.to_be_bytes())
                     .map_err(|e| open_error(path, e))?;
                 db.flush().map_err(|e| open_error(path, e))?;
+                due.dependencies = true;
             }
             Some(v) if v.as_ref() == WITHOUT_OFFER_TOTALS.to_be_bytes() => {
                 redo::recover(&db).map_err(|e| match e {
@@ -552,7 +654,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
                 })?;
                 // Built again at each open until the totals are done (it is idempotent).
                 expiry::index_existing(&db).map_err(|e| open_error(path, e))?;
-                totals_due = true;
+                due.totals = true;
+                due.dependencies = true;
             }
             Some(v) if UPGRADES_FROM.iter().any(|o| v.as_ref() == o.to_be_bytes()) => {
                 if v.as_ref() == 2u32.to_be_bytes() {
@@ -563,7 +666,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
                 db.insert(&vk, &WITHOUT_OFFER_TOTALS.to_be_bytes())
                     .map_err(|e| open_error(path, e))?;
                 db.flush().map_err(|e| open_error(path, e))?;
-                totals_due = true;
+                due.totals = true;
+                due.dependencies = true;
             }
             Some(v) => {
                 return Err(StoreError::WrongVersion {
@@ -585,7 +689,7 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, bool), 
                 })
             }
         }
-        Ok((db, totals_due))
+        Ok((db, due))
     }
 }
 
@@ -803,9 +907,9 @@ impl Store {
         now_ms: u64,
         pre: Option<&mut stage1::Results<'_, '_>>,
     ) -> Result<Vec<Ack>, StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let acks = self.ingest_locked(envelopes, now_ms, pre)?;
-        self.written(acks.iter().filter(|a| !a.duplicate).count() as u64)?;
+        let _w = self.write_lock()?;
+        let acks = self.note_failure(self.ingest_locked(envelopes, now_ms, pre))?;
+        self.note_failure(self.written(acks.iter().filter(|a| !a.duplicate).count() as u64))?;
         Ok(acks)
     }
 
@@ -952,7 +1056,11 @@ impl Store {
     /// [`Store::expire`]); call it at [`Store::next_release_ms`]. Returns the released ones'
     /// acks (and those they unblocked).
     pub fn tick(&self, now_ms: u64) -> Result<Vec<Ack>, StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.write_lock()?;
+        self.note_failure(self.tick_locked(now_ms))
+    }
+
+    fn tick_locked(&self, now_ms: u64) -> Result<Vec<Ack>, StoreError> {
         let limits = self.expiry_limits();
         let mut reports = Vec::new();
         loop {
@@ -979,8 +1087,8 @@ impl Store {
     /// horizon (see [`ExpiryLimits`]), with their index and waiter keys. Returns how many of
     /// each it dropped. The caller passes the time: the store reads no clock for this.
     pub fn expire(&self, now_ms: u64) -> Result<Unsettled, StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.expire_locked(now_ms)
+        let _w = self.write_lock()?;
+        self.note_failure(self.expire_locked(now_ms))
     }
 
     /// [`Store::expire`] under the writer lock, one transaction per `EXPIRE_BATCH` removals.
@@ -1084,9 +1192,42 @@ impl Store {
         Ok(())
     }
 
-    /// The markets followed: those with something stored and those followed on request.
+    /// Follows the markets the stored attestations `ids` belong to (those it can tell); the
+    /// markets newly followed. For what the node's own API stores: its own acts and imports.
+    pub fn follow_markets_of(&self, ids: &[Id]) -> Result<Vec<PublicKey>, StoreError> {
+        let mut markets = Vec::new();
+        for id in ids {
+            if let Some(m) = self.market_of(id)? {
+                markets.push(m);
+            }
+        }
+        markets.sort_unstable();
+        markets.dedup();
+        let db = self.db()?;
+        let mut new = Vec::new();
+        for m in markets {
+            let k = key(FOLLOW, &[&m.0]);
+            if !db.contains_key(&k)? {
+                db.insert(k, vec![])?;
+                new.push(m);
+            }
+        }
+        if !new.is_empty() {
+            db.flush()?;
+        }
+        Ok(new)
+    }
+
+    /// Whether `market` is followed.
+    pub fn is_followed(&self, market: &PublicKey) -> Result<bool, StoreError> {
+        Ok(self.db()?.contains_key(key(FOLLOW, &[&market.0]))?)
+    }
+
+    /// The markets followed: on request, or because the node's own attestations or imports
+    /// belong to them (see [`Store::follow`]). A market that only what peers sent belongs to
+    /// is not followed: peers cannot grow the set.
     pub fn followed(&self) -> Result<Vec<PublicKey>, StoreError> {
-        let mut out = self.markets()?;
+        let mut out = Vec::new();
         for kv in self.db()?.scan_prefix([FOLLOW]) {
             let (k, _) = kv?;
             if k.len() == 33 {
@@ -1200,6 +1341,39 @@ impl Store {
             .into_iter()
             .map(|e| (e.created_at_ms, e.id, e.kind))
             .collect())
+    }
+
+    /// What a market's ledger depends on outside it (see `dependency`): the communities its
+    /// referrals name, their referrers' memberships and those memberships' ends, as
+    /// (created_at_ms, id, kind), oldest first.
+    pub fn dependencies(&self, market: &PublicKey) -> Result<Vec<(u64, Id, u8)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db()?.scan_prefix(key(DEPENDENCY, &[&market.0])) {
+            let (k, v) = kv?;
+            if k.len() != 65 || v.len() != 9 {
+                return Err(StoreError::Record {
+                    prefix: char::from(DEPENDENCY),
+                    detail: format!("a key of {} bytes, a value of {}", k.len(), v.len()),
+                });
+            }
+            out.push((u64_at(&v, 0), Id(id_at(&k, 33)), v[8]));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// A market's valid attestations and its dependencies, oldest first: what the network
+    /// reconciles for it and what an export of it holds, so that whoever has it computes the
+    /// same ledger.
+    pub fn market_with_dependencies(
+        &self,
+        market: &PublicKey,
+    ) -> Result<Vec<(u64, Id, u8)>, StoreError> {
+        let mut all = self.market(market)?;
+        all.extend(self.dependencies(market)?);
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
     }
 
     /// A market's valid attestations of one kind, oldest first.

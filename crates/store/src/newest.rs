@@ -91,6 +91,11 @@ impl Table {
 pub(crate) struct Runs(Mutex<HashMap<PublicKey, Table>>);
 
 impl Runs {
+    /// Forgets every market's runs (read again when next asked for).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// A shipment's runs are in the tree: markets already in memory learn of them. (The lock
     /// is the one the first pass holds: a run is either seen by that pass or added here.)
     pub fn shipped(&self, runs: &[RunInfo]) {

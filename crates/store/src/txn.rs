@@ -190,6 +190,14 @@ impl InvalidIds {
         Ok(InvalidIds(RwLock::new(set)))
     }
 
+    /// Reads the INVALID keys again, in place of what was known.
+    pub fn reload(&self, tree: &sled::Tree) -> Result<(), StoreError> {
+        let fresh = InvalidIds::load(tree)?;
+        let set = fresh.0.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = set;
+        Ok(())
+    }
+
     fn may_hold(&self, id: &Id) -> bool {
         self.0
             .read()
@@ -248,6 +256,11 @@ impl ValidCache {
         ValidCache {
             gens: Mutex::new(Default::default()),
         }
+    }
+
+    /// Forgets everything (the store was reopened: what it held may not be on disk).
+    pub fn clear(&self) {
+        *self.gens.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
     }
 
     fn get(&self, id: &Id) -> Option<Valid> {
@@ -620,6 +633,11 @@ impl<'a> Txn<'a> {
         let v = decode(&self.get(&k)?)?;
         self.valid.insert(*id, v.clone());
         Some(v)
+    }
+
+    /// The body of a valid attestation.
+    pub fn body(&self, id: &Id) -> Option<Body> {
+        Some(self.valid(id)?.1.clone())
     }
 
     pub fn offer(&self, id: &Id) -> Option<Offer> {

@@ -857,6 +857,7 @@ fn check_read_queries(st: &Store) -> Result<(), TestCaseError> {
             participants.insert(e.participant);
         }
     }
+    check_dependencies(st)?;
     for p in participants {
         let mut expected = Vec::new();
         for seller in st.markets().expect("a store read") {
@@ -869,4 +870,92 @@ fn check_read_queries(st: &Store) -> Result<(), TestCaseError> {
         prop_assert_eq!(st.lines_of(&p).expect("a store read"), expected);
     }
     Ok(())
+}
+
+/// Each market's dependencies are what its valid referrals imply, computed here from the
+/// valid community attestations wherever they are indexed: the community a referral names,
+/// the referrer's memberships of it and their ends.
+fn check_dependencies(st: &Store) -> Result<(), TestCaseError> {
+    use passalong_protocol::attestation::Body as B;
+    let read = |id: &Id| st.attestation(id).expect("a store read").expect("stored");
+    let (mut communities, mut memberships, mut ends) = (vec![], vec![], vec![]);
+    for m in st.markets().expect("a store read") {
+        for (t, id, kind) in st.market(&m).expect("a store read") {
+            match read(&id).body {
+                B::Community(_) => communities.push((t, id, kind)),
+                B::Membership(ms) => memberships.push(((t, id, kind), ms)),
+                B::MembershipEnd(e) => ends.push(((t, id, kind), e)),
+                _ => {}
+            }
+        }
+    }
+    for m in st.markets().expect("a store read") {
+        let mut expected = Vec::new();
+        for (_, id, kind) in st.market(&m).expect("a store read") {
+            if kind != Kind::Referral as u8 {
+                continue;
+            }
+            let B::Referral(r) = read(&id).body else {
+                panic!("a referral");
+            };
+            let Some(c) = r.community else { continue };
+            expected.extend(communities.iter().filter(|e| e.1 == c));
+            for (e, ms) in &memberships {
+                if ms.community == c && ms.member == r.referrer {
+                    expected.push(e);
+                    expected.extend(ends.iter().filter(|x| x.1.membership == e.1).map(|x| &x.0));
+                }
+            }
+        }
+        let mut expected: Vec<_> = expected.into_iter().copied().collect();
+        expected.sort_unstable();
+        expected.dedup();
+        prop_assert_eq!(st.dependencies(&m).expect("a store read"), expected);
+    }
+    Ok(())
+}
+
+/// A store of format 7 (no dependency index; every market with something stored followed)
+/// has the index built and those markets followed when it opens.
+#[test]
+fn a_format_7_store_has_its_dependencies_indexed_and_its_markets_followed() {
+    use passalong_store::keyspace::{key as skey, DEPENDENCY, ENDED_BY, FOLLOW, META};
+    let (s, conn, x) = (key(1), key(7), key(2));
+    let o = offer(&s, policy(Rule::Geometric { r_bps: 5000 }, 1_000), T0);
+    let c = community(&conn, T0);
+    let m = membership(&conn, &c, &x, T0 + 1);
+    let e = membership_end(&conn, &m, T0 + 5);
+    let r = refer_full(&x, o.id, None, None, Some(c.id), T0 + 2);
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let st = Store::open(dir.path()).unwrap();
+        st.ingest(&envs(&[o, c.clone(), m.clone(), e.clone(), r]), NOW)
+            .unwrap();
+        let deps = st.dependencies(&s.public()).unwrap();
+        let ids: Vec<Id> = deps.iter().map(|d| d.1).collect();
+        assert_eq!(ids, vec![c.id, m.id, e.id]);
+        assert_eq!(
+            st.followed().unwrap(),
+            vec![],
+            "nothing followed on its own"
+        );
+        st.close().unwrap();
+        deps
+    };
+    {
+        let db = raw_open(dir.path());
+        for prefix in [DEPENDENCY, ENDED_BY, FOLLOW] {
+            for kv in db.scan_prefix([prefix]) {
+                db.remove(kv.unwrap().0).unwrap();
+            }
+        }
+        db.insert(skey(META, &[b"format"]), 7u32.to_be_bytes().to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let st = Store::open(dir.path()).unwrap();
+    assert_eq!(st.dependencies(&s.public()).unwrap(), expected);
+    let mut markets = vec![s.public(), conn.public()];
+    markets.sort();
+    assert_eq!(st.followed().unwrap(), markets);
 }
