@@ -47,6 +47,18 @@ pub struct Config {
     pub http_request_timeout_ms: u64,
     /// Milliseconds a stop waits for the API's requests under way before it closes them.
     pub shutdown_deadline_ms: u64,
+    /// Dial more peers while fewer than this are connected.
+    pub target_peers: usize,
+    /// Sync requests per second one peer may make (burst: 10 seconds' worth).
+    pub peer_requests_per_sec: u32,
+    /// Gossip messages per second one peer may send (burst: 10 seconds' worth).
+    pub peer_messages_per_sec: u32,
+    /// Gossip messages per second one author's attestations may take through this node.
+    pub author_messages_per_sec: u32,
+    /// Attestations per second this node publishes itself; the rest goes by anti-entropy.
+    pub publish_per_sec: u32,
+    /// Seconds a misbehaving peer stays banned.
+    pub ban_secs: u64,
 }
 
 impl Default for Config {
@@ -68,9 +80,18 @@ impl Default for Config {
             http_header_timeout_ms: passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
             http_request_timeout_ms: passalong_api::server::DEFAULT_REQUEST_TIMEOUT_MS,
             shutdown_deadline_ms: passalong_api::server::DEFAULT_SHUTDOWN_DEADLINE_MS,
+            target_peers: NET.target_peers,
+            peer_requests_per_sec: NET.requests_per_sec as u32,
+            peer_messages_per_sec: NET.messages_per_sec as u32,
+            author_messages_per_sec: NET.author_messages_per_sec as u32,
+            publish_per_sec: NET.publish_per_sec as u32,
+            ban_secs: NET.ban_for.as_secs(),
         }
     }
 }
+
+/// The network policy's defaults.
+const NET: passalong_net::PolicyConfig = passalong_net::PolicyConfig::DEFAULT;
 
 /// The file `init` writes: the defaults, with what each setting means.
 pub fn default_file() -> String {
@@ -109,13 +130,32 @@ pub fn default_file() -> String {
          # (SIGTERM) to wait for the requests under way before it closes them.\n\
          http_header_timeout_ms = {}\n\
          http_request_timeout_ms = {}\n\
-         shutdown_deadline_ms = {}\n",
+         shutdown_deadline_ms = {}\n\n\
+         # The network's limits (docs/limits.md). Peers dialled until this many are connected.\n\
+         target_peers = {}\n\
+         # Per peer: sync requests and gossip messages a second (bursts: 10 seconds' worth);\n\
+         # a peer over them is penalised, and banned after three offences.\n\
+         peer_requests_per_sec = {}\n\
+         peer_messages_per_sec = {}\n\
+         # Gossip a second one author's attestations may take through this node (the rest\n\
+         # waits for anti-entropy), and attestations a second this node publishes itself (so a\n\
+         # large import does not look like a flood to peers).\n\
+         author_messages_per_sec = {}\n\
+         publish_per_sec = {}\n\
+         # Seconds a misbehaving peer stays banned.\n\
+         ban_secs = {}\n",
         DEFAULT_LISTEN[0],
         DEFAULT_LISTEN[1],
         passalong_store::CHECKPOINT_EVERY,
         passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
         passalong_api::server::DEFAULT_REQUEST_TIMEOUT_MS,
         passalong_api::server::DEFAULT_SHUTDOWN_DEADLINE_MS,
+        NET.target_peers,
+        NET.requests_per_sec,
+        NET.messages_per_sec,
+        NET.author_messages_per_sec,
+        NET.publish_per_sec,
+        NET.ban_for.as_secs(),
     )
 }
 
@@ -176,11 +216,25 @@ impl Config {
         if self.sync_interval_secs == 0 {
             bail!("sync_interval_secs must be at least 1");
         }
-        for (key, ms) in [
+        for (key, n) in [
             ("http_header_timeout_ms", self.http_header_timeout_ms),
             ("http_request_timeout_ms", self.http_request_timeout_ms),
+            ("target_peers", self.target_peers as u64),
+            (
+                "peer_requests_per_sec",
+                u64::from(self.peer_requests_per_sec),
+            ),
+            (
+                "peer_messages_per_sec",
+                u64::from(self.peer_messages_per_sec),
+            ),
+            (
+                "author_messages_per_sec",
+                u64::from(self.author_messages_per_sec),
+            ),
+            ("publish_per_sec", u64::from(self.publish_per_sec)),
         ] {
-            if ms == 0 {
+            if n == 0 {
                 bail!("{key} must be at least 1");
             }
         }
@@ -223,8 +277,14 @@ impl Config {
             mdns: self.mdns,
             relay_server: self.relay_server,
             policy: passalong_net::PolicyConfig {
+                target_peers: self.target_peers,
                 sync_interval: std::time::Duration::from_secs(self.sync_interval_secs),
-                ..Default::default()
+                requests_per_sec: f64::from(self.peer_requests_per_sec),
+                messages_per_sec: f64::from(self.peer_messages_per_sec),
+                author_messages_per_sec: f64::from(self.author_messages_per_sec),
+                publish_per_sec: f64::from(self.publish_per_sec),
+                ban_for: std::time::Duration::from_secs(self.ban_secs),
+                ..NET
             },
             ..passalong_net::NetConfig::default()
         })

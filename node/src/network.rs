@@ -22,9 +22,10 @@ impl Backend for StoreBackend {
     }
 
     fn items(&self, market: &PublicKey) -> Result<Vec<(u64, Id)>, String> {
+        // With what its ledger depends on outside it, so that a follower gets it too.
         Ok(self
             .0
-            .market(market)
+            .market_with_dependencies(market)
             .map_err(|e| e.to_string())?
             .into_iter()
             .map(|(t, id, _)| (t, id))
@@ -149,6 +150,9 @@ pub async fn publish_fresh(
     net: Network,
     mut fresh: mpsc::UnboundedReceiver<Vec<Id>>,
 ) {
+    // Markets the store follows that the network was told of here (it also learns them
+    // from the store at its next refresh).
+    let mut told: std::collections::HashSet<PublicKey> = Default::default();
     while let Some(ids) = fresh.recv().await {
         let s = store.clone();
         let found = tokio::task::spawn_blocking(move || {
@@ -156,13 +160,18 @@ pub async fn publish_fresh(
                 .filter_map(|id| {
                     let market = s.market_of(id).ok().flatten()?;
                     let envelope = s.envelope(id).ok().flatten()?;
-                    Some((market, envelope))
+                    let followed = s.is_followed(&market).unwrap_or(false);
+                    Some((market, envelope, followed))
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for (market, envelope) in found {
+        for (market, envelope, followed) in found {
+            // The node's first act in a market (an offer, a referral) follows it at once.
+            if followed && told.insert(market) && net.follow(market).await.is_err() {
+                return;
+            }
             if net.publish(market, envelope).await.is_err() {
                 return;
             }

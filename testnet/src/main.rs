@@ -72,6 +72,9 @@ pub struct Args {
     /// Fail (exit 1) if a node's resident memory exceeds this many MiB at the end.
     #[arg(long)]
     pub max_rss_mib: Option<u64>,
+    /// Fail (exit 1) if a node's data dir exceeds this many MiB at the end.
+    #[arg(long)]
+    pub max_disk_mib: Option<u64>,
     /// Fail (exit 1) if the p99 propagation time exceeds this many milliseconds.
     #[arg(long)]
     pub max_p99_ms: Option<u64>,

@@ -438,15 +438,17 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         .unwrap_or(0)
         .max(max_rss_kib);
     let rss_ok = args.max_rss_mib.is_none_or(|m| max_rss_kib <= m * 1024);
+    let disk_ok = args.max_disk_mib.is_none_or(|m| max_disk_kib <= m * 1024);
     for n in &mut nodes {
         n.stop();
     }
     Ok(json!({
         "nodes": args.nodes,
-        "converged": converged && late_converged && rss_ok && (!args.garbage || banned_by > 0)
-            && hostile_banned && p99_ok,
+        "converged": converged && late_converged && rss_ok && disk_ok
+            && (!args.garbage || banned_by > 0) && hostile_banned && p99_ok,
         "p99_within_bound": p99_ok,
         "rss_within_bound": rss_ok,
+        "disk_within_bound": disk_ok,
         "roots_agree": converged,
         "disagreeing": disagreeing,
         "attestations": all.len(),

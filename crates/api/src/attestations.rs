@@ -397,8 +397,9 @@ pub struct ExportQuery {
     format: Option<String>,
 }
 
-/// `GET /v1/export`: the seller's market and every community attestation the node holds
-/// (the connector share depends on them), oldest first.
+/// `GET /v1/export`: the seller's market and what its ledger depends on outside it (the
+/// communities its referrals name, the memberships and their ends: the connector share
+/// depends on them), oldest first.
 pub async fn export(
     State(s): State<AppState>,
     AppQuery(q): AppQuery<ExportQuery>,
@@ -416,27 +417,10 @@ pub async fn export(
     let store = s.store.clone();
     let envelopes = tokio::task::spawn_blocking(
         move || -> Result<Vec<Vec<u8>>, passalong_store::StoreError> {
-            let mut ids: Vec<(u64, passalong_protocol::Id)> = store
-                .market(&seller)?
-                .into_iter()
-                .map(|(t, id, _)| (t, id))
-                .collect();
-            for m in store.markets()? {
-                if m == seller {
-                    continue;
-                }
-                for (t, id, k) in store.market(&m)? {
-                    if k == Kind::Community as u8
-                        || k == Kind::Membership as u8
-                        || k == Kind::MembershipEnd as u8
-                    {
-                        ids.push((t, id));
-                    }
-                }
-            }
-            ids.sort();
+            // Oldest first.
+            let ids = store.market_with_dependencies(&seller)?;
             let mut out = Vec::with_capacity(ids.len());
-            for (_, id) in ids {
+            for (_, id, _) in ids {
                 if let Some(e) = store.envelope(&id)? {
                     out.push(e);
                 }

@@ -29,7 +29,20 @@ pub trait Sink: Send + Sync + 'static {
 
 impl Sink for Store {
     fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
-        Store::ingest(self, envelopes, now_ms)
+        let acks = Store::ingest(self, envelopes, now_ms)?;
+        // What the node's own API stores (its acts, its imports) makes it follow the markets
+        // concerned; what peers send does not (see `Store::followed`).
+        let own: Vec<Id> = acks
+            .iter()
+            .take(envelopes.len())
+            .filter(|a| !matches!(a.status, Status::Invalid { .. }))
+            .map(|a| a.id)
+            .collect();
+        if let Err(e) = self.follow_markets_of(&own) {
+            // Stored and acknowledged all the same: the market is followed at the next act.
+            tracing::warn!(error = %e, "cannot follow the markets of what was stored");
+        }
+        Ok(acks)
     }
 }
 

@@ -748,7 +748,7 @@ impl EventLoop {
             let tx = self.internal_tx.clone();
             tokio::spawn(async move {
                 let mut report = SyncReport::default();
-                let result = crate::sync::fetch(&req, &backend, peer, ids, &mut report)
+                let result = crate::sync::fetch(&req, &backend, peer, ids, None, &mut report)
                     .await
                     .map(|()| report);
                 let _ = tx.send(Internal::ParentsDone { peer, result });
@@ -1191,7 +1191,12 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
         .zip(store)
         .map(|(m, store)| {
             let verdict = if store {
-                stored.next().unwrap_or(Verdict::Duplicate)
+                match stored.next().unwrap_or(Verdict::Duplicate) {
+                    // A referral or claim shows its market only once stored: one of another
+                    // market is not forwarded.
+                    Verdict::Valid { market: Some(x) } if x != m.market => wrong_market(),
+                    v => v,
+                }
             } else if m.followed {
                 wrong_market()
             } else {

@@ -80,17 +80,22 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig {
-            target_peers: 8,
-            sync_interval: Duration::from_secs(30),
-            requests_per_sec: 50.0,
-            messages_per_sec: 2_000.0,
-            author_messages_per_sec: 50.0,
-            publish_per_sec: 200.0,
-            ban_score: -30.0,
-            ban_for: Duration::from_secs(600),
-        }
+        PolicyConfig::DEFAULT
     }
+}
+
+impl PolicyConfig {
+    /// The defaults (a `const`, so that a node's config file can show them).
+    pub const DEFAULT: PolicyConfig = PolicyConfig {
+        target_peers: 8,
+        sync_interval: Duration::from_secs(30),
+        requests_per_sec: 50.0,
+        messages_per_sec: 2_000.0,
+        author_messages_per_sec: 50.0,
+        publish_per_sec: 200.0,
+        ban_score: -30.0,
+        ban_for: Duration::from_secs(600),
+    };
 }
 
 /// Something that happened, as the policy needs to know it.
@@ -198,6 +203,10 @@ struct Peer {
     /// Its last session showed it holds some of the markets followed here.
     useful: bool,
 }
+
+/// A peer whose last session showed it held nothing followed here is asked again after this
+/// many sync intervals (it may have begun to follow one without a subscription showing it).
+const RECHECK_AFTER_INTERVALS: u32 = 10;
 
 /// The policy of one node.
 #[derive(Debug)]
@@ -438,8 +447,14 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                 out.push(Output::Unban(p));
             }
             Input::PeerSubscribed(p, s) => {
+                let ours = self.shards.contains(&s);
                 if let Some(peer) = self.peers.get_mut(&p) {
                     peer.shards.insert(s);
+                    // It may have begun to follow a market followed here (a peer that held
+                    // nothing at its last session refers an offer): worth a session again.
+                    if ours {
+                        peer.useful = true;
+                    }
                 }
             }
             Input::PeerUnsubscribed(p, s) => {
@@ -513,10 +528,11 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             // nothing to give.
             connected.sort();
             shuffle(&mut connected, rng);
+            let recheck = self.config.sync_interval * RECHECK_AFTER_INTERVALS;
             let useful = |p: &P| {
-                self.peers
-                    .get(p)
-                    .is_some_and(|x| x.useful || x.last_sync.is_none())
+                self.peers.get(p).is_some_and(|x| {
+                    x.useful || x.last_sync.is_none_or(|t| now.duration_since(t) >= recheck)
+                })
             };
             let mut candidates: Vec<P> = connected.iter().copied().filter(useful).collect();
             if candidates.is_empty() {
@@ -1061,6 +1077,61 @@ mod tests {
                 &mut rng,
             );
         }
+    }
+
+    #[test]
+    fn a_peer_that_held_nothing_is_synced_again_once_it_may_hold_something() {
+        let (mut p, t0, mut rng) = setup();
+        follow(&mut p, vec![key(1)], t0, &mut rng);
+        for peer in 0..3u32 {
+            run(&mut p, Input::Connected(peer), t0, &mut rng);
+            let held = if peer == 0 { vec![key(1)] } else { vec![] };
+            let ended = Input::SyncEnded {
+                peer,
+                fetched: 0,
+                held,
+            };
+            run(&mut p, ended, t0, &mut rng);
+        }
+        let tick = |p: &mut Policy<u32>, t, rng: &mut ChaCha8Rng| {
+            let out = run(
+                p,
+                Input::Tick {
+                    connected: (0..3).collect(),
+                },
+                t,
+                rng,
+            );
+            out.into_iter()
+                .filter_map(|o| match o {
+                    Output::StartSync(peer, _) => Some(peer),
+                    _ => None,
+                })
+                .collect::<Vec<u32>>()
+        };
+        let mut t = t0 + Duration::from_secs(30);
+        assert_eq!(
+            tick(&mut p, t, &mut rng),
+            vec![0],
+            "only the peer that held it"
+        );
+        // Peer 1 joins the market's shard: it may have begun to follow the market.
+        run(
+            &mut p,
+            Input::PeerSubscribed(1, market::shard(&key(1))),
+            t,
+            &mut rng,
+        );
+        t += Duration::from_secs(30);
+        assert_eq!(tick(&mut p, t, &mut rng), vec![1]);
+        // Peer 2 shows nothing, but is asked again after ten intervals.
+        let mut asked = Vec::new();
+        for _ in 0..RECHECK_AFTER_INTERVALS {
+            t += Duration::from_secs(30);
+            asked.extend(tick(&mut p, t, &mut rng));
+        }
+        assert!(asked.contains(&2), "{asked:?}");
+        assert!(asked.iter().filter(|&&x| x == 2).count() <= 1);
     }
 
     #[test]

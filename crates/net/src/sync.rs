@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use passalong_protocol::{Id, PublicKey};
+use passalong_protocol::{Attestation, Id, Kind, PublicKey};
 use passalong_reconcile::{Config as ReconcileConfig, Item, Reconciler, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -148,7 +148,7 @@ pub(crate) async fn session(
         let groups = solo.chunks(1).chain(batched.chunks(MAX_RECONCILE_MARKETS));
         for group in groups {
             let need = reconcile(&req, &backend, peer, group, &mut report).await?;
-            fetch(&req, &backend, peer, need, &mut report).await?;
+            fetch(&req, &backend, peer, need, Some(group), &mut report).await?;
         }
     }
     Ok(report)
@@ -233,12 +233,32 @@ const INGESTS_IN_FLIGHT: usize = 2;
 
 type Ingest = tokio::task::JoinHandle<Result<Vec<Verdict>, String>>;
 
-/// Fetches `ids` from `peer` in batches, then keeps fetching what they wait for.
+/// Whether a body fetched while reconciling `markets` may be stored: one whose body names its
+/// market names one of them, or is a community or membership (what a market's ledger
+/// depends on outside it travels with it). A body that names no market (a referral, a
+/// claim, a membership's end) shows its market only once stored.
+fn belongs(envelope: &[u8], markets: &[PublicKey]) -> bool {
+    match Attestation::decode(envelope) {
+        Ok(a) => match a.body.market() {
+            Some(m) => {
+                markets.contains(&m) || matches!(a.kind(), Kind::Community | Kind::Membership)
+            }
+            None => true,
+        },
+        // The store says why (and the sender is blamed for it).
+        Err(_) => true,
+    }
+}
+
+/// Fetches `ids` from `peer` in batches, then keeps fetching what they wait for. When they
+/// were found reconciling `markets`, a body of another market is refused (an offence)
+/// before it is stored.
 pub(crate) async fn fetch(
     req: &Requester,
     backend: &Arc<dyn Backend>,
     peer: PeerId,
     ids: Vec<Id>,
+    markets: Option<&[PublicKey]>,
     report: &mut SyncReport,
 ) -> Result<(), NetError> {
     let mut todo = ids;
@@ -267,6 +287,11 @@ pub(crate) async fn fetch(
                 .into_iter()
                 .partition(|e| asked.contains(&Id::of_envelope(e)));
             report.offences += usize::from(!unasked.is_empty());
+            let (wanted, foreign): (Vec<Vec<u8>>, Vec<Vec<u8>>) = match markets {
+                Some(ms) => wanted.into_iter().partition(|e| belongs(e, ms)),
+                None => (wanted, Vec::new()),
+            };
+            report.offences += foreign.len();
             if wanted.is_empty() {
                 continue;
             }
