@@ -303,6 +303,11 @@ impl EventLoop {
                 | Output::Refuse
                 | Output::Publish
                 | Output::Defer => {}
+                // Relays and hole punching are still decided below; the policy is not told.
+                Output::Reserve(_)
+                | Output::Unreserve(_)
+                | Output::DialTransport { .. }
+                | Output::RetryHolePunch(_) => {}
             }
         }
         out
