@@ -12,6 +12,7 @@ use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, kad, mdns, ping, relay, Multiaddr, PeerId, Swarm};
 use passalong_protocol::limits::MAX_ENVELOPE_BYTES;
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::backend::{Backend, Verdict};
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::config::NetConfig;
-use crate::policy::{Input, Output, Policy};
+use crate::policy::{Input, Links, Output, Policy, Reachability, Transport};
 use crate::sync::{Requester, Responder, SyncReport};
 use crate::wire::{Request, Response, Traffic};
 use crate::{market, scoring, NetError, NetInfo, NetStats, PeerInfo};
@@ -36,12 +37,6 @@ const INGEST_BATCH: usize = 512;
 pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// Parent fetches for pending gossip running at once.
 const MAX_PARENT_FETCHES: usize = 16;
-/// Relays a private node keeps a reservation with: one can go away.
-const WANTED_RELAYS: usize = 2;
-/// Reconnections through a relay to run DCUtR again, per peer.
-const MAX_RETRIES: u32 = 3;
-/// How long a peer's hole punching retries are remembered after the last one.
-const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// What the handle asks of the loop.
 pub(crate) enum Command {
@@ -96,6 +91,15 @@ struct Conn {
     dialled: bool,
 }
 
+/// Where a relay candidate was dialled and where it listens: the policy picks the relays and
+/// the transports, these turn its choices into addresses.
+struct RelayAddrs {
+    /// The address this node dialled it at, not through a relay (circuits are built on it).
+    dialled: Multiaddr,
+    /// The addresses it listens on, from identify.
+    listen: Vec<Multiaddr>,
+}
+
 /// A gossip message waiting for validation.
 pub(crate) struct Incoming {
     id: MessageId,
@@ -142,20 +146,12 @@ pub(crate) struct EventLoop {
     last_kad_bootstrap: Option<Instant>,
     /// Open connections per peer.
     connections: HashMap<PeerId, Vec<Conn>>,
-    /// Connected peers that serve relay v2, with the addresses this node dialled them at and
-    /// the ones they listen on.
-    relay_candidates: HashMap<PeerId, (Multiaddr, Vec<Multiaddr>)>,
-    /// Circuit listeners: relay → listener (the reservation is renewed by libp2p).
+    /// The addresses of the connected peers that may relay for this node (the policy's relay
+    /// candidates): one entry per connected relay, removed when it disconnects.
+    relay_addrs: HashMap<PeerId, RelayAddrs>,
+    /// Circuit listeners: relay → listener (the reservation is renewed by libp2p). One per
+    /// reservation the policy asked for, so at most `policy::WANTED_RELAYS`.
     reservations: HashMap<PeerId, ListenerId>,
-    /// Second-transport connections tried per relay (once per connection to it).
-    mappings_tried: HashSet<(PeerId, Transport)>,
-    /// Peers whose hole punching failed or whose direct connection was lost: when (the
-    /// failure, the loss or the last retry), and how many times it was retried. Kept after a
-    /// success, so that a direct connection that keeps dying is not punched again forever.
-    punch_failed: HashMap<PeerId, (Instant, u32)>,
-    /// Relays whose reservation was accepted.
-    reserved: HashSet<PeerId>,
-    nat: autonat::NatStatus,
     external: Vec<Multiaddr>,
 }
 
@@ -195,12 +191,8 @@ impl EventLoop {
             stats: NetStats::default(),
             last_kad_bootstrap: None,
             connections: HashMap::new(),
-            relay_candidates: HashMap::new(),
+            relay_addrs: HashMap::new(),
             reservations: HashMap::new(),
-            reserved: HashSet::new(),
-            mappings_tried: HashSet::new(),
-            punch_failed: HashMap::new(),
-            nat: autonat::NatStatus::Unknown,
             external: Vec::new(),
         }
     }
@@ -298,6 +290,17 @@ impl EventLoop {
                     }
                 }
                 Output::DialMore(n) => self.dial_more(*n),
+                Output::Reserve(relay) => self.reserve(*relay),
+                Output::Unreserve(relay) => {
+                    if let Some(l) = self.reservations.remove(relay) {
+                        debug!(%relay, "public: dropping the relay reservation");
+                        self.swarm.remove_listener(l);
+                    }
+                }
+                Output::DialTransport { relay, transport } => {
+                    self.dial_transport(*relay, *transport)
+                }
+                Output::RetryHolePunch(peer) => self.retry_hole_punch(*peer),
                 Output::IgnoreGossip
                 | Output::Serve
                 | Output::Refuse
@@ -405,15 +408,15 @@ impl EventLoop {
         stats.queued = self.queue.len();
         let mut banned: Vec<String> = self.policy.banned().map(|p| p.to_string()).collect();
         banned.sort();
-        let mut relays: Vec<String> = self.reserved.iter().map(|p| p.to_string()).collect();
+        let mut relays: Vec<String> = self.policy.relays().map(|p| p.to_string()).collect();
         relays.sort();
         NetInfo {
             peer_id: self.swarm.local_peer_id().to_string(),
             listen: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            reachability: match self.nat {
-                autonat::NatStatus::Public(_) => "public",
-                autonat::NatStatus::Private => "private",
-                autonat::NatStatus::Unknown => "unknown",
+            reachability: match self.policy.reachability() {
+                Reachability::Public => "public",
+                Reachability::Private => "private",
+                Reachability::Unknown => "unknown",
             }
             .to_string(),
             external: self.external.iter().map(|a| a.to_string()).collect(),
@@ -439,8 +442,6 @@ impl EventLoop {
         self.policy(Input::Tick { connected });
         if ticks.is_multiple_of(5) {
             self.refresh_markets();
-            self.reserve_relays();
-            self.retry_hole_punching(now);
         }
         // Short of peers, look for more often: a peer behind NAT becomes reachable only once
         // its relay address has spread.
@@ -477,122 +478,92 @@ impl EventLoop {
         }
     }
 
-    /// A private node listens through up to [`WANTED_RELAYS`] connected relays: the relay
-    /// holds a reservation, the circuit address spreads by identify and Kademlia, and a peer
-    /// that dials it there is then upgraded to a direct connection by DCUtR.
-    fn reserve_relays(&mut self) {
-        if self.nat != autonat::NatStatus::Private {
+    /// Asks `relay` for a reservation (the policy chose it): listens on a circuit built on the
+    /// address this node dialled it at. Renewals are libp2p's.
+    fn reserve(&mut self, relay: PeerId) {
+        let Some(addr) = self.relay_addrs.get(&relay).map(|a| a.dialled.clone()) else {
+            self.policy(Input::ReservationClosed(relay));
+            return;
+        };
+        let mut circuit: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect();
+        circuit.push(Protocol::P2p(relay));
+        circuit.push(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                debug!(%relay, %circuit, "asking the relay for a reservation");
+                self.reservations.insert(relay, id);
+            }
+            Err(e) => {
+                warn!(%circuit, error = %e, "cannot listen through relay");
+                self.policy(Input::ReservationClosed(relay));
+            }
+        }
+    }
+
+    /// Connects to `relay` again over `kind` (the policy chose it), at the address of that
+    /// transport it listens on at the IP this node dialled it at: identify then reports this
+    /// node's mapping for that transport to DCUtR.
+    fn dial_transport(&mut self, relay: PeerId, kind: Transport) {
+        let Some(a) = self.relay_addrs.get(&relay) else {
+            return;
+        };
+        let ip = a.dialled.iter().next();
+        let Some(addr) = a
+            .listen
+            .iter()
+            .find(|l| transport(l) == Some(kind) && l.iter().next() == ip)
+            .cloned()
+        else {
+            return;
+        };
+        debug!(%relay, %addr, "connecting to the relay over a second transport");
+        let opts = DialOpts::peer_id(relay)
+            .condition(PeerCondition::Always)
+            .addresses(vec![addr])
+            .build();
+        let _ = self.swarm.dial(opts);
+    }
+
+    /// Reconnects to `peer` through the relays this node reached it by (the policy says it is
+    /// still reached only that way, and when): the new relayed connection runs DCUtR again.
+    fn retry_hole_punch(&mut self, peer: PeerId) {
+        let redial: Vec<Multiaddr> = self
+            .connections
+            .get(&peer)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter(|c| c.dialled && c.relayed)
+            .map(|c| c.addr.clone())
+            .collect();
+        if redial.is_empty() {
             return;
         }
-        self.learn_mappings();
-        let wanted: Vec<(PeerId, Multiaddr)> = self
-            .relay_candidates
-            .iter()
-            .filter(|(p, _)| !self.reservations.contains_key(p) && !self.policy.is_banned(p))
-            .take(WANTED_RELAYS.saturating_sub(self.reservations.len()))
-            .map(|(p, (a, _))| (*p, a.clone()))
-            .collect();
-        for (relay, addr) in wanted {
-            let mut circuit: Multiaddr = addr
-                .iter()
-                .filter(|p| !matches!(p, Protocol::P2p(_)))
-                .collect();
-            circuit.push(Protocol::P2p(relay));
-            circuit.push(Protocol::P2pCircuit);
-            match self.swarm.listen_on(circuit.clone()) {
-                Ok(id) => {
-                    debug!(%relay, %circuit, "asking the relay for a reservation");
-                    self.reservations.insert(relay, id);
-                }
-                Err(e) => warn!(%circuit, error = %e, "cannot listen through relay"),
-            }
-        }
+        info!(%peer, "retrying hole punching: reconnecting through the relay");
+        let _ = self.swarm.disconnect_peer_id(peer);
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::Always)
+            .addresses(redial)
+            .build();
+        let _ = self.swarm.dial(opts);
     }
 
-    /// Hole punching needs this node's public address for the transport the other side
-    /// punches with, and a NAT mapping is learnt only from a connection over that transport.
-    /// A private node therefore connects to its relays over both TCP and QUIC when they
-    /// listen on both: identify then reports both mappings to DCUtR.
-    fn learn_mappings(&mut self) {
-        let mut dials = Vec::new();
-        for (relay, (dialled, listen)) in &self.relay_candidates {
-            let conns = self.connections.get(relay).map_or(&[][..], Vec::as_slice);
-            let ip = dialled.iter().next();
-            for kind in [Transport::Tcp, Transport::Quic] {
-                if self.mappings_tried.contains(&(*relay, kind))
-                    || conns
-                        .iter()
-                        .any(|c| !c.relayed && transport(&c.addr) == Some(kind))
-                {
-                    continue;
-                }
-                if let Some(a) = listen
-                    .iter()
-                    .find(|a| transport(a) == Some(kind) && a.iter().next() == ip)
-                {
-                    dials.push((*relay, kind, a.clone()));
-                }
-            }
-        }
-        for (relay, kind, addr) in dials {
-            self.mappings_tried.insert((relay, kind));
-            debug!(%relay, %addr, "connecting to the relay over a second transport");
-            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(relay)
-                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-                .addresses(vec![addr])
-                .build();
-            let _ = self.swarm.dial(opts);
-        }
-    }
-
-    /// DCUtR tries three times on a new relayed connection and then gives up, e.g. when both
-    /// sides were busy and their dials missed each other; and it does not run again when a
-    /// punched connection dies while the relayed one stays. A peer still reached only through
-    /// a relay 10 s later is reconnected through it, which runs DCUtR again (3 times at most
-    /// within [`FORGET_AFTER`]).
-    fn retry_hole_punching(&mut self, now: Instant) {
-        const RETRY_AFTER: Duration = Duration::from_secs(10);
-        // Retries are forgotten after a while (a peer may then be tried again on a later
-        // connection, or when it loses its direct connection again).
-        self.punch_failed
-            .retain(|_, (at, _)| now.duration_since(*at) < FORGET_AFTER);
-        let due: Vec<PeerId> = self
-            .punch_failed
+    /// How this node is connected with `peer` now, for the policy.
+    fn links(&self, peer: &PeerId) -> Links {
+        let conns = self.connections.get(peer).map_or(&[][..], Vec::as_slice);
+        let mut direct_over: Vec<Transport> = conns
             .iter()
-            .filter(|(_, (at, n))| *n < MAX_RETRIES && now.duration_since(*at) >= RETRY_AFTER)
-            .map(|(p, _)| *p)
+            .filter(|c| !c.relayed)
+            .filter_map(|c| transport(&c.addr))
             .collect();
-        for peer in due {
-            let conns = self.connections.get(&peer).map_or(&[][..], Vec::as_slice);
-            if conns.is_empty() {
-                self.punch_failed.remove(&peer);
-                continue;
-            }
-            if conns.iter().any(|c| !c.relayed) {
-                continue;
-            }
-            // Only the side that dialled the relayed connection redials, so that the two
-            // do not tear down each other's new connection.
-            let redial: Vec<Multiaddr> = conns
-                .iter()
-                .filter(|c| c.dialled)
-                .map(|c| c.addr.clone())
-                .collect();
-            // The next retry waits for this one's DCUtR to finish.
-            if let Some((at, n)) = self.punch_failed.get_mut(&peer) {
-                *at = now;
-                *n += 1;
-            }
-            if redial.is_empty() {
-                continue;
-            }
-            info!(%peer, "retrying hole punching: reconnecting through the relay");
-            let _ = self.swarm.disconnect_peer_id(peer);
-            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-                .addresses(redial)
-                .build();
-            let _ = self.swarm.dial(opts);
+        direct_over.sort();
+        direct_over.dedup();
+        Links {
+            direct: conns.iter().any(|c| !c.relayed),
+            direct_over,
+            relayed_dialled: conns.iter().any(|c| c.relayed && c.dialled),
         }
     }
 
@@ -871,7 +842,7 @@ impl EventLoop {
                 if let Some(relay) = relay {
                     debug!(%relay, ?reason, "relay reservation closed");
                     self.reservations.remove(&relay);
-                    self.reserved.remove(&relay);
+                    self.policy(Input::ReservationClosed(relay));
                 }
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
@@ -901,6 +872,7 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     self.policy(Input::Connected(peer_id));
                 }
+                self.policy(Input::Links(peer_id, self.links(&peer_id)));
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -913,30 +885,19 @@ impl EventLoop {
                 if let Some(c) = self.connections.get_mut(&peer_id) {
                     c.retain(|c| c.id != connection_id);
                 }
-                // A punched connection that dies (a NAT mapping gone, a network change) leaves
-                // the peer on the relay, and DCUtR does not run again on that connection.
-                let direct_lost = !endpoint.is_relayed()
-                    && !self.policy.is_banned(&peer_id)
-                    && self
-                        .connections
-                        .get(&peer_id)
-                        .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.relayed));
-                if direct_lost {
-                    // Retried like a failed punch, after a while: the path may take time to
-                    // come back. Retries counted before are kept.
-                    let now = Instant::now();
-                    let (at, n) = self.punch_failed.entry(peer_id).or_insert((now, 0));
-                    if *n < MAX_RETRIES {
-                        *at = now;
-                        info!(peer = %peer_id, "direct connection lost: hole punching again through the relay");
-                    }
-                }
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
                     self.connections.remove(&peer_id);
-                    self.relay_candidates.remove(&peer_id);
-                    self.mappings_tried.retain(|(p, _)| *p != peer_id);
+                    self.relay_addrs.remove(&peer_id);
                     self.policy(Input::Disconnected(peer_id));
+                } else {
+                    let links = self.links(&peer_id);
+                    if !endpoint.is_relayed() && !links.direct {
+                        // A punched connection that died (a NAT mapping gone, a network
+                        // change): the policy has it punched again through the relay.
+                        info!(peer = %peer_id, "direct connection lost: only the relay is left");
+                    }
+                    self.policy(Input::Links(peer_id, links));
                 }
             }
             // A connection a behaviour refuses once it is established (e.g. over the per-peer
@@ -1061,13 +1022,28 @@ impl EventLoop {
                         .map(|c| c.addr.clone())
                 });
                 match dialled {
-                    Some(addr) if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) => {
-                        self.relay_candidates
-                            .insert(peer_id, (addr, info.listen_addrs.clone()));
-                        self.reserve_relays();
+                    Some(dialled) if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) => {
+                        let ip = dialled.iter().next();
+                        let mut listens_over: Vec<Transport> = info
+                            .listen_addrs
+                            .iter()
+                            .filter(|a| a.iter().next() == ip)
+                            .filter_map(transport)
+                            .collect();
+                        listens_over.sort();
+                        listens_over.dedup();
+                        let listen = info.listen_addrs.clone();
+                        self.relay_addrs
+                            .insert(peer_id, RelayAddrs { dialled, listen });
+                        self.policy(Input::RelayCandidate {
+                            peer: peer_id,
+                            listens_over,
+                        });
                     }
                     _ => {
-                        self.relay_candidates.remove(&peer_id);
+                        if self.relay_addrs.remove(&peer_id).is_some() {
+                            self.policy(Input::RelayGone(peer_id));
+                        }
                     }
                 }
             }
@@ -1090,24 +1066,17 @@ impl EventLoop {
                     && !self.swarm.is_connected(&peer)
                     && !self.policy.is_banned(&peer)
                 {
-                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                        .addresses(vec![address])
-                        .build();
+                    let opts = DialOpts::peer_id(peer).addresses(vec![address]).build();
                     let _ = self.swarm.dial(opts);
                 }
             }
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
                 info!(?old, ?new, "reachability changed");
-                self.nat = new;
-                if matches!(self.nat, autonat::NatStatus::Public(_)) {
-                    // Dialable directly: relay slots are for those who are not.
-                    for (_, l) in self.reservations.drain() {
-                        self.swarm.remove_listener(l);
-                    }
-                    self.reserved.clear();
-                } else {
-                    self.reserve_relays();
-                }
+                self.policy(Input::Reachability(match new {
+                    autonat::NatStatus::Public(_) => Reachability::Public,
+                    autonat::NatStatus::Private => Reachability::Private,
+                    autonat::NatStatus::Unknown => Reachability::Unknown,
+                }));
             }
             BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
                 relay_peer_id,
@@ -1117,7 +1086,7 @@ impl EventLoop {
                 if !renewal {
                     info!(relay = %relay_peer_id, "relay reservation accepted");
                 }
-                self.reserved.insert(relay_peer_id);
+                self.policy(Input::ReservationAccepted(relay_peer_id));
             }
             // libp2p's ping only reports; the policy is ours. A peer that does not speak
             // ping is not dead.
@@ -1142,12 +1111,7 @@ impl EventLoop {
                 Err(e) => {
                     debug!(peer = %remote_peer_id, error = %e, "hole punching failed");
                     self.stats.hole_punch_failures += 1;
-                    let tries = self
-                        .punch_failed
-                        .get(&remote_peer_id)
-                        .map_or(0, |(_, n)| *n);
-                    self.punch_failed
-                        .insert(remote_peer_id, (Instant::now(), tries));
+                    self.policy(Input::HolePunchFailed(remote_peer_id));
                 }
             },
             _ => {}
@@ -1221,12 +1185,8 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
         .collect())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Transport {
-    Tcp,
-    Quic,
-}
-
+/// The transport of a direct connection's address (`None` through a relay, or another
+/// transport than TCP and QUIC).
 fn transport(addr: &Multiaddr) -> Option<Transport> {
     if is_relayed(addr) {
         return None;

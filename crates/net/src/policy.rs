@@ -1,6 +1,7 @@
 //! The network's policy as a pure state machine: who is admitted, penalised and banned, how
 //! fast a peer may ask, when and with whom to reconcile which markets, which shard topics to
-//! hold, how fast this node publishes.
+//! hold, how fast this node publishes, which relays a private node listens through and when a
+//! relayed peer is punched again.
 //!
 //! Like iroh-gossip's `proto` and this project's `protocol/`, it does no IO: no clock, no
 //! randomness of its own, no swarm. [`Policy::handle`] takes an [`Input`], the time and an
@@ -9,7 +10,7 @@
 //! over a simulated network. Peers are any `Copy + Ord + Hash` value, so the simulator can use
 //! small integers where the event loop uses libp2p's `PeerId`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,25 @@ const SEEK_HOLDERS_EVERY: Duration = Duration::from_secs(300);
 const ANNOUNCES_PER_TICK: usize = 20;
 /// Searches for peers started in one tick at most.
 const FINDS_PER_TICK: usize = 4;
+/// Relays a private node keeps a reservation with: one can go away.
+pub const WANTED_RELAYS: usize = 2;
+/// Missing reservations are asked for again, and due hole punching retried, this often: a
+/// relay that refuses is asked again at this pace, not in a loop.
+const RELAY_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Reconnections through a relay to run DCUtR again, per peer.
+pub const MAX_PUNCH_RETRIES: u32 = 3;
+/// A peer still reached only through a relay this long after a failed punch, a lost direct
+/// connection or the last retry is reconnected through it: the path may take time to come
+/// back, and the next retry waits for the last one's DCUtR to finish.
+pub const PUNCH_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How long a peer's hole punching retries are remembered after the last event (a failure,
+/// a loss, a retry): a peer may then be punched again on a later connection.
+pub const FORGET_PUNCHES_AFTER: Duration = Duration::from_secs(600);
+/// Most peers whose hole punching is remembered (each a peer id, an instant and a count). Only DCUtR failures
+/// and lost direct connections add one, and `FORGET_PUNCHES_AFTER` removes them, but a node
+/// that many peers reach through relays must not grow without end: beyond it the peers
+/// remembered longest ago are forgotten first.
+pub const MAX_PUNCHED_PEERS: usize = 10_000;
 
 /// The policy's settings (the node's config fills them; see `docs/limits.md`).
 #[derive(Clone, Debug)]
@@ -96,6 +116,40 @@ impl PolicyConfig {
         ban_score: -30.0,
         ban_for: Duration::from_secs(600),
     };
+}
+
+/// What AutoNAT found about this node's reachability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not known yet (or the probes disagree): reservations held are kept, none are asked.
+    #[default]
+    Unknown,
+    /// Peers cannot dial this node: it listens through relays.
+    Private,
+    /// Peers can dial this node: relay slots are for those who cannot.
+    Public,
+}
+
+/// A transport, as far as NAT mappings tell them apart: a mapping is learnt per transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// QUIC v1 (over UDP).
+    Quic,
+}
+
+/// How this node is connected with a peer, as hole punching needs to know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Links {
+    /// Some connection runs without a relay.
+    pub direct: bool,
+    /// The transports of those direct connections (sorted; other transports are left out).
+    pub direct_over: Vec<Transport>,
+    /// This node opened one of the connections through a relay: it is the side that
+    /// reconnects there to punch again (the other side does not, so that the two do not tear
+    /// down each other's new connection).
+    pub relayed_dialled: bool,
 }
 
 /// Something that happened, as the policy needs to know it.
@@ -147,6 +201,29 @@ pub enum Input<P> {
     PeerSubscribed(P, Shard),
     /// A connected peer left a shard topic.
     PeerUnsubscribed(P, Shard),
+    /// How this node is connected with a peer, after a connection with it opened or closed
+    /// (while one remains; after the last, [`Input::Disconnected`]).
+    Links(P, Links),
+    /// AutoNAT's verdict changed.
+    Reachability(Reachability),
+    /// A connected peer serves relay v2 and this node dialled it directly (a circuit can be
+    /// built on that address); it may be asked for a reservation.
+    RelayCandidate {
+        /// The relay.
+        peer: P,
+        /// The transports it listens on at the IP it was dialled at (sorted).
+        listens_over: Vec<Transport>,
+    },
+    /// A connected peer no longer qualifies as a relay (its identify no longer lists the
+    /// hop protocol, or it was not dialled directly). A reservation it holds is kept.
+    RelayGone(P),
+    /// The relay accepted the reservation asked of it.
+    ReservationAccepted(P),
+    /// The reservation asked of this relay ended (the relay refused it or went away, the
+    /// circuit listener closed) or could not be asked.
+    ReservationClosed(P),
+    /// DCUtR gave up upgrading the relayed connection with this peer.
+    HolePunchFailed(P),
     /// One second passed; `connected` peers are connected now.
     Tick {
         /// Connected peers, in any order.
@@ -189,6 +266,22 @@ pub enum Output<P> {
     /// Look for peers that follow this market (their announcements) and dial some: no
     /// connected peer has shown it holds any of it for a while.
     FindHolders(PublicKey),
+    /// Listen through this relay: ask it for a reservation, on the address it was dialled at.
+    Reserve(P),
+    /// Stop listening through this relay (this node is public).
+    Unreserve(P),
+    /// Connect to this relay again over `transport`, at its address of that transport on the
+    /// IP it was dialled at: hole punching needs this node's public address for the transport
+    /// the other side punches with, and a NAT mapping is learnt only from a connection over it.
+    DialTransport {
+        /// The relay.
+        relay: P,
+        /// The transport this node has no connection with it over yet.
+        transport: Transport,
+    },
+    /// Reconnect to this peer through the relay this node reached it by (closing the relayed
+    /// connections first): DCUtR runs on every new relayed connection, and only then.
+    RetryHolePunch(P),
 }
 
 /// A connected peer's budgets.
@@ -202,6 +295,23 @@ struct Peer {
     last_sync: Option<Instant>,
     /// Its last session showed it holds some of the markets followed here.
     useful: bool,
+    /// How this node is connected with it.
+    links: Links,
+    /// It may relay for this node: the transports it listens on at the IP it was dialled at.
+    relay: Option<Vec<Transport>>,
+    /// Transports it was dialled over a second time to learn a mapping: once per connection
+    /// with it (this entry goes with the connection).
+    mappings_tried: Vec<Transport>,
+}
+
+/// A peer whose hole punching failed or whose direct connection was lost.
+#[derive(Clone, Copy, Debug)]
+struct Punch {
+    /// The failure, the loss or the last retry.
+    at: Instant,
+    /// Reconnections through the relay so far. Kept after a success, so that a direct
+    /// connection that keeps dying is not punched again forever.
+    retries: u32,
 }
 
 /// A peer whose last session showed it held nothing followed here is asked again after this
@@ -212,6 +322,7 @@ const RECHECK_AFTER_INTERVALS: u32 = 10;
 #[derive(Debug)]
 pub struct Policy<P> {
     config: PolicyConfig,
+    /// Connected peers: the swarm's connection limits bound them (see `docs/limits.md`).
     peers: HashMap<P, Peer>,
     scores: HashMap<P, f64>,
     banned: HashMap<P, Instant>,
@@ -232,6 +343,15 @@ pub struct Policy<P> {
     holders_sought: HashMap<PublicKey, Instant>,
     /// Markets followed but not yet announced (a few per tick: each is a DHT query).
     to_announce: VecDeque<PublicKey>,
+    reachability: Reachability,
+    /// Relays asked for a reservation, and whether they accepted it: at most
+    /// [`WANTED_RELAYS`], since one is asked only while fewer are held.
+    reservations: BTreeMap<P, bool>,
+    /// When reservations and hole punching are next looked at.
+    next_relay_check: Instant,
+    /// Peers whose hole punching failed or whose direct connection was lost: at most
+    /// [`MAX_PUNCHED_PEERS`], each forgotten [`FORGET_PUNCHES_AFTER`] after its last event.
+    punches: HashMap<P, Punch>,
 }
 
 /// Author budgets not used for this long are forgotten: memory stays proportional to the
@@ -261,6 +381,10 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             last_held: HashMap::new(),
             holders_sought: HashMap::new(),
             to_announce: VecDeque::new(),
+            reachability: Reachability::Unknown,
+            reservations: BTreeMap::new(),
+            next_relay_check: now + RELAY_CHECK_EVERY,
+            punches: HashMap::new(),
         }
     }
 
@@ -289,9 +413,27 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         self.syncing.len()
     }
 
-    /// Entries held for peers, authors and bans: what the policy's memory grows with.
+    /// What AutoNAT last said.
+    pub fn reachability(&self) -> Reachability {
+        self.reachability
+    }
+
+    /// Relays holding a reservation for this node (they accepted it).
+    pub fn relays(&self) -> impl Iterator<Item = &P> {
+        self.reservations
+            .iter()
+            .filter(|(_, accepted)| **accepted)
+            .map(|(r, _)| r)
+    }
+
+    /// Entries held for peers, authors, bans and hole punching: what the policy's memory
+    /// grows with.
     pub fn footprint(&self) -> usize {
-        self.peers.len() + self.scores.len() + self.banned.len() + self.authors.len()
+        self.peers.len()
+            + self.scores.len()
+            + self.banned.len()
+            + self.authors.len()
+            + self.punches.len()
     }
 
     /// Handles one input at `now`, appending what to do to `out`.
@@ -313,6 +455,9 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                         shards: BTreeSet::new(),
                         last_sync: None,
                         useful: false,
+                        links: Links::default(),
+                        relay: None,
+                        mappings_tried: Vec::new(),
                     },
                 );
                 self.start_sync(p, None, now, out);
@@ -320,6 +465,8 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             Input::Disconnected(p) => {
                 self.peers.remove(&p);
                 self.syncing.remove(&p);
+                // The relay client closes its circuit listener with the connection.
+                self.reservations.remove(&p);
             }
             Input::Gossip(p) => {
                 let allowed = self
@@ -462,8 +609,169 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     peer.shards.remove(&s);
                 }
             }
+            Input::Links(p, links) => {
+                let Some(peer) = self.peers.get_mut(&p) else {
+                    return;
+                };
+                let lost = peer.links.direct && !links.direct;
+                peer.links = links;
+                if lost {
+                    self.direct_lost(p, now);
+                }
+            }
+            Input::Reachability(r) => {
+                self.reachability = r;
+                if r == Reachability::Public {
+                    // Dialable directly: relay slots are for those who are not.
+                    let held = std::mem::take(&mut self.reservations);
+                    out.extend(held.into_keys().map(Output::Unreserve));
+                } else {
+                    self.reserve_relays(rng, out);
+                }
+            }
+            Input::RelayCandidate { peer, listens_over } => {
+                if let Some(x) = self.peers.get_mut(&peer) {
+                    x.relay = Some(listens_over);
+                    self.reserve_relays(rng, out);
+                }
+            }
+            Input::RelayGone(p) => {
+                if let Some(x) = self.peers.get_mut(&p) {
+                    x.relay = None;
+                }
+            }
+            Input::ReservationAccepted(relay) => {
+                if let Some(accepted) = self.reservations.get_mut(&relay) {
+                    *accepted = true;
+                }
+            }
+            Input::ReservationClosed(relay) => {
+                self.reservations.remove(&relay);
+            }
+            Input::HolePunchFailed(p) => {
+                let retries = self.punches.get(&p).map_or(0, |x| x.retries);
+                self.remember_punch(p, Punch { at: now, retries });
+            }
             Input::Tick { connected } => self.tick(connected, now, rng, out),
         }
+    }
+
+    /// A private node listens through up to [`WANTED_RELAYS`] connected relays: the relay
+    /// holds a reservation, the circuit address spreads by identify and Kademlia, and a peer
+    /// that dials it there is then upgraded to a direct connection by DCUtR. Which relays is
+    /// drawn from the RNG, so that the nodes behind one community do not all pick the same.
+    ///
+    /// It also connects to each relay over every transport the relay listens on and it has no
+    /// connection over yet ([`Output::DialTransport`]): identify then reports both mappings
+    /// (TCP and QUIC) to DCUtR, which otherwise knows only the one the relay was dialled over.
+    fn reserve_relays(&mut self, rng: &mut impl RngCore, out: &mut Vec<Output<P>>) {
+        if self.reachability != Reachability::Private {
+            return;
+        }
+        let mut relays: Vec<P> = self
+            .peers
+            .iter()
+            .filter(|(p, x)| x.relay.is_some() && !self.banned.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        relays.sort();
+        for p in &relays {
+            let Some(x) = self.peers.get_mut(p) else {
+                continue;
+            };
+            let listens = x.relay.as_deref().unwrap_or_default();
+            for kind in [Transport::Tcp, Transport::Quic] {
+                if listens.contains(&kind)
+                    && !x.mappings_tried.contains(&kind)
+                    && !x.links.direct_over.contains(&kind)
+                {
+                    x.mappings_tried.push(kind);
+                    out.push(Output::DialTransport {
+                        relay: *p,
+                        transport: kind,
+                    });
+                }
+            }
+        }
+        let free = WANTED_RELAYS.saturating_sub(self.reservations.len());
+        if free == 0 {
+            return;
+        }
+        relays.retain(|p| !self.reservations.contains_key(p));
+        shuffle(&mut relays, rng);
+        for relay in relays.into_iter().take(free) {
+            self.reservations.insert(relay, false);
+            out.push(Output::Reserve(relay));
+        }
+    }
+
+    /// DCUtR tries three times on a new relayed connection and then gives up (e.g. when both
+    /// sides were busy and their dials missed each other), and it does not run again when a
+    /// punched connection dies while the relayed one stays. A peer still reached only through
+    /// a relay [`PUNCH_RETRY_AFTER`] later is reconnected through it, which runs DCUtR again:
+    /// [`MAX_PUNCH_RETRIES`] times at most within [`FORGET_PUNCHES_AFTER`].
+    fn retry_hole_punching(&mut self, now: Instant, out: &mut Vec<Output<P>>) {
+        self.punches
+            .retain(|_, x| now.saturating_duration_since(x.at) < FORGET_PUNCHES_AFTER);
+        let mut due: Vec<P> = self
+            .punches
+            .iter()
+            .filter(|(_, x)| {
+                x.retries < MAX_PUNCH_RETRIES
+                    && now.saturating_duration_since(x.at) >= PUNCH_RETRY_AFTER
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        due.sort();
+        for p in due {
+            let Some(peer) = self.peers.get(&p) else {
+                // Gone: a later connection is punched afresh.
+                self.punches.remove(&p);
+                continue;
+            };
+            if peer.links.direct {
+                continue;
+            }
+            let redial = peer.links.relayed_dialled;
+            if let Some(x) = self.punches.get_mut(&p) {
+                x.at = now;
+                x.retries += 1;
+            }
+            if redial {
+                out.push(Output::RetryHolePunch(p));
+            }
+        }
+    }
+
+    /// The last direct connection with a connected peer closed (a NAT mapping gone, a network
+    /// change): it is left on the relay, and DCUtR does not run again on that connection. It
+    /// is retried like a failed punch, retries counted before included.
+    fn direct_lost(&mut self, p: P, now: Instant) {
+        match self.punches.get_mut(&p) {
+            Some(x) if x.retries < MAX_PUNCH_RETRIES => x.at = now,
+            Some(_) => {}
+            None => self.remember_punch(
+                p,
+                Punch {
+                    at: now,
+                    retries: 0,
+                },
+            ),
+        }
+    }
+
+    /// Remembers a peer's hole punching. When [`MAX_PUNCHED_PEERS`] are remembered, the tenth
+    /// remembered longest ago is forgotten at once (one sort per tenth, not one scan per peer).
+    fn remember_punch(&mut self, p: P, punch: Punch) {
+        if self.punches.len() >= MAX_PUNCHED_PEERS && !self.punches.contains_key(&p) {
+            let mut by_age: Vec<(Instant, P)> =
+                self.punches.iter().map(|(p, x)| (x.at, *p)).collect();
+            by_age.sort();
+            for (_, old) in by_age.into_iter().take(MAX_PUNCHED_PEERS / 10) {
+                self.punches.remove(&old);
+            }
+        }
+        self.punches.insert(p, punch);
     }
 
     fn tick(
@@ -519,6 +827,11 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         self.find_holders(now, out);
         let n = self.to_announce.len().min(ANNOUNCES_PER_TICK);
         out.extend(self.to_announce.drain(..n).map(Output::Announce));
+        if now >= self.next_relay_check {
+            self.next_relay_check = now + RELAY_CHECK_EVERY;
+            self.reserve_relays(rng, out);
+            self.retry_hole_punching(now, out);
+        }
         let due = self.next_sync.is_none_or(|t| now >= t);
         if due && !connected.is_empty() {
             self.next_sync = Some(now + self.config.sync_interval);
@@ -1181,6 +1494,7 @@ mod tests {
             run(&mut p, Input::Offence(i, "x"), now, &mut rng);
             let author = PublicKey(*blake3::hash(&i.to_le_bytes()).as_bytes());
             run(&mut p, Input::Authored { peer: i, author }, now, &mut rng);
+            run(&mut p, Input::HolePunchFailed(i), now, &mut rng);
             run(&mut p, Input::Disconnected(i), now, &mut rng);
             if i % 1_000 == 0 {
                 now += Duration::from_millis(100);
@@ -1189,9 +1503,399 @@ mod tests {
         }
         run(&mut p, Input::Tick { connected: vec![] }, now, &mut rng);
         assert!(
-            p.footprint() <= MAX_REMEMBERED_SCORES + MAX_AUTHORS + MAX_BANS,
+            p.footprint() <= MAX_REMEMBERED_SCORES + MAX_AUTHORS + MAX_BANS + MAX_PUNCHED_PEERS,
             "{}",
             p.footprint()
         );
+    }
+
+    /// Connects `peer` and declares it a relay candidate listening over `listens_over`.
+    fn relay(
+        p: &mut Policy<u32>,
+        peer: u32,
+        listens_over: Vec<Transport>,
+        t: Instant,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<Output<u32>> {
+        run(p, Input::Connected(peer), t, rng);
+        run(
+            p,
+            Input::Links(
+                peer,
+                Links {
+                    direct: true,
+                    direct_over: vec![Transport::Tcp],
+                    relayed_dialled: false,
+                },
+            ),
+            t,
+            rng,
+        );
+        run(p, Input::RelayCandidate { peer, listens_over }, t, rng)
+    }
+
+    fn reserved(out: &[Output<u32>]) -> Vec<u32> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Reserve(r) => Some(*r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ticks once a second from `from` (excluded) to `to` (included), returning the relay and
+    /// hole punching outputs with the second each came at.
+    fn ticks(
+        p: &mut Policy<u32>,
+        t0: Instant,
+        from: u64,
+        to: u64,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<(u64, Output<u32>)> {
+        let mut all = Vec::new();
+        for s in from + 1..=to {
+            let connected = p.peers.keys().copied().collect();
+            let out = run(
+                p,
+                Input::Tick { connected },
+                t0 + Duration::from_secs(s),
+                rng,
+            );
+            all.extend(
+                out.into_iter()
+                    .filter(|o| {
+                        matches!(
+                            o,
+                            Output::Reserve(_)
+                                | Output::Unreserve(_)
+                                | Output::DialTransport { .. }
+                                | Output::RetryHolePunch(_)
+                        )
+                    })
+                    .map(|o| (s, o)),
+            );
+        }
+        all
+    }
+
+    #[test]
+    fn a_private_node_reserves_two_relays_and_replaces_one_that_goes() {
+        let (mut p, t0, mut rng) = setup();
+        for r in 1..=3 {
+            assert!(reserved(&relay(&mut p, r, vec![], t0, &mut rng)).is_empty());
+        }
+        // Reachability not known yet: no reservation.
+        assert!(reserved(
+            &ticks(&mut p, t0, 0, 10, &mut rng)
+                .into_iter()
+                .map(|(_, o)| o)
+                .collect::<Vec<_>>()
+        )
+        .is_empty());
+        let t = t0 + Duration::from_secs(10);
+        let mut held = reserved(&run(
+            &mut p,
+            Input::Reachability(Reachability::Private),
+            t,
+            &mut rng,
+        ));
+        assert_eq!(held.len(), WANTED_RELAYS, "{held:?}");
+        for r in &held {
+            run(&mut p, Input::ReservationAccepted(*r), t, &mut rng);
+        }
+        let mut relays: Vec<u32> = p.relays().copied().collect();
+        held.sort();
+        assert_eq!(relays, held);
+        // Enough held: a new candidate is not asked.
+        assert!(reserved(&relay(&mut p, 4, vec![], t, &mut rng)).is_empty());
+        // One goes away: the next check asks another.
+        let gone = held[0];
+        run(&mut p, Input::Disconnected(gone), t, &mut rng);
+        run(&mut p, Input::ReservationClosed(gone), t, &mut rng);
+        assert_eq!(p.relays().count(), 1);
+        let out: Vec<Output<u32>> = ticks(&mut p, t0, 10, 15, &mut rng)
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        let new = reserved(&out);
+        assert_eq!(new.len(), 1, "{out:?}");
+        assert!(!held.contains(&new[0]));
+        run(&mut p, Input::ReservationAccepted(new[0]), t, &mut rng);
+        relays = p.relays().copied().collect();
+        assert_eq!(relays.len(), WANTED_RELAYS);
+        // Full again: later checks ask no one.
+        let out: Vec<Output<u32>> = ticks(&mut p, t0, 15, 60, &mut rng)
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        assert!(reserved(&out).is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_refused_reservation_is_asked_again_at_the_check_pace() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Reachability(Reachability::Private),
+            t0,
+            &mut rng,
+        );
+        assert_eq!(reserved(&relay(&mut p, 1, vec![], t0, &mut rng)), vec![1]);
+        run(&mut p, Input::ReservationClosed(1), t0, &mut rng);
+        let asked: Vec<u64> = ticks(&mut p, t0, 0, 20, &mut rng)
+            .into_iter()
+            .filter(|(_, o)| *o == Output::Reserve(1))
+            .map(|(s, _)| s)
+            .collect();
+        // Asked again at the next check, not at once (a relay that refuses would be asked in
+        // a loop), and then held.
+        assert_eq!(asked, vec![5]);
+        // A relay that stops being one is not asked again once its reservation ends.
+        run(&mut p, Input::RelayGone(1), t0, &mut rng);
+        run(&mut p, Input::ReservationClosed(1), t0, &mut rng);
+        assert!(ticks(&mut p, t0, 20, 40, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn a_banned_relay_is_not_asked() {
+        let (mut p, t0, mut rng) = setup();
+        relay(&mut p, 1, vec![], t0, &mut rng);
+        relay(&mut p, 2, vec![], t0, &mut rng);
+        for _ in 0..3 {
+            run(&mut p, Input::Offence(1, "x"), t0, &mut rng);
+        }
+        assert!(p.is_banned(&1));
+        // Identify may still report it before its connection closes.
+        run(
+            &mut p,
+            Input::RelayCandidate {
+                peer: 1,
+                listens_over: vec![],
+            },
+            t0,
+            &mut rng,
+        );
+        let out = run(
+            &mut p,
+            Input::Reachability(Reachability::Private),
+            t0,
+            &mut rng,
+        );
+        assert_eq!(reserved(&out), vec![2]);
+        let out: Vec<Output<u32>> = ticks(&mut p, t0, 0, 30, &mut rng)
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        assert!(reserved(&out).is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_public_node_asks_no_relay_and_drops_the_ones_it_held() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Reachability(Reachability::Public),
+            t0,
+            &mut rng,
+        );
+        let mut out = relay(
+            &mut p,
+            1,
+            vec![Transport::Tcp, Transport::Quic],
+            t0,
+            &mut rng,
+        );
+        out.extend(relay(&mut p, 2, vec![], t0, &mut rng));
+        out.extend(
+            ticks(&mut p, t0, 0, 30, &mut rng)
+                .into_iter()
+                .map(|(_, o)| o),
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Reserve(_) | Output::DialTransport { .. })),
+            "{out:?}"
+        );
+        let t = t0 + Duration::from_secs(30);
+        let out = run(
+            &mut p,
+            Input::Reachability(Reachability::Private),
+            t,
+            &mut rng,
+        );
+        assert_eq!(reserved(&out).len(), 2);
+        run(&mut p, Input::ReservationAccepted(1), t, &mut rng);
+        // Unsure again: what is held is kept, nothing more is asked.
+        let out = run(
+            &mut p,
+            Input::Reachability(Reachability::Unknown),
+            t,
+            &mut rng,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(p.relays().collect::<Vec<_>>(), vec![&1]);
+        let mut out = run(
+            &mut p,
+            Input::Reachability(Reachability::Public),
+            t,
+            &mut rng,
+        );
+        out.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(out, vec![Output::Unreserve(1), Output::Unreserve(2)]);
+        assert_eq!(p.relays().count(), 0);
+        assert!(ticks(&mut p, t0, 30, 60, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn a_relay_is_dialled_over_its_other_transport_once_per_connection() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Reachability(Reachability::Private),
+            t0,
+            &mut rng,
+        );
+        let dials = |out: Vec<Output<u32>>| {
+            out.into_iter()
+                .filter(|o| matches!(o, Output::DialTransport { .. }))
+                .collect::<Vec<_>>()
+        };
+        // Dialled over TCP (see `relay`), listening over both.
+        let both = vec![Transport::Tcp, Transport::Quic];
+        assert_eq!(
+            dials(relay(&mut p, 1, both.clone(), t0, &mut rng)),
+            vec![Output::DialTransport {
+                relay: 1,
+                transport: Transport::Quic
+            }]
+        );
+        // Not again, whatever comes: another identify, the checks.
+        let mut out = run(
+            &mut p,
+            Input::RelayCandidate {
+                peer: 1,
+                listens_over: both.clone(),
+            },
+            t0,
+            &mut rng,
+        );
+        out.extend(
+            ticks(&mut p, t0, 0, 30, &mut rng)
+                .into_iter()
+                .map(|(_, o)| o),
+        );
+        assert!(dials(out).is_empty());
+        // A relay listening over TCP only is not dialled again.
+        assert!(dials(relay(&mut p, 2, vec![Transport::Tcp], t0, &mut rng)).is_empty());
+        // A new connection with relay 1: once more.
+        run(&mut p, Input::Disconnected(1), t0, &mut rng);
+        assert_eq!(dials(relay(&mut p, 1, both, t0, &mut rng)).len(), 1);
+    }
+
+    /// Connects `peer` through a relay, dialled by this node or not.
+    fn relayed(p: &mut Policy<u32>, peer: u32, dialled: bool, t: Instant, rng: &mut ChaCha8Rng) {
+        run(p, Input::Connected(peer), t, rng);
+        let links = Links {
+            direct: false,
+            direct_over: vec![],
+            relayed_dialled: dialled,
+        };
+        run(p, Input::Links(peer, links), t, rng);
+    }
+
+    fn retries(all: &[(u64, Output<u32>)], peer: u32) -> Vec<u64> {
+        all.iter()
+            .filter(|(_, o)| *o == Output::RetryHolePunch(peer))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    #[test]
+    fn hole_punching_is_retried_three_times_then_forgotten_after_ten_minutes() {
+        let (mut p, t0, mut rng) = setup();
+        relayed(&mut p, 1, true, t0, &mut rng);
+        run(&mut p, Input::HolePunchFailed(1), t0, &mut rng);
+        // Every 10 s (checked every 5 s), three times.
+        let all = ticks(&mut p, t0, 0, 200, &mut rng);
+        assert_eq!(retries(&all, 1), vec![10, 20, 30]);
+        // Another failure before it is forgotten: no more retries, and memory runs on.
+        run(
+            &mut p,
+            Input::HolePunchFailed(1),
+            t0 + Duration::from_secs(200),
+            &mut rng,
+        );
+        assert!(retries(&ticks(&mut p, t0, 200, 795, &mut rng), 1).is_empty());
+        // 600 s after the last failure it is forgotten: a new failure is retried again.
+        ticks(&mut p, t0, 795, 800, &mut rng);
+        run(
+            &mut p,
+            Input::HolePunchFailed(1),
+            t0 + Duration::from_secs(801),
+            &mut rng,
+        );
+        assert_eq!(
+            retries(&ticks(&mut p, t0, 801, 900, &mut rng), 1),
+            vec![815, 825, 835]
+        );
+    }
+
+    #[test]
+    fn only_a_peer_reached_through_a_relay_it_dialled_is_redialled() {
+        let (mut p, t0, mut rng) = setup();
+        relayed(&mut p, 1, true, t0, &mut rng);
+        relayed(&mut p, 2, false, t0, &mut rng);
+        relayed(&mut p, 3, true, t0, &mut rng);
+        for peer in 1..=4 {
+            run(&mut p, Input::HolePunchFailed(peer), t0, &mut rng);
+        }
+        // Peer 3 got a direct connection after all; peer 4 is not connected.
+        let direct = Links {
+            direct: true,
+            direct_over: vec![Transport::Quic],
+            relayed_dialled: true,
+        };
+        run(&mut p, Input::Links(3, direct), t0, &mut rng);
+        let all = ticks(&mut p, t0, 0, 60, &mut rng);
+        assert_eq!(retries(&all, 1), vec![10, 20, 30]);
+        // The other side dialled the relayed connection: it redials, not this node.
+        assert!(retries(&all, 2).is_empty());
+        assert!(retries(&all, 3).is_empty());
+        assert!(retries(&all, 4).is_empty());
+        assert_eq!(p.punches.len(), 3, "peer 4 forgotten");
+    }
+
+    #[test]
+    fn a_lost_direct_connection_is_punched_again_within_the_same_limit() {
+        let (mut p, t0, mut rng) = setup();
+        relayed(&mut p, 1, true, t0, &mut rng);
+        let links = |direct: bool| Links {
+            direct,
+            direct_over: if direct {
+                vec![Transport::Quic]
+            } else {
+                vec![]
+            },
+            relayed_dialled: true,
+        };
+        run(&mut p, Input::Links(1, links(true)), t0, &mut rng);
+        assert!(ticks(&mut p, t0, 0, 30, &mut rng).is_empty());
+        // The punched connection dies, the relayed one stays: reconnected 10 s later, punched
+        // again; three times.
+        let mut at = 30;
+        for _ in 0..MAX_PUNCH_RETRIES {
+            let t = t0 + Duration::from_secs(at);
+            run(&mut p, Input::Links(1, links(false)), t, &mut rng);
+            let all = ticks(&mut p, t0, at, at + 10, &mut rng);
+            assert_eq!(retries(&all, 1), vec![at + 10]);
+            let t = t0 + Duration::from_secs(at + 10);
+            run(&mut p, Input::Links(1, links(true)), t, &mut rng);
+            assert!(ticks(&mut p, t0, at + 10, at + 20, &mut rng).is_empty());
+            at += 20;
+        }
+        // Lost a fourth time within ten minutes: left on the relay.
+        let t = t0 + Duration::from_secs(at);
+        run(&mut p, Input::Links(1, links(false)), t, &mut rng);
+        assert!(ticks(&mut p, t0, at, 600, &mut rng).is_empty());
     }
 }

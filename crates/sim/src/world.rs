@@ -339,7 +339,12 @@ impl World {
                 | Output::Serve
                 | Output::Refuse
                 | Output::Publish
-                | Output::Defer => {}
+                | Output::Defer
+                // Simulated nodes are all reachable: no relays, no hole punching.
+                | Output::Reserve(_)
+                | Output::Unreserve(_)
+                | Output::DialTransport { .. }
+                | Output::RetryHolePunch(_) => {}
             }
         }
         out
