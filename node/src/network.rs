@@ -32,6 +32,10 @@ impl Backend for StoreBackend {
             .collect())
     }
 
+    fn market_of(&self, id: &Id) -> Option<PublicKey> {
+        self.0.market_of(id).ok().flatten()
+    }
+
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>> {
         ids.iter()
             .filter_map(|id| self.0.envelope(id).ok().flatten())

@@ -41,6 +41,12 @@ pub trait Backend: Send + Sync + 'static {
         let items = self.items(market)?;
         Ok(Digest::of(items.iter().map(|(_, id)| &id.0)))
     }
+    /// The market of a valid attestation held (`None` if unknown): the market of a referral
+    /// or claim shows only through its offer, so that one framed as another market's can be
+    /// refused before it is stored.
+    fn market_of(&self, _id: &Id) -> Option<PublicKey> {
+        None
+    }
     /// The envelopes held among `ids` (unknown ones are skipped).
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>>;
     /// Validates and stores envelopes durably; one verdict per envelope, in order.

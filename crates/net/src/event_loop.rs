@@ -16,7 +16,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, kad, mdns, ping, relay, Multiaddr, PeerId, Swarm};
 use passalong_protocol::limits::MAX_ENVELOPE_BYTES;
-use passalong_protocol::{validation, Attestation, PublicKey};
+use passalong_protocol::{validation, Attestation, Body, PublicKey};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -1124,12 +1124,20 @@ impl EventLoop {
 /// and, when their body names a market, that it is the one the message names. Valid ones
 /// carry their author for the per-author budget.
 fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, String> {
-    // A body that names another market than its message is refused before anything is
-    // stored: an honest node never forwards one.
+    // A body that names another market than its message (itself, or through the offer or
+    // membership it points to, when that is held) is refused before anything is stored: an
+    // honest node never forwards one.
     let misnamed = |m: &Incoming| {
         Attestation::decode(&m.data)
             .ok()
-            .and_then(|a| a.body.market())
+            .and_then(|a| {
+                a.body.market().or_else(|| match &a.body {
+                    Body::Referral(r) => backend.market_of(&r.offer),
+                    Body::PurchaseClaim(c) => backend.market_of(&c.offer),
+                    Body::MembershipEnd(e) => backend.market_of(&e.membership),
+                    _ => None,
+                })
+            })
             .is_some_and(|named| named != m.market)
     };
     let store: Vec<bool> = batch.iter().map(|m| m.followed && !misnamed(m)).collect();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use passalong_protocol::{Attestation, Id, Kind, PublicKey};
+use passalong_protocol::{Attestation, Body, Id, Kind, PublicKey};
 use passalong_reconcile::{Config as ReconcileConfig, Item, Reconciler, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -231,20 +231,34 @@ async fn reconcile(
 /// writes the other.
 const INGESTS_IN_FLIGHT: usize = 2;
 
-type Ingest = tokio::task::JoinHandle<Result<Vec<Verdict>, String>>;
+/// A stored batch's verdicts, and how many bodies of it were refused as another market's.
+type Ingest = tokio::task::JoinHandle<Result<(Vec<Verdict>, usize), String>>;
 
 /// Whether a body fetched while reconciling `markets` may be stored: one whose body names its
 /// market names one of them, or is a community or membership (what a market's ledger
 /// depends on outside it travels with it). A body that names no market (a referral, a
-/// claim, a membership's end) shows its market only once stored.
-fn belongs(envelope: &[u8], markets: &[PublicKey]) -> bool {
+/// claim, a membership's end) shows it through the offer or membership it points to, when
+/// that is held.
+fn belongs(backend: &dyn Backend, envelope: &[u8], markets: &[PublicKey]) -> bool {
     match Attestation::decode(envelope) {
-        Ok(a) => match a.body.market() {
-            Some(m) => {
-                markets.contains(&m) || matches!(a.kind(), Kind::Community | Kind::Membership)
+        Ok(a) => {
+            let named = a.body.market().or_else(|| match &a.body {
+                Body::Referral(r) => backend.market_of(&r.offer),
+                Body::PurchaseClaim(c) => backend.market_of(&c.offer),
+                Body::MembershipEnd(e) => backend.market_of(&e.membership),
+                _ => None,
+            });
+            match named {
+                Some(m) => {
+                    markets.contains(&m)
+                        || matches!(
+                            a.kind(),
+                            Kind::Community | Kind::Membership | Kind::MembershipEnd
+                        )
+                }
+                None => true,
             }
-            None => true,
-        },
+        }
         // The store says why (and the sender is blamed for it).
         Err(_) => true,
     }
@@ -287,16 +301,18 @@ pub(crate) async fn fetch(
                 .into_iter()
                 .partition(|e| asked.contains(&Id::of_envelope(e)));
             report.offences += usize::from(!unasked.is_empty());
-            let (wanted, foreign): (Vec<Vec<u8>>, Vec<Vec<u8>>) = match markets {
-                Some(ms) => wanted.into_iter().partition(|e| belongs(e, ms)),
-                None => (wanted, Vec::new()),
-            };
-            report.offences += foreign.len();
             if wanted.is_empty() {
                 continue;
             }
             let b = backend.clone();
-            in_flight.push_back(tokio::task::spawn_blocking(move || b.ingest(&wanted)));
+            let ms: Option<Vec<PublicKey>> = markets.map(<[PublicKey]>::to_vec);
+            in_flight.push_back(tokio::task::spawn_blocking(move || {
+                let (wanted, foreign): (Vec<Vec<u8>>, Vec<Vec<u8>>) = match &ms {
+                    Some(ms) => wanted.into_iter().partition(|e| belongs(&*b, e, ms)),
+                    None => (wanted, Vec::new()),
+                };
+                Ok((b.ingest(&wanted)?, foreign.len()))
+            }));
             if in_flight.len() >= INGESTS_IN_FLIGHT {
                 if let Some(h) = in_flight.pop_front() {
                     absorb(h, report, &mut missing).await?;
@@ -315,10 +331,11 @@ pub(crate) async fn fetch(
 
 /// Waits for one stored batch and counts what it brought.
 async fn absorb(h: Ingest, report: &mut SyncReport, missing: &mut Vec<Id>) -> Result<(), NetError> {
-    let verdicts = h
+    let (verdicts, foreign) = h
         .await
         .map_err(|e| NetError::Backend(e.to_string()))?
         .map_err(NetError::Backend)?;
+    report.offences += foreign;
     for v in verdicts {
         match v {
             Verdict::Valid { .. } => report.fetched += 1,

@@ -462,4 +462,18 @@ async fn a_valid_attestation_gossiped_under_another_market_is_refused_and_not_st
         !ab.holds(&misnamed.id),
         "stored although it is not of the market"
     );
+    // A referral names its market only through its offer: one of another market's offer the
+    // node holds, framed as this market's, is refused before it is stored too.
+    ab.add(&misnamed);
+    let rejected = futures_lite_block(a.info()).map_or(0, |i| i.stats.gossip_rejected);
+    let referral = refer(&key(3), &misnamed, None, T0 + 1);
+    f.publish(market, referral.bytes.clone()).await.unwrap();
+    eventually("the misnamed referral to be rejected", 10, || {
+        futures_lite_block(a.info()).is_some_and(|i| i.stats.gossip_rejected > rejected)
+    })
+    .await;
+    assert!(
+        !ab.stores(&referral.id),
+        "stored although its offer is of another market"
+    );
 }

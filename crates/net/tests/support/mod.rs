@@ -31,6 +31,10 @@ impl MemBackend {
     pub fn holds(&self, id: &Id) -> bool {
         self.0.lock().unwrap().valid.contains_key(id)
     }
+    /// Whether `id` is stored at all (valid or pending).
+    pub fn stores(&self, id: &Id) -> bool {
+        self.0.lock().unwrap().envelopes.contains_key(id)
+    }
     pub fn add(&self, a: &Attestation) {
         self.ingest(std::slice::from_ref(&a.bytes)).unwrap();
     }
@@ -52,6 +56,9 @@ impl Backend for MemBackend {
     fn items(&self, market: &PublicKey) -> Result<Vec<(u64, Id)>, String> {
         let m = self.0.lock().unwrap();
         Ok(m.by_market.get(market).cloned().unwrap_or_default())
+    }
+    fn market_of(&self, id: &Id) -> Option<PublicKey> {
+        self.0.lock().unwrap().valid.get(id).map(|v| v.1)
     }
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>> {
         let m = self.0.lock().unwrap();
