@@ -302,7 +302,14 @@ struct Peer {
     /// Transports it was dialled over a second time to learn a mapping: once per connection
     /// with it (this entry goes with the connection).
     mappings_tried: Vec<Transport>,
+    /// Reservations it refused in a row, and when it may be asked again: the wait doubles
+    /// with each refusal, from [`RELAY_CHECK_EVERY`] up to [`MAX_RELAY_BACKOFF`].
+    relay_refusals: u32,
+    relay_retry_at: Option<Instant>,
 }
+
+/// The longest wait before a relay that keeps refusing reservations is asked again.
+const MAX_RELAY_BACKOFF: Duration = Duration::from_secs(640);
 
 /// A peer whose hole punching failed or whose direct connection was lost.
 #[derive(Clone, Copy, Debug)]
@@ -458,6 +465,8 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                         links: Links::default(),
                         relay: None,
                         mappings_tried: Vec::new(),
+                        relay_refusals: 0,
+                        relay_retry_at: None,
                     },
                 );
                 self.start_sync(p, None, now, out);
@@ -626,13 +635,13 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     let held = std::mem::take(&mut self.reservations);
                     out.extend(held.into_keys().map(Output::Unreserve));
                 } else {
-                    self.reserve_relays(rng, out);
+                    self.reserve_relays(now, rng, out);
                 }
             }
             Input::RelayCandidate { peer, listens_over } => {
                 if let Some(x) = self.peers.get_mut(&peer) {
                     x.relay = Some(listens_over);
-                    self.reserve_relays(rng, out);
+                    self.reserve_relays(now, rng, out);
                 }
             }
             Input::RelayGone(p) => {
@@ -646,7 +655,20 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                 }
             }
             Input::ReservationClosed(relay) => {
-                self.reservations.remove(&relay);
+                let accepted = self.reservations.remove(&relay);
+                if let Some(x) = self.peers.get_mut(&relay) {
+                    if accepted == Some(false) {
+                        // Refused: asked again later, and later each time.
+                        x.relay_refusals = x.relay_refusals.saturating_add(1);
+                        let wait = RELAY_CHECK_EVERY
+                            .saturating_mul(1 << (x.relay_refusals - 1).min(7))
+                            .min(MAX_RELAY_BACKOFF);
+                        x.relay_retry_at = Some(now + wait);
+                    } else {
+                        x.relay_refusals = 0;
+                        x.relay_retry_at = None;
+                    }
+                }
             }
             Input::HolePunchFailed(p) => {
                 let retries = self.punches.get(&p).map_or(0, |x| x.retries);
@@ -664,7 +686,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
     /// It also connects to each relay over every transport the relay listens on and it has no
     /// connection over yet ([`Output::DialTransport`]): identify then reports both mappings
     /// (TCP and QUIC) to DCUtR, which otherwise knows only the one the relay was dialled over.
-    fn reserve_relays(&mut self, rng: &mut impl RngCore, out: &mut Vec<Output<P>>) {
+    fn reserve_relays(&mut self, now: Instant, rng: &mut impl RngCore, out: &mut Vec<Output<P>>) {
         if self.reachability != Reachability::Private {
             return;
         }
@@ -697,7 +719,13 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         if free == 0 {
             return;
         }
-        relays.retain(|p| !self.reservations.contains_key(p));
+        relays.retain(|p| {
+            !self.reservations.contains_key(p)
+                && self
+                    .peers
+                    .get(p)
+                    .is_none_or(|x| x.relay_retry_at.is_none_or(|t| now >= t))
+        });
         shuffle(&mut relays, rng);
         for relay in relays.into_iter().take(free) {
             self.reservations.insert(relay, false);
@@ -829,7 +857,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         out.extend(self.to_announce.drain(..n).map(Output::Announce));
         if now >= self.next_relay_check {
             self.next_relay_check = now + RELAY_CHECK_EVERY;
-            self.reserve_relays(rng, out);
+            self.reserve_relays(now, rng, out);
             self.retry_hole_punching(now, out);
         }
         let due = self.next_sync.is_none_or(|t| now >= t);
@@ -1654,6 +1682,50 @@ mod tests {
         run(&mut p, Input::RelayGone(1), t0, &mut rng);
         run(&mut p, Input::ReservationClosed(1), t0, &mut rng);
         assert!(ticks(&mut p, t0, 20, 40, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn a_relay_that_keeps_refusing_is_asked_less_and_less_often() {
+        let (mut p, t0, mut rng) = setup();
+        run(
+            &mut p,
+            Input::Reachability(Reachability::Private),
+            t0,
+            &mut rng,
+        );
+        assert_eq!(reserved(&relay(&mut p, 1, vec![], t0, &mut rng)), vec![1]);
+        run(&mut p, Input::ReservationClosed(1), t0, &mut rng);
+        // Every time it is asked, it refuses at once.
+        let mut asked = Vec::new();
+        for s in 1..=400u64 {
+            let t = t0 + Duration::from_secs(s);
+            let out = run(&mut p, Input::Tick { connected: vec![1] }, t, &mut rng);
+            if out.contains(&Output::Reserve(1)) {
+                asked.push(s);
+                run(&mut p, Input::ReservationClosed(1), t, &mut rng);
+            }
+        }
+        let gaps: Vec<u64> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(asked.first(), Some(&5), "{asked:?}");
+        assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
+        assert!(
+            asked.len() <= 8,
+            "asked {} times in 400 s: {asked:?}",
+            asked.len()
+        );
+        // Once it accepts, a later loss is asked again at the check pace.
+        let t = t0 + Duration::from_secs(1_100);
+        let out = run(&mut p, Input::Tick { connected: vec![1] }, t, &mut rng);
+        assert!(out.contains(&Output::Reserve(1)), "{out:?}");
+        run(&mut p, Input::ReservationAccepted(1), t, &mut rng);
+        run(&mut p, Input::ReservationClosed(1), t, &mut rng);
+        let out = run(
+            &mut p,
+            Input::Tick { connected: vec![1] },
+            t + Duration::from_secs(5),
+            &mut rng,
+        );
+        assert!(out.contains(&Output::Reserve(1)), "{out:?}");
     }
 
     #[test]
