@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use passalong_api::{now_ms, NetFuture, NetStatus, NetworkError};
-use passalong_net::{Backend, NetInfo, Network, PeerId, Verdict};
+use passalong_net::{Backend, Digest, NetInfo, Network, PeerId, Verdict};
 use passalong_protocol::{Id, PublicKey};
 use passalong_store::{Status, Store};
 use tokio::sync::mpsc;
@@ -30,6 +30,13 @@ impl Backend for StoreBackend {
             .into_iter()
             .map(|(t, id, _)| (t, id))
             .collect())
+    }
+
+    fn digest(&self, market: &PublicKey) -> Result<Digest, String> {
+        // Kept by the store until the market changes: a session over markets that did not
+        // change reads nothing.
+        let s = self.0.set_summary(market).map_err(|e| e.to_string())?;
+        Ok(Digest::from_xor(s.count, &s.xor))
     }
 
     fn market_of(&self, id: &Id) -> Option<PublicKey> {

@@ -44,6 +44,7 @@ pub use config::NetConfig;
 pub use libp2p::metrics::Registry;
 pub use libp2p::{multiaddr, Multiaddr as Addr, PeerId};
 pub use policy::PolicyConfig;
+pub use wire::Digest;
 
 use event_loop::{Command, EventLoop};
 

@@ -47,9 +47,14 @@ impl Digest {
                 *x ^= b;
             }
         }
+        Digest::from_xor(count, &xor)
+    }
+
+    /// The digest of a set of `count` ids whose XOR is `xor` (a store may keep those two).
+    pub fn from_xor(count: u64, xor: &[u8; 32]) -> Digest {
         let mut h = blake3::Hasher::new();
         h.update(&count.to_le_bytes());
-        h.update(&xor);
+        h.update(xor);
         let mut fingerprint = [0u8; 16];
         fingerprint.copy_from_slice(&h.finalize().as_bytes()[..16]);
         Digest { count, fingerprint }

@@ -48,6 +48,7 @@ mod newest;
 mod orders;
 mod redo;
 mod stage1;
+mod summary;
 mod txn;
 mod writer;
 
@@ -70,6 +71,7 @@ use keyspace::*;
 pub use lock::LOCK_FILE;
 pub use lookups::MAX_IDEMPOTENCY_KEY;
 pub use newest::Newest;
+pub use summary::SetSummary;
 use txn::Txn;
 
 /// What an ingest call found for its envelopes, in order.
@@ -251,6 +253,8 @@ pub struct Store {
     runs: newest::Runs,
     /// Ledger summaries by seller.
     summaries: Mutex<rustc_hash::FxHashMap<PublicKey, Summary>>,
+    /// Markets' reconciled sets in short (see `summary`).
+    sets: summary::Summaries,
     invalid: txn::InvalidIds,
     /// Signers' keys decompressed by earlier calls (a seller signs every receipt).
     keys: passalong_protocol::signature::KeyCache,
@@ -339,6 +343,7 @@ impl Store {
             orders: RwLock::new(orders),
             runs: Default::default(),
             summaries: Default::default(),
+            sets: Default::default(),
             invalid,
             keys: Default::default(),
             counters: Default::default(),
@@ -478,6 +483,7 @@ impl Store {
         self.invalid.reload(&db)?;
         self.valid.clear();
         self.runs.clear();
+        self.sets.clear();
         self.summaries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -530,6 +536,7 @@ impl Store {
 
     /// A shipment's effects in memory, once its writes are in.
     fn applied(&self, shipment: txn::Shipment) {
+        self.sets.shipped(&shipment);
         self.runs.shipped(&shipment.runs);
         self.invalid.forget(&shipment.forgotten);
         self.orders
@@ -1374,6 +1381,19 @@ impl Store {
         all.sort_unstable();
         all.dedup();
         Ok(all)
+    }
+
+    /// The ids of [`Store::market_with_dependencies`] in short (their number and XOR), kept
+    /// in memory until a write touches the market: what anti-entropy's digests are made of.
+    pub fn set_summary(&self, market: &PublicKey) -> Result<SetSummary, StoreError> {
+        let (kept, generation) = self.sets.get(market);
+        if let Some(s) = kept {
+            return Ok(s);
+        }
+        let ids = self.market_with_dependencies(market)?;
+        let s = SetSummary::of(ids.iter().map(|(_, id, _)| id));
+        self.sets.keep(*market, s, generation);
+        Ok(s)
     }
 
     /// A market's valid attestations of one kind, oldest first.

@@ -42,6 +42,13 @@ pub(crate) struct RunInfo {
     counts: [u32; 16],
 }
 
+impl RunInfo {
+    /// The market the run indexes.
+    pub fn market(&self) -> PublicKey {
+        self.market
+    }
+}
+
 fn bit(kind: u8) -> u16 {
     1u16 << (kind & 15)
 }

@@ -8,7 +8,7 @@ mod common;
 use common::script::*;
 use common::*;
 use passalong_protocol::{Attestation, Body, Id, Kind, Rule, State};
-use passalong_store::{OfferTotals, Status, Store, StoreError};
+use passalong_store::{OfferTotals, SetSummary, Status, Store, StoreError};
 use proptest::prelude::*;
 
 const NOW: u64 = T0 + 400 * DAY_MS;
@@ -767,6 +767,15 @@ proptest! {
             if cut <= 8 {
                 for chunk in shuffled.chunks(cut) {
                     st.ingest(&envs(chunk), NOW).unwrap();
+                    // Summaries kept from before the call were dropped where it wrote.
+                    for seller in SELLERS {
+                        let m = key(seller).public();
+                        let set = st.market_with_dependencies(&m).unwrap();
+                        prop_assert_eq!(
+                            st.set_summary(&m).unwrap(),
+                            SetSummary::of(set.iter().map(|(_, id, _)| id))
+                        );
+                    }
                 }
             } else {
                 // Each thread sends everything, from a different start, at least 64 at a time.
@@ -911,6 +920,12 @@ fn check_dependencies(st: &Store) -> Result<(), TestCaseError> {
         expected.sort_unstable();
         expected.dedup();
         prop_assert_eq!(st.dependencies(&m).expect("a store read"), expected);
+        // The kept summary of the reconciled set is that of the set read now.
+        let set = st.market_with_dependencies(&m).expect("a store read");
+        prop_assert_eq!(
+            st.set_summary(&m).expect("a store read"),
+            SetSummary::of(set.iter().map(|(_, id, _)| id))
+        );
     }
     Ok(())
 }
