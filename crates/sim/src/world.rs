@@ -15,7 +15,7 @@ use rand_core::{RngCore, SeedableRng};
 use crate::link::Links;
 use crate::node::Node;
 use crate::workload::{self, Checked, Checks, Publication, EPOCH_MS};
-use crate::{Config, Report};
+use crate::{Config, Report, Undelivered};
 
 /// Peers a node forwards a message of a shard to (gossipsub's mesh degree D).
 const MESH: usize = 6;
@@ -418,6 +418,9 @@ impl World {
                 }
             }
             Event::Offline(i) => {
+                if trace(i) {
+                    eprintln!("trace {} ms: node {i} offline", self.now);
+                }
                 self.nodes[i as usize].online = false;
                 let peers: Vec<u32> = self.nodes[i as usize].peers.iter().copied().collect();
                 for p in peers {
@@ -425,6 +428,9 @@ impl World {
                 }
             }
             Event::Online(i) => {
+                if trace(i) {
+                    eprintln!("trace {} ms: node {i} online", self.now);
+                }
                 self.nodes[i as usize].online = true;
                 for _ in 0..self.config.degree {
                     let p = self.random_node();
@@ -475,6 +481,12 @@ impl World {
 
     fn publish(&mut self, k: usize) {
         let p = self.publications[k].clone();
+        if std::env::var("SIM_TRACE_ID").is_ok_and(|v| v == hex(&p.id.0)) {
+            eprintln!(
+                "publish {} ms: node {} online {}",
+                self.now, p.node, self.nodes[p.node as usize].online
+            );
+        }
         let node = &self.nodes[p.node as usize];
         let created = EPOCH_MS + p.at;
         if !node.online {
@@ -508,6 +520,9 @@ impl World {
     fn accept(&mut self, i: u32, market: u16, created: u64, id: Id, gossip: bool) -> bool {
         if !self.nodes[i as usize].store(market, created, id) {
             return false;
+        }
+        if std::env::var("SIM_TRACE_ID").is_ok_and(|v| v == hex(&id.0)) {
+            eprintln!("got {} ms: node {i} (gossip {gossip})", self.now);
         }
         match self.published_at.get(&id) {
             Some(at) => {
@@ -574,6 +589,15 @@ impl World {
             .map(|p| (mix(i, *p, shard), *p))
             .collect();
         mesh.sort_unstable();
+        if trace(i) {
+            eprintln!(
+                "trace {} ms: node {i} forwards {} to {:?} of peers {:?}",
+                self.now,
+                hex(&id.0),
+                mesh.iter().take(MESH).map(|x| x.1).collect::<Vec<_>>(),
+                self.nodes[i as usize].peers
+            );
+        }
         for (_, p) in mesh.into_iter().take(MESH) {
             self.nodes[i as usize].bytes += 32 + self.envelopes[&id].0.len() as u64;
             self.send(i, p, market, id);
@@ -609,10 +633,28 @@ impl World {
                 let (need, r, bytes) =
                     reconcile(&self.nodes[i as usize], &self.nodes[p as usize], m);
                 rounds = rounds.max(1 + r);
+                if trace(i) && std::env::var("SIM_TRACE_MARKET").is_ok_and(|v| v == m.to_string()) {
+                    eprintln!(
+                        "  market {m}: mine {} theirs {} need {} rounds {r}",
+                        self.nodes[i as usize].digest(m).count,
+                        theirs.count,
+                        need.len()
+                    );
+                }
                 self.nodes[i as usize].bytes += bytes;
                 self.nodes[p as usize].bytes += bytes;
                 items.extend(need.into_iter().map(|(t, id)| (m, t, id)));
             }
+        }
+        if trace(i) {
+            eprintln!(
+                "trace {} ms: node {i} syncs with {p} (honest {}, reachable {reachable}): {} markets asked, {} held, {} items",
+                self.now,
+                self.nodes[p as usize].honest,
+                markets.len(),
+                held.len(),
+                items.len()
+            );
         }
         let done = self.now + rtt * (rounds + 1);
         self.at(
@@ -631,6 +673,7 @@ impl World {
         let mut expected = 0u64;
         let mut delivered = 0u64;
         let mut victim_complete = true;
+        let mut undelivered = Undelivered::default();
         let mut honest_of: HashMap<u16, Vec<(u64, Id)>> = HashMap::new();
         for p in self.publications.iter().filter(|p| p.honest) {
             honest_of
@@ -651,6 +694,7 @@ impl World {
                         if i as u32 == VICTIM {
                             victim_complete = false;
                         }
+                        self.explain(i as u32, *m, *t, id, &mut undelivered);
                     }
                 }
             }
@@ -681,6 +725,73 @@ impl World {
             policy_entries_max: honest.iter().map(|n| n.policy_peak).max().unwrap_or(0),
             state_bytes_max: honest.iter().map(|n| n.state_bytes()).max().unwrap_or(0),
             events: self.processed,
+            undelivered,
+        }
+    }
+
+    /// Counts one missing delivery under its likeliest cause (and prints it when
+    /// `SIM_MISSING` is set).
+    fn explain(&self, i: u32, m: u16, t: u64, id: &Id, u: &mut Undelivered) {
+        let n = &self.nodes[i as usize];
+        let honest: Vec<u32> = n
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| self.nodes[*p as usize].honest)
+            .collect();
+        let holding = honest
+            .iter()
+            .filter(|p| self.nodes[**p as usize].holds(m, t, id))
+            .count();
+        let following = honest
+            .iter()
+            .filter(|p| self.nodes[**p as usize].followed.contains(&m))
+            .count();
+        let holders = self
+            .nodes
+            .iter()
+            .filter(|x| x.honest && x.holds(m, t, id))
+            .count();
+        let cause = if i == VICTIM {
+            u.victim += 1;
+            "victim"
+        } else if !n.online {
+            u.offline += 1;
+            "offline"
+        } else if honest.is_empty() {
+            u.no_honest_peer += 1;
+            "no honest peer"
+        } else if holding > 0 {
+            u.a_peer_holds_it += 1;
+            "a peer holds it"
+        } else {
+            u.no_peer_holds_it += 1;
+            "no peer holds it"
+        };
+        if std::env::var_os("SIM_MISSING").is_some() {
+            let shard = market::shard(&self.market_key(m));
+            let on_shard = honest
+                .iter()
+                .filter(|p| self.nodes[**p as usize].shards.contains(&shard))
+                .count();
+            eprintln!(
+                "missing: node {i} market {m} published {} ms: {cause}; peers {} (honest {}, \
+                 on the shard {on_shard}, following {following}, holding {holding}); \
+                 follows {}; honest holders in all {holders}; banned {}",
+                t - EPOCH_MS,
+                n.peers.len(),
+                honest.len(),
+                n.followed.len(),
+                n.policy.banned().count(),
+            );
+            eprintln!(
+                "  id {} mine {:?}",
+                hex(&id.0),
+                n.store.get(&m).map(|s| s
+                    .iter()
+                    .map(|(t, x)| (t - EPOCH_MS, hex(x)))
+                    .collect::<Vec<_>>())
+            );
         }
     }
 }
@@ -738,4 +849,12 @@ fn mix(a: u32, b: u32, shard: u16) -> u64 {
     let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+fn trace(i: u32) -> bool {
+    std::env::var("SIM_TRACE").is_ok_and(|v| v.split(',').any(|x| x == i.to_string()))
+}
+
+fn hex(x: &[u8; 32]) -> String {
+    x[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
