@@ -121,6 +121,8 @@ pub struct Report {
     pub p50_ms: u64,
     /// See `p50_ms`.
     pub p99_ms: u64,
+    /// The slowest delivery, milliseconds after publication.
+    pub max_ms: u64,
     /// The eclipse victim got every honest attestation of the markets it follows.
     pub victim_complete: bool,
     /// Bytes in and out per honest node (gossip and sync), median and maximum.
