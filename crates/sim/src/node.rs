@@ -60,6 +60,8 @@ pub struct Node {
     pub store: BTreeMap<u16, Vec<Msg>>,
     /// Messages seen by gossip (gossipsub's duplicate cache).
     pub seen: Bits,
+    /// Its own publications held until a peer on their shard connects.
+    pub held: Vec<(u16, Msg)>,
     /// Payload bytes in and out.
     pub bytes: u64,
     /// Spam attestations stored.

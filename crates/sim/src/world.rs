@@ -188,6 +188,7 @@ impl World {
                     policy: Policy::new(policy_config.clone(), origin),
                     store: Default::default(),
                     seen: Default::default(),
+                    held: Vec::new(),
                     bytes: 0,
                     spam_stored: 0,
                     policy_peak: 0,
@@ -401,6 +402,16 @@ impl World {
                     }
                 }
                 Output::StartSync(p, markets) => self.sync(i, *p, markets),
+                Output::PublishHeld(s) => {
+                    let held = std::mem::take(&mut self.nodes[i as usize].held);
+                    let (now, later): (Vec<_>, Vec<_>) = held
+                        .into_iter()
+                        .partition(|(m, _)| market::shard(&self.market_key(*m)) == *s);
+                    self.nodes[i as usize].held = later;
+                    for (m, id) in now {
+                        self.forward(i, None, m, id);
+                    }
+                }
                 Output::DialMore(k) => {
                     for _ in 0..*k {
                         let p = self.random_node();
@@ -419,7 +430,8 @@ impl World {
                 | Output::Serve
                 | Output::Refuse
                 | Output::Publish
-                | Output::Defer => {}
+                | Output::Defer
+                | Output::Hold => {}
             }
         }
         out
@@ -594,24 +606,19 @@ impl World {
             );
         }
         let node = &self.nodes[p.node as usize];
-        if !node.online {
-            // Signed while offline: peers get it by anti-entropy once the node is back.
-            if node.honest {
-                self.accept(p.node, p.market, id, false);
-            }
-            return;
-        }
         if node.honest {
+            // Signed while offline too: then no peer is on its shard, and the policy holds it
+            // until one is.
             let key = self.market_key(p.market);
-            let go = self
-                .policy(p.node, Input::Publish(key))
-                .contains(&Output::Publish);
+            let out = self.policy(p.node, Input::Publish(key));
             self.accept(p.node, p.market, id, false);
             self.nodes[p.node as usize].seen.insert(id);
-            if go {
+            if out.contains(&Output::Publish) {
                 self.forward(p.node, None, p.market, id);
+            } else if out.contains(&Output::Hold) {
+                self.nodes[p.node as usize].held.push((p.market, id));
             }
-        } else {
+        } else if node.online {
             // Spam goes to every peer at once, unpaced.
             let peers: Vec<u32> = self.nodes[p.node as usize].peers.iter().copied().collect();
             for q in peers {
