@@ -458,7 +458,10 @@ impl World {
         for (x, y) in [(a, b), (b, a)] {
             if self.nodes[x as usize].honest {
                 self.policy(x, Input::Connected(y));
-                let shards: Vec<u16> = self.nodes[y as usize].shards.iter().copied().collect();
+                let mut shards: Vec<u16> = self.nodes[y as usize].shards.iter().copied().collect();
+                // In order: what a subscription sets off (held publications) draws from the
+                // RNG.
+                shards.sort_unstable();
                 for s in shards {
                     self.policy(x, Input::PeerSubscribed(y, s));
                 }
