@@ -37,6 +37,9 @@ const INGEST_BATCH: usize = 512;
 pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// Parent fetches for pending gossip running at once.
 const MAX_PARENT_FETCHES: usize = 16;
+/// Most publications held until a peer on their shard connects; beyond it anti-entropy
+/// alone carries them.
+const MAX_HELD: usize = 10_000;
 
 /// What the handle asks of the loop.
 pub(crate) enum Command {
@@ -142,6 +145,9 @@ pub(crate) struct EventLoop {
     /// The policy's randomness (peer choices), seeded from the OS.
     rng: ChaCha8Rng,
     parent_fetches: usize,
+    /// Publications held until a peer on their shard connects (the policy's
+    /// [`Output::Hold`]), at most [`MAX_HELD`].
+    held: HashMap<market::Shard, Vec<(PublicKey, Vec<u8>)>>,
     stats: NetStats,
     last_kad_bootstrap: Option<Instant>,
     /// Open connections per peer.
@@ -188,6 +194,7 @@ impl EventLoop {
             policy,
             rng: ChaCha8Rng::from_entropy(),
             parent_fetches: 0,
+            held: HashMap::new(),
             stats: NetStats::default(),
             last_kad_bootstrap: None,
             connections: HashMap::new(),
@@ -301,14 +308,39 @@ impl EventLoop {
                     self.dial_transport(*relay, *transport)
                 }
                 Output::RetryHolePunch(peer) => self.retry_hole_punch(*peer),
+                Output::PublishHeld(shard) => {
+                    for (market, envelope) in self.held.remove(shard).unwrap_or_default() {
+                        self.publish(market, &envelope);
+                    }
+                }
                 Output::IgnoreGossip
                 | Output::Serve
                 | Output::Refuse
                 | Output::Publish
-                | Output::Defer => {}
+                | Output::Defer
+                | Output::Hold => {}
             }
         }
         out
+    }
+
+    /// Publishes an attestation of `market` on its shard's topic.
+    fn publish(&mut self, market: PublicKey, envelope: &[u8]) {
+        let data = market::frame(&market, envelope);
+        let len = data.len() as u64;
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(market::topic(market::shard(&market)), data)
+        {
+            Ok(_) => {
+                self.stats.published += 1;
+                self.traffic.bytes_out.fetch_add(len, Ordering::Relaxed);
+            }
+            // No peer yet, or already seen: anti-entropy will carry it.
+            Err(e) => debug!(error = %e, "not published"),
+        }
     }
 
     fn refresh_markets(&self) {
@@ -329,29 +361,22 @@ impl EventLoop {
                 });
             }
             Command::Publish { market, envelope } => {
-                if !self
-                    .policy(Input::Publish(market))
-                    .contains(&Output::Publish)
-                {
+                let out = self.policy(Input::Publish(market));
+                if out.contains(&Output::Hold) {
+                    // No peer on its shard: published when one comes.
+                    let held: usize = self.held.values().map(Vec::len).sum();
+                    if held < MAX_HELD {
+                        let shard = market::shard(&market);
+                        self.held.entry(shard).or_default().push((market, envelope));
+                    }
+                    return;
+                }
+                if !out.contains(&Output::Publish) {
                     // Over this node's publishing pace: anti-entropy will carry it.
                     self.stats.deferred += 1;
                     return;
                 }
-                let data = market::frame(&market, &envelope);
-                let len = data.len() as u64;
-                match self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(market::topic(market::shard(&market)), data)
-                {
-                    Ok(_) => {
-                        self.stats.published += 1;
-                        self.traffic.bytes_out.fetch_add(len, Ordering::Relaxed);
-                    }
-                    // No peer yet, or already seen: anti-entropy will carry it.
-                    Err(e) => debug!(error = %e, "not published"),
-                }
+                self.publish(market, &envelope);
             }
             Command::Dial(addr) => self.dial(addr),
             Command::Request {

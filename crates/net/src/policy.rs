@@ -245,6 +245,12 @@ pub enum Output<P> {
     Publish,
     /// Do not publish it now: anti-entropy will carry it.
     Defer,
+    /// Keep it and publish it at [`Output::PublishHeld`] of its shard: no connected peer is
+    /// on that shard, so gossip would reach no one, and anti-entropy alone carries news from
+    /// one node to the next only as fast as each pulls from a peer that has it.
+    Hold,
+    /// A peer on this shard connected: publish what was held for it.
+    PublishHeld(Shard),
     /// Tell gossipsub this peer's application score.
     SetAppScore(P, i64),
     /// Disconnect the peer and refuse it until [`Output::Unban`].
@@ -359,6 +365,8 @@ pub struct Policy<P> {
     /// Peers whose hole punching failed or whose direct connection was lost: at most
     /// [`MAX_PUNCHED_PEERS`], each forgotten [`FORGET_PUNCHES_AFTER`] after its last event.
     punches: HashMap<P, Punch>,
+    /// Shards with publications held for want of a peer on them.
+    held: BTreeSet<Shard>,
 }
 
 /// Author budgets not used for this long are forgotten: memory stays proportional to the
@@ -392,6 +400,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             reservations: BTreeMap::new(),
             next_relay_check: now + RELAY_CHECK_EVERY,
             punches: HashMap::new(),
+            held: BTreeSet::new(),
         }
     }
 
@@ -590,6 +599,12 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                         out,
                     );
                 }
+                let s = market::shard(&m);
+                if !self.peers.values().any(|p| p.shards.contains(&s)) {
+                    self.held.insert(s);
+                    out.push(Output::Hold);
+                    return;
+                }
                 out.push(if self.publish.take(1.0, now) {
                     Output::Publish
                 } else {
@@ -610,6 +625,9 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     // nothing at its last session refers an offer): worth a session again.
                     if ours {
                         peer.useful = true;
+                    }
+                    if self.held.remove(&s) {
+                        out.push(Output::PublishHeld(s));
                     }
                 }
             }
@@ -1128,6 +1146,13 @@ mod tests {
     fn publishing_is_paced_and_the_rest_deferred() {
         let (mut p, t0, mut rng) = setup();
         let m = key(1);
+        run(&mut p, Input::Connected(1), t0, &mut rng);
+        run(
+            &mut p,
+            Input::PeerSubscribed(1, market::shard(&m)),
+            t0,
+            &mut rng,
+        );
         let outs: Vec<Output<u32>> = (0..3_000)
             .flat_map(|_| run(&mut p, Input::Publish(m), t0, &mut rng))
             .filter(|o| matches!(o, Output::Publish | Output::Defer))
@@ -1141,6 +1166,30 @@ mod tests {
             .filter(|o| *o == Output::Publish)
             .count();
         assert_eq!(published, 200);
+    }
+
+    #[test]
+    fn a_publication_without_a_peer_on_its_shard_is_held_until_one_comes() {
+        let (mut p, t0, mut rng) = setup();
+        let m = key(1);
+        let s = market::shard(&m);
+        let other = (s + 1) % market::SHARDS;
+        follow(&mut p, vec![m], t0, &mut rng);
+        assert!(run(&mut p, Input::Publish(m), t0, &mut rng).contains(&Output::Hold));
+        run(&mut p, Input::Connected(1), t0, &mut rng);
+        assert!(run(&mut p, Input::PeerSubscribed(1, other), t0, &mut rng).is_empty());
+        assert!(run(&mut p, Input::Publish(m), t0, &mut rng).contains(&Output::Hold));
+        assert_eq!(
+            run(&mut p, Input::PeerSubscribed(1, s), t0, &mut rng),
+            vec![Output::PublishHeld(s)]
+        );
+        // Released once; from now on published at once.
+        run(&mut p, Input::Connected(2), t0, &mut rng);
+        assert!(run(&mut p, Input::PeerSubscribed(2, s), t0, &mut rng).is_empty());
+        assert_eq!(
+            run(&mut p, Input::Publish(m), t0, &mut rng),
+            vec![Output::Publish]
+        );
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct Report {
     pub p50_ms: u64,
     /// See `p50_ms`.
     pub p99_ms: u64,
+    /// The slowest delivery, milliseconds after publication.
+    pub max_ms: u64,
     /// The eclipse victim got every honest attestation of the markets it follows.
     pub victim_complete: bool,
     /// Bytes in and out per honest node (gossip and sync), median and maximum.
@@ -137,4 +139,21 @@ pub struct Report {
     pub state_bytes_max: u64,
     /// Events processed.
     pub events: u64,
+    /// The deliveries missing at the end, by their node's situation.
+    pub undelivered: Undelivered,
+}
+
+/// Missing deliveries by the situation of the node that misses them at the end.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Undelivered {
+    /// The eclipse victim's.
+    pub victim: u64,
+    /// The node is offline.
+    pub offline: u64,
+    /// No connected peer of the node is honest.
+    pub no_honest_peer: u64,
+    /// A connected honest peer holds the attestation (the next session with it brings it).
+    pub a_peer_holds_it: u64,
+    /// No connected honest peer holds it.
+    pub no_peer_holds_it: u64,
 }

@@ -22,6 +22,9 @@ struct Args {
     /// Percentage of hostile nodes.
     #[arg(long)]
     hostile_pct: Option<u32>,
+    /// Simulated seconds in all (overrides the size's 300).
+    #[arg(long)]
+    duration_s: Option<u64>,
     /// The seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -56,6 +59,9 @@ fn main() {
     }
     if let Some(h) = a.hostile_pct {
         c.hostile_pct = h;
+    }
+    if let Some(d) = a.duration_s {
+        c.duration_ms = d * 1_000;
     }
     let started = std::time::Instant::now();
     let report = run(c.clone());

@@ -5,7 +5,40 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use passalong_net::market::Shard;
 use passalong_net::policy::Policy;
 use passalong_net::wire::Digest;
-use passalong_protocol::Id;
+
+/// A message of the run (an attestation or garbage), numbered in the order it was first
+/// made: nodes hold these numbers, not the 32-byte ids.
+pub type Msg = u32;
+
+/// A set of message numbers, one bit each: a node's seen set costs an eighth of a byte per
+/// message of the whole run, not a hash-set entry per message it saw.
+#[derive(Clone, Debug, Default)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    /// Adds `m`; true if it was not there.
+    pub fn insert(&mut self, m: Msg) -> bool {
+        let (w, b) = (m as usize / 64, m % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        let new = self.0[w] & (1 << b) == 0;
+        self.0[w] |= 1 << b;
+        new
+    }
+
+    /// Whether `m` is in.
+    pub fn contains(&self, m: Msg) -> bool {
+        self.0
+            .get(m as usize / 64)
+            .is_some_and(|w| w & (1 << (m % 64)) != 0)
+    }
+
+    /// How many are in.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
 
 /// A simulated node.
 pub struct Node {
@@ -23,10 +56,12 @@ pub struct Node {
     pub inbound: HashSet<u32>,
     /// The real network policy.
     pub policy: Policy<u32>,
-    /// Each followed market's stored `(created_at, id)`, kept sorted for reconciliation.
-    pub store: BTreeMap<u16, BTreeSet<(u64, [u8; 32])>>,
-    /// Ids seen by gossip (gossipsub's duplicate cache).
-    pub seen: HashSet<Id>,
+    /// Each followed market's stored messages (a handful each: a list is smaller than a set).
+    pub store: BTreeMap<u16, Vec<Msg>>,
+    /// Messages seen by gossip (gossipsub's duplicate cache).
+    pub seen: Bits,
+    /// Its own publications held until a peer on their shard connects.
+    pub held: Vec<(u16, Msg)>,
     /// Payload bytes in and out.
     pub bytes: u64,
     /// Spam attestations stored.
@@ -36,36 +71,40 @@ pub struct Node {
 }
 
 impl Node {
-    /// Stores `id` of `market` if followed; true if it is new.
-    pub fn store(&mut self, market: u16, created_at: u64, id: Id) -> bool {
+    /// Stores `m` of `market` if followed; true if it is new.
+    pub fn store(&mut self, market: u16, m: Msg) -> bool {
         if !self.followed.contains(&market) {
             return false;
         }
-        self.store
-            .entry(market)
-            .or_default()
-            .insert((created_at, id.0))
-    }
-
-    /// Whether it holds `id` of `market`.
-    pub fn holds(&self, market: u16, created_at: u64, id: &Id) -> bool {
-        self.store
-            .get(&market)
-            .is_some_and(|s| s.contains(&(created_at, id.0)))
-    }
-
-    /// The digest of a market's set, as `/passalong/sync/2` exchanges it.
-    pub fn digest(&self, market: u16) -> Digest {
-        match self.store.get(&market) {
-            Some(s) => Digest::of(s.iter().map(|(_, id)| id)),
-            None => Digest::of(std::iter::empty()),
+        let s = self.store.entry(market).or_default();
+        if s.contains(&m) {
+            return false;
         }
+        s.push(m);
+        true
+    }
+
+    /// Whether it holds `m` of `market`.
+    pub fn holds(&self, market: u16, m: Msg) -> bool {
+        self.store.get(&market).is_some_and(|s| s.contains(&m))
+    }
+
+    /// What it holds of `market`.
+    pub fn held(&self, market: u16) -> &[Msg] {
+        self.store.get(&market).map_or(&[], Vec::as_slice)
+    }
+
+    /// The digest of a market's set, as `/passalong/sync/2` exchanges it (`ids` are the
+    /// messages' ids by number).
+    pub fn digest(&self, market: u16, ids: &[[u8; 32]]) -> Digest {
+        Digest::of(self.held(market).iter().map(|m| &ids[*m as usize]))
     }
 
     /// An estimate of the node's state in bytes: stored envelopes (about 220 bytes each with
-    /// their index), seen ids, policy entries (about 100 bytes each).
+    /// their index), seen ids (48 bytes each in gossipsub's duplicate cache), policy entries
+    /// (about 100 bytes each).
     pub fn state_bytes(&self) -> u64 {
-        let stored: usize = self.store.values().map(BTreeSet::len).sum();
+        let stored: usize = self.store.values().map(Vec::len).sum();
         (stored * 220 + self.seen.len() * 48 + self.policy_peak * 100) as u64
     }
 }
