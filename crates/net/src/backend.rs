@@ -1,7 +1,7 @@
 //! What the network needs from the node's storage, as a trait so that this crate depends only
 //! on the protocol (the node implements it over the sled store; tests over memory).
 
-use passalong_protocol::{Id, PublicKey};
+use passalong_protocol::{Body, Id, PublicKey};
 
 use crate::wire::Digest;
 
@@ -51,4 +51,16 @@ pub trait Backend: Send + Sync + 'static {
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>>;
     /// Validates and stores envelopes durably; one verdict per envelope, in order.
     fn ingest(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Verdict>, String>;
+}
+
+/// The market a body belongs to, as far as `backend` can tell: the one it names itself, or
+/// for a referral, a claim or a membership's end, that of the offer or membership it points to
+/// when that is held. Gossip and sync refuse what is framed as another market's by it.
+pub fn named_market(backend: &dyn Backend, body: &Body) -> Option<PublicKey> {
+    body.market().or_else(|| match body {
+        Body::Referral(r) => backend.market_of(&r.offer),
+        Body::PurchaseClaim(c) => backend.market_of(&c.offer),
+        Body::MembershipEnd(e) => backend.market_of(&e.membership),
+        _ => None,
+    })
 }

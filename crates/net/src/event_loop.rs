@@ -16,7 +16,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, kad, mdns, ping, relay, Multiaddr, PeerId, Swarm};
 use passalong_protocol::limits::MAX_ENVELOPE_BYTES;
-use passalong_protocol::{validation, Attestation, Body, PublicKey};
+use passalong_protocol::{validation, Attestation, PublicKey};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -1155,14 +1155,7 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
     let misnamed = |m: &Incoming| {
         Attestation::decode(&m.data)
             .ok()
-            .and_then(|a| {
-                a.body.market().or_else(|| match &a.body {
-                    Body::Referral(r) => backend.market_of(&r.offer),
-                    Body::PurchaseClaim(c) => backend.market_of(&c.offer),
-                    Body::MembershipEnd(e) => backend.market_of(&e.membership),
-                    _ => None,
-                })
-            })
+            .and_then(|a| crate::backend::named_market(backend, &a.body))
             .is_some_and(|named| named != m.market)
     };
     let store: Vec<bool> = batch.iter().map(|m| m.followed && !misnamed(m)).collect();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use passalong_protocol::{Attestation, Body, Id, Kind, PublicKey};
+use passalong_protocol::{Attestation, Id, Kind, PublicKey};
 use passalong_reconcile::{Config as ReconcileConfig, Item, Reconciler, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -241,24 +241,16 @@ type Ingest = tokio::task::JoinHandle<Result<(Vec<Verdict>, usize), String>>;
 /// that is held.
 fn belongs(backend: &dyn Backend, envelope: &[u8], markets: &[PublicKey]) -> bool {
     match Attestation::decode(envelope) {
-        Ok(a) => {
-            let named = a.body.market().or_else(|| match &a.body {
-                Body::Referral(r) => backend.market_of(&r.offer),
-                Body::PurchaseClaim(c) => backend.market_of(&c.offer),
-                Body::MembershipEnd(e) => backend.market_of(&e.membership),
-                _ => None,
-            });
-            match named {
-                Some(m) => {
-                    markets.contains(&m)
-                        || matches!(
-                            a.kind(),
-                            Kind::Community | Kind::Membership | Kind::MembershipEnd
-                        )
-                }
-                None => true,
+        Ok(a) => match crate::backend::named_market(backend, &a.body) {
+            Some(m) => {
+                markets.contains(&m)
+                    || matches!(
+                        a.kind(),
+                        Kind::Community | Kind::Membership | Kind::MembershipEnd
+                    )
             }
-        }
+            None => true,
+        },
         // The store says why (and the sender is blamed for it).
         Err(_) => true,
     }
