@@ -120,22 +120,7 @@ fn every_follower_of_a_market_gets_the_communities_its_ledger_depends_on() {
 
     // The seller's offer pays a connector share; the referrer refers it, the member refers
     // his link naming her community, and a sale goes through hers (she is hop 1).
-    let offer = s.json(&[
-        "offer",
-        "publish",
-        "--title",
-        "A bicycle",
-        "--price",
-        "10000",
-        "--currency",
-        "EUR",
-        "--pool-bps",
-        "1000",
-        "--rule",
-        "equal",
-        "--connector-bps",
-        "500",
-    ]);
+    let offer = publish_offer_with(&s, "A bicycle", &["--connector-bps", "500"]);
     let offer_id = offer["id"].as_str().unwrap().to_string();
     let ry = y.json(&["refer", offer["link"].as_str().unwrap()]);
     let rx = x.json(&[

@@ -1611,6 +1611,11 @@ mod tests {
         run(p, Input::RelayCandidate { peer, listens_over }, t, rng)
     }
 
+    /// AutoNAT finds the node private.
+    fn private(p: &mut Policy<u32>, t: Instant, rng: &mut ChaCha8Rng) -> Vec<Output<u32>> {
+        run(p, Input::Reachability(Reachability::Private), t, rng)
+    }
+
     fn reserved(out: &[Output<u32>]) -> Vec<u32> {
         out.iter()
             .filter_map(|o| match o {
@@ -1711,12 +1716,7 @@ mod tests {
     #[test]
     fn a_refused_reservation_is_asked_again_at_the_check_pace() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Reachability(Reachability::Private),
-            t0,
-            &mut rng,
-        );
+        private(&mut p, t0, &mut rng);
         assert_eq!(reserved(&relay(&mut p, 1, vec![], t0, &mut rng)), vec![1]);
         run(&mut p, Input::ReservationClosed(1), t0, &mut rng);
         let asked: Vec<u64> = ticks(&mut p, t0, 0, 20, &mut rng)
@@ -1736,12 +1736,7 @@ mod tests {
     #[test]
     fn a_relay_that_keeps_refusing_is_asked_less_and_less_often() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Reachability(Reachability::Private),
-            t0,
-            &mut rng,
-        );
+        private(&mut p, t0, &mut rng);
         assert_eq!(reserved(&relay(&mut p, 1, vec![], t0, &mut rng)), vec![1]);
         run(&mut p, Input::ReservationClosed(1), t0, &mut rng);
         // Every time it is asked, it refuses at once.
@@ -1796,12 +1791,7 @@ mod tests {
             t0,
             &mut rng,
         );
-        let out = run(
-            &mut p,
-            Input::Reachability(Reachability::Private),
-            t0,
-            &mut rng,
-        );
+        let out = private(&mut p, t0, &mut rng);
         assert_eq!(reserved(&out), vec![2]);
         let out: Vec<Output<u32>> = ticks(&mut p, t0, 0, 30, &mut rng)
             .into_iter()
@@ -1838,12 +1828,7 @@ mod tests {
             "{out:?}"
         );
         let t = t0 + Duration::from_secs(30);
-        let out = run(
-            &mut p,
-            Input::Reachability(Reachability::Private),
-            t,
-            &mut rng,
-        );
+        let out = private(&mut p, t, &mut rng);
         assert_eq!(reserved(&out).len(), 2);
         run(&mut p, Input::ReservationAccepted(1), t, &mut rng);
         // Unsure again: what is held is kept, nothing more is asked.
@@ -1870,12 +1855,7 @@ mod tests {
     #[test]
     fn a_relay_is_dialled_over_its_other_transport_once_per_connection() {
         let (mut p, t0, mut rng) = setup();
-        run(
-            &mut p,
-            Input::Reachability(Reachability::Private),
-            t0,
-            &mut rng,
-        );
+        private(&mut p, t0, &mut rng);
         let dials = |out: Vec<Output<u32>>| {
             out.into_iter()
                 .filter(|o| matches!(o, Output::DialTransport { .. }))

@@ -241,7 +241,12 @@ pub fn root(d: &Daemon, seller: &str) -> Option<String> {
 
 /// Publishes an offer (equal split, 10 % pool) on `seller`; returns `offer publish --json`.
 pub fn publish_offer(seller: &Daemon, title: &str) -> Value {
-    seller.json(&[
+    publish_offer_with(seller, title, &[])
+}
+
+/// The same with more flags of `offer publish` (e.g. `--connector-bps 500`).
+pub fn publish_offer_with(seller: &Daemon, title: &str, more: &[&str]) -> Value {
+    let mut args = vec![
         "offer",
         "publish",
         "--title",
@@ -254,5 +259,7 @@ pub fn publish_offer(seller: &Daemon, title: &str) -> Value {
         "1000",
         "--rule",
         "equal",
-    ])
+    ];
+    args.extend_from_slice(more);
+    seller.json(&args)
 }
