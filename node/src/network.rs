@@ -57,6 +57,7 @@ impl Backend for StoreBackend {
             .take(envelopes.len())
             .map(|a| match &a.status {
                 _ if a.duplicate => Verdict::Duplicate,
+                _ if a.not_kept.is_some() => Verdict::NotKept,
                 Status::Valid => Verdict::Valid {
                     market: self.0.market_of(&a.id).ok().flatten(),
                 },

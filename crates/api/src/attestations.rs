@@ -61,7 +61,9 @@ pub struct AckInfo {
     #[serde(flatten)]
     pub detail: StatusDetail,
     /// Set when the node answered without keeping it, a storage bound and not a verdict:
-    /// `too_far_ahead` (held, counting more than 24 h from now; offer it again later).
+    /// `too_far_ahead` (held, counting more than 24 h from now; offer it again later), or
+    /// `over_budget` (a loose referral or claim beyond its author's or market's budget; never
+    /// for what the API itself stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_kept: Option<String>,
 }
@@ -77,6 +79,7 @@ impl AckInfo {
             detail,
             not_kept: a.not_kept.map(|n| match n {
                 passalong_store::NotKept::TooFarAhead => "too_far_ahead".to_string(),
+                passalong_store::NotKept::OverBudget => "over_budget".to_string(),
             }),
         }
     }

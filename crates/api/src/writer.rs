@@ -29,7 +29,8 @@ pub trait Sink: Send + Sync + 'static {
 
 impl Sink for Store {
     fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
-        let acks = Store::ingest(self, envelopes, now_ms)?;
+        // Anchored: never dropped as loose (see `Store::ingest_own`).
+        let acks = Store::ingest_own(self, envelopes, now_ms)?;
         // What the node's own API stores (its acts, its imports) makes it follow the markets
         // concerned; what peers send does not (see `Store::followed`).
         let own: Vec<Id> = acks

@@ -22,6 +22,9 @@ pub enum Verdict {
     },
     /// Dated in the future; it will count when its time comes.
     Held,
+    /// Answered but not kept: a storage budget, not misbehaviour (a loose referral beyond its
+    /// author's budget, a held one dated too far ahead). Not forwarded.
+    NotKept,
     /// Malformed, badly signed or breaking a rule: the sender misbehaved (or relayed it).
     Invalid {
         /// The reason's code.

@@ -724,7 +724,7 @@ impl EventLoop {
                     wanted.entry(m.source).or_default().extend(missing);
                     MessageAcceptance::Ignore
                 }
-                Verdict::Duplicate | Verdict::Held => {
+                Verdict::Duplicate | Verdict::Held | Verdict::NotKept => {
                     self.stats.gossip_ignored += 1;
                     MessageAcceptance::Ignore
                 }

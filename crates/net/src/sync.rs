@@ -333,7 +333,7 @@ async fn absorb(h: Ingest, report: &mut SyncReport, missing: &mut Vec<Id>) -> Re
             Verdict::Valid { .. } => report.fetched += 1,
             Verdict::Invalid { .. } => report.offences += 1,
             Verdict::Pending { missing: m } => missing.extend(m),
-            Verdict::Duplicate | Verdict::Held => {}
+            Verdict::Duplicate | Verdict::Held | Verdict::NotKept => {}
         }
     }
     Ok(())

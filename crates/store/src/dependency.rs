@@ -70,6 +70,27 @@ pub(crate) fn referral(t: &mut Txn<'_>, market: PublicKey, r: &Referral) {
     }
 }
 
+/// A loose referral in `market` was dropped (see `loose`): what only it made the market's
+/// is the market's no more, so that the list stays a function of the attestations held.
+pub(crate) fn referral_gone(t: &mut Txn<'_>, market: PublicKey, r: &Referral) {
+    let Some(community) = r.community else {
+        return;
+    };
+    if markets_naming(t, &community, Some(&r.referrer)).contains(&market) {
+        return;
+    }
+    for (k, _) in t.scan(&key(MEMBER, &[&community.0, &r.referrer.0])) {
+        let membership = Id(id_at(&k, 65));
+        t.del(key(DEPENDENCY, &[&market.0, &membership.0]));
+        for (ek, _) in t.scan(&key(ENDED_BY, &[&membership.0])) {
+            t.del(key(DEPENDENCY, &[&market.0, &ek[33..65]]));
+        }
+    }
+    if !markets_naming(t, &community, None).contains(&market) {
+        t.del(key(DEPENDENCY, &[&market.0, &community.0]));
+    }
+}
+
 /// A valid community: it becomes a dependency of every market with a referral naming it.
 pub(crate) fn community(t: &mut Txn<'_>, id: Id, created_at_ms: u64) {
     for market in markets_naming(t, &id, None) {

@@ -87,6 +87,10 @@ pub struct ExpiryLimits {
     pub invalid_ttl_ms: u64,
     /// See [`MAX_INVALID`].
     pub max_invalid: u64,
+    /// See [`crate::MAX_LOOSE_PER_AUTHOR`].
+    pub max_loose_per_author: u64,
+    /// See [`crate::MAX_LOOSE_PER_MARKET`].
+    pub max_loose_per_market: u64,
 }
 
 impl Default for ExpiryLimits {
@@ -98,6 +102,8 @@ impl Default for ExpiryLimits {
             max_pending: MAX_PENDING,
             invalid_ttl_ms: INVALID_TTL_MS,
             max_invalid: MAX_INVALID,
+            max_loose_per_author: crate::MAX_LOOSE_PER_AUTHOR,
+            max_loose_per_market: crate::MAX_LOOSE_PER_MARKET,
         }
     }
 }
@@ -130,6 +136,9 @@ impl ExpiryLimits {
 pub enum NotKept {
     /// Held, with a release time beyond [`HELD_HORIZON_MS`] from now.
     TooFarAhead,
+    /// Valid but loose (no sale anchors it), and beyond its author's or its market's budget
+    /// (see [`crate::MAX_LOOSE_PER_AUTHOR`]): dropped, oldest first, in the same call.
+    OverBudget,
 }
 
 /// What the store holds that does not count, or what an expiry dropped.

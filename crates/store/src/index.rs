@@ -8,7 +8,7 @@ use passalong_protocol::{Attestation, Id, PublicKey};
 use crate::dependency;
 use crate::keyspace::*;
 use crate::ledger;
-use crate::market::Indexed;
+use crate::loose;
 use crate::orders;
 use crate::txn::Txn;
 
@@ -65,14 +65,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
     let id = att.id;
     let market = market_of(t, &att.body);
     if let Some(market) = market {
-        t.index_market(
-            market,
-            Indexed {
-                created_at_ms: att.body.created_at_ms(),
-                id,
-                kind: att.kind() as u8,
-            },
-        );
+        loose::index(t, market, id, &att.body);
     }
     match &att.body {
         Body::Offer(_) => {}
@@ -92,6 +85,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             }
         }
         Body::Receipt(r) => {
+            loose::anchor_receipt(t, r.via, &r.seller, &r.order);
             let hash = order_hash(&r.order);
             let order = orders::order_key(&r.seller, &hash);
             let counted_before = t.counted(&order);

@@ -5,9 +5,10 @@ use passalong_protocol::state::Report;
 use passalong_protocol::validation::{self, InvalidReason, Outcome};
 use passalong_protocol::{Attestation, Id};
 
-use crate::expiry::{self, ExpiryLimits};
+use crate::expiry::{self, ExpiryLimits, NotKept};
 use crate::index;
 use crate::keyspace::*;
+use crate::loose;
 use crate::txn::{Entry, EntryState, Txn};
 use crate::Status;
 
@@ -44,14 +45,15 @@ pub(crate) fn envelope(t: &Txn<'_>, id: &Id) -> Option<Attestation> {
 }
 
 /// Ingests envelopes that passed (or failed) stage 1, in order, at `now_ms`. A held one whose
-/// release is beyond the horizon is answered but not kept: its id goes to `not_kept`.
+/// release is beyond the horizon, or a loose one beyond its budget, is answered but not kept:
+/// it goes to `not_kept`.
 pub(crate) fn ingest(
     t: &mut Txn<'_>,
     checked: impl IntoIterator<Item = (Id, Result<Attestation, InvalidReason>)>,
     now_ms: u64,
     limits: &ExpiryLimits,
     reports: &mut Vec<Report>,
-    not_kept: &mut Vec<Id>,
+    not_kept: &mut Vec<(Id, NotKept)>,
 ) {
     let start = reports.len();
     for (id, c) in checked {
@@ -65,7 +67,7 @@ pub(crate) fn ingest(
                         duplicate: false,
                     });
                     if !limits.keeps_held(until_ms, now_ms) {
-                        not_kept.push(id);
+                        not_kept.push((id, NotKept::TooFarAhead));
                         continue;
                     }
                     t.put(key(HELD, &[&until_ms.to_be_bytes(), &id.0]), vec![]);
@@ -77,15 +79,23 @@ pub(crate) fn ingest(
             }
         }
     }
-    keep_within_caps(t, limits, &reports[start..]);
+    keep_within_caps(t, limits, &reports[start..], not_kept);
 }
 
 /// Applies the caps if the reports stored anything that does not count (an honest call of
-/// valid attestations reads nothing more).
-fn keep_within_caps(t: &mut Txn<'_>, limits: &ExpiryLimits, reports: &[Report]) {
+/// valid attestations reads nothing more), and the loose budgets if it added loose ones.
+fn keep_within_caps(
+    t: &mut Txn<'_>,
+    limits: &ExpiryLimits,
+    reports: &[Report],
+    not_kept: &mut Vec<(Id, NotKept)>,
+) {
     if reports.iter().any(|r| r.outcome != Outcome::Valid) {
         expiry::enforce_caps(t, limits);
     }
+    let mut dropped = Vec::new();
+    loose::enforce(t, limits, &mut dropped);
+    not_kept.extend(dropped.into_iter().map(|id| (id, NotKept::OverBudget)));
 }
 
 /// Releases up to `budget` held attestations whose time has come (those that stay pending are
@@ -104,7 +114,7 @@ pub(crate) fn tick(
             break;
         }
         if released == budget {
-            keep_within_caps(t, limits, reports);
+            keep_within_caps(t, limits, reports, &mut Vec::new());
             return true;
         }
         let id = Id(id_at(&k, 9));
@@ -116,7 +126,7 @@ pub(crate) fn tick(
             evaluate(t, att, None, now_ms, reports);
         }
     }
-    keep_within_caps(t, limits, reports);
+    keep_within_caps(t, limits, reports, &mut Vec::new());
     false
 }
 

@@ -57,6 +57,13 @@ pub const MEMBERSHIP_END: u8 = b'z';
 pub const DEPENDENCY: u8 = b'o';
 /// membership ‖ end → created_at_ms (BE): the ends of a membership.
 pub const ENDED_BY: u8 = b'E';
+/// market ‖ author ‖ created_at_ms (BE) ‖ id → kind: loose attestations (referrals and
+/// purchase claims no sale anchors yet), by author, oldest first (see `loose`).
+pub const LOOSE: u8 = b'L';
+/// market ‖ created_at_ms (BE) ‖ id → author: loose attestations by time, oldest first.
+pub const LOOSE_AT: u8 = b'T';
+/// market ‖ author → count (BE): how many loose attestations an author has in a market.
+pub const LOOSE_COUNT: u8 = b'N';
 /// seller ‖ blake3(order) ‖ claim → PurchaseClaim body.
 pub const CLAIM: u8 = b'd';
 /// seller ‖ currency ‖ participant → earned, refunded, settled (u128 BE each), as of the last
@@ -74,7 +81,7 @@ pub const REDO: u8 = b'r';
 /// blake3(idempotency key) → receipt id: a checkout's `Idempotency-Key` (see `lookups`).
 pub const IDEMPOTENCY: u8 = b'i';
 /// name → value: store metadata (`format` version; `valid`, `pending`, `held` and `invalid`
-/// counts).
+/// counts; `loose` ‖ market ‖ kind: a market's loose attestations of a kind).
 pub const META: u8 = b'v';
 
 /// A key: the prefix byte, then the parts.

@@ -43,6 +43,7 @@ pub mod keyspace;
 mod ledger;
 mod lock;
 mod lookups;
+mod loose;
 mod market;
 mod newest;
 mod orders;
@@ -70,6 +71,7 @@ pub use expiry::{
 use keyspace::*;
 pub use lock::LOCK_FILE;
 pub use lookups::MAX_IDEMPOTENCY_KEY;
+pub use loose::{MAX_LOOSE_PER_AUTHOR, MAX_LOOSE_PER_MARKET};
 pub use newest::Newest;
 pub use summary::SetSummary;
 use txn::Txn;
@@ -83,8 +85,8 @@ struct Decided {
     first_in_call: Vec<bool>,
     seen: std::collections::HashSet<Id>,
     reports: Vec<Report>,
-    /// Answered but not kept (see `expiry`).
-    not_kept: Vec<Id>,
+    /// Answered but not kept (see `expiry`, `loose`).
+    not_kept: Vec<(Id, NotKept)>,
 }
 
 impl Decided {
@@ -129,10 +131,15 @@ const SHIP_EVERY: usize = 16;
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
+
+/// The format whose stores index every valid attestation in its market's runs: opened by
+/// this build as they are (all of them anchored, see `loose`), then marked 9, so that an
+/// older build, which would not see loose attestations, refuses them.
+const WITHOUT_LOOSE: u32 = 8;
 
 /// Older formats this build upgrades in place when it opens them.
-const UPGRADES_FROM: [u32; 6] = [2, 3, 4, 5, 6, 7];
+const UPGRADES_FROM: [u32; 7] = [2, 3, 4, 5, 6, 7, 8];
 
 /// The format whose stores lack only the dependency index (and explicit follows).
 const WITHOUT_DEPENDENCIES: u32 = 7;
@@ -539,6 +546,9 @@ impl Store {
         self.sets.shipped(&shipment);
         self.runs.shipped(&shipment.runs);
         self.invalid.forget(&shipment.forgotten);
+        for id in &shipment.dropped {
+            self.valid.remove(id);
+        }
         self.orders
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -635,6 +645,15 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
                     StoreError::Io(e) => open_error(path, e),
                     e => corrupt_at(path)(e),
                 })?;
+            }
+            Some(v) if v.as_ref() == WITHOUT_LOOSE.to_be_bytes() => {
+                redo::recover(&db).map_err(|e| match e {
+                    StoreError::Io(e) => open_error(path, e),
+                    e => corrupt_at(path)(e),
+                })?;
+                db.insert(&vk, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| open_error(path, e))?;
+                db.flush().map_err(|e| open_error(path, e))?;
             }
             Some(v) if v.as_ref() == WITHOUT_DEPENDENCIES.to_be_bytes() => {
                 redo::recover(&db).map_err(|e| match e {
@@ -877,14 +896,30 @@ impl Store {
     /// Checks and stores envelopes; returns one ack per envelope, in order, then one per
     /// attestation they unblocked. Returns only once everything is flushed to disk.
     pub fn ingest(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
+        self.ingest_from(envelopes, now_ms, false)
+    }
+
+    /// [`Store::ingest`] for what the node's own API stores (its own acts, the links its user
+    /// opens, its imports): anchored, with the chains above, never dropped as loose (see
+    /// `loose`).
+    pub fn ingest_own(&self, envelopes: &[&[u8]], now_ms: u64) -> Result<Vec<Ack>, StoreError> {
+        self.ingest_from(envelopes, now_ms, true)
+    }
+
+    fn ingest_from(
+        &self,
+        envelopes: &[&[u8]],
+        now_ms: u64,
+        own: bool,
+    ) -> Result<Vec<Ack>, StoreError> {
         let started = std::time::Instant::now();
         let acks = if envelopes.len() < stage1::PRECHECK_MIN {
-            self.ingest_checked(envelopes, now_ms, None)?
+            self.ingest_checked(envelopes, now_ms, own, None)?
         } else {
             // Helpers start stage 1 before the writer lock is taken, so that one call verifies
             // while another writes.
             let work = stage1::Stage1::new(self, envelopes);
-            work.run(|results| self.ingest_checked(envelopes, now_ms, Some(results)))?
+            work.run(|results| self.ingest_checked(envelopes, now_ms, own, Some(results)))?
         };
         self.counters.add(&acks, started.elapsed());
         Ok(acks)
@@ -912,10 +947,11 @@ impl Store {
         &self,
         envelopes: &[&[u8]],
         now_ms: u64,
+        own: bool,
         pre: Option<&mut stage1::Results<'_, '_>>,
     ) -> Result<Vec<Ack>, StoreError> {
         let _w = self.write_lock()?;
-        let acks = self.note_failure(self.ingest_locked(envelopes, now_ms, pre))?;
+        let acks = self.note_failure(self.ingest_locked(envelopes, now_ms, own, pre))?;
         self.note_failure(self.written(acks.iter().filter(|a| !a.duplicate).count() as u64))?;
         Ok(acks)
     }
@@ -925,12 +961,14 @@ impl Store {
         &self,
         envelopes: &[&[u8]],
         now_ms: u64,
+        own: bool,
         pre: Option<&mut stage1::Results<'_, '_>>,
     ) -> Result<Vec<Ack>, StoreError> {
         let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
         let limits = self.expiry_limits();
         let db = self.db()?;
         let mut t = self.txn(&db);
+        t.own = own;
         let mut d = Decided::default();
         match pre {
             Some(pre) => {
@@ -976,6 +1014,9 @@ impl Store {
                             }
                         }
                     }
+                    if own {
+                        loose::anchor_known(&mut t, &ids, &d.known);
+                    }
                     let finished = match shipped {
                         Ok(true) => t
                             .take_batch()
@@ -1008,6 +1049,9 @@ impl Store {
                     &mut d.reports,
                     &mut d.not_kept,
                 );
+                if own {
+                    loose::anchor_known(&mut t, &ids, &d.known);
+                }
                 self.commit(&db, t)?;
             }
         }
@@ -1018,7 +1062,7 @@ impl Store {
             not_kept,
             ..
         } = d;
-        let not_kept: std::collections::HashSet<Id> = not_kept.into_iter().collect();
+        let not_kept: std::collections::HashMap<Id, NotKept> = not_kept.into_iter().collect();
         // One ack per envelope in input order (its latest status), then the ones they unblocked.
         let mut latest: std::collections::HashMap<Id, Status> = std::collections::HashMap::new();
         for r in &reports {
@@ -1039,7 +1083,7 @@ impl Store {
                     .or(known)
                     .unwrap_or(Status::Pending { missing: vec![] }),
                 duplicate: !first,
-                not_kept: not_kept.contains(id).then_some(NotKept::TooFarAhead),
+                not_kept: not_kept.get(id).copied(),
             })
             .collect();
         let mut unblocked: Vec<Id> = Vec::new();
@@ -1338,10 +1382,13 @@ impl Store {
     /// Ids of a market's valid attestations, oldest first, as (created_at_ms, id, kind).
     pub fn market(&self, market: &PublicKey) -> Result<Vec<(u64, Id, u8)>, StoreError> {
         let mut all = Vec::new();
-        for kv in self.db()?.scan_prefix(key(MARKET, &[&market.0])) {
+        let db = self.db()?;
+        for kv in db.scan_prefix(key(MARKET, &[&market.0])) {
             let (k, v) = kv?;
             market::decode(&k, &v, &mut all)?;
         }
+        // Loose ones too (see `loose`): the network reconciles them, within their budgets.
+        loose::entries(&db, market, &mut all)?;
         // Runs of different batches overlap in time.
         all.sort_unstable();
         Ok(all

@@ -142,7 +142,9 @@ impl Runs {
 impl Store {
     /// A market's valid attestations (of `kind` only, if given), newest first, as
     /// (created_at_ms, id, kind): read a few runs at a time, so that taking the first few costs
-    /// the same in a market of any size. (Attestations indexed while it runs may be missed.)
+    /// the same in a market of any size; its loose attestations (see `loose`, a bounded
+    /// number) are read at once when their kinds are asked for. (Attestations indexed while
+    /// it runs may be missed.)
     pub fn newest(&self, market: &PublicKey, kind: Option<Kind>) -> Newest<'_> {
         Newest {
             store: self,
@@ -150,14 +152,18 @@ impl Store {
             mask: kind.map_or(u16::MAX, |k| bit(k as u8)),
             below: None,
             heap: BinaryHeap::new(),
+            loose_read: false,
             done: false,
         }
     }
 
-    /// How many valid attestations of `kind` a market holds.
+    /// How many valid attestations of `kind` a market holds (loose ones too, see `loose`).
     pub fn market_count(&self, market: &PublicKey, kind: Kind) -> Result<u64, StoreError> {
-        self.runs
-            .with(self, market, |t| t.counts[usize::from(kind as u8 & 15)])
+        let anchored = self
+            .runs
+            .with(self, market, |t| t.counts[usize::from(kind as u8 & 15)])?;
+        let loose = crate::loose::market_count(&*self.db()?, market, kind)?;
+        Ok(anchored + loose)
     }
 }
 
@@ -170,6 +176,9 @@ pub struct Newest<'a> {
     below: Option<RunRef>,
     /// Entries read and not yet returned.
     heap: BinaryHeap<Indexed>,
+    /// The market's loose attestations were read into `heap` (all at once: at most
+    /// `MAX_LOOSE_PER_MARKET`, and only when a loose kind is asked for).
+    loose_read: bool,
     done: bool,
 }
 
@@ -190,6 +199,15 @@ impl Newest<'_> {
     }
 
     fn step(&mut self) -> Result<Option<(u64, Id, u8)>, StoreError> {
+        if !self.loose_read {
+            self.loose_read = true;
+            if self.mask & (bit(Kind::Referral as u8) | bit(Kind::PurchaseClaim as u8)) != 0 {
+                let mut entries = Vec::new();
+                crate::loose::entries(&*self.store.db()?, &self.market, &mut entries)?;
+                self.heap
+                    .extend(entries.into_iter().filter(|e| bit(e.kind) & self.mask != 0));
+            }
+        }
         loop {
             let next = self.next_run()?;
             // Every run not read yet ends at or before `next`'s end.

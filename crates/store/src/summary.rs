@@ -9,7 +9,6 @@ use std::sync::Mutex;
 
 use passalong_protocol::{Id, PublicKey};
 
-use crate::keyspace::{id_at, DEPENDENCY};
 use crate::txn::Shipment;
 
 /// Most summaries kept; beyond it they are all dropped (and computed again when asked).
@@ -71,25 +70,13 @@ impl Summaries {
 
     /// A shipment's writes are in the tree: the markets it touched are summarised again.
     pub fn shipped(&self, shipment: &Shipment) {
-        let touched: Vec<PublicKey> = shipment
-            .runs
-            .iter()
-            .map(|r| r.market())
-            .chain(
-                shipment
-                    .writes
-                    .iter()
-                    .filter(|(k, _)| k.first() == Some(&DEPENDENCY) && k.len() >= 33)
-                    .map(|(k, _)| PublicKey(id_at(k, 1))),
-            )
-            .collect();
-        if touched.is_empty() {
+        if shipment.touched.is_empty() {
             return;
         }
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.generation += 1;
-        for m in touched {
-            g.by_market.remove(&m);
+        for m in &shipment.touched {
+            g.by_market.remove(m);
         }
     }
 

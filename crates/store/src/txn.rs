@@ -57,6 +57,14 @@ pub(crate) struct Txn<'a> {
     /// Invalid ids forgotten (expired) since the last [`Txn::take_batch`]: they leave the
     /// in-memory set once their deletion is applied.
     unshipped_forgotten: Vec<Id>,
+    /// Valid attestations dropped (loose ones over budget) since the last
+    /// [`Txn::take_batch`]: they leave the valid cache once their deletion is applied.
+    unshipped_dropped: Vec<Id>,
+    /// What this transaction stores comes through the node's own API: it is anchored (see
+    /// `loose`).
+    pub own: bool,
+    /// (market, author) of the loose attestations added and not yet brought within budget.
+    pub loose_touched: Vec<(PublicKey, PublicKey)>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -74,6 +82,11 @@ pub(crate) struct Shipment {
     pub runs: Vec<crate::newest::RunInfo>,
     /// Invalid ids deleted (see [`InvalidIds::forget`]).
     pub forgotten: Vec<Id>,
+    /// Valid attestations deleted (loose ones over budget).
+    pub dropped: Vec<Id>,
+    /// Markets whose reconciled set this shipment changes (its runs, loose attestations or
+    /// dependencies), for their summaries.
+    pub touched: Vec<PublicKey>,
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -158,7 +171,9 @@ pub(crate) fn body_of(env: &[u8]) -> Option<Body> {
 
 /// Fact and body of valid attestations read from the tree, shared by every transaction of a
 /// store. A valid attestation stays valid with the same body (nothing un-validates it), so an
-/// entry never goes stale; only committed reads are cached, never a transaction's own writes.
+/// entry goes stale only when the store drops it (a loose one over budget, see `loose`), and
+/// it is removed then, and again once the deletion is applied; only committed reads are
+/// cached, never a transaction's own writes.
 /// Two generations bound it: when the young one is full, the old one is dropped.
 pub(crate) struct ValidCache {
     gens: Mutex<[Generation; 2]>,
@@ -273,6 +288,13 @@ impl ValidCache {
         Some(v)
     }
 
+    /// Forgets `id` (its entry was deleted).
+    pub fn remove(&self, id: &Id) {
+        let mut g = self.gens.lock().unwrap_or_else(|p| p.into_inner());
+        g[0].remove(id);
+        g[1].remove(id);
+    }
+
     fn insert(&self, id: Id, v: Valid) {
         let mut g = self.gens.lock().unwrap_or_else(|p| p.into_inner());
         Self::put(&mut g, id, v);
@@ -313,6 +335,9 @@ impl<'a> Txn<'a> {
             unshipped_orders: Vec::new(),
             unshipped_counted: Vec::new(),
             unshipped_forgotten: Vec::new(),
+            unshipped_dropped: Vec::new(),
+            own: false,
+            loose_touched: Vec::new(),
             error: RefCell::new(None),
         }
     }
@@ -421,6 +446,14 @@ impl<'a> Txn<'a> {
     pub fn forget_invalid(&mut self, id: &Id) {
         self.del(key(INVALID, &[&id.0]));
         self.unshipped_forgotten.push(*id);
+    }
+
+    /// Deletes a valid attestation's entry (a loose one over budget, see `loose`).
+    pub fn drop_valid(&mut self, id: &Id) {
+        self.del(key(ENTRY, &[&id.0]));
+        self.fresh.remove(id);
+        self.valid.remove(id);
+        self.unshipped_dropped.push(*id);
     }
 
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -671,6 +704,7 @@ impl<'a> Txn<'a> {
         }
         if self.unshipped.is_empty()
             && self.unshipped_forgotten.is_empty()
+            && self.unshipped_dropped.is_empty()
             && self.unshipped_lines.is_empty()
             && self.unshipped_market.is_empty()
             && self.unshipped_orders.is_empty()
@@ -686,6 +720,11 @@ impl<'a> Txn<'a> {
                 let v = self.writes.get(&k).cloned().flatten();
                 (k, v)
             })
+            .collect();
+        let mut touched: Vec<PublicKey> = writes
+            .iter()
+            .filter(|(k, _)| matches!(k.first(), Some(&DEPENDENCY) | Some(&LOOSE)) && k.len() >= 33)
+            .map(|(k, _)| PublicKey(id_at(k, 1)))
             .collect();
         let mut runs = Vec::new();
         for (k, v) in crate::market::runs(std::mem::take(&mut self.unshipped_market)) {
@@ -714,8 +753,15 @@ impl<'a> Txn<'a> {
             lines,
             seq,
             counted: std::mem::take(&mut self.unshipped_counted),
+            touched: {
+                touched.extend(runs.iter().map(|r| r.market()));
+                touched.sort_unstable();
+                touched.dedup();
+                touched
+            },
             runs,
             forgotten: std::mem::take(&mut self.unshipped_forgotten),
+            dropped: std::mem::take(&mut self.unshipped_dropped),
         }))
     }
 }

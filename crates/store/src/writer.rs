@@ -250,6 +250,8 @@ mod tests {
             counted: Vec::new(),
             runs: Vec::new(),
             forgotten: Vec::new(),
+            dropped: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
