@@ -43,6 +43,10 @@ impl Backend for StoreBackend {
         self.0.market_of(id).ok().flatten()
     }
 
+    fn declined(&self, id: &Id) -> bool {
+        self.0.declined(id, now_ms())
+    }
+
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>> {
         ids.iter()
             .filter_map(|id| self.0.envelope(id).ok().flatten())

@@ -1,7 +1,8 @@
 //! A misbehaving peer: a real libp2p node (`passalong-net`, with a backend that stores nothing,
 //! so it forwards nothing and answers every reconciliation with an empty set) that publishes
 //! garbage, attestations with broken signatures and a flood on every market, and, as a hostile
-//! peer, valid spam: referrals of a real offer, each by a fresh key, without pacing.
+//! peer, valid spam: referrals of a real offer, half of them each by a fresh key, half by the
+//! peer's one key (more than an author's budget), without pacing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,10 +92,13 @@ pub fn run(
         for i in 0..flood {
             let mut m = markets[(i as usize) % markets.len()];
             let msg = match i % 3 {
-                // Valid: a referral of the sample offer by a fresh key.
+                // Valid: a referral of the sample offer, by a fresh key or, every other
+                // time, by the peer's one key (beyond its budget, followers keep the newest).
                 _ if spam_every > 0 && i % spam_every == 0 => {
                     let mut k = [tag; 32];
-                    k[..8].copy_from_slice(&i.to_le_bytes());
+                    if (i / spam_every) % 2 == 0 {
+                        k[..8].copy_from_slice(&i.to_le_bytes());
+                    }
                     let key = Keypair::from_seed(k);
                     spam += 1;
                     m = markets[0];

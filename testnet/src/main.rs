@@ -58,8 +58,8 @@ pub struct Args {
     pub flood: u64,
     /// Hostile peers joining a quarter of the way through (on top of `--nodes`): each dials
     /// node 0 first (an eclipse attempt), publishes `--flood` messages unpaced, one in three
-    /// of them valid spam (referrals of a real offer by fresh keys), the rest garbage and
-    /// broken signatures, and forwards and serves nothing.
+    /// of them valid spam (referrals of a real offer, half by fresh keys, half by the peer's
+    /// one key), the rest garbage and broken signatures, and forwards and serves nothing.
     #[arg(long, default_value_t = 0)]
     pub hostile: usize,
     /// Start one more node after the scenario; it must catch up.

@@ -50,6 +50,11 @@ pub trait Backend: Send + Sync + 'static {
     fn market_of(&self, _id: &Id) -> Option<PublicKey> {
         None
     }
+    /// Whether `id` was fetched lately and not kept (over a storage budget): anti-entropy
+    /// does not fetch it again for a while.
+    fn declined(&self, _id: &Id) -> bool {
+        false
+    }
     /// The envelopes held among `ids` (unknown ones are skipped).
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>>;
     /// Validates and stores envelopes durably; one verdict per envelope, in order.

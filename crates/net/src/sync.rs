@@ -147,7 +147,8 @@ pub(crate) async fn session(
         report.markets += chunk.len();
         let groups = solo.chunks(1).chain(batched.chunks(MAX_RECONCILE_MARKETS));
         for group in groups {
-            let need = reconcile(&req, &backend, peer, group, &mut report).await?;
+            let mut need = reconcile(&req, &backend, peer, group, &mut report).await?;
+            need.retain(|id| !backend.declined(id));
             fetch(&req, &backend, peer, need, Some(group), &mut report).await?;
         }
     }

@@ -71,7 +71,7 @@ pub use expiry::{
 use keyspace::*;
 pub use lock::LOCK_FILE;
 pub use lookups::MAX_IDEMPOTENCY_KEY;
-pub use loose::{MAX_LOOSE_PER_AUTHOR, MAX_LOOSE_PER_MARKET};
+pub use loose::{DECLINE_MS, MAX_LOOSE_PER_AUTHOR, MAX_LOOSE_PER_MARKET};
 pub use newest::Newest;
 pub use summary::SetSummary;
 use txn::Txn;
@@ -267,6 +267,8 @@ pub struct Store {
     keys: passalong_protocol::signature::KeyCache,
     /// What ingest calls have seen (the node's metrics).
     counters: counters::Counters,
+    /// Loose attestations sent and dropped over budget lately (see `loose::Declined`).
+    declined: loose::Declined,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
     /// Transactions committed (see `stage1::Item::commits`).
@@ -354,6 +356,7 @@ impl Store {
             invalid,
             keys: Default::default(),
             counters: Default::default(),
+            declined: Default::default(),
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
@@ -925,6 +928,14 @@ impl Store {
         Ok(acks)
     }
 
+    /// Whether `id` was sent lately (within [`loose::DECLINE_MS`] of `now_ms`) and dropped at
+    /// once over its budget: fetching it again would only drop it again. A hint kept in
+    /// memory, so that anti-entropy with a peer that keeps more of an author (its own
+    /// referrals) does not fetch the same ones at every session.
+    pub fn declined(&self, id: &Id, now_ms: u64) -> bool {
+        self.declined.holds(id, now_ms)
+    }
+
     /// What ingest calls have seen since the store was opened.
     pub fn ingest_counters(&self) -> IngestCounters {
         self.counters.get()
@@ -1063,6 +1074,13 @@ impl Store {
             ..
         } = d;
         let not_kept: std::collections::HashMap<Id, NotKept> = not_kept.into_iter().collect();
+        self.declined.note(
+            not_kept
+                .iter()
+                .filter(|(_, n)| **n == NotKept::OverBudget)
+                .map(|(id, _)| id),
+            now_ms,
+        );
         // One ack per envelope in input order (its latest status), then the ones they unblocked.
         let mut latest: std::collections::HashMap<Id, Status> = std::collections::HashMap::new();
         for r in &reports {

@@ -40,6 +40,46 @@ pub const MAX_LOOSE_PER_AUTHOR: u64 = 256;
 /// Loose attestations kept per market, whatever the number of authors: ~2.5 MB of envelopes.
 pub const MAX_LOOSE_PER_MARKET: u64 = 10_000;
 
+/// How long an id dropped over budget as it came is declined (see [`crate::Store::declined`]):
+/// 10 minutes, so that a peer keeping more of an author costs one fetch of them per 10
+/// minutes, not one per sync session, and an id that would fit again (a sale anchored one of
+/// its author's) is fetched again within that time.
+pub const DECLINE_MS: u64 = 600_000;
+
+/// Declined ids remembered at most (by their first 8 bytes: 16 bytes each with the time).
+const MAX_DECLINED: usize = 100_000;
+
+/// Ids dropped over budget as they came, with when (see [`crate::Store::declined`]).
+#[derive(Default)]
+pub(crate) struct Declined(std::sync::Mutex<std::collections::HashMap<u64, u64>>);
+
+impl Declined {
+    fn prefix(id: &Id) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&id.0[..8]);
+        u64::from_le_bytes(b)
+    }
+
+    pub fn note<'a>(&self, ids: impl Iterator<Item = &'a Id>, now_ms: u64) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if g.len() >= MAX_DECLINED {
+                g.retain(|_, at| at.saturating_add(DECLINE_MS) > now_ms);
+                if g.len() >= MAX_DECLINED {
+                    g.clear();
+                }
+            }
+            g.insert(Self::prefix(id), now_ms);
+        }
+    }
+
+    pub fn holds(&self, id: &Id, now_ms: u64) -> bool {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&Self::prefix(id))
+            .is_some_and(|at| at.saturating_add(DECLINE_MS) > now_ms)
+    }
+}
+
 /// A loose-capable attestation's place: market, author, time, kind.
 struct Place {
     market: PublicKey,

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use passalong_protocol::{Attestation, Keypair, Kind, PublicKey, Rule};
 use passalong_store::{
-    ExpiryLimits, NotKept, Status, Store, MAX_LOOSE_PER_AUTHOR, MAX_LOOSE_PER_MARKET,
+    ExpiryLimits, NotKept, Status, Store, DECLINE_MS, MAX_LOOSE_PER_AUTHOR, MAX_LOOSE_PER_MARKET,
 };
 use proptest::prelude::*;
 
@@ -100,6 +100,10 @@ fn one_key_signing_many_referrals_costs_a_bounded_amount() {
     let acks = st.ingest(&[&oldest.bytes], NOW).unwrap();
     assert_eq!(acks[0].not_kept, Some(NotKept::OverBudget));
     assert_eq!(referrals(&st, &seller), newest);
+    // Anti-entropy does not fetch it again for a while.
+    assert!(st.declined(&oldest.id, NOW + 1));
+    assert!(!st.declined(&oldest.id, NOW + DECLINE_MS));
+    assert!(!st.declined(&newest[0].1, NOW + 1), "kept: not declined");
     st.close().unwrap();
     let st = Store::open(dir.path()).unwrap();
     assert_eq!(referrals(&st, &seller), newest);
