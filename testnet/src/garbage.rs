@@ -96,7 +96,7 @@ pub fn run(
                 // time, by the peer's one key (beyond its budget, followers keep the newest).
                 _ if spam_every > 0 && i % spam_every == 0 => {
                     let mut k = [tag; 32];
-                    if (i / spam_every) % 2 == 0 {
+                    if (i / spam_every).is_multiple_of(2) {
                         k[..8].copy_from_slice(&i.to_le_bytes());
                     }
                     let key = Keypair::from_seed(k);
