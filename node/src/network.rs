@@ -150,6 +150,7 @@ fn status(i: NetInfo) -> NetStatus {
             queued: t.queued,
             banned_total: t.banned_total,
             deferred: t.deferred,
+            relayed: t.relayed,
             author_budget_dropped: t.author_budget_dropped,
             bytes_in: t.bytes_in,
             bytes_out: t.bytes_out,

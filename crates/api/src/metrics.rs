@@ -268,6 +268,12 @@ fn network(e: &mut DescriptorEncoder, i: &NetStatus) -> fmt::Result {
     )?;
     counter(
         e,
+        "passalong_sync_relayed",
+        "Attestations anti-entropy brought and the node relayed on gossip while news.",
+        t.relayed,
+    )?;
+    counter(
+        e,
         "passalong_gossip_author_budget_dropped",
         "Valid gossip not forwarded: its author over the per-author budget.",
         t.author_budget_dropped,

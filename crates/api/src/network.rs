@@ -69,6 +69,9 @@ pub struct NetCounters {
     /// Own attestations left to anti-entropy: over the node's publishing pace.
     #[serde(default)]
     pub deferred: u64,
+    /// Attestations anti-entropy brought and the node relayed on gossip while news.
+    #[serde(default)]
+    pub relayed: u64,
     /// Valid gossip not forwarded: its author over the per-author budget.
     #[serde(default)]
     pub author_budget_dropped: u64,

@@ -638,7 +638,20 @@ impl EventLoop {
                     held,
                 });
                 match result {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        // What gossip did not bring here may not have reached this node's
+                        // peers either: relayed while it is news, a pull becomes a push.
+                        let now = now_ms();
+                        for (market, at, envelope) in std::mem::take(&mut r.news) {
+                            let age_ms = now.saturating_sub(at);
+                            if self
+                                .policy(Input::Relay { market, age_ms })
+                                .contains(&Output::Publish)
+                            {
+                                self.stats.relayed += 1;
+                                self.publish(market, &envelope);
+                            }
+                        }
                         self.stats.syncs_done += 1;
                         self.stats.sync_fetched += r.fetched as u64;
                         self.stats.sync_rounds += r.rounds as u64;

@@ -108,6 +108,9 @@ pub struct NetStats {
     pub queued: usize,
     /// Own attestations left to anti-entropy: over this node's publishing pace.
     pub deferred: u64,
+    /// Attestations anti-entropy brought and this node relayed on gossip (news: made within
+    /// the last 10 minutes).
+    pub relayed: u64,
     /// Valid gossip not forwarded: its author over the per-author budget.
     pub author_budget_dropped: u64,
     /// Peers banned since start.

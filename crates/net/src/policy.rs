@@ -75,6 +75,16 @@ pub const FORGET_PUNCHES_AFTER: Duration = Duration::from_secs(600);
 /// remembered longest ago are forgotten first.
 pub const MAX_PUNCHED_PEERS: usize = 10_000;
 
+/// How old an attestation anti-entropy brought may be for this node to relay it on gossip:
+/// 10 minutes. Gossip misses some nodes (a partition, a seller whose shard peers withheld);
+/// relaying what a session brought while it is news turns each such pull into a push again,
+/// instead of one pull per node per sync interval, and a late joiner's catch-up (old news)
+/// is not sent around again.
+pub const RELAY_NEWS_MS: u64 = 600_000;
+
+/// Most attestations one session hands back for relaying (the rest are left to anti-entropy).
+pub const MAX_RELAYED_PER_SESSION: usize = 1_024;
+
 /// The policy's settings (the node's config fills them; see `docs/limits.md`).
 #[derive(Clone, Debug)]
 pub struct PolicyConfig {
@@ -193,6 +203,14 @@ pub enum Input<P> {
     },
     /// This node wants to publish an attestation of `market`.
     Publish(PublicKey),
+    /// Anti-entropy brought an attestation of `market` made `age_ms` ago (its time to now):
+    /// relay it on gossip if it is news.
+    Relay {
+        /// Its market.
+        market: PublicKey,
+        /// Time since it was made, by its date (0 if dated ahead).
+        age_ms: u64,
+    },
     /// The operator asks for a session with `peer` now.
     SyncNow(P),
     /// The operator lifts a ban.
@@ -606,6 +624,17 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     return;
                 }
                 out.push(if self.publish.take(1.0, now) {
+                    Output::Publish
+                } else {
+                    Output::Defer
+                });
+            }
+            Input::Relay { market, age_ms } => {
+                // Within the node's own publishing pace, shared with its own attestations.
+                let s = market::shard(&market);
+                let news = age_ms <= RELAY_NEWS_MS;
+                let heard = self.peers.values().any(|p| p.shards.contains(&s));
+                out.push(if news && heard && self.publish.take(1.0, now) {
                     Output::Publish
                 } else {
                     Output::Defer
@@ -1166,6 +1195,41 @@ mod tests {
             .filter(|o| *o == Output::Publish)
             .count();
         assert_eq!(published, 200);
+    }
+
+    #[test]
+    fn what_sync_brought_is_relayed_while_it_is_news_within_the_pace() {
+        let (mut p, t0, mut rng) = setup();
+        let m = key(1);
+        let relay = |age_ms| Input::Relay { market: m, age_ms };
+        // No peer on its shard: nobody to tell.
+        assert_eq!(run(&mut p, relay(0), t0, &mut rng), vec![Output::Defer]);
+        run(&mut p, Input::Connected(1), t0, &mut rng);
+        run(
+            &mut p,
+            Input::PeerSubscribed(1, market::shard(&m)),
+            t0,
+            &mut rng,
+        );
+        assert_eq!(
+            run(&mut p, relay(1_000), t0, &mut rng),
+            vec![Output::Publish]
+        );
+        assert_eq!(
+            run(&mut p, relay(RELAY_NEWS_MS), t0, &mut rng),
+            vec![Output::Publish]
+        );
+        // Old news (a late joiner's catch-up) is not sent around again.
+        assert_eq!(
+            run(&mut p, relay(RELAY_NEWS_MS + 1), t0, &mut rng),
+            vec![Output::Defer]
+        );
+        // The node's own pace holds: 2,000 at once, then 200 a second.
+        let relayed = (0..3_000)
+            .flat_map(|_| run(&mut p, relay(0), t0, &mut rng))
+            .filter(|o| *o == Output::Publish)
+            .count();
+        assert_eq!(relayed, 2_000 - 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, Verdict};
 use crate::event_loop::Command;
+use crate::policy;
 use crate::wire::{
     Digest, Held, Request, Response, MAX_DIGEST_MARKETS, MAX_FETCH_IDS, MAX_RECONCILE_MARKETS,
     MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
@@ -90,6 +91,10 @@ pub struct SyncReport {
     pub offences: usize,
     /// The markets the peer holds something of.
     pub held: Vec<PublicKey>,
+    /// What it brought that may be news, to relay on gossip: market, date and envelope of
+    /// each valid new attestation made within `policy::RELAY_NEWS_MS` of now (at most
+    /// `policy::MAX_RELAYED_PER_SESSION`).
+    pub news: Vec<(PublicKey, u64, Vec<u8>)>,
 }
 
 /// Reconciles every market in `markets` with `peer` and fetches what this side lacks.
@@ -233,7 +238,7 @@ async fn reconcile(
 const INGESTS_IN_FLIGHT: usize = 2;
 
 /// A stored batch's verdicts, and how many bodies of it were refused as another market's.
-type Ingest = tokio::task::JoinHandle<Result<(Vec<Verdict>, usize), String>>;
+type Ingest = tokio::task::JoinHandle<Result<(Vec<Verdict>, usize, Vec<Vec<u8>>), String>>;
 
 /// Whether a body fetched while reconciling `markets` may be stored: one whose body names its
 /// market names one of them, or is a community or membership (what a market's ledger
@@ -304,7 +309,8 @@ pub(crate) async fn fetch(
                     Some(ms) => wanted.into_iter().partition(|e| belongs(&*b, e, ms)),
                     None => (wanted, Vec::new()),
                 };
-                Ok((b.ingest(&wanted)?, foreign.len()))
+                let verdicts = b.ingest(&wanted)?;
+                Ok((verdicts, foreign.len(), wanted))
             }));
             if in_flight.len() >= INGESTS_IN_FLIGHT {
                 if let Some(h) = in_flight.pop_front() {
@@ -324,14 +330,25 @@ pub(crate) async fn fetch(
 
 /// Waits for one stored batch and counts what it brought.
 async fn absorb(h: Ingest, report: &mut SyncReport, missing: &mut Vec<Id>) -> Result<(), NetError> {
-    let (verdicts, foreign) = h
+    let (verdicts, foreign, envelopes) = h
         .await
         .map_err(|e| NetError::Backend(e.to_string()))?
         .map_err(NetError::Backend)?;
     report.offences += foreign;
-    for v in verdicts {
+    let now = crate::event_loop::now_ms();
+    for (v, envelope) in verdicts.into_iter().zip(envelopes) {
         match v {
-            Verdict::Valid { .. } => report.fetched += 1,
+            Verdict::Valid { market } => {
+                report.fetched += 1;
+                let dated = passalong_protocol::encoding::body_of_checked(&envelope)
+                    .map(|b| b.created_at_ms());
+                if let (Some(market), Some(at)) = (market, dated) {
+                    let news = at.saturating_add(policy::RELAY_NEWS_MS) >= now;
+                    if news && report.news.len() < policy::MAX_RELAYED_PER_SESSION {
+                        report.news.push((market, at, envelope));
+                    }
+                }
+            }
             Verdict::Invalid { .. } => report.offences += 1,
             Verdict::Pending { missing: m } => missing.extend(m),
             Verdict::Duplicate | Verdict::Held | Verdict::NotKept => {}

@@ -117,6 +117,9 @@ pub struct Report {
     pub delivered: u64,
     /// Delivered by gossip (the rest by anti-entropy).
     pub by_gossip: u64,
+    /// Attestations honest nodes relayed on gossip after anti-entropy brought them (while
+    /// news, within their publishing pace).
+    pub relayed: u64,
     /// Delivery time after publication, median and 99th percentile, milliseconds.
     pub p50_ms: u64,
     /// See `p50_ms`.

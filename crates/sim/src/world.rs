@@ -115,6 +115,8 @@ struct World {
     honest_published: usize,
     latencies: Vec<u64>,
     by_gossip: u64,
+    /// Attestations relayed on gossip after anti-entropy brought them.
+    relayed: u64,
     garbage_banned: HashSet<u32>,
     processed: u64,
     /// The nodes announcing each shard (the DHT's provider records).
@@ -219,6 +221,7 @@ impl World {
             honest_published,
             latencies: Vec::new(),
             by_gossip: 0,
+            relayed: 0,
             garbage_banned: HashSet::new(),
             processed: 0,
             providers: vec![Vec::new(); usize::from(market::SHARDS)],
@@ -569,11 +572,39 @@ impl World {
                 held,
             } => {
                 let mut fetched = 0;
+                let mut news = Vec::new();
                 for (market, id) in items {
                     let bytes = self.len(id);
                     self.nodes[node as usize].bytes += bytes;
                     self.nodes[peer as usize].bytes += bytes;
-                    fetched += usize::from(self.accept(node, market, id, false));
+                    if self.accept(node, market, id, false) {
+                        fetched += 1;
+                        if news.len() < passalong_net::policy::MAX_RELAYED_PER_SESSION {
+                            news.push((market, id));
+                        }
+                    }
+                }
+                // What the session brought is relayed on gossip while it is news, as the
+                // real event loop does.
+                for (market, id) in news {
+                    if !self.nodes[node as usize].online {
+                        break;
+                    }
+                    let age_ms =
+                        (EPOCH_MS + self.now).saturating_sub(self.msgs[id as usize].created);
+                    let key = self.market_key(market);
+                    let out = self.policy(
+                        node,
+                        Input::Relay {
+                            market: key,
+                            age_ms,
+                        },
+                    );
+                    if out.contains(&Output::Publish) {
+                        self.nodes[node as usize].seen.insert(id);
+                        self.relayed += 1;
+                        self.forward(node, None, market, id);
+                    }
                 }
                 if self.nodes[node as usize].online {
                     let held = held.into_iter().map(|m| self.market_key(m)).collect();
@@ -900,6 +931,7 @@ impl World {
             expected_deliveries: expected,
             delivered,
             by_gossip: self.by_gossip,
+            relayed: self.relayed,
             p50_ms: pct(0.5),
             p99_ms: pct(0.99),
             max_ms: lat.last().copied().unwrap_or(0),
