@@ -107,6 +107,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             }
         }
         Body::PurchaseClaim(c) => {
+            t.hints.claim_stored();
             if let Some(o) = t.offer(&c.offer) {
                 t.put(
                     key(CLAIM, &[&o.seller.0, &order_hash(&c.order), &id.0]),

@@ -269,6 +269,8 @@ pub struct Store {
     counters: counters::Counters,
     /// Loose attestations sent and dropped over budget lately (see `loose::Declined`).
     declined: loose::Declined,
+    /// See `loose::Hints`.
+    hints: loose::Hints,
     /// Attestations written since the store was opened or last checkpointed.
     since_checkpoint: AtomicU64,
     /// Transactions committed (see `stage1::Item::commits`).
@@ -342,6 +344,7 @@ impl Store {
         let orders = orders::Orders::load(&db).map_err(corrupt_at(path))?;
         let invalid = txn::InvalidIds::load(&db)?;
         let waiters = has_waiters(&db)?;
+        let hints = loose::Hints::load(&db)?;
         let store = Store {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
@@ -357,6 +360,7 @@ impl Store {
             keys: Default::default(),
             counters: Default::default(),
             declined: Default::default(),
+            hints,
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
@@ -491,6 +495,7 @@ impl Store {
         *self.orders.write().unwrap_or_else(|p| p.into_inner()) =
             orders::Orders::load(&db).map_err(&corrupt)?;
         self.invalid.reload(&db)?;
+        self.hints.reset(&db)?;
         self.valid.clear();
         self.runs.clear();
         self.sets.clear();
@@ -893,6 +898,7 @@ impl Store {
             &self.orders,
             &self.invalid,
             &self.waiters,
+            &self.hints,
         )
     }
 

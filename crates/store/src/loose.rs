@@ -80,6 +80,63 @@ impl Declined {
     }
 }
 
+/// What the store knows in memory about loose attestations, to spare receipts reads: the
+/// referrals read anchored (an anchored referral never becomes loose again, so this never goes
+/// stale; only what the tree held committed is noted, never a transaction's own moves), and
+/// whether any purchase claim may be held (most stores hold none).
+#[derive(Default)]
+pub(crate) struct Hints {
+    anchored: std::sync::Mutex<[std::collections::HashSet<Id>; 2]>,
+    claims: std::sync::atomic::AtomicBool,
+}
+
+/// Anchored referrals noted per generation (32 bytes each, two generations).
+const ANCHORED_GEN: usize = 32_768;
+
+impl Hints {
+    /// Hints for the store `db` as opened.
+    pub fn load(db: &sled::Db) -> sled::Result<Hints> {
+        let h = Hints::default();
+        let any = db.scan_prefix([CLAIM]).next().transpose()?.is_some();
+        h.claims.store(any, std::sync::atomic::Ordering::Relaxed);
+        Ok(h)
+    }
+
+    /// The store was reopened: what was noted may not be on disk.
+    pub fn reset(&self, db: &sled::Db) -> sled::Result<()> {
+        let fresh = Hints::load(db)?;
+        *self.anchored.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+        self.claims.store(
+            fresh.claims.load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    fn is_anchored(&self, id: &Id) -> bool {
+        let g = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
+        g[0].contains(id) || g[1].contains(id)
+    }
+
+    fn note_anchored(&self, id: Id) {
+        let mut g = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
+        if g[0].len() >= ANCHORED_GEN {
+            g[1] = std::mem::take(&mut g[0]);
+        }
+        g[0].insert(id);
+    }
+
+    fn may_have_claims(&self) -> bool {
+        self.claims.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A claim is about to be stored.
+    pub fn claim_stored(&self) {
+        self.claims
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A loose-capable attestation's place: market, author, time, kind.
 struct Place {
     market: PublicKey,
@@ -211,6 +268,9 @@ pub(crate) fn index(t: &mut Txn<'_>, market: PublicKey, id: Id, body: &Body) {
 
 /// Anchors `id` if it is loose (moves it to its market's runs); whether it was.
 fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
+    if t.hints.is_anchored(&id) {
+        return false;
+    }
     let Some(body) = t.body(&id) else {
         return false;
     };
@@ -219,6 +279,11 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
     };
     let k = p.loose_key(&id);
     if !t.contains(&k) {
+        // Noted only when both the entry and the absence of a LOOSE key come from the tree:
+        // a transaction that fails leaves nothing noted.
+        if t.committed(&k) && t.committed(&key(ENTRY, &[&id.0])) {
+            t.hints.note_anchored(id);
+        }
         return false;
     }
     t.del(k);
@@ -283,6 +348,9 @@ pub(crate) fn anchor_receipt(
 ) {
     if let Some(r) = referral {
         anchor_chain(t, r);
+    }
+    if !t.hints.may_have_claims() {
+        return;
     }
     let claims = key(CLAIM, &[&seller.0, &order_hash(order)]);
     // Most orders have no claim: a point read, not a sled iterator, finds that.

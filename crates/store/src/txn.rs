@@ -65,6 +65,8 @@ pub(crate) struct Txn<'a> {
     pub own: bool,
     /// (market, author) of the loose attestations added and not yet brought within budget.
     pub loose_touched: Vec<(PublicKey, PublicKey)>,
+    /// What the store knows in memory of loose attestations (see `loose::Hints`).
+    pub hints: &'a crate::loose::Hints,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -316,6 +318,7 @@ impl<'a> Txn<'a> {
         orders: &'a RwLock<Orders>,
         invalid: &'a InvalidIds,
         waiters: &'a AtomicBool,
+        hints: &'a crate::loose::Hints,
     ) -> Self {
         Txn {
             tree,
@@ -338,6 +341,7 @@ impl<'a> Txn<'a> {
             unshipped_dropped: Vec::new(),
             own: false,
             loose_touched: Vec::new(),
+            hints,
             error: RefCell::new(None),
         }
     }
@@ -419,6 +423,12 @@ impl<'a> Txn<'a> {
 
     pub fn contains(&self, k: &[u8]) -> bool {
         self.get(k).is_some()
+    }
+
+    /// Whether what [`Txn::get`] says of `k` comes from the tree, not from this transaction's
+    /// own writes.
+    pub fn committed(&self, k: &[u8]) -> bool {
+        !self.writes.contains_key(k)
     }
 
     /// Whether `id` is stored: valid, pending, held or invalid (one point read, two for the
