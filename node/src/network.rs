@@ -43,6 +43,16 @@ impl Backend for StoreBackend {
         self.0.market_of(id).ok().flatten()
     }
 
+    fn dependents(&self, id: &Id) -> Vec<PublicKey> {
+        let mut out = self.0.dependents(id).unwrap_or_default();
+        out.retain(|m| self.0.is_followed(m).unwrap_or(false));
+        out
+    }
+
+    fn is_dependency_of(&self, market: &PublicKey, att: &passalong_protocol::Attestation) -> bool {
+        self.0.is_dependency_of(market, att).unwrap_or(false)
+    }
+
     fn declined(&self, id: &Id) -> bool {
         self.0.declined(id, now_ms())
     }
@@ -173,14 +183,25 @@ pub async fn publish_fresh(
     while let Some(ids) = fresh.recv().await {
         let s = store.clone();
         let found = tokio::task::spawn_blocking(move || {
-            ids.iter()
-                .filter_map(|id| {
-                    let market = s.market_of(id).ok().flatten()?;
-                    let envelope = s.envelope(id).ok().flatten()?;
-                    let followed = s.is_followed(&market).unwrap_or(false);
-                    Some((market, envelope, followed))
-                })
-                .collect::<Vec<_>>()
+            let mut out = Vec::new();
+            for id in &ids {
+                let (Some(market), Some(envelope)) = (
+                    s.market_of(id).ok().flatten(),
+                    s.envelope(id).ok().flatten(),
+                ) else {
+                    continue;
+                };
+                let followed = s.is_followed(&market).unwrap_or(false);
+                // A community, membership or end also goes out under the name of each market
+                // whose ledger depends on it, whose followers are not on the connector's shard.
+                for dependent in s.dependents(id).unwrap_or_default() {
+                    if dependent != market && s.is_followed(&dependent).unwrap_or(false) {
+                        out.push((dependent, envelope.clone(), false));
+                    }
+                }
+                out.push((market, envelope, followed));
+            }
+            out
         })
         .await
         .unwrap_or_default();

@@ -55,6 +55,20 @@ pub trait Backend: Send + Sync + 'static {
     fn declined(&self, _id: &Id) -> bool {
         false
     }
+    /// The followed markets whose ledgers depend on the valid attestation `id` (a community,
+    /// a membership or its end): what came under its connector's name goes out under theirs.
+    fn dependents(&self, _id: &Id) -> Vec<PublicKey> {
+        Vec::new()
+    }
+    /// Whether `market`'s ledger depends on `att` (a community, membership or end that came
+    /// under that market's name): only then is it stored and forwarded there.
+    fn is_dependency_of(
+        &self,
+        _market: &PublicKey,
+        _att: &passalong_protocol::Attestation,
+    ) -> bool {
+        false
+    }
     /// The envelopes held among `ids` (unknown ones are skipped).
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>>;
     /// Validates and stores envelopes durably; one verdict per envelope, in order.
@@ -71,4 +85,26 @@ pub fn named_market(backend: &dyn Backend, body: &Body) -> Option<PublicKey> {
         Body::MembershipEnd(e) => backend.market_of(&e.membership),
         _ => None,
     })
+}
+
+/// Whether `body` may travel under any market's name: a community, a membership or its end,
+/// which belong to the connector's market but are what other markets' ledgers depend on (the
+/// connector share), so they travel with those markets, in gossip and in sync.
+pub fn travels_with_markets(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::Community(_) | Body::Membership(_) | Body::MembershipEnd(_)
+    )
+}
+
+/// Whether `att`, sent under `market`'s name, is framed as another market's: it names
+/// another market (itself, or through the offer or membership it points to, when held), unless
+/// it travels with markets and `market`'s ledger depends on it.
+pub fn misnamed(
+    backend: &dyn Backend,
+    att: &passalong_protocol::Attestation,
+    market: &PublicKey,
+) -> bool {
+    named_market(backend, &att.body).is_some_and(|n| n != *market)
+        && !(travels_with_markets(&att.body) && backend.is_dependency_of(market, att))
 }

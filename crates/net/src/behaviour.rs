@@ -77,9 +77,10 @@ fn gossipsub_config() -> Result<gossipsub::Config, NetError> {
         // the message id is the attestation id (the hash of the envelope after the market
         // key), so two publishers of one attestation agree.
         .validation_mode(gossipsub::ValidationMode::Anonymous)
+        // The frame's market is part of the id: a community or membership that goes out under
+        // the name of each market depending on it is a new message on each of their topics.
         .message_id_fn(|m: &gossipsub::Message| {
-            let envelope = m.data.get(32..).unwrap_or_default();
-            gossipsub::MessageId::from(blake3::hash(envelope).as_bytes().to_vec())
+            gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
         })
         // Nothing is forwarded before the protocol crate has validated it.
         .validate_messages()

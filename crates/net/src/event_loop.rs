@@ -120,6 +120,9 @@ pub(crate) struct Checked {
     verdict: Verdict,
     /// Its author, once it is known to be valid.
     author: Option<PublicKey>,
+    /// Other followed markets whose ledgers depend on it (a community, membership or end
+    /// that came under its connector's name): it goes out under theirs too.
+    bridge: Vec<PublicKey>,
 }
 
 pub(crate) struct EventLoop {
@@ -697,6 +700,7 @@ impl EventLoop {
                     .map(|_| Checked {
                         verdict: Verdict::Duplicate,
                         author: None,
+                        bridge: Vec::new(),
                     })
                     .collect()
             }
@@ -742,10 +746,22 @@ impl EventLoop {
                     MessageAcceptance::Ignore
                 }
             };
+            let accepted = acceptance == MessageAcceptance::Accept;
             self.swarm
                 .behaviour_mut()
                 .gossipsub
                 .report_message_validation_result(&m.id, &m.source, acceptance);
+            // Followers of the markets that depend on it are not on its connector's shard.
+            for market in c.bridge.iter().filter(|_| accepted) {
+                let out = self.policy(Input::Relay {
+                    market: *market,
+                    age_ms: 0,
+                });
+                if out.contains(&Output::Publish) {
+                    self.stats.relayed += 1;
+                    self.publish(*market, &m.data);
+                }
+            }
         }
         for (peer, ids) in wanted {
             if self.parent_fetches >= MAX_PARENT_FETCHES {
@@ -1165,13 +1181,25 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
     // A body that names another market than its message (itself, or through the offer or
     // membership it points to, when that is held) is refused before anything is stored: an
     // honest node never forwards one.
-    let misnamed = |m: &Incoming| {
-        Attestation::decode(&m.data)
-            .ok()
-            .and_then(|a| crate::backend::named_market(backend, &a.body))
-            .is_some_and(|named| named != m.market)
+    // What a market's ledger depends on outside it (a community, a membership, its end) may
+    // come under the name of any market that depends on it.
+    let decoded: Vec<Option<Attestation>> = batch
+        .iter()
+        .map(|m| Attestation::decode(&m.data).ok())
+        .collect();
+    let travels = |a: &Option<Attestation>| {
+        a.as_ref()
+            .is_some_and(|a| crate::backend::travels_with_markets(&a.body))
     };
-    let store: Vec<bool> = batch.iter().map(|m| m.followed && !misnamed(m)).collect();
+    let misnamed = |m: &Incoming, a: &Option<Attestation>| {
+        a.as_ref()
+            .is_some_and(|a| crate::backend::misnamed(backend, a, &m.market))
+    };
+    let store: Vec<bool> = batch
+        .iter()
+        .zip(&decoded)
+        .map(|(m, a)| m.followed && !misnamed(m, a))
+        .collect();
     let followed: Vec<Vec<u8>> = batch
         .iter()
         .zip(&store)
@@ -1185,27 +1213,48 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
         .map(|m| m.data.as_slice())
         .collect();
     let mut checked = validation::check_batch(&others).into_iter();
-    let author = |data: &[u8]| Attestation::decode(data).ok().map(|a| a.body.author());
     let wrong_market = || Verdict::Invalid {
         reason: "wrong_market".into(),
     };
     Ok(batch
         .iter()
         .zip(store)
-        .map(|(m, store)| {
+        .zip(&decoded)
+        .map(|((m, store), a)| {
+            let mut bridge = Vec::new();
             let verdict = if store {
                 match stored.next().unwrap_or(Verdict::Duplicate) {
+                    // What travels with markets counts as the market it came under.
+                    Verdict::Valid { .. } if travels(a) => {
+                        if let Some(a) = a {
+                            bridge = backend.dependents(&a.id);
+                            bridge.retain(|x| *x != m.market);
+                        }
+                        Verdict::Valid {
+                            market: Some(m.market),
+                        }
+                    }
                     // A referral or claim shows its market only once stored: one of another
                     // market is not forwarded.
                     Verdict::Valid { market: Some(x) } if x != m.market => wrong_market(),
                     v => v,
                 }
+            } else if m.followed && travels(a) {
+                // A community or membership this node cannot tell the market depends on (yet):
+                // neither kept nor forwarded, and the sender is not blamed (its store may hold
+                // the referral that names the community, this one not yet).
+                Verdict::NotKept
             } else if m.followed {
                 wrong_market()
             } else {
                 match checked.next() {
                     Some(Ok(a)) => match a.body.market() {
-                        Some(named) if named != m.market => wrong_market(),
+                        Some(named)
+                            if named != m.market
+                                && !crate::backend::travels_with_markets(&a.body) =>
+                        {
+                            wrong_market()
+                        }
                         _ => Verdict::Valid {
                             market: Some(m.market),
                         },
@@ -1217,9 +1266,13 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
                 }
             };
             let author = matches!(verdict, Verdict::Valid { .. })
-                .then(|| author(&m.data))
+                .then(|| a.as_ref().map(|a| a.body.author()))
                 .flatten();
-            Checked { verdict, author }
+            Checked {
+                verdict,
+                author,
+                bridge,
+            }
         })
         .collect())
 }

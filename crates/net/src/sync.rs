@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use passalong_protocol::{Attestation, Id, Kind, PublicKey};
+use passalong_protocol::{Attestation, Id, PublicKey};
 use passalong_reconcile::{Config as ReconcileConfig, Item, Reconciler, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -247,16 +247,11 @@ type Ingest = tokio::task::JoinHandle<Result<(Vec<Verdict>, usize, Vec<Vec<u8>>)
 /// that is held.
 fn belongs(backend: &dyn Backend, envelope: &[u8], markets: &[PublicKey]) -> bool {
     match Attestation::decode(envelope) {
-        Ok(a) => match crate::backend::named_market(backend, &a.body) {
-            Some(m) => {
-                markets.contains(&m)
-                    || matches!(
-                        a.kind(),
-                        Kind::Community | Kind::Membership | Kind::MembershipEnd
-                    )
-            }
-            None => true,
-        },
+        Ok(a) => {
+            crate::backend::travels_with_markets(&a.body)
+                || crate::backend::named_market(backend, &a.body)
+                    .is_none_or(|m| markets.contains(&m))
+        }
         // The store says why (and the sender is blamed for it).
         Err(_) => true,
     }

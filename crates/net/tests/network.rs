@@ -477,3 +477,59 @@ async fn a_valid_attestation_gossiped_under_another_market_is_refused_and_not_st
         "stored although its offer is of another market"
     );
 }
+
+/// What a market's ledger depends on outside it travels with the market in gossip too: a
+/// community published under its connector's market reaches a node that follows only a
+/// market depending on it, through a node that follows both (no anti-entropy here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_goes_out_under_the_markets_that_depend_on_it() {
+    let connector = key(40);
+    let c = connector.public();
+    // A seller's market on another shard than the connector's.
+    let x = (41..u8::MAX)
+        .map(|n| key(n).public())
+        .find(|m| passalong_net::market::shard(m) != passalong_net::market::shard(&c))
+        .unwrap();
+    let (a, _ab) = node_syncing_every(31, vec![], 3600).await;
+    let (b, bb) = node_syncing_every(32, vec![addr_of(&a).await], 3600).await;
+    let (d, db) = node_syncing_every(33, vec![addr_of(&b).await], 3600).await;
+    a.follow(c).await.unwrap();
+    b.follow(c).await.unwrap();
+    b.follow(x).await.unwrap();
+    d.follow(x).await.unwrap();
+    for (n, links) in [(&a, 1), (&b, 2), (&d, 1)] {
+        loop {
+            let i = n.info().await.unwrap();
+            if i.stats.syncing == 0 && i.peers.iter().filter(|p| p.markets > 0).count() >= links {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let community = community(&connector, T0);
+    // B's and D's stores would list it as a dependency of X (a referral there names it).
+    bb.set_dependents(community.id, vec![x]);
+    db.set_dependents(community.id, vec![x]);
+    let mut arrived = false;
+    for _ in 0..100 {
+        a.publish(c, community.bytes.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if db.stores(&community.id) {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(
+        arrived,
+        "the community did not reach the follower of X: B {:?}, D {:?}, B holds it {}",
+        b.info().await.unwrap().stats,
+        d.info().await.unwrap().stats,
+        bb.stores(&community.id)
+    );
+    let bi = b.info().await.unwrap();
+    assert!(bi.stats.relayed >= 1, "{:?}", bi.stats);
+    let di = d.info().await.unwrap();
+    assert_eq!(di.stats.sync_fetched, 0, "by gossip: {:?}", di.stats);
+    assert_eq!(di.stats.gossip_rejected, 0, "{:?}", di.stats);
+}

@@ -120,6 +120,22 @@ pub(crate) fn end(t: &mut Txn<'_>, id: Id, e: &MembershipEnd) {
     }
 }
 
+/// The markets whose ledgers depend on `body` (of id `id`), valid or not yet held: for a
+/// community, the markets of the referrals that name it; for a membership or its end, those
+/// of the member's referrals naming the community (an end's membership must be held). Empty
+/// for other kinds.
+pub(crate) fn dependents(t: &Txn<'_>, id: &Id, body: &Body) -> Vec<PublicKey> {
+    match body {
+        Body::Community(_) => markets_naming(t, id, None),
+        Body::Membership(m) => markets_naming(t, &m.community, Some(&m.member)),
+        Body::MembershipEnd(e) => match t.get(&key(MEMBERSHIP, &[&e.membership.0])) {
+            Some(m) => markets_naming(t, &Id(id_at(&m, 0)), Some(&PublicKey(id_at(&m, 32)))),
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 /// Builds the index over what a store of format 7 holds: the ends of memberships (`ends`, the
 /// ids of the valid `MembershipEnd`s), then each referral that names a community. Idempotent:
 /// an upgrade cut short starts again at the next open.

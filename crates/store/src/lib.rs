@@ -1259,6 +1259,32 @@ impl Store {
         t.take_error().map_or(Ok(m), Err)
     }
 
+    /// The markets whose ledgers depend on the valid attestation `id` (a community, a
+    /// membership or its end: the markets where the community is named in a referral, by the
+    /// member for a membership), other than its own; empty for other kinds.
+    pub fn dependents(&self, id: &Id) -> Result<Vec<PublicKey>, StoreError> {
+        let db = self.db()?;
+        let t = self.txn(&db);
+        let out = t
+            .body(id)
+            .map(|b| dependency::dependents(&t, id, &b))
+            .unwrap_or_default();
+        t.take_error().map_or(Ok(out), Err)
+    }
+
+    /// Whether `market`'s ledger depends on `att` (a community, membership or end, held or
+    /// not): what a node takes under that market's name in gossip.
+    pub fn is_dependency_of(
+        &self,
+        market: &PublicKey,
+        att: &Attestation,
+    ) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        let t = self.txn(&db);
+        let yes = dependency::dependents(&t, &att.id, &att.body).contains(market);
+        t.take_error().map_or(Ok(yes), Err)
+    }
+
     /// Follows a market (durably): the node gossips and reconciles it from now on.
     pub fn follow(&self, market: &PublicKey) -> Result<(), StoreError> {
         let db = self.db()?;

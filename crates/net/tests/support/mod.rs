@@ -19,6 +19,8 @@ pub struct Mem {
     envelopes: HashMap<Id, Vec<u8>>,
     /// Each market's valid `(created_at, id)`.
     by_market: HashMap<PublicKey, Vec<(u64, Id)>>,
+    /// What `Backend::dependents` answers (a test sets it).
+    dependents: HashMap<Id, Vec<PublicKey>>,
 }
 
 #[derive(Default)]
@@ -37,6 +39,10 @@ impl MemBackend {
     }
     pub fn add(&self, a: &Attestation) {
         self.ingest(std::slice::from_ref(&a.bytes)).unwrap();
+    }
+    /// Says that the ledgers of `markets` depend on `id` (as a store's dependency index would).
+    pub fn set_dependents(&self, id: Id, markets: Vec<PublicKey>) {
+        self.0.lock().unwrap().dependents.insert(id, markets);
     }
 }
 
@@ -59,6 +65,16 @@ impl Backend for MemBackend {
     }
     fn market_of(&self, id: &Id) -> Option<PublicKey> {
         self.0.lock().unwrap().valid.get(id).map(|v| v.1)
+    }
+    fn is_dependency_of(&self, market: &PublicKey, att: &Attestation) -> bool {
+        let m = self.0.lock().unwrap();
+        m.dependents
+            .get(&att.id)
+            .is_some_and(|ms| ms.contains(market))
+    }
+    fn dependents(&self, id: &Id) -> Vec<PublicKey> {
+        let m = self.0.lock().unwrap();
+        m.dependents.get(id).cloned().unwrap_or_default()
     }
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>> {
         let m = self.0.lock().unwrap();
