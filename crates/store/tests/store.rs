@@ -249,7 +249,7 @@ fn a_format_2_store_is_upgraded_in_place() {
     };
     {
         // Rewrite as format 2.
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_open(dir.path());
         let mut b = sled::Batch::default();
         for kv in db.scan_prefix([ORDER]) {
             let (k, v) = kv.unwrap();
@@ -271,7 +271,7 @@ fn a_format_2_store_is_upgraded_in_place() {
     st.ingest(&envs(&[again]), NOW).unwrap();
     assert_eq!(st.equivocations(&seller).unwrap().len(), 4);
     drop(st);
-    let db = sled::open(dir.path()).unwrap();
+    let db = raw_open(dir.path());
     assert!(db.scan_prefix([ORDER]).all(|kv| kv.unwrap().0.len() == 65));
     assert_eq!(
         db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
@@ -305,7 +305,7 @@ fn a_format_3_store_opens_as_the_current_format() {
             st.ingest_own(&[&a.bytes], NOW).unwrap();
         }
         st.close().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_open(dir.path());
         // Calls of one wrote format 3's layout: one key per attestation, the kind as value.
         assert!(db.scan_prefix([MARKET]).all(|kv| kv.unwrap().1.len() == 1));
         db.insert(skey(META, &[b"format"]), 3u32.to_be_bytes().to_vec())
@@ -349,7 +349,7 @@ fn a_format_3_store_opens_as_the_current_format() {
         assert_eq!(of_kind(kind), n);
     }
     drop(st);
-    let db = sled::open(dir.path()).unwrap();
+    let db = raw_open(dir.path());
     assert_eq!(
         db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
         passalong_store::FORMAT_VERSION.to_be_bytes()
@@ -382,7 +382,7 @@ fn a_format_4_store_has_its_orders_logged() {
         st.ingest(&envs(&old), NOW).unwrap();
         st.close().unwrap();
         // Rewrite the orders as format 4 kept them.
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_open(dir.path());
         for kv in db.scan_prefix([ORDER_LOG]) {
             db.remove(kv.unwrap().0).unwrap();
         }
@@ -420,7 +420,7 @@ fn a_format_4_store_has_its_orders_logged() {
     assert_ne!(after, before, "some second receipts have the smaller id");
     assert_eq!(after, st.recompute_ledger(&seller, NOW).unwrap());
     drop(st);
-    let db = sled::open(dir.path()).unwrap();
+    let db = raw_open(dir.path());
     // Only the equivocating orders keep their key.
     assert_eq!(db.scan_prefix([ORDER]).count(), 40);
     drop(db);
@@ -429,7 +429,6 @@ fn a_format_4_store_has_its_orders_logged() {
     assert_eq!(st.equivocations(&seller).unwrap().len(), 40);
 }
 
-/// A damaged ledger journal (a value cut short) is a clear error naming the store.
 /// The tree itself, once a dropped store's sled threads let go of its lock.
 fn raw_open(path: &std::path::Path) -> sled::Db {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -506,6 +505,7 @@ fn a_format_5_store_has_its_offer_totals_computed() {
     );
 }
 
+/// A damaged ledger journal (a value cut short) is a clear error naming the store.
 #[test]
 fn a_damaged_ledger_journal_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -519,7 +519,7 @@ fn a_damaged_ledger_journal_is_a_clear_error() {
         // Dropped without `close`: the lines are only in the journal.
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_open(dir.path());
         // The first entry (the last one is also in the redo record, which opening writes
         // again).
         let (k, v) = db
@@ -561,7 +561,7 @@ fn a_shipment_cut_short_by_a_crash_is_completed_at_open() {
         // Dropped without `close`, as by a crash.
     };
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_open(dir.path());
         assert!(db.get([REDO]).unwrap().is_some());
         // The last shipment (a call of 100 ships by 32: receipts 96..100) lost its entries
         // and its journal entry.
@@ -580,11 +580,7 @@ fn a_shipment_cut_short_by_a_crash_is_completed_at_open() {
     assert_eq!(before, st.recompute_ledger(&seller, NOW).unwrap());
     // A checkpoint drops the record, and the store reopens the same.
     st.close().unwrap();
-    assert!(sled::open(dir.path())
-        .unwrap()
-        .get([REDO])
-        .unwrap()
-        .is_none());
+    assert!(raw_open(dir.path()).get([REDO]).unwrap().is_none());
     let st = Store::open(dir.path()).unwrap();
     assert_eq!(st.ledger(&seller).unwrap(), before);
 }
@@ -697,7 +693,7 @@ fn a_foreign_or_damaged_store_is_a_clear_error() {
     // A sled database that is not ours.
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_open(dir.path());
         db.insert(b"hello", b"world").unwrap();
         db.flush().unwrap();
     }
