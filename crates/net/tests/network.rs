@@ -29,16 +29,7 @@ async fn gossip_propagates_valid_attestations_along_a_line() {
     }
     // Let the catch-up that following starts finish (it must not carry what comes next),
     // and the gossip mesh form: every link subscribed, then a few heartbeats.
-    for (n, links) in [(&a, 1), (&b, 2), (&c, 1)] {
-        loop {
-            let i = n.info().await.unwrap();
-            if i.stats.syncing == 0 && i.peers.iter().filter(|p| p.markets > 0).count() >= links {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    mesh_formed(&[(&a, 1), (&b, 2), (&c, 1)]).await;
     let offer = offer(&seller, policy(Rule::Equal, 2_000), T0);
     ab.add(&offer);
     publish(&a, market, &offer, &[&bb, &cb]).await;
@@ -497,16 +488,7 @@ async fn a_dependency_goes_out_under_the_markets_that_depend_on_it() {
     b.follow(c).await.unwrap();
     b.follow(x).await.unwrap();
     d.follow(x).await.unwrap();
-    for (n, links) in [(&a, 1), (&b, 2), (&d, 1)] {
-        loop {
-            let i = n.info().await.unwrap();
-            if i.stats.syncing == 0 && i.peers.iter().filter(|p| p.markets > 0).count() >= links {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    mesh_formed(&[(&a, 1), (&b, 2), (&d, 1)]).await;
     let community = community(&connector, T0);
     // B's and D's stores would list it as a dependency of X (a referral there names it).
     bb.set_dependents(community.id, vec![x]);

@@ -14,54 +14,14 @@
 
 use std::time::{Duration, Instant};
 
-use passalong_protocol::{Attestation, Body, Currency, Keypair, Offer, Policy, Referral, Rule};
-use passalong_protocol::{Kind, PublicKey};
+mod support;
+
+use passalong_protocol::{Attestation, Keypair, Kind, PublicKey};
 use passalong_store::Store;
+use support::{offer, refer};
 
 fn key(i: u64) -> Keypair {
-    let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&i.to_le_bytes());
-    seed[8] = 0x59;
-    Keypair::from_seed(seed)
-}
-
-fn offer(seller: &Keypair, t: u64) -> Attestation {
-    Attestation::sign(
-        Body::Offer(Offer {
-            seller: seller.public(),
-            title: "A record".into(),
-            content_hash: None,
-            price_minor: 1_000,
-            currency: Currency::parse("EUR").expect("a currency"),
-            policy: Policy {
-                pool_bps: 1_000,
-                rule: Rule::Equal,
-                connector_bps: 0,
-                max_depth: 8,
-                window_ms: 30 * 86_400_000,
-                require_purchase: false,
-            },
-            valid_from_ms: t,
-            valid_until_ms: None,
-            checkout_url: None,
-            created_at_ms: t,
-        }),
-        seller,
-    )
-}
-
-fn refer(k: &Keypair, o: &Attestation, t: u64) -> Attestation {
-    Attestation::sign(
-        Body::Referral(Referral {
-            referrer: k.public(),
-            offer: o.id,
-            parent: None,
-            recipient: None,
-            community: None,
-            created_at_ms: t,
-        }),
-        k,
-    )
+    support::key(i, 0x59)
 }
 
 fn dir_bytes(path: &std::path::Path) -> u64 {

@@ -184,3 +184,18 @@ pub async fn publish(net: &Network, market: PublicKey, a: &Attestation, to: &[&M
     }
     panic!("{} did not propagate", a.id.to_hex());
 }
+
+/// Waits until each node has sessions done and `links` peers sharing a shard with it, then a
+/// few gossip heartbeats, so that the mesh is formed.
+pub async fn mesh_formed(nodes: &[(&Network, usize)]) {
+    for (n, links) in nodes {
+        loop {
+            let i = n.info().await.unwrap();
+            if i.stats.syncing == 0 && i.peers.iter().filter(|p| p.markets > 0).count() >= *links {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+}
