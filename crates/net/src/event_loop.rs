@@ -294,6 +294,10 @@ impl EventLoop {
                     let key = kad::RecordKey::new(&market::follower_key(m));
                     self.swarm.behaviour_mut().kad.get_providers(key);
                 }
+                Output::Disconnect(peer) => {
+                    debug!(%peer, "making room for a peer that holds what is followed here");
+                    let _ = self.swarm.disconnect_peer_id(*peer);
+                }
                 Output::RedialBootstrap => {
                     for addr in self.config.bootstrap.clone() {
                         self.dial(addr);

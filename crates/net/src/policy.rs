@@ -106,6 +106,9 @@ pub struct PolicyConfig {
     pub ban_score: f64,
     /// How long a ban lasts.
     pub ban_for: Duration,
+    /// Peers connected at most (the connection limit): at it, looking for a market's holders
+    /// first makes room by closing the connection with a peer that holds nothing followed here.
+    pub max_peers: usize,
 }
 
 impl Default for PolicyConfig {
@@ -125,6 +128,7 @@ impl PolicyConfig {
         publish_per_sec: 200.0,
         ban_score: -30.0,
         ban_for: Duration::from_secs(600),
+        max_peers: 256,
     };
 }
 
@@ -290,6 +294,9 @@ pub enum Output<P> {
     /// Look for peers that follow this market (their announcements) and dial some: no
     /// connected peer has shown it holds any of it for a while.
     FindHolders(PublicKey),
+    /// Close the connections with this peer (not a ban): the node is at its connection limit
+    /// and needs room for a peer that holds what it follows.
+    Disconnect(P),
     /// Listen through this relay: ask it for a reservation, on the address it was dialled at.
     Reserve(P),
     /// Stop listening through this relay (this node is public).
@@ -987,9 +994,27 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             .map(|(m, _)| *m)
             .collect();
         due.sort();
+        if !due.is_empty() && self.peers.len() >= self.config.max_peers {
+            self.make_room(out);
+        }
         for m in due.into_iter().take(FINDS_PER_TICK) {
             self.holders_sought.insert(m, now);
             out.push(Output::FindHolders(m));
+        }
+    }
+
+    /// At the connection limit, closes the connection with the peer worth least here: one
+    /// whose last session showed it holds nothing followed here, not a relay, sharing the
+    /// fewest shards with this node (the smallest id among equals).
+    fn make_room(&mut self, out: &mut Vec<Output<P>>) {
+        let victim = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.useful && p.last_sync.is_some() && p.relay.is_none())
+            .map(|(id, p)| (p.shards.intersection(&self.shards).count(), *id))
+            .min();
+        if let Some((_, id)) = victim {
+            out.push(Output::Disconnect(id));
         }
     }
 
@@ -1624,6 +1649,58 @@ mod tests {
             )));
         }
         assert_eq!(sought, vec![key(2)], "after 90 s, once");
+    }
+
+    #[test]
+    fn at_the_connection_limit_looking_for_holders_makes_room_first() {
+        let t0 = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut p = Policy::new(
+            PolicyConfig {
+                max_peers: 3,
+                ..PolicyConfig::default()
+            },
+            t0,
+        );
+        follow(&mut p, vec![key(1), key(2)], t0, &mut rng);
+        for peer in [7, 8, 9] {
+            run(&mut p, Input::Connected(peer), t0, &mut rng);
+        }
+        let mut t = t0;
+        let mut outs = Vec::new();
+        for _ in 0..100 {
+            t += Duration::from_secs(1);
+            // 7 holds market 1; 8 and 9 hold nothing followed here; nobody holds market 2.
+            for (peer, held) in [(7, vec![key(1)]), (8, vec![]), (9, vec![])] {
+                run(
+                    &mut p,
+                    Input::SyncEnded {
+                        peer,
+                        fetched: 0,
+                        held,
+                    },
+                    t,
+                    &mut rng,
+                );
+            }
+            outs.extend(
+                run(
+                    &mut p,
+                    Input::Tick {
+                        connected: vec![7, 8, 9],
+                    },
+                    t,
+                    &mut rng,
+                )
+                .into_iter()
+                .filter(|o| matches!(o, Output::Disconnect(_) | Output::FindHolders(_))),
+            );
+        }
+        assert_eq!(
+            outs,
+            vec![Output::Disconnect(8), Output::FindHolders(key(2))],
+            "room made first, for a peer that holds nothing followed here"
+        );
     }
 
     #[test]

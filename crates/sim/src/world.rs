@@ -163,6 +163,7 @@ impl World {
         let origin = Instant::now();
         let policy_config = PolicyConfig {
             sync_interval: std::time::Duration::from_millis(config.sync_interval_ms),
+            max_peers: config.max_connections,
             ..PolicyConfig::default()
         };
         let mut nodes: Vec<Node> = (0..n)
@@ -380,6 +381,7 @@ impl World {
                         self.followers.entry(n).or_default().push(i);
                     }
                 }
+                Output::Disconnect(p) => self.disconnect(i, *p),
                 Output::FindHolders(m) => {
                     let found = self
                         .market_of
