@@ -44,9 +44,7 @@ impl Backend for StoreBackend {
     }
 
     fn dependents(&self, id: &Id) -> Vec<PublicKey> {
-        let mut out = self.0.dependents(id).unwrap_or_default();
-        out.retain(|m| self.0.is_followed(m).unwrap_or(false));
-        out
+        self.0.dependents(id).unwrap_or_default()
     }
 
     fn is_dependency_of(&self, market: &PublicKey, att: &passalong_protocol::Attestation) -> bool {
@@ -195,7 +193,7 @@ pub async fn publish_fresh(
                 // A community, membership or end also goes out under the name of each market
                 // whose ledger depends on it, whose followers are not on the connector's shard.
                 for dependent in s.dependents(id).unwrap_or_default() {
-                    if dependent != market && s.is_followed(&dependent).unwrap_or(false) {
+                    if dependent != market {
                         out.push((dependent, envelope.clone(), false));
                     }
                 }

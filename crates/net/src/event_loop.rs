@@ -331,6 +331,18 @@ impl EventLoop {
         out
     }
 
+    /// Publishes an attestation that did not come by gossip here (sync brought it, or it
+    /// came under another market's name) on `market`'s shard, if the policy says so.
+    fn relay(&mut self, market: PublicKey, age_ms: u64, envelope: &[u8]) {
+        if self
+            .policy(Input::Relay { market, age_ms })
+            .contains(&Output::Publish)
+        {
+            self.stats.relayed += 1;
+            self.publish(market, envelope);
+        }
+    }
+
     /// Publishes an attestation of `market` on its shard's topic.
     fn publish(&mut self, market: PublicKey, envelope: &[u8]) {
         let data = market::frame(&market, envelope);
@@ -650,14 +662,7 @@ impl EventLoop {
                         // peers either: relayed while it is news, a pull becomes a push.
                         let now = now_ms();
                         for (market, at, envelope) in std::mem::take(&mut r.news) {
-                            let age_ms = now.saturating_sub(at);
-                            if self
-                                .policy(Input::Relay { market, age_ms })
-                                .contains(&Output::Publish)
-                            {
-                                self.stats.relayed += 1;
-                                self.publish(market, &envelope);
-                            }
+                            self.relay(market, now.saturating_sub(at), &envelope);
                         }
                         self.stats.syncs_done += 1;
                         self.stats.sync_fetched += r.fetched as u64;
@@ -757,14 +762,7 @@ impl EventLoop {
                 .report_message_validation_result(&m.id, &m.source, acceptance);
             // Followers of the markets that depend on it are not on its connector's shard.
             for market in c.bridge.iter().filter(|_| accepted) {
-                let out = self.policy(Input::Relay {
-                    market: *market,
-                    age_ms: 0,
-                });
-                if out.contains(&Output::Publish) {
-                    self.stats.relayed += 1;
-                    self.publish(*market, &m.data);
-                }
+                self.relay(*market, 0, &m.data);
             }
         }
         for (peer, ids) in wanted {

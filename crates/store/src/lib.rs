@@ -1259,16 +1259,18 @@ impl Store {
         t.take_error().map_or(Ok(m), Err)
     }
 
-    /// The markets whose ledgers depend on the valid attestation `id` (a community, a
-    /// membership or its end: the markets where the community is named in a referral, by the
-    /// member for a membership), other than its own; empty for other kinds.
+    /// The followed markets whose ledgers depend on the valid attestation `id` (a community,
+    /// a membership or its end: the markets where the community is named in a referral, by
+    /// the member for a membership): what it goes out under in gossip besides its own market.
+    /// Empty for other kinds.
     pub fn dependents(&self, id: &Id) -> Result<Vec<PublicKey>, StoreError> {
         let db = self.db()?;
         let t = self.txn(&db);
-        let out = t
+        let mut out = t
             .body(id)
             .map(|b| dependency::dependents(&t, id, &b))
             .unwrap_or_default();
+        out.retain(|m| t.contains(&key(FOLLOW, &[&m.0])));
         t.take_error().map_or(Ok(out), Err)
     }
 

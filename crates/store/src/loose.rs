@@ -54,12 +54,6 @@ const MAX_DECLINED: usize = 100_000;
 pub(crate) struct Declined(std::sync::Mutex<std::collections::HashMap<u64, u64>>);
 
 impl Declined {
-    fn prefix(id: &Id) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&id.0[..8]);
-        u64::from_le_bytes(b)
-    }
-
     pub fn note<'a>(&self, ids: impl Iterator<Item = &'a Id>, now_ms: u64) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
@@ -69,13 +63,13 @@ impl Declined {
                     g.clear();
                 }
             }
-            g.insert(Self::prefix(id), now_ms);
+            g.insert(crate::txn::id_prefix(id), now_ms);
         }
     }
 
     pub fn holds(&self, id: &Id, now_ms: u64) -> bool {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.get(&Self::prefix(id))
+        g.get(&crate::txn::id_prefix(id))
             .is_some_and(|at| at.saturating_add(DECLINE_MS) > now_ms)
     }
 }
@@ -203,8 +197,12 @@ fn add_count(t: &mut Txn<'_>, k: Vec<u8>, up: bool) {
     }
 }
 
-/// How many loose attestations of `kind` a market holds (read from the tree).
+/// How many loose attestations of `kind` a market holds (read from the tree; none of the
+/// kinds that are never loose, without a read).
 pub(crate) fn market_count(db: &sled::Db, market: &PublicKey, kind: Kind) -> sled::Result<u64> {
+    if !matches!(kind, Kind::Referral | Kind::PurchaseClaim) {
+        return Ok(0);
+    }
     Ok(db
         .get(market_count_key(market, kind))?
         .map_or(0, |v| u64_at(&v, 0)))

@@ -193,9 +193,7 @@ pub(crate) struct InvalidIds(RwLock<HashSet<u64, BuildHasherDefault<IdHasher>>>)
 
 impl InvalidIds {
     fn prefix(id: &Id) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&id.0[..8]);
-        u64::from_le_bytes(b)
+        id_prefix(id)
     }
 
     /// Reads the INVALID keys.
@@ -245,6 +243,14 @@ impl InvalidIds {
     pub fn len(&self) -> usize {
         self.0.read().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// An id's first 8 bytes: ids are blake3 hashes, so this is already a good hash, and what the
+/// in-memory id sets keep (8 bytes per id instead of 32).
+pub(crate) fn id_prefix(id: &Id) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(b)
 }
 
 /// Ids are blake3 hashes: their first bytes are already a good hash.

@@ -46,6 +46,11 @@ fn referrals(st: &Store, seller: &PublicKey) -> Vec<(u64, passalong_protocol::Id
     v
 }
 
+/// The seller's receipt of order 1 of `o`, through `via`.
+fn sale(o: &Attestation, via: Option<&Attestation>, t: u64) -> Attestation {
+    receipt(&key(1), o, "order-1", 2_000, key(7).public(), via, t)
+}
+
 fn open_with_offer(dir: &std::path::Path, limits: ExpiryLimits) -> (Store, Attestation) {
     let st = Store::open(dir).expect("open the store");
     st.set_expiry_limits(limits);
@@ -147,15 +152,7 @@ fn a_sale_anchors_its_chain() {
     let ra = refer(&a, &o, None, T0 + 1);
     let rb = refer(&b, &o, Some(&ra), T0 + 2);
     st.ingest(&envs(&[ra.clone(), rb.clone()]), NOW).unwrap();
-    let sale = receipt(
-        &key(1),
-        &o,
-        "order-1",
-        2_000,
-        key(7).public(),
-        Some(&rb),
-        T0 + 3,
-    );
+    let sale = sale(&o, Some(&rb), T0 + 3);
     st.ingest(&[&sale.bytes], NOW).unwrap();
     // `a` now signs more than its budget: its anchored referral stays.
     let more: Vec<Attestation> = (0..10).map(|i| refer(&a, &o, None, T0 + 10 + i)).collect();
@@ -193,15 +190,7 @@ fn a_dropped_referral_comes_back_with_its_sale() {
         None,
         "dropped: the oldest of 3"
     );
-    let sale = receipt(
-        &key(1),
-        &o,
-        "order-1",
-        2_000,
-        key(7).public(),
-        Some(&old),
-        T0 + 20,
-    );
+    let sale = sale(&o, Some(&old), T0 + 20);
     let acks = st.ingest(&[&sale.bytes], NOW).unwrap();
     assert!(matches!(acks[0].status, Status::Pending { .. }));
     let acks = st.ingest(&[&old.bytes], NOW).unwrap();
