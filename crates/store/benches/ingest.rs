@@ -22,7 +22,12 @@
 //! `PASSALONG_BENCH_SINGLES` (default 1000), `PASSALONG_BENCH_SETUP_GROUPS` (chains of the
 //! small store, default 200), `PASSALONG_BENCH_BUILD_SECS` (build budget, default 360: past
 //! it the build stops and the figures are for the N reached), `PASSALONG_BENCH_DIR` (where the
-//! stores go, default the system temp dir), `PASSALONG_BENCH_KEEP` (set: keep the big store).
+//! stores go, default the system temp dir), `PASSALONG_BENCH_KEEP` (set: keep the big store),
+//! `PASSALONG_BENCH_STORE` (a directory for the big store: built there the first time, with a
+//! file of its chains beside it, and reused by later runs, each with traffic new to it),
+//! `PASSALONG_BENCH_QUICK` (set: stop after the batch ingest on the big store),
+//! `PASSALONG_BENCH_BIG_BATCHES` (calls on the big store, default a quarter of the batches),
+//! `PASSALONG_BENCH_BIG_WARM` (calls before those, not measured, default 10).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -207,11 +212,11 @@ fn traffic(w: &World, tails: &[Tail], count: usize, tag: u64) -> Vec<Attestation
     (0..count)
         .map(|i| {
             let tail = tails[rng.below(tails.len())];
-            let t = TRAFFIC_T0 + tag * 10_000_000 + i as u64;
+            let t = TRAFFIC_T0 + tag * 1_000_000 + i as u64;
             if i % 8 == 0 {
                 w.referral(rng.below(REFERRERS), tail.offer, Some(tail.r4), t)
             } else {
-                let n = (1u64 << 40) + tag * 10_000_000 + i as u64;
+                let n = (1u64 << 40) + tag * 1_000_000 + i as u64;
                 w.receipt(tail.offer, format!("t{tag}-{i}"), n, tail.r5, t)
             }
         })
@@ -230,6 +235,119 @@ struct Built {
     last: Option<Id>,
     /// Ingest rate over the last 10% of the build (attestations per second of ingest).
     tail_rate: f64,
+    /// Opened as built by an earlier run (`PASSALONG_BENCH_STORE`): no build figures.
+    reused: bool,
+}
+
+/// Where the big store lives: a temporary directory, or `PASSALONG_BENCH_STORE` (kept, and
+/// reused by later runs).
+struct BigDir {
+    path: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl BigDir {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps a temporary directory; returns where it is.
+    fn keep(self) -> PathBuf {
+        match self.tmp {
+            Some(t) => t.keep(),
+            None => self.path,
+        }
+    }
+}
+
+/// The file beside a kept store that lets a later run reuse it: the attestation count, the
+/// last id, then each chain's tail (offer ‖ r4 ‖ r5).
+const TAILS_FILE: &str = "bench-tails";
+/// How many runs measured traffic on a kept store (each run's traffic is new to it).
+const RUNS_FILE: &str = "bench-runs";
+
+fn save_tails(dir: &Path, b: &Built) {
+    let mut out = Vec::with_capacity(40 + b.tails.len() * 65);
+    out.extend_from_slice(&(b.attestations as u64).to_be_bytes());
+    out.extend_from_slice(&b.last.expect("something was stored").0);
+    for t in &b.tails {
+        out.push(t.offer as u8);
+        out.extend_from_slice(&t.r4.0);
+        out.extend_from_slice(&t.r5.0);
+    }
+    std::fs::write(dir.join(TAILS_FILE), out).expect("write the tails file");
+}
+
+fn load_tails(dir: &Path) -> Option<Built> {
+    let b = std::fs::read(dir.join(TAILS_FILE)).ok()?;
+    let id = |s: &[u8]| Id(s.try_into().expect("32 bytes"));
+    let (head, rest) = b.split_at_checked(40)?;
+    let tails = rest
+        .chunks_exact(65)
+        .map(|c| Tail {
+            offer: usize::from(c[0]),
+            r4: id(&c[1..33]),
+            r5: id(&c[33..65]),
+        })
+        .collect();
+    Some(Built {
+        tails,
+        attestations: u64::from_be_bytes(head[..8].try_into().ok()?) as usize,
+        not_valid: 0,
+        ingest: Duration::ZERO,
+        wall: Duration::ZERO,
+        stopped_early: false,
+        last: Some(id(&head[8..40])),
+        tail_rate: f64::NAN,
+        reused: true,
+    })
+}
+
+/// The big store of about `n` attestations, built now or reused, and the traffic tag of this
+/// run (new to the store).
+fn big_store(w: &World, n: usize, budget: Duration) -> (BigDir, Store, Built, u64) {
+    let kept = std::env::var_os("PASSALONG_BENCH_STORE").map(PathBuf::from);
+    let dir = match kept {
+        Some(path) => {
+            std::fs::create_dir_all(&path).expect("create PASSALONG_BENCH_STORE");
+            BigDir { path, tmp: None }
+        }
+        None => {
+            let tmp = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+            BigDir {
+                path: tmp.path().to_path_buf(),
+                tmp: Some(tmp),
+            }
+        }
+    };
+    let store = Store::open(dir.path()).expect("open");
+    let runs_file = dir.path().join(RUNS_FILE);
+    let runs: u64 = std::fs::read_to_string(&runs_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(&runs_file, (runs + 1).to_string()).expect("write the runs file");
+    let built = match load_tails(dir.path()) {
+        Some(b) => {
+            println!(
+                "\n3. reusing the store of {} attestations at {} (run {})",
+                b.attestations,
+                dir.path().display(),
+                runs + 1
+            );
+            b
+        }
+        None => {
+            println!("\n3. building a store of {n} attestations (budget {budget:?}) …");
+            let groups = n.saturating_sub(SELLERS).div_ceil(GROUP).max(1);
+            let b = build(&store, w, groups, budget);
+            if dir.tmp.is_none() {
+                save_tails(dir.path(), &b);
+            }
+            b
+        }
+    };
+    (dir, store, built, 3 + runs)
 }
 
 fn build(store: &Store, w: &World, groups: usize, budget: Duration) -> Built {
@@ -248,6 +366,7 @@ fn build(store: &Store, w: &World, groups: usize, budget: Duration) -> Built {
         stopped_early: false,
         last: None,
         tail_rate: f64::NAN,
+        reused: false,
     };
     // (attestations, ingest time) after each call, for the rate at the end of the build.
     let mut progress: Vec<(usize, Duration)> = Vec::new();
@@ -731,16 +850,57 @@ fn main() {
         println!("total run {:.0} s", run_start.elapsed().as_secs_f64());
         return;
     }
-    println!("\n3. building a store of {n_big} attestations (budget {budget:?}) …");
-    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
-    let store = Store::open(dir.path()).expect("open");
-    let groups = n_big.saturating_sub(SELLERS).div_ceil(GROUP).max(1);
-    let big = build(&store, &w, groups, budget);
+    let (dir, store, big, tag) = big_store(&w, n_big, budget);
     let rate_ingest = big.attestations as f64 / big.ingest.as_secs_f64();
     let rate_wall = big.attestations as f64 / big.wall.as_secs_f64();
-    let big_batches = (batches / 4).max(10);
-    let big_atts = traffic(&w, &big.tails, (big_batches + warm) * BATCH, 3);
-    let mut on_big = ingest_timed(&store, &big_atts, BATCH, warm, false);
+    let big_batches = env_usize("PASSALONG_BENCH_BIG_BATCHES", (batches / 4).max(10)).max(1);
+    let big_warm = env_usize("PASSALONG_BENCH_BIG_WARM", warm);
+    let big_atts = traffic(&w, &big.tails, (big_batches + big_warm) * BATCH, tag);
+    let mut on_big = ingest_timed(&store, &big_atts, BATCH, big_warm, true);
+    let big_verify = median(&mut on_big.bare);
+    let big_row = |t: &mut Timed| {
+        let m = median(&mut t.wall);
+        println!(
+            "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8}",
+            "", "median", "p90", "CPU med", "all CPU", "ratio", "goal"
+        );
+        println!(
+            "{:<52} {:>9.1} {:>9} {:>9} {:>9} {:>7} {:>8}",
+            "bare verify_strict, each call's messages", big_verify, "", "", "", "1.00", ""
+        );
+        println!(
+            "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>8}",
+            format!(
+                "batch-64 ingest on {} ({big_batches} calls)",
+                big.attestations
+            ),
+            m,
+            percentile(&mut t.wall, 0.9),
+            median(&mut t.cpu),
+            t.process_cpu,
+            m / big_verify,
+            verdict(m / big_verify <= 1.5)
+        );
+        println!(
+            "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7.2} {:>8}",
+            "   median of each call ÷ its own bare verify",
+            "",
+            "",
+            "",
+            "",
+            median(&mut t.paired),
+            ""
+        );
+        println!(
+            "   the small store's ratio in the same run: {:.2}; goal ≤ 1.5 at 1M, ≤ 2 at 10M",
+            batch_median / verify
+        );
+    };
+    if std::env::var_os("PASSALONG_BENCH_QUICK").is_some() {
+        big_row(&mut on_big);
+        println!("total run {:.0} s", run_start.elapsed().as_secs_f64());
+        return;
+    }
     let seller = w.sellers[0].public();
     let query = big.last.expect("something was stored");
     // A crash first: dropped without `close`, so the next open replays sled's log since the
@@ -769,42 +929,40 @@ fn main() {
     let evicted_again = evict(dir.path());
     let third = spawn_serve(dir.path(), &seller, &query);
 
-    println!(
-        "   stored {} attestations{} ({} not valid) in {:.1} s wall ({:.0}/s; signing on 2 \
-         threads overlaps), ingest-only {:.0}/s = {:.0} µs each (calls of 1,000)",
-        big.attestations,
-        if big.stopped_early {
-            " — STOPPED at the time budget"
-        } else {
-            ""
-        },
-        big.not_valid,
-        big.wall.as_secs_f64(),
-        rate_wall,
-        rate_ingest,
-        1e6 / rate_ingest
-    );
-    println!(
-        "   ingest rate over the last 10% of the build: {:.0}/s ({:.0} µs each)",
-        big.tail_rate,
-        1e6 / big.tail_rate
-    );
-    if big.stopped_early {
+    if !big.reused {
         println!(
-            "   EXTRAPOLATED, not measured: {n_big} attestations ≈ {:.0} s of ingest at least \
-             ({:.0} s so far + the rest at the last rate, which keeps falling); DB ≈ {:.0} MB",
-            big.ingest.as_secs_f64()
-                + n_big.saturating_sub(big.attestations) as f64 / big.tail_rate,
-            big.ingest.as_secs_f64(),
-            dir_size(dir.path()).0 as f64 / big.attestations as f64 * n_big as f64 / 1e6
+            "   stored {} attestations{} ({} not valid) in {:.1} s wall ({:.0}/s; signing on 2 \
+         threads overlaps), ingest-only {:.0}/s = {:.0} µs each (calls of 1,000)",
+            big.attestations,
+            if big.stopped_early {
+                " — STOPPED at the time budget"
+            } else {
+                ""
+            },
+            big.not_valid,
+            big.wall.as_secs_f64(),
+            rate_wall,
+            rate_ingest,
+            1e6 / rate_ingest
         );
+        println!(
+            "   ingest rate over the last 10% of the build: {:.0}/s ({:.0} µs each)",
+            big.tail_rate,
+            1e6 / big.tail_rate
+        );
+        if big.stopped_early {
+            println!(
+                "   EXTRAPOLATED, not measured: {n_big} attestations ≈ {:.0} s of ingest at least \
+             ({:.0} s so far + the rest at the last rate, which keeps falling); DB ≈ {:.0} MB",
+                big.ingest.as_secs_f64()
+                    + n_big.saturating_sub(big.attestations) as f64 / big.tail_rate,
+                big.ingest.as_secs_f64(),
+                dir_size(dir.path()).0 as f64 / big.attestations as f64 * n_big as f64 / 1e6
+            );
+        }
     }
     println!();
-    row(
-        format!("batch-64 ingest on this store ({big_batches} calls)"),
-        &mut on_big,
-        false,
-    );
+    big_row(&mut on_big);
     println!();
     println!("{:<60} {:>12} {:>8}", "store of N", "value", "goal");
     println!(

@@ -251,6 +251,7 @@ mod tests {
             runs: Vec::new(),
             forgotten: Vec::new(),
             dropped: Vec::new(),
+            hops: Vec::new(),
             touched: Vec::new(),
         }
     }
