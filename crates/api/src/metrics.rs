@@ -181,6 +181,18 @@ impl Collector for NodeFamilies {
                 ("duplicate", c.duplicate),
             ],
         )?;
+        counter(
+            e,
+            "passalong_ledger_updates",
+            "Receipts that started to count, each an incremental update of its seller's ledger.",
+            c.ledger_updates,
+        )?;
+        counter(
+            e,
+            "passalong_ledger_update_seconds",
+            "Time spent in those incremental ledger updates (chain walk, payout rules, lines).",
+            c.ledger_nanos as f64 / 1e9,
+        )?;
         if let Some(i) = &s.net {
             network(e, i)?;
         }

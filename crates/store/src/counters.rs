@@ -24,6 +24,11 @@ pub struct IngestCounters {
     pub invalid: u64,
     /// See `valid`.
     pub duplicate: u64,
+    /// Receipts that started to count (a new order, or a smaller id for one): each updates
+    /// its seller's ledger incrementally (the chain walk and payout rules, the lines changed).
+    pub ledger_updates: u64,
+    /// Time spent in those updates, in nanoseconds.
+    pub ledger_nanos: u64,
 }
 
 #[derive(Default)]
@@ -35,6 +40,8 @@ pub(crate) struct Counters {
     held: AtomicU64,
     invalid: AtomicU64,
     duplicate: AtomicU64,
+    ledger_updates: AtomicU64,
+    ledger_nanos: AtomicU64,
 }
 
 impl Counters {
@@ -70,6 +77,15 @@ impl Counters {
         }
     }
 
+    /// Counts `updates` incremental ledger updates that took `took`.
+    pub fn ledger(&self, updates: u64, took: Duration) {
+        if updates > 0 {
+            self.ledger_updates.fetch_add(updates, Ordering::Relaxed);
+            self.ledger_nanos
+                .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
     pub fn get(&self) -> IngestCounters {
         let r = Ordering::Relaxed;
         IngestCounters {
@@ -80,6 +96,8 @@ impl Counters {
             held: self.held.load(r),
             invalid: self.invalid.load(r),
             duplicate: self.duplicate.load(r),
+            ledger_updates: self.ledger_updates.load(r),
+            ledger_nanos: self.ledger_nanos.load(r),
         }
     }
 }
@@ -130,6 +148,8 @@ mod tests {
                 held: 1,
                 invalid: 1,
                 duplicate: 1,
+                ledger_updates: 0,
+                ledger_nanos: 0,
             }
         );
     }

@@ -97,14 +97,17 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
                 insert_id(&mut ids, &id);
                 t.put(k, ids);
             }
+            let started = std::time::Instant::now();
             match counted_before {
                 None => ledger::count(t, id),
                 Some(prev) if id < prev => {
                     ledger::uncount(t, prev);
                     ledger::count(t, id);
                 }
-                Some(_) => {} // equivocation: the smaller id already counts
+                Some(_) => return, // equivocation: the smaller id already counts
             }
+            t.ledger_updates.0 += 1;
+            t.ledger_updates.1 += started.elapsed();
         }
         Body::PurchaseClaim(c) => {
             t.hints.claim_stored();

@@ -1035,6 +1035,7 @@ impl Store {
                     if own {
                         loose::anchor_known(&mut t, &ids, &d.known);
                     }
+                    self.counters.ledger(t.ledger_updates.0, t.ledger_updates.1);
                     let finished = match shipped {
                         Ok(true) => t
                             .take_batch()
@@ -1070,6 +1071,7 @@ impl Store {
                 if own {
                     loose::anchor_known(&mut t, &ids, &d.known);
                 }
+                self.counters.ledger(t.ledger_updates.0, t.ledger_updates.1);
                 self.commit(&db, t)?;
             }
         }

@@ -70,6 +70,8 @@ pub(crate) struct Txn<'a> {
     pub loose_touched: Vec<(PublicKey, PublicKey)>,
     /// What the store knows in memory of loose attestations (see `loose::Hints`).
     pub hints: &'a crate::loose::Hints,
+    /// Receipts that started to count here, and the time their ledger updates took.
+    pub ledger_updates: (u64, std::time::Duration),
     error: RefCell<Option<StoreError>>,
 }
 
@@ -409,6 +411,7 @@ impl<'a> Txn<'a> {
             own: false,
             loose_touched: Vec::new(),
             hints,
+            ledger_updates: (0, std::time::Duration::ZERO),
             error: RefCell::new(None),
         }
     }

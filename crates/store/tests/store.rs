@@ -56,6 +56,12 @@ fn ledger_survives_reopening_and_matches_the_reference() {
         let l = st.ledger(&key(1).public()).unwrap();
         assert_eq!(line(&l, &key(4)), Some((500, 0, 0, 500)));
         assert_eq!(st.valid_count().unwrap(), 5);
+        let c = st.ingest_counters();
+        assert_eq!(
+            c.ledger_updates, 1,
+            "one receipt counted: one ledger update"
+        );
+        assert!(c.ledger_nanos > 0);
     }
     let st = Store::open(dir.path()).unwrap();
     let l = st.ledger(&key(1).public()).unwrap();
@@ -68,6 +74,11 @@ fn ledger_survives_reopening_and_matches_the_reference() {
     let acks = st.ingest(&envs(&atts[..2]), NOW).unwrap();
     assert!(acks.iter().all(|a| a.duplicate));
     assert_eq!(st.ledger(&key(1).public()).unwrap(), l);
+    assert_eq!(
+        st.ingest_counters().ledger_updates,
+        0,
+        "nothing new counted"
+    );
 }
 
 #[test]
