@@ -202,7 +202,10 @@ fn main() {
         let o = negentropy_run(&a, &b, &have, &need);
         let theirs = t.elapsed().as_secs_f64();
         report("  negentropy", 2 * k, &o, t, baseline);
-        println!("  cpu ratio (this crate / negentropy): {:.2}", ours / theirs);
+        println!(
+            "  cpu ratio (this crate / negentropy): {:.2}",
+            ours / theirs
+        );
         if std::env::var_os("RECON_UNIFORM_ONLY").is_some() {
             continue;
         }
@@ -214,13 +217,25 @@ fn main() {
         let tail: HashSet<Id> = all[n - k..].iter().map(|x| x.id).collect();
         let t = Instant::now();
         let o = reconcile(&a, &b, &tail, &HashSet::new());
-        report(&format!("newest {pct}%, responder lacks"), k, &o, t, baseline);
+        report(
+            &format!("newest {pct}%, responder lacks"),
+            k,
+            &o,
+            t,
+            baseline,
+        );
         let t = Instant::now();
         let o = negentropy_run(&a, &b, &tail, &HashSet::new());
         report("  negentropy", k, &o, t, baseline);
         let t = Instant::now();
         let o = reconcile(&b, &a, &HashSet::new(), &tail);
-        report(&format!("newest {pct}%, initiator lacks"), k, &o, t, baseline);
+        report(
+            &format!("newest {pct}%, initiator lacks"),
+            k,
+            &o,
+            t,
+            baseline,
+        );
         let t = Instant::now();
         let o = negentropy_run(&b, &a, &HashSet::new(), &tail);
         report("  negentropy", k, &o, t, baseline);

@@ -17,7 +17,7 @@ pub(crate) const SEED_SAMPLE: u64 = 0x3c6e_f372_fe94_f82b;
 /// Bytes of one coded symbol on the wire: 32 (id XOR) + 8 (checksum XOR) + 1 (count mod 256).
 pub(crate) const SYMBOL_BYTES: usize = 41;
 
-fn mix64(mut x: u64) -> u64 {
+pub(crate) fn mix64(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;

@@ -144,10 +144,12 @@
 #![deny(missing_docs)]
 
 mod iblt;
+mod idset;
 mod wire;
 
 use iblt::{Symbol, SYMBOL_BYTES};
-use std::collections::{HashMap, HashSet};
+use idset::{IdMap, IdSet};
+use std::collections::HashMap;
 use wire::{Bound, Entry, Sample};
 
 /// A 32-byte attestation id.
@@ -393,7 +395,7 @@ pub struct Reconciler<'a> {
     need: Vec<Id>,
     /// Everything in `have` and `need`: a range covered again after a truncated message
     /// may be resolved twice.
-    found: HashSet<Id>,
+    found: IdSet<Id>,
 }
 
 fn fingerprint(items: &[Item]) -> [u8; 16] {
@@ -558,21 +560,37 @@ fn push_ids(out: &mut Out, upper: Bound, items: &[Item]) -> bool {
     false
 }
 
-/// Checks decoded ids against the local range: a "have" must be local, a "need" must not.
+/// Checks decoded ids against the local range: a "have" must be local, a "need" must not,
+/// and none may repeat. Hashes only the decoded ids (far fewer than the range's) and scans
+/// the range once.
 fn check_diff(mine: &[Item], local: &[Id], remote: &[Id]) -> Result<(), Error> {
-    let set: HashSet<&Id> = mine.iter().map(|it| &it.id).collect();
-    let mut seen = HashSet::new();
-    for id in local {
-        if !set.contains(id) || !seen.insert(*id) {
+    let mut decoded: IdMap<&Id, bool> =
+        IdMap::with_capacity_and_hasher(local.len() + remote.len(), Default::default());
+    for (id, is_local) in local
+        .iter()
+        .map(|id| (id, true))
+        .chain(remote.iter().map(|id| (id, false)))
+    {
+        if decoded.insert(id, is_local).is_some() {
             return Err(Error::InconsistentDecode);
         }
     }
-    for id in remote {
-        if set.contains(id) || !seen.insert(*id) {
-            return Err(Error::InconsistentDecode);
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    let mut met = 0;
+    for it in mine {
+        match decoded.get(&it.id) {
+            Some(true) => met += 1,
+            Some(false) => return Err(Error::InconsistentDecode),
+            None => {}
         }
     }
-    Ok(())
+    if met == local.len() {
+        Ok(())
+    } else {
+        Err(Error::InconsistentDecode)
+    }
 }
 
 /// Mutable state of [`Reconciler::assemble`].
@@ -604,7 +622,7 @@ impl<'a> Reconciler<'a> {
             pending: HashMap::new(),
             have: Vec::new(),
             need: Vec::new(),
-            found: HashSet::new(),
+            found: IdSet::default(),
         }
     }
 
@@ -763,8 +781,8 @@ impl<'a> Reconciler<'a> {
                     }
                 }
                 Entry::IdList(theirs) => {
-                    let mine: HashSet<&Id> = items.iter().map(|it| &it.id).collect();
-                    let listed: HashSet<&Id> = theirs.iter().collect();
+                    let mine: IdSet<&Id> = items.iter().map(|it| &it.id).collect();
+                    let listed: IdSet<&Id> = theirs.iter().collect();
                     let mut bitmap = vec![0u8; theirs.len().div_ceil(8)];
                     let mut all = true;
                     for (i, id) in theirs.iter().enumerate() {
@@ -948,9 +966,9 @@ impl<'a> Reconciler<'a> {
                     self.decide_fingerprint(mine, count, fp, rate)
                 }
                 Entry::IdList(theirs) => {
-                    let listed: HashSet<&Id> = theirs.iter().collect();
-                    let set: HashSet<&Id> = mine.iter().map(|it| &it.id).collect();
-                    let mut uniq = HashSet::new();
+                    let listed: IdSet<&Id> = theirs.iter().collect();
+                    let set: IdSet<&Id> = mine.iter().map(|it| &it.id).collect();
+                    let mut uniq = IdSet::default();
                     let need: Vec<Id> = theirs
                         .iter()
                         .filter(|id| !set.contains(id) && uniq.insert(**id))
