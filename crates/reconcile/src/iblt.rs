@@ -108,6 +108,9 @@ impl Symbol {
     }
 }
 
+const TWO_51: f64 = 2_251_799_813_685_248.0;
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
 /// The paper's index generator: next index `j' = j + ceil((j + 1.5) * (2^32 / sqrt(r + 1) - 1))`.
 #[derive(Clone, Copy)]
 struct Mapping {
@@ -131,20 +134,22 @@ impl Mapping {
         // below 2^52 both sides of each conversion agree exactly.
         if self.last < 1 << 52 {
             let x = ((self.last as i64) as f64 + 1.5) * scale;
-            if x < 4_503_599_627_370_496.0 {
+            if x < TWO_51 {
                 // `x.ceil()` without the library call (the baseline x86-64 target has no
-                // rounding instruction): `x >= 0` and `as` truncates. A zero gap would
-                // cancel the item out of a symbol, so force >= 1.
-                let t = x as i64;
-                let gap = (t + i64::from((t as f64) < x)).max(1) as u64;
-                self.last += gap;
+                // rounding instruction) nor a checked float-to-int conversion: adding 2^52
+                // leaves `x` rounded to an integer in the mantissa (`x >= 0`). A zero gap
+                // would cancel the item out of a symbol, so force >= 1.
+                let y = x + TWO_52;
+                let near = y.to_bits() - TWO_52.to_bits();
+                let gap = near + u64::from(y - TWO_52 < x);
+                self.last += gap.max(1);
                 return self.last;
             }
         }
         self.next_index_wide(scale)
     }
 
-    /// [`Mapping::next_index`] for indices or gaps of 2^52 and more (never reached with
+    /// [`Mapping::next_index`] for indices of 2^52 or gaps of 2^51 and more (never reached with
     /// real symbol counts, but part of the definition).
     #[cold]
     fn next_index_wide(&mut self, scale: f64) -> u64 {
