@@ -80,6 +80,7 @@ impl Symbol {
     }
 
     /// `self - other`, the symbol of the symmetric difference.
+    #[cfg(test)]
     pub fn sub(&self, other: &Symbol) -> Symbol {
         let mut s = *self;
         s.apply(&other.sum, other.hash, other.count.wrapping_neg());

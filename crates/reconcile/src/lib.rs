@@ -840,20 +840,22 @@ impl<'a> Reconciler<'a> {
     /// Pooled rate (per item) of two-sided differences. Two estimators, the larger wins:
     /// the samples (mismatches × 2^shift minus the count difference), and the fraction `f`
     /// of differing fingerprints in the message (Poisson: `λ = -ln(1 - f)` per range).
-    /// Also returns the estimate's relative standard error.
-    fn two_sided_rate(&self, entries: &[(Bound, Entry)]) -> (f64, f64) {
+    /// Also returns the estimate's relative standard error, and for each entry whether it
+    /// is a fingerprint equal to this side's (so that each is computed once).
+    fn two_sided_rate(&self, entries: &[(Bound, Entry)]) -> (f64, f64, Vec<bool>) {
+        let mut equal = Vec::with_capacity(entries.len());
         let (mut num, mut den, mut raw) = (0f64, 0f64, 0u64);
         let (mut fps, mut differing, mut size) = (0u64, 0u64, 0f64);
         let mut lower = Bound::MIN;
         for (upper, entry) in entries {
+            let mut eq = false;
             if let Entry::Fingerprint { count, fp, sample } = entry {
                 let mine = self.storage.range(&lower, upper);
                 let one = count.abs_diff(mine.len() as u64);
                 fps += 1;
                 size += (*count).max(mine.len() as u64) as f64;
-                if one > 0 || fingerprint(mine) != *fp {
-                    differing += 1;
-                }
+                eq = one == 0 && fingerprint(mine) == *fp;
+                differing += u64::from(!eq);
                 if let Some(s) = sample {
                     let own = take_sample(mine, s.shift);
                     // Values are 8 bits: a mismatch hides only behind a mismatch of the
@@ -868,6 +870,7 @@ impl<'a> Reconciler<'a> {
                     den += (*count).max(mine.len() as u64) as f64;
                 }
             }
+            equal.push(eq);
             lower = *upper;
         }
         let by_sample = if den > 0.0 { (num / den).max(0.0) } else { 0.0 };
@@ -890,14 +893,15 @@ impl<'a> Reconciler<'a> {
         };
         if den == 0.0 && fps < 4 {
             // No information: assume a sizeable difference and grow fast.
-            (0.25, 0.5)
+            (0.25, 0.5, equal)
         } else if by_sample >= by_fraction {
             (
                 by_sample,
                 (1.0 / (raw.max(1) as f64).sqrt()).clamp(0.03, 0.5),
+                equal,
             )
         } else {
-            (by_fraction, 0.3)
+            (by_fraction, 0.3, equal)
         }
     }
 
@@ -916,9 +920,9 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    fn decide_fingerprint(&mut self, mine: &[Item], count: u64, fp: [u8; 16], rate: f64) -> Act {
+    fn decide_fingerprint(&mut self, mine: &[Item], count: u64, equal: bool, rate: f64) -> Act {
         let m = mine.len() as u64;
-        if count == m && fingerprint(mine) == fp {
+        if equal {
             return Act::Equal;
         }
         if m == 0 {
@@ -950,20 +954,20 @@ impl<'a> Reconciler<'a> {
     }
 
     fn initiator_step(&mut self, entries: Vec<(Bound, Entry)>) -> Result<Option<Vec<u8>>, Error> {
-        let (rate, rel_err) = self.two_sided_rate(&entries);
+        let (rate, rel_err, equal) = self.two_sided_rate(&entries);
         // Every range that had IBLT symbols requested must be answered in this message,
         // unless the responder ran out of room and covered it with a fingerprint.
         let mut expected = std::mem::take(&mut self.pending);
         let mut fingerprinted = Vec::new();
         let mut acts = Vec::with_capacity(entries.len());
         let mut lower = Bound::MIN;
-        for (upper, entry) in entries {
+        for ((upper, entry), equal) in entries.into_iter().zip(equal) {
             let mine = self.storage.range(&lower, &upper);
             let act = match entry {
                 Entry::Skip => Act::Done(false),
-                Entry::Fingerprint { count, fp, .. } => {
+                Entry::Fingerprint { count, .. } => {
                     fingerprinted.push((lower, upper));
-                    self.decide_fingerprint(mine, count, fp, rate)
+                    self.decide_fingerprint(mine, count, equal, rate)
                 }
                 Entry::IdList(theirs) => {
                     let listed: IdSet<&Id> = theirs.iter().collect();
@@ -1016,9 +1020,9 @@ impl<'a> Reconciler<'a> {
                         // A request deferred for lack of room in the previous message.
                         None
                     } else {
-                        let own = iblt::encode(mine.iter().map(|it| &it.id), 0, m);
-                        let mut diff: Vec<Symbol> =
-                            p.symbols.iter().zip(&own).map(|(t, o)| t.sub(o)).collect();
+                        // The peer's symbols minus this side's, subtracted in place.
+                        let mut diff = p.symbols.clone();
+                        iblt::add(&mut diff, mine.iter().map(|it| &it.id), 0, u8::MAX);
                         iblt::peel(&mut diff)
                     };
                     if let Some((local, remote)) = decoded {
