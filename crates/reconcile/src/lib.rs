@@ -1172,3 +1172,40 @@ impl<'a> Reconciler<'a> {
             .all(|b| a.out.push(b, &Entry::Skip))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: u8) -> Item {
+        Item {
+            created_at: u64::from(i),
+            id: [i; 32],
+        }
+    }
+
+    #[test]
+    fn check_diff_accepts_only_consistent_decodes() {
+        let mine: Vec<Item> = (0..50).map(item).collect();
+        let ok = check_diff(&mine, &[[3; 32], [40; 32]], &[[200; 32]]);
+        assert_eq!(ok, Ok(()));
+        assert_eq!(check_diff(&mine, &[], &[]), Ok(()));
+        assert_eq!(check_diff(&[], &[], &[[1; 32]]), Ok(()));
+        for (local, remote) in [
+            // A "have" this side does not hold.
+            (vec![[60u8; 32]], vec![]),
+            // A "need" this side already holds.
+            (vec![], vec![[7u8; 32]]),
+            // Repeats, within and across the two lists.
+            (vec![[3; 32], [3; 32]], vec![]),
+            (vec![], vec![[90; 32], [90; 32]]),
+            (vec![[3; 32]], vec![[3; 32]]),
+        ] {
+            assert_eq!(
+                check_diff(&mine, &local, &remote),
+                Err(Error::InconsistentDecode),
+                "{local:?} {remote:?}"
+            );
+        }
+    }
+}
