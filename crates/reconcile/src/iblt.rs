@@ -274,7 +274,8 @@ pub(crate) fn peel(diff: &mut [Symbol]) -> Option<(Vec<Id>, Vec<Id>)> {
         while k < m as u64 {
             let sym = &mut diff[k as usize];
             sym.apply(&s.sum, s.hash, s.count.wrapping_neg());
-            if sym.is_pure() {
+            // Purity (a hash) is checked when the symbol is taken from the queue.
+            if sym.count == 1 || sym.count == 255 {
                 queue.push(k as usize);
             }
             k = map.next_index();
