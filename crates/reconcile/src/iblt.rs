@@ -17,7 +17,7 @@ pub(crate) const SEED_SAMPLE: u64 = 0x3c6e_f372_fe94_f82b;
 /// Bytes of one coded symbol on the wire: 32 (id XOR) + 8 (checksum XOR) + 1 (count mod 256).
 pub(crate) const SYMBOL_BYTES: usize = 41;
 
-fn mix64(mut x: u64) -> u64 {
+pub(crate) fn mix64(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
@@ -80,6 +80,7 @@ impl Symbol {
     }
 
     /// `self - other`, the symbol of the symmetric difference.
+    #[cfg(test)]
     pub fn sub(&self, other: &Symbol) -> Symbol {
         let mut s = *self;
         s.apply(&other.sum, other.hash, other.count.wrapping_neg());
@@ -108,7 +109,11 @@ impl Symbol {
     }
 }
 
+const TWO_51: f64 = 2_251_799_813_685_248.0;
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
 /// The paper's index generator: next index `j' = j + ceil((j + 1.5) * (2^32 / sqrt(r + 1) - 1))`.
+#[derive(Clone, Copy)]
 struct Mapping {
     prng: u64,
     last: u64,
@@ -125,13 +130,69 @@ impl Mapping {
     fn next_index(&mut self) -> u64 {
         let r = self.prng.wrapping_mul(0xda94_2042_e4dd_58b5);
         self.prng = r;
-        let gap =
-            ((self.last as f64 + 1.5) * (4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0)).ceil();
-        // `as` saturates; a zero gap would cancel the item out of a symbol, so force >= 1.
-        let gap = if gap >= 1.0 { gap as u64 } else { 1 };
+        let scale = 4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0;
+        // Signed conversions are single instructions on x86-64, unsigned ones are not:
+        // below 2^52 both sides of each conversion agree exactly.
+        if self.last < 1 << 52 {
+            let x = ((self.last as i64) as f64 + 1.5) * scale;
+            if x < TWO_51 {
+                // `x.ceil()` without the library call (the baseline x86-64 target has no
+                // rounding instruction) nor a checked float-to-int conversion: adding 2^52
+                // leaves `x` rounded to an integer in the mantissa (`x >= 0`). A zero gap
+                // would cancel the item out of a symbol, so force >= 1.
+                let y = x + TWO_52;
+                let near = y.to_bits() - TWO_52.to_bits();
+                let gap = near + u64::from(y - TWO_52 < x);
+                self.last += gap.max(1);
+                return self.last;
+            }
+        }
+        self.next_index_wide(scale)
+    }
+
+    /// [`Mapping::next_index`] for indices of 2^52 or gaps of 2^51 and more (never reached with
+    /// real symbol counts, but part of the definition).
+    #[cold]
+    fn next_index_wide(&mut self, scale: f64) -> u64 {
+        let x = (self.last as f64 + 1.5) * scale;
+        let t = x as u64;
+        let gap = t.saturating_add(u64::from((t as f64) < x)).max(1);
         self.last = self.last.saturating_add(gap);
         self.last
     }
+}
+
+/// Items encoded side by side: the index recurrence of one item is a chain of dependent
+/// divisions and square roots, so interleaving independent items keeps the CPU busy.
+const LANES: usize = 8;
+
+/// One item being encoded: its limbs, checksum, mapping and current index.
+#[derive(Clone, Copy)]
+struct Lane {
+    l: [u64; 4],
+    h: u64,
+    map: Mapping,
+    j: u64,
+}
+
+impl Lane {
+    fn new(id: &Id) -> Self {
+        let l = limbs(id);
+        Lane {
+            l,
+            h: hash_limbs(&l, SEED_SUM),
+            map: Mapping::new(&l),
+            j: 0,
+        }
+    }
+
+    /// A lane with nothing left to encode.
+    const IDLE: Lane = Lane {
+        l: [0; 4],
+        h: 0,
+        map: Mapping { prng: 0, last: 0 },
+        j: u64::MAX,
+    };
 }
 
 /// Coded symbols `start..end` of `ids` (memory is proportional to `end - start`).
@@ -141,23 +202,52 @@ pub(crate) fn encode<'a>(
     end: usize,
 ) -> Vec<Symbol> {
     let mut out = vec![Symbol::default(); end.saturating_sub(start)];
+    add(&mut out, ids, start as u64, 1);
+    out
+}
+
+/// Adds (`delta` 1) or subtracts (`delta` 255) the coded symbols `start..start + out.len()`
+/// of `ids` to `out`.
+pub(crate) fn add<'a>(
+    out: &mut [Symbol],
+    ids: impl Iterator<Item = &'a Id>,
+    start: u64,
+    delta: u8,
+) {
     if out.is_empty() {
-        return out;
+        return;
     }
-    let (start, end) = (start as u64, end as u64);
-    for id in ids {
-        let l = limbs(id);
-        let h = hash_limbs(&l, SEED_SUM);
-        let mut map = Mapping::new(&l);
-        let mut j = 0u64;
-        while j < end {
-            if j >= start {
-                out[(j - start) as usize].apply(&l, h, 1);
-            }
-            j = map.next_index();
+    let end = start.saturating_add(out.len() as u64);
+    let mut ids = ids.fuse();
+    let mut lanes = [Lane::IDLE; LANES];
+    let mut live = 0;
+    for lane in &mut lanes {
+        if let Some(id) = ids.next() {
+            *lane = Lane::new(id);
+            live += 1;
         }
     }
-    out
+    while live > 0 {
+        for lane in &mut lanes {
+            if lane.j >= end {
+                continue;
+            }
+            if let Some(sym) = lane
+                .j
+                .checked_sub(start)
+                .and_then(|k| out.get_mut(k as usize))
+            {
+                sym.apply(&lane.l, lane.h, delta);
+            }
+            lane.j = lane.map.next_index();
+            if lane.j >= end {
+                match ids.next() {
+                    Some(id) => *lane = Lane::new(id),
+                    None => live -= 1,
+                }
+            }
+        }
+    }
 }
 
 /// Peels a difference stream (`remote - local`). On success returns `(local_only, remote_only)`.
@@ -184,7 +274,8 @@ pub(crate) fn peel(diff: &mut [Symbol]) -> Option<(Vec<Id>, Vec<Id>)> {
         while k < m as u64 {
             let sym = &mut diff[k as usize];
             sym.apply(&s.sum, s.hash, s.count.wrapping_neg());
-            if sym.is_pure() {
+            // Purity (a hash) is checked when the symbol is taken from the queue.
+            if sym.count == 1 || sym.count == 255 {
                 queue.push(k as usize);
             }
             k = map.next_index();
@@ -235,6 +326,80 @@ mod tests {
         let mut map = Mapping::new(&limbs(&ids[0]));
         let idx: Vec<u64> = (0..5).map(|_| map.next_index()).collect();
         assert!(idx.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// The index recurrence as the paper writes it, with the library `ceil`.
+    fn reference_next(prng: &mut u64, last: &mut u64) -> u64 {
+        let r = prng.wrapping_mul(0xda94_2042_e4dd_58b5);
+        *prng = r;
+        let gap =
+            ((*last as f64 + 1.5) * (4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0)).ceil();
+        let gap = if gap >= 1.0 { gap as u64 } else { 1 };
+        *last = last.saturating_add(gap);
+        *last
+    }
+
+    #[test]
+    fn mapping_matches_reference() {
+        for i in 0..20_000u64 {
+            let l = [mix64(i), mix64(!i), i, 3];
+            let mut map = Mapping::new(&l);
+            let (mut prng, mut last) = (map.prng, 0);
+            loop {
+                let got = map.next_index();
+                assert_eq!(got, reference_next(&mut prng, &mut last), "item {i}");
+                if got > 1 << 40 {
+                    break;
+                }
+            }
+        }
+        // Extremes of the generator: the largest and smallest multiplier outputs, and
+        // indices near saturation.
+        let inv = 0x8b83_8d03_54ea_d59du64; // multiplicative inverse of the multiplier (mod 2^64)
+        assert_eq!(inv.wrapping_mul(0xda94_2042_e4dd_58b5), 1);
+        for (r, last) in [
+            (u64::MAX, 0),
+            (0, 0),
+            (1, 5),
+            (u64::MAX - 1, 1 << 52),
+            (12345, (1 << 53) + 1),
+            (0, u64::MAX - 10),
+            (7, u64::MAX),
+        ] {
+            let prng = r.wrapping_mul(inv);
+            let mut map = Mapping { prng, last };
+            let (mut p, mut l) = (prng, last);
+            assert_eq!(
+                map.next_index(),
+                reference_next(&mut p, &mut l),
+                "r {r} last {last}"
+            );
+        }
+    }
+
+    #[test]
+    fn interleaved_encoding_matches_one_by_one() {
+        let ids: Vec<Id> = (0..1000).map(id).collect();
+        let (start, end) = (3u64, 700u64);
+        let mut expect = vec![Symbol::default(); (end - start) as usize];
+        for x in &ids {
+            let l = limbs(x);
+            let h = hash_limbs(&l, SEED_SUM);
+            let mut map = Mapping::new(&l);
+            let mut j = 0;
+            while j < end {
+                if j >= start {
+                    expect[(j - start) as usize].apply(&l, h, 1);
+                }
+                j = map.next_index();
+            }
+        }
+        assert_eq!(encode(ids.iter(), start as usize, end as usize), expect);
+        for n in 0..LANES + 2 {
+            let mut out = encode(ids[..n].iter(), 0, 50);
+            add(&mut out, ids[..n].iter(), 0, 255);
+            assert!(out.iter().all(Symbol::is_zero), "{n} ids");
+        }
     }
 
     #[test]

@@ -144,10 +144,12 @@
 #![deny(missing_docs)]
 
 mod iblt;
+mod idset;
 mod wire;
 
 use iblt::{Symbol, SYMBOL_BYTES};
-use std::collections::{HashMap, HashSet};
+use idset::{IdMap, IdSet};
+use std::collections::HashMap;
 use wire::{Bound, Entry, Sample};
 
 /// A 32-byte attestation id.
@@ -393,7 +395,7 @@ pub struct Reconciler<'a> {
     need: Vec<Id>,
     /// Everything in `have` and `need`: a range covered again after a truncated message
     /// may be resolved twice.
-    found: HashSet<Id>,
+    found: IdSet<Id>,
 }
 
 fn fingerprint(items: &[Item]) -> [u8; 16] {
@@ -558,21 +560,37 @@ fn push_ids(out: &mut Out, upper: Bound, items: &[Item]) -> bool {
     false
 }
 
-/// Checks decoded ids against the local range: a "have" must be local, a "need" must not.
+/// Checks decoded ids against the local range: a "have" must be local, a "need" must not,
+/// and none may repeat. Hashes only the decoded ids (far fewer than the range's) and scans
+/// the range once.
 fn check_diff(mine: &[Item], local: &[Id], remote: &[Id]) -> Result<(), Error> {
-    let set: HashSet<&Id> = mine.iter().map(|it| &it.id).collect();
-    let mut seen = HashSet::new();
-    for id in local {
-        if !set.contains(id) || !seen.insert(*id) {
+    let mut decoded: IdMap<&Id, bool> =
+        IdMap::with_capacity_and_hasher(local.len() + remote.len(), Default::default());
+    for (id, is_local) in local
+        .iter()
+        .map(|id| (id, true))
+        .chain(remote.iter().map(|id| (id, false)))
+    {
+        if decoded.insert(id, is_local).is_some() {
             return Err(Error::InconsistentDecode);
         }
     }
-    for id in remote {
-        if set.contains(id) || !seen.insert(*id) {
-            return Err(Error::InconsistentDecode);
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    let mut met = 0;
+    for it in mine {
+        match decoded.get(&it.id) {
+            Some(true) => met += 1,
+            Some(false) => return Err(Error::InconsistentDecode),
+            None => {}
         }
     }
-    Ok(())
+    if met == local.len() {
+        Ok(())
+    } else {
+        Err(Error::InconsistentDecode)
+    }
 }
 
 /// Mutable state of [`Reconciler::assemble`].
@@ -604,7 +622,7 @@ impl<'a> Reconciler<'a> {
             pending: HashMap::new(),
             have: Vec::new(),
             need: Vec::new(),
-            found: HashSet::new(),
+            found: IdSet::default(),
         }
     }
 
@@ -763,8 +781,8 @@ impl<'a> Reconciler<'a> {
                     }
                 }
                 Entry::IdList(theirs) => {
-                    let mine: HashSet<&Id> = items.iter().map(|it| &it.id).collect();
-                    let listed: HashSet<&Id> = theirs.iter().collect();
+                    let mine: IdSet<&Id> = items.iter().map(|it| &it.id).collect();
+                    let listed: IdSet<&Id> = theirs.iter().collect();
                     let mut bitmap = vec![0u8; theirs.len().div_ceil(8)];
                     let mut all = true;
                     for (i, id) in theirs.iter().enumerate() {
@@ -822,20 +840,22 @@ impl<'a> Reconciler<'a> {
     /// Pooled rate (per item) of two-sided differences. Two estimators, the larger wins:
     /// the samples (mismatches × 2^shift minus the count difference), and the fraction `f`
     /// of differing fingerprints in the message (Poisson: `λ = -ln(1 - f)` per range).
-    /// Also returns the estimate's relative standard error.
-    fn two_sided_rate(&self, entries: &[(Bound, Entry)]) -> (f64, f64) {
+    /// Also returns the estimate's relative standard error, and for each entry whether it
+    /// is a fingerprint equal to this side's (so that each is computed once).
+    fn two_sided_rate(&self, entries: &[(Bound, Entry)]) -> (f64, f64, Vec<bool>) {
+        let mut equal = Vec::with_capacity(entries.len());
         let (mut num, mut den, mut raw) = (0f64, 0f64, 0u64);
         let (mut fps, mut differing, mut size) = (0u64, 0u64, 0f64);
         let mut lower = Bound::MIN;
         for (upper, entry) in entries {
+            let mut eq = false;
             if let Entry::Fingerprint { count, fp, sample } = entry {
                 let mine = self.storage.range(&lower, upper);
                 let one = count.abs_diff(mine.len() as u64);
                 fps += 1;
                 size += (*count).max(mine.len() as u64) as f64;
-                if one > 0 || fingerprint(mine) != *fp {
-                    differing += 1;
-                }
+                eq = one == 0 && fingerprint(mine) == *fp;
+                differing += u64::from(!eq);
                 if let Some(s) = sample {
                     let own = take_sample(mine, s.shift);
                     // Values are 8 bits: a mismatch hides only behind a mismatch of the
@@ -850,6 +870,7 @@ impl<'a> Reconciler<'a> {
                     den += (*count).max(mine.len() as u64) as f64;
                 }
             }
+            equal.push(eq);
             lower = *upper;
         }
         let by_sample = if den > 0.0 { (num / den).max(0.0) } else { 0.0 };
@@ -872,14 +893,15 @@ impl<'a> Reconciler<'a> {
         };
         if den == 0.0 && fps < 4 {
             // No information: assume a sizeable difference and grow fast.
-            (0.25, 0.5)
+            (0.25, 0.5, equal)
         } else if by_sample >= by_fraction {
             (
                 by_sample,
                 (1.0 / (raw.max(1) as f64).sqrt()).clamp(0.03, 0.5),
+                equal,
             )
         } else {
-            (by_fraction, 0.3)
+            (by_fraction, 0.3, equal)
         }
     }
 
@@ -898,9 +920,9 @@ impl<'a> Reconciler<'a> {
         }
     }
 
-    fn decide_fingerprint(&mut self, mine: &[Item], count: u64, fp: [u8; 16], rate: f64) -> Act {
+    fn decide_fingerprint(&mut self, mine: &[Item], count: u64, equal: bool, rate: f64) -> Act {
         let m = mine.len() as u64;
-        if count == m && fingerprint(mine) == fp {
+        if equal {
             return Act::Equal;
         }
         if m == 0 {
@@ -932,25 +954,25 @@ impl<'a> Reconciler<'a> {
     }
 
     fn initiator_step(&mut self, entries: Vec<(Bound, Entry)>) -> Result<Option<Vec<u8>>, Error> {
-        let (rate, rel_err) = self.two_sided_rate(&entries);
+        let (rate, rel_err, equal) = self.two_sided_rate(&entries);
         // Every range that had IBLT symbols requested must be answered in this message,
         // unless the responder ran out of room and covered it with a fingerprint.
         let mut expected = std::mem::take(&mut self.pending);
         let mut fingerprinted = Vec::new();
         let mut acts = Vec::with_capacity(entries.len());
         let mut lower = Bound::MIN;
-        for (upper, entry) in entries {
+        for ((upper, entry), equal) in entries.into_iter().zip(equal) {
             let mine = self.storage.range(&lower, &upper);
             let act = match entry {
                 Entry::Skip => Act::Done(false),
-                Entry::Fingerprint { count, fp, .. } => {
+                Entry::Fingerprint { count, .. } => {
                     fingerprinted.push((lower, upper));
-                    self.decide_fingerprint(mine, count, fp, rate)
+                    self.decide_fingerprint(mine, count, equal, rate)
                 }
                 Entry::IdList(theirs) => {
-                    let listed: HashSet<&Id> = theirs.iter().collect();
-                    let set: HashSet<&Id> = mine.iter().map(|it| &it.id).collect();
-                    let mut uniq = HashSet::new();
+                    let listed: IdSet<&Id> = theirs.iter().collect();
+                    let set: IdSet<&Id> = mine.iter().map(|it| &it.id).collect();
+                    let mut uniq = IdSet::default();
                     let need: Vec<Id> = theirs
                         .iter()
                         .filter(|id| !set.contains(id) && uniq.insert(**id))
@@ -998,9 +1020,9 @@ impl<'a> Reconciler<'a> {
                         // A request deferred for lack of room in the previous message.
                         None
                     } else {
-                        let own = iblt::encode(mine.iter().map(|it| &it.id), 0, m);
-                        let mut diff: Vec<Symbol> =
-                            p.symbols.iter().zip(&own).map(|(t, o)| t.sub(o)).collect();
+                        // The peer's symbols minus this side's, subtracted in place.
+                        let mut diff = p.symbols.clone();
+                        iblt::add(&mut diff, mine.iter().map(|it| &it.id), 0, u8::MAX);
                         iblt::peel(&mut diff)
                     };
                     if let Some((local, remote)) = decoded {
@@ -1148,5 +1170,42 @@ impl<'a> Reconciler<'a> {
         std::mem::take(&mut a.held)
             .into_iter()
             .all(|b| a.out.push(b, &Entry::Skip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: u8) -> Item {
+        Item {
+            created_at: u64::from(i),
+            id: [i; 32],
+        }
+    }
+
+    #[test]
+    fn check_diff_accepts_only_consistent_decodes() {
+        let mine: Vec<Item> = (0..50).map(item).collect();
+        let ok = check_diff(&mine, &[[3; 32], [40; 32]], &[[200; 32]]);
+        assert_eq!(ok, Ok(()));
+        assert_eq!(check_diff(&mine, &[], &[]), Ok(()));
+        assert_eq!(check_diff(&[], &[], &[[1; 32]]), Ok(()));
+        for (local, remote) in [
+            // A "have" this side does not hold.
+            (vec![[60u8; 32]], vec![]),
+            // A "need" this side already holds.
+            (vec![], vec![[7u8; 32]]),
+            // Repeats, within and across the two lists.
+            (vec![[3; 32], [3; 32]], vec![]),
+            (vec![], vec![[90; 32], [90; 32]]),
+            (vec![[3; 32]], vec![[3; 32]]),
+        ] {
+            assert_eq!(
+                check_diff(&mine, &local, &remote),
+                Err(Error::InconsistentDecode),
+                "{local:?} {remote:?}"
+            );
+        }
     }
 }
