@@ -22,6 +22,8 @@ pub const INVALID_AT: u8 = b'X';
 /// market key ‖ created_at_ms (BE) ‖ id → a run of a market's valid attestations, keyed by its
 /// first: one key per market per batch (see `market`).
 pub const MARKET: u8 = b'm';
+/// referral → what a chain walk needs of it (see `hops`): valid referrals (since format 10).
+pub const HOP: u8 = b'H';
 /// parent referral ‖ child referral → ().
 pub const CHILD: u8 = b'c';
 /// seller ‖ blake3(order) → receipt ids (32 bytes each, ascending): the receipts of an order

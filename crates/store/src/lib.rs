@@ -37,6 +37,7 @@ mod counters;
 mod dependency;
 mod error;
 mod expiry;
+mod hops;
 mod index;
 mod ingest;
 pub mod keyspace;
@@ -107,7 +108,9 @@ impl Decided {
 /// beat 16, 24 and 64; with redo records, 16 and 24 beat 8 and 32 (64 per call, 3 rounds).
 const SHIP_EVERY: usize = 16;
 
-/// The store format this build reads and writes. Version 8 indexes under each market what its
+/// The store format this build reads and writes. Version 10 keeps a compact hop record per
+/// valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
+/// `loose`). Version 8 indexes under each market what its
 /// ledger depends on outside it (see `dependency`), and follows only the markets in `FOLLOW`:
 /// a version 7 store has the index built and every market it holds something of followed
 /// when it opens (what it followed before), then is marked 8.
@@ -131,15 +134,20 @@ const SHIP_EVERY: usize = 16;
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 9;
+pub const FORMAT_VERSION: u32 = 10;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
-/// this build as they are (all of them anchored, see `loose`), then marked 9, so that an
+/// this build as they are (all of them anchored, see `loose`), then marked current, so that an
 /// older build, which would not see loose attestations, refuses them.
 const WITHOUT_LOOSE: u32 = 8;
 
+/// The format whose stores keep no hop records (see `hops`): opened as they are (a walk reads
+/// the entries of the referrals held before), then marked current, so that an older build,
+/// which would leave the hop of a referral it drops, refuses them.
+const WITHOUT_HOPS: u32 = 9;
+
 /// Older formats this build upgrades in place when it opens them.
-const UPGRADES_FROM: [u32; 7] = [2, 3, 4, 5, 6, 7, 8];
+const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
 
 /// The format whose stores lack only the dependency index (and explicit follows).
 const WITHOUT_DEPENDENCIES: u32 = 7;
@@ -655,7 +663,10 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
                     e => corrupt_at(path)(e),
                 })?;
             }
-            Some(v) if v.as_ref() == WITHOUT_LOOSE.to_be_bytes() => {
+            Some(v)
+                if v.as_ref() == WITHOUT_LOOSE.to_be_bytes()
+                    || v.as_ref() == WITHOUT_HOPS.to_be_bytes() =>
+            {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
                     e => corrupt_at(path)(e),

@@ -531,6 +531,7 @@ impl<'a> Txn<'a> {
     /// Deletes a valid attestation's entry (a loose one over budget, see `loose`).
     pub fn drop_valid(&mut self, id: &Id) {
         self.del(key(ENTRY, &[&id.0]));
+        self.del(key(HOP, &[&id.0]));
         self.fresh.remove(id);
         self.valid.remove(id);
         self.unshipped_dropped.push(*id);
@@ -721,7 +722,9 @@ impl<'a> Txn<'a> {
             self.fresh.insert(att.id, Arc::new((f, att.body.clone())));
         }
         if let Body::Referral(r) = &att.body {
-            self.unshipped_hops.push((att.id, hop_of(r)));
+            let h = crate::hops::of(r);
+            self.put(key(HOP, &[&att.id.0]), crate::hops::encode(&h));
+            self.unshipped_hops.push((att.id, h));
         }
     }
 
@@ -862,16 +865,6 @@ impl Known for Txn<'_> {
     }
 }
 
-/// What a chain walk needs of a referral.
-fn hop_of(r: &Referral) -> Hop<Id> {
-    Hop {
-        referrer: r.referrer,
-        created_at_ms: r.created_at_ms,
-        community: r.community,
-        parent: r.parent,
-    }
-}
-
 impl ChainView for Txn<'_> {
     type Node = Id;
     type Offer = Id;
@@ -879,17 +872,32 @@ impl ChainView for Txn<'_> {
     fn hop(&self, node: Id) -> Option<Hop<Id>> {
         let k = key(ENTRY, &[&node.0]);
         if self.writes.contains_key(&k) {
-            return self.referral(&node).map(|r| hop_of(&r));
+            return self.referral(&node).map(|r| crate::hops::of(&r));
         }
         if let Some(h) = self.valid.hop(&node) {
             return Some(h);
         }
-        // Read past the bodies' cache: the hop is all a chain walk needs of it.
-        let v = self.get(&k)?;
-        let e = self.decode_entry(&v)?;
-        let h = match (e.state, e.body()?) {
-            (EntryState::Valid, Body::Referral(r)) => hop_of(&r),
-            _ => return None,
+        let h = match self.get(&key(HOP, &[&node.0])) {
+            Some(v) => match crate::hops::decode(&v) {
+                Some(h) => h,
+                None => {
+                    self.remember(StoreError::Record {
+                        prefix: char::from(HOP),
+                        detail: format!("the hop of {} is damaged", node.to_hex()),
+                    });
+                    return None;
+                }
+            },
+            // A referral stored before format 10: its entry (past the bodies' cache: the
+            // hop is all a walk needs).
+            None => {
+                let v = self.get(&k)?;
+                let e = self.decode_entry(&v)?;
+                match (e.state, e.body()?) {
+                    (EntryState::Valid, Body::Referral(r)) => crate::hops::of(&r),
+                    _ => return None,
+                }
+            }
         };
         lock(&self.valid.hops).put(node, h);
         Some(h)

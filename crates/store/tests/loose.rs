@@ -120,6 +120,18 @@ fn one_key_signing_many_referrals_costs_a_bounded_amount() {
     let listed = st.newest(&seller, Some(Kind::Referral)).count();
     assert_eq!(listed, MAX_LOOSE_PER_AUTHOR as usize);
     assert_eq!(MAX_LOOSE_PER_MARKET, 10_000);
+    // A dropped referral leaves no hop record behind (a walk must not find it).
+    st.close().unwrap();
+    // sled lets go of its lock from background threads shortly after the store is closed.
+    let db = (0..250)
+        .find_map(|_| {
+            sled::open(dir.path())
+                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                .ok()
+        })
+        .expect("the tree opens once the store let go of it");
+    let hops = db.scan_prefix([passalong_store::keyspace::HOP]).count();
+    assert_eq!(hops, MAX_LOOSE_PER_AUTHOR as usize);
 }
 
 /// Many fresh keys, one referral each: the market's budget holds, the newest kept.

@@ -440,6 +440,66 @@ fn a_format_4_store_has_its_orders_logged() {
     assert_eq!(st.equivocations(&seller).unwrap().len(), 40);
 }
 
+/// Format 9 kept no hop records: a chain walk through a referral stored then reads its entry.
+/// The store opens, is marked current, pays receipts through its old referrals as the
+/// reference does, and keeps a hop record for every referral stored since.
+#[test]
+fn a_format_9_store_walks_its_old_referrals() {
+    use passalong_store::keyspace::{key as skey, HOP, META};
+    let dir = tempfile::tempdir().unwrap();
+    let atts = chain();
+    let seller = key(1).public();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        st.ingest(&envs(&atts[..4]), NOW).unwrap();
+        st.close().unwrap();
+    }
+    let db = raw_open(dir.path());
+    assert_eq!(db.scan_prefix([HOP]).count(), 3, "one per referral");
+    for kv in db.scan_prefix([HOP]) {
+        db.remove(kv.unwrap().0).unwrap();
+    }
+    db.insert(skey(META, &[b"format"]), &9u32.to_be_bytes())
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let st = Store::open(dir.path()).unwrap();
+    let more = receipts(
+        &atts,
+        20,
+        |i| format!("old-chain-{i}"),
+        |i| 1_000 + i,
+        |i| T0 + 10 + i,
+    );
+    let mut all = atts[..4].to_vec();
+    all.extend(more.iter().cloned());
+    st.ingest(&envs(&more), NOW).unwrap();
+    // A new referral below the old ones, and a receipt through it.
+    let (s, f) = (key(1), key(6));
+    let rf = refer(&f, &atts[0], Some(&atts[3]), T0 + 100);
+    let r = receipt(
+        &s,
+        &atts[0],
+        "new-chain",
+        5_000,
+        key(7).public(),
+        Some(&rf),
+        T0 + 101,
+    );
+    st.ingest(&envs(&[rf.clone(), r.clone()]), NOW).unwrap();
+    all.extend([rf, r]);
+    let want = State::from_envelopes(envs(&all), NOW).ledger(&seller);
+    assert_eq!(st.ledger(&seller).unwrap(), want);
+    assert_eq!(st.recompute_ledger(&seller, NOW).unwrap(), want);
+    drop(st);
+    let db = raw_open(dir.path());
+    assert_eq!(db.scan_prefix([HOP]).count(), 1, "the new referral's");
+    assert_eq!(
+        db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
+        passalong_store::FORMAT_VERSION.to_be_bytes()
+    );
+}
+
 /// The tree itself, once a dropped store's sled threads let go of its lock.
 fn raw_open(path: &std::path::Path) -> sled::Db {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
