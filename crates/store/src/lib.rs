@@ -562,7 +562,7 @@ impl Store {
         self.sets.shipped(&shipment);
         self.runs.shipped(&shipment.runs);
         self.invalid.forget(&shipment.forgotten);
-        self.valid.shipped_hops(&shipment.hops);
+        self.valid.shipped_referrals(&shipment.referrals);
         for id in &shipment.dropped {
             self.valid.remove(id);
         }

@@ -60,9 +60,9 @@ pub(crate) struct Txn<'a> {
     /// Valid attestations dropped (loose ones over budget) since the last
     /// [`Txn::take_batch`]: they leave the valid cache once their deletion is applied.
     unshipped_dropped: Vec<Id>,
-    /// Referrals made valid since the last [`Txn::take_batch`]: their hops enter the cache
+    /// Referrals made valid since the last [`Txn::take_batch`]: their records enter the cache
     /// once their shipment is applied.
-    unshipped_hops: Vec<(Id, Hop<Id>)>,
+    unshipped_referrals: Vec<(Id, crate::hops::Rec)>,
     /// What this transaction stores comes through the node's own API: it is anchored (see
     /// `loose`).
     pub own: bool,
@@ -91,8 +91,8 @@ pub(crate) struct Shipment {
     pub forgotten: Vec<Id>,
     /// Valid attestations deleted (loose ones over budget).
     pub dropped: Vec<Id>,
-    /// The hops of the referrals it made valid (see [`ValidCache`]).
-    pub hops: Vec<(Id, Hop<Id>)>,
+    /// The records of the referrals it made valid (see [`ValidCache`]).
+    pub referrals: Vec<(Id, crate::hops::Rec)>,
     /// Markets whose reconciled set this shipment changes (its runs, loose attestations or
     /// dependencies), for their summaries.
     pub touched: Vec<PublicKey>,
@@ -184,14 +184,14 @@ pub(crate) fn body_of(env: &[u8]) -> Option<Body> {
 /// it is removed then, and again once the deletion is applied; only committed reads are
 /// cached, never a transaction's own writes.
 ///
-/// Referrals' hops are kept apart, compact (~150 bytes each, not a decoded envelope), and
-/// many more of them: every receipt walks its chain to be paid, and on a store larger than
-/// sled's cache each hop read from the tree pages in a leaf (on a 1M store that walk was ~40 %
-/// of ingest's instructions). They enter as they are read and as the shipments that made them
-/// valid are applied.
+/// Referrals' records (see `hops`) are kept apart, compact (~200 bytes each, not a decoded
+/// envelope), and many more of them: every receipt checks its referral and walks its chain to
+/// be paid, and on a store larger than sled's cache each read from the tree pages in a leaf
+/// (on a 1M store that walk was ~40 % of ingest's instructions). They enter as they are read
+/// and as the shipments that made them valid are applied.
 pub(crate) struct ValidCache {
     bodies: Mutex<Generations<Valid>>,
-    hops: Mutex<Generations<Hop<Id>>>,
+    referrals: Mutex<Generations<crate::hops::Rec>>,
 }
 
 type Valid = Arc<(Fact, Body)>;
@@ -326,9 +326,9 @@ impl Hasher for IdHasher {
 
 /// Valid attestations kept decoded per generation (the hot set: offers, communities).
 const CACHE_GEN: usize = 16_384;
-/// Referral hops per generation: 7/8 of a power of two, a hash table's largest load before it
-/// doubles; at most ~2 × 131,072 slots of ~145 bytes (38 MB) when both are full.
-const HOPS_GEN: usize = 114_688;
+/// Referral records per generation: 7/8 of a power of two, a hash table's largest load before
+/// it doubles; at most ~2 × 65,536 slots of ~240 bytes (31 MB) when both are full.
+const REFERRALS_GEN: usize = 57_344;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -338,14 +338,14 @@ impl ValidCache {
     pub fn new() -> ValidCache {
         ValidCache {
             bodies: Mutex::new(Generations::new(CACHE_GEN)),
-            hops: Mutex::new(Generations::new(HOPS_GEN)),
+            referrals: Mutex::new(Generations::new(REFERRALS_GEN)),
         }
     }
 
     /// Forgets everything (the store was reopened: what it held may not be on disk).
     pub fn clear(&self) {
         lock(&self.bodies).clear();
-        lock(&self.hops).clear();
+        lock(&self.referrals).clear();
     }
 
     fn get(&self, id: &Id) -> Option<Valid> {
@@ -355,25 +355,25 @@ impl ValidCache {
     /// Forgets `id` (its entry was deleted).
     pub fn remove(&self, id: &Id) {
         lock(&self.bodies).remove(id);
-        lock(&self.hops).remove(id);
+        lock(&self.referrals).remove(id);
     }
 
     fn insert(&self, id: Id, v: Valid) {
         lock(&self.bodies).put(id, v);
     }
 
-    fn hop(&self, id: &Id) -> Option<Hop<Id>> {
-        lock(&self.hops).get(id)
+    fn referral(&self, id: &Id) -> Option<crate::hops::Rec> {
+        lock(&self.referrals).get(id)
     }
 
-    /// Adds the hops of referrals whose shipment was applied.
-    pub fn shipped_hops(&self, hops: &[(Id, Hop<Id>)]) {
-        if hops.is_empty() {
+    /// Adds the records of referrals whose shipment was applied.
+    pub fn shipped_referrals(&self, recs: &[(Id, crate::hops::Rec)]) {
+        if recs.is_empty() {
             return;
         }
-        let mut g = lock(&self.hops);
-        for (id, h) in hops {
-            g.put(*id, *h);
+        let mut g = lock(&self.referrals);
+        for (id, r) in recs {
+            g.put(*id, *r);
         }
     }
 }
@@ -407,7 +407,7 @@ impl<'a> Txn<'a> {
             unshipped_counted: Vec::new(),
             unshipped_forgotten: Vec::new(),
             unshipped_dropped: Vec::new(),
-            unshipped_hops: Vec::new(),
+            unshipped_referrals: Vec::new(),
             own: false,
             loose_touched: Vec::new(),
             hints,
@@ -721,10 +721,11 @@ impl<'a> Txn<'a> {
         if let Some(f) = fact {
             self.fresh.insert(att.id, Arc::new((f, att.body.clone())));
         }
-        if let Body::Referral(r) = &att.body {
-            let h = crate::hops::of(r);
-            self.put(key(HOP, &[&att.id.0]), crate::hops::encode(&h));
-            self.unshipped_hops.push((att.id, h));
+        if let (Body::Referral(r), Some(f)) = (&att.body, &fact) {
+            if let Some(rec) = crate::hops::Rec::of(r, f) {
+                self.put(key(HOP, &[&att.id.0]), crate::hops::encode(&rec));
+                self.unshipped_referrals.push((att.id, rec));
+            }
         }
     }
 
@@ -848,15 +849,24 @@ impl<'a> Txn<'a> {
             runs,
             forgotten: std::mem::take(&mut self.unshipped_forgotten),
             dropped: std::mem::take(&mut self.unshipped_dropped),
-            hops: std::mem::take(&mut self.unshipped_hops),
+            referrals: std::mem::take(&mut self.unshipped_referrals),
         }))
     }
 }
 
 impl Known for Txn<'_> {
     fn lookup(&self, id: &Id) -> Lookup {
-        if let Some(v) = self.valid(id) {
-            Lookup::Valid(v.0)
+        let fact = if !self.committed(&key(ENTRY, &[&id.0])) {
+            self.valid(id).map(|v| v.0)
+        } else if let Some(v) = self.valid.get(id) {
+            Some(v.0)
+        } else if let Some(r) = self.referral_rec(id) {
+            Some(r.fact())
+        } else {
+            self.valid(id).map(|v| v.0)
+        };
+        if let Some(f) = fact {
+            Lookup::Valid(f)
         } else if self.invalid_reason(id).is_some() {
             Lookup::Invalid
         } else {
@@ -865,42 +875,39 @@ impl Known for Txn<'_> {
     }
 }
 
+impl Txn<'_> {
+    /// The record of a valid referral committed before this transaction (`None`: not one, or
+    /// one of this transaction, or one stored before format 10: read its entry).
+    fn referral_rec(&self, id: &Id) -> Option<crate::hops::Rec> {
+        if !self.committed(&key(ENTRY, &[&id.0])) {
+            return None;
+        }
+        if let Some(r) = self.valid.referral(id) {
+            return Some(r);
+        }
+        let v = self.get(&key(HOP, &[&id.0]))?;
+        let Some(r) = crate::hops::decode(&v) else {
+            self.remember(StoreError::Record {
+                prefix: char::from(HOP),
+                detail: format!("the record of referral {} is damaged", id.to_hex()),
+            });
+            return None;
+        };
+        lock(&self.valid.referrals).put(*id, r);
+        Some(r)
+    }
+}
+
 impl ChainView for Txn<'_> {
     type Node = Id;
     type Offer = Id;
 
     fn hop(&self, node: Id) -> Option<Hop<Id>> {
-        let k = key(ENTRY, &[&node.0]);
-        if self.writes.contains_key(&k) {
-            return self.referral(&node).map(|r| crate::hops::of(&r));
+        if let Some(r) = self.referral_rec(&node) {
+            return Some(r.hop);
         }
-        if let Some(h) = self.valid.hop(&node) {
-            return Some(h);
-        }
-        let h = match self.get(&key(HOP, &[&node.0])) {
-            Some(v) => match crate::hops::decode(&v) {
-                Some(h) => h,
-                None => {
-                    self.remember(StoreError::Record {
-                        prefix: char::from(HOP),
-                        detail: format!("the hop of {} is damaged", node.to_hex()),
-                    });
-                    return None;
-                }
-            },
-            // A referral stored before format 10: its entry (past the bodies' cache: the
-            // hop is all a walk needs).
-            None => {
-                let v = self.get(&k)?;
-                let e = self.decode_entry(&v)?;
-                match (e.state, e.body()?) {
-                    (EntryState::Valid, Body::Referral(r)) => crate::hops::of(&r),
-                    _ => return None,
-                }
-            }
-        };
-        lock(&self.valid.hops).put(node, h);
-        Some(h)
+        // This transaction's own, or stored before format 10.
+        self.referral(&node).map(|r| crate::hops::hop_of(&r))
     }
 
     fn first_purchase_ms(&self, offer: Id, buyer: &PublicKey) -> Option<u64> {
@@ -994,25 +1001,30 @@ mod tests {
         assert_eq!(g.get(&id(0)), None);
     }
 
-    /// A referral's hop is cached once its shipment is applied and forgotten when it is
-    /// dropped, so that a chain walk never finds a dropped referral.
+    /// A referral's record is cached once its shipment is applied and forgotten when it is
+    /// dropped, so that neither a chain walk nor a validation finds a dropped referral.
     #[test]
-    fn hops_enter_when_shipped_and_leave_when_removed() {
+    fn referrals_enter_when_shipped_and_leave_when_removed() {
         let cache = ValidCache::new();
-        let h = Hop {
-            referrer: PublicKey([9; 32]),
-            created_at_ms: 7,
-            community: None,
-            parent: Some(id(1)),
+        let r = crate::hops::Rec {
+            hop: Hop {
+                referrer: PublicKey([9; 32]),
+                created_at_ms: 7,
+                community: None,
+                parent: Some(id(1)),
+            },
+            offer: id(0),
+            recipient: None,
+            depth: 2,
         };
-        let parent = |id: &Id| cache.hop(id).map(|h| (h.referrer, h.parent));
-        assert_eq!(parent(&id(2)), None);
-        cache.shipped_hops(&[(id(2), h)]);
-        assert_eq!(parent(&id(2)), Some((h.referrer, h.parent)));
+        let fact = |id: &Id| cache.referral(id).map(|r| r.fact());
+        assert_eq!(fact(&id(2)), None);
+        cache.shipped_referrals(&[(id(2), r)]);
+        assert_eq!(fact(&id(2)), Some(r.fact()));
         cache.remove(&id(2));
-        assert_eq!(parent(&id(2)), None);
-        cache.shipped_hops(&[(id(2), h)]);
+        assert_eq!(fact(&id(2)), None);
+        cache.shipped_referrals(&[(id(2), r)]);
         cache.clear();
-        assert_eq!(parent(&id(2)), None);
+        assert_eq!(fact(&id(2)), None);
     }
 }

@@ -251,7 +251,7 @@ mod tests {
             runs: Vec::new(),
             forgotten: Vec::new(),
             dropped: Vec::new(),
-            hops: Vec::new(),
+            referrals: Vec::new(),
             touched: Vec::new(),
         }
     }
