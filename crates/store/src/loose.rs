@@ -23,6 +23,7 @@
 //! `LOOSE` (by author) and `LOOSE_AT` (by time), and move to the runs when anchored.
 
 use passalong_protocol::attestation::Body;
+use passalong_protocol::payout::ChainView;
 use passalong_protocol::{Id, Kind, PublicKey};
 
 use crate::dependency;
@@ -269,11 +270,29 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
     if t.hints.is_anchored(&id) {
         return false;
     }
-    let Some(body) = t.body(&id) else {
-        return false;
-    };
-    let Some(p) = place(t, &body) else {
-        return false;
+    // A referral committed before: its place from its record (see `hops`), not its entry.
+    let (p, body) = match t.referral_rec(&id) {
+        Some(r) => {
+            let Some(market) = t.offer(&r.offer).map(|o| o.seller) else {
+                return false;
+            };
+            let p = Place {
+                market,
+                author: r.hop.referrer,
+                created_at_ms: r.hop.created_at_ms,
+                kind: Kind::Referral,
+            };
+            (p, None)
+        }
+        None => {
+            let Some(body) = t.body(&id) else {
+                return false;
+            };
+            let Some(p) = place(t, &body) else {
+                return false;
+            };
+            (p, Some(body))
+        }
     };
     let k = p.loose_key(&id);
     if !t.contains(&k) {
@@ -296,8 +315,10 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
             kind: p.kind as u8,
         },
     );
-    if let (Body::PurchaseClaim(_), Some(via)) = (&body, above(&body)) {
-        anchor_chain(t, via);
+    if let Some(body @ Body::PurchaseClaim(_)) = &body {
+        if let Some(via) = above(body) {
+            anchor_chain(t, via);
+        }
     }
     true
 }
@@ -317,11 +338,14 @@ fn above(body: &Body) -> Option<Id> {
 pub(crate) fn anchor_chain(t: &mut Txn<'_>, from: Id) {
     let mut next = Some(from);
     while let Some(id) = next {
-        let Some(r) = t.referral(&id) else { break };
+        // The parent from the hop: on a cold cache, a dense record rather than the entry.
+        let Some(parent) = t.hop(id).map(|h| h.parent) else {
+            break;
+        };
         if !anchor(t, id) {
             break;
         }
-        next = r.parent;
+        next = parent;
     }
 }
 

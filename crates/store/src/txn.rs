@@ -878,7 +878,7 @@ impl Known for Txn<'_> {
 impl Txn<'_> {
     /// The record of a valid referral committed before this transaction (`None`: not one, or
     /// one of this transaction, or one stored before format 10: read its entry).
-    fn referral_rec(&self, id: &Id) -> Option<crate::hops::Rec> {
+    pub fn referral_rec(&self, id: &Id) -> Option<crate::hops::Rec> {
         if !self.committed(&key(ENTRY, &[&id.0])) {
             return None;
         }
