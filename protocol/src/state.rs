@@ -17,6 +17,7 @@ use crate::attestation::{Body, Currency};
 use crate::encoding::Attestation;
 use crate::keys::{Id, PublicKey};
 use crate::ledger::{Ledger, LedgerEntry};
+use crate::limits::MAX_POLICY_DEPTH;
 use crate::payout;
 use crate::policy::Policy;
 use crate::validation::{self, Fact, InvalidReason, Known, Lookup, Outcome};
@@ -182,6 +183,20 @@ struct Market {
     refunded: FxHashSet<Id>,
     settlements: Vec<SettlementRec>,
     claims: Vec<ClaimRec>,
+}
+
+/// The counted receipts of `m` that came through a referral, as `via << 32 | receipt index`,
+/// sorted: grouped by referral, in receipt order within a group.
+fn by_via(m: &Market) -> Vec<u64> {
+    let mut v: Vec<u64> = m
+        .receipts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.counted && r.via != NONE)
+        .map(|(i, r)| u64::from(r.via) << 32 | i as u64)
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 struct Waiting {
@@ -581,32 +596,119 @@ impl State {
     }
 
     /// The ledger of `seller`, computed from scratch from the valid attestations.
+    ///
+    /// Receipts are taken grouped by referral: every receipt through one referral shares its
+    /// chain, so the chain is walked once per referral ([`payout::Chain`]) and each receipt
+    /// only applies the window, its buyer and its amount. Sums are exact integers, so the
+    /// order changes nothing.
     pub fn ledger(&self, seller: &PublicKey) -> Ledger {
         let Some(m) = self.markets.get(seller) else {
             return Ledger::from_entries(*seller, Vec::new());
         };
         let view = MarketView::new(self, m);
         let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
-        for r in self.counted(m) {
-            let offer = &self.offers[r.offer as usize];
-            let refunded = m.refunded.contains(&r.id);
-            let sale = payout::Sale {
-                offer: r.offer,
-                seller: *seller,
-                policy: offer.policy,
-                amount_minor: r.amount_minor,
-                buyer: r.buyer,
-                via: (r.via != NONE).then_some(r.via),
-                created_at_ms: r.created_at_ms,
-            };
-            for (who, amount) in payout::payout(&view, &sale).credits() {
-                let s = sums.entry((offer.currency, who)).or_default();
-                s[0] += u128::from(amount);
-                if refunded {
-                    s[1] += u128::from(amount);
+        let mut chain = payout::Chain::new();
+        for group in by_via(m).chunk_by(|a, b| a >> 32 == b >> 32) {
+            let receipt = |key: &u64| &m.receipts[(key & u64::from(u32::MAX)) as usize];
+            let first = receipt(&group[0]);
+            let offer = &self.offers[first.offer as usize];
+            let (earliest, latest) = group.iter().fold((u64::MAX, 0), |(lo, hi), k| {
+                let t = receipt(k).created_at_ms;
+                (lo.min(t), hi.max(t))
+            });
+            chain.walk(&view, &self.sale(seller, first), earliest, latest);
+            // Per hop position (and the connector last): earned, refunded.
+            let mut acc = [[0u128; 2]; MAX_POLICY_DEPTH as usize + 1];
+            for r in group.iter().map(receipt) {
+                if r.offer != first.offer {
+                    // A referral of another offer: never in a valid state, so done the slow way.
+                    self.credit(&view, seller, m, r, &mut sums);
+                    continue;
+                }
+                let refunded = m.refunded.contains(&r.id);
+                let (shares, connector) = chain.shares(r.amount_minor, &r.buyer, r.created_at_ms);
+                let amounts = shares.as_slice().iter().copied().enumerate();
+                for (i, a) in amounts.chain([(MAX_POLICY_DEPTH as usize, connector)]) {
+                    acc[i][0] += u128::from(a);
+                    if refunded {
+                        acc[i][1] += u128::from(a);
+                    }
+                }
+            }
+            for (i, &[earned, refunded]) in acc.iter().enumerate() {
+                if earned == 0 {
+                    continue;
+                }
+                let who = if i == MAX_POLICY_DEPTH as usize {
+                    chain.connector()
+                } else {
+                    Some(*chain.referrer(i))
+                };
+                if let Some(who) = who {
+                    let s = sums.entry((offer.currency, who)).or_default();
+                    s[0] += earned;
+                    s[1] += refunded;
                 }
             }
         }
+        self.finish_ledger(seller, m, sums)
+    }
+
+    /// [`State::ledger`] computed receipt by receipt, each walking its own chain: the
+    /// reference the grouped computation is tested and benchmarked against.
+    #[doc(hidden)]
+    pub fn ledger_per_receipt(&self, seller: &PublicKey) -> Ledger {
+        let Some(m) = self.markets.get(seller) else {
+            return Ledger::from_entries(*seller, Vec::new());
+        };
+        let view = MarketView::new(self, m);
+        let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
+        for r in self.counted(m) {
+            self.credit(&view, seller, m, r, &mut sums);
+        }
+        self.finish_ledger(seller, m, sums)
+    }
+
+    /// The payout terms of a receipt.
+    fn sale(&self, seller: &PublicKey, r: &ReceiptRec) -> payout::Sale<u32, u32> {
+        payout::Sale {
+            offer: r.offer,
+            seller: *seller,
+            policy: self.offers[r.offer as usize].policy,
+            amount_minor: r.amount_minor,
+            buyer: r.buyer,
+            via: (r.via != NONE).then_some(r.via),
+            created_at_ms: r.created_at_ms,
+        }
+    }
+
+    /// Adds one counted receipt's credits to `sums`.
+    fn credit(
+        &self,
+        view: &MarketView<'_>,
+        seller: &PublicKey,
+        m: &Market,
+        r: &ReceiptRec,
+        sums: &mut FxHashMap<(Currency, PublicKey), [u128; 3]>,
+    ) {
+        let currency = self.offers[r.offer as usize].currency;
+        let refunded = m.refunded.contains(&r.id);
+        for (who, amount) in payout::payout(view, &self.sale(seller, r)).credits() {
+            let s = sums.entry((currency, who)).or_default();
+            s[0] += u128::from(amount);
+            if refunded {
+                s[1] += u128::from(amount);
+            }
+        }
+    }
+
+    /// Adds the settlements and sorts the lines.
+    fn finish_ledger(
+        &self,
+        seller: &PublicKey,
+        m: &Market,
+        mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]>,
+    ) -> Ledger {
         for s in &m.settlements {
             sums.entry((s.currency, s.participant)).or_default()[2] += u128::from(s.amount_minor);
         }
