@@ -185,18 +185,66 @@ struct Market {
     claims: Vec<ClaimRec>,
 }
 
-/// The counted receipts of `m` that came through a referral, as `via << 32 | receipt index`,
-/// sorted: grouped by referral, in receipt order within a group.
-fn by_via(m: &Market) -> Vec<u64> {
-    let mut v: Vec<u64> = m
-        .receipts
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.counted && r.via != NONE)
-        .map(|(i, r)| u64::from(r.via) << 32 | i as u64)
-        .collect();
-    v.sort_unstable();
-    v
+/// What the ledger reads of a counted receipt, copied out of [`ReceiptRec`] into its
+/// referral's group so that the grouped pass reads memory in order.
+#[derive(Clone, Copy)]
+struct Sold {
+    amount_minor: u64,
+    created_at_ms: u64,
+    buyer: PublicKey,
+    offer: u32,
+    refunded: bool,
+}
+
+/// The counted receipts of `m` that came through a referral, grouped by it (a counting sort,
+/// receipt order within a group): the referrals, where each group ends in `sold`, and `sold`.
+fn by_via(state: &State, m: &Market) -> (Vec<u32>, Vec<u32>, Vec<Sold>) {
+    // Per referral: receipts counted, then where its group is filled next. Zeroed pages are
+    // only touched for the referrals used.
+    let mut next = vec![0u32; state.referrals.len()];
+    let mut vias = Vec::new();
+    let mut total = 0usize;
+    for r in m.receipts.iter().filter(|r| r.counted && r.via != NONE) {
+        let n = &mut next[r.via as usize];
+        if *n == 0 {
+            vias.push(r.via);
+        }
+        *n += 1;
+        total += 1;
+    }
+    // In arena order: chains of neighbouring referrals share memory (and often ancestors).
+    vias.sort_unstable();
+    let mut ends = Vec::with_capacity(vias.len());
+    let mut at = 0u32;
+    for &v in &vias {
+        let n = next[v as usize];
+        next[v as usize] = at;
+        at += n;
+        ends.push(at);
+    }
+    let mut sold = vec![
+        Sold {
+            amount_minor: 0,
+            created_at_ms: 0,
+            buyer: PublicKey([0; 32]),
+            offer: 0,
+            refunded: false,
+        };
+        total
+    ];
+    let any_refund = !m.refunded.is_empty();
+    for r in m.receipts.iter().filter(|r| r.counted && r.via != NONE) {
+        let n = &mut next[r.via as usize];
+        sold[*n as usize] = Sold {
+            amount_minor: r.amount_minor,
+            created_at_ms: r.created_at_ms,
+            buyer: r.buyer,
+            offer: r.offer,
+            refunded: any_refund && m.refunded.contains(&r.id),
+        };
+        *n += 1;
+    }
+    (vias, ends, sold)
 }
 
 struct Waiting {
@@ -608,33 +656,34 @@ impl State {
         let view = MarketView::new(self, m);
         let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
         let mut chain = payout::Chain::new();
-        for group in by_via(m).chunk_by(|a, b| a >> 32 == b >> 32) {
-            let receipt = |key: &u64| &m.receipts[(key & u64::from(u32::MAX)) as usize];
-            let first = receipt(&group[0]);
-            let offer = &self.offers[first.offer as usize];
-            let (earliest, latest) = group.iter().fold((u64::MAX, 0), |(lo, hi), k| {
-                let t = receipt(k).created_at_ms;
-                (lo.min(t), hi.max(t))
+        let (vias, ends, sold) = by_via(self, m);
+        let mut start = 0usize;
+        for (&via, &end) in vias.iter().zip(&ends) {
+            let group = &sold[start..end as usize];
+            start = end as usize;
+            let offer = group[0].offer;
+            let (earliest, latest) = group.iter().fold((u64::MAX, 0), |(lo, hi), r| {
+                (lo.min(r.created_at_ms), hi.max(r.created_at_ms))
             });
-            chain.walk(&view, &self.sale(seller, first), earliest, latest);
+            chain.walk(&view, &self.sale(seller, via, &group[0]), earliest, latest);
             // Per hop position (and the connector last): earned, refunded.
             let mut acc = [[0u128; 2]; MAX_POLICY_DEPTH as usize + 1];
-            for r in group.iter().map(receipt) {
-                if r.offer != first.offer {
+            for r in group {
+                if r.offer != offer {
                     // A referral of another offer: never in a valid state, so done the slow way.
-                    self.credit(&view, seller, m, r, &mut sums);
+                    self.credit(&view, &self.sale(seller, via, r), r.refunded, &mut sums);
                     continue;
                 }
-                let refunded = m.refunded.contains(&r.id);
                 let (shares, connector) = chain.shares(r.amount_minor, &r.buyer, r.created_at_ms);
                 let amounts = shares.as_slice().iter().copied().enumerate();
                 for (i, a) in amounts.chain([(MAX_POLICY_DEPTH as usize, connector)]) {
                     acc[i][0] += u128::from(a);
-                    if refunded {
+                    if r.refunded {
                         acc[i][1] += u128::from(a);
                     }
                 }
             }
+            let currency = self.offers[offer as usize].currency;
             for (i, &[earned, refunded]) in acc.iter().enumerate() {
                 if earned == 0 {
                     continue;
@@ -645,7 +694,7 @@ impl State {
                     Some(*chain.referrer(i))
                 };
                 if let Some(who) = who {
-                    let s = sums.entry((offer.currency, who)).or_default();
+                    let s = sums.entry((currency, who)).or_default();
                     s[0] += earned;
                     s[1] += refunded;
                 }
@@ -664,20 +713,32 @@ impl State {
         let view = MarketView::new(self, m);
         let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
         for r in self.counted(m) {
-            self.credit(&view, seller, m, r, &mut sums);
+            let sold = Sold {
+                amount_minor: r.amount_minor,
+                created_at_ms: r.created_at_ms,
+                buyer: r.buyer,
+                offer: r.offer,
+                refunded: m.refunded.contains(&r.id),
+            };
+            self.credit(
+                &view,
+                &self.sale(seller, r.via, &sold),
+                sold.refunded,
+                &mut sums,
+            );
         }
         self.finish_ledger(seller, m, sums)
     }
 
     /// The payout terms of a receipt.
-    fn sale(&self, seller: &PublicKey, r: &ReceiptRec) -> payout::Sale<u32, u32> {
+    fn sale(&self, seller: &PublicKey, via: u32, r: &Sold) -> payout::Sale<u32, u32> {
         payout::Sale {
             offer: r.offer,
             seller: *seller,
             policy: self.offers[r.offer as usize].policy,
             amount_minor: r.amount_minor,
             buyer: r.buyer,
-            via: (r.via != NONE).then_some(r.via),
+            via: (via != NONE).then_some(via),
             created_at_ms: r.created_at_ms,
         }
     }
@@ -686,14 +747,12 @@ impl State {
     fn credit(
         &self,
         view: &MarketView<'_>,
-        seller: &PublicKey,
-        m: &Market,
-        r: &ReceiptRec,
+        sale: &payout::Sale<u32, u32>,
+        refunded: bool,
         sums: &mut FxHashMap<(Currency, PublicKey), [u128; 3]>,
     ) {
-        let currency = self.offers[r.offer as usize].currency;
-        let refunded = m.refunded.contains(&r.id);
-        for (who, amount) in payout::payout(view, &self.sale(seller, r)).credits() {
+        let currency = self.offers[sale.offer as usize].currency;
+        for (who, amount) in payout::payout(view, sale).credits() {
             let s = sums.entry((currency, who)).or_default();
             s[0] += u128::from(amount);
             if refunded {
