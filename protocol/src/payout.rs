@@ -12,8 +12,15 @@ use crate::policy::{Policy, Rule};
 
 /// `floor(amount * bps / 10000)`, the pool or the connector share of a sale.
 pub fn bps_of(amount_minor: u64, bps: u16) -> u64 {
-    // amount < 2^64 and bps <= 10000 so the product fits in u128 and the quotient in u64.
-    (u128::from(amount_minor) * u128::from(bps) / u128::from(BPS_ONE)) as u64
+    if bps <= BPS_ONE {
+        // The same floor in u64, without a u128 division per share: with a = q·10000 + r,
+        // floor(a·bps/10000) = q·bps + floor(r·bps/10000), and q·bps <= a.
+        let (q, r) = (amount_minor / 10_000, amount_minor % 10_000);
+        q * u64::from(bps) + r * u64::from(bps) / 10_000
+    } else {
+        // amount < 2^64 so the product fits in u128 (the quotient is cut to u64, as always).
+        (u128::from(amount_minor) * u128::from(bps) / u128::from(BPS_ONE)) as u64
+    }
 }
 
 /// Shares of the kept hops, nearest the buyer first. `eligible[i]` says whether hop i may
@@ -38,10 +45,10 @@ pub fn split(rule: Rule, pool: u64, eligible: &[bool], chain_hops: u32) -> Share
             out.amounts[..n].fill(each);
         }
         Rule::Geometric { r_bps } => {
-            let keep = u128::from(BPS_ONE.saturating_sub(r_bps));
+            let keep = BPS_ONE.saturating_sub(r_bps);
             let mut remaining = pool;
             for a in &mut out.amounts[..n] {
-                let share = (u128::from(remaining) * keep / u128::from(BPS_ONE)) as u64;
+                let share = bps_of(remaining, keep);
                 remaining -= share;
                 *a = share;
             }
@@ -166,7 +173,8 @@ impl Payout {
 
 /// One referral of a [`Chain`], with what its eligibility owes to anything but the buyer.
 #[derive(Clone, Copy, Debug)]
-struct Link {
+struct Link<N> {
+    node: N,
     referrer: PublicKey,
     created_at_ms: u64,
     /// Not the seller, not met nearer the buyer, and (require_purchase) bought before
@@ -178,22 +186,22 @@ struct Link {
 /// buyer, step 4's membership test), so that every receipt through the same referral pays
 /// for one walk instead of one each: the ledger groups receipts by referral.
 #[derive(Clone, Debug)]
-pub struct Chain {
-    links: Vec<Link>,
+pub struct Chain<N> {
+    links: Vec<Link<N>>,
     policy: Policy,
     /// Hop 1's connector, admitted and not the seller.
     connector: Option<PublicKey>,
 }
 
-impl Default for Chain {
+impl<N: Copy> Default for Chain<N> {
     fn default() -> Self {
         Chain::new()
     }
 }
 
-impl Chain {
+impl<N: Copy> Chain<N> {
     /// An empty chain, to be filled by [`Chain::walk`] (its buffer is reused).
-    pub fn new() -> Chain {
+    pub fn new() -> Chain<N> {
         Chain {
             links: Vec::new(),
             policy: Policy {
@@ -212,7 +220,7 @@ impl Chain {
     /// `earliest_ms` and `latest_ms`: it stops at the first referral outside the window of all
     /// of them (for one receipt, `earliest_ms = latest_ms = sale.created_at_ms`, it stops where
     /// step 1 does). Only the offer, seller, policy and referral of `sale` are read.
-    pub fn walk<V: ChainView>(
+    pub fn walk<V: ChainView<Node = N>>(
         &mut self,
         view: &V,
         sale: &Sale<V::Node, V::Offer>,
@@ -259,6 +267,7 @@ impl Chain {
                 }
             }
             self.links.push(Link {
+                node: n,
                 referrer: h.referrer,
                 created_at_ms: h.created_at_ms,
                 eligible,
@@ -272,18 +281,24 @@ impl Chain {
         &self.links[i].referrer
     }
 
+    /// The referral of hop `i`.
+    pub fn node(&self, i: usize) -> N {
+        self.links[i].node
+    }
+
     /// Hop 1's connector, if one may be paid (the receipt decides whether it is).
     pub fn connector(&self) -> Option<PublicKey> {
         self.connector
     }
 
     /// Steps 1–4 for one receipt through this chain: the shares of its kept hops (nearest the
-    /// buyer first) and the connector share (0 when none is paid).
+    /// buyer first) and the connector share (0 when none is paid). `is_buyer` tells the
+    /// receipt's buyer (a caller holding a prefix of it can answer most keys from that).
     pub fn shares(
         &self,
         amount_minor: u64,
-        buyer: &PublicKey,
         created_at_ms: u64,
+        is_buyer: impl Fn(&PublicKey) -> bool,
     ) -> (Shares, u64) {
         let p = &self.policy;
         // 1. The chain ends at the first referral created after the receipt or more than
@@ -299,14 +314,14 @@ impl Chain {
         // 2. Eligibility: what the walk found, and not the buyer.
         let mut eligible = [false; MAX_POLICY_DEPTH as usize];
         for (e, l) in eligible.iter_mut().zip(&self.links[..n]) {
-            *e = l.eligible && l.referrer != *buyer;
+            *e = l.eligible && !is_buyer(&l.referrer);
         }
         // 3. Split the pool.
         let pool = bps_of(amount_minor, p.pool_bps);
         let shares = split(p.rule, pool, &eligible[..n], chain_hops as u32);
         // 4. The connector of hop 1's community.
         let connector = match self.connector {
-            Some(c) if n > 0 && c != *buyer => bps_of(amount_minor, p.connector_bps),
+            Some(c) if n > 0 && !is_buyer(&c) => bps_of(amount_minor, p.connector_bps),
             _ => 0,
         };
         (shares, connector)
@@ -317,7 +332,8 @@ impl Chain {
 pub fn payout<V: ChainView>(view: &V, sale: &Sale<V::Node, V::Offer>) -> Payout {
     let mut chain = Chain::new();
     chain.walk(view, sale, sale.created_at_ms, sale.created_at_ms);
-    let (shares, connector) = chain.shares(sale.amount_minor, &sale.buyer, sale.created_at_ms);
+    let (shares, connector) =
+        chain.shares(sale.amount_minor, sale.created_at_ms, |k| *k == sale.buyer);
     let mut out = Payout {
         hops: [(PublicKey([0; 32]), 0); MAX_POLICY_DEPTH as usize],
         len: shares.len,
@@ -355,6 +371,15 @@ mod tests {
         assert_eq!(s(Rule::SplitProof, 1000, 2, 5), vec![62, 62]);
         assert_eq!(s(Rule::SplitProof, u64::MAX, 1, 64), vec![1]);
         assert_eq!(split_proof_share(u64::MAX, 65), 0);
+    }
+
+    proptest! {
+        /// The u64 floor equals the u128 one for every amount and every bps.
+        #[test]
+        fn bps_of_is_the_u128_floor(amount in prop_oneof![any::<u64>(), 0..20_000u64, (u64::MAX - 20_000)..=u64::MAX], bps in prop_oneof![0..=10_000u16, any::<u16>()]) {
+            let want = (u128::from(amount) * u128::from(bps) / 10_000) as u64;
+            prop_assert_eq!(bps_of(amount, bps), want);
+        }
     }
 
     #[test]
@@ -593,7 +618,8 @@ mod tests {
                 let s = sale(r);
                 let want = reference(&v, &s);
                 prop_assert_eq!(payout(&v, &s), want);
-                let (shares, connector) = chain.shares(s.amount_minor, &s.buyer, s.created_at_ms);
+                let (shares, connector) =
+                    chain.shares(s.amount_minor, s.created_at_ms, |k| *k == s.buyer);
                 let hops: Vec<(PublicKey, u64)> = shares
                     .as_slice()
                     .iter()

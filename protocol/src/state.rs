@@ -93,6 +93,14 @@ struct ReceiptRec {
     counted: bool,
 }
 
+impl Market {
+    fn set_counted(&mut self, idx: u32, counted: bool) {
+        let r = &mut self.receipts[idx as usize];
+        r.counted = counted;
+        self.counted_via[idx as usize] = if counted { r.via } else { NONE };
+    }
+}
+
 /// Receipts of one (seller, order): the counted one (smallest id) and the rest.
 struct OrderSlot {
     counted: u32,
@@ -122,15 +130,25 @@ struct MarketView<'a> {
 
 impl<'a> MarketView<'a> {
     fn new(state: &'a State, m: &'a Market) -> Self {
-        let mut bought: FxHashMap<(u32, PublicKey), u64> = FxHashMap::default();
-        // Only offers with require_purchase ask for purchases.
-        for r in state.counted(m).filter(|r| {
-            state.offers[r.offer as usize].policy.require_purchase && !m.refunded.contains(&r.id)
-        }) {
-            let t = bought.entry((r.offer, r.buyer)).or_insert(u64::MAX);
-            *t = (*t).min(r.created_at_ms);
+        let mut bought = FxHashMap::default();
+        for r in state.counted(m) {
+            note_purchase(state, m, r, &mut bought);
         }
         MarketView { state, bought }
+    }
+}
+
+/// Records a counted receipt in `bought` if its offer requires purchases (only those ask) and
+/// it is not refunded.
+fn note_purchase(
+    state: &State,
+    m: &Market,
+    r: &ReceiptRec,
+    bought: &mut FxHashMap<(u32, PublicKey), u64>,
+) {
+    if state.offers[r.offer as usize].policy.require_purchase && !m.refunded.contains(&r.id) {
+        let t = bought.entry((r.offer, r.buyer)).or_insert(u64::MAX);
+        *t = (*t).min(r.created_at_ms);
     }
 }
 
@@ -177,6 +195,9 @@ impl payout::ChainView for MarketView<'_> {
 #[derive(Default)]
 struct Market {
     receipts: Vec<ReceiptRec>,
+    /// Per receipt, its referral if it counts and has one, else NONE: kept beside `receipts`
+    /// so that grouping a million receipts by referral reads 4 bytes of each, not 96.
+    counted_via: Vec<u32>,
     /// Keyed by the seller's order id. Order ids are chosen by sellers, so this map keeps
     /// std's DoS-resistant hasher.
     orders: HashMap<String, OrderSlot>,
@@ -191,23 +212,42 @@ struct Market {
 struct Sold {
     amount_minor: u64,
     created_at_ms: u64,
-    buyer: PublicKey,
+    /// The buyer's first 4 bytes: whether a referrer is the buyer is nearly always settled
+    /// by them; `receipt` gives the whole key when they match. (32 bytes a record.)
+    buyer_prefix: [u8; 4],
+    receipt: u32,
     offer: u32,
     refunded: bool,
 }
 
-/// The counted receipts of `m` that came through a referral, grouped by it (a counting sort,
-/// receipt order within a group): the referrals, where each group ends in `sold`, and `sold`.
-fn by_via(state: &State, m: &Market) -> (Vec<u32>, Vec<u32>, Vec<Sold>) {
+impl Sold {
+    fn is_buyer(&self, m: &Market, key: &PublicKey) -> bool {
+        key.0[..4] == self.buyer_prefix && m.receipts[self.receipt as usize].buyer == *key
+    }
+}
+
+/// The counted receipts of a market that came through a referral, grouped by it.
+struct Groups {
+    /// The referrals, in arena order.
+    vias: Vec<u32>,
+    /// Where each referral's group ends in `sold`.
+    ends: Vec<u32>,
+    /// The receipts, group after group, in receipt order within a group.
+    sold: Vec<Sold>,
+}
+
+/// Groups the counted receipts of `m` by referral (a counting sort), and fills `bought` on the
+/// way: one pass over the receipt records.
+fn by_via(state: &State, m: &Market, bought: &mut FxHashMap<(u32, PublicKey), u64>) -> Groups {
     // Per referral: receipts counted, then where its group is filled next. Zeroed pages are
     // only touched for the referrals used.
     let mut next = vec![0u32; state.referrals.len()];
     let mut vias = Vec::new();
     let mut total = 0usize;
-    for r in m.receipts.iter().filter(|r| r.counted && r.via != NONE) {
-        let n = &mut next[r.via as usize];
+    for &via in m.counted_via.iter().filter(|&&v| v != NONE) {
+        let n = &mut next[via as usize];
         if *n == 0 {
-            vias.push(r.via);
+            vias.push(via);
         }
         *n += 1;
         total += 1;
@@ -226,25 +266,75 @@ fn by_via(state: &State, m: &Market) -> (Vec<u32>, Vec<u32>, Vec<Sold>) {
         Sold {
             amount_minor: 0,
             created_at_ms: 0,
-            buyer: PublicKey([0; 32]),
+            buyer_prefix: [0; 4],
+            receipt: 0,
             offer: 0,
             refunded: false,
         };
         total
     ];
     let any_refund = !m.refunded.is_empty();
-    for r in m.receipts.iter().filter(|r| r.counted && r.via != NONE) {
+    for (i, r) in m.receipts.iter().enumerate().filter(|(_, r)| r.counted) {
+        note_purchase(state, m, r, bought);
+        if r.via == NONE {
+            continue;
+        }
         let n = &mut next[r.via as usize];
+        let mut buyer_prefix = [0; 4];
+        buyer_prefix.copy_from_slice(&r.buyer.0[..4]);
         sold[*n as usize] = Sold {
             amount_minor: r.amount_minor,
             created_at_ms: r.created_at_ms,
-            buyer: r.buyer,
+            buyer_prefix,
+            receipt: i as u32,
             offer: r.offer,
             refunded: any_refund && m.refunded.contains(&r.id),
         };
         *n += 1;
     }
-    (vias, ends, sold)
+    Groups { vias, ends, sold }
+}
+
+/// Ledger lines being summed, (currency, participant) interned to a dense index.
+#[derive(Default)]
+struct Lines {
+    index: FxHashMap<(Currency, PublicKey), u32>,
+    keys: Vec<(Currency, PublicKey)>,
+    /// earned, refunded, settled
+    sums: Vec<[u128; 3]>,
+}
+
+impl Lines {
+    fn line(&mut self, currency: Currency, who: PublicKey) -> usize {
+        let n = self.keys.len() as u32;
+        let i = *self.index.entry((currency, who)).or_insert(n);
+        if i == n {
+            self.keys.push((currency, who));
+            self.sums.push([0; 3]);
+        }
+        i as usize
+    }
+
+    fn credit(&mut self, line: usize, earned: u128, refunded: u128) {
+        let s = &mut self.sums[line];
+        s[0] += earned;
+        s[1] += refunded;
+    }
+
+    /// Adds the settlements and sorts the lines.
+    fn into_ledger(mut self, seller: &PublicKey, m: &Market) -> Ledger {
+        for s in &m.settlements {
+            let line = self.line(s.currency, s.participant);
+            self.sums[line][2] += u128::from(s.amount_minor);
+        }
+        let entries = self
+            .keys
+            .into_iter()
+            .zip(self.sums)
+            .map(|((c, k), [e, r, s])| LedgerEntry::new(c, k, e, r, s))
+            .collect();
+        Ledger::from_entries(*seller, entries)
+    }
 }
 
 struct Waiting {
@@ -558,9 +648,10 @@ impl State {
                     created_at_ms: r.created_at_ms,
                     counted: false,
                 });
+                m.counted_via.push(NONE);
                 match m.orders.get_mut(&r.order) {
                     None => {
-                        m.receipts[idx as usize].counted = true;
+                        m.set_counted(idx, true);
                         m.orders.insert(
                             r.order.clone(),
                             OrderSlot {
@@ -571,10 +662,11 @@ impl State {
                     }
                     Some(slot) => {
                         if id < m.receipts[slot.counted as usize].id {
-                            m.receipts[slot.counted as usize].counted = false;
-                            m.receipts[idx as usize].counted = true;
-                            slot.others.push(slot.counted);
-                            slot.counted = idx;
+                            let (old, new) = (slot.counted, idx);
+                            slot.others.push(old);
+                            slot.counted = new;
+                            m.set_counted(old, false);
+                            m.set_counted(new, true);
                         } else {
                             slot.others.push(idx);
                         }
@@ -653,28 +745,48 @@ impl State {
         let Some(m) = self.markets.get(seller) else {
             return Ledger::from_entries(*seller, Vec::new());
         };
-        let view = MarketView::new(self, m);
-        let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
+        let mut bought = FxHashMap::default();
+        let groups = by_via(self, m, &mut bought);
+        let view = MarketView {
+            state: self,
+            bought,
+        };
+        let mut lines = Lines::default();
+        // Per referral, 1 + its line when last credited (0: none yet); lines are keyed by
+        // the referral's currency and referrer, checked on use.
+        let mut line_of = vec![0u32; self.referrals.len()];
         let mut chain = payout::Chain::new();
-        let (vias, ends, sold) = by_via(self, m);
         let mut start = 0usize;
-        for (&via, &end) in vias.iter().zip(&ends) {
-            let group = &sold[start..end as usize];
+        for (&via, &end) in groups.vias.iter().zip(&groups.ends) {
+            let group = &groups.sold[start..end as usize];
             start = end as usize;
             let offer = group[0].offer;
             let (earliest, latest) = group.iter().fold((u64::MAX, 0), |(lo, hi), r| {
                 (lo.min(r.created_at_ms), hi.max(r.created_at_ms))
             });
-            chain.walk(&view, &self.sale(seller, via, &group[0]), earliest, latest);
+            // The walk reads the offer, seller, policy and referral of the sale, not its buyer
+            // (which would cost a receipt record read at random).
+            let terms = payout::Sale {
+                offer,
+                seller: *seller,
+                policy: self.offers[offer as usize].policy,
+                amount_minor: 0,
+                buyer: *seller,
+                via: Some(via),
+                created_at_ms: latest,
+            };
+            chain.walk(&view, &terms, earliest, latest);
             // Per hop position (and the connector last): earned, refunded.
             let mut acc = [[0u128; 2]; MAX_POLICY_DEPTH as usize + 1];
             for r in group {
                 if r.offer != offer {
                     // A referral of another offer: never in a valid state, so done the slow way.
-                    self.credit(&view, &self.sale(seller, via, r), r.refunded, &mut sums);
+                    let sale = self.sale(m, seller, via, r);
+                    self.credit(&view, &sale, r.refunded, &mut lines);
                     continue;
                 }
-                let (shares, connector) = chain.shares(r.amount_minor, &r.buyer, r.created_at_ms);
+                let (shares, connector) =
+                    chain.shares(r.amount_minor, r.created_at_ms, |k| r.is_buyer(m, k));
                 let amounts = shares.as_slice().iter().copied().enumerate();
                 for (i, a) in amounts.chain([(MAX_POLICY_DEPTH as usize, connector)]) {
                     acc[i][0] += u128::from(a);
@@ -688,19 +800,26 @@ impl State {
                 if earned == 0 {
                     continue;
                 }
-                let who = if i == MAX_POLICY_DEPTH as usize {
-                    chain.connector()
+                let line = if i == MAX_POLICY_DEPTH as usize {
+                    match chain.connector() {
+                        Some(c) => lines.line(currency, c),
+                        None => continue,
+                    }
                 } else {
-                    Some(*chain.referrer(i))
+                    let (node, who) = (chain.node(i) as usize, *chain.referrer(i));
+                    match line_of[node].checked_sub(1) {
+                        Some(l) if lines.keys[l as usize] == (currency, who) => l as usize,
+                        _ => {
+                            let l = lines.line(currency, who);
+                            line_of[node] = l as u32 + 1;
+                            l
+                        }
+                    }
                 };
-                if let Some(who) = who {
-                    let s = sums.entry((currency, who)).or_default();
-                    s[0] += earned;
-                    s[1] += refunded;
-                }
+                lines.credit(line, earned, refunded);
             }
         }
-        self.finish_ledger(seller, m, sums)
+        lines.into_ledger(seller, m)
     }
 
     /// [`State::ledger`] computed receipt by receipt, each walking its own chain: the
@@ -711,71 +830,49 @@ impl State {
             return Ledger::from_entries(*seller, Vec::new());
         };
         let view = MarketView::new(self, m);
-        let mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]> = FxHashMap::default();
+        let mut lines = Lines::default();
         for r in self.counted(m) {
-            let sold = Sold {
-                amount_minor: r.amount_minor,
-                created_at_ms: r.created_at_ms,
-                buyer: r.buyer,
+            let sale = payout::Sale {
                 offer: r.offer,
-                refunded: m.refunded.contains(&r.id),
+                seller: *seller,
+                policy: self.offers[r.offer as usize].policy,
+                amount_minor: r.amount_minor,
+                buyer: r.buyer,
+                via: (r.via != NONE).then_some(r.via),
+                created_at_ms: r.created_at_ms,
             };
-            self.credit(
-                &view,
-                &self.sale(seller, r.via, &sold),
-                sold.refunded,
-                &mut sums,
-            );
+            self.credit(&view, &sale, m.refunded.contains(&r.id), &mut lines);
         }
-        self.finish_ledger(seller, m, sums)
+        lines.into_ledger(seller, m)
     }
 
-    /// The payout terms of a receipt.
-    fn sale(&self, seller: &PublicKey, via: u32, r: &Sold) -> payout::Sale<u32, u32> {
+    /// The payout terms of a grouped receipt.
+    fn sale(&self, m: &Market, seller: &PublicKey, via: u32, r: &Sold) -> payout::Sale<u32, u32> {
         payout::Sale {
             offer: r.offer,
             seller: *seller,
             policy: self.offers[r.offer as usize].policy,
             amount_minor: r.amount_minor,
-            buyer: r.buyer,
-            via: (via != NONE).then_some(via),
+            buyer: m.receipts[r.receipt as usize].buyer,
+            via: Some(via),
             created_at_ms: r.created_at_ms,
         }
     }
 
-    /// Adds one counted receipt's credits to `sums`.
+    /// Adds one counted receipt's credits.
     fn credit(
         &self,
         view: &MarketView<'_>,
         sale: &payout::Sale<u32, u32>,
         refunded: bool,
-        sums: &mut FxHashMap<(Currency, PublicKey), [u128; 3]>,
+        lines: &mut Lines,
     ) {
         let currency = self.offers[sale.offer as usize].currency;
         for (who, amount) in payout::payout(view, sale).credits() {
-            let s = sums.entry((currency, who)).or_default();
-            s[0] += u128::from(amount);
-            if refunded {
-                s[1] += u128::from(amount);
-            }
+            let line = lines.line(currency, who);
+            let a = u128::from(amount);
+            lines.credit(line, a, if refunded { a } else { 0 });
         }
-    }
-
-    /// Adds the settlements and sorts the lines.
-    fn finish_ledger(
-        &self,
-        seller: &PublicKey,
-        m: &Market,
-        mut sums: FxHashMap<(Currency, PublicKey), [u128; 3]>,
-    ) -> Ledger {
-        for s in &m.settlements {
-            sums.entry((s.currency, s.participant)).or_default()[2] += u128::from(s.amount_minor);
-        }
-        let entries = sums
-            .into_iter()
-            .map(|((c, k), [e, r, s])| LedgerEntry::new(c, k, e, r, s))
-            .collect();
-        Ledger::from_entries(*seller, entries)
     }
 
     /// Pairs of receipts of one seller for one order (the first counts), sorted.
