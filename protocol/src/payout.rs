@@ -30,16 +30,24 @@ pub fn bps_of(amount_minor: u64, bps: u16) -> u64 {
 ///
 /// Returns one amount per hop in `eligible` (0 for ineligible hops).
 pub fn split(rule: Rule, pool: u64, eligible: &[bool], chain_hops: u32) -> Shares {
+    let mut out = Shares::default();
+    split_into(rule, pool, eligible, chain_hops, &mut out);
+    out
+}
+
+/// [`split`] into `out`, which a caller splitting millions of pools reuses (a [`Shares`]
+/// returned by value is copied).
+fn split_into(rule: Rule, pool: u64, eligible: &[bool], chain_hops: u32, out: &mut Shares) {
     let n = eligible.len().min(usize::from(MAX_POLICY_DEPTH));
-    let mut out = Shares {
-        amounts: [0; MAX_POLICY_DEPTH as usize],
-        len: n,
-    };
+    out.len = n;
     if n == 0 {
-        return out;
+        return;
     }
     match rule {
-        Rule::Direct => out.amounts[0] = pool,
+        Rule::Direct => {
+            out.amounts[..n].fill(0);
+            out.amounts[0] = pool;
+        }
         Rule::Equal => {
             let each = pool / n as u64;
             out.amounts[..n].fill(each);
@@ -63,7 +71,6 @@ pub fn split(rule: Rule, pool: u64, eligible: &[bool], chain_hops: u32) -> Share
             *a = 0;
         }
     }
-    out
 }
 
 /// `floor(pool / 2^(L-1))`: what each kept hop of a chain of L hops earns under split_proof.
@@ -77,7 +84,7 @@ pub fn split_proof_share(pool: u64, chain_hops: u32) -> u64 {
 }
 
 /// The shares of up to 16 hops, without allocating (the ledger computes millions of them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Shares {
     amounts: [u64; MAX_POLICY_DEPTH as usize],
     len: usize,
@@ -291,15 +298,17 @@ impl<N: Copy> Chain<N> {
         self.connector
     }
 
-    /// Steps 1–4 for one receipt through this chain: the shares of its kept hops (nearest the
-    /// buyer first) and the connector share (0 when none is paid). `is_buyer` tells the
-    /// receipt's buyer (a caller holding a prefix of it can answer most keys from that).
+    /// Steps 1–4 for one receipt through this chain: puts the shares of its kept hops
+    /// (nearest the buyer first) in `shares` and returns the connector share (0 when none is
+    /// paid). `is_buyer` tells the receipt's buyer (a caller holding a prefix of it can answer
+    /// most keys from that).
     pub fn shares(
         &self,
         amount_minor: u64,
         created_at_ms: u64,
         is_buyer: impl Fn(&PublicKey) -> bool,
-    ) -> (Shares, u64) {
+        shares: &mut Shares,
+    ) -> u64 {
         let p = &self.policy;
         // 1. The chain ends at the first referral created after the receipt or more than
         //    `window_ms` before it.
@@ -318,13 +327,12 @@ impl<N: Copy> Chain<N> {
         }
         // 3. Split the pool.
         let pool = bps_of(amount_minor, p.pool_bps);
-        let shares = split(p.rule, pool, &eligible[..n], chain_hops as u32);
+        split_into(p.rule, pool, &eligible[..n], chain_hops as u32, shares);
         // 4. The connector of hop 1's community.
-        let connector = match self.connector {
+        match self.connector {
             Some(c) if n > 0 && !is_buyer(&c) => bps_of(amount_minor, p.connector_bps),
             _ => 0,
-        };
-        (shares, connector)
+        }
     }
 }
 
@@ -332,8 +340,13 @@ impl<N: Copy> Chain<N> {
 pub fn payout<V: ChainView>(view: &V, sale: &Sale<V::Node, V::Offer>) -> Payout {
     let mut chain = Chain::new();
     chain.walk(view, sale, sale.created_at_ms, sale.created_at_ms);
-    let (shares, connector) =
-        chain.shares(sale.amount_minor, sale.created_at_ms, |k| *k == sale.buyer);
+    let mut shares = Shares::default();
+    let connector = chain.shares(
+        sale.amount_minor,
+        sale.created_at_ms,
+        |k| *k == sale.buyer,
+        &mut shares,
+    );
     let mut out = Payout {
         hops: [(PublicKey([0; 32]), 0); MAX_POLICY_DEPTH as usize],
         len: shares.len,
@@ -618,8 +631,9 @@ mod tests {
                 let s = sale(r);
                 let want = reference(&v, &s);
                 prop_assert_eq!(payout(&v, &s), want);
-                let (shares, connector) =
-                    chain.shares(s.amount_minor, s.created_at_ms, |k| *k == s.buyer);
+                let mut shares = Shares::default();
+                let connector =
+                    chain.shares(s.amount_minor, s.created_at_ms, |k| *k == s.buyer, &mut shares);
                 let hops: Vec<(PublicKey, u64)> = shares
                     .as_slice()
                     .iter()

@@ -756,6 +756,7 @@ impl State {
         // the referral's currency and referrer, checked on use.
         let mut line_of = vec![0u32; self.referrals.len()];
         let mut chain = payout::Chain::new();
+        let mut shares = payout::Shares::default();
         let mut start = 0usize;
         for (&via, &end) in groups.vias.iter().zip(&groups.ends) {
             let group = &groups.sold[start..end as usize];
@@ -785,8 +786,12 @@ impl State {
                     self.credit(&view, &sale, r.refunded, &mut lines);
                     continue;
                 }
-                let (shares, connector) =
-                    chain.shares(r.amount_minor, r.created_at_ms, |k| r.is_buyer(m, k));
+                let connector = chain.shares(
+                    r.amount_minor,
+                    r.created_at_ms,
+                    |k| r.is_buyer(m, k),
+                    &mut shares,
+                );
                 let amounts = shares.as_slice().iter().copied().enumerate();
                 for (i, a) in amounts.chain([(MAX_POLICY_DEPTH as usize, connector)]) {
                     acc[i][0] += u128::from(a);
