@@ -7,7 +7,8 @@
 //!   limits and ids), our cofactored single check, and the batch path over 64 receipts (one
 //!   seller; one bad among them; 64 different keys) against 64 single verifications;
 //! - `ledger`: one seller's ledger recomputed from scratch over 1,000,000 receipts on referral
-//!   chains of mean depth 5, six offers with different rules;
+//!   chains of mean depth 5, six offers with different rules; and the same receipt by receipt
+//!   (`State::ledger_per_receipt`, the reference), for a ratio from one run;
 //! - `merkle`: the root and one inclusion proof of a 100,000-line ledger.
 //!
 //! Run with `cargo bench -p passalong-protocol --bench protocol`.
@@ -449,6 +450,11 @@ fn bench_ledger(c: &mut Criterion) {
         "every generated attestation is valid"
     );
     let ledger = state.ledger(&seller);
+    assert_eq!(
+        ledger,
+        state.ledger_per_receipt(&seller),
+        "the grouped ledger is the per-receipt one"
+    );
     println!(
         "ledger/build_state: {inserted} attestations inserted in {:.2} s; ledger has {} lines",
         built.as_secs_f64(),
@@ -462,6 +468,10 @@ fn bench_ledger(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     g.bench_function("recompute_1m", |b| {
         b.iter(|| state.ledger(black_box(&seller)))
+    });
+    // The same ledger receipt by receipt, each walking its own chain (the reference).
+    g.bench_function("recompute_1m_per_receipt", |b| {
+        b.iter(|| state.ledger_per_receipt(black_box(&seller)))
     });
     g.finish();
 }

@@ -1,6 +1,8 @@
 //! Property tests of the payout invariants (proptest):
 //! - the ledger depends only on the set of attestations: any permutation, any split into
 //!   batches, gives the same ledger, root, equivocations and disputes;
+//! - the ledger, walking each referral's chain once for all its receipts, equals the ledger
+//!   computed receipt by receipt;
 //! - a receipt's shares never exceed pool + connector share;
 //! - a refund removes exactly that receipt's shares;
 //! - recruiting without sales earns nothing;
@@ -87,6 +89,30 @@ proptest! {
         }
         st.tick(NOW);
         prop_assert_eq!(&summary(&st), &baseline);
+    }
+
+    #[test]
+    fn the_ledger_walking_each_chain_once_equals_the_per_receipt_ledger(
+        s in script(),
+        more in prop::collection::vec((any::<prop::sample::Index>(), 10..24u8, 1..1_000_000u64, 0..20_000u32), 0..40),
+    ) {
+        // More receipts through the referrals the script's receipts came through (other
+        // buyers, times and amounts; new orders), so that many share a chain.
+        let mut s = s;
+        if !s.receipts.is_empty() {
+            for (i, (pick, buyer, amount, t_min)) in more.into_iter().enumerate() {
+                let r = s.receipts[pick.index(s.receipts.len())].clone();
+                s.receipts.push(ReceiptSpec { order: 8 + i as u8, buyer, amount, t_min, ..r });
+            }
+        }
+        let st = insert_all(&build(&s));
+        for seller in SELLERS {
+            let pk = key(seller).public();
+            let want = st.ledger_per_receipt(&pk);
+            let got = st.ledger(&pk);
+            prop_assert_eq!(got.root(), want.root());
+            prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
