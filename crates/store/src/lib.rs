@@ -12,6 +12,26 @@
 //! together: `writer`). A shipment is made atomic by a redo record written before its keys
 //! (`redo`), not by a sled batch.
 //!
+//! # Durability contract
+//!
+//! - **Acknowledged is durable.** When a write call ([`Store::ingest`], [`Store::tick`], …)
+//!   returns `Ok`, everything it acknowledged, and every index and ledger change it made, has
+//!   been flushed: it survives kill -9 and power loss.
+//! - **The shipment is the atomic unit.** A call's writes reach the tree in shipments: the
+//!   whole call when it is small, every `SHIP_EVERY` (16) fresh attestations in a large one (a
+//!   tail the writer had not started is merged into one). Each shipment carries its ledger
+//!   lines' journal entry and is whole or absent after a crash: a redo record holding it is
+//!   written before its keys, and opening the store completes it (`redo`).
+//! - **A large call is not atomic as a whole.** After a crash during one, the disk holds its
+//!   first shipments, in order, never a later one without an earlier one. The store is
+//!   consistent at every shipment boundary, nothing of it was acknowledged, and sending it
+//!   again ingests what is missing (ingest is idempotent).
+//! - **Readers may see a shipment half applied**, and a large call's first shipments before
+//!   it returns. After an I/O error the call fails, acknowledges nothing, and the store reopens
+//!   its tree before the next write, as a restart would.
+//! - **Checkpoints** write the ledger lines and pack the order runs in one sled batch, flush,
+//!   and reopen the tree; the data dir stays locked throughout (`lock`).
+//!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
 //! checkpoints write them (sled's cost is per key written, and a receipt changes ~5 lines).
 //!

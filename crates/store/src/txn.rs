@@ -1,8 +1,10 @@
-//! A write overlay over the sled tree: an ingest reads its own writes, and everything it wrote
-//! goes to disk as one atomic batch (or not at all).
+//! A write overlay over the sled tree: an ingest reads its own writes, and hands what it wrote
+//! out in shipments ([`Txn::take_batch`]), each of which reaches the disk whole or not at all
+//! (see the crate's durability contract).
 //!
 //! The protocol's traits (`Known`, `ChainView`) are infallible, so a read error is remembered
-//! here and fails the whole ingest when it is committed: nothing half-done reaches the disk.
+//! here and fails the shipment being taken, and with it the call: no shipment built on a failed
+//! read reaches the disk.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
