@@ -1,5 +1,6 @@
 //! A large market signed here and imported into one node, for the late joiner to catch up:
-//! a synthetic seller's offer, `n` referrals by 1,000 keys, and a sale through every 1,000th.
+//! a synthetic seller's offer and about `n` attestations by 1,000 keys, in chains of four
+//! referrals with six sales through each.
 
 use anyhow::Result;
 use passalong_protocol::attestation::{Body, Offer, Receipt, Referral};
@@ -10,6 +11,9 @@ use crate::node::Node;
 
 /// Envelopes imported per API call (well under the 16 MiB import limit).
 const CHUNK: usize = 4_000;
+/// Attestations per group: a chain of `CHAIN` referrals, then sales through its end.
+const GROUP: usize = 10;
+const CHAIN: usize = 4;
 
 /// Signs the market and imports it into `node`; returns its seller and envelopes.
 pub fn preload(node: &Node, n: usize, now_ms: u64) -> Result<(PublicKey, Vec<Vec<u8>>)> {
@@ -44,38 +48,48 @@ pub fn preload(node: &Node, n: usize, now_ms: u64) -> Result<(PublicKey, Vec<Vec
             Keypair::from_seed(seed)
         })
         .collect();
+    // Groups of ten: a chain of four referrals by different keys, then six sales through its
+    // end. Every referral is anchored by a sale, as in a market that sells: a node keeps
+    // only a budget of referrals no sale went through (see the store's `loose`), so a market
+    // of unsold referrals would not be caught up whole.
     let mut envelopes = vec![offer.bytes.clone()];
-    let mut referrals = Vec::new();
-    for i in 0..n {
-        let r = Attestation::sign(
-            Body::Referral(Referral {
-                referrer: keys[i % keys.len()].public(),
-                offer: offer.id,
-                parent: None,
-                recipient: None,
-                community: None,
-                created_at_ms: start + 1 + i as u64,
-            }),
-            &keys[i % keys.len()],
-        );
-        referrals.push(r.id);
-        envelopes.push(r.bytes);
-    }
-    // Sales through some of them, so that the market's ledger (and root) is not empty.
-    for (k, via) in referrals.iter().step_by(1_000).enumerate() {
-        let r = Attestation::sign(
-            Body::Receipt(Receipt {
-                seller: seller.public(),
-                offer: offer.id,
-                order: format!("pre-{k}"),
-                amount_minor: 1_000,
-                buyer: keys[k % keys.len()].public(),
-                via: Some(*via),
-                created_at_ms: start + n as u64 + 1 + k as u64,
-            }),
-            &seller,
-        );
-        envelopes.push(r.bytes);
+    let groups = n.div_ceil(GROUP);
+    let mut k = 0usize;
+    for g in 0..groups {
+        let t = start + 1 + (g * GROUP) as u64;
+        let mut parent = None;
+        for d in 0..CHAIN {
+            let key = &keys[(g * CHAIN + d) % keys.len()];
+            let r = Attestation::sign(
+                Body::Referral(Referral {
+                    referrer: key.public(),
+                    offer: offer.id,
+                    parent,
+                    recipient: None,
+                    community: None,
+                    created_at_ms: t + d as u64,
+                }),
+                key,
+            );
+            parent = Some(r.id);
+            envelopes.push(r.bytes);
+        }
+        for j in 0..GROUP - CHAIN {
+            let r = Attestation::sign(
+                Body::Receipt(Receipt {
+                    seller: seller.public(),
+                    offer: offer.id,
+                    order: format!("pre-{k}"),
+                    amount_minor: 1_000 + (k % 9_000) as u64,
+                    buyer: keys[k % keys.len()].public(),
+                    via: parent,
+                    created_at_ms: t + (CHAIN + j) as u64,
+                }),
+                &seller,
+            );
+            k += 1;
+            envelopes.push(r.bytes);
+        }
     }
     for chunk in envelopes.chunks(CHUNK) {
         let hexes: Vec<String> = chunk.iter().map(hex::encode).collect();
