@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod book;
+mod commit;
 mod counters;
 mod dependency;
 mod error;
@@ -305,9 +306,8 @@ pub struct Store {
     commits: AtomicU64,
     /// The store may hold WAITER keys: set when one is written, read again at each open.
     waiters: std::sync::atomic::AtomicBool,
-    /// Tests: applying fails once `commits` reaches this (a disk failing mid-call).
-    #[cfg(test)]
-    fail_at_commit: AtomicU64,
+    /// Where shipments are applied (see `commit`).
+    disk: std::sync::Arc<dyn commit::Disk>,
     checkpoint_every: AtomicU64,
     checkpoints: AtomicU64,
     /// The directory's lock, held from before sled opens until the store is dropped, across
@@ -392,8 +392,7 @@ impl Store {
             since_checkpoint: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
-            #[cfg(test)]
-            fail_at_commit: AtomicU64::new(u64::MAX),
+            disk: std::sync::Arc::new(commit::Sled),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
             checkpoints: AtomicU64::new(0),
             lock,
@@ -568,11 +567,7 @@ impl Store {
 
     /// Applies a transaction's writes (so far) to the tree, then their ledger lines.
     fn apply(&self, db: &sled::Db, shipment: txn::Shipment) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if self.commits() >= self.fail_at_commit.load(Ordering::Relaxed) {
-            return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
-        }
-        redo::apply(db, &shipment.writes)?;
+        self.disk.apply(db, &shipment.writes, self.commits())?;
         self.applied(shipment);
         Ok(())
     }
@@ -600,10 +595,14 @@ impl Store {
     /// Whether a large call's writer merges what it has not started when stage 2 ends (tests
     /// that make a given shipment fail need them applied one by one).
     fn merges_tail(&self) -> bool {
-        #[cfg(test)]
-        return self.fail_at_commit.load(Ordering::Relaxed) == u64::MAX;
-        #[cfg(not(test))]
-        true
+        self.disk.merges_tail()
+    }
+
+    /// The store with its shipments applied by `disk` (tests make the disk fail).
+    #[cfg(test)]
+    fn with_disk(mut self, disk: std::sync::Arc<dyn commit::Disk>) -> Store {
+        self.disk = disk;
+        self
     }
 
     /// Applies a transaction as one atomic batch and flushes.
@@ -1687,7 +1686,6 @@ mod tests {
     use super::common::*;
     use super::{stage1, Ack, Status, Store, SHIP_EVERY};
     use passalong_protocol::{Attestation, Id, Rule, State};
-    use std::sync::atomic::Ordering;
 
     const NOW: u64 = T0 + 400 * DAY_MS;
 
@@ -1727,10 +1725,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let atts = traffic(150);
         let seller = key(1).public();
-        let st = Store::open(dir.path()).unwrap();
+        let disk = crate::commit::FailingFrom::never();
+        let st = Store::open(dir.path()).unwrap().with_disk(disk.clone());
         st.ingest(&envs(&atts[..4]), NOW).unwrap();
         // The next call's first two batches land, the third fails.
-        st.fail_at_commit.store(st.commits() + 2, Ordering::Relaxed);
+        disk.fail_from(st.commits() + 2);
         assert!(st.ingest(&envs(&atts[4..]), NOW).is_err());
         let stored: Vec<bool> = atts[4..]
             .iter()

@@ -320,7 +320,8 @@ mod tests {
     #[test]
     fn neither_side_waits_for_a_dead_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let disk = crate::commit::FailingFrom::never();
+        let store = Store::open(dir.path()).unwrap().with_disk(disk.clone());
         let db = store.db().unwrap();
         let w = Writer::new(&store, &db);
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -335,9 +336,7 @@ mod tests {
         // What was shipped before the panic was still applied, in order.
         assert_eq!(read(&db, "a").as_deref(), Some("1"));
 
-        store
-            .fail_at_commit
-            .store(store.commits(), std::sync::atomic::Ordering::Relaxed);
+        disk.fail_from(store.commits());
         let w = Writer::new(&store, &db);
         std::thread::scope(|s| {
             let thread = s.spawn(|| w.run());
