@@ -18,7 +18,7 @@
 //!   returns `Ok`, everything it acknowledged, and every index and ledger change it made, has
 //!   been flushed: it survives kill -9 and power loss.
 //! - **The shipment is the atomic unit.** A call's writes reach the tree in shipments: the
-//!   whole call when it is small, every `SHIP_EVERY` (16) fresh attestations in a large one (a
+//!   whole call when it is small, every 16 to 64 fresh attestations in a large one (a
 //!   tail the writer had not started is merged into one). Each shipment carries its ledger
 //!   lines' journal entry and is whole or absent after a crash: a redo record holding it is
 //!   written before its keys, and opening the store completes it (`redo`).
@@ -128,6 +128,15 @@ impl Decided {
 /// (a redo record and a few runs) shows. With sled batches (two synced log writes each), 32
 /// beat 16, 24 and 64; with redo records, 16 and 24 beat 8 and 32 (64 per call, 3 rounds).
 const SHIP_EVERY: usize = 16;
+
+/// Fresh attestations between two shipments in a call of `n` envelopes: `SHIP_EVERY` up to
+/// 512, then more, up to 64. A catch-up's calls of 2,048 ingest ~10 % faster with 64 (fewer
+/// redo records, runs and journal entries per attestation; 100,000 in calls of 2,048: 5.5 s
+/// against 6.0–6.4 s with 16, 5.6 s with 256), while a call of 64 needs the overlap of small
+/// shipments.
+fn ship_every(n: usize) -> usize {
+    (n / 32).clamp(SHIP_EVERY, 64)
+}
 
 /// The store format this build reads and writes. Version 10 keeps a compact hop record per
 /// valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
@@ -1053,7 +1062,7 @@ impl Store {
                             &mut d.not_kept,
                         );
                         since_ship += 1;
-                        if since_ship == SHIP_EVERY {
+                        if since_ship == ship_every(envelopes.len()) {
                             since_ship = 0;
                             // false: the writer stopped (its error comes with the join).
                             shipped = t.take_batch().map(|s| s.is_none_or(|s| w.ship(s)));

@@ -1,9 +1,9 @@
 //! The writer of a large call: a thread that applies the call's shipments while stage 2 goes
 //! on, and that shares the last ones with the caller when stage 2 ends.
 //!
-//! Stage 2 hands over a shipment every `SHIP_EVERY` fresh attestations; the writer applies
-//! them in order and flushes whenever it waits, so the disk works while stage 2 goes on. On two
-//! cores busy with stage 1 and 2 the writer falls behind: when stage 2 ended, a 64-attestation
+//! Stage 2 hands over a shipment every 16 to 64 fresh attestations (`ship_every`); the
+//! writer applies them in order and flushes whenever it waits, so the disk works while stage 2
+//! goes on. On two cores busy with stage 1 and 2 the writer falls behind: when stage 2 ended, a 64-attestation
 //! call used to wait ~1.2 ms (a quarter of the call) for one thread to write three or four
 //! shipments while the other core was idle. So at the end, what the writer has not started is
 //! merged into one shipment (the latest write of each key wins), made atomic by one redo
