@@ -35,6 +35,8 @@ pub struct Config {
     pub sync_interval_secs: u64,
     /// Attestations written between store checkpoints (0: never).
     pub checkpoint_every: u64,
+    /// sled's page cache for the store, in MiB.
+    pub store_cache_mib: u64,
     /// Log filter.
     pub log: String,
     /// Where the node is reached from outside (`https://HOST`): share links' URLs use it and
@@ -75,6 +77,7 @@ impl Default for Config {
             offline: false,
             sync_interval_secs: 30,
             checkpoint_every: passalong_store::CHECKPOINT_EVERY,
+            store_cache_mib: passalong_store::DEFAULT_CACHE_MIB,
             log: "info".into(),
             public_url: String::new(),
             http_header_timeout_ms: passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
@@ -119,6 +122,9 @@ pub fn default_file() -> String {
          # short (the store pauses for a moment, about 0.3 s with a million attestations).\n\
          # 0: never.\n\
          checkpoint_every = {}\n\n\
+         # The store's page cache, in MiB: a node holding millions of attestations ingests\n\
+         # faster with more (192 MiB: ~25 % faster at a million), at that much more memory.\n\
+         store_cache_mib = {}\n\n\
          # Log filter, e.g. \"info\" or \"passalong=debug\".\n\
          log = \"info\"\n\n\
          # The address the node is reached at from outside, e.g. \"https://shop.example\"\n\
@@ -147,6 +153,7 @@ pub fn default_file() -> String {
         DEFAULT_LISTEN[0],
         DEFAULT_LISTEN[1],
         passalong_store::CHECKPOINT_EVERY,
+        passalong_store::DEFAULT_CACHE_MIB,
         passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
         passalong_api::server::DEFAULT_REQUEST_TIMEOUT_MS,
         passalong_api::server::DEFAULT_SHUTDOWN_DEADLINE_MS,
@@ -207,6 +214,9 @@ impl Config {
         if let Some(n) = flags.checkpoint_every {
             self.checkpoint_every = n;
         }
+        if let Some(n) = flags.store_cache_mib {
+            self.store_cache_mib = n;
+        }
         if let Some(l) = &flags.log {
             self.log = l.clone();
         }
@@ -215,6 +225,12 @@ impl Config {
         }
         if self.sync_interval_secs == 0 {
             bail!("sync_interval_secs must be at least 1");
+        }
+        if self.store_cache_mib < 8 {
+            bail!(
+                "store_cache_mib must be at least 8 (it is {})",
+                self.store_cache_mib
+            );
         }
         for (key, n) in [
             ("http_header_timeout_ms", self.http_header_timeout_ms),
@@ -316,5 +332,20 @@ mod tests {
         };
         assert!(Config::default().with_flags(&public).is_err());
         assert!(toml::from_str::<Config>("apii = 1").is_err());
+    }
+
+    #[test]
+    fn the_store_cache_is_set_by_file_or_flag_and_too_small_is_refused() {
+        let file: Config = toml::from_str("store_cache_mib = 192").unwrap();
+        let none = RunArgs::default();
+        assert_eq!(file.clone().with_flags(&none).unwrap().store_cache_mib, 192);
+        let flag = RunArgs {
+            store_cache_mib: Some(32),
+            ..RunArgs::default()
+        };
+        assert_eq!(file.with_flags(&flag).unwrap().store_cache_mib, 32);
+        let tiny: Config = toml::from_str("store_cache_mib = 2").unwrap();
+        let e = tiny.with_flags(&none).unwrap_err().to_string();
+        assert!(e.contains("store_cache_mib must be at least 8"), "{e}");
     }
 }

@@ -38,7 +38,10 @@ pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
 }
 
 async fn serve(dir: &DataDir, config: Config) -> Result<()> {
-    let store = Arc::new(Store::open(dir.store_dir())?);
+    let store = Arc::new(Store::open_with_cache(
+        dir.store_dir(),
+        config.store_cache_mib << 20,
+    )?);
     store.set_checkpoint_every(config.checkpoint_every);
     let keys = dir.keypair()?;
     let public_key = keys.public();

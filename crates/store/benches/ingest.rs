@@ -27,7 +27,8 @@
 //! file of its chains beside it, and reused by later runs, each with traffic new to it),
 //! `PASSALONG_BENCH_QUICK` (set: stop after the batch ingest on the big store),
 //! `PASSALONG_BENCH_BIG_BATCHES` (calls on the big store, default a quarter of the batches),
-//! `PASSALONG_BENCH_BIG_WARM` (calls before those, not measured, default 10).
+//! `PASSALONG_BENCH_BIG_WARM` (calls before those, not measured, default 10),
+//! `PASSALONG_BENCH_CACHE_MIB` (sled's cache for the big store; default the store's own).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -320,7 +321,13 @@ fn big_store(w: &World, n: usize, budget: Duration) -> (BigDir, Store, Built, u6
             }
         }
     };
-    let store = Store::open(dir.path()).expect("open");
+    let store = match std::env::var("PASSALONG_BENCH_CACHE_MIB") {
+        Ok(mib) => {
+            let mib: u64 = mib.parse().expect("PASSALONG_BENCH_CACHE_MIB: a number");
+            Store::open_with_cache(dir.path(), mib << 20).expect("open")
+        }
+        Err(_) => Store::open(dir.path()).expect("open"),
+    };
     let runs_file = dir.path().join(RUNS_FILE);
     let runs: u64 = std::fs::read_to_string(&runs_file)
         .ok()

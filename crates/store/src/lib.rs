@@ -138,6 +138,11 @@ fn ship_every(n: usize) -> usize {
     (n / 32).clamp(SHIP_EVERY, 64)
 }
 
+/// sled's page cache, in MiB, unless the node's `store_cache_mib` says otherwise. On a store
+/// of a million attestations, 192 MiB made ingest ~25 % faster than 64 (issue 15's bench),
+/// at that much more resident memory once the store is that large.
+pub const DEFAULT_CACHE_MIB: u64 = 64;
+
 /// The store format this build reads and writes. Version 10 keeps a compact hop record per
 /// valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
 /// `loose`). Version 8 indexes under each market what its
@@ -367,9 +372,10 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
 }
 
 impl Store {
-    /// Opens (or creates) the store in directory `path`.
+    /// Opens (or creates) the store in directory `path`, with a page cache of
+    /// [`DEFAULT_CACHE_MIB`].
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        Store::open_with_cache(path, 64 * 1024 * 1024)
+        Store::open_with_cache(path, DEFAULT_CACHE_MIB << 20)
     }
 
     /// Opens with a page cache of `cache_bytes` (sled's default is 1 GiB; we bound memory).
