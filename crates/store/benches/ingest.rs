@@ -792,8 +792,9 @@ fn main() {
 
     let mut verify_us = bare_verify(&batch_atts);
     let mut stage1_us = stage1(&batch_atts[warm * BATCH..]);
+    ingest_timed(&store, &batch_atts[..warm * BATCH], BATCH, warm, false);
     let before = store.ingest_counters();
-    let mut batch = ingest_timed(&store, &batch_atts, BATCH, warm, true);
+    let mut batch = ingest_timed(&store, &batch_atts[warm * BATCH..], BATCH, 0, true);
     let small_ledger = ledger_update_us(&before, &store.ingest_counters());
     verify_us.extend(bare_verify(&batch_atts));
     let mut single = ingest_timed(&store, &single_atts, 1, 0, false);
@@ -897,8 +898,15 @@ fn main() {
     let big_batches = env_usize("PASSALONG_BENCH_BIG_BATCHES", (batches / 4).max(10)).max(1);
     let big_warm = env_usize("PASSALONG_BENCH_BIG_WARM", warm);
     let big_atts = traffic(&w, &big.tails, (big_batches + big_warm) * BATCH, tag);
+    ingest_timed(
+        &store,
+        &big_atts[..big_warm * BATCH],
+        BATCH,
+        big_warm,
+        false,
+    );
     let before = store.ingest_counters();
-    let mut on_big = ingest_timed(&store, &big_atts, BATCH, big_warm, true);
+    let mut on_big = ingest_timed(&store, &big_atts[big_warm * BATCH..], BATCH, 0, true);
     let big_ledger = ledger_update_us(&before, &store.ingest_counters());
     let big_verify = median(&mut on_big.bare);
     let big_row = |t: &mut Timed| {
