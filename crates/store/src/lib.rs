@@ -1046,6 +1046,7 @@ impl Store {
                     let _close = writer::CloseOnDrop(w);
                     let mut shipped = Ok(true);
                     let mut since_ship = 0;
+                    let ship_at = ship_every(envelopes.len());
                     let commits = self.commits();
                     for (i, id) in ids.iter().enumerate() {
                         let item = pre.take(i);
@@ -1068,7 +1069,7 @@ impl Store {
                             &mut d.not_kept,
                         );
                         since_ship += 1;
-                        if since_ship == ship_every(envelopes.len()) {
+                        if since_ship == ship_at {
                             since_ship = 0;
                             // false: the writer stopped (its error comes with the join).
                             shipped = t.take_batch().map(|s| s.is_none_or(|s| w.ship(s)));

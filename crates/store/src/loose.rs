@@ -163,16 +163,30 @@ impl Place {
 
 /// The place of a referral or purchase claim whose market is known; `None` for other kinds.
 fn place(t: &Txn<'_>, body: &Body) -> Option<Place> {
-    let (author, kind) = match body {
-        Body::Referral(r) => (r.referrer, Kind::Referral),
-        Body::PurchaseClaim(c) => (c.buyer, Kind::PurchaseClaim),
-        _ => return None,
-    };
+    match body {
+        Body::Referral(r) => referral_place(t, &r.offer, r.referrer, r.created_at_ms),
+        Body::PurchaseClaim(c) => Some(Place {
+            market: index::market_of(t, body)?,
+            author: c.buyer,
+            created_at_ms: c.created_at_ms,
+            kind: Kind::PurchaseClaim,
+        }),
+        _ => None,
+    }
+}
+
+/// A referral's place: its offer's market, its referrer.
+fn referral_place(
+    t: &Txn<'_>,
+    offer: &Id,
+    referrer: PublicKey,
+    created_at_ms: u64,
+) -> Option<Place> {
     Some(Place {
-        market: index::market_of(t, body)?,
-        author,
-        created_at_ms: body.created_at_ms(),
-        kind,
+        market: t.offer(offer)?.seller,
+        author: referrer,
+        created_at_ms,
+        kind: Kind::Referral,
     })
 }
 
@@ -273,14 +287,8 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
     // A referral committed before: its place from its record (see `hops`), not its entry.
     let (p, body) = match t.referral_rec(&id) {
         Some(r) => {
-            let Some(market) = t.offer(&r.offer).map(|o| o.seller) else {
+            let Some(p) = referral_place(t, &r.offer, r.hop.referrer, r.hop.created_at_ms) else {
                 return false;
-            };
-            let p = Place {
-                market,
-                author: r.hop.referrer,
-                created_at_ms: r.hop.created_at_ms,
-                kind: Kind::Referral,
             };
             (p, None)
         }
