@@ -2,13 +2,13 @@
 //!
 //! A receipt credits about five participants, and sled 0.34 costs about 5 µs per key written:
 //! writing every changed line with every ingest made the ledger most of an ingest's cost.
-//! Instead, each ingest that changes lines appends their new values to a journal (one key per
-//! [`LINES_PER_CHUNK`] lines, in the same atomic batch as everything else), and a checkpoint
-//! writes the lines changed since the last one under [`LEDGER`] and drops the journal, in one
-//! batch. Opening reads the lines, then replays the journal in order. Journal values are the
-//! lines' new sums, not deltas, so replaying is idempotent.
+//! Instead, each shipment that changes lines appends their new values to the journal (see
+//! `journal`), and a checkpoint writes the lines changed since the last one under [`LEDGER`].
+//! Opening reads the lines, then the journal replays what changed since. Stores before format
+//! 11 journaled in the tree, under [`JOURNAL`]: opening reads those keys too, and the next
+//! checkpoint removes them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
@@ -22,10 +22,6 @@ pub(crate) type LineKey = [u8; LINE_KEY];
 pub(crate) type Sums = [u128; 3];
 
 pub(crate) const LINE_KEY: usize = 32 + 3 + 32;
-
-/// Lines per journal key: values stay a few KiB, well under sled's blob threshold even when a
-/// leaf holds 16 of them.
-const LINES_PER_CHUNK: usize = 32;
 
 /// The ledger lines of every seller: hashed, since an ingest reads and writes ~5 lines per
 /// receipt (a B-tree of 67-byte keys cost ~16 % of stage 2), with the keys also in order for
@@ -42,8 +38,6 @@ pub(crate) struct Book {
     /// Per seller, how many times one of its lines changed since the store was opened (what
     /// a cached summary of its ledger was computed at, see `Store::ledger_summary`).
     versions: FxHashMap<[u8; 32], u64>,
-    /// The sequence number of the next journal entry.
-    next_seq: u64,
 }
 
 fn record_error(detail: impl Into<String>) -> StoreError {
@@ -95,35 +89,50 @@ fn take_varint(input: &mut &[u8]) -> Result<u128, StoreError> {
     Err(record_error("journal number too long"))
 }
 
-/// One journal value: (line key, earned, refunded, settled) per line.
-fn encode_chunk(lines: &[(&LineKey, &Sums)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lines.len() * (LINE_KEY + 12));
+/// Lines as a journal holds them: line key, then earned, refunded, settled as varints.
+pub(crate) fn encode_lines<'a>(
+    lines: impl Iterator<Item = (&'a LineKey, &'a Sums)>,
+    out: &mut Vec<u8>,
+) {
     for (k, s) in lines {
         out.extend_from_slice(&k[..]);
         for x in s.iter() {
-            put_varint(&mut out, *x);
+            put_varint(out, *x);
         }
     }
-    out
 }
 
-fn decode_chunk(mut v: &[u8], into: &mut Vec<(LineKey, Sums)>) -> Result<(), StoreError> {
-    while !v.is_empty() {
+/// `n` lines written by [`encode_lines`], from the front of `v`.
+pub(crate) fn decode_lines(
+    v: &mut &[u8],
+    n: usize,
+    into: &mut Vec<(LineKey, Sums)>,
+) -> Result<(), StoreError> {
+    for _ in 0..n {
         let (k, rest) = v
             .split_first_chunk::<LINE_KEY>()
             .ok_or_else(|| record_error("journal entry ends inside a key"))?;
-        v = rest;
+        *v = rest;
         let mut s = [0u128; 3];
         for x in s.iter_mut() {
-            *x = take_varint(&mut v)?;
+            *x = take_varint(v)?;
         }
         into.push((*k, s));
     }
     Ok(())
 }
 
+/// A journal key's value before format 11: lines until it ends.
+fn decode_chunk(mut v: &[u8], into: &mut Vec<(LineKey, Sums)>) -> Result<(), StoreError> {
+    while !v.is_empty() {
+        decode_lines(&mut v, 1, into)?;
+    }
+    Ok(())
+}
+
 impl Book {
-    /// The lines as of the last checkpoint, then every journal entry since, in order.
+    /// The lines as of the last checkpoint, then the journal keys of a store before format 11
+    /// (the journal file's records come next, see [`Book::replay`]).
     pub fn load(tree: &sled::Tree) -> Result<Book, StoreError> {
         let mut book = Book::default();
         for kv in tree.scan_prefix([LEDGER]) {
@@ -136,13 +145,12 @@ impl Book {
         }
         let mut changes = Vec::new();
         for kv in tree.scan_prefix([JOURNAL]) {
-            let (k, v) = kv?;
+            let (_, v) = kv?;
             changes.clear();
             decode_chunk(&v, &mut changes)?;
             for (lk, s) in changes.drain(..) {
                 book.set(lk, s);
             }
-            book.next_seq = u64_at(&k, 1) + 1;
         }
         Ok(book)
     }
@@ -215,39 +223,17 @@ impl Book {
             .collect()
     }
 
-    /// The sequence number of the next journal entry.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-
-    /// Adds journal entry `seq` for `changes` (new sums per line) to a shipment's `writes`;
-    /// [`Book::commit`] applies them once the shipment is in the tree. Entries are numbered
-    /// from [`Book::next_seq`] on, one per shipment that changes lines.
-    pub fn journal(seq: u64, changes: &BTreeMap<LineKey, Sums>, writes: &mut Vec<redo::Write>) {
-        let lines: Vec<(&LineKey, &Sums)> = changes.iter().collect();
-        for (i, chunk) in lines.chunks(LINES_PER_CHUNK).enumerate() {
-            writes.push((
-                key(JOURNAL, &[&seq.to_be_bytes(), &(i as u32).to_be_bytes()]),
-                Some(encode_chunk(chunk).into()),
-            ));
-        }
-    }
-
-    /// Journal entry `seq` (written by [`Book::journal`]) is in the tree: its lines take
-    /// effect.
-    pub fn commit(&mut self, seq: u64, changes: BTreeMap<LineKey, Sums>) {
-        if changes.is_empty() {
-            return;
-        }
-        for (k, s) in changes {
+    /// A shipment's lines (their new sums) take effect: once it is in the tree, or as the
+    /// journal replays it at open.
+    pub fn replay(&mut self, lines: impl IntoIterator<Item = (LineKey, Sums)>) {
+        for (k, s) in lines {
             self.set(k, s);
         }
-        self.next_seq = seq + 1;
     }
 
-    /// Lines changed since the last checkpoint written under [`LEDGER`], and the journal
-    /// dropped (with the redo record, which may hold journal entries), as one batch;
-    /// [`Book::checkpointed`] once it is on disk.
+    /// Lines changed since the last checkpoint written under [`LEDGER`], and the journal keys
+    /// of a store before format 11 dropped (with the redo record, which may hold some), as one
+    /// batch; [`Book::checkpointed`] once it is on disk.
     pub fn checkpoint_batch(&self, tree: &sled::Tree) -> Result<sled::Batch, StoreError> {
         let mut b = sled::Batch::default();
         for k in &self.dirty {
@@ -295,19 +281,27 @@ pub(crate) fn line_key(seller: &[u8; 32], currency: &[u8; 3], who: &[u8; 32]) ->
 mod tests {
     use super::*;
 
+    fn encoded(lines: &[(&LineKey, &Sums)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_lines(lines.iter().copied(), &mut out);
+        out
+    }
+
     #[test]
-    fn chunks_round_trip_and_damage_is_an_error() {
+    fn lines_round_trip_and_damage_is_an_error() {
         let a = line_key(&[1; 32], b"EUR", &[2; 32]);
         let b = line_key(&[1; 32], b"EUR", &[3; 32]);
         let sa = [u128::MAX, 0, 1 << 70];
         let sb = [127, 128, 300];
-        let enc = encode_chunk(&[(&a, &sa), (&b, &sb)]);
+        let enc = encoded(&[(&a, &sa), (&b, &sb)]);
         let mut back = Vec::new();
         decode_chunk(&enc, &mut back).unwrap();
         assert_eq!(back, vec![(a, sa), (b, sb)]);
-        // sled checksums its values; this is for files changed behind its back. A cut at the
-        // end of a line leaves a shorter valid value.
-        let boundary = encode_chunk(&[(&a, &sa)]).len();
+        let (mut v, mut counted) = (&enc[..], Vec::new());
+        decode_lines(&mut v, 2, &mut counted).unwrap();
+        assert_eq!((counted, v.len()), (back, 0));
+        // A cut at the end of a line leaves a shorter valid value.
+        let boundary = encoded(&[(&a, &sa)]).len();
         for cut in (1..enc.len()).filter(|&c| c != boundary) {
             let mut out = Vec::new();
             assert!(
@@ -321,29 +315,21 @@ mod tests {
     }
 
     #[test]
-    fn journal_replays_over_the_checkpointed_lines() {
+    fn replays_over_the_checkpointed_lines_and_old_journal_keys_load_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let a = line_key(&[1; 32], b"EUR", &[2; 32]);
         let b = line_key(&[1; 32], b"EUR", &[3; 32]);
         let other = line_key(&[9; 32], b"EUR", &[2; 32]);
         let mut book = Book::default();
-        let step = |book: &mut Book, lines: &[(LineKey, Sums)]| {
-            let changes: BTreeMap<_, _> = lines.iter().copied().collect();
-            let mut writes = Vec::new();
-            let seq = book.next_seq();
-            Book::journal(seq, &changes, &mut writes);
-            redo::apply(&db, &writes).unwrap();
-            book.commit(seq, changes);
-        };
-        step(&mut book, &[(a, [10, 0, 0]), (b, [5, 0, 0])]);
+        book.replay([(a, [10, 0, 0]), (b, [5, 0, 0])]);
         db.apply_batch(book.checkpoint_batch(&db).unwrap()).unwrap();
         book.checkpointed();
-        step(&mut book, &[(a, [10, 10, 0]), (other, [1, 0, 0])]);
-        step(&mut book, &[(b, [0, 0, 0])]);
-        let back = Book::load(&db).unwrap();
+        let since = [(a, [10, 10, 0]), (other, [1, 0, 0]), (b, [0, 0, 0])];
+        book.replay(since);
+        let mut back = Book::load(&db).unwrap();
+        back.replay(since);
         assert_eq!(back.lines, book.lines);
-        assert_eq!(back.next_seq, book.next_seq);
         assert_eq!(back.seller(&[1; 32]), vec![(a, [10, 10, 0])]);
         // By participant: [2; 32] has lines with two sellers, [3; 32] none any more.
         assert_eq!(
@@ -353,9 +339,21 @@ mod tests {
         assert_eq!(back.participant(&[2; 32]), book.participant(&[2; 32]));
         assert!(back.participant(&[3; 32]).is_empty());
         assert_eq!(back.get(&b), [0; 3]);
-        // A checkpoint leaves no journal and the same lines.
+        // A journal key of a store before format 11 loads after the lines, in order, and the
+        // next checkpoint writes its lines and removes it.
         db.apply_batch(back.checkpoint_batch(&db).unwrap()).unwrap();
+        let old = [(&a, &[1, 2, 3]), (&other, &[0, 0, 0])];
+        db.insert(
+            key(JOURNAL, &[&7u64.to_be_bytes(), &0u32.to_be_bytes()]),
+            encoded(&old),
+        )
+        .unwrap();
+        let loaded = Book::load(&db).unwrap();
+        assert_eq!(loaded.get(&a), [1, 2, 3]);
+        assert_eq!(loaded.get(&other), [0; 3]);
+        db.apply_batch(loaded.checkpoint_batch(&db).unwrap())
+            .unwrap();
         assert_eq!(db.scan_prefix([JOURNAL]).count(), 0);
-        assert_eq!(Book::load(&db).unwrap().lines, book.lines);
+        assert_eq!(Book::load(&db).unwrap().lines, loaded.lines);
     }
 }

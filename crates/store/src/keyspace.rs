@@ -29,11 +29,12 @@ pub const CHILD: u8 = b'c';
 /// seller ‖ blake3(order) → receipt ids (32 bytes each, ascending): the receipts of an order
 /// that has more than one (equivocation evidence); the first counts.
 pub const ORDER: u8 = b'q';
-/// first receipt id → a run of (order key ‖ receipt id) records, one run per shipment: every
-/// valid receipt's order, read into memory at open (see `orders`).
+/// first receipt id → a run of (order key ‖ receipt id) records, one run per shipment: before
+/// format 11, the receipts' orders since the last checkpoint (now in the journal file, see
+/// `journal`); read at open, packed by the next checkpoint.
 pub const ORDER_LOG: u8 = b'Q';
-/// first receipt id → up to 1 MiB of `ORDER_LOG` records: the runs of a checkpoint interval
-/// packed together, so that opening reads a few large values, not a key per shipment.
+/// first receipt id → up to 1 MiB of (order key ‖ receipt id) records: every valid receipt's
+/// order, packed at checkpoints and read into memory at open (see `orders`).
 pub const ORDER_PACK: u8 = b'P';
 /// receipt → (): refunded receipts.
 pub const REFUNDED: u8 = b'e';
@@ -72,7 +73,8 @@ pub const CLAIM: u8 = b'd';
 /// checkpoint (see `book`).
 pub const LEDGER: u8 = b'l';
 /// seq (BE) ‖ chunk (BE u32) → ledger lines an ingest changed since the last checkpoint, with
-/// their new sums (see `book`).
+/// their new sums: before format 11 (now in the journal file, see `journal`); read at open,
+/// removed by the next checkpoint. Journal records' damage is reported under this prefix.
 pub const JOURNAL: u8 = b'j';
 /// market key → (): the markets followed: on request (`passalong market follow`), and those
 /// the node's own attestations and imports belong to. Not those that only something received
@@ -83,7 +85,8 @@ pub const REDO: u8 = b'r';
 /// blake3(idempotency key) → receipt id: a checkout's `Idempotency-Key` (see `lookups`).
 pub const IDEMPOTENCY: u8 = b'i';
 /// name → value: store metadata (`format` version; `valid`, `pending`, `held` and `invalid`
-/// counts; `loose` ‖ market ‖ kind: a market's loose attestations of a kind).
+/// counts; `loose` ‖ market ‖ kind: a market's loose attestations of a kind; `journal` and
+/// `checkpoint`: the journal records the tree has, see `journal`).
 pub const META: u8 = b'v';
 
 /// A key: the prefix byte, then the parts.

@@ -19,9 +19,11 @@
 //!   been flushed: it survives kill -9 and power loss.
 //! - **The shipment is the atomic unit.** A call's writes reach the tree in shipments: the
 //!   whole call when it is small, every 16 to 64 fresh attestations in a large one (a
-//!   tail the writer had not started is merged into one). Each shipment carries its ledger
-//!   lines' journal entry and is whole or absent after a crash: a redo record holding it is
-//!   written before its keys, and opening the store completes it (`redo`).
+//!   tail the writer had not started is merged into one). Each shipment is whole or absent
+//!   after a crash: a redo record holding it is written before its keys, and opening the
+//!   store completes it (`redo`). What it changed of the state kept in memory (ledger lines,
+//!   receipts' orders) is appended to the journal file and synced before the shipment goes to
+//!   the tree; opening replays the records the tree has and cuts off the rest (`journal`).
 //! - **A large call is not atomic as a whole.** After a crash during one, the disk holds its
 //!   first shipments, in order, never a later one without an earlier one. The store is
 //!   consistent at every shipment boundary, nothing of it was acknowledged, and sending it
@@ -29,8 +31,9 @@
 //! - **Readers may see a shipment half applied**, and a large call's first shipments before
 //!   it returns. After an I/O error the call fails, acknowledges nothing, and the store reopens
 //!   its tree before the next write, as a restart would.
-//! - **Checkpoints** write the ledger lines and pack the order runs in one sled batch, flush,
-//!   and reopen the tree; the data dir stays locked throughout (`lock`).
+//! - **Checkpoints** write the ledger lines and pack the receipts' orders in one sled batch
+//!   with the journal's next record number, flush, empty the journal file and reopen the tree;
+//!   the data dir stays locked throughout (`lock`).
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
 //! checkpoints write them (sled's cost is per key written, and a receipt changes ~5 lines).
@@ -61,6 +64,7 @@ mod expiry;
 mod hops;
 mod index;
 mod ingest;
+mod journal;
 pub mod keyspace;
 mod ledger;
 mod lock;
@@ -131,7 +135,7 @@ const SHIP_EVERY: usize = 16;
 
 /// Fresh attestations between two shipments in a call of `n` envelopes: `SHIP_EVERY` up to
 /// 512, then more, up to 64. A catch-up's calls of 2,048 ingest ~10 % faster with 64 (fewer
-/// redo records, runs and journal entries per attestation; 100,000 in calls of 2,048: 5.5 s
+/// redo records, runs and journal records per attestation; 100,000 in calls of 2,048: 5.5 s
 /// against 6.0–6.4 s with 16, 5.6 s with 256), while a call of 64 needs the overlap of small
 /// shipments.
 fn ship_every(n: usize) -> usize {
@@ -143,8 +147,9 @@ fn ship_every(n: usize) -> usize {
 /// at that much more resident memory once the store is that large.
 pub const DEFAULT_CACHE_MIB: u64 = 64;
 
-/// The store format this build reads and writes. Version 10 keeps a compact hop record per
-/// valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
+/// The store format this build reads and writes. Version 11 journals ledger lines and
+/// receipts' orders in a file beside the tree (see `journal`), not in keys written and then
+/// deleted; version 10 keeps a compact hop record per valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
 /// `loose`). Version 8 indexes under each market what its
 /// ledger depends on outside it (see `dependency`), and follows only the markets in `FOLLOW`:
 /// a version 7 store has the index built and every market it holds something of followed
@@ -169,7 +174,7 @@ pub const DEFAULT_CACHE_MIB: u64 = 64;
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 10;
+pub const FORMAT_VERSION: u32 = 11;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
 /// this build as they are (all of them anchored, see `loose`), then marked current, so that an
@@ -180,6 +185,12 @@ const WITHOUT_LOOSE: u32 = 8;
 /// the entries of the referrals held before), then marked current, so that an older build,
 /// which would leave the hop of a referral it drops, refuses them.
 const WITHOUT_HOPS: u32 = 9;
+
+/// The format whose stores journal in the tree: opened as they are (their journal keys and
+/// order runs are read, and the next checkpoint moves them into the lines and packs), then
+/// marked current, so that an older build, which would not read the journal file, refuses
+/// them.
+const WITHOUT_JOURNAL_FILE: u32 = 10;
 
 /// Older formats this build upgrades in place when it opens them.
 const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
@@ -297,8 +308,10 @@ pub struct Store {
     valid: txn::ValidCache,
     /// The ledger lines (written to the tree at checkpoints, journaled in between).
     book: RwLock<book::Book>,
-    /// Counted receipts by order (logged in runs, read at open).
+    /// Counted receipts by order (packed at checkpoints, journaled in between).
     orders: RwLock<orders::Orders>,
+    /// What changed of `book` and `orders` since the last checkpoint (see `journal`).
+    journal: Mutex<journal::Journal>,
     /// Markets' runs by newest entry, for the markets read newest first (see `newest`).
     runs: newest::Runs,
     /// Ledger summaries by seller.
@@ -383,8 +396,7 @@ impl Store {
         let path = path.as_ref();
         let lock = lock::DirLock::take(path)?;
         let (db, due) = open_db_upgrading(path, cache_bytes)?;
-        let book = book::Book::load(&db).map_err(corrupt_at(path))?;
-        let orders = orders::Orders::load(&db).map_err(corrupt_at(path))?;
+        let (book, orders, journal) = load_journaled(path, &db)?;
         let invalid = txn::InvalidIds::load(&db)?;
         let waiters = has_waiters(&db)?;
         let hints = loose::Hints::load(&db)?;
@@ -396,6 +408,7 @@ impl Store {
             valid: txn::ValidCache::new(),
             book: RwLock::new(book),
             orders: RwLock::new(orders),
+            journal: Mutex::new(journal),
             runs: Default::default(),
             summaries: Default::default(),
             sets: Default::default(),
@@ -531,11 +544,10 @@ impl Store {
         let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
         drop(g.take());
         let db = open_db(&self.path, self.cache_bytes)?;
-        let corrupt = corrupt_at(&self.path);
-        *self.book.write().unwrap_or_else(|p| p.into_inner()) =
-            book::Book::load(&db).map_err(&corrupt)?;
-        *self.orders.write().unwrap_or_else(|p| p.into_inner()) =
-            orders::Orders::load(&db).map_err(&corrupt)?;
+        let (book, orders, journal) = load_journaled(&self.path, &db)?;
+        *self.book.write().unwrap_or_else(|p| p.into_inner()) = book;
+        *self.orders.write().unwrap_or_else(|p| p.into_inner()) = orders;
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = journal;
         self.invalid.reload(&db)?;
         self.hints.reset(&db)?;
         self.valid.clear();
@@ -568,23 +580,43 @@ impl Store {
         r
     }
 
-    /// Writes the ledger lines changed since the last checkpoint, drops the journal and packs
-    /// the order runs (the caller holds the writer lock).
+    /// Writes the ledger lines changed since the last checkpoint and packs the receipts'
+    /// orders, then empties the journal (the caller holds the writer lock).
     fn write_book(&self, db: &sled::Db) -> Result<(), StoreError> {
         let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
+        let mut orders = self.orders.write().unwrap_or_else(|p| p.into_inner());
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = book.checkpoint_batch(db)?;
-        orders::pack(db, &mut batch)?;
+        orders.pack(db, &mut batch)?;
+        journal.checkpoint(&mut batch);
         db.apply_batch(batch)?;
         db.flush()?;
         book.checkpointed();
-        Ok(())
+        orders.packed();
+        journal.checkpointed()
     }
 
-    /// Applies a transaction's writes (so far) to the tree, then their ledger lines.
-    fn apply(&self, db: &sled::Db, shipment: txn::Shipment) -> Result<(), StoreError> {
+    /// Journals a transaction's ledger lines and orders (so far), applies its writes to the
+    /// tree, then their effects in memory.
+    fn apply(&self, db: &sled::Db, mut shipment: txn::Shipment) -> Result<(), StoreError> {
+        self.journal(&shipment.lines, &shipment.orders, &mut shipment.writes)?;
         self.disk.apply(db, &shipment.writes, self.commits())?;
         self.applied(shipment);
         Ok(())
+    }
+
+    /// Appends the journal record of a shipment's `lines` and `orders` (see `journal`), before
+    /// its `writes` go to the tree.
+    fn journal(
+        &self,
+        lines: &std::collections::BTreeMap<book::LineKey, book::Sums>,
+        orders: &[(orders::OrderKey, Id)],
+        writes: &mut Vec<redo::Write>,
+    ) -> Result<(), StoreError> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(lines, orders, writes)
     }
 
     /// A shipment's effects in memory, once its writes are in.
@@ -596,15 +628,16 @@ impl Store {
         for id in &shipment.dropped {
             self.valid.remove(id);
         }
-        self.orders
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .commit(shipment.counted);
+        {
+            let mut orders = self.orders.write().unwrap_or_else(|p| p.into_inner());
+            orders.commit(shipment.counted);
+            orders.logged(shipment.orders);
+        }
         self.commits.fetch_add(1, Ordering::Release);
         self.book
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .commit(shipment.seq, shipment.lines);
+            .replay(shipment.lines);
     }
 
     /// Whether a large call's writer merges what it has not started when stage 2 ends (tests
@@ -654,6 +687,26 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     Ok(db)
 }
 
+/// The ledger lines and counted receipts as the tree has them at its last checkpoint, with
+/// the journal's records since replayed over them.
+fn load_journaled(
+    path: &Path,
+    db: &sled::Db,
+) -> Result<(book::Book, orders::Orders, journal::Journal), StoreError> {
+    let corrupt = corrupt_at(path);
+    let mut book = book::Book::load(db).map_err(&corrupt)?;
+    let mut orders = orders::Orders::load(db).map_err(&corrupt)?;
+    let journal = journal::Journal::open(path, db, |r| {
+        book.replay(r.lines);
+        orders.replay(r.orders);
+    })
+    .map_err(|e| match e {
+        StoreError::Io(e) => open_error(path, e),
+        e => corrupt(e),
+    })?;
+    Ok((book, orders, journal))
+}
+
 /// What an upgrade leaves to do once the store is open.
 #[derive(Default)]
 struct Due {
@@ -699,7 +752,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
             }
             Some(v)
                 if v.as_ref() == WITHOUT_LOOSE.to_be_bytes()
-                    || v.as_ref() == WITHOUT_HOPS.to_be_bytes() =>
+                    || v.as_ref() == WITHOUT_HOPS.to_be_bytes()
+                    || v.as_ref() == WITHOUT_JOURNAL_FILE.to_be_bytes() =>
             {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
@@ -873,7 +927,7 @@ fn upgrade_orders(db: &sled::Db) -> sled::Result<()> {
 
 /// Before format 5 every order had its ORDER key; format 5 logs receipts' orders in runs (see
 /// `orders`) and keeps ORDER keys only for orders with more than one receipt. Converts 10,000
-/// orders per atomic batch (their run, and their keys dropped if single): an upgrade cut short
+/// orders per atomic batch (their records packed, and their keys dropped if single): an upgrade cut short
 /// resumes at the next open (orders logged twice load the same).
 fn log_orders(db: &sled::Db) -> sled::Result<()> {
     let mut from = vec![ORDER];
@@ -893,7 +947,7 @@ fn log_orders(db: &sled::Db) -> sled::Result<()> {
             }
             last = Some(k);
         }
-        if let Some((k, v)) = orders::run(&records) {
+        if let Some((k, v)) = orders::pack_of(&records) {
             batch.insert(k, v);
         }
         db.apply_batch(batch)?;
@@ -1821,5 +1875,70 @@ mod tests {
         // Both end with the same duplicates counted.
         let small_dups = small_acks.iter().filter(|k| k.duplicate).count();
         assert_eq!(small_dups, dups);
+    }
+
+    /// A format-10 store journaled in the tree (ledger lines under JOURNAL keys, orders in
+    /// ORDER_LOG runs): this build opens it with the same ledger and orders, and its first
+    /// checkpoint moves them out of those keys.
+    #[test]
+    fn a_store_that_journaled_in_the_tree_opens_the_same() {
+        use crate::keyspace::{key as k, JOURNAL, META, ORDER_LOG};
+        let dir = tempfile::tempdir().unwrap();
+        let atts = traffic(150);
+        let seller = key(1).public();
+        let st = Store::open(dir.path()).unwrap();
+        st.set_checkpoint_every(0);
+        st.ingest(&envs(&atts[..100]), NOW).unwrap();
+        st.ingest(&envs(&atts[100..]), NOW).unwrap();
+        let before = st.ledger(&seller).unwrap();
+        drop(st);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let mut records = Vec::new();
+            crate::journal::Journal::open(dir.path(), &db, |r| records.push(r)).unwrap();
+            assert!(records.len() > 1, "the calls journaled");
+            for (i, r) in records.iter().enumerate() {
+                let mut v = Vec::new();
+                crate::book::encode_lines(r.lines.iter().map(|(k, s)| (k, s)), &mut v);
+                let seq = (i as u64).to_be_bytes();
+                db.insert(k(JOURNAL, &[&seq, &0u32.to_be_bytes()]), v)
+                    .unwrap();
+                if let Some((_, v)) = crate::orders::pack_of(&r.orders) {
+                    db.insert(k(ORDER_LOG, &[&r.orders[0].1 .0]), v).unwrap();
+                }
+            }
+            for m in [k(META, &[b"journal"]), k(META, &[b"checkpoint"])] {
+                db.remove(m).unwrap();
+            }
+            db.remove(crate::redo::KEY).unwrap();
+            db.insert(k(META, &[b"format"]), &10u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+            std::fs::remove_file(dir.path().join(crate::journal::FILE)).unwrap();
+        }
+        let st = Store::open(dir.path()).unwrap();
+        assert_eq!(st.ledger(&seller).unwrap(), before);
+        // An order paid twice: the smallest receipt id counts, as in a recompute (with its
+        // order forgotten, both would count).
+        let (s, o) = (key(1), &atts[0]);
+        let twice = receipt(&s, o, "order-0", 7, key(99).public(), None, T0 + 500);
+        st.ingest(&[twice.bytes.as_slice()], NOW).unwrap();
+        let mut all = envs(&atts);
+        all.push(&twice.bytes);
+        let after = State::from_envelopes(all, NOW).ledger(&seller);
+        assert_eq!(st.ledger(&seller).unwrap(), after);
+        st.checkpoint().unwrap();
+        let db = st.db().unwrap();
+        assert_eq!(db.scan_prefix([JOURNAL]).count(), 0);
+        assert_eq!(db.scan_prefix([ORDER_LOG]).count(), 0);
+        assert_eq!(
+            db.get(k(META, &[b"format"])).unwrap().unwrap().as_ref(),
+            super::FORMAT_VERSION.to_be_bytes()
+        );
+        drop(db);
+        drop(st);
+        let st = Store::open(dir.path()).unwrap();
+        assert_eq!(st.ledger(&seller).unwrap(), after);
+        assert_eq!(st.recompute_ledger(&seller, NOW).unwrap(), after);
     }
 }

@@ -2,11 +2,11 @@
 //! receipt, so the answer is kept in memory: as a sled key per order it cost a read and a
 //! write per receipt (~20 % of a 64-attestation call in the ingest bench).
 //!
-//! On disk, each shipment adds one [`ORDER_LOG`] run: (order key ‖ receipt id) per receipt,
-//! under the run's first receipt id; opening reads them back ([`Orders::load`]), keeping the
-//! smallest id per order. Checkpoints pack the runs into [`ORDER_PACK`] values of up to 1 MiB
-//! ([`pack`]): opening a store of a million receipts reads ~50 values, not ~60,000 keys
-//! scattered over the log. Orders with more than one receipt (equivocation) also keep their
+//! On disk, each shipment's journal record (see `journal`) holds (order key ‖ receipt id) per
+//! receipt, and checkpoints pack those of their interval into [`ORDER_PACK`] values of up to
+//! 1 MiB ([`Orders::pack`]): opening a store of a million receipts reads ~50 values, then the
+//! journal, keeping the smallest id per order. (Before format 11, each shipment wrote an
+//! [`ORDER_LOG`] run into the tree: opening reads them too, and the next checkpoint packs them.) Orders with more than one receipt (equivocation) also keep their
 //! [`ORDER`] key, the evidence `Store::equivocations` lists. In memory: 48 bytes per order,
 //! in a sorted vector, with the latest changes in a hash map merged into it now and then.
 
@@ -36,15 +36,15 @@ pub(crate) fn order_key(seller: &PublicKey, order_hash: &[u8; 32]) -> OrderKey {
     k
 }
 
-/// The run of `records` (empty: none), under the first one's receipt id.
-pub(crate) fn run(records: &[(OrderKey, Id)]) -> Option<(Vec<u8>, Vec<u8>)> {
+/// `records` as one [`ORDER_PACK`] value under the first one's receipt id (empty: none).
+pub(crate) fn pack_of(records: &[(OrderKey, Id)]) -> Option<(Vec<u8>, Vec<u8>)> {
     let (_, first) = records.first()?;
     let mut v = Vec::with_capacity(records.len() * RECORD);
     for (k, id) in records {
         v.extend_from_slice(k);
         v.extend_from_slice(&id.0);
     }
-    Some((key(ORDER_LOG, &[&first.0]), v))
+    Some((key(ORDER_PACK, &[&first.0]), v))
 }
 
 /// Counted receipts by order.
@@ -54,6 +54,8 @@ pub(crate) struct Orders {
     sorted: Vec<(OrderKey, Id)>,
     /// Changes since the last merge; they win over `sorted`.
     recent: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
+    /// Every receipt's record since the last checkpoint, for it to pack.
+    unpacked: Vec<(OrderKey, Id)>,
 }
 
 /// `recent` is merged into `sorted` when it holds this many orders, or an eighth of
@@ -61,7 +63,8 @@ pub(crate) struct Orders {
 const MERGE_AT: usize = 1 << 16;
 
 impl Orders {
-    /// Reads every run and pack.
+    /// Reads every pack (and run, before format 11); the journal's records come next (see
+    /// [`Orders::replay`]).
     pub fn load(tree: &sled::Tree) -> Result<Orders, StoreError> {
         let mut all: Vec<(OrderKey, Id)> = Vec::new();
         for kv in tree
@@ -87,7 +90,29 @@ impl Orders {
         Ok(Orders {
             sorted: all,
             recent: HashMap::default(),
+            unpacked: Vec::new(),
         })
+    }
+
+    /// Receipts' records from the journal, as opening replays it: the smallest id of an
+    /// order counts.
+    pub fn replay(&mut self, records: Vec<(OrderKey, Id)>) {
+        let changes: Vec<(OrderKey, Id)> = records
+            .iter()
+            .filter(|(k, id)| self.counted(k).is_none_or(|c| *id < c))
+            .copied()
+            .collect();
+        self.commit(changes);
+        self.logged(records);
+    }
+
+    /// Receipts' records a shipment journaled, to pack at the next checkpoint.
+    pub fn logged(&mut self, records: Vec<(OrderKey, Id)>) {
+        if self.unpacked.is_empty() {
+            self.unpacked = records;
+        } else {
+            self.unpacked.extend(records);
+        }
     }
 
     /// The receipt of order `k` that counts.
@@ -144,27 +169,43 @@ impl Orders {
     }
 }
 
-/// Packs every run into [`ORDER_PACK`] values of up to 1 MiB, in `batch` (a checkpoint's).
-pub(crate) fn pack(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), StoreError> {
-    const PACK: usize = (1 << 20) / RECORD * RECORD;
-    // Under its first receipt id (a receipt is logged once: unique).
-    fn flush(buf: &mut Vec<u8>, batch: &mut sled::Batch) {
-        if let Some(first) = buf.get(16..48) {
-            batch.insert(key(ORDER_PACK, &[first]), buf.clone());
-            buf.clear();
+impl Orders {
+    /// Packs the records since the last checkpoint (and any run of a store before format 11)
+    /// into [`ORDER_PACK`] values of up to 1 MiB, in `batch` (a checkpoint's);
+    /// [`Orders::packed`] once it is on disk.
+    pub fn pack(&self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), StoreError> {
+        const PACK: usize = (1 << 20) / RECORD * RECORD;
+        // Under its first receipt id (a receipt is logged once: unique).
+        fn flush(buf: &mut Vec<u8>, batch: &mut sled::Batch) {
+            if let Some(first) = buf.get(16..48) {
+                batch.insert(key(ORDER_PACK, &[first]), buf.clone());
+                buf.clear();
+            }
         }
-    }
-    let mut buf: Vec<u8> = Vec::new();
-    for kv in tree.scan_prefix([ORDER_LOG]) {
-        let (k, v) = kv?;
-        batch.remove(k);
-        buf.extend_from_slice(&v);
-        if buf.len() >= PACK {
-            flush(&mut buf, batch);
+        let mut buf: Vec<u8> = Vec::new();
+        for kv in tree.scan_prefix([ORDER_LOG]) {
+            let (k, v) = kv?;
+            batch.remove(k);
+            buf.extend_from_slice(&v);
+            if buf.len() >= PACK {
+                flush(&mut buf, batch);
+            }
         }
+        for (k, id) in &self.unpacked {
+            buf.extend_from_slice(k);
+            buf.extend_from_slice(&id.0);
+            if buf.len() >= PACK {
+                flush(&mut buf, batch);
+            }
+        }
+        flush(&mut buf, batch);
+        Ok(())
     }
-    flush(&mut buf, batch);
-    Ok(())
+
+    /// The batch of [`Orders::pack`] is on disk.
+    pub fn packed(&mut self) {
+        self.unpacked = Vec::new();
+    }
 }
 
 #[cfg(test)]
@@ -193,38 +234,49 @@ mod tests {
         assert!(o.sorted.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
+    /// A run as a store before format 11 wrote it.
+    fn run(records: &[(OrderKey, Id)]) -> (Vec<u8>, Vec<u8>) {
+        let mut v = Vec::new();
+        for (k, id) in records {
+            v.extend_from_slice(k);
+            v.extend_from_slice(&id.0);
+        }
+        (key(ORDER_LOG, &[&records[0].1 .0]), v)
+    }
+
     #[test]
-    fn runs_load_back_to_the_smallest_id_per_order_and_damage_is_an_error() {
+    fn records_load_back_to_the_smallest_id_per_order_and_damage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         for records in [
             vec![(k(1), Id([9; 32])), (k(2), Id([5; 32]))],
             vec![(k(1), Id([4; 32]))],
-            vec![(k(1), Id([7; 32])), (k(3), Id([1; 32]))],
         ] {
-            let (rk, rv) = run(&records).unwrap();
+            let (rk, rv) = run(&records);
             db.insert(rk, rv).unwrap();
         }
-        assert!(run(&[]).is_none());
-        let o = Orders::load(&db).unwrap();
+        let mut o = Orders::load(&db).unwrap();
+        // The journal's records replay over the runs.
+        o.replay(vec![(k(1), Id([7; 32])), (k(3), Id([1; 32]))]);
         assert_eq!(o.counted(&k(1)), Some(Id([4; 32])));
         assert_eq!(o.counted(&k(2)), Some(Id([5; 32])));
         assert_eq!(o.counted(&k(3)), Some(Id([1; 32])));
         assert_eq!(o.len(), 3);
-        // Packed, they load the same, and new runs add to the packs.
+        // Packed, they load the same, and what is journaled next adds to the packs.
         let mut batch = sled::Batch::default();
-        pack(&db, &mut batch).unwrap();
+        o.pack(&db, &mut batch).unwrap();
         db.apply_batch(batch).unwrap();
+        o.packed();
         assert_eq!(db.scan_prefix([ORDER_LOG]).count(), 0);
         assert_eq!(db.scan_prefix([ORDER_PACK]).count(), 1);
-        let (rk, rv) = run(&[(k(3), Id([0; 32])), (k(6), Id([6; 32]))]).unwrap();
-        db.insert(rk, rv).unwrap();
-        let o = Orders::load(&db).unwrap();
-        assert_eq!(o.counted(&k(1)), Some(Id([4; 32])));
-        assert_eq!(o.counted(&k(3)), Some(Id([0; 32])));
-        assert_eq!(o.counted(&k(6)), Some(Id([6; 32])));
-        assert_eq!(o.len(), 4);
-        let (rk, rv) = run(&[(k(5), Id([8; 32]))]).unwrap();
+        let mut back = Orders::load(&db).unwrap();
+        assert_eq!(back.counted(&k(1)), Some(Id([4; 32])));
+        assert_eq!(back.counted(&k(3)), Some(Id([1; 32])));
+        back.replay(vec![(k(3), Id([0; 32])), (k(6), Id([6; 32]))]);
+        assert_eq!(back.counted(&k(3)), Some(Id([0; 32])));
+        assert_eq!(back.counted(&k(6)), Some(Id([6; 32])));
+        assert_eq!(back.len(), 4);
+        let (rk, rv) = run(&[(k(5), Id([8; 32]))]);
         db.insert(rk, &rv[..RECORD - 1]).unwrap();
         assert!(matches!(
             Orders::load(&db),

@@ -7,8 +7,8 @@
 //! one by one. sled recovers a prefix of its log after a crash (it stops at the first gap:
 //! spacejam/sled#867), so every shipment before the record is whole and only the one the
 //! record holds can be cut short: opening the store writes it again ([`recover`]), which is
-//! idempotent. Anything else that writes keys a shipment writes (the checkpoint drops the
-//! journal) drops the record in the same batch. Readers may see a shipment half written, as
+//! idempotent. Anything else that writes keys a shipment writes (a checkpoint) drops the
+//! record in the same batch. Readers may see a shipment half written, as
 //! they may see a large call's first shipments before it returns.
 
 use sled::IVec;

@@ -41,8 +41,6 @@ pub(crate) struct Txn<'a> {
     /// Market index entries since the last [`Txn::take_batch`] (written as runs, see
     /// `market`; nothing reads them back within a transaction).
     unshipped_market: Vec<(PublicKey, Indexed)>,
-    /// The sequence number of this transaction's next journal entry, once known.
-    next_seq: Option<u64>,
     /// The store may hold WAITER keys (false: none, so nothing to release).
     waiters: &'a AtomicBool,
     /// Fact and body of what this transaction made valid (decoded already; not cached in
@@ -52,7 +50,7 @@ pub(crate) struct Txn<'a> {
     orders: &'a RwLock<Orders>,
     invalid: &'a InvalidIds,
     counted: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
-    /// Receipts' orders since the last [`Txn::take_batch`] (an `ORDER_LOG` run), and the
+    /// Receipts' orders since the last [`Txn::take_batch`] (for the journal), and the
     /// counted receipts they changed.
     unshipped_orders: Vec<(OrderKey, Id)>,
     unshipped_counted: Vec<(OrderKey, Id)>,
@@ -80,11 +78,12 @@ pub(crate) struct Txn<'a> {
 /// Writes of a transaction, ready for the tree (built by the thread that made them, so that
 /// the writer thread only applies them).
 pub(crate) struct Shipment {
-    /// The keys written, then the journal entry of `lines` (see `redo`).
+    /// The keys written (see `redo`).
     pub writes: Vec<redo::Write>,
-    /// New sums of the ledger lines changed, journaled under `seq` if any.
+    /// New sums of the ledger lines changed (journaled, see `journal`).
     pub lines: BTreeMap<LineKey, Sums>,
-    pub seq: u64,
+    /// Its receipts' orders (journaled).
+    pub orders: Vec<(OrderKey, Id)>,
     /// Orders whose counted receipt changed, applied in order once the writes are in.
     pub counted: Vec<(OrderKey, Id)>,
     /// The market index runs written (for `newest`).
@@ -399,7 +398,6 @@ impl<'a> Txn<'a> {
             unshipped: Vec::new(),
             unshipped_lines: Vec::new(),
             unshipped_market: Vec::new(),
-            next_seq: None,
             waiters,
             fresh: HashMap::default(),
             orders,
@@ -784,7 +782,7 @@ impl<'a> Txn<'a> {
     }
 
     /// What was written since the last call (`None` if nothing was), for one atomic shipment
-    /// with the journal entry of the ledger lines changed. The writes stay
+    /// (see `journal` for its ledger lines and orders). The writes stay
     /// readable here: batches may land in the tree while this transaction goes on, in order,
     /// each atomic, so that what reaches the disk is always the effect of a prefix of it.
     pub fn take_batch(&mut self) -> Result<Option<Shipment>, StoreError> {
@@ -820,27 +818,14 @@ impl<'a> Txn<'a> {
             runs.push(crate::newest::info(&k, &v)?);
             writes.push((k, Some(v.into())));
         }
-        if let Some((k, v)) = crate::orders::run(&std::mem::take(&mut self.unshipped_orders)) {
-            writes.push((k, Some(v.into())));
-        }
         let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
             .into_iter()
             .map(|k| (k, self.lines.get(&k).copied().unwrap_or([0; 3])))
             .collect();
-        let seq = *self.next_seq.get_or_insert_with(|| {
-            self.book
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .next_seq()
-        });
-        if !lines.is_empty() {
-            self.next_seq = Some(seq + 1);
-        }
-        Book::journal(seq, &lines, &mut writes);
         Ok(Some(Shipment {
             writes,
             lines,
-            seq,
+            orders: std::mem::take(&mut self.unshipped_orders),
             counted: std::mem::take(&mut self.unshipped_counted),
             touched: {
                 touched.extend(runs.iter().map(|r| r.market()));

@@ -10,7 +10,7 @@
 //! record, and its keys are written by the caller and the writer together, from both ends of
 //! the key order. What reaches the disk is still the effect of a prefix of the call.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::redo::{self, Write};
@@ -147,8 +147,14 @@ impl<'a> Writer<'a> {
         st.merging = true;
         let mut shipments: Vec<Shipment> = st.queue.drain(..).collect();
         drop(st);
-        let writes = redo::merge(shipments.iter_mut().map(|s| std::mem::take(&mut s.writes)));
-        let record = redo::encode(&writes);
+        let mut writes = redo::merge(shipments.iter_mut().map(|s| std::mem::take(&mut s.writes)));
+        // One journal record for them all: lines take their last sums, orders add up.
+        let mut lines = BTreeMap::new();
+        let mut orders = Vec::new();
+        for s in &shipments {
+            lines.extend(s.lines.iter().map(|(k, v)| (*k, *v)));
+            orders.extend_from_slice(&s.orders);
+        }
         let mut st = self.lock();
         while st.applying {
             st = self.wait(st);
@@ -156,9 +162,13 @@ impl<'a> Writer<'a> {
         if st.stopped {
             return Ok(()); // the join reports the writer's error
         }
-        // Nothing of the call is half written now: the record may replace the last one. No
-        // key is written unless the record is in.
-        let started = redo::record(self.db, record);
+        // Nothing of the call is half written now: the journal record follows the writer's
+        // last, and the redo record may replace the last one. No key is written unless both
+        // are in.
+        let started = self
+            .store
+            .journal(&lines, &orders, &mut writes)
+            .and_then(|()| redo::record(self.db, redo::encode(&writes)));
         if started.is_ok() {
             let n = writes.len();
             let _ = self.tail.set(Tail {
@@ -246,7 +256,7 @@ mod tests {
         Shipment {
             writes,
             lines: BTreeMap::new(),
-            seq: 0,
+            orders: Vec::new(),
             counted: Vec::new(),
             runs: Vec::new(),
             forgotten: Vec::new(),

@@ -1,0 +1,361 @@
+//! What shipments changed of the state kept in memory (ledger lines, receipts' orders) since
+//! the last checkpoint, in a file beside the tree.
+//!
+//! Journaled in the tree, these were keys written once and deleted at the next checkpoint.
+//! sled reclaims a log segment only once half of it is dead, so their bytes stayed on disk:
+//! they cost more space than the attestations' own keys (docs/benchmarks.md). Here each
+//! shipment that changes lines or counts receipts appends one record to [`FILE`] and syncs it
+//! *before* its writes go to the tree, so the file holds every record the tree has, whatever
+//! the crash. The shipment's writes carry the record's number (`META journal`, restored with
+//! them by `redo`), and a checkpoint, which writes the lines and orders into the tree, records
+//! the number the next interval starts at (`META checkpoint`) before it empties the file.
+//! Opening replays the records from the checkpoint's number to the tree's, and cuts off any
+//! later one: the shipment it belonged to did not reach the tree. Records are the lines' new
+//! sums, not deltas, so a replay is idempotent.
+//!
+//! A record: body length (u32 BE), body, the first 8 bytes of blake3(body). Body: number (u64
+//! BE), line count (u32 BE) and lines (see `book::encode_lines`), order count (u32 BE) and
+//! (order key ‖ receipt id) per receipt.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+
+use passalong_protocol::Id;
+
+use crate::book::{self, LineKey, Sums};
+use crate::keyspace::*;
+use crate::orders::OrderKey;
+use crate::redo;
+use crate::StoreError;
+
+/// The journal's file name in the store's directory.
+pub(crate) const FILE: &str = "journal";
+
+/// The tree's number of the last record its shipments wrote.
+fn last_key() -> Vec<u8> {
+    key(META, &[b"journal"])
+}
+
+/// The tree's number of the first record after its last checkpoint.
+fn base_key() -> Vec<u8> {
+    key(META, &[b"checkpoint"])
+}
+
+fn damaged(detail: impl Into<String>) -> StoreError {
+    StoreError::Record {
+        prefix: char::from(JOURNAL),
+        detail: detail.into(),
+    }
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io(sled::Error::Io(e))
+}
+
+fn number(tree: &sled::Tree, k: &[u8]) -> Result<Option<u64>, StoreError> {
+    match tree.get(k)? {
+        None => Ok(None),
+        Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
+            Ok(b) => Ok(Some(u64::from_be_bytes(b))),
+            Err(_) => Err(damaged(format!(
+                "{} is {} bytes long",
+                hex::encode(k),
+                v.len()
+            ))),
+        },
+    }
+}
+
+/// What one shipment changed.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Record {
+    /// New sums of the ledger lines it changed.
+    pub lines: Vec<(LineKey, Sums)>,
+    /// Its receipts' orders.
+    pub orders: Vec<(OrderKey, Id)>,
+}
+
+/// The open journal file.
+pub(crate) struct Journal {
+    file: File,
+    /// The number of the next record.
+    next: u64,
+}
+
+impl Journal {
+    /// Opens the journal of `tree` in `dir`, hands the records since the tree's last
+    /// checkpoint to `replay` in order, and cuts off the records the tree does not have.
+    /// Fails if the file lacks a record the tree has (it was changed behind our back).
+    pub fn open(
+        dir: &Path,
+        tree: &sled::Tree,
+        mut replay: impl FnMut(Record),
+    ) -> Result<Journal, StoreError> {
+        let base = number(tree, &base_key())?.unwrap_or(0);
+        let last = number(tree, &last_key())?.filter(|l| *l >= base);
+        let path = dir.join(FILE);
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io)?;
+        if created {
+            // The file's name must survive a power loss as well as its contents.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        let mut input = BufReader::new(&mut file);
+        let (mut keep, mut next) = (0u64, base);
+        let mut body = Vec::new();
+        while let Some((seq, len)) = read_record(&mut input, &mut body).map_err(io)? {
+            if seq < base {
+                // Written before the checkpoint that did not get to empty the file.
+                keep += len;
+                continue;
+            }
+            if last.is_none_or(|l| seq > l) || seq != next {
+                break;
+            }
+            replay(decode_body(&body)?);
+            keep += len;
+            next = seq + 1;
+        }
+        drop(input);
+        if let Some(l) = last {
+            if next != l + 1 {
+                return Err(damaged(format!(
+                    "the journal file holds records up to {} but the tree has them up to {l}",
+                    next as i128 - 1
+                )));
+            }
+        }
+        if file.metadata().map_err(io)?.len() != keep {
+            file.set_len(keep).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        }
+        Ok(Journal { file, next })
+    }
+
+    /// Appends and syncs the record of a shipment that changed `lines` or counts receipts of
+    /// `orders`, and adds its number to the shipment's `writes`. Nothing for a shipment that
+    /// changed neither.
+    pub fn append(
+        &mut self,
+        lines: &BTreeMap<LineKey, Sums>,
+        orders: &[(OrderKey, Id)],
+        writes: &mut Vec<redo::Write>,
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() && orders.is_empty() {
+            return Ok(());
+        }
+        let seq = self.next;
+        let mut body =
+            Vec::with_capacity(16 + lines.len() * (book::LINE_KEY + 12) + orders.len() * 48);
+        body.extend_from_slice(&seq.to_be_bytes());
+        body.extend_from_slice(&(lines.len() as u32).to_be_bytes());
+        book::encode_lines(lines.iter(), &mut body);
+        body.extend_from_slice(&(orders.len() as u32).to_be_bytes());
+        for (k, id) in orders {
+            body.extend_from_slice(k);
+            body.extend_from_slice(&id.0);
+        }
+        let mut rec = Vec::with_capacity(body.len() + 12);
+        rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        rec.extend_from_slice(&body);
+        rec.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
+        self.file.write_all(&rec).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.next = seq + 1;
+        writes.push((last_key(), Some(seq.to_be_bytes().to_vec().into())));
+        Ok(())
+    }
+
+    /// Adds to a checkpoint's `batch` where the next interval's records start.
+    pub fn checkpoint(&self, batch: &mut sled::Batch) {
+        batch.insert(base_key(), &self.next.to_be_bytes());
+    }
+
+    /// The checkpoint's batch is on disk: its records are no longer needed.
+    pub fn checkpointed(&mut self) -> Result<(), StoreError> {
+        self.file.set_len(0).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+/// Reads the next whole, intact record into `body`: its number and length in the file. `None`
+/// at the end, or at a record cut short or damaged (a crash while it was appended).
+fn read_record(input: &mut impl Read, body: &mut Vec<u8>) -> std::io::Result<Option<(u64, u64)>> {
+    let mut len = [0u8; 4];
+    if !read_all(input, &mut len)? {
+        return Ok(None);
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n < 16 {
+        return Ok(None);
+    }
+    body.clear();
+    body.resize(n, 0);
+    let mut sum = [0u8; 8];
+    if !read_all(input, body)? || !read_all(input, &mut sum)? {
+        return Ok(None);
+    }
+    if blake3::hash(body).as_bytes()[..8] != sum {
+        return Ok(None);
+    }
+    let seq = u64::from_be_bytes(body[..8].try_into().unwrap_or_default());
+    Ok(Some((seq, (n + 12) as u64)))
+}
+
+/// Fills `buf`; false if the input ends first.
+fn read_all(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    match input.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn decode_body(body: &[u8]) -> Result<Record, StoreError> {
+    fn count(b: &mut &[u8]) -> Result<usize, StoreError> {
+        let (n, rest) = b
+            .split_first_chunk::<4>()
+            .ok_or_else(|| damaged("a journal record ends inside a count"))?;
+        *b = rest;
+        Ok(u32::from_be_bytes(*n) as usize)
+    }
+    let mut b = body.get(8..).unwrap_or_default();
+    let n = count(&mut b)?;
+    let mut rec = Record::default();
+    book::decode_lines(&mut b, n, &mut rec.lines)?;
+    let n = count(&mut b)?;
+    if b.len() != n * 48 {
+        return Err(damaged("a journal record's orders do not fill it"));
+    }
+    rec.orders = b
+        .chunks_exact(48)
+        .map(|r| {
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&r[..16]);
+            (k, Id(id_at(r, 16)))
+        })
+        .collect();
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(i: u8) -> BTreeMap<LineKey, Sums> {
+        [(
+            book::line_key(&[i; 32], b"EUR", &[2; 32]),
+            [u128::from(i), 0, 7],
+        )]
+        .into()
+    }
+
+    fn orders(i: u8) -> Vec<(OrderKey, Id)> {
+        vec![([i; 16], Id([i; 32]))]
+    }
+
+    /// Appends record `i` as a shipment would, and applies its writes to the tree unless
+    /// `lost` (the shipment did not reach the tree).
+    fn ship(j: &mut Journal, tree: &sled::Tree, i: u8, lost: bool) {
+        let mut writes = Vec::new();
+        j.append(&lines(i), &orders(i), &mut writes).unwrap();
+        if !lost {
+            redo::apply(tree, &writes).unwrap();
+        }
+    }
+
+    fn reopen(dir: &Path, tree: &sled::Tree) -> Result<(Journal, Vec<Record>), StoreError> {
+        let mut got = Vec::new();
+        let j = Journal::open(dir, tree, |r| got.push(r))?;
+        Ok((j, got))
+    }
+
+    fn record(i: u8) -> Record {
+        Record {
+            lines: lines(i).into_iter().collect(),
+            orders: orders(i),
+        }
+    }
+
+    #[test]
+    fn replays_what_the_tree_has_and_cuts_what_it_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (mut j, got) = reopen(dir.path(), &db).unwrap();
+        assert!(got.is_empty());
+        // A shipment that changes nothing journals nothing.
+        let mut writes = Vec::new();
+        j.append(&BTreeMap::new(), &[], &mut writes).unwrap();
+        assert!(writes.is_empty());
+        ship(&mut j, &db, 1, false);
+        ship(&mut j, &db, 2, false);
+        ship(&mut j, &db, 3, true);
+        drop(j);
+        let (mut j, got) = reopen(dir.path(), &db).unwrap();
+        assert_eq!(got, vec![record(1), record(2)]);
+        // The lost record is cut: the next one takes its number, and replays.
+        ship(&mut j, &db, 4, false);
+        drop(j);
+        let (j, got) = reopen(dir.path(), &db).unwrap();
+        assert_eq!(got, vec![record(1), record(2), record(4)]);
+        // A checkpoint: its records are not replayed again, whether the file was emptied or
+        // the crash came first.
+        let mut batch = sled::Batch::default();
+        j.checkpoint(&mut batch);
+        db.apply_batch(batch).unwrap();
+        drop(j);
+        let (mut j, got) = reopen(dir.path(), &db).unwrap();
+        assert!(got.is_empty());
+        ship(&mut j, &db, 5, false);
+        drop(j);
+        let (mut j, got) = reopen(dir.path(), &db).unwrap();
+        assert_eq!(got, vec![record(5)]);
+        j.checkpointed().unwrap();
+        assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_a_missing_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (mut j, _) = reopen(dir.path(), &db).unwrap();
+        ship(&mut j, &db, 1, false);
+        ship(&mut j, &db, 2, true);
+        drop(j);
+        let path = dir.path().join(FILE);
+        let whole = std::fs::read(&path).unwrap();
+        let len = whole.len() as u64;
+        // Record 2 cut short, as by a crash while it was written: cut off at open.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (j, got) = reopen(dir.path(), &db).unwrap();
+        assert_eq!(got, vec![record(1)]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len / 2);
+        drop(j);
+        // A byte of record 1 changed: the tree has it, the file no longer does.
+        let mut bad = std::fs::read(&path).unwrap();
+        bad[10] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            reopen(dir.path(), &db),
+            Err(StoreError::Record { prefix: 'j', .. })
+        ));
+        // The file gone altogether: the same.
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            reopen(dir.path(), &db),
+            Err(StoreError::Record { prefix: 'j', .. })
+        ));
+    }
+}
