@@ -10,6 +10,8 @@
 //! - [`signature`]: strict ed25519 (cofactored equation) and a batch path that accepts exactly
 //!   what the single check accepts;
 //! - [`validation`]: stateless checks (decode, limits, signature) and the four outcomes;
+//! - [`lifecycle`]: held, pending, valid or invalid, and what settles with each, once for
+//!   every storage;
 //! - [`state`]: a sans-IO in-memory state that takes attestations in any order and the time,
 //!   and answers with outcomes and, per seller, the ledger;
 //! - [`payout`]: the payout rules of one receipt (`direct`, `equal`, `geometric`, `split_proof`);
@@ -25,6 +27,7 @@ pub mod bundle;
 pub mod encoding;
 pub mod keys;
 pub mod ledger;
+pub mod lifecycle;
 pub mod limits;
 pub mod link;
 pub mod merkle;

@@ -18,22 +18,13 @@ use crate::attestation::{Body, Currency};
 use crate::encoding::Attestation;
 use crate::keys::{Id, PublicKey};
 use crate::ledger::{Ledger, LedgerEntry};
+use crate::lifecycle::{self, Lifecycle, Queued};
 use crate::limits::MAX_POLICY_DEPTH;
 use crate::payout;
 use crate::policy::Policy;
 use crate::validation::{self, Fact, InvalidReason, Known, Lookup, Outcome};
 
-/// The outcome of one attestation, reported when it is inserted or when it changes (a pending
-/// one whose parent arrived, a held one whose time came).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// The attestation.
-    pub id: Id,
-    /// Its outcome now.
-    pub outcome: Outcome,
-    /// It had been inserted before; nothing changed.
-    pub duplicate: bool,
-}
+pub use crate::lifecycle::Report;
 
 /// Two receipts of one seller for one order: `counted` has the smaller id and is the one that
 /// counts; the pair is evidence that the seller equivocated.
@@ -380,6 +371,56 @@ impl Known for State {
     }
 }
 
+impl Lifecycle for State {
+    fn hold(&mut self, att: Attestation, until_ms: u64, _now_ms: u64) {
+        self.held_ids.insert(att.id, until_ms);
+        self.held.insert((until_ms, att.id), att);
+    }
+
+    fn wait(&mut self, att: Attestation, missing: &[Id], _since: Option<u64>, _now_ms: u64) {
+        for m in missing {
+            self.waiters.entry(*m).or_default().push(att.id);
+        }
+        self.pending.insert(att.id, Waiting { att });
+    }
+
+    fn count(&mut self, att: &Attestation, fact: Option<Fact>, _since: Option<u64>) {
+        if let Some(f) = fact {
+            self.facts.insert(att.id, f);
+        }
+        self.apply(att);
+    }
+
+    fn reject(
+        &mut self,
+        id: &Id,
+        _att: Option<&Attestation>,
+        reason: &InvalidReason,
+        _since: Option<u64>,
+        _now_ms: u64,
+    ) {
+        self.invalid.insert(*id, reason.clone());
+    }
+
+    fn released(&mut self, id: &Id, queue: &mut Vec<Queued>) {
+        for w in self.waiters.remove(id).unwrap_or_default() {
+            if let Some(p) = self.pending.remove(&w) {
+                // It is evaluated again (and registers again if still pending): drop its other
+                // registrations, so nothing waits in the name of a resolved attestation.
+                for d in p.att.body.dependencies() {
+                    if let Some(list) = self.waiters.get_mut(&d) {
+                        list.retain(|x| *x != w);
+                        if list.is_empty() {
+                            self.waiters.remove(&d);
+                        }
+                    }
+                }
+                queue.push((p.att, None));
+            }
+        }
+    }
+}
+
 impl State {
     /// An empty state.
     pub fn new() -> State {
@@ -459,22 +500,7 @@ impl State {
         now_ms: u64,
         reports: &mut Vec<Report>,
     ) {
-        match checked {
-            Err(reason) => self.mark_invalid(id, reason, reports),
-            Ok(att) => {
-                if let Some(until_ms) = validation::held_until(att.body.created_at_ms(), now_ms) {
-                    self.held_ids.insert(id, until_ms);
-                    self.held.insert((until_ms, id), att);
-                    reports.push(Report {
-                        id,
-                        outcome: Outcome::Held { until_ms },
-                        duplicate: false,
-                    });
-                } else {
-                    self.evaluate(att, reports);
-                }
-            }
-        }
+        lifecycle::take(self, id, checked, now_ms, reports);
     }
 
     /// Releases the held attestations whose time has come.
@@ -486,7 +512,7 @@ impl State {
             }
             let att = entry.remove();
             self.held_ids.remove(&att.id);
-            self.evaluate(att, &mut reports);
+            lifecycle::release(self, att, now_ms, &mut reports);
         }
         reports
     }
@@ -538,73 +564,6 @@ impl State {
         v.sort();
         v.dedup();
         v
-    }
-
-    fn mark_invalid(&mut self, id: Id, reason: InvalidReason, reports: &mut Vec<Report>) {
-        self.invalid.insert(id, reason.clone());
-        reports.push(Report {
-            id,
-            outcome: Outcome::Invalid(reason),
-            duplicate: false,
-        });
-        // Whatever waited for it can now never be valid.
-        let mut queue = Vec::new();
-        self.release_waiters(&id, &mut queue);
-        for att in queue {
-            self.evaluate(att, reports);
-        }
-    }
-
-    fn release_waiters(&mut self, id: &Id, queue: &mut Vec<Attestation>) {
-        for w in self.waiters.remove(id).unwrap_or_default() {
-            if let Some(p) = self.pending.remove(&w) {
-                // It is evaluated again (and registers again if still pending): drop its other
-                // registrations, so nothing waits in the name of a resolved attestation.
-                for d in p.att.body.dependencies() {
-                    if let Some(list) = self.waiters.get_mut(&d) {
-                        list.retain(|x| *x != w);
-                        if list.is_empty() {
-                            self.waiters.remove(&d);
-                        }
-                    }
-                }
-                queue.push(p.att);
-            }
-        }
-    }
-
-    /// Stage 2 for `att` and, transitively, for everything it unblocks.
-    fn evaluate(&mut self, att: Attestation, reports: &mut Vec<Report>) {
-        let mut queue = vec![att];
-        while let Some(att) = queue.pop() {
-            let id = att.id;
-            let (outcome, fact) = validation::contextual(&att.body, self);
-            match &outcome {
-                Outcome::Valid => {
-                    if let Some(f) = fact {
-                        self.facts.insert(id, f);
-                    }
-                    self.apply(&att);
-                    self.release_waiters(&id, &mut queue);
-                }
-                Outcome::Pending { missing } => {
-                    for m in missing {
-                        self.waiters.entry(*m).or_default().push(id);
-                    }
-                    self.pending.insert(id, Waiting { att });
-                }
-                Outcome::Invalid(reason) => {
-                    self.invalid.insert(id, reason.clone());
-                    self.release_waiters(&id, &mut queue);
-                }
-                Outcome::Held { .. } => {}
-            }
-            reports.push(Report {
-                id,
-                outcome,
-                duplicate: false,
-            });
-        }
     }
 
     /// Records a valid attestation in the payout indexes.

@@ -1,8 +1,9 @@
-//! Taking attestations in: stage 1 in a batch, then holding, pending and stage 2, with every
-//! write buffered in one [`Txn`] so that the whole ingest lands atomically.
+//! Taking attestations in: stage 1 in a batch, then the protocol's lifecycle (held, pending,
+//! valid or invalid, and what each settles: `passalong_protocol::lifecycle`) over the store,
+//! with every write buffered in one [`Txn`] that ships them atomically.
 
-use passalong_protocol::state::Report;
-use passalong_protocol::validation::{self, InvalidReason, Outcome};
+use passalong_protocol::lifecycle::{self, Lifecycle, Queued, Report};
+use passalong_protocol::validation::{Fact, InvalidReason, Known, Lookup, Outcome};
 use passalong_protocol::{Attestation, Id};
 
 use crate::expiry::{self, ExpiryLimits, NotKept};
@@ -56,27 +57,14 @@ pub(crate) fn ingest(
     not_kept: &mut Vec<(Id, NotKept)>,
 ) {
     let start = reports.len();
-    for (id, c) in checked {
-        match c {
-            Err(reason) => mark_invalid(t, id, reason, now_ms, reports),
-            Ok(att) => {
-                if let Some(until_ms) = validation::held_until(att.body.created_at_ms(), now_ms) {
-                    reports.push(Report {
-                        id,
-                        outcome: Outcome::Held { until_ms },
-                        duplicate: false,
-                    });
-                    if !limits.keeps_held(until_ms, now_ms) {
-                        not_kept.push((id, NotKept::TooFarAhead));
-                        continue;
-                    }
-                    t.put(key(HELD, &[&until_ms.to_be_bytes(), &id.0]), vec![]);
-                    t.put_entry(&id, &Entry::new(EntryState::Held { until_ms }, &att.bytes));
-                    expiry::held_counted(t, true);
-                } else {
-                    evaluate(t, att, None, now_ms, reports);
-                }
-            }
+    {
+        let mut steps = Steps {
+            t,
+            limits,
+            not_kept,
+        };
+        for (id, c) in checked {
+            lifecycle::take(&mut steps, id, c, now_ms, reports);
         }
     }
     keep_within_caps(t, limits, &reports[start..], not_kept);
@@ -109,13 +97,14 @@ pub(crate) fn tick(
 ) -> bool {
     let mut cursor = vec![HELD];
     let mut released = 0;
+    let mut more = false;
     while let Some(k) = t.key_after(&[HELD], &cursor) {
         if u64_at(&k, 1) > now_ms {
             break;
         }
         if released == budget {
-            keep_within_caps(t, limits, reports, &mut Vec::new());
-            return true;
+            more = true;
+            break;
         }
         let id = Id(id_at(&k, 9));
         t.del(k.clone());
@@ -123,113 +112,115 @@ pub(crate) fn tick(
         expiry::held_counted(t, false);
         released += 1;
         if let Some(att) = envelope(t, &id) {
-            evaluate(t, att, None, now_ms, reports);
+            let mut not_kept = Vec::new();
+            let mut steps = Steps {
+                t: &mut *t,
+                limits,
+                not_kept: &mut not_kept,
+            };
+            lifecycle::release(&mut steps, att, now_ms, reports);
         }
     }
     keep_within_caps(t, limits, reports, &mut Vec::new());
-    false
+    more
 }
 
-fn mark_invalid(
-    t: &mut Txn<'_>,
-    id: Id,
-    reason: InvalidReason,
-    now_ms: u64,
-    reports: &mut Vec<Report>,
-) {
-    expiry::invalid_added(t, &id, now_ms);
-    t.put_invalid(&id, format!("{}: {reason}", reason.code()));
-    reports.push(Report {
-        id,
-        outcome: Outcome::Invalid(reason),
-        duplicate: false,
-    });
-    let mut queue = Vec::new();
-    release_waiters(t, &id, &mut queue);
-    for (att, since) in queue {
-        evaluate(t, att, since, now_ms, reports);
+/// The store's side of each step of the lifecycle.
+struct Steps<'s, 't> {
+    t: &'s mut Txn<'t>,
+    limits: &'s ExpiryLimits,
+    not_kept: &'s mut Vec<(Id, NotKept)>,
+}
+
+impl Known for Steps<'_, '_> {
+    fn lookup(&self, id: &Id) -> Lookup {
+        self.t.lookup(id)
     }
 }
 
-/// An attestation to evaluate, with the time it has been pending since (`None`: it was not).
-type Queued = (Attestation, Option<u64>);
-
-fn release_waiters(t: &mut Txn<'_>, id: &Id, queue: &mut Vec<Queued>) {
-    // Usually nothing waits at all: skip the scan (a sled iterator costs several reads).
-    if !t.may_have_waiters() {
-        return;
+impl Lifecycle for Steps<'_, '_> {
+    fn hold(&mut self, att: Attestation, until_ms: u64, now_ms: u64) {
+        if !self.limits.keeps_held(until_ms, now_ms) {
+            self.not_kept.push((att.id, NotKept::TooFarAhead));
+            return;
+        }
+        let t = &mut *self.t;
+        t.put(key(HELD, &[&until_ms.to_be_bytes(), &att.id.0]), vec![]);
+        t.put_entry(
+            &att.id,
+            &Entry::new(EntryState::Held { until_ms }, &att.bytes),
+        );
+        expiry::held_counted(t, true);
     }
-    for (k, since) in t.scan(&key(WAITER, &[&id.0])) {
-        let waiter = Id(id_at(&k, 33));
-        t.del(k);
-        // A pending attestation waiting for two ids that resolve together is queued once.
-        if queue.iter().any(|(a, _)| a.id == waiter) {
-            continue;
+
+    fn wait(&mut self, att: Attestation, missing: &[Id], since: Option<u64>, now_ms: u64) {
+        let t = &mut *self.t;
+        let since_ms = since.unwrap_or(now_ms);
+        for m in missing {
+            t.add_waiter(m, &att.id, since_ms);
         }
-        let pending = t.entry(&waiter, |e| {
-            (e.state == EntryState::Pending)
-                .then(|| e.attestation(waiter))
-                .flatten()
-        });
-        if let Some(att) = pending.flatten() {
-            // Written before format 7 without a time: 0, as its index key (see `expiry`).
-            queue.push((att, Some(u64_at(&since, 0))));
+        t.put_entry(&att.id, &Entry::new(EntryState::Pending, &att.bytes));
+        if since.is_none() {
+            expiry::pending_added(t, &att.id, since_ms);
         }
     }
-}
 
-/// Stage 2 for `att` (pending since `since`, if it was) and everything it unblocks (the same
-/// walk as the protocol's `State`), at `now_ms`.
-fn evaluate(
-    t: &mut Txn<'_>,
-    att: Attestation,
-    since: Option<u64>,
-    now_ms: u64,
-    reports: &mut Vec<Report>,
-) {
-    let mut queue = vec![(att, since)];
-    while let Some((att, since)) = queue.pop() {
-        let id = att.id;
-        let (outcome, fact) = validation::contextual(&att.body, &*t);
-        match &outcome {
-            Outcome::Valid => {
-                if let Some(s) = since {
-                    expiry::pending_settled(t, &id, s);
-                }
-                t.put_valid(&att, fact);
-                let counter = key(META, &[b"valid"]);
-                let n = t.get(&counter).map_or(0, |v| u64_at(&v, 0));
-                t.put(counter, (n + 1).to_be_bytes().to_vec());
-                index::apply(t, &att);
-                release_waiters(t, &id, &mut queue);
-            }
-            Outcome::Pending { missing } => {
-                let since_ms = since.unwrap_or(now_ms);
-                for m in missing {
-                    t.add_waiter(m, &id, since_ms);
-                }
-                t.put_entry(&id, &Entry::new(EntryState::Pending, &att.bytes));
-                if since.is_none() {
-                    expiry::pending_added(t, &id, since_ms);
-                }
-            }
-            Outcome::Invalid(reason) => {
-                if let Some(s) = since {
-                    expiry::pending_settled(t, &id, s);
-                    // It may still wait for another dependency: nothing will release it now.
-                    expiry::drop_waiters(t, &id, &att.body.dependencies());
-                }
-                expiry::invalid_added(t, &id, now_ms);
-                t.put_invalid(&id, format!("{}: {reason}", reason.code()));
-                t.del(key(ENTRY, &[&id.0]));
-                release_waiters(t, &id, &mut queue);
-            }
-            Outcome::Held { .. } => {}
+    fn count(&mut self, att: &Attestation, fact: Option<Fact>, since: Option<u64>) {
+        let t = &mut *self.t;
+        if let Some(s) = since {
+            expiry::pending_settled(t, &att.id, s);
         }
-        reports.push(Report {
-            id,
-            outcome,
-            duplicate: false,
-        });
+        t.put_valid(att, fact);
+        let counter = key(META, &[b"valid"]);
+        let n = t.get(&counter).map_or(0, |v| u64_at(&v, 0));
+        t.put(counter, (n + 1).to_be_bytes().to_vec());
+        index::apply(t, att);
+    }
+
+    fn reject(
+        &mut self,
+        id: &Id,
+        att: Option<&Attestation>,
+        reason: &InvalidReason,
+        since: Option<u64>,
+        now_ms: u64,
+    ) {
+        let t = &mut *self.t;
+        if let (Some(att), Some(s)) = (att, since) {
+            expiry::pending_settled(t, id, s);
+            // It may still wait for another dependency: nothing will release it now.
+            expiry::drop_waiters(t, id, &att.body.dependencies());
+        }
+        expiry::invalid_added(t, id, now_ms);
+        t.put_invalid(id, format!("{}: {reason}", reason.code()));
+        if att.is_some() {
+            // Held or pending until now.
+            t.del(key(ENTRY, &[&id.0]));
+        }
+    }
+
+    fn released(&mut self, id: &Id, queue: &mut Vec<Queued>) {
+        let t = &mut *self.t;
+        // Usually nothing waits at all: skip the scan (a sled iterator costs several reads).
+        if !t.may_have_waiters() {
+            return;
+        }
+        for (k, since) in t.scan(&key(WAITER, &[&id.0])) {
+            let waiter = Id(id_at(&k, 33));
+            t.del(k);
+            // A pending attestation waiting for two ids that resolve together is queued once.
+            if queue.iter().any(|(a, _)| a.id == waiter) {
+                continue;
+            }
+            let pending = t.entry(&waiter, |e| {
+                (e.state == EntryState::Pending)
+                    .then(|| e.attestation(waiter))
+                    .flatten()
+            });
+            if let Some(att) = pending.flatten() {
+                // Written before format 7 without a time: 0, as its index key (see `expiry`).
+                queue.push((att, Some(u64_at(&since, 0))));
+            }
+        }
     }
 }
