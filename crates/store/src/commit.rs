@@ -2,14 +2,35 @@
 //! so that tests can make the disk fail at a chosen shipment without any test-only branch in
 //! the production path (see the crate's durability contract for what a shipment guarantees).
 
+use std::collections::BTreeMap;
+
+use passalong_protocol::Id;
+
+use crate::book::{LineKey, Sums};
+use crate::journal::Journal;
+use crate::orders::OrderKey;
 use crate::redo;
 use crate::StoreError;
 
+/// What a shipment writes: its keys, and what it changed of the state kept in memory.
+pub(crate) struct Parts<'a> {
+    pub lines: &'a BTreeMap<LineKey, Sums>,
+    pub orders: &'a [(OrderKey, Id)],
+    pub writes: &'a mut Vec<redo::Write>,
+}
+
 /// Applies shipments to the tree.
 pub(crate) trait Disk: Send + Sync {
-    /// Applies the writes of shipment `n` (numbered from the store's opening): its redo
-    /// record, then its keys. Not durable until the tree is flushed.
-    fn apply(&self, tree: &sled::Tree, writes: &[redo::Write], n: u64) -> Result<(), StoreError>;
+    /// Applies shipment `n` (numbered from the store's opening): its journal record (synced),
+    /// then its keys, the record's number last. The keys are not durable until the tree is
+    /// flushed.
+    fn apply(
+        &self,
+        tree: &sled::Tree,
+        journal: &mut Journal,
+        parts: Parts<'_>,
+        n: u64,
+    ) -> Result<(), StoreError>;
 
     /// Whether a large call may merge the shipments its writer has not started into one (a
     /// disk that fails a given shipment needs them applied one by one).
@@ -22,8 +43,15 @@ pub(crate) trait Disk: Send + Sync {
 pub(crate) struct Sled;
 
 impl Disk for Sled {
-    fn apply(&self, tree: &sled::Tree, writes: &[redo::Write], _n: u64) -> Result<(), StoreError> {
-        redo::apply(tree, writes)
+    fn apply(
+        &self,
+        tree: &sled::Tree,
+        journal: &mut Journal,
+        parts: Parts<'_>,
+        _n: u64,
+    ) -> Result<(), StoreError> {
+        journal.append(parts.lines, parts.orders, parts.writes)?;
+        redo::write(tree, parts.writes)
     }
 }
 
@@ -50,11 +78,17 @@ impl FailingFrom {
 
 #[cfg(test)]
 impl Disk for FailingFrom {
-    fn apply(&self, tree: &sled::Tree, writes: &[redo::Write], n: u64) -> Result<(), StoreError> {
+    fn apply(
+        &self,
+        tree: &sled::Tree,
+        journal: &mut Journal,
+        parts: Parts<'_>,
+        n: u64,
+    ) -> Result<(), StoreError> {
         if n >= self.from() {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
-        Sled.apply(tree, writes, n)
+        Sled.apply(tree, journal, parts, n)
     }
 
     fn merges_tail(&self) -> bool {

@@ -1,21 +1,26 @@
-//! What shipments changed of the state kept in memory (ledger lines, receipts' orders) since
-//! the last checkpoint, in a file beside the tree.
+//! The store's write-ahead log: every shipment, with what it changed of the state kept in
+//! memory (ledger lines, receipts' orders), in a file beside the tree until the next
+//! checkpoint.
 //!
-//! Journaled in the tree, these were keys written once and deleted at the next checkpoint.
-//! sled reclaims a log segment only once half of it is dead, so their bytes stayed on disk:
-//! they cost more space than the attestations' own keys (docs/benchmarks.md). Here each
-//! shipment that changes lines or counts receipts appends one record to [`FILE`] and syncs it
-//! *before* its writes go to the tree, so the file holds every record the tree has, whatever
-//! the crash. The shipment's writes carry the record's number (`META journal`, restored with
-//! them by `redo`), and a checkpoint, which writes the lines and orders into the tree, records
-//! the number the next interval starts at (`META checkpoint`) before it empties the file.
-//! Opening replays the records from the checkpoint's number to the tree's, and cuts off any
-//! later one: the shipment it belonged to did not reach the tree. Records are the lines' new
-//! sums, not deltas, so a replay is idempotent.
+//! Each shipment appends one record and syncs it *before* its keys go to the tree, one by one
+//! (sled makes a batch atomic only at a high price: see `redo`); the last key it writes is its
+//! record's number (`META journal`). sled recovers a prefix of its log after a crash, so the
+//! tree then holds every shipment up to the number it has, and at most the beginning of the
+//! next: opening writes the keys of every later record again (idempotent) and replays the
+//! lines and orders of all records since the last checkpoint. A checkpoint writes the lines
+//! and orders into the tree with the number the next interval starts at (`META
+//! checkpoint`), then empties the file. Lines are their new sums, not deltas, so a replay is
+//! idempotent too.
+//!
+//! Before format 11 the tree held all of this: a redo record per shipment (a key overwritten
+//! each time), journal keys and order runs (written, then deleted at the next checkpoint).
+//! sled keeps values over 128 KiB (a large call's record) in files of their own and reclaims
+//! a log segment only once half of it is dead, so those bytes stayed on disk: a third of a
+//! million-attestation store was such files (docs/benchmarks.md).
 //!
 //! A record: body length (u32 BE), body, the first 8 bytes of blake3(body). Body: number (u64
 //! BE), line count (u32 BE) and lines (see `book::encode_lines`), order count (u32 BE) and
-//! (order key ‖ receipt id) per receipt.
+//! (order key ‖ receipt id) per receipt, then the shipment's writes (see `redo::encode`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -68,26 +73,31 @@ fn number(tree: &sled::Tree, k: &[u8]) -> Result<Option<u64>, StoreError> {
     }
 }
 
-/// What one shipment changed.
+/// One shipment.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Record {
     /// New sums of the ledger lines it changed.
     pub lines: Vec<(LineKey, Sums)>,
     /// Its receipts' orders.
     pub orders: Vec<(OrderKey, Id)>,
+    /// Its keys, its number's last.
+    pub writes: Vec<redo::Write>,
 }
 
 /// The open journal file.
 pub(crate) struct Journal {
     file: File,
+    /// The file's length: where the next record starts.
+    len: u64,
     /// The number of the next record.
     next: u64,
 }
 
 impl Journal {
-    /// Opens the journal of `tree` in `dir`, hands the records since the tree's last
-    /// checkpoint to `replay` in order, and cuts off the records the tree does not have.
-    /// Fails if the file lacks a record the tree has (it was changed behind our back).
+    /// Opens the journal of `tree` in `dir`: writes again the keys of the records after the
+    /// tree's last, then hands every record since the tree's last checkpoint to `replay`, in
+    /// order. A record cut short (by a crash while it was appended) is cut off. Fails if the
+    /// file lacks a record the tree has (it was changed behind our back).
     pub fn open(
         dir: &Path,
         tree: &sled::Tree,
@@ -108,7 +118,7 @@ impl Journal {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
         let mut input = BufReader::new(&mut file);
-        let (mut keep, mut next) = (0u64, base);
+        let (mut keep, mut next, mut completed) = (0u64, base, false);
         let mut body = Vec::new();
         while let Some((seq, len)) = read_record(&mut input, &mut body).map_err(io)? {
             if seq < base {
@@ -116,44 +126,55 @@ impl Journal {
                 keep += len;
                 continue;
             }
-            if last.is_none_or(|l| seq > l) || seq != next {
+            if seq != next {
                 break;
             }
-            replay(decode_body(&body)?);
+            let record = decode_body(&body)?;
+            if last.is_none_or(|l| seq > l) {
+                // Journaled, then cut short or not begun: complete it.
+                redo::write(tree, &record.writes)?;
+                completed = true;
+            }
+            replay(record);
             keep += len;
             next = seq + 1;
         }
         drop(input);
         if let Some(l) = last {
-            if next != l + 1 {
+            if next <= l {
                 return Err(damaged(format!(
                     "the journal file holds records up to {} but the tree has them up to {l}",
                     next as i128 - 1
                 )));
             }
         }
+        if completed {
+            tree.flush()?;
+        }
         if file.metadata().map_err(io)?.len() != keep {
             file.set_len(keep).map_err(io)?;
             file.sync_data().map_err(io)?;
         }
-        Ok(Journal { file, next })
+        Ok(Journal {
+            file,
+            len: keep,
+            next,
+        })
     }
 
-    /// Appends and syncs the record of a shipment that changed `lines` or counts receipts of
-    /// `orders`, and adds its number to the shipment's `writes`. Nothing for a shipment that
-    /// changed neither.
+    /// Appends and syncs the record of a shipment of `writes` that changed `lines` and counts
+    /// receipts of `orders`; adds the record's number to `writes`, last.
     pub fn append(
         &mut self,
         lines: &BTreeMap<LineKey, Sums>,
         orders: &[(OrderKey, Id)],
         writes: &mut Vec<redo::Write>,
     ) -> Result<(), StoreError> {
-        if lines.is_empty() && orders.is_empty() {
-            return Ok(());
-        }
         let seq = self.next;
-        let mut body =
-            Vec::with_capacity(16 + lines.len() * (book::LINE_KEY + 12) + orders.len() * 48);
+        writes.push((last_key(), Some(seq.to_be_bytes().to_vec().into())));
+        let mut body = Vec::with_capacity(
+            16 + lines.len() * (book::LINE_KEY + 12) + orders.len() * 48 + redo::size(writes),
+        );
         body.extend_from_slice(&seq.to_be_bytes());
         body.extend_from_slice(&(lines.len() as u32).to_be_bytes());
         book::encode_lines(lines.iter(), &mut body);
@@ -162,14 +183,23 @@ impl Journal {
             body.extend_from_slice(k);
             body.extend_from_slice(&id.0);
         }
+        redo::encode_into(writes, &mut body);
         let mut rec = Vec::with_capacity(body.len() + 12);
         rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
         rec.extend_from_slice(&body);
         rec.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
-        self.file.write_all(&rec).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        if let Err(e) = self
+            .file
+            .write_all(&rec)
+            .and_then(|()| self.file.sync_data())
+        {
+            // A record cut short would hide the ones after it: cut it off (or opening will).
+            let _ = self.file.set_len(self.len);
+            writes.pop();
+            return Err(io(e));
+        }
+        self.len += rec.len() as u64;
         self.next = seq + 1;
-        writes.push((last_key(), Some(seq.to_be_bytes().to_vec().into())));
         Ok(())
     }
 
@@ -181,6 +211,7 @@ impl Journal {
     /// The checkpoint's batch is on disk: its records are no longer needed.
     pub fn checkpointed(&mut self) -> Result<(), StoreError> {
         self.file.set_len(0).map_err(io)?;
+        self.len = 0;
         self.file.sync_data().map_err(io)
     }
 }
@@ -231,10 +262,10 @@ fn decode_body(body: &[u8]) -> Result<Record, StoreError> {
     let mut rec = Record::default();
     book::decode_lines(&mut b, n, &mut rec.lines)?;
     let n = count(&mut b)?;
-    if b.len() != n * 48 {
-        return Err(damaged("a journal record's orders do not fill it"));
-    }
-    rec.orders = b
+    let orders = b
+        .get(..n * 48)
+        .ok_or_else(|| damaged("a journal record ends inside its orders"))?;
+    rec.orders = orders
         .chunks_exact(48)
         .map(|r| {
             let mut k = [0u8; 16];
@@ -242,6 +273,7 @@ fn decode_body(body: &[u8]) -> Result<Record, StoreError> {
             (k, Id(id_at(r, 16)))
         })
         .collect();
+    rec.writes = redo::decode(&b[n * 48..])?;
     Ok(rec)
 }
 
@@ -261,14 +293,18 @@ mod tests {
         vec![([i; 16], Id([i; 32]))]
     }
 
-    /// Appends record `i` as a shipment would, and applies its writes to the tree unless
-    /// `lost` (the shipment did not reach the tree).
-    fn ship(j: &mut Journal, tree: &sled::Tree, i: u8, lost: bool) {
-        let mut writes = Vec::new();
-        j.append(&lines(i), &orders(i), &mut writes).unwrap();
-        if !lost {
-            redo::apply(tree, &writes).unwrap();
-        }
+    fn writes(i: u8) -> Vec<redo::Write> {
+        vec![(vec![b'k', i], Some(vec![i; 3].into()))]
+    }
+
+    /// Appends shipment `i` as the store does, then writes its first `applied` keys (its
+    /// journal number is the last of its two).
+    fn ship(j: &mut Journal, tree: &sled::Tree, i: u8, applied: usize) -> Vec<redo::Write> {
+        let mut w = writes(i);
+        j.append(&lines(i), &orders(i), &mut w).unwrap();
+        assert_eq!(w.len(), 2);
+        redo::write(tree, &w[..applied]).unwrap();
+        w
     }
 
     fn reopen(dir: &Path, tree: &sled::Tree) -> Result<(Journal, Vec<Record>), StoreError> {
@@ -277,34 +313,44 @@ mod tests {
         Ok((j, got))
     }
 
-    fn record(i: u8) -> Record {
+    fn record(w: Vec<redo::Write>, i: u8) -> Record {
         Record {
             lines: lines(i).into_iter().collect(),
             orders: orders(i),
+            writes: w,
         }
     }
 
+    fn has(tree: &sled::Tree, i: u8) -> bool {
+        tree.get([b'k', i]).unwrap().is_some()
+    }
+
     #[test]
-    fn replays_what_the_tree_has_and_cuts_what_it_lost() {
+    fn replays_every_record_and_completes_what_the_tree_lacks() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(got.is_empty());
-        // A shipment that changes nothing journals nothing.
-        let mut writes = Vec::new();
-        j.append(&BTreeMap::new(), &[], &mut writes).unwrap();
-        assert!(writes.is_empty());
-        ship(&mut j, &db, 1, false);
-        ship(&mut j, &db, 2, false);
-        ship(&mut j, &db, 3, true);
+        let w1 = ship(&mut j, &db, 1, 2);
+        let w2 = ship(&mut j, &db, 2, 2);
+        // Journaled, then the crash: none of its keys, or only some, reached the tree.
+        let w3 = ship(&mut j, &db, 3, 0);
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
-        assert_eq!(got, vec![record(1), record(2)]);
-        // The lost record is cut: the next one takes its number, and replays.
-        ship(&mut j, &db, 4, false);
+        assert!(has(&db, 3), "completed from the journal");
+        assert_eq!(
+            got,
+            vec![
+                record(w1.clone(), 1),
+                record(w2.clone(), 2),
+                record(w3.clone(), 3)
+            ]
+        );
+        let w4 = ship(&mut j, &db, 4, 1);
         drop(j);
         let (j, got) = reopen(dir.path(), &db).unwrap();
-        assert_eq!(got, vec![record(1), record(2), record(4)]);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[3], record(w4, 4));
         // A checkpoint: its records are not replayed again, whether the file was emptied or
         // the crash came first.
         let mut batch = sled::Batch::default();
@@ -313,10 +359,10 @@ mod tests {
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(got.is_empty());
-        ship(&mut j, &db, 5, false);
+        let w5 = ship(&mut j, &db, 5, 2);
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
-        assert_eq!(got, vec![record(5)]);
+        assert_eq!(got, vec![record(w5, 5)]);
         j.checkpointed().unwrap();
         assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), 0);
     }
@@ -326,22 +372,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let (mut j, _) = reopen(dir.path(), &db).unwrap();
-        ship(&mut j, &db, 1, false);
-        ship(&mut j, &db, 2, true);
+        let w1 = ship(&mut j, &db, 1, 2);
+        ship(&mut j, &db, 2, 0);
         drop(j);
         let path = dir.path().join(FILE);
-        let whole = std::fs::read(&path).unwrap();
-        let len = whole.len() as u64;
-        // Record 2 cut short, as by a crash while it was written: cut off at open.
+        let len = std::fs::metadata(&path).unwrap().len();
+        // Record 2 cut short, as by a crash while it was appended: cut off at open, and its
+        // keys are not written.
         std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .unwrap()
             .set_len(len - 3)
             .unwrap();
-        let (j, got) = reopen(dir.path(), &db).unwrap();
-        assert_eq!(got, vec![record(1)]);
+        let (mut j, got) = reopen(dir.path(), &db).unwrap();
+        assert_eq!(got, vec![record(w1, 1)]);
+        assert!(!has(&db, 2));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len / 2);
+        // The next record takes its number.
+        let w2 = ship(&mut j, &db, 7, 2);
+        drop(j);
+        let (j, got) = reopen(dir.path(), &db).unwrap();
+        assert_eq!(got[1], record(w2, 7));
         drop(j);
         // A byte of record 1 changed: the tree has it, the file no longer does.
         let mut bad = std::fs::read(&path).unwrap();

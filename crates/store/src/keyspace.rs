@@ -1,6 +1,7 @@
-//! The layout of the one sled tree that holds everything. One tree, so that every shipment of
-//! an ingest is atomic (see `redo`); each kind of record has a one-byte prefix, and multi-part keys are
-//! fixed-width, so prefix scans are exact. Times in keys are big-endian, so they sort.
+//! The layout of the one sled tree that holds everything (the journal file beside it holds
+//! what shipments changed since the last checkpoint, see `journal`). One tree, so that the
+//! journal's number of a shipment says which writes the tree has; each kind of record has a
+//! one-byte prefix, and multi-part keys are fixed-width, so prefix scans are exact. Times in keys are big-endian, so they sort.
 
 /// id → `Entry` (postcard): state (valid, pending, held), fact, payout record and envelope of
 /// every attestation that passed the stateless check and is not invalid. One key per
@@ -80,7 +81,9 @@ pub const JOURNAL: u8 = b'j';
 /// the node's own attestations and imports belong to. Not those that only something received
 /// belongs to, so that a peer cannot make the node follow markets.
 pub const FOLLOW: u8 = b'f';
-/// (no parts) → the last shipment written, until the next one or a checkpoint (see `redo`).
+/// (no parts) → the last shipment written, until the next one or a checkpoint: before format
+/// 11 (now in the journal file); completed at open, removed by the next checkpoint (see
+/// `redo`).
 pub const REDO: u8 = b'r';
 /// blake3(idempotency key) → receipt id: a checkout's `Idempotency-Key` (see `lookups`).
 pub const IDEMPOTENCY: u8 = b'i';

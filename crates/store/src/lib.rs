@@ -9,8 +9,8 @@
 //! call hands a shipment to a writer thread every 16 fresh attestations, in order, so what
 //! reaches the disk is always the effect of a prefix of the call (the writer flushes while it
 //! waits for the next one; when stage 2 ends, the caller and the writer write what is left
-//! together: `writer`). A shipment is made atomic by a redo record written before its keys
-//! (`redo`), not by a sled batch.
+//! together: `writer`). A shipment is made atomic by its journal record, synced before its
+//! keys are written (`journal`, `redo`), not by a sled batch.
 //!
 //! # Durability contract
 //!
@@ -20,10 +20,12 @@
 //! - **The shipment is the atomic unit.** A call's writes reach the tree in shipments: the
 //!   whole call when it is small, every 16 to 64 fresh attestations in a large one (a
 //!   tail the writer had not started is merged into one). Each shipment is whole or absent
-//!   after a crash: a redo record holding it is written before its keys, and opening the
-//!   store completes it (`redo`). What it changed of the state kept in memory (ledger lines,
-//!   receipts' orders) is appended to the journal file and synced before the shipment goes to
-//!   the tree; opening replays the records the tree has and cuts off the rest (`journal`).
+//!   after a crash: its record (its keys, and what it changed of the state kept in memory:
+//!   ledger lines, receipts' orders) is appended to the journal file and synced before its
+//!   keys go to the tree, its journal number last. Opening writes again the keys of every
+//!   record past the tree's number, and replays the lines and orders of every record since the
+//!   last checkpoint (`journal`). A shipment whose record was synced may so be completed at
+//!   open although its call failed; one whose record was not is absent.
 //! - **A large call is not atomic as a whole.** After a crash during one, the disk holds its
 //!   first shipments, in order, never a later one without an earlier one. The store is
 //!   consistent at every shipment boundary, nothing of it was acknowledged, and sending it
@@ -147,9 +149,9 @@ fn ship_every(n: usize) -> usize {
 /// at that much more resident memory once the store is that large.
 pub const DEFAULT_CACHE_MIB: u64 = 64;
 
-/// The store format this build reads and writes. Version 11 journals ledger lines and
-/// receipts' orders in a file beside the tree (see `journal`), not in keys written and then
-/// deleted; version 10 keeps a compact hop record per valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
+/// The store format this build reads and writes. Version 11 journals shipments, with the
+/// ledger lines and receipts' orders they changed, in a file beside the tree (see `journal`),
+/// not in a redo record and keys written and then deleted; version 10 keeps a compact hop record per valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
 /// `loose`). Version 8 indexes under each market what its
 /// ledger depends on outside it (see `dependency`), and follows only the markets in `FOLLOW`:
 /// a version 7 store has the index built and every market it holds something of followed
@@ -535,7 +537,7 @@ impl Store {
         Ok(())
     }
 
-    /// After a write failed on an I/O error: reopens sled as a restart would (the redo record
+    /// After a write failed on an I/O error: reopens sled as a restart would (the journal
     /// completes a shipment cut short) and reads again what is kept in memory (ledger lines,
     /// orders, invalid ids; caches are dropped), since what the failed write changed in memory
     /// may not be on disk. Fails while the disk still refuses (sled writes as it opens); the
@@ -596,17 +598,23 @@ impl Store {
         journal.checkpointed()
     }
 
-    /// Journals a transaction's ledger lines and orders (so far), applies its writes to the
-    /// tree, then their effects in memory.
+    /// Journals a transaction's writes (so far) and applies them to the tree, then their
+    /// effects in memory.
     fn apply(&self, db: &sled::Db, mut shipment: txn::Shipment) -> Result<(), StoreError> {
-        self.journal(&shipment.lines, &shipment.orders, &mut shipment.writes)?;
-        self.disk.apply(db, &shipment.writes, self.commits())?;
+        let parts = commit::Parts {
+            lines: &shipment.lines,
+            orders: &shipment.orders,
+            writes: &mut shipment.writes,
+        };
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        self.disk.apply(db, &mut journal, parts, self.commits())?;
+        drop(journal);
         self.applied(shipment);
         Ok(())
     }
 
-    /// Appends the journal record of a shipment's `lines` and `orders` (see `journal`), before
-    /// its `writes` go to the tree.
+    /// Appends the journal record of a shipment (see `journal`) before its `writes` go to the
+    /// tree; its number is the last write.
     fn journal(
         &self,
         lines: &std::collections::BTreeMap<book::LineKey, book::Sums>,
@@ -1146,7 +1154,8 @@ impl Store {
                     thread
                         .join()
                         .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-                    finished
+                    finished?;
+                    w.seal()
                 })?;
                 writer.settle();
                 db.flush()?;

@@ -1,15 +1,15 @@
-//! Shipments written key by key, made atomic by a redo record.
+//! Shipments written key by key, made atomic by the journal.
 //!
 //! sled makes a `Batch` atomic by writing a manifest around it: it rolls its log buffer twice
 //! (two buffer writes, each synced) and takes a global lock that waits for every reader. In
 //! the ingest bench that was ~40 % of a 32-attestation shipment's wall time. Instead the
-//! writer first stores the whole shipment as one record under [`REDO`], then writes its keys
-//! one by one. sled recovers a prefix of its log after a crash (it stops at the first gap:
-//! spacejam/sled#867), so every shipment before the record is whole and only the one the
-//! record holds can be cut short: opening the store writes it again ([`recover`]), which is
-//! idempotent. Anything else that writes keys a shipment writes (a checkpoint) drops the
-//! record in the same batch. Readers may see a shipment half written, as
-//! they may see a large call's first shipments before it returns.
+//! shipment's writes go to the journal first (`journal`, synced), then to the tree one by one,
+//! its journal number last. sled recovers a prefix of its log after a crash (it stops at the
+//! first gap: spacejam/sled#867), so every shipment up to the number the tree has is whole and
+//! only the next can be cut short: opening writes it again from the journal, which is
+//! idempotent. Readers may see a shipment half written, as they may see a large call's first
+//! shipments before it returns. Before format 11 the record was a key of the tree ([`KEY`]):
+//! opening such a store completes it too ([`recover`]).
 
 use sled::IVec;
 
@@ -19,17 +19,20 @@ use crate::StoreError;
 /// One write of a shipment: a value, or `None` to remove the key.
 pub(crate) type Write = (Vec<u8>, Option<IVec>);
 
-/// The key of the redo record.
+/// The key of the redo record of a store before format 11.
 pub(crate) const KEY: [u8; 1] = [REDO];
 
-/// The record of `writes`: per write, key length (u32 BE), key, 0 (remove) or 1 then value
-/// length (u32 BE) and value.
-pub(crate) fn encode(writes: &[Write]) -> Vec<u8> {
-    let size: usize = writes
+/// The bytes [`encode_into`] adds for `writes`.
+pub(crate) fn size(writes: &[Write]) -> usize {
+    writes
         .iter()
-        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
-        .sum();
-    let mut out = Vec::with_capacity(size);
+        .map(|(k, v)| 5 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
+        .sum()
+}
+
+/// The record of `writes`, added to `out`: per write, key length (u32 BE), key, 0 (remove) or
+/// 1 then value length (u32 BE) and value.
+pub(crate) fn encode_into(writes: &[Write], out: &mut Vec<u8>) {
     for (k, v) in writes {
         out.extend_from_slice(&(k.len() as u32).to_be_bytes());
         out.extend_from_slice(k);
@@ -42,7 +45,6 @@ pub(crate) fn encode(writes: &[Write]) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 fn damaged(detail: &str) -> StoreError {
@@ -52,7 +54,7 @@ fn damaged(detail: &str) -> StoreError {
     }
 }
 
-/// The writes of a record made by [`encode`].
+/// The writes of a record made by [`encode_into`].
 pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<Write>, StoreError> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
         if b.len() < n {
@@ -84,19 +86,6 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<Write>, StoreError> {
     Ok(out)
 }
 
-/// Writes a shipment: the record, then each write in order (not durable until a flush).
-pub(crate) fn apply(tree: &sled::Tree, writes: &[Write]) -> Result<(), StoreError> {
-    record(tree, encode(writes))?;
-    write(tree, writes)
-}
-
-/// Stores the record of the shipment about to be written (made by [`encode`]); the previous
-/// shipment must be whole.
-pub(crate) fn record(tree: &sled::Tree, record: Vec<u8>) -> Result<(), StoreError> {
-    tree.insert(KEY, record)?;
-    Ok(())
-}
-
 /// Writes (part of) a recorded shipment, in any order: its keys are distinct.
 pub(crate) fn write(tree: &sled::Tree, writes: &[Write]) -> Result<(), StoreError> {
     for (k, v) in writes {
@@ -118,8 +107,8 @@ pub(crate) fn merge(shipments: impl IntoIterator<Item = Vec<Write>>) -> Vec<Writ
     all
 }
 
-/// Completes the shipment a crash may have cut short (at open, before anything reads); true
-/// if there was a record.
+/// Completes the shipment a crash may have cut short in a store before format 11 (at open,
+/// before anything reads); true if there was a record.
 pub(crate) fn recover(tree: &sled::Tree) -> Result<bool, StoreError> {
     let Some(record) = tree.get(KEY)? else {
         return Ok(false);
@@ -137,6 +126,13 @@ pub(crate) fn recover(tree: &sled::Tree) -> Result<bool, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(writes: &[Write]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(size(writes));
+        encode_into(writes, &mut out);
+        assert_eq!(out.len(), size(writes));
+        out
+    }
 
     fn writes() -> Vec<Write> {
         vec![

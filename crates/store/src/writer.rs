@@ -6,9 +6,10 @@
 //! goes on. On two cores busy with stage 1 and 2 the writer falls behind: when stage 2 ended, a 64-attestation
 //! call used to wait ~1.2 ms (a quarter of the call) for one thread to write three or four
 //! shipments while the other core was idle. So at the end, what the writer has not started is
-//! merged into one shipment (the latest write of each key wins), made atomic by one redo
+//! merged into one shipment (the latest write of each key wins), made atomic by one journal
 //! record, and its keys are written by the caller and the writer together, from both ends of
-//! the key order. What reaches the disk is still the effect of a prefix of the call.
+//! the key order; its journal number goes last, once both are done ([`Writer::seal`]). What
+//! reaches the disk is still the effect of a prefix of the call.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -48,6 +49,8 @@ struct State {
 struct Tail {
     writes: Vec<Write>,
     ends: Mutex<(usize, usize)>,
+    /// The journal number, written once every other write is in.
+    seal: Write,
     /// What each merged shipment changes in memory once every write is in, in order.
     shipments: Vec<Shipment>,
 }
@@ -163,17 +166,15 @@ impl<'a> Writer<'a> {
             return Ok(()); // the join reports the writer's error
         }
         // Nothing of the call is half written now: the journal record follows the writer's
-        // last, and the redo record may replace the last one. No key is written unless both
-        // are in.
-        let started = self
-            .store
-            .journal(&lines, &orders, &mut writes)
-            .and_then(|()| redo::record(self.db, redo::encode(&writes)));
+        // last. No key is written unless the record is in.
+        let started = self.store.journal(&lines, &orders, &mut writes);
         if started.is_ok() {
+            let seal = writes.pop().expect("the journal adds its number");
             let n = writes.len();
             let _ = self.tail.set(Tail {
                 writes,
                 ends: Mutex::new((0, n)),
+                seal,
                 shipments,
             });
         }
@@ -183,6 +184,15 @@ impl<'a> Writer<'a> {
         started?;
         match self.tail.get() {
             Some(tail) => tail.write(self.db, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Once the writer is joined and every write of the merged tail is in: its journal
+    /// number, so that opening the store after a crash does not write it again.
+    pub fn seal(&self) -> Result<(), StoreError> {
+        match self.tail.get() {
+            Some(tail) => redo::write(self.db, std::slice::from_ref(&tail.seal)),
             None => Ok(()),
         }
     }
@@ -242,7 +252,6 @@ mod tests {
 
     use super::*;
     use crate::keyspace::{key, META};
-    use crate::redo::KEY;
 
     fn k(name: &str) -> Vec<u8> {
         key(META, &[b"writer-test-", name.as_bytes()])
@@ -300,14 +309,21 @@ mod tests {
         assert_eq!(merged[1].1, None);
     }
 
-    /// Shipments the writer has not started are merged: one redo record holds them all (a
-    /// crash mid-tail is completed at open), and the last write of each key wins.
+    /// Shipments the writer has not started are merged: one journal record holds them all (a
+    /// crash mid-tail is completed at open), its number written last, and the last write of
+    /// each key wins.
     #[test]
     fn the_tail_is_merged_under_one_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let db = store.db().unwrap();
         db.insert(k("b"), &b"old"[..]).unwrap();
+        let journaled = || {
+            std::fs::metadata(dir.path().join(crate::journal::FILE))
+                .unwrap()
+                .len()
+        };
+        let before = journaled();
         let w = Writer::new(&store, &db);
         // No writer thread yet: every shipment is still queued when the call ends.
         let mut all = shipments();
@@ -316,13 +332,29 @@ mod tests {
             assert!(w.ship(s));
         }
         w.finish(last, true).unwrap();
+        let number = key(META, &[b"journal"]);
+        assert_eq!(
+            db.get(&number).unwrap(),
+            None,
+            "sealed once every write is in"
+        );
+        w.seal().unwrap();
         w.settle();
         assert_last_writes_won(&db);
-        let record = redo::decode(&db.get(KEY).unwrap().unwrap()).unwrap();
+        assert!(db.get(&number).unwrap().is_some());
+        // One record: the merged writes and the number (a record's framing is 12 bytes, its
+        // number, line and order counts 16).
+        let merged = redo::merge(shipments().into_iter().map(|s| s.writes));
+        let mut with_number = merged.clone();
+        with_number.push((number, Some(0u64.to_be_bytes().to_vec().into())));
         assert_eq!(
-            record,
-            redo::merge(shipments().into_iter().map(|s| s.writes))
+            journaled() - before,
+            12 + 16 + redo::size(&with_number) as u64
         );
+        drop(db);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_last_writes_won(&store.db().unwrap());
     }
 
     /// A caller that panics mid-call does not leave the writer waiting (the scope would hang),
