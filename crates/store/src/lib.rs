@@ -1,22 +1,23 @@
 //! Passalong's durable store: every attestation a node holds, the indexes the protocol's rules
 //! need, and each seller's ledger kept up to date as attestations arrive.
 //!
-//! Everything lives in one sled tree (see [`keyspace`]). An [`Store::ingest`] call checks its
-//! envelopes (batch signature verification, on helper threads), runs the protocol's rules
-//! against the store, buffers every write, applies them in **atomic shipments and flushes**
-//! before it returns: what it acknowledged survives kill -9 and power loss (sled writes are
-//! not durable until flushed, sled issue 654), and one fsync covers many attestations. A large
-//! call hands a shipment to a writer thread every 16 fresh attestations, in order, so what
-//! reaches the disk is always the effect of a prefix of the call (the writer flushes while it
-//! waits for the next one; when stage 2 ends, the caller and the writer write what is left
-//! together: `writer`). A shipment is made atomic by its journal record, synced before its
-//! keys are written (`journal`, `redo`), not by a sled batch.
+//! Everything lives in one sled tree (see [`keyspace`]), with a journal file beside it. An
+//! [`Store::ingest`] call checks its envelopes (batch signature verification, on helper
+//! threads), runs the protocol's rules against the store, buffers every write, and applies
+//! them in **atomic shipments** before it returns: each is appended to the journal and synced
+//! before its keys go to the tree (`journal`), so what the call acknowledged survives kill -9
+//! and power loss although sled's own writes are not durable until it flushes (sled issue
+//! 654), and the tree is flushed only at checkpoints. A large call hands a shipment to a
+//! writer thread every 16 to 64 fresh attestations, in order, so what reaches the disk is
+//! always the effect of a prefix of the call (when stage 2 ends, the caller and the writer
+//! write what is left together: `writer`). A shipment is made atomic by its journal record,
+//! not by a sled batch (`redo`).
 //!
 //! # Durability contract
 //!
 //! - **Acknowledged is durable.** When a write call ([`Store::ingest`], [`Store::tick`], …)
-//!   returns `Ok`, everything it acknowledged, and every index and ledger change it made, has
-//!   been flushed: it survives kill -9 and power loss.
+//!   returns `Ok`, everything it acknowledged, and every index and ledger change it made, is
+//!   in a synced journal record: it survives kill -9 and power loss.
 //! - **The shipment is the atomic unit.** A call's writes reach the tree in shipments: the
 //!   whole call when it is small, every 16 to 64 fresh attestations in a large one (a
 //!   tail the writer had not started is merged into one). Each shipment is whole or absent
@@ -661,12 +662,12 @@ impl Store {
         self
     }
 
-    /// Applies a transaction as one atomic batch and flushes.
+    /// Applies a transaction as one shipment (durable once applied: its journal record is
+    /// synced first).
     fn commit(&self, db: &sled::Db, mut t: Txn<'_>) -> Result<(), StoreError> {
         if let Some(shipment) = t.take_batch()? {
             self.apply(db, shipment)?;
         }
-        db.flush()?;
         Ok(())
     }
 
@@ -736,9 +737,10 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
             match sled::Config::new()
                 .path(path)
                 .cache_capacity(cache_bytes)
-                // Every write path flushes before it returns (what is acknowledged is on
-                // disk); sled's own flusher thread would only compete for the cores and the
-                // log with those flushes.
+                // The journal makes what is acknowledged durable, and checkpoints flush the
+                // tree; sled's own flusher thread would only compete for the cores and the
+                // disk (after a power loss, opening writes again from the journal what sled
+                // had not flushed).
                 .flush_every_ms(None)
                 .open()
                 .map_err(|e| open_error(path, e))
@@ -1158,7 +1160,6 @@ impl Store {
                     w.seal()
                 })?;
                 writer.settle();
-                db.flush()?;
             }
             None => {
                 let fresh: Vec<usize> = (0..ids.len())
@@ -1725,7 +1726,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Flushes everything to disk (ingest already does).
+    /// Flushes the tree to disk (what a write call acknowledged is durable already, through
+    /// the journal).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db()?.flush()?;
         Ok(())
@@ -1902,7 +1904,16 @@ mod tests {
         let before = st.ledger(&seller).unwrap();
         drop(st);
         {
-            let db = sled::open(dir.path()).unwrap();
+            // sled lets go of its file lock shortly after the last handle is dropped.
+            let db = (0..150)
+                .find_map(|_| {
+                    let db = sled::open(dir.path()).ok();
+                    if db.is_none() {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    db
+                })
+                .expect("sled opens once the store is dropped");
             let mut records = Vec::new();
             crate::journal::Journal::open(dir.path(), &db, |r| records.push(r)).unwrap();
             assert!(records.len() > 1, "the calls journaled");

@@ -3,9 +3,9 @@
 //! write per receipt (~20 % of a 64-attestation call in the ingest bench).
 //!
 //! On disk, each shipment's journal record (see `journal`) holds (order key ‖ receipt id) per
-//! receipt, and checkpoints pack those of their interval into [`ORDER_PACK`] values of up to
-//! 1 MiB ([`Orders::pack`]): opening a store of a million receipts reads ~50 values, then the
-//! journal, keeping the smallest id per order. (Before format 11, each shipment wrote an
+//! receipt, and checkpoints pack those of their interval into numbered [`ORDER_PACK`] values
+//! of 4 KiB ([`Orders::pack`]): opening a store of a million receipts reads ~12,000 values in
+//! key order, then the journal, keeping the smallest id per order. (Before format 11, each shipment wrote an
 //! [`ORDER_LOG`] run into the tree: opening reads them too, and the next checkpoint packs them.) Orders with more than one receipt (equivocation) also keep their
 //! [`ORDER`] key, the evidence `Store::equivocations` lists. In memory: 48 bytes per order,
 //! in a sorted vector, with the latest changes in a hash map merged into it now and then.
@@ -169,36 +169,48 @@ impl Orders {
     }
 }
 
+/// Records per pack: 4 KiB values. sled writes a page over 128 KiB (a leaf holds up to 17
+/// values) to a file of its own, and such files of superseded pages stayed on disk: 1 MiB
+/// packs left ~600 MB of them in a million-attestation store.
+const PACK: usize = 85;
+
+/// The number of the next pack.
+fn next_pack_key() -> Vec<u8> {
+    key(META, &[b"packs"])
+}
+
 impl Orders {
     /// Packs the records since the last checkpoint (and any run of a store before format 11)
-    /// into [`ORDER_PACK`] values of up to 1 MiB, in `batch` (a checkpoint's);
-    /// [`Orders::packed`] once it is on disk.
+    /// into [`ORDER_PACK`] values of [`PACK`] records, numbered in order, in `batch` (a
+    /// checkpoint's); [`Orders::packed`] once it is on disk.
     pub fn pack(&self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), StoreError> {
-        const PACK: usize = (1 << 20) / RECORD * RECORD;
-        // Under its first receipt id (a receipt is logged once: unique).
-        fn flush(buf: &mut Vec<u8>, batch: &mut sled::Batch) {
-            if let Some(first) = buf.get(16..48) {
-                batch.insert(key(ORDER_PACK, &[first]), buf.clone());
-                buf.clear();
-            }
-        }
-        let mut buf: Vec<u8> = Vec::new();
+        let mut next = match tree.get(next_pack_key())? {
+            Some(v) => u64_at(&v, 0),
+            None => 0,
+        };
+        let mut put = |records: &[u8], batch: &mut sled::Batch| {
+            batch.insert(key(ORDER_PACK, &[&next.to_be_bytes()]), records);
+            next += 1;
+        };
+        let mut buf: Vec<u8> = Vec::with_capacity(PACK * RECORD);
         for kv in tree.scan_prefix([ORDER_LOG]) {
             let (k, v) = kv?;
             batch.remove(k);
             buf.extend_from_slice(&v);
-            if buf.len() >= PACK {
-                flush(&mut buf, batch);
-            }
         }
-        for (k, id) in &self.unpacked {
-            buf.extend_from_slice(k);
-            buf.extend_from_slice(&id.0);
-            if buf.len() >= PACK {
-                flush(&mut buf, batch);
-            }
+        for chunk in buf.chunks(PACK * RECORD) {
+            put(chunk, batch);
         }
-        flush(&mut buf, batch);
+        let mut pack = Vec::with_capacity(PACK * RECORD);
+        for records in self.unpacked.chunks(PACK) {
+            pack.clear();
+            for (k, id) in records {
+                pack.extend_from_slice(k);
+                pack.extend_from_slice(&id.0);
+            }
+            put(&pack, batch);
+        }
+        batch.insert(next_pack_key(), &next.to_be_bytes());
         Ok(())
     }
 
@@ -268,7 +280,11 @@ mod tests {
         db.apply_batch(batch).unwrap();
         o.packed();
         assert_eq!(db.scan_prefix([ORDER_LOG]).count(), 0);
-        assert_eq!(db.scan_prefix([ORDER_PACK]).count(), 1);
+        assert_eq!(
+            db.scan_prefix([ORDER_PACK]).count(),
+            2,
+            "the runs, then the journal's"
+        );
         let mut back = Orders::load(&db).unwrap();
         assert_eq!(back.counted(&k(1)), Some(Id([4; 32])));
         assert_eq!(back.counted(&k(3)), Some(Id([1; 32])));
