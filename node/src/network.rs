@@ -67,19 +67,21 @@ impl Backend for StoreBackend {
         Ok(acks
             .iter()
             .take(envelopes.len())
-            .map(|a| match &a.status {
-                _ if a.duplicate => Verdict::Duplicate,
-                _ if a.not_kept.is_some() => Verdict::NotKept,
-                Status::Valid => Verdict::Valid {
-                    market: self.0.market_of(&a.id).ok().flatten(),
-                },
-                Status::Pending { missing } => Verdict::Pending {
-                    missing: missing.clone(),
-                },
-                Status::Held { .. } => Verdict::Held,
-                Status::Invalid { code, .. } => Verdict::Invalid {
-                    reason: code.clone(),
-                },
+            .map(|a| {
+                if a.duplicate {
+                    Verdict::Duplicate
+                } else if a.not_kept.is_some() {
+                    Verdict::NotKept
+                } else {
+                    let market = match a.status {
+                        Status::Valid => self.0.market_of(&a.id).ok().flatten(),
+                        _ => None,
+                    };
+                    Verdict::New {
+                        outcome: a.status.clone(),
+                        market,
+                    }
+                }
             })
             .collect())
     }

@@ -48,4 +48,4 @@ pub use ledger::{Ledger, LedgerEntry};
 pub use merkle::{InclusionProof, MerkleRoot};
 pub use policy::{Policy, Rule};
 pub use state::State;
-pub use validation::{InvalidReason, Outcome};
+pub use validation::{InvalidReason, Outcome, Rejection};

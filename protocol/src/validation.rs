@@ -17,9 +17,11 @@ use crate::keys::{Id, PublicKey};
 use crate::limits::*;
 use crate::signature::{self, SignatureError};
 
-/// What a node makes of an attestation.
+/// What a node makes of an attestation: the one outcome type of every crate. `R` says why an
+/// invalid one never counts: the [`InvalidReason`] itself when it was just checked, or a
+/// [`Rejection`] (its code and text) as a store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<R = InvalidReason> {
     /// It counts.
     Valid,
     /// It references attestations this node does not hold yet (fetch them from the peer).
@@ -33,7 +35,53 @@ pub enum Outcome {
         until_ms: u64,
     },
     /// It never counts.
-    Invalid(InvalidReason),
+    Invalid(R),
+}
+
+impl<R> Outcome<R> {
+    /// `valid`, `pending`, `held` or `invalid`, as the API and the CLI print it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Valid => "valid",
+            Outcome::Pending { .. } => "pending",
+            Outcome::Held { .. } => "held",
+            Outcome::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Why an attestation is invalid, as kept: the reason's stable code
+/// ([`InvalidReason::code`]) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable reason code.
+    pub code: String,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl From<&InvalidReason> for Rejection {
+    fn from(r: &InvalidReason) -> Rejection {
+        Rejection {
+            code: r.code().to_string(),
+            message: r.to_string(),
+        }
+    }
+}
+
+impl From<&Outcome> for Outcome<Rejection> {
+    fn from(o: &Outcome) -> Outcome<Rejection> {
+        match o {
+            Outcome::Valid => Outcome::Valid,
+            Outcome::Pending { missing } => Outcome::Pending {
+                missing: missing.clone(),
+            },
+            Outcome::Held { until_ms } => Outcome::Held {
+                until_ms: *until_ms,
+            },
+            Outcome::Invalid(r) => Outcome::Invalid(r.into()),
+        }
+    }
 }
 
 /// Why an attestation is invalid, for good.

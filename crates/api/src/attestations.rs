@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use passalong_protocol::{bundle, Kind};
+use passalong_protocol::{bundle, Kind, Rejection};
 use passalong_store::{Ack, Status};
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +39,7 @@ impl StatusDetail {
                 d.missing = Some(missing.iter().map(|m| m.to_hex()).collect());
             }
             Status::Held { until_ms } => d.until_ms = Some(*until_ms),
-            Status::Invalid { code, message } => {
+            Status::Invalid(Rejection { code, message }) => {
                 d.reason = Some(code.clone());
                 d.message = Some(message.clone());
             }
@@ -142,7 +142,7 @@ impl Imported {
                 if !a.duplicate {
                     self.new += 1;
                 }
-                if let Status::Invalid { code, message } = &a.status {
+                if let Status::Invalid(Rejection { code, message }) = &a.status {
                     if self.errors.len() < MAX_LISTED {
                         self.errors.push(ImportError {
                             index: first + i as u64,

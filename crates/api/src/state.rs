@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use passalong_protocol::attestation::Body;
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::{validation, Attestation, Id, Keypair};
+use passalong_protocol::{validation, Attestation, Id, Keypair, Rejection};
 use passalong_store::{Ack, Status, Store};
 
 use crate::error::ApiError;
@@ -128,7 +128,7 @@ impl AppState {
         let acks = self.ingest(vec![att.bytes.clone()]).await?;
         match acks.first().map(|a| &a.status) {
             Some(Status::Valid) => Ok(()),
-            Some(Status::Invalid { code, message }) => {
+            Some(Status::Invalid(Rejection { code, message })) => {
                 Err(ApiError::invalid(code.clone(), message.clone()))
             }
             Some(Status::Pending { missing }) => Err(ApiError::invalid(
@@ -160,7 +160,7 @@ impl AppState {
         // The first n acks answer the link's envelopes; any after them were unblocked.
         let acks = &acks[..n.min(acks.len())];
         for a in acks {
-            if let Status::Invalid { code, message } = &a.status {
+            if let Status::Invalid(Rejection { code, message }) = &a.status {
                 return Err(ApiError::invalid(
                     code.clone(),
                     format!(

@@ -1,35 +1,59 @@
 //! What the network needs from the node's storage, as a trait so that this crate depends only
 //! on the protocol (the node implements it over the sled store; tests over memory).
 
-use passalong_protocol::{Body, Id, PublicKey};
+use passalong_protocol::{Body, Id, Outcome, PublicKey, Rejection};
 
 use crate::wire::Digest;
 
-/// What became of one envelope handed to [`Backend::ingest`].
+/// What became of one envelope handed to [`Backend::ingest`]: the protocol's outcome when it
+/// is news, or why the storage did not take it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Valid and new; `market` is the market it belongs to.
-    Valid {
-        /// Its market.
+    /// New to the storage, with the protocol's outcome; `market` is a valid one's market.
+    New {
+        /// What the protocol makes of it (an invalid one: the sender misbehaved, or relayed
+        /// it).
+        outcome: Outcome<Rejection>,
+        /// Its market, if valid.
         market: Option<PublicKey>,
     },
     /// Already held (valid, pending, held or known invalid).
     Duplicate,
-    /// Waiting for these attestations.
-    Pending {
-        /// What it waits for.
-        missing: Vec<Id>,
-    },
-    /// Dated in the future; it will count when its time comes.
-    Held,
     /// Answered but not kept: a storage budget, not misbehaviour (a loose referral beyond its
     /// author's budget, a held one dated too far ahead). Not forwarded.
     NotKept,
-    /// Malformed, badly signed or breaking a rule: the sender misbehaved (or relayed it).
-    Invalid {
-        /// The reason's code.
-        reason: String,
-    },
+}
+
+impl Verdict {
+    /// New and valid, in `market`.
+    pub fn valid(market: Option<PublicKey>) -> Verdict {
+        Verdict::New {
+            outcome: Outcome::Valid,
+            market,
+        }
+    }
+
+    /// New and invalid, for the reason `code` (the network's own, such as `wrong_market`).
+    pub fn invalid(code: &str, message: &str) -> Verdict {
+        Verdict::New {
+            outcome: Outcome::Invalid(Rejection {
+                code: code.into(),
+                message: message.into(),
+            }),
+            market: None,
+        }
+    }
+
+    /// New and valid: its market then.
+    pub fn valid_in(&self) -> Option<Option<PublicKey>> {
+        match self {
+            Verdict::New {
+                outcome: Outcome::Valid,
+                market,
+            } => Some(*market),
+            _ => None,
+        }
+    }
 }
 
 /// Storage as seen by the network. Calls block (the network runs them off its event loop).

@@ -16,7 +16,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{autonat, dcutr, identify, kad, mdns, ping, relay, Multiaddr, PeerId, Swarm};
 use passalong_protocol::limits::MAX_ENVELOPE_BYTES;
-use passalong_protocol::{validation, Attestation, PublicKey};
+use passalong_protocol::{validation, Attestation, Outcome, PublicKey};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -717,7 +717,10 @@ impl EventLoop {
         let mut wanted: HashMap<PeerId, Vec<passalong_protocol::Id>> = HashMap::new();
         for (m, c) in batch.into_iter().zip(checked) {
             let acceptance = match c.verdict {
-                Verdict::Valid { market } if market == Some(m.market) => {
+                Verdict::New {
+                    outcome: Outcome::Valid,
+                    market,
+                } if market == Some(m.market) => {
                     let over = c.author.is_some_and(|author| {
                         self.policy(Input::Authored {
                             peer: m.source,
@@ -735,22 +738,36 @@ impl EventLoop {
                         MessageAcceptance::Accept
                     }
                 }
-                Verdict::Valid { .. } => {
+                Verdict::New {
+                    outcome: Outcome::Valid,
+                    ..
+                } => {
                     // Valid, but on another market's topic: stored, not forwarded.
                     self.stats.gossip_rejected += 1;
                     MessageAcceptance::Reject
                 }
-                Verdict::Invalid { reason } => {
-                    debug!(peer = %m.source, reason, "invalid gossip");
+                Verdict::New {
+                    outcome: Outcome::Invalid(r),
+                    ..
+                } => {
+                    debug!(peer = %m.source, reason = r.code, "invalid gossip");
                     self.stats.gossip_rejected += 1;
                     MessageAcceptance::Reject
                 }
-                Verdict::Pending { missing } => {
+                Verdict::New {
+                    outcome: Outcome::Pending { missing },
+                    ..
+                } => {
                     self.stats.gossip_ignored += 1;
                     wanted.entry(m.source).or_default().extend(missing);
                     MessageAcceptance::Ignore
                 }
-                Verdict::Duplicate | Verdict::Held | Verdict::NotKept => {
+                Verdict::Duplicate
+                | Verdict::NotKept
+                | Verdict::New {
+                    outcome: Outcome::Held { .. },
+                    ..
+                } => {
                     self.stats.gossip_ignored += 1;
                     MessageAcceptance::Ignore
                 }
@@ -1215,9 +1232,7 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
         .map(|m| m.data.as_slice())
         .collect();
     let mut checked = validation::check_batch(&others).into_iter();
-    let wrong_market = || Verdict::Invalid {
-        reason: "wrong_market".into(),
-    };
+    let wrong_market = || Verdict::invalid("wrong_market", "an attestation of another market");
     Ok(batch
         .iter()
         .zip(store)
@@ -1227,18 +1242,16 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
             let verdict = if store {
                 match stored.next().unwrap_or(Verdict::Duplicate) {
                     // What travels with markets counts as the market it came under.
-                    Verdict::Valid { .. } if travels(a) => {
+                    v if v.valid_in().is_some() && travels(a) => {
                         if let Some(a) = a {
                             bridge = backend.dependents(&a.id);
                             bridge.retain(|x| *x != m.market);
                         }
-                        Verdict::Valid {
-                            market: Some(m.market),
-                        }
+                        Verdict::valid(Some(m.market))
                     }
                     // A referral or claim shows its market only once stored: one of another
                     // market is not forwarded.
-                    Verdict::Valid { market: Some(x) } if x != m.market => wrong_market(),
+                    v if v.valid_in().flatten().is_some_and(|x| x != m.market) => wrong_market(),
                     v => v,
                 }
             } else if m.followed && travels(a) {
@@ -1257,19 +1270,18 @@ fn check(backend: &dyn Backend, batch: &[Incoming]) -> Result<Vec<Checked>, Stri
                         {
                             wrong_market()
                         }
-                        _ => Verdict::Valid {
-                            market: Some(m.market),
-                        },
+                        _ => Verdict::valid(Some(m.market)),
                     },
-                    Some(Err(e)) => Verdict::Invalid {
-                        reason: e.code().into(),
+                    Some(Err(e)) => Verdict::New {
+                        outcome: Outcome::Invalid((&e).into()),
+                        market: None,
                     },
                     None => Verdict::Duplicate,
                 }
             };
-            let author = matches!(verdict, Verdict::Valid { .. })
-                .then(|| a.as_ref().map(|a| a.body.author()))
-                .flatten();
+            let author = verdict
+                .valid_in()
+                .and_then(|_| a.as_ref().map(|a| a.body.author()));
             Checked {
                 verdict,
                 author,

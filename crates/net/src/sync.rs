@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use passalong_protocol::{Attestation, Id, PublicKey};
+use passalong_protocol::{Attestation, Id, Outcome, PublicKey};
 use passalong_reconcile::{Config as ReconcileConfig, Item, Reconciler, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -333,7 +333,10 @@ async fn absorb(h: Ingest, report: &mut SyncReport, missing: &mut Vec<Id>) -> Re
     let now = crate::event_loop::now_ms();
     for (v, envelope) in verdicts.into_iter().zip(envelopes) {
         match v {
-            Verdict::Valid { market } => {
+            Verdict::New {
+                outcome: Outcome::Valid,
+                market,
+            } => {
                 report.fetched += 1;
                 let dated = passalong_protocol::encoding::body_of_checked(&envelope)
                     .map(|b| b.created_at_ms());
@@ -344,9 +347,20 @@ async fn absorb(h: Ingest, report: &mut SyncReport, missing: &mut Vec<Id>) -> Re
                     }
                 }
             }
-            Verdict::Invalid { .. } => report.offences += 1,
-            Verdict::Pending { missing: m } => missing.extend(m),
-            Verdict::Duplicate | Verdict::Held | Verdict::NotKept => {}
+            Verdict::New {
+                outcome: Outcome::Invalid(_),
+                ..
+            } => report.offences += 1,
+            Verdict::New {
+                outcome: Outcome::Pending { missing: m },
+                ..
+            } => missing.extend(m),
+            Verdict::Duplicate
+            | Verdict::NotKept
+            | Verdict::New {
+                outcome: Outcome::Held { .. },
+                ..
+            } => {}
         }
     }
     Ok(())

@@ -127,10 +127,10 @@ mod tests {
                 ack(Status::Pending { missing: vec![] }, false),
                 ack(Status::Held { until_ms: 1 }, false),
                 ack(
-                    Status::Invalid {
+                    Status::Invalid(passalong_protocol::Rejection {
                         code: "bad_signature".into(),
                         message: String::new(),
-                    },
+                    }),
                     false,
                 ),
                 ack(Status::Valid, true),

@@ -3,7 +3,7 @@
 //! with every write buffered in one [`Txn`] that ships them atomically.
 
 use passalong_protocol::lifecycle::{self, Lifecycle, Queued, Report};
-use passalong_protocol::validation::{Fact, InvalidReason, Known, Lookup, Outcome};
+use passalong_protocol::validation::{Fact, InvalidReason, Known, Lookup, Outcome, Rejection};
 use passalong_protocol::{Attestation, Id};
 
 use crate::expiry::{self, ExpiryLimits, NotKept};
@@ -18,10 +18,10 @@ pub(crate) fn status(t: &Txn<'_>, id: &Id) -> Option<Status> {
     if let Some(reason) = t.invalid_reason(id) {
         let text = String::from_utf8_lossy(&reason).into_owned();
         let (code, message) = text.split_once(": ").unwrap_or(("invalid", &text));
-        return Some(Status::Invalid {
+        return Some(Status::Invalid(Rejection {
             code: code.to_string(),
             message: message.to_string(),
-        });
+        }));
     }
     let (state, body) = t.entry(id, |e| (e.state, e.body()))?;
     Some(match state {

@@ -88,7 +88,7 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use passalong_protocol::attestation::Body;
 use passalong_protocol::state::{Dispute, Equivocation, Report};
-use passalong_protocol::validation::{self, Outcome};
+use passalong_protocol::validation::{self, Outcome, Rejection};
 use passalong_protocol::{Attestation, Id, Kind, Ledger, LedgerEntry, PublicKey, State};
 
 pub use counters::IngestCounters;
@@ -207,59 +207,9 @@ const WITHOUT_OFFER_TOTALS: u32 = 5;
 /// The format whose stores lack only the expiry index.
 const WITHOUT_EXPIRY_INDEX: u32 = 6;
 
-/// Where an attestation stands, as the store reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// It counts.
-    Valid,
-    /// Waiting for these ids.
-    Pending {
-        /// Missing dependencies, sorted.
-        missing: Vec<Id>,
-    },
-    /// Dated in the future: checked again from this time on.
-    Held {
-        /// Local time of release.
-        until_ms: u64,
-    },
-    /// It never counts.
-    Invalid {
-        /// Stable reason code (`InvalidReason::code`).
-        code: String,
-        /// Human-readable reason.
-        message: String,
-    },
-}
-
-impl Status {
-    /// `valid`, `pending`, `held` or `invalid`, as the API and the CLI print it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Status::Valid => "valid",
-            Status::Pending { .. } => "pending",
-            Status::Held { .. } => "held",
-            Status::Invalid { .. } => "invalid",
-        }
-    }
-}
-
-impl From<&Outcome> for Status {
-    fn from(o: &Outcome) -> Status {
-        match o {
-            Outcome::Valid => Status::Valid,
-            Outcome::Pending { missing } => Status::Pending {
-                missing: missing.clone(),
-            },
-            Outcome::Held { until_ms } => Status::Held {
-                until_ms: *until_ms,
-            },
-            Outcome::Invalid(r) => Status::Invalid {
-                code: r.code().to_string(),
-                message: r.to_string(),
-            },
-        }
-    }
-}
+/// Where an attestation stands, as the store reports it: the protocol's outcome, with the
+/// invalid reason as kept (its code and text).
+pub type Status = Outcome<Rejection>;
 
 /// The store's answer for one attestation of an ingest (or one it unblocked).
 #[derive(Debug, Clone, PartialEq, Eq)]

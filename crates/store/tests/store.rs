@@ -169,7 +169,7 @@ fn pending_then_valid_and_invalid_is_remembered() {
     let n = bad.len();
     bad[n - 3] ^= 1;
     let acks = st.ingest(&[&bad], NOW).unwrap();
-    assert!(matches!(&acks[0].status, Status::Invalid { code, .. } if code == "signature"));
+    assert!(matches!(&acks[0].status, Status::Invalid(r) if r.code == "signature"));
     drop(st);
     let st = Store::open(dir.path()).unwrap();
     let id = passalong_protocol::Id(*blake3::hash(&bad).as_bytes());
@@ -190,7 +190,7 @@ fn pending_then_valid_and_invalid_is_remembered() {
     for call in [vec![&bad[..]], big] {
         let acks = st.ingest(&call, NOW).unwrap();
         assert!(acks[0].duplicate);
-        assert!(matches!(&acks[0].status, Status::Invalid { code, .. } if code == "signature"));
+        assert!(matches!(&acks[0].status, Status::Invalid(r) if r.code == "signature"));
     }
 }
 

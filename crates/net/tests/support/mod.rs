@@ -111,13 +111,11 @@ impl Backend for MemBackend {
             }
             out.push(match first {
                 _ if known => Verdict::Duplicate,
-                Some(Outcome::Valid) => Verdict::Valid {
-                    market: m.valid.get(&id).map(|v| v.1),
-                },
-                Some(Outcome::Pending { missing }) => Verdict::Pending { missing },
-                Some(Outcome::Held { .. }) => Verdict::Held,
-                Some(Outcome::Invalid(r)) => Verdict::Invalid {
-                    reason: r.code().to_string(),
+                Some(outcome) => Verdict::New {
+                    market: (outcome == Outcome::Valid)
+                        .then(|| m.valid.get(&id).map(|v| v.1))
+                        .flatten(),
+                    outcome: (&outcome).into(),
                 },
                 None => Verdict::Duplicate,
             });
