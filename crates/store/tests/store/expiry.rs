@@ -2,10 +2,7 @@
 //! for a time and up to a count, invalid ids likewise, all from a `now` the test passes; what
 //! expires is gone from disk (with its index and waiter keys) and stays gone after a restart.
 
-#[path = "../../../protocol/tests/common/mod.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use passalong_protocol::{Attestation, Id, Rule};
 use passalong_store::keyspace::{HELD, INVALID, INVALID_AT, PENDING, WAITER};
 use passalong_store::{

@@ -2,10 +2,7 @@
 //! per author and per market, the newest kept; a sale anchors its chain, which is then kept
 //! for good; what the node's own API stores is never dropped; and no ledger changes.
 
-#[path = "../../../protocol/tests/common/mod.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use passalong_protocol::{Attestation, Keypair, Kind, PublicKey, Rule};
 use passalong_store::{
     ExpiryLimits, NotKept, Status, Store, DECLINE_MS, MAX_LOOSE_PER_AUTHOR, MAX_LOOSE_PER_MARKET,
@@ -311,7 +308,7 @@ fn a_dropped_referral_takes_its_dependencies() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(crate::proptest_config(24))]
 
     /// Within the market's budget, what a store keeps of each author's loose referrals is the
     /// newest ones, whatever the order and batching they came in: two nodes that were sent

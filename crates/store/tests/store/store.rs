@@ -2,11 +2,8 @@
 //! full recompute for any set of attestations in any order and batching, across reopening;
 //! and opening failures are clear errors.
 
-#[path = "../../../protocol/tests/common/mod.rs"]
-mod common;
-
-use common::script::*;
-use common::*;
+use crate::common::script::*;
+use crate::common::*;
 use passalong_protocol::{Attestation, Body, Id, Kind, Rule, State};
 use passalong_store::{OfferTotals, SetSummary, Status, Store, StoreError};
 use proptest::prelude::*;
@@ -799,7 +796,7 @@ fn a_foreign_or_damaged_store_is_a_clear_error() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(crate::proptest_config(24))]
 
     /// The ledger kept incrementally equals the reference recompute, for every seller, in any
     /// order and batching, with checkpoints anywhere (lines written, journal dropped), and
