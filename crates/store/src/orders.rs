@@ -95,14 +95,16 @@ impl Orders {
     }
 
     /// Receipts' records from the journal, as opening replays it: the smallest id of an
-    /// order counts.
+    /// order counts, whichever came first (a record may hold several receipts of one order).
     pub fn replay(&mut self, records: Vec<(OrderKey, Id)>) {
-        let changes: Vec<(OrderKey, Id)> = records
-            .iter()
-            .filter(|(k, id)| self.counted(k).is_none_or(|c| *id < c))
-            .copied()
-            .collect();
-        self.commit(changes);
+        for (k, id) in &records {
+            if self.counted(k).is_none_or(|c| *id < c) {
+                self.recent.insert(*k, *id);
+            }
+        }
+        if self.recent.len() >= MERGE_AT.max(self.sorted.len() / 8) {
+            self.merge();
+        }
         self.logged(records);
     }
 
@@ -268,8 +270,9 @@ mod tests {
             db.insert(rk, rv).unwrap();
         }
         let mut o = Orders::load(&db).unwrap();
-        // The journal's records replay over the runs.
-        o.replay(vec![(k(1), Id([7; 32])), (k(3), Id([1; 32]))]);
+        // The journal's records replay over the runs; within one record too, the smallest id
+        // of an order counts, whichever comes first.
+        o.replay(vec![(k(1), Id([7; 32])), (k(3), Id([1; 32])), (k(3), Id([2; 32]))]);
         assert_eq!(o.counted(&k(1)), Some(Id([4; 32])));
         assert_eq!(o.counted(&k(2)), Some(Id([5; 32])));
         assert_eq!(o.counted(&k(3)), Some(Id([1; 32])));
