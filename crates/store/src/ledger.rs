@@ -209,13 +209,16 @@ pub(crate) fn count(t: &mut Txn<'_>, receipt: Id) {
     for (pos, h) in rec.hops.iter().enumerate() {
         t.put(key(THROUGH, &[&h.0, &receipt.0]), vec![pos as u8]);
     }
+    let first = rec
+        .indexes_purchase
+        .then(|| t.first_purchase_ms(rec.offer, &rec.buyer));
     if rec.indexes_purchase {
         t.put(purchase_key(&rec, &receipt), vec![]);
     }
-    let (offer, buyer, indexed) = (rec.offer, rec.buyer, rec.indexes_purchase);
+    let (offer, buyer) = (rec.offer, rec.buyer);
     set_payout(t, &receipt, Some((&rec, may_change)));
-    if indexed {
-        purchase_changed(t, &offer, &buyer);
+    if let Some(first) = first {
+        purchase_changed(t, &offer, &buyer, first);
     }
 }
 
@@ -233,8 +236,9 @@ pub(crate) fn uncount(t: &mut Txn<'_>, receipt: Id) {
     }
     set_payout(t, &receipt, None);
     if !is_refunded && rec.indexes_purchase {
+        let first = t.first_purchase_ms(rec.offer, &rec.buyer);
         t.del(purchase_key(&rec, &receipt));
-        purchase_changed(t, &rec.offer, &rec.buyer);
+        purchase_changed(t, &rec.offer, &rec.buyer, first);
     }
 }
 
@@ -279,15 +283,22 @@ pub(crate) fn refund(t: &mut Txn<'_>, receipt: Id) {
         );
     }
     if rec.indexes_purchase {
+        let first = t.first_purchase_ms(rec.offer, &rec.buyer);
         t.del(purchase_key(&rec, &receipt));
-        purchase_changed(t, &rec.offer, &rec.buyer);
+        purchase_changed(t, &rec.offer, &rec.buyer, first);
     }
 }
 
-/// The earliest purchase of `offer` by `buyer` may have changed: with `require_purchase`,
-/// the buyer's referrals of that offer may have become (in)eligible hops.
-fn purchase_changed(t: &mut Txn<'_>, offer: &Id, buyer: &PublicKey) {
+/// A purchase of `offer` by `buyer` started or stopped counting; their earliest was at
+/// `before`. If the earliest changed, with `require_purchase` the buyer's referrals of that
+/// offer may have become (in)eligible hops: the sales through them are computed again. (Not
+/// when it did not: a buyer's later purchases would each recompute every sale through their
+/// referrals, quadratic in a busy referrer's sales.)
+fn purchase_changed(t: &mut Txn<'_>, offer: &Id, buyer: &PublicKey, before: Option<u64>) {
     if !t.offer(offer).is_some_and(|o| o.policy.require_purchase) {
+        return;
+    }
+    if t.first_purchase_ms(*offer, buyer) == before {
         return;
     }
     let mut receipts = Vec::new();

@@ -272,7 +272,11 @@ mod tests {
         let mut o = Orders::load(&db).unwrap();
         // The journal's records replay over the runs; within one record too, the smallest id
         // of an order counts, whichever comes first.
-        o.replay(vec![(k(1), Id([7; 32])), (k(3), Id([1; 32])), (k(3), Id([2; 32]))]);
+        o.replay(vec![
+            (k(1), Id([7; 32])),
+            (k(3), Id([1; 32])),
+            (k(3), Id([2; 32])),
+        ]);
         assert_eq!(o.counted(&k(1)), Some(Id([4; 32])));
         assert_eq!(o.counted(&k(2)), Some(Id([5; 32])));
         assert_eq!(o.counted(&k(3)), Some(Id([1; 32])));
