@@ -186,7 +186,7 @@ pub struct RunArgs {
     /// Seconds between reconciliations with a random peer.
     #[arg(long, value_name = "SECS")]
     pub sync_interval_secs: Option<u64>,
-    /// Attestations written between store checkpoints (0: never).
+    /// Attestations written between store checkpoints (0: only when the journal reaches 256 MiB).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
     /// The store's page cache, in MiB (at least 8).

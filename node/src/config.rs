@@ -33,7 +33,7 @@ pub struct Config {
     pub offline: bool,
     /// Seconds between anti-entropy rounds with a random peer.
     pub sync_interval_secs: u64,
-    /// Attestations written between store checkpoints (0: never).
+    /// Attestations written between store checkpoints (0: only when the journal reaches 256 MiB).
     pub checkpoint_every: u64,
     /// sled's page cache for the store, in MiB.
     pub store_cache_mib: u64,
@@ -120,7 +120,7 @@ pub fn default_file() -> String {
          sync_interval_secs = 30\n\n\
          # Attestations written between store checkpoints, which keep the start after a crash\n\
          # short (the store pauses for a moment, about 0.3 s with a million attestations).\n\
-         # 0: never.\n\
+         # 0: only when the journal of what was written since reaches 256 MiB.\n\
          checkpoint_every = {}\n\n\
          # The store's page cache, in MiB: a node holding millions of attestations ingests\n\
          # faster with more (192 MiB: ~25 % faster at a million), at that much more memory.\n\

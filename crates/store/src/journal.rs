@@ -206,6 +206,11 @@ impl Journal {
         Ok(())
     }
 
+    /// The file's length: what opening would read.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Adds to a checkpoint's `batch` where the next interval's records start.
     pub fn checkpoint(&self, batch: &mut sled::Batch) {
         batch.insert(base_key(), &self.next.to_be_bytes());

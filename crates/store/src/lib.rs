@@ -289,6 +289,8 @@ pub struct Store {
     /// Where shipments are applied (see `commit`).
     disk: std::sync::Arc<dyn commit::Disk>,
     checkpoint_every: AtomicU64,
+    /// [`JOURNAL_MAX_BYTES`] (a test sets less).
+    journal_max: AtomicU64,
     checkpoints: AtomicU64,
     /// The directory's lock, held from before sled opens until the store is dropped, across
     /// every checkpoint's reopening (see `lock`).
@@ -316,6 +318,11 @@ impl std::ops::Deref for DbGuard<'_> {
 
 /// After this many attestations written, the store checkpoints (see [`Store::checkpoint`]).
 pub const CHECKPOINT_EVERY: u64 = 50_000;
+
+/// The store checkpoints when its journal (every shipment since the last checkpoint, ~2 KB per
+/// attestation, read at each open) reaches this size, however rarely it is set to checkpoint
+/// otherwise (see `journal`).
+pub const JOURNAL_MAX_BYTES: u64 = 256 << 20;
 
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
     match e {
@@ -375,6 +382,7 @@ impl Store {
             waiters: std::sync::atomic::AtomicBool::new(waiters),
             disk: std::sync::Arc::new(commit::Sled),
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
+            journal_max: AtomicU64::new(JOURNAL_MAX_BYTES),
             checkpoints: AtomicU64::new(0),
             lock,
             limits: Mutex::new(ExpiryLimits::default()),
@@ -626,7 +634,8 @@ impl Store {
     fn written(&self, n: u64) -> Result<(), StoreError> {
         let every = self.checkpoint_every.load(Ordering::Relaxed);
         let total = self.since_checkpoint.fetch_add(n, Ordering::Relaxed) + n;
-        if every > 0 && total >= every {
+        let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if (every > 0 && total >= every) || journal >= self.journal_max.load(Ordering::Relaxed) {
             self.checkpoint_locked()?;
         }
         Ok(())
@@ -1910,5 +1919,41 @@ mod tests {
         let st = Store::open(dir.path()).unwrap();
         assert_eq!(st.ledger(&seller).unwrap(), after);
         assert_eq!(st.recompute_ledger(&seller, NOW).unwrap(), after);
+    }
+
+    /// However rarely the store is set to checkpoint, its journal stays bounded: it
+    /// checkpoints when the journal reaches its bound, and the journal is then empty.
+    #[test]
+    fn the_journal_is_bounded_without_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let atts = traffic(300);
+        let st = Store::open(dir.path()).unwrap();
+        st.set_checkpoint_every(0);
+        st.journal_max
+            .store(64 << 10, std::sync::atomic::Ordering::Relaxed);
+        let journal = || {
+            std::fs::metadata(dir.path().join(crate::journal::FILE))
+                .unwrap()
+                .len()
+        };
+        let mut most = 0;
+        for call in atts.chunks(10) {
+            st.ingest(&envs(call), NOW).unwrap();
+            most = most.max(journal());
+        }
+        assert!(st.checkpoints() >= 1, "the bound made it checkpoint");
+        assert!(
+            most < (64 << 10) + (32 << 10),
+            "{most} bytes: one call past the bound at most"
+        );
+        let seller = key(1).public();
+        let before = st.ledger(&seller).unwrap();
+        drop(st);
+        let st = Store::open(dir.path()).unwrap();
+        assert_eq!(st.ledger(&seller).unwrap(), before);
+        assert_eq!(
+            before,
+            State::from_envelopes(envs(&atts), NOW).ledger(&seller)
+        );
     }
 }
