@@ -10,6 +10,22 @@ use crate::common::*;
 use passalong_net::{Backend, NetConfig, Network, PolicyConfig, Verdict};
 use passalong_protocol::attestation::Body;
 use passalong_protocol::{Attestation, Id, Outcome, PublicKey, State};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The scale test keeps both cores busy for seconds, which would starve the timing-sensitive
+/// tests beside it. In one executable with them, it holds this lock for writing and each other
+/// test holds it for reading, so it runs alone, as it did in an executable of its own.
+static CORES: RwLock<()> = RwLock::const_new(());
+
+/// Held for the whole of a test that can share the cores with other tests.
+pub async fn shared_cores() -> RwLockReadGuard<'static, ()> {
+    CORES.read().await
+}
+
+/// Held for the whole of a test that needs both cores to itself.
+pub async fn all_cores() -> RwLockWriteGuard<'static, ()> {
+    CORES.write().await
+}
 
 #[derive(Default)]
 pub struct Mem {

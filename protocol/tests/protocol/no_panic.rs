@@ -23,12 +23,10 @@
 //! to run every property that many times instead. The last test is a regression test for a
 //! bug the `state` fuzz target found (see `protocol/fuzz/README.md`).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
-use common::*;
+use crate::common::*;
 use passalong_protocol::attestation::{
     Body, Community, Currency, Kind, Membership, MembershipEnd, Offer, PurchaseClaim, Receipt,
     Referral, Refund, Settlement, Sig64,

@@ -1,11 +1,8 @@
 //! `passalong verify`, offline: every Settlement in a bundle is checked against the seller's
 //! ledger over everything created before it, however many there are.
 
-#[path = "../../protocol/tests/common/mod.rs"]
-mod build;
-mod common;
-
-use build::*;
+use crate::build::*;
+use crate::common;
 use passalong_protocol::attestation::{Body, Settlement};
 use passalong_protocol::{bundle, Attestation, Rule};
 

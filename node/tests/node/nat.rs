@@ -9,7 +9,7 @@
 //! * two nodes on one LAN find each other with mDNS, with no bootstrap address.
 //!
 //! They need root, `ip` (iproute2) and `iptables`, so they are ignored by a plain
-//! `cargo test`; `.ci/run` runs them with `-- --ignored`.
+//! `cargo test`; `.ci/run` runs them with `-- --ignored nat::`.
 //!
 //! ```text
 //!  A 192.168.1.2 ── 192.168.1.1 NAT-A 7.0.1.2 ──┐
@@ -20,12 +20,10 @@
 //! Each NAT masquerades its LAN, answers unsolicited TCP with a reset and drops other
 //! unsolicited packets, as a home router does.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Runs `ip`/`iptables` setup commands; panics with the command on failure.

@@ -1,19 +1,14 @@
 //! A node following 10,000 markets across two peers: every market's new attestations reach
-//! it, it catches up after a restart, nobody is banned. Its own binary: it keeps both cores
-//! busy for seconds, which would starve the timing-sensitive tests beside it.
-#![allow(clippy::unwrap_used)]
-
-#[path = "../../../protocol/tests/common/mod.rs"]
-mod common;
-mod support;
+//! it, it catches up after a restart, nobody is banned. It runs alone ([`all_cores`]): it
+//! keeps both cores busy for seconds, which would starve the timing-sensitive tests beside it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::support::*;
 use passalong_net::{NetConfig, Network, PolicyConfig};
 use passalong_protocol::{Attestation, Keypair, PublicKey, Rule};
-use support::*;
 
 async fn follower(
     nb: Arc<MemBackend>,
@@ -31,6 +26,7 @@ async fn follower(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_following_ten_thousand_markets_gets_each_and_catches_up_after_a_restart() {
+    let _alone = all_cores().await;
     const MARKETS: usize = 10_000;
     let sellers: Vec<Keypair> = (0..MARKETS as u32)
         .map(|i| Keypair::from_seed(*blake3::hash(&i.to_le_bytes()).as_bytes()))

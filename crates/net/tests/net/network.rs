@@ -1,23 +1,18 @@
 //! Real swarms on loopback, in one process, over an in-memory backend that validates with the
 //! protocol crate's `State`: gossip delivery and validation, catch-up by anti-entropy, parent
 //! fetches, and a garbage sender scored down and dropped.
-#![allow(clippy::unwrap_used)]
-
-#[path = "../../../protocol/tests/common/mod.rs"]
-mod common;
-
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::support::*;
 use passalong_net::{Backend, NetConfig, Network, PolicyConfig};
 use passalong_protocol::{Attestation, Rule};
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_propagates_valid_attestations_along_a_line() {
+    let _cores = shared_cores().await;
     let seller = key(1);
     let market = seller.public();
     // No periodic anti-entropy: whatever arrives, arrives by gossip.
@@ -44,6 +39,7 @@ async fn gossip_propagates_valid_attestations_along_a_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_catches_up_by_reconciliation_and_fetches_parents() {
+    let _cores = shared_cores().await;
     let seller = key(1);
     let market = seller.public();
     let (a, ab) = node(21, vec![]).await;
@@ -106,6 +102,7 @@ async fn a_late_joiner_catches_up_by_reconciliation_and_fetches_parents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_sender_is_banned_and_honest_nodes_still_converge() {
+    let _cores = shared_cores().await;
     let seller = key(1);
     let market = seller.public();
     let (a, ab) = node(31, vec![]).await;
@@ -160,6 +157,7 @@ async fn a_garbage_sender_is_banned_and_honest_nodes_still_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_talk_over_quic_too() {
+    let _cores = shared_cores().await;
     let seller = key(1);
     let market = seller.public();
     let quic = |bootstrap| NetConfig {
@@ -191,6 +189,7 @@ async fn nodes_talk_over_quic_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_valid_messages_is_bounded_and_its_sender_dropped() {
+    let _cores = shared_cores().await;
     let seller = key(1);
     let market = seller.public();
     let ab = Arc::new(MemBackend::default());
@@ -255,6 +254,7 @@ async fn a_flood_of_valid_messages_is_bounded_and_its_sender_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_bulk_publish_is_paced_not_banned_and_the_rest_arrives_by_sync() {
+    let _cores = shared_cores().await;
     let seller = key(1);
     let market = seller.public();
     let (a, ab) = node_syncing_every(61, vec![], 2).await;
@@ -330,6 +330,7 @@ async fn freezable_proxy(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_to_a_vanished_peer_is_closed() {
+    let _cores = shared_cores().await;
     let quick = |bootstrap| NetConfig {
         ping_interval: Duration::from_millis(500),
         ping_timeout: Duration::from_secs(2),
@@ -395,6 +396,7 @@ async fn a_connection_to_a_vanished_peer_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_from_one_host_do_not_lock_out_new_peers() {
+    let _cores = shared_cores().await;
     let (a, _ab) = node(71, vec![]).await;
     let a_addr = addr_of(&a).await;
     let port = a_addr
@@ -433,6 +435,7 @@ fn futures_lite_block<T>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_attestation_gossiped_under_another_market_is_refused_and_not_stored() {
+    let _cores = shared_cores().await;
     let (yes, other) = (key(2), key(1));
     let market = yes.public();
     let (a, ab) = node_syncing_every(91, vec![], 3600).await;
@@ -474,6 +477,7 @@ async fn a_valid_attestation_gossiped_under_another_market_is_refused_and_not_st
 /// market depending on it, through a node that follows both (no anti-entropy here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dependency_goes_out_under_the_markets_that_depend_on_it() {
+    let _cores = shared_cores().await;
     let connector = key(40);
     let c = connector.public();
     // A seller's market on another shard than the connector's.

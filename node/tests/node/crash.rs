@@ -2,13 +2,11 @@
 //! 20 times. After every restart each attestation the API acknowledged is there, the store
 //! opens, and the kept ledger equals an offline recompute of the exported market.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use passalong_protocol::attestation::{Body, Referral};
 use passalong_protocol::{Attestation, Id, Keypair};
 use serde_json::json;

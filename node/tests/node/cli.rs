@@ -2,16 +2,13 @@
 //! says what to do, 2 on a usage error; secrets are 0600; bad input of every kind is refused
 //! clearly and changes nothing.
 
-#[path = "../../protocol/tests/common/mod.rs"]
-mod build;
-mod common;
-
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::build;
+use crate::common::*;
 use passalong_protocol::{bundle, Keypair, Rule};
 
 fn one_line_error(out: &std::process::Output) -> String {

@@ -15,15 +15,13 @@
 //! The scripts' offers carry a checkout URL half of the time, so the ledger properties run
 //! over version-1 and version-2 offers alike.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use passalong_protocol::attestation::{Body, Currency, Offer};
 use passalong_protocol::{encoding, payout, validation};
 use passalong_protocol::{Attestation, Id, Keypair, Ledger, Policy, PublicKey, Rule, State};
 use proptest::prelude::*;
 
-use common::script::*;
+use crate::common::script::*;
 
 type Summary = Vec<(
     PublicKey,

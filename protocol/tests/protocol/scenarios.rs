@@ -1,8 +1,7 @@
 //! Hand-computed payout scenarios: each rule, refunds, settlements, equivocation, disputes,
 //! the connector share, eligibility, window and depth.
 
-mod common;
-use common::*;
+use crate::common::*;
 use passalong_protocol::state::{Dispute, Equivocation};
 use passalong_protocol::{InvalidReason, Outcome, Rule};
 

@@ -5,11 +5,9 @@
 //! still reach the seller's root, before and after the member is removed, and an export of
 //! it must verify offline to the same root.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use passalong_protocol::attestation::{Body, Community, Membership, MembershipEnd};
 use passalong_protocol::{bundle, Attestation, Keypair};
 

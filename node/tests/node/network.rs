@@ -2,11 +2,9 @@
 //! gossip, every follower computes the same ledger root, a node killed with SIGKILL catches up
 //! when it comes back, and a node that joins late catches up by reconciliation.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {

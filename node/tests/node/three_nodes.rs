@@ -2,9 +2,7 @@
 //! the seller's link, C refers B's link, the seller records a receipt via C's link; the
 //! seller's ledger pays C and B exactly as the rule says, and the same after a restart.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_share_passes_through_three_nodes_and_survives_a_restart() {

@@ -1,15 +1,14 @@
 //! Test vectors under `tests/vectors/`, for this crate and for other implementations.
 //!
-//! `cargo test --test vectors` loads every file and checks this implementation against it.
-//! `PASSALONG_BLESS=1 cargo test --test vectors` writes them anew from the generators below
+//! `cargo test -p passalong-protocol --test protocol vectors::` loads every file and checks this
+//! implementation against it. `PASSALONG_BLESS=1 cargo test -p passalong-protocol --test protocol
+//! vectors::` writes them anew from the generators below
 //! (everything is deterministic: fixed seeds, fixed times), after which `git diff` shows what
 //! changed. A change to a committed vector is a protocol change.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use passalong_protocol::attestation::{Body, Kind};
 use passalong_protocol::encoding::{self, Attestation};
 use passalong_protocol::ledger::verify_entry;
