@@ -175,22 +175,24 @@ impl Journal {
     ) -> Result<(), StoreError> {
         let seq = self.next;
         writes.push((last_key(), Some(seq.to_be_bytes().to_vec().into())));
-        let mut body = Vec::with_capacity(
-            16 + lines.len() * (book::LINE_KEY + 12) + orders.len() * 48 + redo::size(writes),
+        // The record in one buffer: its length is filled in once the body is written.
+        let mut rec = Vec::with_capacity(
+            28 + lines.len() * (book::LINE_KEY + 12) + orders.len() * 48 + redo::size(writes),
         );
-        body.extend_from_slice(&seq.to_be_bytes());
-        body.extend_from_slice(&(lines.len() as u32).to_be_bytes());
-        book::encode_lines(lines.iter(), &mut body);
-        body.extend_from_slice(&(orders.len() as u32).to_be_bytes());
+        rec.extend_from_slice(&[0; 4]);
+        rec.extend_from_slice(&seq.to_be_bytes());
+        rec.extend_from_slice(&(lines.len() as u32).to_be_bytes());
+        book::encode_lines(lines.iter(), &mut rec);
+        rec.extend_from_slice(&(orders.len() as u32).to_be_bytes());
         for (k, id) in orders {
-            body.extend_from_slice(k);
-            body.extend_from_slice(&id.0);
+            rec.extend_from_slice(k);
+            rec.extend_from_slice(&id.0);
         }
-        redo::encode_into(writes, &mut body);
-        let mut rec = Vec::with_capacity(body.len() + 12);
-        rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        rec.extend_from_slice(&body);
-        rec.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
+        redo::encode_into(writes, &mut rec);
+        let body_len = (rec.len() - 4) as u32;
+        rec[..4].copy_from_slice(&body_len.to_be_bytes());
+        let sum = blake3::hash(&rec[4..]);
+        rec.extend_from_slice(&sum.as_bytes()[..8]);
         if let Err(e) = self
             .file
             .write_all(&rec)
