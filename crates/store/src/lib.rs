@@ -7,11 +7,11 @@
 //! them in **atomic shipments** before it returns: each is appended to the journal and synced
 //! before its keys go to the tree (`journal`), so what the call acknowledged survives kill -9
 //! and power loss although sled's own writes are not durable until it flushes (sled issue
-//! 654), and the tree is flushed only at checkpoints. A large call hands a shipment to a
-//! writer thread every 16 to 64 fresh attestations, in order, so what reaches the disk is
-//! always the effect of a prefix of the call (when stage 2 ends, the caller and the writer
-//! write what is left together: `writer`). A shipment is made atomic by its journal record,
-//! not by a sled batch (`redo`).
+//! 654), and the tree is flushed only at checkpoints. A call is one shipment up to 4,096 fresh
+//! attestations (one synced journal record); a larger one hands a shipment to a writer thread
+//! every 4,096, in order, so what reaches the disk is always the effect of a prefix of the
+//! call (when stage 2 ends, the caller and the writer write what is left together: `writer`).
+//! A shipment is made atomic by its journal record, not by a sled batch (`redo`).
 //!
 //! # Durability contract
 //!
@@ -19,8 +19,8 @@
 //!   returns `Ok`, everything it acknowledged, and every index and ledger change it made, is
 //!   in a synced journal record: it survives kill -9 and power loss.
 //! - **The shipment is the atomic unit.** A call's writes reach the tree in shipments: the
-//!   whole call when it is small, every 16 to 64 fresh attestations in a large one (a
-//!   tail the writer had not started is merged into one). Each shipment is whole or absent
+//!   whole call up to 4,096 fresh attestations, every 4,096 in a larger one (a tail the
+//!   writer had not started is merged into one). Each shipment is whole or absent
 //!   after a crash: its record (its keys, and what it changed of the state kept in memory:
 //!   ledger lines, receipts' orders) is appended to the journal file and synced before its
 //!   keys go to the tree, its journal number last. Opening writes again the keys of every
@@ -130,20 +130,15 @@ impl Decided {
     }
 }
 
-/// Fresh attestations of a large call between two shipments handed to its writer thread: the
-/// last one is written after stage 2 ends, so smaller is better until the cost per shipment
-/// (a redo record and a few runs) shows. With sled batches (two synced log writes each), 32
-/// beat 16, 24 and 64; with redo records, 16 and 24 beat 8 and 32 (64 per call, 3 rounds).
-const SHIP_EVERY: usize = 16;
-
-/// Fresh attestations between two shipments in a call of `n` envelopes: `SHIP_EVERY` up to
-/// 512, then more, up to 64. A catch-up's calls of 2,048 ingest ~10 % faster with 64 (fewer
-/// redo records, runs and journal records per attestation; 100,000 in calls of 2,048: 5.5 s
-/// against 6.0–6.4 s with 16, 5.6 s with 256), while a call of 64 needs the overlap of small
-/// shipments.
-fn ship_every(n: usize) -> usize {
-    (n / 32).clamp(SHIP_EVERY, 64)
-}
+/// Fresh attestations of a call per shipment: a call up to this size is one shipment (one
+/// journal record, one fsync, its keys written by the caller and the writer thread together
+/// once stage 2 ends); a larger one hands a shipment to the writer thread every this many, so
+/// that what it buffers stays bounded (~2 KB per attestation) and the tree fills while stage 2
+/// goes on. Shipping every 16 to 64 to overlap the writes with stage 2 paid a synced journal
+/// record each: on the small store, 64 per call took 1.19–1.23× a bare verify shipping every
+/// 16 against 1.06–1.17× as one shipment, and a 100,000 build in calls of 1,000 ingested
+/// 55–57 µs per attestation against 58–63 µs (shipping every 31), in 111 MB against 136–144.
+const SHIPMENT: usize = 4096;
 
 /// sled's page cache, in MiB, unless the node's `store_cache_mib` says otherwise. On a store
 /// of a million attestations, 192 MiB made ingest ~25 % faster than 64 (issue 15's bench),
@@ -288,6 +283,8 @@ pub struct Store {
     waiters: std::sync::atomic::AtomicBool,
     /// Where shipments are applied (see `commit`).
     disk: std::sync::Arc<dyn commit::Disk>,
+    /// [`SHIPMENT`] (tests set less, to make a call of a few hundred several shipments).
+    shipment: usize,
     checkpoint_every: AtomicU64,
     /// [`JOURNAL_MAX_BYTES`] (a test sets less).
     journal_max: AtomicU64,
@@ -381,6 +378,7 @@ impl Store {
             commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
             disk: std::sync::Arc::new(commit::Sled),
+            shipment: SHIPMENT,
             checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
             journal_max: AtomicU64::new(JOURNAL_MAX_BYTES),
             checkpoints: AtomicU64::new(0),
@@ -617,6 +615,13 @@ impl Store {
     #[cfg(test)]
     fn with_disk(mut self, disk: std::sync::Arc<dyn commit::Disk>) -> Store {
         self.disk = disk;
+        self
+    }
+
+    /// The store with a large call's shipments of `n` fresh attestations.
+    #[cfg(test)]
+    fn with_shipment(mut self, n: usize) -> Store {
+        self.shipment = n;
         self
     }
 
@@ -1058,9 +1063,9 @@ impl Store {
         let mut d = Decided::default();
         match pre {
             Some(pre) => {
-                // Envelope by envelope, as stage 1 delivers them; every SHIP_EVERY fresh ones,
-                // what they wrote goes to the call's writer thread, which applies it to the
-                // tree while stage 2 goes on (sled's cost per key written is most of stage 2's).
+                // Envelope by envelope, as stage 1 delivers them; in a call of more than
+                // SHIPMENT fresh ones, every SHIPMENT of them, what they wrote goes to the call's
+                // writer thread, which applies it to the tree while stage 2 goes on.
                 let writer = writer::Writer::new(self, &db);
                 std::thread::scope(|s| -> Result<(), StoreError> {
                     let w = &writer;
@@ -1069,7 +1074,7 @@ impl Store {
                     let _close = writer::CloseOnDrop(w);
                     let mut shipped = Ok(true);
                     let mut since_ship = 0;
-                    let ship_at = ship_every(envelopes.len());
+                    let ship_at = self.shipment;
                     let commits = self.commits();
                     for (i, id) in ids.iter().enumerate() {
                         let item = pre.take(i);
@@ -1724,7 +1729,7 @@ mod common;
 #[cfg(test)]
 mod tests {
     use super::common::*;
-    use super::{stage1, Ack, Status, Store, SHIP_EVERY};
+    use super::{stage1, Ack, Status, Store};
     use passalong_protocol::{Attestation, Id, Rule, State};
 
     const NOW: u64 = T0 + 400 * DAY_MS;
@@ -1766,7 +1771,10 @@ mod tests {
         let atts = traffic(150);
         let seller = key(1).public();
         let disk = crate::commit::FailingFrom::never();
-        let st = Store::open(dir.path()).unwrap().with_disk(disk.clone());
+        let st = Store::open(dir.path())
+            .unwrap()
+            .with_disk(disk.clone())
+            .with_shipment(16);
         st.ingest(&envs(&atts[..4]), NOW).unwrap();
         // The next call's first two batches land, the third fails.
         disk.fail_from(st.commits() + 2);
@@ -1776,7 +1784,7 @@ mod tests {
             .map(|a| st.status(&a.id).unwrap().is_some())
             .collect();
         let n = stored.iter().take_while(|s| **s).count();
-        assert_eq!(n, 2 * SHIP_EVERY, "two batches of the call landed");
+        assert_eq!(n, 2 * 16, "two batches of the call landed");
         assert!(stored[n..].iter().all(|s| !s), "what landed is a prefix");
         let recomputed = st.recompute_ledger(&seller, NOW).unwrap();
         assert_eq!(st.ledger(&seller).unwrap(), recomputed);

@@ -1,15 +1,15 @@
-//! The writer of a large call: a thread that applies the call's shipments while stage 2 goes
-//! on, and that shares the last ones with the caller when stage 2 ends.
+//! The writer of a call: a thread that applies a large call's shipments while stage 2 goes
+//! on, and that shares the last one with the caller when stage 2 ends.
 //!
-//! Stage 2 hands over a shipment every 16 to 64 fresh attestations (`ship_every`); the
-//! writer applies them in order (each journaled and synced first, see `journal`), so the disk
-//! works while stage 2 goes on. On two cores busy with stage 1 and 2 the writer falls behind: when stage 2 ended, a 64-attestation
-//! call used to wait ~1.2 ms (a quarter of the call) for one thread to write three or four
-//! shipments while the other core was idle. So at the end, what the writer has not started is
-//! merged into one shipment (the latest write of each key wins), made atomic by one journal
-//! record, and its keys are written by the caller and the writer together, from both ends of
-//! the key order; its journal number goes last, once both are done ([`Writer::seal`]). What
-//! reaches the disk is still the effect of a prefix of the call.
+//! A call of more than `SHIPMENT` fresh attestations hands over a shipment every that
+//! many; the writer applies them in order (each journaled and synced first, see `journal`),
+//! so the disk works while stage 2 goes on. At the end, what the writer has not started (for
+//! most calls, the whole call) is merged into one shipment (the latest write of each key
+//! wins), made atomic by one journal record, and its keys are written by the caller and the
+//! writer together, from both ends of the key order: on two cores, one thread writing them
+//! while the other idled was a quarter of a 64-attestation call. Its journal number goes last,
+//! once both are done ([`Writer::seal`]). What reaches the disk is still the effect of a prefix
+//! of the call.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};

@@ -65,8 +65,8 @@ fn say(line: std::fmt::Arguments<'_>) {
     out.flush().expect("the parent reads the writer's lines");
 }
 
-/// Ingests the stream from item `from` in calls of random sizes (small ones, and large ones
-/// that take the parallel path), saying before each call what it sends and after it what
+/// Ingests the stream from item `from` in calls of random sizes (small ones, large ones that
+/// take the parallel path, a few of several shipments), saying before each call what it sends and after it what
 /// was acknowledged, with checkpoints by the store every [`AUTO_EVERY`] and marked ones every
 /// [`MARKED_EVERY`].
 fn write_until_killed(dir: &Path, from: usize, seed: u64) {
@@ -78,8 +78,12 @@ fn write_until_killed(dir: &Path, from: usize, seed: u64) {
     let mut i = from;
     let mut next_mark = (from / MARKED_EVERY + 1) * MARKED_EVERY;
     while i < KILL_ITEMS {
+        // Small calls, calls of one shipment, and a few of two shipments or more (a call
+        // ships every 4,096 fresh attestations), so that kills land inside one of those too.
         let len = if rng.chance(25) {
             rng.range(1, 9)
+        } else if rng.chance(6) {
+            rng.range(4_097, 9_000)
         } else {
             rng.range(64, 1_025)
         };
