@@ -132,13 +132,14 @@ impl Decided {
 
 /// Fresh attestations of a call per shipment: a call up to this size is one shipment (one
 /// journal record, one fsync, its keys written by the caller and the writer thread together
-/// once stage 2 ends); a larger one hands a shipment to the writer thread every this many, so
-/// that what it buffers stays bounded (~2 KB per attestation) and the tree fills while stage 2
-/// goes on. Shipping every 16 to 64 to overlap the writes with stage 2 paid a synced journal
-/// record each: on the small store, 64 per call took 1.19–1.23× a bare verify shipping every
-/// 16 against 1.06–1.17× as one shipment, and a 100,000 build in calls of 1,000 ingested
-/// 55–57 µs per attestation against 58–63 µs (shipping every 31), in 111 MB against 136–144.
+/// once stage 2 ends); a larger one has the writer apply one every this many, so that what is
+/// buffered stays bounded (~2 KB per attestation). See `writer` for what shipping every 16
+/// cost.
 const SHIPMENT: usize = 4096;
+
+/// Fresh attestations of a call between two handovers to its writer thread, which reads ahead
+/// the keys they write (see `writer`).
+const READ_AHEAD: usize = 16;
 
 /// sled's page cache, in MiB, unless the node's `store_cache_mib` says otherwise. On a store
 /// of a million attestations, 192 MiB made ingest ~25 % faster than 64 (issue 15's bench),
@@ -567,6 +568,31 @@ impl Store {
         self.disk.apply(db, &mut journal, parts, self.commits())?;
         drop(journal);
         self.applied(shipment);
+        Ok(())
+    }
+
+    /// Applies `shipments` as one: one journal record with the latest write of each key, then
+    /// their effects in memory, in order.
+    fn apply_together(
+        &self,
+        db: &sled::Db,
+        mut shipments: Vec<txn::Shipment>,
+    ) -> Result<(), StoreError> {
+        if shipments.len() == 1 {
+            return self.apply(db, shipments.remove(0));
+        }
+        let mut merged = writer::merge_all(&mut shipments);
+        let parts = commit::Parts {
+            lines: &merged.lines,
+            orders: &merged.orders,
+            writes: &mut merged.writes,
+        };
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        self.disk.apply(db, &mut journal, parts, self.commits())?;
+        drop(journal);
+        for s in shipments {
+            self.applied(s);
+        }
         Ok(())
     }
 
@@ -1063,9 +1089,9 @@ impl Store {
         let mut d = Decided::default();
         match pre {
             Some(pre) => {
-                // Envelope by envelope, as stage 1 delivers them; in a call of more than
-                // SHIPMENT fresh ones, every SHIPMENT of them, what they wrote goes to the call's
-                // writer thread, which applies it to the tree while stage 2 goes on.
+                // Envelope by envelope, as stage 1 delivers them; every READ_AHEAD fresh ones,
+                // what they wrote goes to the call's writer thread, which reads its keys ahead
+                // while stage 2 goes on, and applies what it holds every SHIPMENT.
                 let writer = writer::Writer::new(self, &db);
                 std::thread::scope(|s| -> Result<(), StoreError> {
                     let w = &writer;
@@ -1074,7 +1100,7 @@ impl Store {
                     let _close = writer::CloseOnDrop(w);
                     let mut shipped = Ok(true);
                     let mut since_ship = 0;
-                    let ship_at = self.shipment;
+                    let mut since_apply = 0;
                     let commits = self.commits();
                     for (i, id) in ids.iter().enumerate() {
                         let item = pre.take(i);
@@ -1097,10 +1123,15 @@ impl Store {
                             &mut d.not_kept,
                         );
                         since_ship += 1;
-                        if since_ship == ship_at {
+                        since_apply += 1;
+                        let apply = since_apply == self.shipment;
+                        if since_ship == READ_AHEAD || apply {
                             since_ship = 0;
+                            if apply {
+                                since_apply = 0;
+                            }
                             // false: the writer stopped (its error comes with the join).
-                            shipped = t.take_batch().map(|s| s.is_none_or(|s| w.ship(s)));
+                            shipped = t.take_batch().map(|s| s.is_none_or(|s| w.ship(s, apply)));
                             if !matches!(shipped, Ok(true)) {
                                 break;
                             }
