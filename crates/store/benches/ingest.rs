@@ -13,7 +13,8 @@
 //!    printed, the median of each call's own ratio and the ratio against two separate bare
 //!    passes (before and after the calls);
 //! 2. the same one envelope per call (one flush each);
-//! 3. a store of N attestations (default 1,000,000; `PASSALONG_BENCH_N`, 0 skips): the build
+//! 3. a store of N attestations (default 1,000,000; `PASSALONG_BENCH_N`, 0 skips; several
+//!    sizes, comma-separated, are measured one after the other in the same run): the build
 //!    throughput, batch ingest on it, its size on disk, and a fresh process (this binary run
 //!    with `--serve`) that opens it and answers a first `ledger` and `status`: the time to
 //!    serving and the resident memory.
@@ -23,8 +24,9 @@
 //! small store, default 200), `PASSALONG_BENCH_BUILD_SECS` (build budget, default 360: past
 //! it the build stops and the figures are for the N reached), `PASSALONG_BENCH_DIR` (where the
 //! stores go, default the system temp dir), `PASSALONG_BENCH_KEEP` (set: keep the big store),
-//! `PASSALONG_BENCH_STORE` (a directory for the big store: built there the first time, with a
-//! file of its chains beside it, and reused by later runs, each with traffic new to it),
+//! `PASSALONG_BENCH_STORE` (a directory for the big store, or one per size, comma-separated:
+//! built there the first time, with a file of its chains beside it, and reused by later runs,
+//! each with traffic new to it),
 //! `PASSALONG_BENCH_QUICK` (set: stop after the batch ingest on the big store),
 //! `PASSALONG_BENCH_BIG_BATCHES` (calls on the big store, default a quarter of the batches),
 //! `PASSALONG_BENCH_BIG_WARM` (calls before those, not measured, default 10),
@@ -306,8 +308,12 @@ fn load_tails(dir: &Path) -> Option<Built> {
 
 /// The big store of about `n` attestations, built now or reused, and the traffic tag of this
 /// run (new to the store).
-fn big_store(w: &World, n: usize, budget: Duration) -> (BigDir, Store, Built, u64) {
-    let kept = std::env::var_os("PASSALONG_BENCH_STORE").map(PathBuf::from);
+fn big_store(
+    w: &World,
+    n: usize,
+    kept: Option<PathBuf>,
+    budget: Duration,
+) -> (BigDir, Store, Built, u64) {
     let dir = match kept {
         Some(path) => {
             std::fs::create_dir_all(&path).expect("create PASSALONG_BENCH_STORE");
@@ -762,7 +768,6 @@ fn main() {
         serve(dir, seller, id);
         return;
     }
-    let n_big = env_usize("PASSALONG_BENCH_N", 1_000_000);
     let batches = env_usize("PASSALONG_BENCH_BATCHES", 200).max(1);
     let singles = env_usize("PASSALONG_BENCH_SINGLES", 1_000).max(1);
     let setup_groups = env_usize("PASSALONG_BENCH_SETUP_GROUPS", 200).max(1);
@@ -886,18 +891,51 @@ fn main() {
     );
     ledger_row("(calls of 64)", small_ledger);
 
-    // ---- 3: a big store.
-    if n_big == 0 {
+    // ---- 3: big stores, one after the other.
+    let sizes: Vec<usize> = std::env::var("PASSALONG_BENCH_N")
+        .unwrap_or_else(|_| "1000000".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .expect("PASSALONG_BENCH_N: numbers, comma-separated")
+        })
+        .filter(|&n| n > 0)
+        .collect();
+    if sizes.is_empty() {
         println!("\n3. skipped (PASSALONG_BENCH_N=0)");
-        println!("total run {:.0} s", run_start.elapsed().as_secs_f64());
-        return;
     }
-    let (dir, store, big, tag) = big_store(&w, n_big, budget);
+    let kept: Vec<Option<PathBuf>> = match std::env::var("PASSALONG_BENCH_STORE") {
+        Ok(dirs) => dirs.split(',').map(|d| Some(PathBuf::from(d))).collect(),
+        Err(_) => vec![None; sizes.len()],
+    };
+    assert_eq!(
+        kept.len(),
+        sizes.len(),
+        "PASSALONG_BENCH_STORE: one directory per size in PASSALONG_BENCH_N"
+    );
+    for (n, kept) in sizes.into_iter().zip(kept) {
+        on_big_store(&w, n, kept, budget, batches, warm, batch_median / verify);
+    }
+    println!("total run {:.0} s", run_start.elapsed().as_secs_f64());
+}
+
+/// Section 3 on one big store of about `n_big` attestations (kept in `kept`, or temporary).
+fn on_big_store(
+    w: &World,
+    n_big: usize,
+    kept: Option<PathBuf>,
+    budget: Duration,
+    batches: usize,
+    warm: usize,
+    small_ratio: f64,
+) {
+    let (dir, store, big, tag) = big_store(w, n_big, kept, budget);
     let rate_ingest = big.attestations as f64 / big.ingest.as_secs_f64();
     let rate_wall = big.attestations as f64 / big.wall.as_secs_f64();
     let big_batches = env_usize("PASSALONG_BENCH_BIG_BATCHES", (batches / 4).max(10)).max(1);
     let big_warm = env_usize("PASSALONG_BENCH_BIG_WARM", warm);
-    let big_atts = traffic(&w, &big.tails, (big_batches + big_warm) * BATCH, tag);
+    let big_atts = traffic(w, &big.tails, (big_batches + big_warm) * BATCH, tag);
     ingest_timed(
         &store,
         &big_atts[..big_warm * BATCH],
@@ -944,13 +982,12 @@ fn main() {
         );
         println!(
             "   the small store's ratio in the same run: {:.2}; goal ≤ 1.5 at 1M, ≤ 2 at 10M",
-            batch_median / verify
+            small_ratio
         );
         ledger_row(&format!("on {}", big.attestations), big_ledger);
     };
     if std::env::var_os("PASSALONG_BENCH_QUICK").is_some() {
         big_row(&mut on_big);
-        println!("total run {:.0} s", run_start.elapsed().as_secs_f64());
         return;
     }
     let seller = w.sellers[0].public();
@@ -1098,5 +1135,4 @@ fn main() {
             query.to_hex()
         );
     }
-    println!("total run {:.0} s", run_start.elapsed().as_secs_f64());
 }
