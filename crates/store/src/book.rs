@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
+use crate::commit::redo;
 use crate::error::StoreError;
 use crate::keyspace::*;
-use crate::redo;
 
 /// seller ‖ currency ‖ participant: a ledger line's key without the prefix byte.
 pub(crate) type LineKey = [u8; LINE_KEY];

@@ -11,7 +11,10 @@
 //! attestations (one synced journal record); a larger one hands a shipment to a writer thread
 //! every 4,096, in order, so what reaches the disk is always the effect of a prefix of the
 //! call (when stage 2 ends, the caller and the writer write what is left together: `writer`).
-//! A shipment is made atomic by its journal record, not by a sled batch (`redo`).
+//! A shipment is made atomic by its journal record, not by a sled batch (`redo`). All of it
+//! (the tree, the journal and what it replays, the writer lock and thread, checkpoints,
+//! reopening after an I/O error) lives in `commit`; the rest of the crate reads the tree and
+//! hands `commit` shipments.
 //!
 //! # Durability contract
 //!
@@ -60,6 +63,8 @@
 
 mod book;
 mod commit;
+use commit::{redo, writer, Commit};
+pub use commit::{CHECKPOINT_EVERY, JOURNAL_MAX_BYTES};
 mod counters;
 mod dependency;
 mod error;
@@ -67,7 +72,6 @@ mod expiry;
 mod hops;
 mod index;
 mod ingest;
-mod journal;
 pub mod keyspace;
 mod ledger;
 mod lock;
@@ -76,15 +80,13 @@ mod loose;
 mod market;
 mod newest;
 mod orders;
-mod redo;
 mod stage1;
 mod summary;
 mod txn;
-mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use passalong_protocol::attestation::Body;
 use passalong_protocol::state::{Dispute, Equivocation, Report};
@@ -249,18 +251,10 @@ pub struct OfferTotals {
 /// The durable store (see the crate docs). Cheap to share behind an `Arc`; ingests are
 /// serialised, reads run concurrently.
 pub struct Store {
-    /// `None` only if reopening at a checkpoint failed: every call then says so.
-    db: RwLock<Option<sled::Db>>,
-    path: PathBuf,
-    cache_bytes: u64,
-    writer: Mutex<()>,
+    /// The tree, the journal and what it replays, the writer lock, checkpoints (see
+    /// `commit`).
+    commit: Commit,
     valid: txn::ValidCache,
-    /// The ledger lines (written to the tree at checkpoints, journaled in between).
-    book: RwLock<book::Book>,
-    /// Counted receipts by order (packed at checkpoints, journaled in between).
-    orders: RwLock<orders::Orders>,
-    /// What changed of `book` and `orders` since the last checkpoint (see `journal`).
-    journal: Mutex<journal::Journal>,
     /// Markets' runs by newest entry, for the markets read newest first (see `newest`).
     runs: newest::Runs,
     /// Ledger summaries by seller.
@@ -276,53 +270,18 @@ pub struct Store {
     declined: loose::Declined,
     /// See `loose::Hints`.
     hints: loose::Hints,
-    /// Attestations written since the store was opened or last checkpointed.
-    since_checkpoint: AtomicU64,
-    /// Transactions committed (see `stage1::Item::commits`).
-    commits: AtomicU64,
     /// The store may hold WAITER keys: set when one is written, read again at each open.
     waiters: std::sync::atomic::AtomicBool,
-    /// Where shipments are applied (see `commit`).
-    disk: std::sync::Arc<dyn commit::Disk>,
     /// [`SHIPMENT`] (tests set less, to make a call of a few hundred several shipments).
     shipment: usize,
-    checkpoint_every: AtomicU64,
-    /// [`JOURNAL_MAX_BYTES`] (a test sets less).
-    journal_max: AtomicU64,
-    checkpoints: AtomicU64,
-    /// The directory's lock, held from before sled opens until the store is dropped, across
-    /// every checkpoint's reopening (see `lock`).
-    lock: lock::DirLock,
     /// The bounds on what does not count (see `expiry`).
     limits: Mutex<ExpiryLimits>,
-    /// A write failed on an I/O error (a full disk): sled refuses every write after one, so
-    /// the next write reopens the store first (see [`Store::recover`]).
-    damaged: std::sync::atomic::AtomicBool,
     /// An expiry pass is due whatever the index says: set at open (the clock may have moved,
     /// and a store written before format 7 may hold held attestations beyond the horizon).
     expire_due: std::sync::atomic::AtomicBool,
 }
 
-/// The open sled database, borrowed for one call.
-struct DbGuard<'a>(RwLockReadGuard<'a, Option<sled::Db>>);
-
-impl std::ops::Deref for DbGuard<'_> {
-    type Target = sled::Db;
-    fn deref(&self) -> &sled::Db {
-        // `Store::db` hands out a guard only when the database is open.
-        self.0.as_ref().expect("checked by Store::db")
-    }
-}
-
-/// After this many attestations written, the store checkpoints (see [`Store::checkpoint`]).
-pub const CHECKPOINT_EVERY: u64 = 50_000;
-
-/// The store checkpoints when its journal (every shipment since the last checkpoint, ~2 KB per
-/// attestation, read at each open) reaches this size, however rarely it is set to checkpoint
-/// otherwise (see `journal`).
-pub const JOURNAL_MAX_BYTES: u64 = 256 << 20;
-
-fn open_error(path: &Path, e: sled::Error) -> StoreError {
+pub(crate) fn open_error(path: &Path, e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(ref io)
             if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
@@ -354,19 +313,12 @@ impl Store {
         let path = path.as_ref();
         let lock = lock::DirLock::take(path)?;
         let (db, due) = open_db_upgrading(path, cache_bytes)?;
-        let (book, orders, journal) = load_journaled(path, &db)?;
         let invalid = txn::InvalidIds::load(&db)?;
         let waiters = has_waiters(&db)?;
         let hints = loose::Hints::load(&db)?;
         let store = Store {
-            db: RwLock::new(Some(db)),
-            path: path.to_path_buf(),
-            cache_bytes,
-            writer: Mutex::new(()),
+            commit: Commit::open(path, cache_bytes, lock, db)?,
             valid: txn::ValidCache::new(),
-            book: RwLock::new(book),
-            orders: RwLock::new(orders),
-            journal: Mutex::new(journal),
             runs: Default::default(),
             summaries: Default::default(),
             sets: Default::default(),
@@ -375,18 +327,10 @@ impl Store {
             counters: Default::default(),
             declined: Default::default(),
             hints,
-            since_checkpoint: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
             waiters: std::sync::atomic::AtomicBool::new(waiters),
-            disk: std::sync::Arc::new(commit::Sled),
             shipment: SHIPMENT,
-            checkpoint_every: AtomicU64::new(CHECKPOINT_EVERY),
-            journal_max: AtomicU64::new(JOURNAL_MAX_BYTES),
-            checkpoints: AtomicU64::new(0),
-            lock,
             limits: Mutex::new(ExpiryLimits::default()),
             expire_due: std::sync::atomic::AtomicBool::new(true),
-            damaged: std::sync::atomic::AtomicBool::new(false),
         };
         if due.totals {
             store.upgrade_offer_totals().map_err(corrupt_at(path))?;
@@ -401,7 +345,7 @@ impl Store {
     /// with the ledger lines (a checkpoint), then the format. Cut short, it starts again at the
     /// next open (the totals are set, not added to).
     fn upgrade_offer_totals(&self) -> Result<(), StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.commit.lock_writes();
         let db = self.db()?;
         let mut totals: rustc_hash::FxHashMap<Id, [u128; 3]> = Default::default();
         {
@@ -424,12 +368,16 @@ impl Store {
             }
         }
         {
-            let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
+            let mut book = self
+                .commit
+                .book()
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             for (offer, s) in totals {
                 book.put(ledger::offer_line(&offer), s);
             }
         }
-        self.write_book(&db)?;
+        self.commit.write_book(&db)?;
         db.insert(key(META, &[b"format"]), &WITHOUT_DEPENDENCIES.to_be_bytes())?;
         db.flush()?;
         Ok(())
@@ -439,7 +387,7 @@ impl Store {
     /// holds something of followed explicitly (format 7 followed them all), then the format.
     /// Cut short, it starts again at the next open (it only sets keys).
     fn upgrade_dependencies(&self) -> Result<(), StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.commit.lock_writes();
         let db = self.db()?;
         let markets = self.markets()?;
         let mut ends = Vec::new();
@@ -463,53 +411,31 @@ impl Store {
 
     /// Sets how many attestations written trigger a checkpoint (0: never).
     pub fn set_checkpoint_every(&self, n: u64) {
-        self.checkpoint_every.store(n, Ordering::Relaxed);
+        self.commit.set_checkpoint_every(n);
     }
 
     /// Checkpoints taken since the store was opened.
     pub fn checkpoints(&self) -> u64 {
-        self.checkpoints.load(Ordering::Relaxed)
+        self.commit.checkpoints()
     }
 
-    /// Makes the next start after a crash fast. sled 0.34 writes its snapshot of the page
-    /// table only while opening and replays its log since that snapshot at every open (about
-    /// 10 s after a million writes); closing and reopening the database here bounds that
-    /// replay to what was written since. Ingest calls it every [`CHECKPOINT_EVERY`]
-    /// attestations; calls wait while it runs. Takes the writer lock.
+    /// Makes the next start after a crash fast (see `Commit::checkpoint`): ingest calls it
+    /// every [`CHECKPOINT_EVERY`] attestations; calls wait while it runs.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.checkpoint_locked()
+        self.commit.checkpoint(|db| self.reopened(db))
     }
 
-    fn checkpoint_locked(&self) -> Result<(), StoreError> {
-        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(db) = g.as_ref() {
-            self.write_book(db)?;
-        }
-        drop(g.take());
-        let db = open_db(&self.path, self.cache_bytes)?;
-        self.waiters.store(has_waiters(&db)?, Ordering::Relaxed);
-        *g = Some(db);
-        self.since_checkpoint.store(0, Ordering::Relaxed);
-        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    /// What is kept of the tree, read again after it was reopened at a checkpoint.
+    fn reopened(&self, db: &sled::Db) -> Result<(), StoreError> {
+        self.waiters.store(has_waiters(db)?, Ordering::Relaxed);
         Ok(())
     }
 
-    /// After a write failed on an I/O error: reopens sled as a restart would (the journal
-    /// completes a shipment cut short) and reads again what is kept in memory (ledger lines,
-    /// orders, invalid ids; caches are dropped), since what the failed write changed in memory
-    /// may not be on disk. Fails while the disk still refuses (sled writes as it opens); the
-    /// next write tries again. The caller holds the writer lock.
-    fn recover(&self) -> Result<(), StoreError> {
-        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
-        drop(g.take());
-        let db = open_db(&self.path, self.cache_bytes)?;
-        let (book, orders, journal) = load_journaled(&self.path, &db)?;
-        *self.book.write().unwrap_or_else(|p| p.into_inner()) = book;
-        *self.orders.write().unwrap_or_else(|p| p.into_inner()) = orders;
-        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = journal;
-        self.invalid.reload(&db)?;
-        self.hints.reset(&db)?;
+    /// What is kept in memory of the tree, read again after a write failed on an I/O error
+    /// and the tree was reopened (caches are dropped).
+    fn reload(&self, db: &sled::Db) -> Result<(), StoreError> {
+        self.invalid.reload(db)?;
+        self.hints.reset(db)?;
         self.valid.clear();
         self.runs.clear();
         self.sets.clear();
@@ -517,43 +443,12 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.waiters.store(has_waiters(&db)?, Ordering::Relaxed);
-        *g = Some(db);
-        self.damaged.store(false, Ordering::Relaxed);
-        Ok(())
+        self.reopened(db)
     }
 
     /// The writer lock, with the store reopened first if a write failed on an I/O error.
     fn write_lock(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if self.damaged.load(Ordering::Relaxed) {
-            self.recover()?;
-        }
-        Ok(w)
-    }
-
-    /// Marks the store for [`Store::recover`] if `r` failed on an I/O error.
-    fn note_failure<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(StoreError::Io(sled::Error::Io(_))) = &r {
-            self.damaged.store(true, Ordering::Relaxed);
-        }
-        r
-    }
-
-    /// Writes the ledger lines changed since the last checkpoint and packs the receipts'
-    /// orders, then empties the journal (the caller holds the writer lock).
-    fn write_book(&self, db: &sled::Db) -> Result<(), StoreError> {
-        let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
-        let mut orders = self.orders.write().unwrap_or_else(|p| p.into_inner());
-        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = book.checkpoint_batch(db)?;
-        orders.pack(db, &mut batch)?;
-        journal.checkpoint(&mut batch);
-        db.apply_batch(batch)?;
-        db.flush()?;
-        book.checkpointed();
-        orders.packed();
-        journal.checkpointed()
+        self.commit.write_lock(|db| self.reload(db))
     }
 
     /// Journals a transaction's writes (so far) and applies them to the tree, then their
@@ -564,9 +459,7 @@ impl Store {
             orders: &shipment.orders,
             writes: &mut shipment.writes,
         };
-        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        self.disk.apply(db, &mut journal, parts, self.commits())?;
-        drop(journal);
+        self.commit.apply(db, parts)?;
         self.applied(shipment);
         Ok(())
     }
@@ -587,9 +480,7 @@ impl Store {
             orders: &merged.orders,
             writes: &mut merged.writes,
         };
-        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        self.disk.apply(db, &mut journal, parts, self.commits())?;
-        drop(journal);
+        self.commit.apply(db, parts)?;
         for s in shipments {
             self.applied(s);
         }
@@ -604,10 +495,7 @@ impl Store {
         orders: &[(orders::OrderKey, Id)],
         writes: &mut Vec<redo::Write>,
     ) -> Result<(), StoreError> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(lines, orders, writes)
+        self.commit.journal(lines, orders, writes)
     }
 
     /// A shipment's effects in memory, once its writes are in.
@@ -619,28 +507,20 @@ impl Store {
         for id in &shipment.dropped {
             self.valid.remove(id);
         }
-        {
-            let mut orders = self.orders.write().unwrap_or_else(|p| p.into_inner());
-            orders.commit(shipment.counted);
-            orders.logged(shipment.orders);
-        }
-        self.commits.fetch_add(1, Ordering::Release);
-        self.book
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .replay(shipment.lines);
+        self.commit
+            .applied(shipment.lines, shipment.orders, shipment.counted);
     }
 
     /// Whether a large call's writer merges what it has not started when stage 2 ends (tests
     /// that make a given shipment fail need them applied one by one).
     fn merges_tail(&self) -> bool {
-        self.disk.merges_tail()
+        self.commit.merges_tail()
     }
 
     /// The store with its shipments applied by `disk` (tests make the disk fail).
     #[cfg(test)]
     fn with_disk(mut self, disk: std::sync::Arc<dyn commit::Disk>) -> Store {
-        self.disk = disk;
+        self.commit = self.commit.with_disk(disk);
         self
     }
 
@@ -663,17 +543,11 @@ impl Store {
     /// Counts `n` attestations written; checkpoints when due (the caller holds the writer
     /// lock and no database guard).
     fn written(&self, n: u64) -> Result<(), StoreError> {
-        let every = self.checkpoint_every.load(Ordering::Relaxed);
-        let total = self.since_checkpoint.fetch_add(n, Ordering::Relaxed) + n;
-        let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner()).len();
-        if (every > 0 && total >= every) || journal >= self.journal_max.load(Ordering::Relaxed) {
-            self.checkpoint_locked()?;
-        }
-        Ok(())
+        self.commit.written(n, |db| self.reopened(db))
     }
 }
 
-fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+pub(crate) fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     let (db, due) = open_db_upgrading(path, cache_bytes)?;
     if due.totals || due.dependencies {
         // Only `Store::open_with_cache` completes those upgrades.
@@ -684,26 +558,6 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         });
     }
     Ok(db)
-}
-
-/// The ledger lines and counted receipts as the tree has them at its last checkpoint, with
-/// the journal's records since replayed over them.
-fn load_journaled(
-    path: &Path,
-    db: &sled::Db,
-) -> Result<(book::Book, orders::Orders, journal::Journal), StoreError> {
-    let corrupt = corrupt_at(path);
-    let mut book = book::Book::load(db).map_err(&corrupt)?;
-    let mut orders = orders::Orders::load(db).map_err(&corrupt)?;
-    let journal = journal::Journal::open(path, db, |r| {
-        book.replay(r.lines);
-        orders.replay(r.orders);
-    })
-    .map_err(|e| match e {
-        StoreError::Io(e) => open_error(path, e),
-        e => corrupt(e),
-    })?;
-    Ok((book, orders, journal))
 }
 
 /// What an upgrade leaves to do once the store is open.
@@ -861,7 +715,7 @@ fn remove_partial_snapshots(path: &Path) -> Result<(), StoreError> {
 
 /// A stored record that does not decode at open is damage like any other: the error says
 /// where and what to do.
-fn corrupt_at(path: &Path) -> impl Fn(StoreError) -> StoreError + '_ {
+pub(crate) fn corrupt_at(path: &Path) -> impl Fn(StoreError) -> StoreError + '_ {
     move |e| match e {
         StoreError::Record { .. } => StoreError::Corrupt {
             path: path.to_path_buf(),
@@ -977,25 +831,19 @@ fn write_group(
 impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.commit.path()
     }
 
-    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
-        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            return Err(StoreError::Closed {
-                path: self.path.clone(),
-            });
-        }
-        Ok(DbGuard(g))
+    fn db(&self) -> Result<commit::DbGuard<'_>, StoreError> {
+        self.commit.db()
     }
 
     fn txn<'a>(&'a self, db: &'a sled::Db) -> Txn<'a> {
         Txn::new(
             db,
             &self.valid,
-            &self.book,
-            &self.orders,
+            self.commit.book(),
+            self.commit.orders(),
             &self.invalid,
             &self.waiters,
             &self.hints,
@@ -1049,7 +897,7 @@ impl Store {
 
     /// Transactions committed so far.
     fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Acquire)
+        self.commit.commits()
     }
 
     /// Whether `id` is stored (as of the last commit; false if the store is closed).
@@ -1068,8 +916,11 @@ impl Store {
         pre: Option<&mut stage1::Results<'_, '_>>,
     ) -> Result<Vec<Ack>, StoreError> {
         let _w = self.write_lock()?;
-        let acks = self.note_failure(self.ingest_locked(envelopes, now_ms, own, pre))?;
-        self.note_failure(self.written(acks.iter().filter(|a| !a.duplicate).count() as u64))?;
+        let acks = self
+            .commit
+            .note_failure(self.ingest_locked(envelopes, now_ms, own, pre))?;
+        self.commit
+            .note_failure(self.written(acks.iter().filter(|a| !a.duplicate).count() as u64))?;
         Ok(acks)
     }
 
@@ -1240,7 +1091,7 @@ impl Store {
     /// acks (and those they unblocked).
     pub fn tick(&self, now_ms: u64) -> Result<Vec<Ack>, StoreError> {
         let _w = self.write_lock()?;
-        self.note_failure(self.tick_locked(now_ms))
+        self.commit.note_failure(self.tick_locked(now_ms))
     }
 
     fn tick_locked(&self, now_ms: u64) -> Result<Vec<Ack>, StoreError> {
@@ -1271,7 +1122,7 @@ impl Store {
     /// each it dropped. The caller passes the time: the store reads no clock for this.
     pub fn expire(&self, now_ms: u64) -> Result<Unsettled, StoreError> {
         let _w = self.write_lock()?;
-        self.note_failure(self.expire_locked(now_ms))
+        self.commit.note_failure(self.expire_locked(now_ms))
     }
 
     /// [`Store::expire`] under the writer lock, one transaction per `EXPIRE_BATCH` removals.
@@ -1460,7 +1311,7 @@ impl Store {
     /// A seller's ledger as kept incrementally.
     pub fn ledger(&self, seller: &PublicKey) -> Result<Ledger, StoreError> {
         let _open = self.db()?;
-        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        let book = self.commit.book().read().unwrap_or_else(|p| p.into_inner());
         Ok(ledger::read(&book, seller))
     }
 
@@ -1468,7 +1319,7 @@ impl Store {
     /// lines changes, so that a list of ledgers does not recompute every root each time.
     pub fn ledger_summary(&self, seller: &PublicKey) -> Result<(usize, [u8; 32]), StoreError> {
         let _open = self.db()?;
-        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        let book = self.commit.book().read().unwrap_or_else(|p| p.into_inner());
         let version = book.version(&seller.0);
         let mut cache = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(&(v, lines, root)) = cache.get(seller) {
@@ -1489,7 +1340,7 @@ impl Store {
         participant: &PublicKey,
     ) -> Result<Vec<(PublicKey, LedgerEntry)>, StoreError> {
         let _open = self.db()?;
-        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        let book = self.commit.book().read().unwrap_or_else(|p| p.into_inner());
         Ok(book
             .participant(&participant.0)
             .into_iter()
@@ -1507,7 +1358,7 @@ impl Store {
     /// An offer's totals over its counted receipts, kept as receipts come in.
     pub fn offer_totals(&self, offer: &Id) -> Result<OfferTotals, StoreError> {
         let _open = self.db()?;
-        let book = self.book.read().unwrap_or_else(|p| p.into_inner());
+        let book = self.commit.book().read().unwrap_or_else(|p| p.into_inner());
         let [sales, revenue_minor, shares_minor] = ledger::offer_totals(&book, offer);
         Ok(OfferTotals {
             sales: u64::try_from(sales).unwrap_or(u64::MAX),
@@ -1734,22 +1585,7 @@ impl Store {
     /// start to this shutdown, as does writing the ledger lines (see `book`). A crash skips
     /// it and the next start pays instead.
     pub fn close(self) -> Result<(), StoreError> {
-        {
-            let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            self.write_book(&*self.db()?)?;
-        }
-        // The lock is kept until the reopened database is closed again.
-        let Store {
-            db,
-            path,
-            cache_bytes,
-            lock,
-            ..
-        } = self;
-        drop(db);
-        open_db(&path, cache_bytes)?.flush()?;
-        drop(lock);
-        Ok(())
+        self.commit.close()
     }
 }
 
@@ -1913,7 +1749,7 @@ mod tests {
                 })
                 .expect("sled opens once the store is dropped");
             let mut records = Vec::new();
-            crate::journal::Journal::open(dir.path(), &db, |r| records.push(r)).unwrap();
+            crate::commit::journal::Journal::open(dir.path(), &db, |r| records.push(r)).unwrap();
             assert!(records.len() > 1, "the calls journaled");
             for (i, r) in records.iter().enumerate() {
                 let mut v = Vec::new();
@@ -1928,11 +1764,11 @@ mod tests {
             for m in [k(META, &[b"journal"]), k(META, &[b"checkpoint"])] {
                 db.remove(m).unwrap();
             }
-            db.remove(crate::redo::KEY).unwrap();
+            db.remove(crate::commit::redo::KEY).unwrap();
             db.insert(k(META, &[b"format"]), &10u32.to_be_bytes())
                 .unwrap();
             db.flush().unwrap();
-            std::fs::remove_file(dir.path().join(crate::journal::FILE)).unwrap();
+            std::fs::remove_file(dir.path().join(crate::commit::journal::FILE)).unwrap();
         }
         let st = Store::open(dir.path()).unwrap();
         assert_eq!(st.ledger(&seller).unwrap(), before);
@@ -1968,10 +1804,9 @@ mod tests {
         let atts = traffic(300);
         let st = Store::open(dir.path()).unwrap();
         st.set_checkpoint_every(0);
-        st.journal_max
-            .store(64 << 10, std::sync::atomic::Ordering::Relaxed);
+        st.commit.set_journal_max(64 << 10);
         let journal = || {
-            std::fs::metadata(dir.path().join(crate::journal::FILE))
+            std::fs::metadata(dir.path().join(crate::commit::journal::FILE))
                 .unwrap()
                 .len()
         };

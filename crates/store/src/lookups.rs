@@ -26,7 +26,11 @@ impl Store {
     ) -> Result<Option<Id>, StoreError> {
         let _open = self.db()?;
         let k = order_key(seller, &order_hash(order));
-        let orders = self.orders.read().unwrap_or_else(|p| p.into_inner());
+        let orders = self
+            .commit
+            .orders()
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         Ok(orders.counted(&k))
     }
 

@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 
 use crate::book::{Book, LineKey, Sums};
+use crate::commit::redo;
 use crate::error::StoreError;
 use crate::keyspace::*;
 use crate::market::Indexed;
 use crate::orders::{OrderKey, Orders};
-use crate::redo;
 
 /// Reads (and, when writing, buffered writes) over the store's tree.
 pub(crate) struct Txn<'a> {

@@ -22,9 +22,9 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use passalong_protocol::Id;
 
+use super::redo::{self, Write};
 use crate::book::{LineKey, Sums};
 use crate::orders::OrderKey;
-use crate::redo::{self, Write};
 use crate::txn::Shipment;
 use crate::{Store, StoreError};
 
@@ -366,7 +366,7 @@ mod tests {
         let db = store.db().unwrap();
         db.insert(k("b"), &b"old"[..]).unwrap();
         let journaled = || {
-            std::fs::metadata(dir.path().join(crate::journal::FILE))
+            std::fs::metadata(dir.path().join(crate::commit::journal::FILE))
                 .unwrap()
                 .len()
         };

@@ -31,10 +31,10 @@ use std::path::Path;
 
 use passalong_protocol::Id;
 
+use super::redo;
 use crate::book::{self, LineKey, Sums};
 use crate::keyspace::*;
 use crate::orders::OrderKey;
-use crate::redo;
 use crate::StoreError;
 
 /// The journal's file name in the store's directory.
