@@ -9,7 +9,7 @@
 //! referrals have one (a tenth of a store in the ingest bench), so their region stays dense: a
 //! leaf paged in serves ~16 of them, and at a million attestations the whole region (~12 MB)
 //! fits in the cache. The decoded records of the hot chains are also kept in memory
-//! (`txn::ValidCache`).
+//! (`cache::ValidCache`).
 //!
 //! A store of format 9 has no record for the referrals it held before; those are read from
 //! their entries, as before (see [`crate::FORMAT_VERSION`]).

@@ -62,6 +62,7 @@
 #![deny(missing_docs)]
 
 mod book;
+mod cache;
 mod commit;
 use commit::{redo, writer, Commit};
 pub use commit::{CHECKPOINT_EVERY, JOURNAL_MAX_BYTES};
@@ -254,14 +255,14 @@ pub struct Store {
     /// The tree, the journal and what it replays, the writer lock, checkpoints (see
     /// `commit`).
     commit: Commit,
-    valid: txn::ValidCache,
+    valid: cache::ValidCache,
     /// Markets' runs by newest entry, for the markets read newest first (see `newest`).
     runs: newest::Runs,
     /// Ledger summaries by seller.
     summaries: Mutex<rustc_hash::FxHashMap<PublicKey, Summary>>,
     /// Markets' reconciled sets in short (see `summary`).
     sets: summary::Summaries,
-    invalid: txn::InvalidIds,
+    invalid: cache::InvalidIds,
     /// Signers' keys decompressed by earlier calls (a seller signs every receipt).
     keys: passalong_protocol::signature::KeyCache,
     /// What ingest calls have seen (the node's metrics).
@@ -313,12 +314,12 @@ impl Store {
         let path = path.as_ref();
         let lock = lock::DirLock::take(path)?;
         let (db, due) = open_db_upgrading(path, cache_bytes)?;
-        let invalid = txn::InvalidIds::load(&db)?;
+        let invalid = cache::InvalidIds::load(&db)?;
         let waiters = has_waiters(&db)?;
         let hints = loose::Hints::load(&db)?;
         let store = Store {
             commit: Commit::open(path, cache_bytes, lock, db)?,
-            valid: txn::ValidCache::new(),
+            valid: cache::ValidCache::new(),
             runs: Default::default(),
             summaries: Default::default(),
             sets: Default::default(),

@@ -64,13 +64,13 @@ impl Declined {
                     g.clear();
                 }
             }
-            g.insert(crate::txn::id_prefix(id), now_ms);
+            g.insert(crate::cache::id_prefix(id), now_ms);
         }
     }
 
     pub fn holds(&self, id: &Id, now_ms: u64) -> bool {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.get(&crate::txn::id_prefix(id))
+        g.get(&crate::cache::id_prefix(id))
             .is_some_and(|at| at.saturating_add(DECLINE_MS) > now_ms)
     }
 }

@@ -15,8 +15,8 @@ use std::hash::BuildHasherDefault;
 
 use passalong_protocol::{Id, PublicKey};
 
+use crate::cache::IdHasher;
 use crate::keyspace::*;
-use crate::txn::IdHasher;
 use crate::StoreError;
 
 /// An order's key: the first 16 bytes of blake3(seller ‖ blake3(order)) (collisions among a
