@@ -66,7 +66,12 @@ impl Orders {
     /// Reads every pack (and run, before format 11); the journal's records come next (see
     /// [`Orders::replay`]).
     pub fn load(tree: &sled::Tree) -> Result<Orders, StoreError> {
-        let mut all: Vec<(OrderKey, Id)> = Vec::new();
+        // Sized once from the packs' count (each holds up to PACK records).
+        let packs = match tree.get(next_pack_key())? {
+            Some(v) => u64_at(&v, 0) as usize,
+            None => 0,
+        };
+        let mut all: Vec<(OrderKey, Id)> = Vec::with_capacity(packs.saturating_mul(PACK));
         for kv in tree
             .scan_prefix([ORDER_PACK])
             .chain(tree.scan_prefix([ORDER_LOG]))
@@ -87,6 +92,7 @@ impl Orders {
         // The smallest id of each order comes first.
         all.sort_unstable();
         all.dedup_by_key(|(k, _)| *k);
+        all.shrink_to_fit();
         Ok(Orders {
             sorted: all,
             recent: HashMap::default(),
@@ -145,29 +151,37 @@ impl Orders {
                 .count()
     }
 
+    /// Moves `recent` into `sorted`, in place: an order `sorted` has takes its new receipt
+    /// where it is, and new orders are merged in from the back, so that no second vector of
+    /// every order is allocated and copied at each merge (48 bytes per order: ~430 MB for the
+    /// 9M orders of a 10M store).
     fn merge(&mut self) {
-        let mut recent: Vec<(OrderKey, Id)> = self.recent.drain().collect();
-        recent.sort_unstable();
-        let old = std::mem::take(&mut self.sorted);
-        let mut out = Vec::with_capacity(old.len() + recent.len());
-        let (mut a, mut b) = (old.into_iter().peekable(), recent.into_iter().peekable());
-        loop {
-            let take_b = match (a.peek(), b.peek()) {
-                (None, None) => break,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some(x), Some(y)) => {
-                    if x.0 == y.0 {
-                        a.next(); // replaced by the recent one
-                        true
-                    } else {
-                        y.0 < x.0
-                    }
-                }
-            };
-            out.extend(if take_b { b.next() } else { a.next() });
+        let mut new: Vec<(OrderKey, Id)> = Vec::with_capacity(self.recent.len());
+        for (k, id) in self.recent.drain() {
+            match self.sorted.binary_search_by(|(x, _)| x.cmp(&k)) {
+                Ok(i) => self.sorted[i].1 = id,
+                Err(_) => new.push((k, id)),
+            }
         }
-        self.sorted = out;
+        if new.is_empty() {
+            return;
+        }
+        new.sort_unstable();
+        let old_len = self.sorted.len();
+        self.sorted
+            .resize(old_len + new.len(), ([0; 16], Id([0; 32])));
+        // Fill from the back: the larger of the two tails goes last.
+        let (mut a, mut b, mut out) = (old_len, new.len(), old_len + new.len());
+        while b > 0 {
+            out -= 1;
+            if a > 0 && self.sorted[a - 1].0 > new[b - 1].0 {
+                a -= 1;
+                self.sorted[out] = self.sorted[a];
+            } else {
+                b -= 1;
+                self.sorted[out] = new[b];
+            }
+        }
     }
 }
 
@@ -305,6 +319,39 @@ mod tests {
             Orders::load(&db),
             Err(StoreError::Record { prefix: 'Q', .. })
         ));
+    }
+
+    /// Merging in place agrees with a map of the same changes, whatever the mix of new and
+    /// known orders.
+    #[test]
+    fn merging_in_place_agrees_with_a_map() {
+        let mut o = Orders::default();
+        let mut want = std::collections::BTreeMap::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for round in 0..40u8 {
+            let mut changes = Vec::new();
+            for _ in 0..(1 + round as usize * 7) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut k = [0u8; 16];
+                k[..2].copy_from_slice(&((x % 600) as u16).to_be_bytes());
+                let id = Id([(x >> 20) as u8; 32]);
+                changes.push((k, id));
+                want.insert(k, id);
+            }
+            o.commit(changes);
+            o.merge();
+            assert!(o.recent.is_empty());
+            assert!(
+                o.sorted.windows(2).all(|w| w[0].0 < w[1].0),
+                "round {round}"
+            );
+            assert_eq!(
+                o.sorted,
+                want.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]
