@@ -3,11 +3,14 @@
 //! A community node hosts neighbours who run no node of their own: each has an ed25519 key of
 //! their own, kept on the node encrypted under a key derived from their password, and usable
 //! only while they are signed in. This crate is pure (no IO, no async): the key-file format
-//! ([`vault`]) and its key derivation ([`kdf`]) so far; sessions, sign-in slowing and invites
-//! come next. Time and randomness are passed in.
+//! ([`vault`]) and its key derivation ([`kdf`]), sign-in slowing ([`throttle`]) and one-time
+//! invites ([`invites`]) so far; sessions and the member registry come next. Time and
+//! randomness are passed in.
 #![deny(missing_docs)]
 
+pub mod invites;
 pub mod kdf;
+pub mod throttle;
 pub mod vault;
 
 pub use kdf::{KdfError, KdfParams};
