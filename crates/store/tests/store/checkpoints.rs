@@ -32,6 +32,8 @@ const AUTO_EVERY: u64 = 4_000;
 /// ... and it checkpoints explicitly, with a line before and after (so that the parent can
 /// kill it during one), each time it passes a multiple of this many.
 const MARKED_EVERY: usize = 7_000;
+/// Calls of several shipments end before this item (see `write_until_killed`).
+const BIG_CALLS_UNTIL: usize = 100_000;
 /// How the writer's lines start (the test harness prints its own lines too).
 const MARK: &str = "kill9-writer> ";
 /// The writer's settings, from its parent.
@@ -79,10 +81,11 @@ fn write_until_killed(dir: &Path, from: usize, seed: u64) {
     let mut next_mark = (from / MARKED_EVERY + 1) * MARKED_EVERY;
     while i < KILL_ITEMS {
         // Small calls, calls of one shipment, and a few of two shipments or more (a call
-        // ships every 4,096 fresh attestations), so that kills land inside one of those too.
+        // ships every 4,096 fresh attestations), so that kills land inside one of those too;
+        // not in the last 20,000, whose kills wait for checkpoints a few thousand apart.
         let len = if rng.chance(25) {
             rng.range(1, 9)
-        } else if rng.chance(6) {
+        } else if i + 9_000 <= BIG_CALLS_UNTIL && rng.chance(6) {
             rng.range(4_097, 9_000)
         } else {
             rng.range(64, 1_025)
