@@ -488,17 +488,6 @@ impl Store {
         Ok(())
     }
 
-    /// Appends the journal record of a shipment (see `journal`) before its `writes` go to the
-    /// tree; its number is the last write.
-    fn journal(
-        &self,
-        lines: &std::collections::BTreeMap<book::LineKey, book::Sums>,
-        orders: &[(orders::OrderKey, Id)],
-        writes: &mut Vec<redo::Write>,
-    ) -> Result<(), StoreError> {
-        self.commit.journal(lines, orders, writes)
-    }
-
     /// A shipment's effects in memory, once its writes are in.
     fn applied(&self, shipment: txn::Shipment) {
         self.sets.shipped(&shipment);
@@ -510,12 +499,6 @@ impl Store {
         }
         self.commit
             .applied(shipment.lines, shipment.orders, shipment.counted);
-    }
-
-    /// Whether a large call's writer merges what it has not started when stage 2 ends (tests
-    /// that make a given shipment fail need them applied one by one).
-    fn merges_tail(&self) -> bool {
-        self.commit.merges_tail()
     }
 
     /// The store with its shipments applied by `disk` (tests make the disk fail).
@@ -996,7 +979,7 @@ impl Store {
                     let finished = match shipped {
                         Ok(true) => t
                             .take_batch()
-                            .and_then(|last| w.finish(last, self.merges_tail())),
+                            .and_then(|last| w.finish(last, self.commit.merges_tail())),
                         Ok(false) => w.finish(None, false),
                         Err(e) => w.finish(None, false).and(Err(e)),
                     };

@@ -181,7 +181,7 @@ impl<'a> Writer<'a> {
         } = merge_all(&mut shipments);
         // Nothing of the call is half written now: the journal record follows the writer's
         // last. No key is written unless the record is in.
-        let started = self.store.journal(&lines, &orders, &mut writes);
+        let started = self.store.commit.journal(&lines, &orders, &mut writes);
         if started.is_ok() {
             let seal = writes.pop().expect("the journal adds its number");
             let n = writes.len();
