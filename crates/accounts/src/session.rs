@@ -1,0 +1,548 @@
+//! Sign-in sessions as a pure state machine: the time and the randomness come in as
+//! arguments, so the lifecycle (start, idle expiry, absolute expiry, sign-out, eviction when
+//! full, the periodic sweep) is tested without a clock or a browser.
+//!
+//! A session belongs to one identity and has a [`Role`]. The operator signs in with the API
+//! token and acts as the node's own identity, whose key the node holds anyway. A hosted member
+//! signs in with her password: the sign-in decrypts her key into her session ([`MemberKey`]),
+//! never into the node's identities, so the key is in memory only while she is signed in, and
+//! only her own sessions can sign with it. When the session ends (sign-out, expiry, the sweep,
+//! [`Sessions::end_all`], eviction) the session's reference to the key goes; the key is wiped
+//! when the last request using it finishes. Members' sessions are shorter than the operator's
+//! ([`MemberLimits`]) because they hold a key in memory.
+//!
+//! Sessions live in memory: a restart signs everyone out. The cookie carries a random 256-bit
+//! id; each session has its own random CSRF token that every form repeats.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use passalong_protocol::{Keypair, PublicKey};
+use rand_core::RngCore;
+
+/// A session's cookie value: 32 random bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub [u8; 32]);
+
+impl SessionId {
+    /// Lower-case hex, as in the cookie.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses the cookie value; anything but 64 hex digits is `None`.
+    pub fn from_hex(s: &str) -> Option<SessionId> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(SessionId(out))
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a live session id (logs would leak a sign-in).
+        f.write_str("SessionId(…)")
+    }
+}
+
+/// Who signed a session in, which decides what it may reach and how long it lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The node's operator (the API token): acts as the node's own identity.
+    Operator,
+    /// A hosted member (her password): acts as herself only, with the key her sign-in opened.
+    Member,
+}
+
+/// A member's key, decrypted at sign-in and held by her sessions only.
+///
+/// Not `Clone`, so that it exists once however many requests use it (they share it through
+/// an `Arc`); its `Debug` shows the public key only. The key pair wraps ed25519-dalek's
+/// `SigningKey`, which the workspace builds with `zeroize`: it is wiped when dropped.
+pub struct MemberKey(Keypair);
+
+impl MemberKey {
+    /// Takes a member's key pair, as opened from her key file.
+    pub fn new(keypair: Keypair) -> MemberKey {
+        MemberKey(keypair)
+    }
+
+    /// Whose key it is.
+    pub fn public(&self) -> PublicKey {
+        self.0.public()
+    }
+
+    /// The key pair, to sign with. Don't clone it: a copy would outlive the session.
+    pub fn keypair(&self) -> &Keypair {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemberKey({})", self.public())
+    }
+}
+
+/// One signed-in browser.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Who this session acts as.
+    pub identity: PublicKey,
+    /// Who signed it in.
+    pub role: Role,
+    /// A member's key (`None` for the operator, whose key the node holds).
+    pub key: Option<Arc<MemberKey>>,
+    /// The token every form of this session carries.
+    pub csrf: [u8; 32],
+    /// When it started.
+    pub started_ms: u64,
+    /// When it was last used.
+    pub seen_ms: u64,
+}
+
+impl Session {
+    /// The CSRF token as the forms carry it.
+    pub fn csrf_hex(&self) -> String {
+        hex::encode(self.csrf)
+    }
+
+    /// Whether `given` is this session's CSRF token (compared in constant time).
+    pub fn csrf_matches(&self, given: &str) -> bool {
+        let mut g = [0u8; 32];
+        hex::decode_to_slice(given.trim(), &mut g).is_ok()
+            && g.iter().zip(&self.csrf).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    }
+}
+
+/// How long the operator's sessions last, and how many sessions there may be in all.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// An operator's session unused this long ends.
+    pub idle_ms: u64,
+    /// An operator's session ends this long after it started, used or not.
+    pub max_age_ms: u64,
+    /// At most this many sessions (of both roles); starting one more ends the least recently
+    /// used.
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_ms: 12 * 3_600_000,
+            max_age_ms: 7 * 86_400_000,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// How long a member's sessions last: shorter than the operator's, since each holds her key.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberLimits {
+    /// A member's session unused this long ends.
+    pub idle_ms: u64,
+    /// A member's session ends this long after it started, used or not.
+    pub max_age_ms: u64,
+}
+
+impl Default for MemberLimits {
+    fn default() -> Self {
+        MemberLimits {
+            idle_ms: 2 * 3_600_000,
+            max_age_ms: 24 * 3_600_000,
+        }
+    }
+}
+
+/// Every live session.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    limits: Limits,
+    member: MemberLimits,
+    live: HashMap<SessionId, Session>,
+}
+
+impl Sessions {
+    /// No sessions yet; members' sessions get [`MemberLimits::default`].
+    pub fn new(limits: Limits) -> Sessions {
+        Sessions::with_member_limits(limits, MemberLimits::default())
+    }
+
+    /// No sessions yet, with members' lifetimes given too.
+    pub fn with_member_limits(limits: Limits, member: MemberLimits) -> Sessions {
+        Sessions {
+            limits,
+            member,
+            live: HashMap::new(),
+        }
+    }
+
+    /// Starts an operator's session acting as `identity` (the node's own).
+    pub fn start(
+        &mut self,
+        identity: PublicKey,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) -> (SessionId, Session) {
+        self.insert(identity, Role::Operator, None, now_ms, rng)
+    }
+
+    /// Starts a member's session that holds `key` and acts as its public key.
+    pub fn start_member(
+        &mut self,
+        key: MemberKey,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) -> (SessionId, Session) {
+        let identity = key.public();
+        self.insert(identity, Role::Member, Some(Arc::new(key)), now_ms, rng)
+    }
+
+    fn insert(
+        &mut self,
+        identity: PublicKey,
+        role: Role,
+        key: Option<Arc<MemberKey>>,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) -> (SessionId, Session) {
+        self.sweep(now_ms);
+        while self.live.len() >= self.limits.max_sessions.max(1) {
+            let Some(oldest) = self
+                .live
+                .iter()
+                .min_by_key(|(_, s)| s.seen_ms)
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            self.live.remove(&oldest);
+        }
+        let mut id = [0u8; 32];
+        rng.fill_bytes(&mut id);
+        let mut csrf = [0u8; 32];
+        rng.fill_bytes(&mut csrf);
+        let session = Session {
+            identity,
+            role,
+            key,
+            csrf,
+            started_ms: now_ms,
+            seen_ms: now_ms,
+        };
+        self.live.insert(SessionId(id), session.clone());
+        (SessionId(id), session)
+    }
+
+    /// The live session `id`, marked as used now; `None` if it never was or has ended.
+    pub fn touch(&mut self, id: &SessionId, now_ms: u64) -> Option<Session> {
+        let s = self.live.get(id)?;
+        if self.expired(s, now_ms) {
+            self.live.remove(id);
+            return None;
+        }
+        let s = self.live.get_mut(id)?;
+        s.seen_ms = s.seen_ms.max(now_ms);
+        Some(s.clone())
+    }
+
+    /// Signs out.
+    pub fn end(&mut self, id: &SessionId) {
+        self.live.remove(id);
+    }
+
+    /// Ends every session of `identity` (a member removed, a key exported); how many ended.
+    pub fn end_all(&mut self, identity: &PublicKey) -> usize {
+        let before = self.live.len();
+        self.live.retain(|_, s| s.identity != *identity);
+        before - self.live.len()
+    }
+
+    /// Ends every session expired at `now_ms`, so that a member's key leaves memory without
+    /// waiting for her next request: the ended sessions and whom they acted as, sorted.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<(SessionId, PublicKey)> {
+        let mut ended: Vec<(SessionId, PublicKey)> = self
+            .live
+            .iter()
+            .filter(|(_, s)| self.expired(s, now_ms))
+            .map(|(id, s)| (*id, s.identity))
+            .collect();
+        for (id, _) in &ended {
+            self.live.remove(id);
+        }
+        ended.sort_by_key(|(id, identity)| (*identity, id.0));
+        ended
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// No live session.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    fn expired(&self, s: &Session, now_ms: u64) -> bool {
+        let (idle_ms, max_age_ms) = match s.role {
+            Role::Operator => (self.limits.idle_ms, self.limits.max_age_ms),
+            Role::Member => (self.member.idle_ms, self.member.max_age_ms),
+        };
+        now_ms.saturating_sub(s.seen_ms) >= idle_ms
+            || now_ms.saturating_sub(s.started_ms) >= max_age_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+
+    fn rng() -> rand_chacha::ChaCha8Rng {
+        rand_chacha::ChaCha8Rng::seed_from_u64(7)
+    }
+
+    const ANNA: PublicKey = PublicKey([1; 32]);
+    const BEN: PublicKey = PublicKey([2; 32]);
+
+    fn limits() -> Limits {
+        Limits {
+            idle_ms: 100,
+            max_age_ms: 1_000,
+            max_sessions: 3,
+        }
+    }
+
+    #[test]
+    fn a_session_acts_as_its_identity_until_it_idles_out() {
+        let mut s = Sessions::new(limits());
+        let mut r = rng();
+        let (id, started) = s.start(ANNA, 0, &mut r);
+        assert_eq!(s.touch(&id, 50).map(|x| x.identity), Some(ANNA));
+        // Used at 50: still alive at 149, gone at 150.
+        assert!(s.touch(&id, 149).is_some());
+        assert!(s.touch(&id, 249).is_none());
+        assert!(s.is_empty());
+        assert!(started.csrf_matches(&started.csrf_hex()));
+    }
+
+    #[test]
+    fn a_used_session_still_ends_at_its_maximum_age() {
+        let mut s = Sessions::new(limits());
+        let mut r = rng();
+        let (id, _) = s.start(ANNA, 0, &mut r);
+        let mut t = 0;
+        while t < 990 {
+            t += 90;
+            if t >= 1_000 {
+                break;
+            }
+            assert!(s.touch(&id, t).is_some(), "alive at {t}");
+        }
+        assert!(s.touch(&id, 1_000).is_none());
+    }
+
+    #[test]
+    fn ids_and_csrf_tokens_are_random_and_distinct() {
+        let mut s = Sessions::new(Limits::default());
+        let mut r = rng();
+        let (a, sa) = s.start(ANNA, 0, &mut r);
+        let (b, sb) = s.start(ANNA, 0, &mut r);
+        assert_ne!(a, b);
+        assert_ne!(sa.csrf, sb.csrf);
+        assert_ne!(a.0, sa.csrf);
+        assert!(!sa.csrf_matches(&sb.csrf_hex()));
+        assert!(!sa.csrf_matches(""));
+        assert!(!sa.csrf_matches("zz"));
+        assert_eq!(SessionId::from_hex(&a.to_hex()), Some(a));
+        assert_eq!(SessionId::from_hex("nothex"), None);
+        assert!(!format!("{a:?}").contains(&a.to_hex()[..8]));
+    }
+
+    #[test]
+    fn sign_out_and_end_all_of_one_identity() {
+        let mut s = Sessions::new(Limits::default());
+        let mut r = rng();
+        let (a1, _) = s.start(ANNA, 0, &mut r);
+        let (a2, _) = s.start(ANNA, 0, &mut r);
+        let (b, _) = s.start(BEN, 0, &mut r);
+        s.end(&a1);
+        assert!(s.touch(&a1, 1).is_none());
+        assert!(s.touch(&a2, 1).is_some());
+        s.end_all(&ANNA);
+        assert!(s.touch(&a2, 2).is_none());
+        assert_eq!(s.touch(&b, 2).map(|x| x.identity), Some(BEN));
+    }
+
+    #[test]
+    fn when_full_the_least_recently_used_session_ends() {
+        let mut s = Sessions::new(limits());
+        let mut r = rng();
+        let (a, _) = s.start(ANNA, 0, &mut r);
+        let (b, _) = s.start(BEN, 1, &mut r);
+        let (c, _) = s.start(BEN, 2, &mut r);
+        assert!(s.touch(&a, 3).is_some()); // a is now the most recent
+        let (d, _) = s.start(ANNA, 4, &mut r);
+        assert_eq!(s.len(), 3);
+        assert!(s.touch(&b, 5).is_none(), "b was least recently used");
+        assert!(s.touch(&a, 5).is_some());
+        assert!(s.touch(&c, 5).is_some());
+        assert!(s.touch(&d, 5).is_some());
+    }
+
+    fn member(seed: u8) -> MemberKey {
+        MemberKey::new(Keypair::from_seed([seed; 32]))
+    }
+
+    fn key_of(s: &Session) -> Arc<MemberKey> {
+        s.key.clone().expect("a member's session holds her key")
+    }
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    #[test]
+    fn members_sessions_are_shorter_than_the_operators() {
+        let mut s = Sessions::new(Limits::default());
+        let mut r = rng();
+        let (op, op_s) = s.start(ANNA, 0, &mut r);
+        let (m, m_s) = s.start_member(member(9), 0, &mut r);
+        assert_eq!((op_s.role, op_s.key.is_none()), (Role::Operator, true));
+        assert_eq!(m_s.role, Role::Member);
+        assert_eq!(m_s.identity, Keypair::from_seed([9; 32]).public());
+        assert_eq!(key_of(&m_s).public(), m_s.identity);
+        drop(m_s);
+        // Member: idle 2 h. Operator: idle 12 h.
+        assert!(s.touch(&m, 2 * HOUR_MS - 1).is_some());
+        assert!(s.touch(&m, 4 * HOUR_MS - 1).is_none(), "idle 2 h");
+        assert!(s.touch(&op, 4 * HOUR_MS).is_some());
+        assert!(s.touch(&op, 16 * HOUR_MS - 1).is_some(), "idle 12 h");
+
+        // Member: at most 24 h, however busy. Operator: 7 days.
+        let mut s = Sessions::new(Limits::default());
+        let (op, _) = s.start(ANNA, 0, &mut r);
+        let (m, _) = s.start_member(member(9), 0, &mut r);
+        let mut t = 0;
+        while t + HOUR_MS < 24 * HOUR_MS {
+            t += HOUR_MS;
+            assert!(s.touch(&m, t).is_some(), "alive at {t}");
+            assert!(s.touch(&op, t).is_some());
+        }
+        assert!(s.touch(&m, 24 * HOUR_MS).is_none(), "24 h at most");
+        assert!(s.touch(&op, 24 * HOUR_MS).is_some(), "the operator stays");
+    }
+
+    #[test]
+    fn member_limits_are_set_apart_from_the_operators() {
+        let mut s = Sessions::with_member_limits(
+            limits(),
+            MemberLimits {
+                idle_ms: 10,
+                max_age_ms: 50,
+            },
+        );
+        let mut r = rng();
+        let (op, _) = s.start(ANNA, 0, &mut r);
+        let (m, _) = s.start_member(member(9), 0, &mut r);
+        assert!(s.touch(&m, 9).is_some());
+        assert!(s.touch(&op, 9).is_some());
+        assert!(s.touch(&m, 19).is_none());
+        assert!(s.touch(&op, 19).is_some());
+    }
+
+    #[test]
+    fn the_sweep_ends_expired_sessions_and_drops_their_keys() {
+        let mut s = Sessions::with_member_limits(
+            limits(),
+            MemberLimits {
+                idle_ms: 10,
+                max_age_ms: 50,
+            },
+        );
+        let mut r = rng();
+        let (op, _) = s.start(ANNA, 0, &mut r);
+        let (m1, m1_s) = s.start_member(member(9), 0, &mut r);
+        let (m2, m2_s) = s.start_member(member(10), 5, &mut r);
+        let k1 = key_of(&m1_s);
+        let k2 = key_of(&m2_s);
+        drop((m1_s, m2_s));
+        assert_eq!(Arc::strong_count(&k1), 2, "the session's and ours");
+        assert!(s.sweep(9).is_empty());
+        // At 12, m1 (seen at 0) idled out; m2 (seen at 5) and the operator have not.
+        assert_eq!(s.sweep(12), vec![(m1, k1.public())]);
+        assert_eq!(Arc::strong_count(&k1), 1, "the session's reference went");
+        assert_eq!(Arc::strong_count(&k2), 2);
+        assert!(s.touch(&m1, 12).is_none());
+        // Nothing touched since: m2 and the operator go together, sorted by identity.
+        let mut expected = vec![(op, ANNA), (m2, k2.public())];
+        expected.sort_by_key(|(_, identity)| *identity);
+        assert_eq!(s.sweep(200), expected);
+        assert_eq!(Arc::strong_count(&k2), 1);
+        assert!(s.is_empty());
+        assert!(s.sweep(1_000).is_empty());
+    }
+
+    #[test]
+    fn end_all_ends_every_device_of_a_member_and_drops_the_key() {
+        let mut s = Sessions::new(Limits::default());
+        let mut r = rng();
+        let (_, a) = s.start_member(member(9), 0, &mut r);
+        let (_, b) = s.start_member(member(9), 1, &mut r);
+        let (other, _) = s.start_member(member(10), 1, &mut r);
+        let (ka, kb) = (key_of(&a), key_of(&b));
+        assert!(!Arc::ptr_eq(&ka, &kb), "two sign-ins, two decryptions");
+        drop((a, b));
+        assert_eq!(s.end_all(&ka.public()), 2);
+        assert_eq!((Arc::strong_count(&ka), Arc::strong_count(&kb)), (1, 1));
+        assert_eq!(s.end_all(&ka.public()), 0);
+        assert!(s.touch(&other, 2).is_some());
+    }
+
+    #[test]
+    fn a_key_lives_as_long_as_its_session_and_the_requests_using_it() {
+        let mut s = Sessions::new(limits());
+        let mut r = rng();
+        let (id, started) = s.start_member(member(9), 0, &mut r);
+        let weak = Arc::downgrade(&key_of(&started));
+        drop(started);
+        assert_eq!(weak.strong_count(), 1, "the session alone holds it");
+        // A request holds it while it runs, then lets go.
+        let during = s.touch(&id, 1).expect("live");
+        assert_eq!(weak.strong_count(), 2);
+        drop(during);
+        s.end(&id);
+        assert_eq!(weak.strong_count(), 0, "signed out: the key is gone");
+        assert!(weak.upgrade().is_none());
+
+        // Eviction when full drops the evicted session's key too.
+        let (_, first) = s.start_member(member(9), 10, &mut r);
+        let weak = Arc::downgrade(&key_of(&first));
+        drop(first);
+        for t in 11..14 {
+            s.start(ANNA, t, &mut r);
+        }
+        assert_eq!(s.len(), 3);
+        assert!(weak.upgrade().is_none(), "evicted: the key is gone");
+    }
+
+    #[test]
+    fn a_member_key_never_prints_its_secret() {
+        let k = member(9);
+        let seed = hex::encode(k.keypair().seed());
+        let shown = format!("{k:?}");
+        assert!(shown.contains(&k.public().to_hex()), "{shown}");
+        assert!(!shown.contains(&seed[..16]), "{shown}");
+        let mut s = Sessions::new(Limits::default());
+        let (_, session) = s.start_member(k, 0, &mut rng());
+        assert!(!format!("{session:?}").contains(&seed[..16]));
+    }
+
+    /// The key pair's secret is wiped on drop only because ed25519-dalek is built with its
+    /// `zeroize` feature; this fails to compile if the workspace ever turns it off.
+    #[test]
+    fn the_signing_key_zeroizes_on_drop() {
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroized_on_drop::<ed25519_dalek::SigningKey>();
+    }
+}
