@@ -32,10 +32,11 @@ pub const CHILD: u8 = b'c';
 pub const ORDER: u8 = b'q';
 /// first receipt id → a run of (order key ‖ receipt id) records, one run per shipment: before
 /// format 11, the receipts' orders since the last checkpoint (now in the journal file, see
-/// `journal`); read at open, packed by the next checkpoint.
+/// `journal`); read at open and written as a run file at once (see `orders`).
 pub const ORDER_LOG: u8 = b'Q';
-/// first receipt id → up to 1 MiB of (order key ‖ receipt id) records: every valid receipt's
-/// order, packed at checkpoints and read into memory at open (see `orders`).
+/// pack number → 4 KiB of (order key ‖ receipt id) records: before format 12, every valid
+/// receipt's order, packed at checkpoints (now in run files, see `orders`); read at open and
+/// written as a run file at once.
 pub const ORDER_PACK: u8 = b'P';
 /// receipt → (): refunded receipts.
 pub const REFUNDED: u8 = b'e';

@@ -37,9 +37,10 @@
 //! - **Readers may see a shipment half applied**, and a large call's first shipments before
 //!   it returns. After an I/O error the call fails, acknowledges nothing, and the store reopens
 //!   its tree before the next write, as a restart would.
-//! - **Checkpoints** write the ledger lines and pack the receipts' orders in one sled batch
-//!   with the journal's next record number, flush, empty the journal file and reopen the tree;
-//!   the data dir stays locked throughout (`lock`).
+//! - **Checkpoints** write the receipts' orders changed since the last one as a run file
+//!   (synced, see `orders`), then the ledger lines and the run list in one sled batch with the
+//!   journal's next record number, flush, empty the journal file and reopen the tree; the data
+//!   dir stays locked throughout (`lock`). A run the batch did not name is deleted at open.
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
 //! checkpoints write them (sled's cost is per key written, and a receipt changes ~5 lines).
@@ -149,7 +150,8 @@ const READ_AHEAD: usize = 16;
 /// at that much more resident memory once the store is that large.
 pub const DEFAULT_CACHE_MIB: u64 = 64;
 
-/// The store format this build reads and writes. Version 11 journals shipments, with the
+/// The store format this build reads and writes. Version 12 keeps the receipts' orders in
+/// run files beside the tree (see `orders`), not in packs in the tree. Version 11 journals shipments, with the
 /// ledger lines and receipts' orders they changed, in a file beside the tree (see `journal`),
 /// not in a redo record and keys written and then deleted; version 10 keeps a compact hop record per valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
 /// `loose`). Version 8 indexes under each market what its
@@ -176,7 +178,7 @@ pub const DEFAULT_CACHE_MIB: u64 = 64;
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 11;
+pub const FORMAT_VERSION: u32 = 12;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
 /// this build as they are (all of them anchored, see `loose`), then marked current, so that an
@@ -193,6 +195,11 @@ const WITHOUT_HOPS: u32 = 9;
 /// marked current, so that an older build, which would not read the journal file, refuses
 /// them.
 const WITHOUT_JOURNAL_FILE: u32 = 10;
+
+/// The format whose stores pack the receipts' orders in the tree: opened as they are (the
+/// packs are read and written as a run at once, see `orders`), then marked current, so that
+/// an older build, which would not read the runs, refuses them.
+const WITHOUT_ORDER_RUNS: u32 = 11;
 
 /// Older formats this build upgrades in place when it opens them.
 const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
@@ -420,10 +427,14 @@ impl Store {
         self.commit.checkpoints()
     }
 
-    /// Makes the next start after a crash fast (see `Commit::checkpoint`): ingest calls it
-    /// every [`CHECKPOINT_EVERY`] attestations; calls wait while it runs.
+    /// Makes the next start after a crash fast (see `Commit::checkpoint_locked`): ingest
+    /// calls it every [`CHECKPOINT_EVERY`] attestations; calls wait while it runs. Like a
+    /// write, it reopens the store first if a write failed on an I/O error, and a failure of
+    /// its own on one makes the next write reopen it.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.commit.checkpoint(|db| self.reopened(db))
+        let _w = self.write_lock()?;
+        self.commit
+            .note_failure(self.commit.checkpoint_locked(|db| self.reopened(db)))
     }
 
     /// What is kept of the tree, read again after it was reopened at a checkpoint.
@@ -497,8 +508,7 @@ impl Store {
         for id in &shipment.dropped {
             self.valid.remove(id);
         }
-        self.commit
-            .applied(shipment.lines, shipment.orders, shipment.counted);
+        self.commit.applied(shipment.lines, shipment.counted);
     }
 
     /// The store with its shipments applied by `disk` (tests make the disk fail).
@@ -591,7 +601,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
             Some(v)
                 if v.as_ref() == WITHOUT_LOOSE.to_be_bytes()
                     || v.as_ref() == WITHOUT_HOPS.to_be_bytes()
-                    || v.as_ref() == WITHOUT_JOURNAL_FILE.to_be_bytes() =>
+                    || v.as_ref() == WITHOUT_JOURNAL_FILE.to_be_bytes()
+                    || v.as_ref() == WITHOUT_ORDER_RUNS.to_be_bytes() =>
             {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
@@ -1167,6 +1178,15 @@ impl Store {
         let t = self.txn(&db);
         let u = expiry::unsettled(&t);
         t.take_error().map_or(Ok(u), Err)
+    }
+
+    /// Bytes the receipts' orders keep in memory (see `orders`).
+    pub fn orders_in_memory(&self) -> usize {
+        self.commit
+            .orders()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory()
     }
 
     /// Invalid ids' prefixes held in memory (8 bytes each; bounded with `max_invalid`).

@@ -18,7 +18,7 @@ fn idempotency_key(k: &str) -> Vec<u8> {
 
 impl Store {
     /// The receipt of `seller`'s order `order` that counts (the smallest id of its valid
-    /// receipts), if there is one. Reads memory only.
+    /// receipts), if there is one. Reads memory, and a file block only if the order may have a receipt.
     pub fn receipt_of_order(
         &self,
         seller: &PublicKey,
@@ -31,7 +31,7 @@ impl Store {
             .orders()
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        Ok(orders.counted(&k))
+        orders.counted(&k)
     }
 
     /// Whether a valid Refund of `receipt` is stored.

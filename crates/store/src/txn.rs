@@ -263,10 +263,15 @@ impl<'a> Txn<'a> {
         if let Some(id) = self.counted.get(k) {
             return Some(*id);
         }
-        self.orders
+        let counted = self
+            .orders
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .counted(k)
+            .counted(k);
+        counted.unwrap_or_else(|e| {
+            self.remember(e);
+            None
+        })
     }
 
     /// Records receipt `id` of order `k`, whose counted receipt was `counted` (its run

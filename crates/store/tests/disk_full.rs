@@ -95,6 +95,11 @@ fn writes_resume_once_space_is_freed() {
         }
     }
     assert!(failed > 0, "a write failed while the disk was full");
+    // A checkpoint (its orders' run file, then the tree) fails too, and loses nothing.
+    match st.checkpoint() {
+        Err(StoreError::Io(_) | StoreError::Open { .. } | StoreError::Closed { .. }) => {}
+        other => panic!("a checkpoint on a full disk is an I/O error, not {other:?}"),
+    }
 
     // Space comes back: the next write succeeds without reopening the store by hand.
     std::fs::remove_file(&filler).expect("free the space");
@@ -103,6 +108,7 @@ fn writes_resume_once_space_is_freed() {
         .ingest(&envs(&later), NOW)
         .expect("writes resume once space is free");
     assert!(acks.iter().all(|a| a.status == Status::Valid));
+    st.checkpoint().expect("a checkpoint once space is free");
     // What was acknowledged before the disk filled is all there, and the ledger is the one a
     // recompute gives.
     for a in first.iter().chain(&later) {

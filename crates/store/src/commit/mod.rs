@@ -23,7 +23,7 @@ pub(crate) mod journal;
 pub(crate) mod redo;
 pub(crate) mod writer;
 
-/// After this many attestations written, the store checkpoints (see [`Commit::checkpoint`]).
+/// After this many attestations written, the store checkpoints (see [`Commit::checkpoint_locked`]).
 pub const CHECKPOINT_EVERY: u64 = 50_000;
 
 /// The store checkpoints when its journal (every shipment since the last checkpoint, ~2 KB per
@@ -84,7 +84,7 @@ impl Commit {
         db: sled::Db,
     ) -> Result<Commit, StoreError> {
         let (book, orders, journal) = load_journaled(path, &db)?;
-        Ok(Commit {
+        let commit = Commit {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
             cache_bytes,
@@ -100,7 +100,18 @@ impl Commit {
             checkpoints: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
             lock,
-        })
+        };
+        if commit
+            .orders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_tree()
+        {
+            // A store before format 12: its orders move to a run now, not at the next
+            // checkpoint, so that the next open does not read them all again.
+            commit.write_book(&*commit.db()?)?;
+        }
+        Ok(commit)
     }
 
     pub fn path(&self) -> &Path {
@@ -217,18 +228,12 @@ impl Commit {
             .append(lines, orders, writes)
     }
 
-    /// A shipment's ledger lines and receipts' orders in memory, once its writes are in.
-    pub fn applied(
-        &self,
-        lines: BTreeMap<LineKey, Sums>,
-        orders: Vec<(OrderKey, Id)>,
-        counted: Vec<(OrderKey, Id)>,
-    ) {
-        {
-            let mut o = self.orders.write().unwrap_or_else(|p| p.into_inner());
-            o.commit(counted);
-            o.logged(orders);
-        }
+    /// A shipment's ledger lines and counted receipts in memory, once its writes are in.
+    pub fn applied(&self, lines: BTreeMap<LineKey, Sums>, counted: Vec<(OrderKey, Id)>) {
+        self.orders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(counted);
         self.commits.fetch_add(1, Ordering::Release);
         self.book
             .write()
@@ -237,7 +242,7 @@ impl Commit {
     }
 
     /// Counts `n` attestations written; checkpoints when due (the caller holds the writer
-    /// lock and no database guard; `reopened` as for [`Commit::checkpoint`]).
+    /// lock and no database guard; `reopened` as for [`Commit::checkpoint_locked`]).
     pub fn written(
         &self,
         n: u64,
@@ -255,18 +260,9 @@ impl Commit {
     /// Makes the next start after a crash fast. sled 0.34 writes its snapshot of the page
     /// table only while opening and replays its log since that snapshot at every open (about
     /// 10 s after a million writes); closing and reopening the database here bounds that
-    /// replay to what was written since. Writes the ledger lines and packs the orders first,
-    /// and empties the journal; `reopened` is called with the reopened tree. Takes the writer
-    /// lock.
-    pub fn checkpoint(
-        &self,
-        reopened: impl FnOnce(&sled::Db) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let _w = self.lock_writes();
-        self.checkpoint_locked(reopened)
-    }
-
-    /// [`Commit::checkpoint`] with the writer lock held.
+    /// replay to what was written since. Writes the orders' run, the ledger lines and the
+    /// journal's next number first, and empties the journal; `reopened` is called with the
+    /// reopened tree. The caller holds the writer lock.
     pub fn checkpoint_locked(
         &self,
         reopened: impl FnOnce(&sled::Db) -> Result<(), StoreError>,
@@ -284,20 +280,27 @@ impl Commit {
         Ok(())
     }
 
-    /// Writes the ledger lines changed since the last checkpoint and packs the receipts'
-    /// orders, with the journal's next number, in one batch; flushes; then empties the
-    /// journal (the caller holds the writer lock).
+    /// Writes the ledger lines changed since the last checkpoint, and the receipts' orders
+    /// as a run (synced first, see `orders`) named with the journal's next number in one
+    /// batch; flushes; then empties the journal (the caller holds the writer lock). Readers
+    /// of the orders wait only for the swap, not for the runs to be written.
     pub fn write_book(&self, db: &sled::Db) -> Result<(), StoreError> {
         let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
-        let mut orders = self.orders.write().unwrap_or_else(|p| p.into_inner());
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = book.checkpoint_batch(db)?;
-        orders.pack(db, &mut batch)?;
+        let runs = self
+            .orders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(db, &mut batch)?;
         journal.checkpoint(&mut batch);
         db.apply_batch(batch)?;
         db.flush()?;
         book.checkpointed();
-        orders.packed();
+        self.orders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .written(runs);
         journal.checkpointed()
     }
 
@@ -327,11 +330,18 @@ impl Commit {
 fn load_journaled(path: &Path, db: &sled::Db) -> Result<(Book, Orders, Journal), StoreError> {
     let corrupt = crate::corrupt_at(path);
     let mut book = Book::load(db).map_err(&corrupt)?;
-    let mut orders = Orders::load(db).map_err(&corrupt)?;
+    let mut orders = Orders::load(db, path).map_err(|e| match e {
+        StoreError::Io(e) => crate::open_error(path, e),
+        e => corrupt(e),
+    })?;
+    let mut replayed = Ok(());
     let journal = Journal::open(path, db, |r| {
         book.replay(r.lines);
-        orders.replay(r.orders);
+        if replayed.is_ok() {
+            replayed = orders.replay(r.orders);
+        }
     })
+    .and_then(|j| replayed.map(|()| j))
     .map_err(|e| match e {
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),

@@ -1,0 +1,438 @@
+//! One run of counted receipts: (order key, receipt id) sorted by key, one record per order,
+//! in a file of its own under `<store>/orders/`, never changed once written. In memory a run
+//! keeps only the first key of each block and a [`Filter`] (~1.4 bytes per order), so a lookup
+//! costs nothing when the filter rules the order out and one 4 KiB read when it does not.
+//!
+//! The file: blocks of [`BLOCK`] bytes from offset 0, each up to [`PER_BLOCK`] records (order
+//! key ‖ receipt id), zero padding, the block's record count (u32 LE), four zero bytes and
+//! the first 8 bytes of blake3 of all before them; then the first key of every block; then
+//! the filter; then a trailer: [`MAGIC`], the version (u32 LE), four zero bytes, the orders,
+//! blocks and filter blocks (u64 LE each), and the first 8 bytes of blake3 of the index, the
+//! filter and the trailer before them. A block is checked whenever it is read.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use passalong_protocol::Id;
+
+use super::filter::Filter;
+use super::OrderKey;
+use crate::keyspace::*;
+use crate::StoreError;
+
+/// Bytes per block: a page.
+pub(crate) const BLOCK: usize = 4096;
+
+/// One record: order key, receipt id.
+const RECORD: usize = 16 + 32;
+
+/// Records per block (4,080 bytes, then the block's count and check).
+pub(crate) const PER_BLOCK: usize = (BLOCK - 16) / RECORD;
+
+/// The trailer's first bytes.
+const MAGIC: &[u8; 8] = b"PLORDRUN";
+
+const VERSION: u32 = 1;
+
+const TRAILER: usize = 8 + 4 + 4 + 8 * 3 + 8;
+
+/// An open run.
+pub(crate) struct Run {
+    /// Its number: its file is `<seq as 16 hex digits>.run`.
+    pub seq: u64,
+    /// Orders it holds.
+    pub orders: u64,
+    path: PathBuf,
+    file: File,
+    /// The first key of each block.
+    index: Vec<OrderKey>,
+    filter: Filter,
+}
+
+/// The file name of run `seq`.
+pub(crate) fn file_name(seq: u64) -> String {
+    format!("{seq:016x}.run")
+}
+
+/// The run number a file name stands for, if it is a run's.
+pub(crate) fn seq_of(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".run")?;
+    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok())?
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io(sled::Error::Io(e))
+}
+
+fn damaged(path: &Path, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Record {
+        prefix: char::from(ORDER_PACK),
+        detail: format!("order run {}: {detail}", path.display()),
+    }
+}
+
+fn check(bytes: &[u8]) -> [u8; 8] {
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&blake3::hash(bytes).as_bytes()[..8]);
+    c
+}
+
+fn u64_le(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+impl Run {
+    /// Writes `records` (sorted by key, one per order, at most `expected` of them) as run
+    /// `seq` in `dir`: to a temporary file, synced, renamed, and the directory synced, so that
+    /// the run is whole on disk before a checkpoint names it.
+    pub fn write(
+        dir: &Path,
+        seq: u64,
+        expected: usize,
+        records: impl Iterator<Item = Result<(OrderKey, Id), StoreError>>,
+    ) -> Result<Run, StoreError> {
+        let path = dir.join(file_name(seq));
+        let tmp = dir.join(format!("{}.tmp", file_name(seq)));
+        let written = Self::write_to(&tmp, expected, records).and_then(|orders| {
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            Ok(orders)
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Run::open(dir, seq)
+    }
+
+    fn write_to(
+        tmp: &Path,
+        expected: usize,
+        records: impl Iterator<Item = Result<(OrderKey, Id), StoreError>>,
+    ) -> Result<u64, StoreError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .map_err(io)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut filter = Filter::for_keys(expected);
+        let mut index: Vec<u8> = Vec::new();
+        let mut block = vec![0u8; BLOCK];
+        let (mut n, mut orders) = (0usize, 0u64);
+        let mut last: Option<OrderKey> = None;
+        let flush = |block: &mut Vec<u8>, n: usize, out: &mut BufWriter<File>| {
+            block[BLOCK - 16..BLOCK - 12].copy_from_slice(&(n as u32).to_le_bytes());
+            let c = check(&block[..BLOCK - 8]);
+            block[BLOCK - 8..].copy_from_slice(&c);
+            let r = out.write_all(block);
+            block.fill(0);
+            r
+        };
+        for r in records {
+            let (k, id) = r?;
+            debug_assert!(last.is_none_or(|l| l < k), "a run's records are sorted");
+            last = Some(k);
+            if n == PER_BLOCK {
+                flush(&mut block, n, &mut out).map_err(io)?;
+                n = 0;
+            }
+            if n == 0 {
+                index.extend_from_slice(&k);
+            }
+            block[n * RECORD..n * RECORD + 16].copy_from_slice(&k);
+            block[n * RECORD + 16..(n + 1) * RECORD].copy_from_slice(&id.0);
+            filter.insert(&k);
+            n += 1;
+            orders += 1;
+        }
+        if n > 0 {
+            flush(&mut block, n, &mut out).map_err(io)?;
+        }
+        let blocks = index.len() / 16;
+        let filter = filter.to_bytes();
+        let mut trailer = Vec::with_capacity(TRAILER);
+        trailer.extend_from_slice(MAGIC);
+        trailer.extend_from_slice(&VERSION.to_le_bytes());
+        trailer.extend_from_slice(&[0; 4]);
+        trailer.extend_from_slice(&orders.to_le_bytes());
+        trailer.extend_from_slice(&(blocks as u64).to_le_bytes());
+        trailer.extend_from_slice(&((filter.len() / Filter::byte_len(1)) as u64).to_le_bytes());
+        let mut h = blake3::Hasher::new();
+        h.update(&index);
+        h.update(&filter);
+        h.update(&trailer);
+        trailer.extend_from_slice(&h.finalize().as_bytes()[..8]);
+        out.write_all(&index).map_err(io)?;
+        out.write_all(&filter).map_err(io)?;
+        out.write_all(&trailer).map_err(io)?;
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        Ok(orders)
+    }
+
+    /// Opens run `seq` in `dir`: reads and checks its trailer, index and filter.
+    pub fn open(dir: &Path, seq: u64) -> Result<Run, StoreError> {
+        let path = dir.join(file_name(seq));
+        let file = File::open(&path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len < TRAILER as u64 {
+            return Err(damaged(
+                &path,
+                format!("{len} bytes, shorter than its trailer"),
+            ));
+        }
+        let mut trailer = [0u8; TRAILER];
+        file.read_exact_at(&mut trailer, len - TRAILER as u64)
+            .map_err(io)?;
+        if &trailer[..8] != MAGIC {
+            return Err(damaged(&path, "no trailer at its end (cut short?)"));
+        }
+        let version = u32::from_le_bytes(trailer[8..12].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(damaged(
+                &path,
+                format!("version {version}, expected {VERSION}"),
+            ));
+        }
+        let (orders, blocks, filter_blocks) = (
+            u64_le(&trailer[16..]),
+            u64_le(&trailer[24..]),
+            u64_le(&trailer[32..]),
+        );
+        let tail = blocks
+            .checked_mul(16)
+            .zip(filter_blocks.checked_mul(Filter::byte_len(1) as u64))
+            .and_then(|(i, f)| i.checked_add(f));
+        let expected = blocks
+            .checked_mul(BLOCK as u64)
+            .zip(tail)
+            .and_then(|(b, t)| b.checked_add(t)?.checked_add(TRAILER as u64));
+        let (Some(tail), Some(expected)) = (tail, expected) else {
+            return Err(damaged(&path, "its trailer's sizes overflow"));
+        };
+        if expected != len || orders > blocks * PER_BLOCK as u64 || filter_blocks == 0 {
+            return Err(damaged(
+                &path,
+                format!(
+                    "{len} bytes, its trailer says {expected} ({blocks} blocks, {orders} orders)"
+                ),
+            ));
+        }
+        let mut rest = vec![0u8; tail as usize];
+        file.read_exact_at(&mut rest, blocks * BLOCK as u64)
+            .map_err(io)?;
+        let mut h = blake3::Hasher::new();
+        h.update(&rest);
+        h.update(&trailer[..TRAILER - 8]);
+        if h.finalize().as_bytes()[..8] != trailer[TRAILER - 8..] {
+            return Err(damaged(&path, "its index or filter is damaged"));
+        }
+        let (index, filter) = rest.split_at(blocks as usize * 16);
+        Ok(Run {
+            seq,
+            orders,
+            index: index
+                .chunks_exact(16)
+                .map(|k| k.try_into().expect("16 bytes"))
+                .collect(),
+            filter: Filter::from_bytes(filter),
+            path,
+            file,
+        })
+    }
+
+    /// The receipt id this run holds for order `k`.
+    pub fn get(&self, k: &OrderKey) -> Result<Option<Id>, StoreError> {
+        if !self.filter.may_contain(k) {
+            return Ok(None);
+        }
+        let b = match self.index.binary_search(k) {
+            Ok(b) => b,
+            Err(0) => return Ok(None),
+            Err(b) => b - 1,
+        };
+        let mut block = [0u8; BLOCK];
+        self.file
+            .read_exact_at(&mut block, (b * BLOCK) as u64)
+            .map_err(io)?;
+        let records = self.records_of(&block, b)?;
+        Ok(records
+            .binary_search_by(|r| r[..16].cmp(k))
+            .ok()
+            .map(|i| Id(id_at(records[i], 16))))
+    }
+
+    /// The records of block `b`, read as `block`, once checked.
+    fn records_of<'b>(&self, block: &'b [u8], b: usize) -> Result<Vec<&'b [u8]>, StoreError> {
+        let n =
+            u32::from_le_bytes(block[BLOCK - 16..BLOCK - 12].try_into().expect("4 bytes")) as usize;
+        if n == 0 || n > PER_BLOCK || check(&block[..BLOCK - 8]) != block[BLOCK - 8..] {
+            return Err(damaged(&self.path, format!("block {b} is damaged")));
+        }
+        Ok(block[..n * RECORD].chunks_exact(RECORD).collect())
+    }
+
+    /// Every record, in key order (each block checked as it is read).
+    pub fn records(&self) -> Result<Records<'_>, StoreError> {
+        let file = File::open(&self.path).map_err(io)?;
+        Ok(Records {
+            run: self,
+            input: BufReader::with_capacity(1 << 20, file),
+            block: vec![0u8; BLOCK],
+            b: 0,
+            at: 0,
+            n: 0,
+        })
+    }
+
+    /// Deletes the run's file (it is no longer named by a checkpoint).
+    pub fn remove(self) {
+        let Run { path, file, .. } = self;
+        drop(file);
+        // A file left behind is removed at the next open.
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Bytes it keeps in memory.
+    pub fn memory(&self) -> usize {
+        self.index.len() * 16 + Filter::byte_len(self.filter.blocks())
+    }
+}
+
+/// A run's records in key order.
+pub(crate) struct Records<'a> {
+    run: &'a Run,
+    input: BufReader<File>,
+    block: Vec<u8>,
+    /// The block read last.
+    b: usize,
+    /// The next record in it, and how many it holds.
+    at: usize,
+    n: usize,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<(OrderKey, Id), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at == self.n {
+            if self.b == self.run.index.len() {
+                return None;
+            }
+            if let Err(e) = self.input.read_exact(&mut self.block) {
+                self.b = self.run.index.len();
+                return Some(Err(io(e)));
+            }
+            match self.run.records_of(&self.block, self.b) {
+                Ok(r) => self.n = r.len(),
+                Err(e) => {
+                    self.b = self.run.index.len();
+                    return Some(Err(e));
+                }
+            }
+            self.b += 1;
+            self.at = 0;
+        }
+        let r = &self.block[self.at * RECORD..(self.at + 1) * RECORD];
+        self.at += 1;
+        Some(Ok((
+            r[..16].try_into().expect("16 bytes"),
+            Id(id_at(r, 16)),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: u64) -> Vec<(OrderKey, Id)> {
+        let mut v: Vec<(OrderKey, Id)> = (0..n)
+            .map(|i| {
+                let h = blake3::hash(&i.to_le_bytes());
+                (
+                    h.as_bytes()[..16].try_into().unwrap(),
+                    Id(*blake3::hash(h.as_bytes()).as_bytes()),
+                )
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn a_run_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0u64, 1, 85, 86, 1000] {
+            let want = records(n);
+            let run = Run::write(dir.path(), n, want.len(), want.iter().cloned().map(Ok)).unwrap();
+            assert_eq!(run.orders, n);
+            for (k, id) in &want {
+                assert_eq!(run.get(k).unwrap(), Some(*id));
+            }
+            assert_eq!(run.get(&[0xff; 16]).unwrap(), None);
+            assert_eq!(run.get(&[0; 16]).unwrap(), None);
+            let back: Vec<_> = run.records().unwrap().map(Result::unwrap).collect();
+            assert_eq!(back, want);
+            let again = Run::open(dir.path(), n).unwrap();
+            assert_eq!(again.orders, n);
+            assert_eq!(again.index, run.index);
+        }
+        // No temporary file is left.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| seq_of(n).is_some()), "{names:?}");
+    }
+
+    #[test]
+    fn a_damaged_or_cut_run_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = records(500);
+        Run::write(dir.path(), 7, want.len(), want.iter().cloned().map(Ok)).unwrap();
+        let path = dir.path().join(file_name(7));
+        let bytes = std::fs::read(&path).unwrap();
+        let is_damage = |e: StoreError| match e {
+            StoreError::Record { detail, .. } => {
+                assert!(detail.contains(&file_name(7)), "{detail}");
+                true
+            }
+            _ => false,
+        };
+        // Cut short anywhere: refused at open.
+        for cut in [0, 1, 100, BLOCK, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(
+                is_damage(Run::open(dir.path(), 7).err().unwrap()),
+                "cut at {cut}"
+            );
+        }
+        // A flipped bit in the index or filter: refused at open.
+        let mut b = bytes.clone();
+        b[bytes.len() - TRAILER - 3] ^= 1;
+        std::fs::write(&path, &b).unwrap();
+        assert!(is_damage(Run::open(dir.path(), 7).err().unwrap()));
+        // A flipped bit in a block: found when the block is read.
+        let mut b = bytes.clone();
+        b[BLOCK + 5] ^= 1;
+        std::fs::write(&path, &b).unwrap();
+        let run = Run::open(dir.path(), 7).unwrap();
+        let in_block_1 = want[PER_BLOCK + 1].0;
+        assert!(is_damage(run.get(&in_block_1).err().unwrap()));
+        assert!(run.get(&want[0].0).unwrap().is_some());
+        assert!(run.records().unwrap().any(|r| r.is_err()));
+    }
+
+    #[test]
+    fn run_names() {
+        assert_eq!(seq_of(&file_name(0x1f)), Some(0x1f));
+        assert_eq!(seq_of("000000000000001f.run.tmp"), None);
+        assert_eq!(seq_of("1f.run"), None);
+        assert_eq!(seq_of("journal"), None);
+    }
+}
