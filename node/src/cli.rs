@@ -130,6 +130,9 @@ pub enum Command {
     /// Local names for keys, shown beside them (kept on this node, never gossiped).
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// Run a community as its connector: found it, invite neighbours.
+    #[command(subcommand)]
+    Community(CommunityCommand),
     /// Write a seller's market (and the communities it depends on) to a bundle file.
     Export {
         /// The seller.
@@ -247,6 +250,37 @@ pub enum ContactsCommand {
         /// The key.
         #[arg(value_name = "PUBKEY")]
         key: String,
+    },
+}
+
+/// `passalong community …`
+#[derive(Subcommand, Debug)]
+pub enum CommunityCommand {
+    /// Found this node's community: the node's key signs the Community attestation and
+    /// becomes its connector (one community per node).
+    Create {
+        /// Its name, as members and share pages show it (1 to 64 bytes).
+        #[arg(long)]
+        name: String,
+    },
+    /// The community this node runs.
+    Show,
+    /// Make a one-time invite and print its link (shown this once: only its hash is kept).
+    Invite {
+        /// How long it works (e.g. 7d, 12h; default 7d, at most 365d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+        expires: Option<u64>,
+        /// Whom it is for (a note for you; the invitee never sees it).
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// The invites: open, used, revoked and expired (closed ones for 30 days; no tokens).
+    Invites,
+    /// Revoke an open invite: its link stops working.
+    Revoke {
+        /// The invite's id (8 hex digits, as `community invites` lists it).
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 

@@ -72,6 +72,17 @@ impl Client {
         self.answer(self.agent.get(&format!("{}{path}", self.base)).call())
     }
 
+    /// `GET path` with the write token (a read that is not public: a community's invites),
+    /// its answer read as `T`.
+    pub fn get_private<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.answer(
+            self.agent
+                .get(&format!("{}{path}", self.base))
+                .set("Authorization", &format!("Bearer {}", self.token))
+                .call(),
+        )
+    }
+
     /// `POST path` with a JSON body and the write token, its answer read as `T`.
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
         self.answer(

@@ -85,26 +85,34 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         ));
         Some(net)
     };
-    let state = AppState {
-        store: store.clone(),
-        writer: Writer::spawn_with(store.clone(), net.as_ref().map(|_| fresh_tx.clone())),
-        identities: Arc::new(identities),
-        token: Arc::new(dir.token()?),
-        base_url: Arc::new(
-            public
-                .base
-                .clone()
-                .unwrap_or_else(|| format!("http://{addr}")),
-        ),
-        data_dir: Arc::new(dir.root().to_path_buf()),
-        contacts: Arc::new(passalong_api::contacts::Contacts::new(
-            dir.root().join("contacts"),
-        )),
-        net: net
+    let mut state = AppState::new(
+        store.clone(),
+        Writer::spawn_with(store.clone(), net.as_ref().map(|_| fresh_tx.clone())),
+        identities,
+        dir.token()?,
+        public
+            .base
             .clone()
-            .map(|n| Arc::new(crate::network::ApiNetwork(n)) as Arc<dyn passalong_api::Network>),
-        metrics: passalong_api::Metrics::new(registry),
-    };
+            .unwrap_or_else(|| format!("http://{addr}")),
+        dir.root().to_path_buf(),
+    )
+    .context("cannot open the community's files")?;
+    state.net = net
+        .clone()
+        .map(|n| Arc::new(crate::network::ApiNetwork(n)) as Arc<dyn passalong_api::Network>);
+    state.metrics = passalong_api::Metrics::new(registry);
+    if let Some(c) = state.community.current() {
+        if public.base.is_none() {
+            warn!(
+                community = %c.id,
+                name = %c.name,
+                api = %addr,
+                "this node runs a community but public_url is unset: invite links and share pages point at the local API address, which members cannot open; set public_url in config.toml (or run with --public-url https://HOST) to the address members reach"
+            );
+        } else {
+            info!(community = %c.id, name = %c.name, "running community");
+        }
+    }
     dir.write_addr(addr)?;
     info!(api = %addr, dashboard = %format!("http://{addr}/"), %public_key, data_dir = %dir.root().display(), "passalong node running");
     let ticker = tokio::spawn(release_held(store.clone(), fresh_tx));

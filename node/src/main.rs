@@ -9,6 +9,7 @@
 mod cli;
 mod client;
 mod commands;
+mod community;
 mod config;
 mod daemon;
 mod datadir;
@@ -126,6 +127,7 @@ fn try_main(cli: Cli) -> Result<bool> {
             commands::earnings(&dir, out, seller, csv, limit)?
         }
         Command::Contacts(cmd) => commands::contacts(&dir, out, cmd)?,
+        Command::Community(cmd) => community::community(&dir, out, cmd)?,
         Command::Export {
             seller,
             out: file,

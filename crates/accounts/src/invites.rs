@@ -1,15 +1,20 @@
 //! One-time invites to a community: a connector creates one (a link and a QR code), a
 //! neighbour opens it and joins once. A pure state machine over `now` and an injected RNG;
-//! the node keeps it in a file (serde).
+//! the node keeps it in `<data-dir>/community/invites.json` ([`Invites::load`],
+//! [`Invites::save`]: private, atomic and synced, see [`crate::files`]).
 //!
 //! The token is 16 random bytes (`inv1.` and 32 hex digits); only its blake3 hash is kept,
 //! so the file does not let anyone join. An invite is open until it expires, is used, or is
 //! revoked; joining first reserves it for [`LEASE_MS`] (so that two joins at once cannot both
 //! spend a key derivation on it), then redeems the lease.
 
+use std::path::{Path, PathBuf};
+
 use passalong_protocol::PublicKey;
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
+
+use crate::files::{self, FilesError};
 
 /// How an invite's token starts.
 pub const TOKEN_PREFIX: &str = "inv1.";
@@ -21,6 +26,12 @@ pub const MAX_OPEN: usize = 1_000;
 pub const LEASE_MS: u64 = 30_000;
 /// How long used, revoked and expired invites stay listed before [`Invites::prune`] drops them.
 pub const KEEP_CLOSED_MS: u64 = 30 * 24 * 60 * 60_000;
+/// The invites' file under `<data-dir>/community/`.
+pub const FILE: &str = "invites.json";
+/// The file's `version` this build writes and reads.
+pub const FILE_VERSION: u32 = 1;
+/// No invites file is longer: an invite takes under 300 bytes, and closed ones are pruned.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The short id a connector sees and revokes by: the first 4 bytes of the token's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,6 +123,35 @@ pub enum InviteError {
     /// Too many invites are open.
     #[error("{MAX_OPEN} invites are open already: revoke some first")]
     TooMany,
+}
+
+/// Why the invites file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum InvitesFileError {
+    /// The directory or the file is unusable (permissions, IO).
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The file is not one this build wrote.
+    #[error("{} is damaged: {why}; restore it from a backup of the data dir, or delete it (the invites it held then no longer work)", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    version: u32,
+    invites: &'a [Invite],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    version: u32,
+    invites: Vec<Invite>,
 }
 
 /// A join's hold on an invite (see [`Invites::reserve`]).
@@ -273,6 +313,53 @@ impl Invites {
         &self.invites
     }
 
+    /// The invites of the community in `data_dir`, as last saved; none if there is no file.
+    /// A join under way when the node stopped held a lease that ended with it: its invite is
+    /// open again.
+    pub fn load(data_dir: &Path) -> Result<Invites, InvitesFileError> {
+        let dir = data_dir.join(crate::community::DIR);
+        if matches!(std::fs::symlink_metadata(&dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Ok(Invites::default());
+        }
+        files::check(&dir, true)?;
+        let path = dir.join(FILE);
+        let Some(bytes) = files::read(&path, MAX_FILE_BYTES)? else {
+            return Ok(Invites::default());
+        };
+        let damaged = |why: String| InvitesFileError::Damaged {
+            path: path.clone(),
+            why,
+        };
+        let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+        if disk.version != FILE_VERSION {
+            return Err(damaged(format!(
+                "version {} (this build reads {FILE_VERSION})",
+                disk.version
+            )));
+        }
+        let mut invites = disk.invites;
+        for i in &mut invites {
+            if matches!(i.state, State::Reserved { .. }) {
+                i.state = State::Open;
+            }
+        }
+        Ok(Invites { invites })
+    }
+
+    /// Writes the invites of the community in `data_dir`, durably: a new invite's token works
+    /// only once this returns.
+    pub fn save(&self, data_dir: &Path) -> Result<(), InvitesFileError> {
+        let dir = crate::community::dir(data_dir)?;
+        let disk = OnDiskRef {
+            version: FILE_VERSION,
+            invites: &self.invites,
+        };
+        let text = serde_json::to_vec(&disk).expect("invites always serialise");
+        files::write_atomic(&dir.join(FILE), &text, false)?;
+        Ok(())
+    }
+
     /// Drops invites closed (used, revoked or expired) more than [`KEEP_CLOSED_MS`] ago.
     pub fn prune(&mut self, now_ms: u64) {
         self.invites.retain(|i| {
@@ -373,6 +460,48 @@ mod tests {
         }
         let other = format!("{TOKEN_PREFIX}{}", "00".repeat(16));
         assert_eq!(inv.check(&other, 1).err(), Some(InviteError::Unknown));
+    }
+
+    #[test]
+    fn invites_survive_a_restart_in_a_private_file_without_their_tokens() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = tempfile::tempdir().unwrap();
+        assert_eq!(Invites::load(data.path()).unwrap(), Invites::default());
+        assert!(!data.path().join(crate::community::DIR).exists());
+        let mut inv = Invites::default();
+        let (used, _) = inv.create(0, DAY, "for Anna", &mut OsRng).unwrap();
+        let (busy, _) = inv.create(0, DAY, "", &mut OsRng).unwrap();
+        let (gone, gone_id) = inv.create(0, DAY, "", &mut OsRng).unwrap();
+        let lease = inv.reserve(&used, 1).unwrap();
+        inv.redeem(&lease, member(1), 2).unwrap();
+        inv.reserve(&busy, 3).unwrap();
+        inv.revoke(gone_id, 4).unwrap();
+        inv.save(data.path()).unwrap();
+
+        let file = data.path().join(crate::community::DIR).join(FILE);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&file).unwrap();
+        for token in [&used, &busy, &gone] {
+            assert!(!text.contains(&token[TOKEN_PREFIX.len()..]), "{text}");
+        }
+        let back = Invites::load(data.path()).unwrap();
+        assert_eq!(back.check(&used, 5).err(), Some(InviteError::Used));
+        assert_eq!(back.check(&gone, 5).err(), Some(InviteError::Revoked));
+        assert!(back.check(&busy, 5).is_ok(), "a lease ends with the node");
+        assert_eq!(back.all()[0].note, "for Anna");
+
+        for bad in ["{\"version\":1,\"inv", "{\"version\":2,\"invites\":[]}"] {
+            std::fs::write(&file, bad).unwrap();
+            let e = Invites::load(data.path()).unwrap_err();
+            assert!(matches!(e, InvitesFileError::Damaged { .. }), "{e}");
+            assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Invites::load(data.path()),
+            Err(InvitesFileError::Files(FilesError::Mode { .. }))
+        ));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod vault;
 
 pub use community::{Community, CommunityError};
 pub use files::FilesError;
+pub use invites::{InviteError, InviteId, Invites, InvitesFileError};
 pub use kdf::{KdfError, KdfParams};
 pub use members::{Login, Member, Members, MembersError};
 pub use session::{MemberKey, Role, Session, SessionId, Sessions};

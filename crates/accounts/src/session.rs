@@ -17,7 +17,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use passalong_protocol::{Keypair, PublicKey};
+use passalong_protocol::attestation::Body;
+use passalong_protocol::{Attestation, Keypair, PublicKey};
 use rand_core::RngCore;
 
 /// A session's cookie value: 32 random bytes.
@@ -72,9 +73,15 @@ impl MemberKey {
         self.0.public()
     }
 
-    /// The key pair, to sign with. Don't clone it: a copy would outlive the session.
-    pub fn keypair(&self) -> &Keypair {
-        &self.0
+    /// Signs `message` with her key (her request to join a community). There is no way to
+    /// the key pair itself: a copy of it would outlive her sessions.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message)
+    }
+
+    /// Signs an attestation she authors.
+    pub fn sign_attestation(&self, body: Body) -> Attestation {
+        Attestation::sign(body, &self.0)
     }
 }
 
@@ -529,13 +536,29 @@ mod tests {
     #[test]
     fn a_member_key_never_prints_its_secret() {
         let k = member(9);
-        let seed = hex::encode(k.keypair().seed());
+        let seed = hex::encode([9u8; 32]);
         let shown = format!("{k:?}");
         assert!(shown.contains(&k.public().to_hex()), "{shown}");
         assert!(!shown.contains(&seed[..16]), "{shown}");
         let mut s = Sessions::new(Limits::default());
         let (_, session) = s.start_member(k, 0, &mut rng());
         assert!(!format!("{session:?}").contains(&seed[..16]));
+    }
+
+    #[test]
+    fn a_member_key_signs_as_her_and_only_as_her() {
+        use passalong_protocol::attestation::Community;
+        let k = member(9);
+        let same = Keypair::from_seed([9; 32]);
+        assert_eq!(k.sign(b"join"), same.sign(b"join"));
+        let body = Body::Community(Community {
+            connector: k.public(),
+            name: "Riverside".into(),
+            created_at_ms: 1,
+        });
+        let signed = k.sign_attestation(body.clone());
+        assert_eq!(signed.body.author(), k.public());
+        assert_eq!(signed.id, Attestation::sign(body, &same).id);
     }
 
     /// The key pair's secret is wiped on drop only because ed25519-dalek is built with its

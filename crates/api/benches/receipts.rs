@@ -61,19 +61,15 @@ fn main() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = AppState {
-            store: store.clone(),
-            writer: Writer::spawn(store.clone()),
-            identities: Arc::new(Identities::single(Keypair::from_seed([1; 32]))),
-            token: Arc::new(TOKEN.into()),
-            base_url: Arc::new(format!("http://{addr}")),
-            data_dir: Arc::new(dir.path().to_path_buf()),
-            contacts: Arc::new(passalong_api::contacts::Contacts::new(
-                dir.path().join("contacts"),
-            )),
-            net: None,
-            metrics: Default::default(),
-        };
+        let state = AppState::new(
+            store.clone(),
+            Writer::spawn(store.clone()),
+            Identities::single(Keypair::from_seed([1; 32])),
+            TOKEN.into(),
+            format!("http://{addr}"),
+            dir.path().to_path_buf(),
+        )
+        .expect("state");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(passalong_api::serve(listener, state, async {
             let _ = rx.await;

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod attestations;
+pub mod community;
 pub mod contacts;
 pub mod earnings;
 mod error;
@@ -75,6 +76,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/peers/unblock", post(peers::unblock))
         .route("/v1/markets", get(peers::markets))
         .route("/v1/markets/follow", post(peers::follow))
+        .route(
+            "/v1/community",
+            post(community::create).get(community::show),
+        )
+        .route(
+            "/v1/community/invites",
+            post(community::create_invite).get(community::list_invites),
+        )
+        .route("/v1/community/invites/{id}/revoke", post(community::revoke))
         .fallback(|| async { ApiError::not_found("no such route: see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError {

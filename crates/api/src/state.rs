@@ -10,6 +10,7 @@ use passalong_protocol::link::ShareLink;
 use passalong_protocol::{validation, Attestation, Id, Keypair, Rejection};
 use passalong_store::{Ack, Status, Store};
 
+use crate::community::{CommunityNode, CommunityNodeError};
 use crate::error::ApiError;
 use crate::identity::Identities;
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub net: Option<Arc<dyn Network>>,
     /// The registry `/metrics` encodes: the node's families, and libp2p's beside them.
     pub metrics: Metrics,
+    /// The community this node runs as its connector, if any, and its invites.
+    pub community: Arc<CommunityNode>,
 }
 
 /// Proof that a request carried the write token.
@@ -66,6 +69,31 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl AppState {
+    /// The state of a node in `data_dir` signing with `identities`, without the network and
+    /// with a registry of its own (set `net` and `metrics` after, where they run): contacts
+    /// under `data_dir/contacts`, and the community the node runs, read from its files.
+    pub fn new(
+        store: Arc<Store>,
+        writer: Writer,
+        identities: Identities,
+        token: String,
+        base_url: String,
+        data_dir: PathBuf,
+    ) -> Result<AppState, CommunityNodeError> {
+        Ok(AppState {
+            store,
+            writer,
+            identities: Arc::new(identities),
+            token: Arc::new(token),
+            base_url: Arc::new(base_url),
+            contacts: Arc::new(crate::contacts::Contacts::new(data_dir.join("contacts"))),
+            community: Arc::new(CommunityNode::open(&data_dir)?),
+            data_dir: Arc::new(data_dir),
+            net: None,
+            metrics: Metrics::default(),
+        })
+    }
+
     /// The network, or 503 when the node runs without it.
     pub fn net(&self) -> Result<&dyn Network, ApiError> {
         self.net

@@ -193,19 +193,15 @@ impl Node {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let state = AppState {
-            store: store.clone(),
-            writer: Writer::spawn(store.clone()),
-            identities: Arc::new(Identities::single(keys)),
-            token: Arc::new(TOKEN.to_string()),
-            base_url: Arc::new(format!("http://{addr}")),
-            data_dir: Arc::new(dir.path().to_path_buf()),
-            contacts: Arc::new(passalong_api::contacts::Contacts::new(
-                dir.path().join("contacts"),
-            )),
-            net: None,
-            metrics: Default::default(),
-        };
+        let state = AppState::new(
+            store.clone(),
+            Writer::spawn(store.clone()),
+            Identities::single(keys),
+            TOKEN.to_string(),
+            format!("http://{addr}"),
+            dir.path().to_path_buf(),
+        )
+        .expect("state");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(passalong_api::serve(listener, state, async move {
             let _ = rx.await;
@@ -947,6 +943,9 @@ async fn every_write_needs_the_token() {
             json!({"participant": k, "amount_minor": 1, "currency": "EUR", "reference": "r"}),
         ),
         ("/v1/attestations", json!({ "envelopes": [] })),
+        ("/v1/community", json!({ "name": "Riverside" })),
+        ("/v1/community/invites", json!({})),
+        ("/v1/community/invites/00000000/revoke", json!(null)),
     ];
     let bad_auth = [
         String::new(),
@@ -2197,5 +2196,210 @@ async fn a_junk_import_gets_a_bounded_summary() {
             .ok(200);
         assert_eq!(g["status"], json!("valid"));
     }
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A community node (issue 16): founding the community, invites.
+
+/// `GET path` with the token (a read that is not public).
+async fn get_private(node: &Node, path: &str) -> Resp {
+    node.send(
+        "GET",
+        path,
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+        b"",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_community_is_founded_once_by_the_nodes_key() {
+    let node = Node::start().await;
+    let none = assert_error(&node.get("/v1/community").await, 404, "not_found");
+    assert!(
+        none["error"].as_str().unwrap().contains("community create"),
+        "{none}"
+    );
+    for bad in [
+        json!({"name": ""}),
+        json!({"name": "x".repeat(65)}),
+        json!({"name": "  "}),
+    ] {
+        assert_error(&node.post("/v1/community", &bad).await, 400, "bad_request");
+    }
+    assert_error(
+        &node
+            .post("/v1/community", &json!({"name": "R", "connector": "x"}))
+            .await,
+        400,
+        "bad_request",
+    );
+    // Asked twice at once: one community is founded, the other request refused.
+    let body = json!({"name": " Riverside "});
+    let (a, b) = tokio::join!(
+        node.post("/v1/community", &body),
+        node.post("/v1/community", &body)
+    );
+    let (won, lost) = if a.status == 201 { (a, b) } else { (b, a) };
+    let e = assert_error(&lost, 409, "conflict");
+    assert!(e["error"].as_str().unwrap().contains("Riverside"), "{e}");
+    let v = won.ok(201);
+    assert_eq!(v["name"], json!("Riverside"), "trimmed: {v}");
+    assert_eq!(v["connector"], json!(node.key.to_hex()));
+    assert_eq!(v["open_invites"], json!(0));
+    let id = Id::from_hex(v["id"].as_str().unwrap()).unwrap();
+    // The attestation is the truth: stored, valid, by the node's key.
+    let att = node.store.attestation(&id).unwrap().expect("stored");
+    match &att.body {
+        Body::Community(c) => {
+            assert_eq!((c.connector, c.name.as_str()), (node.key, "Riverside"));
+            assert_eq!(c.created_at_ms, v["created_at_ms"].as_u64().unwrap());
+        }
+        other => panic!("not a community: {other:?}"),
+    }
+    assert_eq!(node.get("/v1/community").await.ok(200), v);
+    // One community per node.
+    let e = assert_error(
+        &node.post("/v1/community", &json!({"name": "Other"})).await,
+        409,
+        "conflict",
+    );
+    assert!(e["error"].as_str().unwrap().contains("Riverside"), "{e}");
+    let communities = node
+        .store
+        .market_of_kind(&node.key, passalong_protocol::Kind::Community)
+        .unwrap();
+    assert_eq!(communities.len(), 1, "one Community signed");
+    // It survives a restart: the file names it.
+    let reopened = passalong_api::community::CommunityNode::open(node._dir.path()).unwrap();
+    assert_eq!(reopened.current().map(|c| c.id), Some(id));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invites_are_made_listed_and_revoked_and_their_tokens_never_kept() {
+    let node = Node::start().await;
+    assert_error(
+        &node.post("/v1/community/invites", &json!({})).await,
+        404,
+        "not_found",
+    );
+    node.post("/v1/community", &json!({"name": "Riverside"}))
+        .await
+        .ok(201);
+    let before = now_ms();
+    let anna = node
+        .post(
+            "/v1/community/invites",
+            &json!({"note": "for Anna", "expires_in_ms": 3_600_000}),
+        )
+        .await
+        .ok(201);
+    let ben = node.post("/v1/community/invites", &json!({})).await.ok(201);
+    let after = now_ms();
+    let token = anna["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("inv1.") && token.len() == 37, "{token}");
+    assert_eq!(
+        anna["url"],
+        json!(format!("http://{}/join/{token}", node.addr))
+    );
+    assert_eq!(anna["note"], json!("for Anna"));
+    let expires = anna["expires_ms"].as_u64().unwrap();
+    assert!((before + 3_600_000..=after + 3_600_000).contains(&expires));
+    let week = 7 * 86_400_000;
+    let expires = ben["expires_ms"].as_u64().unwrap();
+    assert!((before + week..=after + week).contains(&expires), "7 days");
+    assert_ne!(anna["id"], ben["id"]);
+    assert_eq!(
+        node.get("/v1/community").await.ok(200)["open_invites"],
+        json!(2)
+    );
+
+    // The list needs the token (a community node is reached from outside), and shows no token.
+    assert_error(
+        &node.get("/v1/community/invites").await,
+        401,
+        "unauthorized",
+    );
+    let list = get_private(&node, "/v1/community/invites").await;
+    assert!(!list.text().contains(&token[5..]));
+    let list = list.ok(200);
+    let invites = list["invites"].as_array().unwrap();
+    assert_eq!(invites.len(), 2);
+    assert_eq!(invites[0]["id"], anna["id"]);
+    assert_eq!(invites[0]["state"], json!("open"));
+    assert_eq!(invites[0]["note"], json!("for Anna"));
+    assert!(invites[0].get("token").is_none());
+    // Nor does the file.
+    let file = node._dir.path().join("community").join("invites.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(&token[5..]) && text.contains("for Anna"));
+
+    let id = anna["id"].as_str().unwrap();
+    let revoke = format!("/v1/community/invites/{id}/revoke");
+    assert_eq!(
+        node.post(&revoke, &json!(null)).await.ok(200),
+        json!({"id": id, "revoked": true})
+    );
+    node.post(&revoke, &json!(null)).await.ok(200);
+    let list = get_private(&node, "/v1/community/invites").await.ok(200);
+    let revoked = &list["invites"][0];
+    assert_eq!(revoked["state"], json!("revoked"));
+    assert!(revoked["closed_ms"].as_u64().unwrap() >= before);
+    assert_eq!(
+        node.get("/v1/community").await.ok(200)["open_invites"],
+        json!(1)
+    );
+    let reopened = passalong_api::community::CommunityNode::open(node._dir.path()).unwrap();
+    assert_eq!(reopened.invites().len(), 2, "kept on disk");
+
+    // Bad input is refused clearly.
+    let other = if id == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    };
+    let other = if other == ben["id"].as_str().unwrap() {
+        "ffffffff"
+    } else {
+        other
+    };
+    assert_error(
+        &node
+            .post(
+                &format!("/v1/community/invites/{other}/revoke"),
+                &json!(null),
+            )
+            .await,
+        404,
+        "not_found",
+    );
+    for bad in ["zz", "0000", "000000000"] {
+        assert_error(
+            &node
+                .post(&format!("/v1/community/invites/{bad}/revoke"), &json!(null))
+                .await,
+            400,
+            "bad_request",
+        );
+    }
+    for bad in [
+        json!({"expires_in_ms": 0}),
+        json!({"expires_in_ms": 366u64 * 86_400_000}),
+        json!({"note": "x".repeat(201)}),
+        json!({"note": "a\u{1b}[31m"}),
+        json!({"token": "inv1.00"}),
+    ] {
+        assert_error(
+            &node.post("/v1/community/invites", &bad).await,
+            400,
+            "bad_request",
+        );
+    }
+    assert_eq!(
+        node.get("/v1/community").await.ok(200)["open_invites"],
+        json!(1)
+    );
     node.stop().await;
 }

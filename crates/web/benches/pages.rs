@@ -522,19 +522,19 @@ fn main() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = AppState {
-            store: store.clone(),
-            writer: Writer::spawn(store.clone()),
-            identities: Arc::new(Identities::single(seeded("me", 0))),
-            token: Arc::new(TOKEN.into()),
-            base_url: Arc::new(format!("http://{addr}")),
-            data_dir: Arc::new(dir.clone()),
-            contacts: Arc::new(passalong_api::contacts::Contacts::new(
-                contacts.path().join("contacts"),
-            )),
-            net: None,
-            metrics: Default::default(),
-        };
+        let mut state = AppState::new(
+            store.clone(),
+            Writer::spawn(store.clone()),
+            Identities::single(seeded("me", 0)),
+            TOKEN.into(),
+            format!("http://{addr}"),
+            dir.clone(),
+        )
+        .expect("state");
+        // The store's dir may be kept between runs: contacts go elsewhere.
+        state.contacts = Arc::new(passalong_api::contacts::Contacts::new(
+            contacts.path().join("contacts"),
+        ));
         let app = passalong_web::app(state, &PublicUrl::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(passalong_web::serve(listener, app, async {

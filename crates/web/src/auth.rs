@@ -20,7 +20,7 @@ use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
 
 use crate::layout::{self, PageError};
-use crate::session::{Session, SessionId};
+use crate::session::{Role, Session, SessionId};
 use crate::WebState;
 
 /// The session cookie.
@@ -40,6 +40,18 @@ impl SignedIn {
     /// The identity every action of this request is taken as.
     pub fn me(&self) -> PublicKey {
         self.session.identity
+    }
+
+    /// Refuses anyone but the node's operator (a hosted member acts only as herself).
+    pub fn operator(&self) -> Result<(), PageError> {
+        if self.session.role == Role::Operator {
+            Ok(())
+        } else {
+            Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "Only the node's operator can open this page.",
+            ))
+        }
     }
 
     /// Refuses a form whose CSRF token is not this session's.

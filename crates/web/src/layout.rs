@@ -8,9 +8,10 @@ use passalong_api::contacts::Names;
 use passalong_protocol::{Currency, Id, PublicKey};
 
 use crate::auth::SignedIn;
+use crate::session::Role;
 
 /// The sections of the dashboard, in the order of the menu: (path, label).
-pub const SECTIONS: [(&str, &str); 7] = [
+pub const SECTIONS: [(&str, &str); 8] = [
     ("/", "Home"),
     ("/offers", "Offers"),
     ("/pass", "Pass along"),
@@ -18,7 +19,11 @@ pub const SECTIONS: [(&str, &str); 7] = [
     ("/disputes", "Disputes"),
     ("/network", "Network"),
     ("/contacts", "Contacts"),
+    ("/community", "Community"),
 ];
+
+/// The sections only the node's operator sees (a hosted member acts only as herself).
+pub const OPERATOR_SECTIONS: [&str; 1] = ["/community"];
 
 fn head(title: &str) -> Markup {
     html! {
@@ -41,7 +46,8 @@ pub fn page(me: &SignedIn, names: &Names, current: &str, title: &str, body: Mark
             a.brand href="/" { "Passalong" }
             nav {
                 @for (path, label) in SECTIONS {
-                    @if path == current {
+                    @if me.session.role != Role::Operator && OPERATOR_SECTIONS.contains(&path) {
+                    } @else if path == current {
                         a href=(path) aria-current="page" { (label) }
                     } @else {
                         a href=(path) { (label) }

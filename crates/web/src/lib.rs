@@ -126,6 +126,12 @@ pub fn app(api: AppState, public: &PublicUrl) -> Router {
             get(pages::contacts::page).post(pages::contacts::add),
         )
         .route("/contacts/remove", post(pages::contacts::remove))
+        .route(
+            "/community",
+            get(pages::community::page).post(pages::community::found),
+        )
+        .route("/community/invites", post(pages::community::invite))
+        .route("/community/invites/revoke", post(pages::community::revoke))
         .route("/l/{token}", get(pages::share::page))
         .route("/assets/{file}", get(assets::serve))
         .with_state(state);

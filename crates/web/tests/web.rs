@@ -47,24 +47,18 @@ impl Node {
         let s = store.clone();
         let path = dir.path().to_path_buf();
         rt.spawn(async move {
-            let state = AppState {
-                store: s.clone(),
-                writer: Writer::spawn(s),
-                identities: Arc::new(Identities::single(Keypair::from_seed([1; 32]))),
-                token: Arc::new(TOKEN.into()),
-                base_url: Arc::new(
-                    public
-                        .base
-                        .clone()
-                        .unwrap_or_else(|| format!("http://{addr}")),
-                ),
-                data_dir: Arc::new(path.clone()),
-                contacts: Arc::new(passalong_api::contacts::Contacts::new(
-                    path.join("contacts"),
-                )),
-                net: None,
-                metrics: Default::default(),
-            };
+            let state = AppState::new(
+                s.clone(),
+                Writer::spawn(s),
+                Identities::single(Keypair::from_seed([1; 32])),
+                TOKEN.into(),
+                public
+                    .base
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}")),
+                path.clone(),
+            )
+            .expect("state");
             let app = passalong_web::app(state, &public);
             let _ = passalong_web::serve(listener, app, std::future::pending()).await;
         });
@@ -135,6 +129,30 @@ impl Node {
             Err(ureq::Error::Status(s, _)) => s,
             Err(e) => panic!("transport: {e}"),
         }
+    }
+
+    /// A form post whose answer is a page: (status, body).
+    fn post_page(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> (u16, String) {
+        match Node::agent()
+            .post(&self.url(path))
+            .set("Cookie", cookie)
+            .send_form(form)
+        {
+            Ok(r) => (r.status(), r.into_string().expect("body")),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().expect("body")),
+            Err(e) => panic!("transport: {e}"),
+        }
+    }
+
+    /// A read of the API with the token.
+    fn api_get(&self, path: &str) -> serde_json::Value {
+        Node::agent()
+            .get(&self.url(path))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .expect(path)
+            .into_json()
+            .expect("json")
     }
 
     fn offer(&self, title: &str) -> ShareLink {
@@ -389,4 +407,101 @@ fn behind_a_public_url_links_use_it_and_the_dashboard_answers_to_its_host() {
         .set("Host", "other.example")
         .call();
     assert!(matches!(r, Err(ureq::Error::Status(403, _))));
+}
+
+/// The text of the element with id `id` (no nested tags).
+fn text_of(page: &str, id: &str) -> String {
+    let at = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {page}"));
+    let start = at + page[at..].find('>').expect("tag end") + 1;
+    let end = start + page[start..].find('<').expect("text end");
+    page[start..end].to_string()
+}
+
+#[test]
+fn the_connector_founds_a_community_and_makes_and_revokes_invites_on_its_page() {
+    let node = Node::start();
+    let cookie = node.sign_in();
+    let (status, page) = node.get("/community", &cookie);
+    assert_eq!(status, 200);
+    assert!(page.contains("runs no community yet"), "{page}");
+    assert!(
+        page.contains("href=\"/community\""),
+        "the operator's menu has it"
+    );
+    let csrf = csrf_of(&page);
+    assert_eq!(
+        node.post_form("/community", &cookie, &[("name", "Riverside")]),
+        403,
+        "no CSRF token"
+    );
+    let (status, page) = node.post_page("/community", &cookie, &[("csrf", &csrf), ("name", "")]);
+    assert_eq!(status, 400);
+    assert!(page.contains("1 to 64 bytes"), "{page}");
+    assert_eq!(
+        node.post_form(
+            "/community",
+            &cookie,
+            &[("csrf", &csrf), ("name", "Riverside")]
+        ),
+        303
+    );
+    let (_, page) = node.get("/community", &cookie);
+    assert!(page.contains("Community Riverside") && page.contains("No open invite."));
+
+    let (status, shown) = node.post_page(
+        "/community/invites",
+        &cookie,
+        &[("csrf", &csrf), ("note", "Anna <3"), ("days", "7")],
+    );
+    assert_eq!(status, 200);
+    let link = text_of(&shown, "invite-link");
+    let prefix = format!("http://{}/join/inv1.", node.addr);
+    assert!(link.starts_with(&prefix), "{link}");
+    let token = link.rsplit('/').next().unwrap().to_string();
+    assert!(
+        shown.contains("<svg") && shown.contains("data-version"),
+        "a QR code"
+    );
+    assert!(
+        shown.contains(&format!("data-copy=\"{link}\"")),
+        "a copy button"
+    );
+    assert!(shown.contains("Anna &lt;3") && !shown.contains("Anna <3"));
+
+    // Listed as open, without its token, here and in the API.
+    let (_, page) = node.get("/community", &cookie);
+    assert!(!page.contains(&token), "the token is shown once");
+    let listed = node.api_get("/v1/community/invites");
+    let id = listed["invites"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed["invites"][0]["state"], "open");
+    assert!(page.contains(&id) && page.contains("Revoke"));
+    let (status, _) = node.post_page(
+        "/community/invites",
+        &cookie,
+        &[("csrf", &csrf), ("note", ""), ("days", "3650")],
+    );
+    assert_eq!(status, 400, "only the durations offered");
+
+    assert_eq!(
+        node.post_form("/community/invites/revoke", &cookie, &[("id", &id)]),
+        403
+    );
+    assert_eq!(
+        node.post_form(
+            "/community/invites/revoke",
+            &cookie,
+            &[("csrf", &csrf), ("id", &id)]
+        ),
+        303
+    );
+    let (_, page) = node.get("/community", &cookie);
+    assert!(page.contains("No open invite.") && page.contains("revoked"));
+    assert_eq!(
+        node.api_get("/v1/community/invites")["invites"][0]["state"],
+        "revoked"
+    );
+    // Signed out, the page is the sign-in's.
+    assert_eq!(node.get("/community", "").0, 303);
 }

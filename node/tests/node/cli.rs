@@ -1331,3 +1331,92 @@ fn a_remote_sellers_hostile_title_is_printed_harmless() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["offers"][0]["title"], title);
 }
+
+#[test]
+fn a_connector_founds_a_community_and_invites_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_with(&tmp.path().join("n"), &["--offline"]);
+    let err = one_line_error(&d.cli(&["community", "show"]));
+    assert!(err.contains("community create --name"), "{err}");
+    let err = one_line_error(&d.cli(&["community", "invite"]));
+    assert!(err.contains("runs no community"), "{err}");
+    let err = one_line_error(&d.cli(&["community", "create", "--name", ""]));
+    assert!(err.contains("1 to 64 bytes"), "{err}");
+
+    let c = d.json(&["community", "create", "--name", "Riverside"]);
+    assert_eq!(c["name"], "Riverside");
+    assert_eq!(c["connector"], d.public_key().as_str());
+    let err = one_line_error(&d.cli(&["community", "create", "--name", "Other"]));
+    assert!(
+        err.contains("Riverside") && err.contains("already"),
+        "{err}"
+    );
+    assert_eq!(d.json(&["community", "show"]), c);
+    let text = stdout_of(&d, &["community", "show"]);
+    assert!(text.contains(c["id"].as_str().unwrap()) && text.contains("Riverside"));
+
+    let before = now_ms();
+    let inv = d.json(&[
+        "community",
+        "invite",
+        "--expires",
+        "2d",
+        "--note",
+        "for Anna",
+    ]);
+    let url = inv["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/join/inv1."),
+        "{url}"
+    );
+    let expires = inv["expires_ms"].as_u64().unwrap();
+    assert!(expires >= before + 2 * 86_400_000 && expires < now_ms() + 2 * 86_400_000 + 1);
+    let text = stdout_of(&d, &["community", "invite"]);
+    assert!(
+        text.lines().next().unwrap().contains("/join/inv1."),
+        "{text}"
+    );
+    assert!(text.contains("shown only now"), "{text}");
+    let id = inv["id"].as_str().unwrap();
+
+    let list = d.json(&["community", "invites"]);
+    let invites = list["invites"].as_array().unwrap();
+    assert_eq!(invites.len(), 2);
+    assert_eq!(
+        (invites[0]["id"].as_str(), invites[0]["state"].as_str()),
+        (Some(id), Some("open"))
+    );
+    let token = inv["token"].as_str().unwrap();
+    assert!(
+        !list.to_string().contains(&token[5..]),
+        "no token in the list"
+    );
+    let text = stdout_of(&d, &["community", "invites"]);
+    assert!(text.contains(id) && text.contains("for Anna") && text.contains("open"));
+
+    assert_eq!(d.json(&["community", "revoke", id])["revoked"], true);
+    let err = one_line_error(&d.cli(&["community", "revoke", "0badc0de"]));
+    assert!(err.contains("no invite 0badc0de"), "{err}");
+    let err = one_line_error(&d.cli(&["community", "revoke", "nope"]));
+    assert!(err.contains("8 hex digits"), "{err}");
+    let usage = d.cli(&["community", "invite", "--expires", "3w"]);
+    assert_eq!(usage.status.code(), Some(2));
+
+    // A restart keeps the community and its invites, and warns that members cannot reach
+    // links to the loopback address.
+    d.stop();
+    d.restart();
+    assert_eq!(d.json(&["community", "show"])["id"], c["id"]);
+    let list = d.json(&["community", "invites"]);
+    assert_eq!(list["invites"][0]["state"], "revoked");
+    assert_eq!(list["invites"][1]["state"], "open");
+    let log = std::fs::read_to_string(d.dir.with_extension("log")).unwrap();
+    assert!(log.contains("public_url is unset"), "{log}");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64
+}
