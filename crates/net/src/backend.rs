@@ -93,6 +93,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> bool {
         false
     }
+    /// `peer` (a connected node, by its key) asked for a digest of `markets`: those this
+    /// node should follow for it, if it is a member of this node's community (a community
+    /// node follows the markets its members take part in, so that it can serve them). The
+    /// backend records the follows; the network then reconciles them. Nobody else's
+    /// digest makes a node follow anything.
+    fn member_markets(&self, _peer: &PublicKey, _markets: &[PublicKey]) -> Vec<PublicKey> {
+        Vec::new()
+    }
     /// The envelopes held among `ids` (unknown ones are skipped).
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>>;
     /// Validates and stores envelopes durably; one verdict per envelope, in order.

@@ -108,12 +108,14 @@ fn autonat_config() -> autonat::Config {
 pub fn build(
     key: identity::Keypair,
     config: &NetConfig,
+    members: &crate::relay::RelayMembers,
     traffic: Arc<Traffic>,
     registry: &mut Registry,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_on = config.mdns;
     let (ping_interval, ping_timeout) = (config.ping_interval, config.ping_timeout);
     let relay_on = config.relay_server;
+    let relay_config = config.relay.clone();
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         // A quarter of the slots stay for connections this node opens: peers that dial in
@@ -171,13 +173,8 @@ pub fn build(
             } else {
                 None
             };
-            // An operator who turns the relay on says the node is reachable: advertise the hop
-            // protocol at once instead of waiting for AutoNAT to confirm an address.
-            let relay_server = relay_on.then(|| {
-                let mut r = relay::Behaviour::new(peer_id, relay::Config::default());
-                r.set_status(Some(relay::Status::Enable));
-                r
-            });
+            let relay_server =
+                relay_on.then(|| crate::relay::server(peer_id, &relay_config, members));
             Ok(Behaviour {
                 ip_limits: Default::default(),
                 limits: connection_limits::Behaviour::new(limits),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 
 use crate::policy::PolicyConfig;
+use crate::relay::RelayConfig;
 
 /// Network settings.
 #[derive(Clone, Debug)]
@@ -20,6 +21,8 @@ pub struct NetConfig {
     pub mdns: bool,
     /// Serve as a relay (v2) for peers behind NAT (community nodes do).
     pub relay_server: bool,
+    /// Whom the relay serves and how much (see `relay`).
+    pub relay: RelayConfig,
     /// Most established connections in total.
     pub max_connections: u32,
     /// Who is admitted and banned, when to reconcile, how fast peers, authors and this node
@@ -48,6 +51,7 @@ impl Default for NetConfig {
             external: Vec::new(),
             mdns: true,
             relay_server: false,
+            relay: RelayConfig::default(),
             max_connections: 256,
             policy: PolicyConfig::default(),
             ping_interval: Duration::from_secs(15),

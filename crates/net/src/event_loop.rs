@@ -57,6 +57,7 @@ pub(crate) enum Command {
     Block(PeerId),
     Unblock(PeerId),
     Sync(PeerId),
+    PreferRelays(Vec<PeerId>),
     Info(oneshot::Sender<NetInfo>),
     Shutdown,
 }
@@ -81,6 +82,7 @@ pub(crate) enum Internal {
         peer: PeerId,
         result: Result<SyncReport, NetError>,
     },
+    /// Markets to follow: read from storage, or a member's (see `Backend::member_markets`).
     Markets(Vec<PublicKey>),
 }
 
@@ -414,6 +416,9 @@ impl EventLoop {
             }
             Command::Sync(peer) => {
                 self.policy(Input::SyncNow(peer));
+            }
+            Command::PreferRelays(relays) => {
+                self.policy(Input::PreferredRelays(relays));
             }
             Command::Info(reply) => {
                 let _ = reply.send(self.info());
@@ -877,6 +882,10 @@ impl EventLoop {
         let responder = self.responder.clone();
         let tx = self.internal_tx.clone();
         tokio::task::spawn_blocking(move || {
+            let follow = responder.member_markets(&peer, &request);
+            if !follow.is_empty() {
+                let _ = tx.send(Internal::Markets(follow));
+            }
             let (response, offence) = responder.answer(request);
             let _ = tx.send(Internal::Respond {
                 peer,

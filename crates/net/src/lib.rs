@@ -25,6 +25,7 @@ pub mod ip_limits;
 pub mod market;
 pub mod policy;
 pub mod rate;
+pub mod relay;
 pub mod scoring;
 pub mod sync;
 pub mod wire;
@@ -44,6 +45,7 @@ pub use config::NetConfig;
 pub use libp2p::metrics::Registry;
 pub use libp2p::{multiaddr, Multiaddr as Addr, PeerId};
 pub use policy::PolicyConfig;
+pub use relay::{RelayConfig, RelayLimits, RelayMembers};
 pub use wire::Digest;
 
 use event_loop::{Command, EventLoop};
@@ -176,11 +178,26 @@ pub fn peer_id_of(seed: [u8; 32]) -> Result<PeerId, NetError> {
     Ok(identity_of(seed)?.public().to_peer_id())
 }
 
+/// The peer id of the node whose key is `key` (a member's own node, for the relay), if `key`
+/// is a valid ed25519 point.
+pub fn peer_of(key: &PublicKey) -> Option<PeerId> {
+    let k = identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
+    Some(identity::PublicKey::from(k).to_peer_id())
+}
+
+/// The node key of `peer` (the key it signs attestations with), if its peer id embeds an
+/// ed25519 key, as passalong nodes' do.
+pub fn key_of(peer: &PeerId) -> Option<PublicKey> {
+    let public = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    Some(PublicKey(public.try_into_ed25519().ok()?.to_bytes()))
+}
+
 /// A handle to the running network.
 #[derive(Clone)]
 pub struct Network {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
+    relay_members: RelayMembers,
 }
 
 impl Network {
@@ -210,7 +227,8 @@ impl Network {
         let key = identity_of(seed)?;
         let peer_id = key.public().to_peer_id();
         let traffic = Arc::new(wire::Traffic::default());
-        let mut swarm = behaviour::build(key, &config, traffic.clone(), registry)?;
+        let relay_members = RelayMembers::default();
+        let mut swarm = behaviour::build(key, &config, &relay_members, traffic.clone(), registry)?;
         let metrics = libp2p::metrics::Metrics::new(registry);
         for addr in &config.listen {
             swarm
@@ -253,7 +271,18 @@ impl Network {
             metrics,
         );
         tokio::spawn(event_loop.run());
-        Ok(Network { tx, peer_id })
+        Ok(Network {
+            tx,
+            peer_id,
+            relay_members,
+        })
+    }
+
+    /// The peers a members-only relay admits from now on (a community node's admitted
+    /// members). The relay reads the set at each reservation, so this writes it directly
+    /// rather than through the event loop.
+    pub fn set_relay_members(&self, peers: impl IntoIterator<Item = PeerId>) {
+        self.relay_members.set(peers);
     }
 
     /// This node's peer id.
@@ -293,6 +322,12 @@ impl Network {
     /// Starts an anti-entropy session with a connected peer now.
     pub async fn sync_with(&self, peer: PeerId) -> Result<(), NetError> {
         self.send(Command::Sync(peer)).await
+    }
+
+    /// Relays to reserve a slot on before any other when this node is behind NAT, in this
+    /// order (a community member's community node); replaces the earlier list.
+    pub async fn prefer_relays(&self, relays: Vec<PeerId>) -> Result<(), NetError> {
+        self.send(Command::PreferRelays(relays)).await
     }
 
     /// The network's state.

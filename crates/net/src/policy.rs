@@ -57,6 +57,8 @@ const ANNOUNCES_PER_TICK: usize = 20;
 const FINDS_PER_TICK: usize = 4;
 /// Relays a private node keeps a reservation with: one can go away.
 pub const WANTED_RELAYS: usize = 2;
+/// Preferred relays kept (see [`Input::PreferredRelays`]).
+pub const MAX_PREFERRED_RELAYS: usize = 4;
 /// Missing reservations are asked for again, and due hole punching retried, this often: a
 /// relay that refuses is asked again at this pace, not in a loop.
 const RELAY_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -239,6 +241,9 @@ pub enum Input<P> {
     /// A connected peer no longer qualifies as a relay (its identify no longer lists the
     /// hop protocol, or it was not dialled directly). A reservation it holds is kept.
     RelayGone(P),
+    /// Relays to ask before any other, in this order (a community member's own community
+    /// node, which keeps a reservation for each member): replaces the earlier list.
+    PreferredRelays(Vec<P>),
     /// The relay accepted the reservation asked of it.
     ReservationAccepted(P),
     /// The reservation asked of this relay ended (the relay refused it or went away, the
@@ -385,6 +390,8 @@ pub struct Policy<P> {
     /// Relays asked for a reservation, and whether they accepted it: at most
     /// [`WANTED_RELAYS`], since one is asked only while fewer are held.
     reservations: BTreeMap<P, bool>,
+    /// Relays asked first (see [`Input::PreferredRelays`]), at most [`MAX_PREFERRED_RELAYS`].
+    preferred_relays: Vec<P>,
     /// When reservations and hole punching are next looked at.
     next_relay_check: Instant,
     /// Peers whose hole punching failed or whose direct connection was lost: at most
@@ -423,6 +430,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             to_announce: VecDeque::new(),
             reachability: Reachability::Unknown,
             reservations: BTreeMap::new(),
+            preferred_relays: Vec::new(),
             next_relay_check: now + RELAY_CHECK_EVERY,
             punches: HashMap::new(),
             held: BTreeSet::new(),
@@ -698,6 +706,11 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     self.reserve_relays(now, rng, out);
                 }
             }
+            Input::PreferredRelays(mut relays) => {
+                relays.truncate(MAX_PREFERRED_RELAYS);
+                self.preferred_relays = relays;
+                self.reserve_relays(now, rng, out);
+            }
             Input::RelayGone(p) => {
                 if let Some(x) = self.peers.get_mut(&p) {
                     x.relay = None;
@@ -781,6 +794,14 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     .is_none_or(|x| x.relay_retry_at.is_none_or(|t| now >= t))
         });
         shuffle(&mut relays, rng);
+        // The preferred first, in their order; then the random draw.
+        let rank = |p: &P| {
+            self.preferred_relays
+                .iter()
+                .position(|x| x == p)
+                .unwrap_or(usize::MAX)
+        };
+        relays.sort_by_key(rank);
         for relay in relays.into_iter().take(free) {
             self.reservations.insert(relay, false);
             out.push(Output::Reserve(relay));
@@ -1852,6 +1873,40 @@ mod tests {
             .map(|(_, o)| o)
             .collect();
         assert!(reserved(&out).is_empty(), "{out:?}");
+    }
+
+    /// A member's community node is asked first, whatever the draw; a preferred relay that
+    /// is not a candidate (not connected, or not serving) leaves the draw to the others.
+    #[test]
+    fn preferred_relays_are_asked_before_the_draw() {
+        for seed in 0..20u64 {
+            let (mut p, t0, _) = setup();
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for r in 1..=5 {
+                relay(&mut p, r, vec![], t0, &mut rng);
+            }
+            run(&mut p, Input::PreferredRelays(vec![9, 4]), t0, &mut rng);
+            let held = reserved(&private(&mut p, t0, &mut rng));
+            assert_eq!(held.len(), WANTED_RELAYS, "seed {seed}: {held:?}");
+            assert_eq!(held[0], 4, "seed {seed}: {held:?}");
+            assert!(!held.contains(&9));
+        }
+        // Preferred once private: the next reservations go to it.
+        let (mut p, t0, mut rng) = setup();
+        for r in 1..=5 {
+            relay(&mut p, r, vec![], t0, &mut rng);
+        }
+        let held = reserved(&private(&mut p, t0, &mut rng));
+        let other = (1..=5).find(|r| !held.contains(r)).unwrap();
+        run(&mut p, Input::Disconnected(held[0]), t0, &mut rng);
+        run(&mut p, Input::ReservationClosed(held[0]), t0, &mut rng);
+        let asked = reserved(&run(
+            &mut p,
+            Input::PreferredRelays(vec![other]),
+            t0,
+            &mut rng,
+        ));
+        assert_eq!(asked, vec![other]);
     }
 
     #[test]

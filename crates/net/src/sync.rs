@@ -21,7 +21,7 @@ use crate::wire::{
     Digest, Held, Request, Response, MAX_DIGEST_MARKETS, MAX_FETCH_IDS, MAX_RECONCILE_MARKETS,
     MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
 };
-use crate::NetError;
+use crate::{key_of, NetError};
 
 /// A reconciliation that has not ended after this many round trips is abandoned. Messages
 /// of a market reconciled alone are chunked to the request limit (about 30,000 ids each),
@@ -402,6 +402,22 @@ impl Responder {
             cache.insert(market, (now, storage.clone()));
         }
         Ok(storage)
+    }
+
+    /// The markets to follow for `peer` that its request names (a digest from a member of
+    /// this node's community: see [`Backend::member_markets`]).
+    pub(crate) fn member_markets(&self, peer: &PeerId, request: &Request) -> Vec<PublicKey> {
+        let Request::Digest { markets } = request else {
+            return Vec::new();
+        };
+        if markets.len() > MAX_DIGEST_MARKETS {
+            return Vec::new();
+        }
+        let Some(key) = key_of(peer) else {
+            return Vec::new();
+        };
+        let named: Vec<PublicKey> = markets.iter().map(|(m, _)| PublicKey(*m)).collect();
+        self.backend.member_markets(&key, &named)
     }
 
     /// The answer, and whether the request was an offence (malformed, over a limit).

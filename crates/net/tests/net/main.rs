@@ -9,4 +9,5 @@ mod common;
 mod support;
 
 mod network;
+mod relay;
 mod scale;

@@ -37,6 +37,8 @@ pub struct Mem {
     by_market: HashMap<PublicKey, Vec<(u64, Id)>>,
     /// What `Backend::dependents` answers (a test sets it).
     dependents: HashMap<Id, Vec<PublicKey>>,
+    /// The nodes whose digests `Backend::member_markets` follows (a test sets them).
+    members: Vec<PublicKey>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,10 @@ impl MemBackend {
     }
     pub fn add(&self, a: &Attestation) {
         self.ingest(std::slice::from_ref(&a.bytes)).unwrap();
+    }
+    /// Makes these node keys the community's members (see `Backend::member_markets`).
+    pub fn set_members(&self, members: Vec<PublicKey>) {
+        self.0.lock().unwrap().members = members;
     }
     /// Says that the ledgers of `markets` depend on `id` (as a store's dependency index would).
     pub fn set_dependents(&self, id: Id, markets: Vec<PublicKey>) {
@@ -91,6 +97,14 @@ impl Backend for MemBackend {
     fn dependents(&self, id: &Id) -> Vec<PublicKey> {
         let m = self.0.lock().unwrap();
         m.dependents.get(id).cloned().unwrap_or_default()
+    }
+    fn member_markets(&self, peer: &PublicKey, markets: &[PublicKey]) -> Vec<PublicKey> {
+        let m = self.0.lock().unwrap();
+        if m.members.contains(peer) {
+            markets.to_vec()
+        } else {
+            Vec::new()
+        }
     }
     fn envelopes(&self, ids: &[Id]) -> Vec<Vec<u8>> {
         let m = self.0.lock().unwrap();
