@@ -61,6 +61,10 @@ pub struct Config {
     pub publish_per_sec: u32,
     /// Seconds a misbehaving peer stays banned.
     pub ban_secs: u64,
+    /// The argon2id cost of a hosted member's key file and sign-in: `member` (46 MiB, one
+    /// pass) or `minimum` (19 MiB, one pass: the least a key file may ask for; tests and very
+    /// small devices only).
+    pub member_kdf: String,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             author_messages_per_sec: NET.author_messages_per_sec as u32,
             publish_per_sec: NET.publish_per_sec as u32,
             ban_secs: NET.ban_for.as_secs(),
+            member_kdf: "member".into(),
         }
     }
 }
@@ -149,7 +154,12 @@ pub fn default_file() -> String {
          author_messages_per_sec = {}\n\
          publish_per_sec = {}\n\
          # Seconds a misbehaving peer stays banned.\n\
-         ban_secs = {}\n",
+         ban_secs = {}\n\n\
+         # A community node: the argon2id cost of sealing a hosted member's key under her\n\
+         # password (her sign-ins pay it again). \"member\": 46 MiB, one pass. \"minimum\":\n\
+         # 19 MiB, one pass, the least a key file may ask for: weaker against someone who\n\
+         # steals the disk, for tests and very small devices only.\n\
+         member_kdf = \"member\"\n",
         DEFAULT_LISTEN[0],
         DEFAULT_LISTEN[1],
         passalong_store::CHECKPOINT_EVERY,
@@ -226,6 +236,7 @@ impl Config {
         if self.sync_interval_secs == 0 {
             bail!("sync_interval_secs must be at least 1");
         }
+        self.member_kdf()?;
         if self.store_cache_mib < 8 {
             bail!(
                 "store_cache_mib must be at least 8 (it is {})",
@@ -255,6 +266,15 @@ impl Config {
             }
         }
         Ok(self)
+    }
+
+    /// The argon2id parameters `member_kdf` names.
+    pub fn member_kdf(&self) -> Result<passalong_accounts::KdfParams> {
+        match self.member_kdf.as_str() {
+            "member" => Ok(passalong_accounts::KdfParams::MEMBER),
+            "minimum" => Ok(passalong_accounts::KdfParams::MINIMUM),
+            other => bail!("member_kdf {other:?}: expected \"member\" or \"minimum\""),
+        }
     }
 
     /// The API server's timeouts.
@@ -347,5 +367,23 @@ mod tests {
         let tiny: Config = toml::from_str("store_cache_mib = 2").unwrap();
         let e = tiny.with_flags(&none).unwrap_err().to_string();
         assert!(e.contains("store_cache_mib must be at least 8"), "{e}");
+    }
+
+    #[test]
+    fn members_key_cost_is_a_named_preset() {
+        let none = RunArgs::default();
+        let default = Config::default().with_flags(&none).unwrap();
+        assert_eq!(
+            default.member_kdf().unwrap(),
+            passalong_accounts::KdfParams::MEMBER
+        );
+        let small: Config = toml::from_str("member_kdf = \"minimum\"").unwrap();
+        assert_eq!(
+            small.with_flags(&none).unwrap().member_kdf().unwrap(),
+            passalong_accounts::KdfParams::MINIMUM
+        );
+        let bad: Config = toml::from_str("member_kdf = \"fast\"").unwrap();
+        let e = bad.with_flags(&none).unwrap_err().to_string();
+        assert!(e.contains("member_kdf \"fast\""), "{e}");
     }
 }

@@ -101,6 +101,7 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         .clone()
         .map(|n| Arc::new(crate::network::ApiNetwork(n)) as Arc<dyn passalong_api::Network>);
     state.metrics = passalong_api::Metrics::new(registry);
+    state.member_kdf = config.member_kdf()?;
     if let Some(c) = state.community.current() {
         if public.base.is_none() {
             warn!(

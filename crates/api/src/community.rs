@@ -9,6 +9,12 @@
 //!
 //! Invites are changed on a copy that is written (atomically, synced) before it replaces the
 //! one in memory, so an answer with a token means the token works after a crash too.
+//!
+//! A neighbour joins with an invite as a hosted member ([`join_hosted`]): the node makes her
+//! a key, seals it under her password (`community/members/<key>.json`), and admits her with
+//! the Membership attestation the protocol defines (her key signs the request, the node's the
+//! envelope). Her key then lives only in the session her sign-in starts, never among the
+//! node's [`Identities`](crate::Identities).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,10 +23,15 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use passalong_accounts::community::{self as files, Community};
 use passalong_accounts::invites::{self, Invite, InviteError, InviteId, Invites, State as Stage};
-use passalong_accounts::{CommunityError, InvitesFileError};
-use passalong_protocol::attestation::{self, Body};
+use passalong_accounts::members::{self, Status};
+use passalong_accounts::{
+    CommunityError, InvitesFileError, KdfParams, Member, MemberKey, Members, MembersError,
+};
+use passalong_protocol::attestation::{self, Body, Membership};
+use passalong_protocol::{Id, Keypair, PublicKey};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::error::{ApiError, AppJson};
 use crate::state::{AppState, WriteAuth};
@@ -40,6 +51,9 @@ pub enum CommunityNodeError {
     /// `invites.json`.
     #[error(transparent)]
     Invites(#[from] InvitesFileError),
+    /// The hosted members' files.
+    #[error(transparent)]
+    Members(#[from] MembersError),
 }
 
 /// The community this node runs and its invites, shared by the handlers.
@@ -48,11 +62,16 @@ pub struct CommunityNode {
     current: Mutex<Current>,
     /// Held while a community is founded: two requests at once must not both sign one.
     founding: tokio::sync::Mutex<()>,
+    /// Held while a neighbour joins: one key derivation at a time, and a login checked free
+    /// stays free until her file is written.
+    joining: tokio::sync::Mutex<()>,
 }
 
 struct Current {
     community: Option<Community>,
     invites: Invites,
+    /// The hosted members (opened with the community: opening makes its directories).
+    members: Option<Members>,
 }
 
 impl std::fmt::Debug for CommunityNode {
@@ -67,15 +86,41 @@ impl CommunityNode {
     /// Reads the community of the node in `data_dir` and its invites, if it runs one.
     pub fn open(data_dir: &Path) -> Result<CommunityNode, CommunityNodeError> {
         let community = files::load(data_dir)?;
-        let invites = match community {
-            Some(_) => Invites::load(data_dir)?,
-            None => Invites::default(),
+        let (invites, members) = match community {
+            Some(_) => (Invites::load(data_dir)?, Some(open_members(data_dir)?)),
+            None => (Invites::default(), None),
         };
         Ok(CommunityNode {
             data_dir: data_dir.to_path_buf(),
-            current: Mutex::new(Current { community, invites }),
+            current: Mutex::new(Current {
+                community,
+                invites,
+                members,
+            }),
             founding: tokio::sync::Mutex::new(()),
+            joining: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// How many hosted members the node has.
+    pub fn member_count(&self) -> usize {
+        self.lock().members.as_ref().map_or(0, Members::len)
+    }
+
+    /// The community a hosted member's referrals name: hers while she is an active member.
+    pub fn community_of(&self, member: &PublicKey) -> Option<(Id, String)> {
+        let current = self.lock();
+        let c = current.community.as_ref()?;
+        let m = current.members.as_ref()?.get(member)?;
+        (m.status == Status::Active).then(|| (c.id, c.name.clone()))
+    }
+
+    /// Whether `token` may be used to join now: the community's name if so.
+    pub fn check_invite(&self, token: &str) -> Result<String, ApiError> {
+        let current = self.lock();
+        let c = current.community.as_ref().ok_or_else(no_community)?;
+        current.invites.check(token, now_ms()).map_err(join_error)?;
+        Ok(c.name.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -112,6 +157,16 @@ impl CommunityNode {
     }
 }
 
+/// Opens the hosted members' registry, logging the member files it could not read (each
+/// costs only its own member).
+fn open_members(data_dir: &Path) -> Result<Members, MembersError> {
+    let members = Members::open(data_dir)?;
+    for e in members.damaged() {
+        tracing::error!(error = %e, "a hosted member's file is damaged");
+    }
+    Ok(members)
+}
+
 fn no_community() -> ApiError {
     ApiError::not_found(
         "this node runs no community: found one with `passalong community create --name NAME` (POST /v1/community)",
@@ -139,23 +194,29 @@ pub struct CommunityInfo {
     pub created_at_ms: u64,
     /// Invites that may still be used.
     pub open_invites: usize,
+    /// Hosted members (of every status).
+    pub members: usize,
 }
 
 fn info_of(s: &AppState, c: &Community) -> CommunityInfo {
     let now = now_ms();
+    let (open_invites, members) = {
+        let current = s.community.lock();
+        let open = current
+            .invites
+            .all()
+            .iter()
+            .filter(|i| open_at(i, now))
+            .count();
+        (open, current.members.as_ref().map_or(0, Members::len))
+    };
     CommunityInfo {
         id: c.id.to_hex(),
         name: c.name.clone(),
         connector: s.identities.default_key().to_hex(),
         created_at_ms: c.created_at_ms,
-        open_invites: s
-            .community
-            .lock()
-            .invites
-            .all()
-            .iter()
-            .filter(|i| open_at(i, now))
-            .count(),
+        open_invites,
+        members,
     }
 }
 
@@ -190,16 +251,22 @@ pub async fn found(s: &AppState, name: &str) -> Result<CommunityInfo, ApiError> 
         created_at_ms,
     };
     let (node, record) = (s.community.clone(), community.clone());
-    tokio::task::spawn_blocking(move || files::create(&node.data_dir, &record))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| match e {
+    let members = tokio::task::spawn_blocking(move || {
+        files::create(&node.data_dir, &record).map_err(|e| match e {
             CommunityError::Exists(id) => ApiError::conflict(format!(
                 "this node runs community {id} already (one community per node)"
             )),
             e => ApiError::internal(e),
         })?;
-    s.community.lock().community = Some(community.clone());
+        open_members(&node.data_dir).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    {
+        let mut current = s.community.lock();
+        current.community = Some(community.clone());
+        current.members = Some(members);
+    }
     tracing::info!(community = %community.id, name = %community.name, "community founded");
     Ok(info_of(s, &community))
 }
@@ -422,4 +489,140 @@ pub async fn revoke(
     UrlPath(id): UrlPath<String>,
 ) -> Result<AppJson<Revoked>, ApiError> {
     Ok(AppJson(revoke_invite(&s, &id).await?))
+}
+
+/// Why an invite cannot be used to join, as the join page says it.
+fn join_error(e: InviteError) -> ApiError {
+    let gone = |message: &str| ApiError {
+        status: StatusCode::GONE,
+        code: "gone",
+        message: format!("{message}: ask the person who invited you for a new one"),
+        reason: None,
+    };
+    match e {
+        InviteError::Unknown => ApiError::not_found(
+            "this invite is not known here: check that the whole link was copied, or ask for a new one",
+        ),
+        InviteError::Expired => gone("this invite has expired"),
+        InviteError::Used => gone("this invite was used already"),
+        InviteError::Revoked => gone("this invite was revoked"),
+        e => ApiError::conflict(e.to_string()),
+    }
+}
+
+fn member_error(e: MembersError) -> ApiError {
+    match e {
+        MembersError::BadLogin { .. } | MembersError::BadPassword { .. } => {
+            ApiError::bad_request(e.to_string())
+        }
+        MembersError::LoginTaken(_) => ApiError::conflict(format!("{e}: choose another")),
+        e => ApiError::internal(e),
+    }
+}
+
+/// A hosted member who just joined.
+#[derive(Debug)]
+pub struct Joined {
+    /// Her key, for the session her join starts.
+    pub key: MemberKey,
+    /// Her login, folded.
+    pub login: String,
+    /// The id of her Membership attestation.
+    pub membership: Id,
+}
+
+/// A neighbour joins with the invite `token` as a hosted member who signs in as `login` with
+/// `password`: the node makes her key, seals it under her password at `params`, and its own
+/// key admits her (a Membership her key consents to). The invite works once: it is spent
+/// before her file is written, so that a crash in between costs her the invite, never lets it
+/// work twice.
+pub async fn join_hosted(
+    s: &AppState,
+    token: &str,
+    login: &str,
+    password: &[u8],
+) -> Result<Joined, ApiError> {
+    members::check_password(password).map_err(member_error)?;
+    let _joining = s.community.joining.lock().await;
+    let (community, login, lease) = {
+        let mut current = s.community.lock();
+        let community = current.community.clone().ok_or_else(no_community)?;
+        let members = current
+            .members
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("a community without its members' registry"))?;
+        let login = members.login_free(login).map_err(member_error)?;
+        let lease = current
+            .invites
+            .reserve(token, now_ms())
+            .map_err(join_error)?;
+        (community, login, lease)
+    };
+    let joined = admit(s, &community, login, password, &lease).await;
+    if joined.is_err() {
+        s.community.lock().invites.release(&lease);
+    }
+    joined
+}
+
+/// The part of [`join_hosted`] that holds the invite's lease.
+async fn admit(
+    s: &AppState,
+    community: &Community,
+    login: members::Login,
+    password: &[u8],
+    lease: &invites::Lease,
+) -> Result<Joined, ApiError> {
+    let keypair = Keypair::generate(&mut OsRng);
+    let member = keypair.public();
+    let (sealing, secret) = (keypair.clone(), Zeroizing::new(password.to_vec()));
+    let params: KdfParams = s.member_kdf;
+    let key_file = tokio::task::spawn_blocking(move || {
+        members::seal_new(&sealing, &secret, params, &mut OsRng)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(member_error)?;
+    let connector = s.identities.signer(None)?;
+    let created_ms = now_ms();
+    let membership = s
+        .sign_and_store(
+            Body::Membership(Membership::admit(
+                connector.public(),
+                community.id,
+                &keypair,
+                created_ms,
+            )),
+            connector,
+        )
+        .await?;
+    let (node, lease, record) = (
+        s.community.clone(),
+        lease.clone(),
+        Member {
+            login: login.clone(),
+            public_key: member,
+            created_ms,
+            membership: membership.id,
+            status: Status::Active,
+            key: key_file,
+        },
+    );
+    tokio::task::spawn_blocking(move || {
+        node.change_invites(|inv, now| inv.redeem(&lease, member, now).map_err(join_error))?;
+        let mut current = node.lock();
+        let members = current
+            .members
+            .as_mut()
+            .ok_or_else(|| ApiError::internal("a community without its members' registry"))?;
+        members.add(record).map_err(member_error)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    tracing::info!(%member, login = %login, membership = %membership.id, "a hosted member joined");
+    Ok(Joined {
+        key: MemberKey::new(keypair),
+        login: login.to_string(),
+        membership: membership.id,
+    })
 }

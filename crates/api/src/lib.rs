@@ -25,6 +25,7 @@ pub mod peers;
 pub mod referrals;
 pub mod sales;
 pub mod server;
+pub mod signer;
 mod state;
 pub mod text;
 mod writer;
@@ -39,6 +40,7 @@ pub use ledger::ledger_json;
 pub use metrics::{Metrics, Registry};
 pub use network::{NetFuture, NetStatus, Network, NetworkError};
 pub use server::{serve_app, ServeLimits};
+pub use signer::Signer;
 pub use state::{constant_time_eq, AppState};
 pub use writer::{now_ms, Sink, Writer};
 

@@ -4,11 +4,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Offer};
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::{Keypair, Kind, Policy, PublicKey, Rule};
+use passalong_protocol::{Kind, Policy, PublicKey, Rule};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::{parse_currency, parse_key};
+use crate::signer::Signer;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
 
@@ -118,9 +119,10 @@ impl NewOffer {
 /// Signs and stores an offer as `keys`.
 pub async fn publish_offer(
     s: &AppState,
-    keys: &Keypair,
+    keys: impl Into<Signer<'_>>,
     req: &NewOffer,
 ) -> Result<Published, ApiError> {
+    let keys = keys.into();
     let body = Body::Offer(req.offer(keys.public(), now_ms())?);
     let att = s.sign_and_store(body, keys).await?;
     s.published(&att.id).await

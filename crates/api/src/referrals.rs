@@ -4,12 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use passalong_protocol::attestation::{Body, Referral};
 use passalong_protocol::link::{AnyLink, ShareLink, ShortLink};
-use passalong_protocol::{Id, Keypair};
+use passalong_protocol::Id;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, AppJson};
 use crate::identity::{parse_id, parse_key};
 use crate::offers::Published;
+use crate::signer::Signer;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
 
@@ -110,18 +111,22 @@ pub struct Referred {
     pub imported: usize,
 }
 
-/// Signs `keys`' referral of what `req.from` names (importing a link's chain first).
+/// Signs `keys`' referral of what `req.from` names (importing a link's chain first). A
+/// referral that names no community names `default_community` (a hosted member's own).
 pub async fn refer_as(
     s: &AppState,
-    keys: &Keypair,
+    keys: impl Into<Signer<'_>>,
     req: &NewReferral,
+    default_community: Option<Id>,
 ) -> Result<Referred, ApiError> {
+    let keys = keys.into();
     let recipient = req.to.as_deref().map(|h| parse_key(h, "to")).transpose()?;
     let community = req
         .community
         .as_deref()
         .map(|h| parse_id(h, "community"))
-        .transpose()?;
+        .transpose()?
+        .or(default_community);
     let (offer, parent, imported) = resolve(s, &req.from, "from").await?;
     // Never date a referral before its parent (a skewed clock would make it invalid).
     let parent_time = match parent {
@@ -156,6 +161,6 @@ pub async fn refer(
     let keys = s.identities.signer(req.as_.as_deref())?;
     Ok((
         StatusCode::CREATED,
-        AppJson(refer_as(&s, keys, &req).await?),
+        AppJson(refer_as(&s, keys, &req, None).await?),
     ))
 }

@@ -13,7 +13,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use passalong_protocol::attestation::{Body, Receipt, Refund, Settlement};
-use passalong_protocol::{validation, Attestation, Id, Keypair, Kind, PublicKey};
+use passalong_protocol::{validation, Attestation, Id, Kind, PublicKey};
 use passalong_store::{Status, MAX_IDEMPOTENCY_KEY};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard};
@@ -21,6 +21,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::error::{ApiError, AppJson};
 use crate::identity::{parse_currency, parse_id, parse_key};
 use crate::referrals::resolve;
+use crate::signer::Signer;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
 
@@ -134,14 +135,14 @@ async fn of_kind(
 async fn sign_and_store(
     s: &AppState,
     body: Body,
-    keys: &Keypair,
+    keys: Signer<'_>,
     idempotency: Option<&str>,
 ) -> Result<Attestation, ApiError> {
     let Some(k) = idempotency else {
         return s.sign_and_store(body, keys).await;
     };
     // Signatures are deterministic: this is the id the store will get.
-    let id = Attestation::sign(body.clone(), keys).id;
+    let id = keys.sign(body.clone()).id;
     let key = k.to_string();
     s.with_store(move |store| store.set_idempotent(&key, Some(&id)))
         .await?;
@@ -299,7 +300,7 @@ pub async fn receipt(
         }
         return Ok(existing(id));
     }
-    let att = sign_and_store(&s, body, keys, key.as_deref()).await?;
+    let att = sign_and_store(&s, body, keys.into(), key.as_deref()).await?;
     Ok(answer(
         false,
         SaleAnswer {
@@ -430,9 +431,10 @@ pub async fn settle(
 /// Signs `keys`' settlement (or finds the same payment already settled: 200, not 201).
 pub async fn settle_as(
     s: &AppState,
-    keys: &Keypair,
+    keys: impl Into<Signer<'_>>,
     req: &NewSettlement,
 ) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
+    let keys = keys.into();
     let participant = parse_key(&req.participant, "participant")?;
     let currency = parse_currency(&req.currency)?;
     let seller = keys.public();

@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use passalong_protocol::attestation::Body;
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::{validation, Attestation, Id, Keypair, Rejection};
+use passalong_protocol::{validation, Attestation, Id, Rejection};
 use passalong_store::{Ack, Status, Store};
 
 use crate::community::{CommunityNode, CommunityNodeError};
@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::network::Network;
+use crate::signer::Signer;
 use crate::writer::Writer;
 
 /// Shared state of the API.
@@ -40,6 +41,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The community this node runs as its connector, if any, and its invites.
     pub community: Arc<CommunityNode>,
+    /// The argon2id cost of sealing a hosted member's key under her password (her sign-in
+    /// pays it again): `KdfParams::MEMBER` unless the node's config says otherwise.
+    pub member_kdf: passalong_accounts::KdfParams,
 }
 
 /// Proof that a request carried the write token.
@@ -91,6 +95,7 @@ impl AppState {
             data_dir: Arc::new(data_dir),
             net: None,
             metrics: Metrics::default(),
+            member_kdf: passalong_accounts::KdfParams::MEMBER,
         })
     }
 
@@ -143,10 +148,10 @@ impl AppState {
     pub async fn sign_and_store(
         &self,
         body: Body,
-        keys: &Keypair,
+        keys: impl Into<Signer<'_>>,
     ) -> Result<Attestation, ApiError> {
         validation::check_limits(&body).map_err(|r| ApiError::invalid(r.code(), r.to_string()))?;
-        let att = Attestation::sign(body, keys);
+        let att = keys.into().sign(body);
         self.ingest_own(&att).await?;
         Ok(att)
     }

@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
-use passalong_api::{constant_time_eq, now_ms};
+use passalong_api::{constant_time_eq, now_ms, Signer};
 use passalong_protocol::PublicKey;
 use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
@@ -40,6 +40,22 @@ impl SignedIn {
     /// The identity every action of this request is taken as.
     pub fn me(&self) -> PublicKey {
         self.session.identity
+    }
+
+    /// The key this request signs with: the operator's is the node's own identity (which
+    /// `Identities` holds); a member's is the one her sign-in opened into her session — never
+    /// looked up anywhere else, so no other session can reach it.
+    pub fn signer<'a>(&'a self, s: &'a WebState) -> Result<Signer<'a>, PageError> {
+        match self.session.role {
+            Role::Operator => Ok(Signer::Node(s.api.identities.keypair(&self.me())?)),
+            Role::Member => match self.session.key.as_deref() {
+                Some(k) if k.public() == self.me() => Ok(Signer::Member(k)),
+                _ => Err(PageError::new(
+                    StatusCode::FORBIDDEN,
+                    "This session holds no key to sign with. Sign out and in again.",
+                )),
+            },
+        }
     }
 
     /// Refuses anyone but the node's operator (a hosted member acts only as herself).
@@ -98,7 +114,8 @@ impl FromRequestParts<WebState> for SignedIn {
     }
 }
 
-fn set_cookie(name: &str, value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
+/// A `Set-Cookie` value: `HttpOnly; SameSite=Strict`, `Secure` behind https.
+pub(crate) fn set_cookie(name: &str, value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
@@ -106,7 +123,8 @@ fn set_cookie(name: &str, value: &str, max_age_s: u64, secure: bool) -> HeaderVa
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn random_hex() -> String {
+/// 32 random bytes, hex (a form's double-submit token).
+pub(crate) fn random_hex() -> String {
     let mut b = [0u8; 32];
     OsRng.fill_bytes(&mut b);
     hex::encode(b)

@@ -4,7 +4,10 @@
 //!   form that previews each hop's share with the protocol's own payout code), passing a link
 //!   along (my link, a copy button and a QR code), ledgers with CSV downloads and the
 //!   settlement form, disputes, the network, contacts;
-//! - the **public share page** `/l/<token>` a friend opens from a link, without signing in.
+//! - the **public share page** `/l/<token>` a friend opens from a link, without signing in;
+//! - on a community node, the connector's page `/community` (invites) and the **join page**
+//!   `/join/<token>`, where an invited neighbour becomes a hosted member, signed in with her
+//!   own key ([`auth::SignedIn::signer`]).
 //!
 //! Pages are rendered on the server (maud, checked at compile time) and work without
 //! JavaScript; one small script adds copy buttons. Nothing is loaded from elsewhere: the pages
@@ -133,6 +136,10 @@ pub fn app(api: AppState, public: &PublicUrl) -> Router {
         .route("/community/invites", post(pages::community::invite))
         .route("/community/invites/revoke", post(pages::community::revoke))
         .route("/l/{token}", get(pages::share::page))
+        .route(
+            "/join/{token}",
+            get(pages::join::page).post(pages::join::join),
+        )
         .route("/assets/{file}", get(assets::serve))
         .with_state(state);
     let hosts = guard::Hosts {

@@ -47,7 +47,7 @@ impl Node {
         let s = store.clone();
         let path = dir.path().to_path_buf();
         rt.spawn(async move {
-            let state = AppState::new(
+            let mut state = AppState::new(
                 s.clone(),
                 Writer::spawn(s),
                 Identities::single(Keypair::from_seed([1; 32])),
@@ -59,6 +59,8 @@ impl Node {
                 path.clone(),
             )
             .expect("state");
+            // Hosted members' keys sealed at the cheapest cost accepted: tests stay fast.
+            state.member_kdf = passalong_accounts::KdfParams::MINIMUM;
             let app = passalong_web::app(state, &public);
             let _ = passalong_web::serve(listener, app, std::future::pending()).await;
         });
@@ -142,6 +144,17 @@ impl Node {
             Err(ureq::Error::Status(s, r)) => (s, r.into_string().expect("body")),
             Err(e) => panic!("transport: {e}"),
         }
+    }
+
+    /// A write to the API with the token.
+    fn api_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        Node::agent()
+            .post(&self.url(path))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .send_json(body)
+            .expect(path)
+            .into_json()
+            .expect("json")
     }
 
     /// A read of the API with the token.
@@ -504,4 +517,249 @@ fn the_connector_founds_a_community_and_makes_and_revokes_invites_on_its_page() 
     );
     // Signed out, the page is the sign-in's.
     assert_eq!(node.get("/community", "").0, 303);
+}
+
+/// A seller's offer (not the node's) that pays a connector share; stored on the node.
+fn seller_offer(node: &Node) -> ShareLink {
+    let k = Keypair::from_seed([5; 32]);
+    let a = Attestation::sign(
+        Body::Offer(Offer {
+            seller: k.public(),
+            title: "A lamp".into(),
+            content_hash: None,
+            price_minor: 4000,
+            currency: Currency::parse("EUR").expect("EUR"),
+            policy: Policy {
+                pool_bps: 1000,
+                connector_bps: 300,
+                rule: Rule::Direct,
+                max_depth: 16,
+                window_ms: 30 * 86_400_000,
+                require_purchase: false,
+            },
+            valid_from_ms: 0,
+            valid_until_ms: None,
+            created_at_ms: 1_767_225_600_000,
+            checkout_url: None,
+        }),
+        &k,
+    );
+    let acks = node
+        .store
+        .ingest(&[&a.bytes], 1_767_225_600_000)
+        .expect("ingest");
+    assert_eq!(acks[0].status, passalong_store::Status::Valid);
+    ShareLink::new(vec![a]).expect("link")
+}
+
+/// The join form of `token`: (status, page, its double-submit cookie).
+fn join_form(node: &Node, token: &str) -> (u16, String, Option<String>) {
+    let r = match Node::agent()
+        .get(&node.url(&format!("/join/{token}")))
+        .call()
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport: {e}"),
+    };
+    let cookie = r
+        .header("set-cookie")
+        .map(|c| format!("pl_join={}", cookie_value(c, "pl_join")));
+    (r.status(), r.into_string().expect("body"), cookie)
+}
+
+/// The referral at the end of the full link a pass-along page shows.
+fn my_referral(
+    page: &str,
+) -> (
+    passalong_protocol::Attestation,
+    passalong_protocol::attestation::Referral,
+) {
+    let url = text_of(page, "my-link");
+    let token = url.split("/l/").nth(1).expect("a share page URL");
+    let link = ShareLink::parse(token).expect("my link parses");
+    let last = link.attestations.last().expect("a chain").clone();
+    match &last.body {
+        Body::Referral(r) => {
+            let r = r.clone();
+            (last, r)
+        }
+        other => panic!("not a referral: {other:?}"),
+    }
+}
+
+#[test]
+fn a_neighbour_joins_with_an_invite_and_passes_an_offer_along_as_herself() {
+    let node = Node::start();
+    let community = node.api_post("/v1/community", serde_json::json!({"name": "Riverside"}));
+    let community = Id::from_hex(community["id"].as_str().unwrap()).unwrap();
+    let invite = node.api_post("/v1/community/invites", serde_json::json!({"note": "Anna"}));
+    let token = invite["token"].as_str().unwrap().to_string();
+    let offer = seller_offer(&node);
+
+    let (status, page, csrf_cookie) = join_form(&node, &token);
+    assert_eq!(status, 200);
+    assert!(page.contains("Join Riverside") && page.contains("No one can recover"));
+    let csrf_cookie = csrf_cookie.expect("a form cookie");
+    let csrf = csrf_of(&page);
+    let path = format!("/join/{token}");
+    let post = |form: &[(&str, &str)]| node.post_page(&path, &csrf_cookie, form);
+    let (status, page) = post(&[
+        ("csrf", &csrf),
+        ("login", "Anna"),
+        ("password", "correct horse battery"),
+        ("password2", "correct horse batterY"),
+    ]);
+    assert_eq!(status, 400);
+    assert!(page.contains("passwords differ") && page.contains("value=\"Anna\""));
+    let (status, page) = post(&[
+        ("csrf", &csrf),
+        ("login", "Anna"),
+        ("password", "short"),
+        ("password2", "short"),
+    ]);
+    assert_eq!(status, 400);
+    assert!(page.contains("10 to 256 bytes"), "{page}");
+    let (status, page) = post(&[
+        ("csrf", &csrf),
+        ("login", "an na"),
+        ("password", "correct horse battery"),
+        ("password2", "correct horse battery"),
+    ]);
+    assert_eq!(status, 400);
+    assert!(page.contains("letters a-z"), "{page}");
+    // Without the form's cookie (posted from elsewhere): refused.
+    let (status, _) = node.post_page(
+        &path,
+        "",
+        &[
+            ("csrf", &csrf),
+            ("login", "anna"),
+            ("password", "correct horse battery"),
+            ("password2", "correct horse battery"),
+        ],
+    );
+    assert_eq!(status, 403);
+
+    let r = Node::agent()
+        .post(&node.url(&path))
+        .set("Cookie", &csrf_cookie)
+        .send_form(&[
+            ("csrf", &csrf),
+            ("login", "Anna"),
+            ("password", "correct horse battery"),
+            ("password2", "correct horse battery"),
+        ])
+        .expect("join");
+    assert_eq!((r.status(), r.header("location")), (303, Some("/")));
+    let session = r
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("pl_session="))
+        .expect("signed in")
+        .to_string();
+    assert!(session.contains("Max-Age=86400") && session.contains("HttpOnly"));
+    let anna = format!("pl_session={}", cookie_value(&session, "pl_session"));
+
+    // Her key is her own: sealed in her file, never among the node's identities.
+    let members = node._dir.path().join("community").join("members");
+    let files: Vec<_> = std::fs::read_dir(&members)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let her =
+        passalong_protocol::PublicKey::from_hex(files[0].file_stem().unwrap().to_str().unwrap())
+            .unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(file["login"], "anna");
+    assert_eq!(
+        file["key"]["kdf"]["m_kib"],
+        19 * 1024,
+        "the configured cost"
+    );
+    let id: serde_json::Value = Node::agent()
+        .get(&node.url("/v1/id"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(
+        id["identities"],
+        serde_json::json!([Keypair::from_seed([1; 32]).public().to_hex()])
+    );
+    // The connector admitted her: a Membership her key consented to, in the connector's market.
+    let connector = Keypair::from_seed([1; 32]).public();
+    let memberships = node
+        .store
+        .market_of_kind(&connector, passalong_protocol::Kind::Membership)
+        .unwrap();
+    assert_eq!(memberships.len(), 1);
+    match &memberships[0].body {
+        Body::Membership(m) => assert_eq!((m.member, m.community), (her, community)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(file["membership"], memberships[0].id.to_hex());
+
+    // She is signed in as herself, without the connector's pages.
+    let (status, home) = node.get("/", &anna);
+    assert_eq!(status, 200);
+    assert!(home.contains(&her.to_hex()) && !home.contains("href=\"/community\""));
+    assert_eq!(node.get("/community", &anna).0, 403);
+
+    // She passes the offer along: her key signs, and the referral names her community.
+    let (_, pass) = node.get("/pass", &anna);
+    assert!(text_of(&pass, "through").starts_with("Through "), "{pass}");
+    assert!(pass.contains("Riverside"));
+    let csrf = csrf_of(&pass);
+    let (status, done) =
+        node.post_page("/pass", &anna, &[("csrf", &csrf), ("link", &offer.token())]);
+    assert_eq!(status, 200, "{done}");
+    let (att, referral) = my_referral(&done);
+    assert_eq!(referral.referrer, her);
+    assert_eq!(referral.community, Some(community));
+    assert_eq!(referral.offer, offer.offer());
+    assert_eq!(
+        node.store.attestation(&att.id).unwrap().map(|a| a.bytes),
+        Some(att.bytes.clone()),
+        "stored as valid: her key's signature checked"
+    );
+
+    // The operator's session still signs as the node, naming no community.
+    let op = node.sign_in();
+    let (_, pass) = node.get("/pass", &op);
+    assert!(!pass.contains("id=\"through\""));
+    let (_, done) = node.post_page(
+        "/pass",
+        &op,
+        &[("csrf", &csrf_of(&pass)), ("link", &offer.token())],
+    );
+    let (_, referral) = my_referral(&done);
+    assert_eq!((referral.referrer, referral.community), (connector, None));
+
+    // The invite worked once.
+    let (status, page, _) = join_form(&node, &token);
+    assert_eq!(status, 410);
+    assert!(page.contains("used already"), "{page}");
+    let (status, _) = post(&[
+        ("csrf", &csrf_cookie["pl_join=".len()..]),
+        ("login", "ben"),
+        ("password", "correct horse battery"),
+        ("password2", "correct horse battery"),
+    ]);
+    assert_eq!(status, 410);
+    let listed = node.api_get("/v1/community/invites");
+    assert_eq!(listed["invites"][0]["state"], "used");
+    assert_eq!(listed["invites"][0]["member"], her.to_hex());
+    let used = listed["invites"][0]["id"].as_str().unwrap();
+    let r = Node::agent()
+        .post(&node.url(&format!("/v1/community/invites/{used}/revoke")))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .call();
+    assert!(matches!(r, Err(ureq::Error::Status(409, _))), "{r:?}");
+    assert_eq!(std::fs::read_dir(&members).unwrap().count(), 1);
+    let (status, _, _) = join_form(&node, "inv1.00000000000000000000000000000000");
+    assert_eq!(status, 404);
+    assert_eq!(node.api_get("/v1/community")["members"], 1);
 }

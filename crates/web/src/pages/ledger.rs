@@ -233,7 +233,7 @@ pub async fn settle(
                 currency.minor_digits()
             ))
         })?;
-    let keys = s.api.identities.keypair(&me.me())?;
+    let keys = me.signer(&s)?;
     let req = passalong_api::sales::NewSettlement {
         participant: participant.to_string(),
         amount_minor,

@@ -4,6 +4,7 @@ pub mod community;
 pub mod contacts;
 pub mod disputes;
 pub mod home;
+pub mod join;
 pub mod ledger;
 pub mod network;
 pub mod offers;

@@ -400,7 +400,7 @@ pub async fn publish(
                 .into_response())
         }
     };
-    let keys = s.api.identities.keypair(&me.me())?;
+    let keys = me.signer(&s)?;
     match publish_offer(&s.api, keys, &new).await {
         Ok(p) => Ok(Redirect::to(&format!("/offers/{}", p.id)).into_response()),
         Err(ApiError {

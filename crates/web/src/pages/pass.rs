@@ -10,13 +10,14 @@ use passalong_api::referrals::{full_link, refer_as, NewReferral};
 use passalong_api::text::printable;
 use passalong_protocol::attestation::Body;
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::PublicKey;
+use passalong_protocol::{Id, PublicKey};
 use serde::Deserialize;
 
 use super::{names, offers};
 use crate::auth::SignedIn;
 use crate::layout::{self, PageError};
 use crate::qr::qr;
+use crate::session::Role;
 use crate::WebState;
 
 /// `?link=…`
@@ -94,9 +95,19 @@ fn summary(names: &passalong_api::contacts::Names, me: &PublicKey, link: &ShareL
     }
 }
 
+/// The community a member's referrals name (hers while she is an active member), with its
+/// name for the page; none for the operator.
+fn community_of(s: &WebState, me: &SignedIn) -> Option<(Id, String)> {
+    match me.session.role {
+        Role::Member => s.api.community.community_of(&me.me()),
+        Role::Operator => None,
+    }
+}
+
 fn page(
     me: &SignedIn,
     names: &passalong_api::contacts::Names,
+    community: Option<&str>,
     link_text: &str,
     body: Markup,
 ) -> Markup {
@@ -109,6 +120,10 @@ fn page(
             h1 { "Pass along" }
             (body)
             form.card method="post" action="/pass" {
+                @if let Some(name) = community {
+                    p #through { "Through " strong { (name) } ": your referrals name your community, so its connector earns "
+                        "the connector share an offer allows when a friend buys through your link." }
+                }
                 (layout::csrf(me))
                 label for="link" { "A share link you received" }
                 textarea #link name="link" required placeholder="pl1.… or a link to a share page" { (link_text) }
@@ -131,7 +146,14 @@ pub async fn page_handler(s: &WebState, me: &SignedIn, q: LinkQuery) -> Result<M
             Err(e) => html! { p.error role="alert" { (e.message) } },
         }
     };
-    Ok(page(me, &names, q.link.trim(), shown))
+    let community = community_of(s, me);
+    Ok(page(
+        me,
+        &names,
+        community.as_ref().map(|c| c.1.as_str()),
+        q.link.trim(),
+        shown,
+    ))
 }
 
 /// `GET /pass`
@@ -174,13 +196,14 @@ pub async fn refer(
 ) -> Result<Markup, PageError> {
     me.check_csrf(&f.csrf)?;
     let names = names(&s, me.me()).await?;
-    let keys = s.api.identities.keypair(&me.me())?;
+    let keys = me.signer(&s)?;
+    let community = community_of(&s, &me);
     let req = NewReferral {
         from: f.link.clone(),
         to: recipient(&names, &f.to)?,
         ..Default::default()
     };
-    let done = refer_as(&s.api, keys, &req).await;
+    let done = refer_as(&s.api, keys, &req, community.as_ref().map(|c| c.0)).await;
     let body = match done {
         Ok(r) => html! {
             p.ok role="status" { "Your referral is signed. Send your link to friends:" }
@@ -188,5 +211,11 @@ pub async fn refer(
         },
         Err(e) => html! { p.error role="alert" { (e.message) } },
     };
-    Ok(page(&me, &names, "", body))
+    Ok(page(
+        &me,
+        &names,
+        community.as_ref().map(|c| c.1.as_str()),
+        "",
+        body,
+    ))
 }
