@@ -74,14 +74,6 @@ struct Current {
     members: Option<Members>,
 }
 
-impl std::fmt::Debug for CommunityNode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommunityNode")
-            .field("community", &self.current().map(|c| c.id))
-            .finish_non_exhaustive()
-    }
-}
-
 impl CommunityNode {
     /// Reads the community of the node in `data_dir` and its invites, if it runs one.
     pub fn open(data_dir: &Path) -> Result<CommunityNode, CommunityNodeError> {
@@ -534,8 +526,8 @@ pub struct Joined {
 /// A neighbour joins with the invite `token` as a hosted member who signs in as `login` with
 /// `password`: the node makes her key, seals it under her password at `params`, and its own
 /// key admits her (a Membership her key consents to). The invite works once: it is spent
-/// before her file is written, so that a crash in between costs her the invite, never lets it
-/// work twice.
+/// before the Membership is signed and her file written, so that a failure or a crash in
+/// between costs her the invite, never lets it work twice.
 pub async fn join_hosted(
     s: &AppState,
     token: &str,
@@ -583,6 +575,14 @@ async fn admit(
     .await
     .map_err(ApiError::internal)?
     .map_err(member_error)?;
+    // Spend the invite first: from here on a failure costs her the invite, never lets it work
+    // twice, and an invite revoked meanwhile admits no one.
+    let (node, spent) = (s.community.clone(), lease.clone());
+    tokio::task::spawn_blocking(move || {
+        node.change_invites(|inv, now| inv.redeem(&spent, member, now).map_err(join_error))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let connector = s.identities.signer(None)?;
     let created_ms = now_ms();
     let membership = s
@@ -596,9 +596,8 @@ async fn admit(
             connector,
         )
         .await?;
-    let (node, lease, record) = (
+    let (node, record) = (
         s.community.clone(),
-        lease.clone(),
         Member {
             login: login.clone(),
             public_key: member,
@@ -609,7 +608,6 @@ async fn admit(
         },
     );
     tokio::task::spawn_blocking(move || {
-        node.change_invites(|inv, now| inv.redeem(&lease, member, now).map_err(join_error))?;
         let mut current = node.lock();
         let members = current
             .members
