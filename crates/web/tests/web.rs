@@ -689,6 +689,12 @@ fn a_neighbour_joins_with_an_invite_and_passes_an_offer_along_as_herself() {
         id["identities"],
         serde_json::json!([Keypair::from_seed([1; 32]).public().to_hex()])
     );
+    // So the node's token cannot sign as her.
+    let r = Node::agent()
+        .post(&node.url("/v1/referrals"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_json(serde_json::json!({"from": offer.token(), "as": her.to_hex()}));
+    assert!(matches!(r, Err(ureq::Error::Status(400, _))), "{r:?}");
     // The connector admitted her: a Membership her key consented to, in the connector's market.
     let connector = Keypair::from_seed([1; 32]).public();
     let memberships = node
