@@ -693,7 +693,7 @@ fn serve(dir: &str, seller: &str, id: &str) {
     let status = store.status(&id).expect("status");
     let after_status = start.elapsed();
     println!(
-        "SERVE open_ms={:.1} ledger_ms={:.1} status_ms={:.2} total_ms={:.1} lines={} rss_kb={} hwm_kb={} orders_kb={} valid={}",
+        "SERVE open_ms={:.1} ledger_ms={:.1} status_ms={:.2} total_ms={:.1} lines={} rss_kb={} hwm_kb={} orders_kb={} hops_kb={} valid={}",
         open.as_secs_f64() * 1e3,
         (after_ledger - open).as_secs_f64() * 1e3,
         (after_status - after_ledger).as_secs_f64() * 1e3,
@@ -702,6 +702,7 @@ fn serve(dir: &str, seller: &str, id: &str) {
         proc_status_kb("VmRSS:"),
         proc_status_kb("VmHWM:"),
         store.orders_in_memory() / 1024,
+        store.hops_in_memory() / 1024,
         u8::from(status == Some(Status::Valid)),
     );
 }
@@ -1123,8 +1124,9 @@ fn on_big_store(
         println!(
             "{:<60} {:>9.0} MB {:>8}",
             format!(
-                "  VmRSS after serving (VmHWM {hwm:.0} MB; orders {:.1} MB)",
-                get(v, "orders_kb") / 1024.0
+                "  VmRSS after serving (VmHWM {hwm:.0} MB; orders {:.1}, hops {:.1} MB)",
+                get(v, "orders_kb") / 1024.0,
+                get(v, "hops_kb") / 1024.0
             ),
             get(v, "rss_kb") / 1024.0,
             verdict(hwm < 300.0)

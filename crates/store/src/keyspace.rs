@@ -23,7 +23,9 @@ pub const INVALID_AT: u8 = b'X';
 /// market key ‖ created_at_ms (BE) ‖ id → a run of a market's valid attestations, keyed by its
 /// first: one key per market per batch (see `market`).
 pub const MARKET: u8 = b'm';
-/// referral → what a chain walk needs of it (see `hops`): valid referrals (since format 10).
+/// referral → what a chain walk needs of it (see `hops`): valid referrals. In the tree from
+/// format 10 to 12; since 13 only in journal records (kept in runs, see `hops`), and read
+/// from the tree once when an older store opens.
 pub const HOP: u8 = b'H';
 /// parent referral ‖ child referral → ().
 pub const CHILD: u8 = b'c';

@@ -37,9 +37,9 @@
 //! - **Readers may see a shipment half applied**, and a large call's first shipments before
 //!   it returns. After an I/O error the call fails, acknowledges nothing, and the store reopens
 //!   its tree before the next write, as a restart would.
-//! - **Checkpoints** write the receipts' orders changed since the last one as a run file
-//!   (synced, see `orders`), then the ledger lines and the run list in one sled batch with the
-//!   journal's next record number, flush, empty the journal file and reopen the tree; the data
+//! - **Checkpoints** write the receipts' orders and the referrals' hop records changed since
+//!   the last one as run files (synced, see `runs`), then the ledger lines and the run lists
+//!   in one sled batch with the journal's next record number, flush, empty the journal file and reopen the tree; the data
 //!   dir stays locked throughout (`lock`). A run the batch did not name is deleted at open.
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
@@ -82,6 +82,7 @@ mod loose;
 mod market;
 mod newest;
 mod orders;
+mod runs;
 mod stage1;
 mod summary;
 mod txn;
@@ -165,8 +166,9 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
     (tree / 25).clamp(DEFAULT_CACHE_MIB << 20, MAX_AUTO_CACHE_MIB << 20)
 }
 
-/// The store format this build reads and writes. Version 12 keeps the receipts' orders in
-/// run files beside the tree (see `orders`), not in packs in the tree. Version 11 journals shipments, with the
+/// The store format this build reads and writes. Version 13 keeps the referrals' hop records
+/// in run files beside the tree (see `hops`), not under HOP keys. Version 12 keeps the
+/// receipts' orders in run files beside the tree (see `orders`), not in packs in the tree. Version 11 journals shipments, with the
 /// ledger lines and receipts' orders they changed, in a file beside the tree (see `journal`),
 /// not in a redo record and keys written and then deleted; version 10 keeps a compact hop record per valid referral (see `hops`); version 9 keeps loose attestations within budgets (see
 /// `loose`). Version 8 indexes under each market what its
@@ -193,7 +195,7 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 12;
+pub const FORMAT_VERSION: u32 = 13;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
 /// this build as they are (all of them anchored, see `loose`), then marked current, so that an
@@ -215,6 +217,11 @@ const WITHOUT_JOURNAL_FILE: u32 = 10;
 /// packs are read and written as a run at once, see `orders`), then marked current, so that
 /// an older build, which would not read the runs, refuses them.
 const WITHOUT_ORDER_RUNS: u32 = 11;
+
+/// The format whose stores keep hop records under HOP keys in the tree: opened as they are
+/// (the records are read and written as a run at once, see `hops`), then marked current, so
+/// that an older build, which would not read the runs, refuses them.
+const WITHOUT_HOP_RUNS: u32 = 12;
 
 /// Older formats this build upgrades in place when it opens them.
 const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
@@ -524,7 +531,8 @@ impl Store {
         for id in &shipment.dropped {
             self.valid.remove(id);
         }
-        self.commit.applied(shipment.lines, shipment.counted);
+        self.commit
+            .applied(shipment.lines, shipment.counted, shipment.hops);
     }
 
     /// The store with its shipments applied by `disk` (tests make the disk fail).
@@ -618,7 +626,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
                 if v.as_ref() == WITHOUT_LOOSE.to_be_bytes()
                     || v.as_ref() == WITHOUT_HOPS.to_be_bytes()
                     || v.as_ref() == WITHOUT_JOURNAL_FILE.to_be_bytes()
-                    || v.as_ref() == WITHOUT_ORDER_RUNS.to_be_bytes() =>
+                    || v.as_ref() == WITHOUT_ORDER_RUNS.to_be_bytes()
+                    || v.as_ref() == WITHOUT_HOP_RUNS.to_be_bytes() =>
             {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
@@ -853,8 +862,7 @@ impl Store {
         Txn::new(
             db,
             &self.valid,
-            self.commit.book(),
-            self.commit.orders(),
+            &self.commit,
             &self.invalid,
             &self.waiters,
             &self.hints,
@@ -1205,9 +1213,31 @@ impl Store {
             .memory()
     }
 
+    /// Bytes the referrals' hop records keep in memory (see `hops`).
+    pub fn hops_in_memory(&self) -> usize {
+        self.commit
+            .hops()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory()
+    }
+
     /// Invalid ids' prefixes held in memory (8 bytes each; bounded with `max_invalid`).
     pub fn invalid_ids_in_memory(&self) -> usize {
         self.invalid.len()
+    }
+
+    /// Whether the store keeps a hop record for `id` (see `hops`): every valid referral
+    /// stored since format 10 has one, a dropped one none. For tests and diagnostics.
+    pub fn has_hop_record(&self, id: &Id) -> Result<bool, StoreError> {
+        let _open = self.db()?;
+        Ok(self
+            .commit
+            .hops()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)?
+            .is_some())
     }
 
     /// Where `id` stands, if the store has seen it.

@@ -49,6 +49,8 @@ pub(crate) struct Txn<'a> {
     fresh: HashMap<Id, Valid, BuildHasherDefault<IdHasher>>,
     /// Counted receipts by order as committed; `counted` holds this transaction's changes.
     orders: &'a RwLock<Orders>,
+    /// Committed referrals' hop records (see `hops`).
+    hops: &'a RwLock<crate::hops::Hops>,
     invalid: &'a InvalidIds,
     counted: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
     /// Receipts' orders since the last [`Txn::take_batch`] (for the journal), and the
@@ -95,6 +97,9 @@ pub(crate) struct Shipment {
     pub dropped: Vec<Id>,
     /// The records of the referrals it made valid (see [`ValidCache`]).
     pub referrals: Vec<(Id, crate::hops::Rec)>,
+    /// Its hop records' changes (`None`: a referral dropped), the latest of each, as
+    /// journaled (see `hops`).
+    pub hops: Vec<(Id, Option<crate::hops::Rec>)>,
     /// Markets whose reconciled set this shipment changes (its runs, loose attestations or
     /// dependencies), for their summaries.
     pub touched: Vec<PublicKey>,
@@ -184,8 +189,7 @@ impl<'a> Txn<'a> {
     pub fn new(
         tree: &'a sled::Tree,
         valid: &'a ValidCache,
-        book: &'a RwLock<Book>,
-        orders: &'a RwLock<Orders>,
+        journaled: &'a crate::commit::Commit,
         invalid: &'a InvalidIds,
         waiters: &'a AtomicBool,
         hints: &'a crate::loose::Hints,
@@ -194,14 +198,15 @@ impl<'a> Txn<'a> {
             tree,
             writes: BTreeMap::new(),
             valid,
-            book,
+            book: journaled.book(),
             lines: Default::default(),
             unshipped: Vec::new(),
             unshipped_lines: Vec::new(),
             unshipped_market: Vec::new(),
             waiters,
             fresh: HashMap::default(),
-            orders,
+            orders: journaled.orders(),
+            hops: journaled.hops(),
             invalid,
             counted: HashMap::default(),
             unshipped_orders: Vec::new(),
@@ -619,6 +624,10 @@ impl<'a> Txn<'a> {
             .filter(|(k, _)| matches!(k.first(), Some(&DEPENDENCY) | Some(&LOOSE)) && k.len() >= 33)
             .map(|(k, _)| PublicKey(id_at(k, 1)))
             .collect();
+        let hops = crate::hops::changes(&writes).ok_or_else(|| StoreError::Record {
+            prefix: char::from(HOP),
+            detail: "a hop record written does not decode".into(),
+        })?;
         let mut runs = Vec::new();
         for (k, v) in crate::market::runs(std::mem::take(&mut self.unshipped_market)) {
             runs.push(crate::newest::info(&k, &v)?);
@@ -643,6 +652,7 @@ impl<'a> Txn<'a> {
             forgotten: std::mem::take(&mut self.unshipped_forgotten),
             dropped: std::mem::take(&mut self.unshipped_dropped),
             referrals: std::mem::take(&mut self.unshipped_referrals),
+            hops,
         }))
     }
 }
@@ -678,14 +688,11 @@ impl Txn<'_> {
         if let Some(r) = self.valid.referral(id) {
             return Some(r);
         }
-        let v = self.get(&key(HOP, &[&id.0]))?;
-        let Some(r) = crate::hops::decode(&v) else {
-            self.remember(StoreError::Record {
-                prefix: char::from(HOP),
-                detail: format!("the record of referral {} is damaged", id.to_hex()),
-            });
-            return None;
-        };
+        let found = self.hops.read().unwrap_or_else(|p| p.into_inner()).get(id);
+        let r = found.unwrap_or_else(|e| {
+            self.remember(e);
+            None
+        })?;
         self.valid.put_referral(*id, r);
         Some(r)
     }

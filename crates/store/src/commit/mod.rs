@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use passalong_protocol::Id;
 
 use crate::book::{Book, LineKey, Sums};
+use crate::hops::{self, Hops};
 use crate::lock::DirLock;
 use crate::orders::{OrderKey, Orders};
 use crate::StoreError;
@@ -41,8 +42,10 @@ pub(crate) struct Commit {
     writer: Mutex<()>,
     /// The ledger lines (written to the tree at checkpoints, journaled in between).
     book: RwLock<Book>,
-    /// Counted receipts by order (packed at checkpoints, journaled in between).
+    /// Counted receipts by order (in runs at checkpoints, journaled in between).
     orders: RwLock<Orders>,
+    /// Valid referrals' hop records (in runs at checkpoints, journaled in between).
+    hops: RwLock<Hops>,
     /// Every shipment since the last checkpoint (see `journal`).
     journal: Mutex<Journal>,
     /// Where shipments are applied.
@@ -83,7 +86,7 @@ impl Commit {
         lock: DirLock,
         db: sled::Db,
     ) -> Result<Commit, StoreError> {
-        let (book, orders, journal) = load_journaled(path, &db)?;
+        let (book, orders, hops, journal) = load_journaled(path, &db)?;
         let commit = Commit {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
@@ -91,6 +94,7 @@ impl Commit {
             writer: Mutex::new(()),
             book: RwLock::new(book),
             orders: RwLock::new(orders),
+            hops: RwLock::new(hops),
             journal: Mutex::new(journal),
             disk: Arc::new(Sled),
             since_checkpoint: AtomicU64::new(0),
@@ -101,13 +105,18 @@ impl Commit {
             damaged: AtomicBool::new(false),
             lock,
         };
-        if commit
+        let in_tree = commit
             .orders
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .in_tree()
-        {
-            // A store before format 12: its orders move to a run now, not at the next
+            || commit
+                .hops
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .in_tree();
+        if in_tree {
+            // An older store: its orders and hop records move to runs now, not at the next
             // checkpoint, so that the next open does not read them all again.
             commit.write_book(&*commit.db()?)?;
         }
@@ -135,6 +144,10 @@ impl Commit {
 
     pub fn orders(&self) -> &RwLock<Orders> {
         &self.orders
+    }
+
+    pub fn hops(&self) -> &RwLock<Hops> {
+        &self.hops
     }
 
     /// Shipments applied so far.
@@ -186,9 +199,10 @@ impl Commit {
             let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
             drop(g.take());
             let db = crate::open_db(&self.path, self.cache_bytes)?;
-            let (book, orders, journal) = load_journaled(&self.path, &db)?;
+            let (book, orders, hops, journal) = load_journaled(&self.path, &db)?;
             *self.book.write().unwrap_or_else(|p| p.into_inner()) = book;
             *self.orders.write().unwrap_or_else(|p| p.into_inner()) = orders;
+            *self.hops.write().unwrap_or_else(|p| p.into_inner()) = hops;
             *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = journal;
             reload(&db)?;
             *g = Some(db);
@@ -228,12 +242,22 @@ impl Commit {
             .append(lines, orders, writes)
     }
 
-    /// A shipment's ledger lines and counted receipts in memory, once its writes are in.
-    pub fn applied(&self, lines: BTreeMap<LineKey, Sums>, counted: Vec<(OrderKey, Id)>) {
+    /// A shipment's ledger lines, counted receipts and hop records in memory, once its writes
+    /// are in.
+    pub fn applied(
+        &self,
+        lines: BTreeMap<LineKey, Sums>,
+        counted: Vec<(OrderKey, Id)>,
+        referrals: Vec<(Id, Option<hops::Rec>)>,
+    ) {
         self.orders
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .commit(counted);
+        self.hops
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(referrals);
         self.commits.fetch_add(1, Ordering::Release);
         self.book
             .write()
@@ -288,8 +312,13 @@ impl Commit {
         let mut book = self.book.write().unwrap_or_else(|p| p.into_inner());
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = book.checkpoint_batch(db)?;
-        let runs = self
+        let order_runs = self
             .orders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(db, &mut batch)?;
+        let hop_runs = self
+            .hops
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .write(db, &mut batch)?;
@@ -300,7 +329,11 @@ impl Commit {
         self.orders
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .written(runs);
+            .written(order_runs);
+        self.hops
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .written(hop_runs);
         journal.checkpointed()
     }
 
@@ -325,12 +358,16 @@ impl Commit {
     }
 }
 
-/// The ledger lines and counted receipts as the tree has them at its last checkpoint, with
-/// the journal's records since replayed over them.
-fn load_journaled(path: &Path, db: &sled::Db) -> Result<(Book, Orders, Journal), StoreError> {
+/// The ledger lines, counted receipts and hop records as the tree has them at its last
+/// checkpoint, with the journal's records since replayed over them.
+fn load_journaled(path: &Path, db: &sled::Db) -> Result<(Book, Orders, Hops, Journal), StoreError> {
     let corrupt = crate::corrupt_at(path);
     let mut book = Book::load(db).map_err(&corrupt)?;
     let mut orders = Orders::load(db, path).map_err(|e| match e {
+        StoreError::Io(e) => crate::open_error(path, e),
+        e => corrupt(e),
+    })?;
+    let mut hop_records = Hops::load(db, path).map_err(|e| match e {
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),
     })?;
@@ -340,13 +377,23 @@ fn load_journaled(path: &Path, db: &sled::Db) -> Result<(Book, Orders, Journal),
         if replayed.is_ok() {
             replayed = orders.replay(r.orders);
         }
+        match hops::changes(&r.writes) {
+            Some(changes) => hop_records.commit(changes),
+            None if replayed.is_ok() => {
+                replayed = Err(StoreError::Record {
+                    prefix: char::from(crate::keyspace::HOP),
+                    detail: "a journal record holds a damaged hop record".into(),
+                })
+            }
+            None => {}
+        }
     })
     .and_then(|j| replayed.map(|()| j))
     .map_err(|e| match e {
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),
     })?;
-    Ok((book, orders, journal))
+    Ok((book, orders, hop_records, journal))
 }
 
 /// What a shipment writes: its keys, and what it changed of the state kept in memory.

@@ -13,7 +13,7 @@
 
 use sled::IVec;
 
-use crate::keyspace::REDO;
+use crate::keyspace::{HOP, REDO};
 use crate::StoreError;
 
 /// One write of a shipment: a value, or `None` to remove the key.
@@ -86,9 +86,14 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<Write>, StoreError> {
     Ok(out)
 }
 
-/// Writes (part of) a recorded shipment, in any order: its keys are distinct.
+/// Writes (part of) a recorded shipment into the tree, in any order: its keys are distinct.
+/// Its hop records are not written: they are kept in runs (see `hops`).
 pub(crate) fn write(tree: &sled::Tree, writes: &[Write]) -> Result<(), StoreError> {
     for (k, v) in writes {
+        if k.first() == Some(&HOP) {
+            // Journaled, but kept in runs, not in the tree (see `hops`).
+            continue;
+        }
         match v {
             Some(v) => tree.insert(k.as_slice(), v.clone())?,
             None => tree.remove(k.as_slice())?,

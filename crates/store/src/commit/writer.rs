@@ -318,6 +318,7 @@ mod tests {
             forgotten: Vec::new(),
             dropped: Vec::new(),
             referrals: Vec::new(),
+            hops: Vec::new(),
             touched: Vec::new(),
         }
     }

@@ -4,72 +4,38 @@
 //! memory it cost 48 bytes per order and a read of every one at each open (~700 MB and 1.5 s
 //! for a 10M-attestation store).
 //!
-//! So the counted receipts live in [`Run`] files under `<store>/orders/`, each sorted, with
-//! a filter and a block index in memory (~1.4 bytes per order): a fresh receipt's order is
-//! ruled out without reading a file, a known one costs a 4 KiB read per run that may hold it.
-//! The changes since the last checkpoint are in memory (`recent`, journaled with their
-//! shipments, see `journal`). Each checkpoint writes them as a new run, synced before the
-//! checkpoint's batch names it in the run list ([`MANIFEST`]); once the batch is on disk, runs
-//! that were merged are deleted, and opening deletes any file the list does not name (a
-//! checkpoint cut short). Runs are merged size-tiered: [`FAN_IN`] runs of one size class make
-//! one of the next, so a store holds a few runs per size class and each order is rewritten
-//! about once per class.
-//!
-//! A lookup takes the smallest id any run holds for the order (runs are a set, not a stack,
-//! so merges may pick any of them). Orders with more than one receipt (equivocation) also
-//! keep their [`ORDER`] key, the evidence `Store::equivocations` lists.
+//! So the counted receipts live in a set of sorted runs (`runs`, under `<store>/orders/`),
+//! with the changes since the last checkpoint in memory (`recent`, journaled with their
+//! shipments, see `journal`): each checkpoint writes them as a run. A newer run's receipt of
+//! an order is never larger than an older one's (a change only ever lowers it), so the newest
+//! run holding an order has the one that counts. Orders with more than one receipt
+//! (equivocation) also keep their [`ORDER`] key, the evidence `Store::equivocations` lists.
 //!
 //! Before format 12, checkpoints packed the orders into [`ORDER_PACK`] values in the tree
 //! (and before 11, each shipment wrote an [`ORDER_LOG`] run): such a store's records are read
 //! into memory at open (`legacy`) and written as a run by the first checkpoint, which drops
 //! them from the tree.
 
-mod filter;
-mod run;
-
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use passalong_protocol::{Id, PublicKey};
 
 use crate::cache::IdHasher;
 use crate::keyspace::*;
+use crate::runs::{Key, Runs, Written};
 use crate::StoreError;
-use run::Run;
 
 /// An order's key: the first 16 bytes of blake3(seller ‖ blake3(order)) (collisions among a
 /// billion orders: ~2^-68).
-pub(crate) type OrderKey = [u8; 16];
+pub(crate) type OrderKey = Key;
 
 /// One record of a pack or run before format 12: order key, receipt id.
 const RECORD: usize = 16 + 32;
 
-/// The runs' directory in the store's.
-pub(crate) const DIR: &str = "orders";
-
-/// Runs merged into one when a size class holds this many.
-const FAN_IN: usize = 4;
-
-/// Orders of the smallest size class's largest run (a checkpoint's worth, about).
-const SMALLEST: u64 = 1 << 16;
-
-/// The tree's list of runs: the next run number, then (number, orders) per run, u64 BE each.
-pub(crate) const MANIFEST: &[u8] = b"orders";
-
-fn manifest_key() -> Vec<u8> {
-    key(META, &[MANIFEST])
-}
-
-/// The size class of a run of `orders` orders.
-fn class(orders: u64) -> u32 {
-    let (mut c, mut cap) = (0, SMALLEST);
-    while orders > cap {
-        c += 1;
-        cap = cap.saturating_mul(FAN_IN as u64);
-    }
-    c
-}
+/// The set of runs's name: its directory in the store's, and its list's key.
+const RUNS: &str = "orders";
 
 /// The key of the order `order_hash` (blake3 of the order id) of `seller`.
 pub(crate) fn order_key(seller: &PublicKey, order_hash: &[u8; 32]) -> OrderKey {
@@ -96,81 +62,20 @@ pub(crate) fn pack_of(records: &[(OrderKey, Id)]) -> Option<(Vec<u8>, Vec<u8>)> 
 
 /// Counted receipts by order.
 pub(crate) struct Orders {
-    dir: PathBuf,
-    runs: Vec<Run>,
-    /// The number of the next run.
-    next: u64,
+    runs: Runs<32>,
     /// Changes since the last checkpoint; they win over the runs.
     recent: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
     /// A store before format 12: its records from the tree, sorted, one per order, until the
-    /// next checkpoint writes them as a run.
+    /// next checkpoint writes them as a run (the oldest).
     legacy: Vec<(OrderKey, Id)>,
 }
 
-/// What a checkpoint wrote of the orders (see [`Orders::write`]).
-pub(crate) struct Written {
-    /// Runs written, synced, and named in the checkpoint's batch.
-    added: Vec<Run>,
-    /// Numbers of the runs they replace.
-    merged: Vec<u64>,
-    next: u64,
-}
-
 impl Orders {
-    /// The runs the tree names, opened (files it does not name are deleted: a checkpoint cut
-    /// short wrote them), and the records of a store before format 12. The journal's records
-    /// come next (see [`Orders::replay`]).
+    /// The runs the tree names, opened, and the records of a store before format 12. The
+    /// journal's records come next (see [`Orders::replay`]).
     pub fn load(tree: &sled::Tree, store: &Path) -> Result<Orders, StoreError> {
-        let dir = store.join(DIR);
-        let (next, listed) = match tree.get(manifest_key())? {
-            None => (0, Vec::new()),
-            Some(v) => {
-                if v.len() < 8 || (v.len() - 8) % 16 != 0 {
-                    return Err(StoreError::Record {
-                        prefix: char::from(META),
-                        detail: format!("the order run list is {} bytes long", v.len()),
-                    });
-                }
-                let runs = v[8..]
-                    .chunks_exact(16)
-                    .map(|r| (u64_at(r, 0), u64_at(r, 8)))
-                    .collect::<Vec<_>>();
-                (u64_at(&v, 0), runs)
-            }
-        };
-        remove_unlisted(&dir, &listed)?;
-        let mut runs = Vec::with_capacity(listed.len());
-        for (seq, orders) in listed {
-            let run = match Run::open(&dir, seq) {
-                Err(StoreError::Io(sled::Error::Io(e)))
-                    if e.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    return Err(StoreError::Record {
-                        prefix: char::from(ORDER_PACK),
-                        detail: format!(
-                            "order run {} is missing",
-                            dir.join(run::file_name(seq)).display()
-                        ),
-                    })
-                }
-                r => r?,
-            };
-            if run.orders != orders {
-                return Err(StoreError::Record {
-                    prefix: char::from(ORDER_PACK),
-                    detail: format!(
-                        "order run {} holds {} orders, the store's list says {orders}",
-                        dir.join(run::file_name(seq)).display(),
-                        run.orders
-                    ),
-                });
-            }
-            runs.push(run);
-        }
         Ok(Orders {
-            dir,
-            runs,
-            next,
+            runs: Runs::load(tree, store, RUNS)?,
             recent: HashMap::default(),
             legacy: load_legacy(tree)?,
         })
@@ -192,17 +97,14 @@ impl Orders {
         if let Some(id) = self.recent.get(k) {
             return Ok(Some(*id));
         }
-        let mut min = self
+        if let Some(id) = self.runs.get(k)? {
+            return Ok(Some(Id(id)));
+        }
+        Ok(self
             .legacy
             .binary_search_by(|(x, _)| x.cmp(k))
             .ok()
-            .map(|i| self.legacy[i].1);
-        for run in &self.runs {
-            if let Some(id) = run.get(k)? {
-                min = Some(min.map_or(id, |m| m.min(id)));
-            }
-        }
-        Ok(min)
+            .map(|i| self.legacy[i].1))
     }
 
     /// Committed changes: order `k`'s counted receipt is now `id` (smaller than before).
@@ -211,44 +113,20 @@ impl Orders {
     }
 
     /// Writes the changes since the last checkpoint (and a store's records from before
-    /// format 12) as runs, merges runs where a size class is full, and adds the new run list
-    /// to `batch` (a checkpoint's, which also drops the records of before format 12). The
-    /// runs are synced; [`Orders::written`] once the batch is on disk.
-    pub fn write(&self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<Written, StoreError> {
-        let mut w = Written {
-            added: Vec::new(),
-            merged: Vec::new(),
-            next: self.next,
-        };
-        if let Err(e) = self.write_into(tree, batch, &mut w) {
-            // Not named by any checkpoint: removed now rather than at the next open.
-            for run in w.added {
-                run.remove();
-            }
-            return Err(e);
-        }
-        Ok(w)
-    }
-
-    fn write_into(
+    /// format 12, as the oldest run) as runs, with the new run list, into `batch` (a
+    /// checkpoint's, which also drops the records of before format 12). The runs are synced;
+    /// [`Orders::written`] once the batch is on disk.
+    pub fn write(
         &self,
         tree: &sled::Tree,
         batch: &mut sled::Batch,
-        w: &mut Written,
-    ) -> Result<(), StoreError> {
-        if self.recent.is_empty() && self.legacy.is_empty() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&self.dir).map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
+    ) -> Result<Written<32>, StoreError> {
+        let legacy: Vec<(Key, [u8; 32])> = self.legacy.iter().map(|(k, id)| (*k, id.0)).collect();
+        let mut recent: Vec<(Key, [u8; 32])> =
+            self.recent.iter().map(|(k, id)| (*k, id.0)).collect();
+        recent.sort_unstable();
+        let written = self.runs.write(vec![legacy, recent], batch)?;
         if !self.legacy.is_empty() {
-            let run = Run::write(
-                &self.dir,
-                w.next,
-                self.legacy.len(),
-                self.legacy.iter().map(|r| Ok(*r)),
-            )?;
-            w.next += 1;
-            w.added.push(run);
             for kv in tree
                 .scan_prefix([ORDER_PACK])
                 .chain(tree.scan_prefix([ORDER_LOG]))
@@ -257,69 +135,12 @@ impl Orders {
             }
             batch.remove(key(META, &[b"packs"]));
         }
-        if !self.recent.is_empty() {
-            let mut recent: Vec<(OrderKey, Id)> =
-                self.recent.iter().map(|(k, id)| (*k, *id)).collect();
-            recent.sort_unstable();
-            let run = Run::write(&self.dir, w.next, recent.len(), recent.into_iter().map(Ok))?;
-            w.next += 1;
-            w.added.push(run);
-        }
-        // Merge while a size class is full (a merge may fill the next one).
-        loop {
-            let live: Vec<&Run> = self
-                .runs
-                .iter()
-                .filter(|r| !w.merged.contains(&r.seq))
-                .chain(w.added.iter().filter(|r| !w.merged.contains(&r.seq)))
-                .collect();
-            let mut by_class: std::collections::BTreeMap<u32, Vec<&Run>> = Default::default();
-            for r in live {
-                by_class.entry(class(r.orders)).or_default().push(r);
-            }
-            let Some((_, full)) = by_class.into_iter().find(|(_, rs)| rs.len() >= FAN_IN) else {
-                break;
-            };
-            let expected = full.iter().map(|r| r.orders as usize).sum();
-            let seqs: Vec<u64> = full.iter().map(|r| r.seq).collect();
-            let sources = full
-                .iter()
-                .map(|r| r.records())
-                .collect::<Result<Vec<_>, _>>()?;
-            let run = Run::write(&self.dir, w.next, expected, Merge::new(sources))?;
-            w.next += 1;
-            w.merged.extend(seqs);
-            w.added.push(run);
-        }
-        let mut list = w.next.to_be_bytes().to_vec();
-        for r in self
-            .runs
-            .iter()
-            .chain(&w.added)
-            .filter(|r| !w.merged.contains(&r.seq))
-        {
-            list.extend_from_slice(&r.seq.to_be_bytes());
-            list.extend_from_slice(&r.orders.to_be_bytes());
-        }
-        batch.insert(manifest_key(), list);
-        Ok(())
+        Ok(written)
     }
 
-    /// The batch of [`Orders::write`] is on disk: its runs replace those they merged, whose
-    /// files go, and the changes they hold leave memory.
-    pub fn written(&mut self, w: Written) {
-        if w.next == self.next {
-            return;
-        }
-        let (merged, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.runs)
-            .into_iter()
-            .chain(w.added)
-            .partition(|r| w.merged.contains(&r.seq));
-        self.runs = kept;
-        for r in merged {
-            r.remove();
-        }
-        self.next = w.next;
+    /// The batch of [`Orders::write`] is on disk: the changes it holds leave memory.
+    pub fn written(&mut self, w: Written<32>) {
+        self.runs.written(w);
         self.recent = HashMap::default();
         self.legacy = Vec::new();
     }
@@ -332,7 +153,7 @@ impl Orders {
     /// Bytes of order state in memory (runs' filters and indexes, recent changes, and the
     /// records of a store before format 12).
     pub fn memory(&self) -> usize {
-        self.runs.iter().map(Run::memory).sum::<usize>()
+        self.runs.memory()
             + self.recent.capacity() * (16 + 32 + 8)
             + self.legacy.capacity() * RECORD
     }
@@ -340,32 +161,8 @@ impl Orders {
     /// Runs on disk.
     #[cfg(test)]
     pub fn runs(&self) -> usize {
-        self.runs.len()
+        self.runs.count()
     }
-}
-
-/// Deletes what `dir` holds besides the runs `listed` (a temporary file or a run written by
-/// a checkpoint that did not complete, or merged by one that did).
-fn remove_unlisted(dir: &Path, listed: &[(u64, u64)]) -> Result<(), StoreError> {
-    let io = |e: std::io::Error| StoreError::Io(sled::Error::Io(e));
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        let keep = run::seq_of(&name.to_string_lossy())
-            .is_some_and(|seq| listed.iter().any(|(s, _)| *s == seq));
-        if !keep {
-            match std::fs::remove_file(entry.path()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-                _ => {}
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The orders a store before format 12 keeps in its tree (packs, and runs before format
@@ -396,64 +193,6 @@ fn load_legacy(tree: &sled::Tree) -> Result<Vec<(OrderKey, Id)>, StoreError> {
     Ok(all)
 }
 
-/// Sorted runs merged into one sorted stream, the smallest id of each order.
-struct Merge<I> {
-    sources: Vec<I>,
-    heads: Vec<Option<(OrderKey, Id)>>,
-    started: bool,
-    failed: bool,
-}
-
-impl<I: Iterator<Item = Result<(OrderKey, Id), StoreError>>> Merge<I> {
-    fn new(sources: Vec<I>) -> Merge<I> {
-        let heads = vec![None; sources.len()];
-        Merge {
-            sources,
-            heads,
-            started: false,
-            failed: false,
-        }
-    }
-
-    fn advance(&mut self, i: usize) -> Result<(), StoreError> {
-        self.heads[i] = self.sources[i].next().transpose()?;
-        Ok(())
-    }
-}
-
-impl<I: Iterator<Item = Result<(OrderKey, Id), StoreError>>> Iterator for Merge<I> {
-    type Item = Result<(OrderKey, Id), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        if !self.started {
-            self.started = true;
-            for i in 0..self.sources.len() {
-                if let Err(e) = self.advance(i) {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        let k = self.heads.iter().flatten().map(|(k, _)| *k).min()?;
-        let mut best: Option<Id> = None;
-        for i in 0..self.heads.len() {
-            if let Some((hk, id)) = self.heads[i] {
-                if hk == k {
-                    best = Some(best.map_or(id, |b| b.min(id)));
-                    if let Err(e) = self.advance(i) {
-                        self.failed = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-        }
-        best.map(|id| Ok((k, id)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,7 +217,7 @@ mod tests {
     }
 
     fn files(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir.join(DIR))
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(RUNS))
             .map(|d| {
                 d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                     .collect()
@@ -519,39 +258,9 @@ mod tests {
         assert_eq!(files(dir.path()), before);
     }
 
-    #[test]
-    fn files_a_checkpoint_did_not_name_are_removed_and_a_missing_run_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let mut o = Orders::load(&db, dir.path()).unwrap();
-        o.commit([(k(1), id(1))]);
-        checkpoint(&mut o, &db);
-        // A checkpoint cut short: its run written, its batch never applied.
-        o.commit([(k(2), id(2))]);
-        let mut batch = sled::Batch::default();
-        let _lost = o.write(&db, &mut batch).unwrap();
-        std::fs::write(dir.path().join(DIR).join("x.run.tmp"), b"partial").unwrap();
-        assert_eq!(files(dir.path()).len(), 3);
-        let back = Orders::load(&db, dir.path()).unwrap();
-        assert_eq!(files(dir.path()), vec![run::file_name(0)]);
-        assert_eq!(back.counted(&k(1)).unwrap(), Some(id(1)));
-        assert_eq!(
-            back.counted(&k(2)).unwrap(),
-            None,
-            "journaled, not in a run"
-        );
-        drop(back);
-        std::fs::remove_file(dir.path().join(DIR).join(run::file_name(0))).unwrap();
-        match Orders::load(&db, dir.path()) {
-            Err(StoreError::Record { detail, .. }) => {
-                assert!(detail.contains("missing"), "{detail}")
-            }
-            other => panic!("{:?}", other.err()),
-        }
-    }
-
     /// Many checkpoints of random changes: whatever merges happened, every order's counted
-    /// receipt is the smallest committed, in memory and after reopening, and the runs stay few.
+    /// receipt is the smallest committed, in memory and after reopening, and the runs stay few
+    /// (fewer than the fan-in, all of one size class here).
     #[test]
     fn merged_runs_agree_with_a_map() {
         let dir = tempfile::tempdir().unwrap();
@@ -574,7 +283,7 @@ mod tests {
             }
             o.commit(changes);
             checkpoint(&mut o, &db);
-            assert!(o.runs() < FAN_IN, "round {round}: {} runs", o.runs());
+            assert!(o.runs() < 4, "round {round}: {} runs", o.runs());
             assert_eq!(files(dir.path()).len(), o.runs(), "round {round}");
         }
         let back = Orders::load(&db, dir.path()).unwrap();
@@ -631,32 +340,6 @@ mod tests {
             Orders::load(&db, dir.path()),
             Err(StoreError::Record { prefix: 'Q', .. })
         ));
-    }
-
-    #[test]
-    fn size_classes_grow_by_the_fan_in() {
-        assert_eq!(class(0), 0);
-        assert_eq!(class(SMALLEST), 0);
-        assert_eq!(class(SMALLEST + 1), 1);
-        assert_eq!(class(SMALLEST * FAN_IN as u64), 1);
-        assert_eq!(class(SMALLEST * FAN_IN as u64 + 1), 2);
-        assert_eq!(class(u64::MAX), class(u64::MAX - 1));
-    }
-
-    #[test]
-    fn merging_takes_the_smallest_id_of_each_order() {
-        let a = vec![(k(1), id(5)), (k(2), id(2))];
-        let b = vec![(k(1), id(3)), (k(3), id(9))];
-        let mut a: Vec<_> = a;
-        a.sort_unstable();
-        let mut b: Vec<_> = b;
-        b.sort_unstable();
-        let merged: Vec<_> = Merge::new(vec![a.into_iter().map(Ok), b.into_iter().map(Ok)])
-            .map(Result::unwrap)
-            .collect();
-        let mut want = vec![(k(1), id(3)), (k(2), id(2)), (k(3), id(9))];
-        want.sort_unstable();
-        assert_eq!(merged, want);
     }
 
     #[test]

@@ -451,11 +451,19 @@ fn a_format_9_store_walks_its_old_referrals() {
         st.ingest(&envs(&atts[..4]), NOW).unwrap();
         st.close().unwrap();
     }
-    let db = raw_open(dir.path());
-    assert_eq!(db.scan_prefix([HOP]).count(), 3, "one per referral");
-    for kv in db.scan_prefix([HOP]) {
-        db.remove(kv.unwrap().0).unwrap();
+    let referral_ids: Vec<_> = atts[1..4].iter().map(|a| a.id).collect();
+    {
+        let st = Store::open(dir.path()).unwrap();
+        for id in &referral_ids {
+            assert!(st.has_hop_record(id).unwrap(), "one per referral");
+        }
+        st.close().unwrap();
     }
+    // As format 9 left it: no hop record anywhere.
+    std::fs::remove_dir_all(dir.path().join("hops")).unwrap();
+    let db = raw_open(dir.path());
+    assert_eq!(db.scan_prefix([HOP]).count(), 0);
+    db.remove(skey(META, &[b"hops"])).unwrap();
     db.insert(skey(META, &[b"format"]), &9u32.to_be_bytes())
         .unwrap();
     db.flush().unwrap();
@@ -484,13 +492,21 @@ fn a_format_9_store_walks_its_old_referrals() {
         T0 + 101,
     );
     st.ingest(&envs(&[rf.clone(), r.clone()]), NOW).unwrap();
-    all.extend([rf, r]);
+    all.extend([rf.clone(), r]);
     let want = State::from_envelopes(envs(&all), NOW).ledger(&seller);
     assert_eq!(st.ledger(&seller).unwrap(), want);
     assert_eq!(st.recompute_ledger(&seller, NOW).unwrap(), want);
+    assert!(st.has_hop_record(&rf.id).unwrap(), "the new referral's");
+    for id in &referral_ids {
+        assert!(!st.has_hop_record(id).unwrap(), "read from its entry");
+    }
     drop(st);
     let db = raw_open(dir.path());
-    assert_eq!(db.scan_prefix([HOP]).count(), 1, "the new referral's");
+    assert_eq!(
+        db.scan_prefix([HOP]).count(),
+        0,
+        "hop records are kept in runs"
+    );
     assert_eq!(
         db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
         passalong_store::FORMAT_VERSION.to_be_bytes()

@@ -1,35 +1,31 @@
-//! One run of counted receipts: (order key, receipt id) sorted by key, one record per order,
-//! in a file of its own under `<store>/orders/`, never changed once written. In memory a run
-//! keeps only the first key of each block and a [`Filter`] (~1.4 bytes per order), so a lookup
-//! costs nothing when the filter rules the order out and one 4 KiB read when it does not.
+//! One run: (16-byte key, `V`-byte value) records sorted by key, one per key, in a file of its
+//! own, never changed once written. In memory a run keeps only the first key of each block and
+//! a [`Filter`] (~1.4 bytes per key), so a lookup costs nothing when the filter rules the key
+//! out and one 4 KiB read when it does not.
 //!
-//! The file: blocks of [`BLOCK`] bytes from offset 0, each up to [`PER_BLOCK`] records (order
-//! key ‖ receipt id), zero padding, the block's record count (u32 LE), four zero bytes and
-//! the first 8 bytes of blake3 of all before them; then the first key of every block; then
-//! the filter; then a trailer: [`MAGIC`], the version (u32 LE), four zero bytes, the orders,
+//! The file: blocks of [`BLOCK`] bytes from offset 0, each up to `(BLOCK - 16) / (16 + V)`
+//! records (key ‖ value), zero padding, the block's record count (u32 LE), four zero bytes and
+//! the first 8 bytes of blake3 of all before them; then the first key of every block; then the
+//! filter; then a trailer: [`MAGIC`], the version (u32 LE), four zero bytes, the records,
 //! blocks and filter blocks (u64 LE each), and the first 8 bytes of blake3 of the index, the
-//! filter and the trailer before them. A block is checked whenever it is read.
+//! filter and the trailer before them. A block is checked whenever it is read. The value size
+//! is the run set's (each set has a directory of its own, see `runs`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use passalong_protocol::Id;
-
 use super::filter::Filter;
-use super::OrderKey;
+use super::Key;
 use crate::keyspace::*;
 use crate::StoreError;
 
 /// Bytes per block: a page.
 pub(crate) const BLOCK: usize = 4096;
 
-/// One record: order key, receipt id.
-const RECORD: usize = 16 + 32;
-
-/// Records per block (4,080 bytes, then the block's count and check).
-pub(crate) const PER_BLOCK: usize = (BLOCK - 16) / RECORD;
+/// Bytes of a block's count and check.
+const BLOCK_TAIL: usize = 16;
 
 /// The trailer's first bytes.
 const MAGIC: &[u8; 8] = b"PLORDRUN";
@@ -38,16 +34,16 @@ const VERSION: u32 = 1;
 
 const TRAILER: usize = 8 + 4 + 4 + 8 * 3 + 8;
 
-/// An open run.
-pub(crate) struct Run {
+/// An open run of `V`-byte values.
+pub(crate) struct Run<const V: usize> {
     /// Its number: its file is `<seq as 16 hex digits>.run`.
     pub seq: u64,
-    /// Orders it holds.
-    pub orders: u64,
+    /// Records (keys) it holds.
+    pub len: u64,
     path: PathBuf,
     file: File,
     /// The first key of each block.
-    index: Vec<OrderKey>,
+    index: Vec<Key>,
     filter: Filter,
 }
 
@@ -68,8 +64,8 @@ fn io(e: std::io::Error) -> StoreError {
 
 fn damaged(path: &Path, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Record {
-        prefix: char::from(ORDER_PACK),
-        detail: format!("order run {}: {detail}", path.display()),
+        prefix: char::from(META),
+        detail: format!("run {}: {detail}", path.display()),
     }
 }
 
@@ -83,22 +79,27 @@ fn u64_le(b: &[u8]) -> u64 {
     u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
-impl Run {
-    /// Writes `records` (sorted by key, one per order, at most `expected` of them) as run
-    /// `seq` in `dir`: to a temporary file, synced, renamed, and the directory synced, so that
-    /// the run is whole on disk before a checkpoint names it.
+impl<const V: usize> Run<V> {
+    /// One record: key, value.
+    const RECORD: usize = 16 + V;
+    /// Records per block.
+    pub const PER_BLOCK: usize = (BLOCK - BLOCK_TAIL) / Self::RECORD;
+
+    /// Writes `records` (sorted by key, one per key, at most `expected` of them) as run `seq`
+    /// in `dir`: to a temporary file, synced, renamed, and the directory synced, so that the
+    /// run is whole on disk before a checkpoint names it.
     pub fn write(
         dir: &Path,
         seq: u64,
         expected: usize,
-        records: impl Iterator<Item = Result<(OrderKey, Id), StoreError>>,
-    ) -> Result<Run, StoreError> {
+        records: impl Iterator<Item = Result<(Key, [u8; V]), StoreError>>,
+    ) -> Result<Run<V>, StoreError> {
         let path = dir.join(file_name(seq));
         let tmp = dir.join(format!("{}.tmp", file_name(seq)));
-        let written = Self::write_to(&tmp, expected, records).and_then(|orders| {
+        let written = Self::write_to(&tmp, expected, records).and_then(|len| {
             std::fs::rename(&tmp, &path).map_err(io)?;
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-            Ok(orders)
+            Ok(len)
         });
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -110,7 +111,7 @@ impl Run {
     fn write_to(
         tmp: &Path,
         expected: usize,
-        records: impl Iterator<Item = Result<(OrderKey, Id), StoreError>>,
+        records: impl Iterator<Item = Result<(Key, [u8; V]), StoreError>>,
     ) -> Result<u64, StoreError> {
         let file = OpenOptions::new()
             .write(true)
@@ -122,8 +123,8 @@ impl Run {
         let mut filter = Filter::for_keys(expected);
         let mut index: Vec<u8> = Vec::new();
         let mut block = vec![0u8; BLOCK];
-        let (mut n, mut orders) = (0usize, 0u64);
-        let mut last: Option<OrderKey> = None;
+        let (mut n, mut len) = (0usize, 0u64);
+        let mut last: Option<Key> = None;
         let flush = |block: &mut Vec<u8>, n: usize, out: &mut BufWriter<File>| {
             block[BLOCK - 16..BLOCK - 12].copy_from_slice(&(n as u32).to_le_bytes());
             let c = check(&block[..BLOCK - 8]);
@@ -132,22 +133,23 @@ impl Run {
             block.fill(0);
             r
         };
+        let record = Self::RECORD;
         for r in records {
-            let (k, id) = r?;
+            let (k, v) = r?;
             debug_assert!(last.is_none_or(|l| l < k), "a run's records are sorted");
             last = Some(k);
-            if n == PER_BLOCK {
+            if n == Self::PER_BLOCK {
                 flush(&mut block, n, &mut out).map_err(io)?;
                 n = 0;
             }
             if n == 0 {
                 index.extend_from_slice(&k);
             }
-            block[n * RECORD..n * RECORD + 16].copy_from_slice(&k);
-            block[n * RECORD + 16..(n + 1) * RECORD].copy_from_slice(&id.0);
+            block[n * record..n * record + 16].copy_from_slice(&k);
+            block[n * record + 16..(n + 1) * record].copy_from_slice(&v);
             filter.insert(&k);
             n += 1;
-            orders += 1;
+            len += 1;
         }
         if n > 0 {
             flush(&mut block, n, &mut out).map_err(io)?;
@@ -158,7 +160,7 @@ impl Run {
         trailer.extend_from_slice(MAGIC);
         trailer.extend_from_slice(&VERSION.to_le_bytes());
         trailer.extend_from_slice(&[0; 4]);
-        trailer.extend_from_slice(&orders.to_le_bytes());
+        trailer.extend_from_slice(&len.to_le_bytes());
         trailer.extend_from_slice(&(blocks as u64).to_le_bytes());
         trailer.extend_from_slice(&((filter.len() / Filter::byte_len(1)) as u64).to_le_bytes());
         let mut h = blake3::Hasher::new();
@@ -171,11 +173,11 @@ impl Run {
         out.write_all(&trailer).map_err(io)?;
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
-        Ok(orders)
+        Ok(len)
     }
 
     /// Opens run `seq` in `dir`: reads and checks its trailer, index and filter.
-    pub fn open(dir: &Path, seq: u64) -> Result<Run, StoreError> {
+    pub fn open(dir: &Path, seq: u64) -> Result<Run<V>, StoreError> {
         let path = dir.join(file_name(seq));
         let file = File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
@@ -198,7 +200,7 @@ impl Run {
                 format!("version {version}, expected {VERSION}"),
             ));
         }
-        let (orders, blocks, filter_blocks) = (
+        let (len_records, blocks, filter_blocks) = (
             u64_le(&trailer[16..]),
             u64_le(&trailer[24..]),
             u64_le(&trailer[32..]),
@@ -214,11 +216,11 @@ impl Run {
         let (Some(tail), Some(expected)) = (tail, expected) else {
             return Err(damaged(&path, "its trailer's sizes overflow"));
         };
-        if expected != len || orders > blocks * PER_BLOCK as u64 || filter_blocks == 0 {
+        if expected != len || len_records > blocks * Self::PER_BLOCK as u64 || filter_blocks == 0 {
             return Err(damaged(
                 &path,
                 format!(
-                    "{len} bytes, its trailer says {expected} ({blocks} blocks, {orders} orders)"
+                    "{len} bytes, its trailer says {expected} ({blocks} blocks, {len_records} records)"
                 ),
             ));
         }
@@ -234,7 +236,7 @@ impl Run {
         let (index, filter) = rest.split_at(blocks as usize * 16);
         Ok(Run {
             seq,
-            orders,
+            len: len_records,
             index: index
                 .chunks_exact(16)
                 .map(|k| k.try_into().expect("16 bytes"))
@@ -245,8 +247,8 @@ impl Run {
         })
     }
 
-    /// The receipt id this run holds for order `k`.
-    pub fn get(&self, k: &OrderKey) -> Result<Option<Id>, StoreError> {
+    /// The value this run holds for `k`.
+    pub fn get(&self, k: &Key) -> Result<Option<[u8; V]>, StoreError> {
         if !self.filter.may_contain(k) {
             return Ok(None);
         }
@@ -263,21 +265,23 @@ impl Run {
         Ok(records
             .binary_search_by(|r| r[..16].cmp(k))
             .ok()
-            .map(|i| Id(id_at(records[i], 16))))
+            .map(|i| value(records[i])))
     }
 
     /// The records of block `b`, read as `block`, once checked.
     fn records_of<'b>(&self, block: &'b [u8], b: usize) -> Result<Vec<&'b [u8]>, StoreError> {
         let n =
             u32::from_le_bytes(block[BLOCK - 16..BLOCK - 12].try_into().expect("4 bytes")) as usize;
-        if n == 0 || n > PER_BLOCK || check(&block[..BLOCK - 8]) != block[BLOCK - 8..] {
+        if n == 0 || n > Self::PER_BLOCK || check(&block[..BLOCK - 8]) != block[BLOCK - 8..] {
             return Err(damaged(&self.path, format!("block {b} is damaged")));
         }
-        Ok(block[..n * RECORD].chunks_exact(RECORD).collect())
+        Ok(block[..n * Self::RECORD]
+            .chunks_exact(Self::RECORD)
+            .collect())
     }
 
     /// Every record, in key order (each block checked as it is read).
-    pub fn records(&self) -> Result<Records<'_>, StoreError> {
+    pub fn records(&self) -> Result<Records<'_, V>, StoreError> {
         let file = File::open(&self.path).map_err(io)?;
         Ok(Records {
             run: self,
@@ -303,9 +307,16 @@ impl Run {
     }
 }
 
+/// The value of a record (key ‖ value).
+fn value<const V: usize>(record: &[u8]) -> [u8; V] {
+    record[16..16 + V]
+        .try_into()
+        .expect("a record holds its value")
+}
+
 /// A run's records in key order.
-pub(crate) struct Records<'a> {
-    run: &'a Run,
+pub(crate) struct Records<'a, const V: usize> {
+    run: &'a Run<V>,
     input: BufReader<File>,
     block: Vec<u8>,
     /// The block read last.
@@ -315,8 +326,8 @@ pub(crate) struct Records<'a> {
     n: usize,
 }
 
-impl Iterator for Records<'_> {
-    type Item = Result<(OrderKey, Id), StoreError>;
+impl<const V: usize> Iterator for Records<'_, V> {
+    type Item = Result<(Key, [u8; V]), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.at == self.n {
@@ -337,12 +348,10 @@ impl Iterator for Records<'_> {
             self.b += 1;
             self.at = 0;
         }
-        let r = &self.block[self.at * RECORD..(self.at + 1) * RECORD];
+        let record = Run::<V>::RECORD;
+        let r = &self.block[self.at * record..(self.at + 1) * record];
         self.at += 1;
-        Some(Ok((
-            r[..16].try_into().expect("16 bytes"),
-            Id(id_at(r, 16)),
-        )))
+        Some(Ok((r[..16].try_into().expect("16 bytes"), value(r))))
     }
 }
 
@@ -350,27 +359,32 @@ impl Iterator for Records<'_> {
 mod tests {
     use super::*;
 
-    fn records(n: u64) -> Vec<(OrderKey, Id)> {
-        let mut v: Vec<(OrderKey, Id)> = (0..n)
+    fn records<const V: usize>(n: u64) -> Vec<(Key, [u8; V])> {
+        let mut v: Vec<(Key, [u8; V])> = (0..n)
             .map(|i| {
                 let h = blake3::hash(&i.to_le_bytes());
-                (
-                    h.as_bytes()[..16].try_into().unwrap(),
-                    Id(*blake3::hash(h.as_bytes()).as_bytes()),
-                )
+                let mut value = [0u8; V];
+                blake3::Hasher::new()
+                    .update(h.as_bytes())
+                    .finalize_xof()
+                    .fill(&mut value);
+                (h.as_bytes()[..16].try_into().unwrap(), value)
             })
             .collect();
         v.sort_unstable();
         v
     }
 
+    type Orders = Run<32>;
+
     #[test]
     fn a_run_reads_back_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
         for n in [0u64, 1, 85, 86, 1000] {
-            let want = records(n);
-            let run = Run::write(dir.path(), n, want.len(), want.iter().cloned().map(Ok)).unwrap();
-            assert_eq!(run.orders, n);
+            let want = records::<32>(n);
+            let run =
+                Orders::write(dir.path(), n, want.len(), want.iter().cloned().map(Ok)).unwrap();
+            assert_eq!(run.len, n);
             for (k, id) in &want {
                 assert_eq!(run.get(k).unwrap(), Some(*id));
             }
@@ -378,8 +392,8 @@ mod tests {
             assert_eq!(run.get(&[0; 16]).unwrap(), None);
             let back: Vec<_> = run.records().unwrap().map(Result::unwrap).collect();
             assert_eq!(back, want);
-            let again = Run::open(dir.path(), n).unwrap();
-            assert_eq!(again.orders, n);
+            let again = Orders::open(dir.path(), n).unwrap();
+            assert_eq!(again.len, n);
             assert_eq!(again.index, run.index);
         }
         // No temporary file is left.
@@ -393,8 +407,8 @@ mod tests {
     #[test]
     fn a_damaged_or_cut_run_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let want = records(500);
-        Run::write(dir.path(), 7, want.len(), want.iter().cloned().map(Ok)).unwrap();
+        let want = records::<32>(500);
+        Orders::write(dir.path(), 7, want.len(), want.iter().cloned().map(Ok)).unwrap();
         let path = dir.path().join(file_name(7));
         let bytes = std::fs::read(&path).unwrap();
         let is_damage = |e: StoreError| match e {
@@ -408,7 +422,7 @@ mod tests {
         for cut in [0, 1, 100, BLOCK, bytes.len() - 1] {
             std::fs::write(&path, &bytes[..cut]).unwrap();
             assert!(
-                is_damage(Run::open(dir.path(), 7).err().unwrap()),
+                is_damage(Orders::open(dir.path(), 7).err().unwrap()),
                 "cut at {cut}"
             );
         }
@@ -416,13 +430,13 @@ mod tests {
         let mut b = bytes.clone();
         b[bytes.len() - TRAILER - 3] ^= 1;
         std::fs::write(&path, &b).unwrap();
-        assert!(is_damage(Run::open(dir.path(), 7).err().unwrap()));
+        assert!(is_damage(Orders::open(dir.path(), 7).err().unwrap()));
         // A flipped bit in a block: found when the block is read.
         let mut b = bytes.clone();
         b[BLOCK + 5] ^= 1;
         std::fs::write(&path, &b).unwrap();
-        let run = Run::open(dir.path(), 7).unwrap();
-        let in_block_1 = want[PER_BLOCK + 1].0;
+        let run = Orders::open(dir.path(), 7).unwrap();
+        let in_block_1 = want[Orders::PER_BLOCK + 1].0;
         assert!(is_damage(run.get(&in_block_1).err().unwrap()));
         assert!(run.get(&want[0].0).unwrap().is_some());
         assert!(run.records().unwrap().any(|r| r.is_err()));

@@ -1,11 +1,11 @@
-//! A split-block Bloom filter over order keys, so that a lookup of an order no run holds (a
-//! fresh receipt's, nearly every lookup) reads no file. Order keys are blake3 output, so their
+//! A split-block Bloom filter over a run's keys, so that a lookup of a key no run holds (a
+//! fresh receipt's order, nearly every lookup) reads no file. Keys are blake3 output, so their
 //! own bytes serve as the hashes: the first 8 pick a 64-byte block (one cache line), the next
 //! 8 one bit in each of its eight words. At [`BITS_PER_KEY`] about 0.8 % of absent keys pass.
 
-use super::OrderKey;
+use super::Key;
 
-/// Filter bits per order.
+/// Filter bits per key.
 pub(crate) const BITS_PER_KEY: usize = 10;
 
 /// Words per block: one bit is set in each.
@@ -31,7 +31,7 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    /// An empty filter sized for `keys` orders.
+    /// An empty filter sized for `keys` keys.
     pub fn for_keys(keys: usize) -> Filter {
         let blocks = (keys * BITS_PER_KEY).div_ceil(WORDS * 64).max(1);
         Filter {
@@ -64,7 +64,7 @@ impl Filter {
         self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
-    pub fn insert(&mut self, k: &OrderKey) {
+    pub fn insert(&mut self, k: &Key) {
         let (block, g) = self.place(k);
         for (i, salt) in SALT.iter().enumerate() {
             self.words[block + i] |= 1 << (g.wrapping_mul(*salt) >> 58);
@@ -72,7 +72,7 @@ impl Filter {
     }
 
     /// False only if `k` was never inserted.
-    pub fn may_contain(&self, k: &OrderKey) -> bool {
+    pub fn may_contain(&self, k: &Key) -> bool {
         let (block, g) = self.place(k);
         SALT.iter()
             .enumerate()
@@ -80,7 +80,7 @@ impl Filter {
     }
 
     /// The first word of `k`'s block, and the half of `k` that picks its bits.
-    fn place(&self, k: &OrderKey) -> (usize, u64) {
+    fn place(&self, k: &Key) -> (usize, u64) {
         let h = u64::from_le_bytes(k[..8].try_into().expect("16-byte key"));
         let g = u64::from_le_bytes(k[8..].try_into().expect("16-byte key"));
         let block = ((h as u128 * self.blocks() as u128) >> 64) as usize;
@@ -92,7 +92,7 @@ impl Filter {
 mod tests {
     use super::*;
 
-    fn key(i: u64) -> OrderKey {
+    fn key(i: u64) -> Key {
         let mut k = [0u8; 16];
         k.copy_from_slice(&blake3::hash(&i.to_le_bytes()).as_bytes()[..16]);
         k

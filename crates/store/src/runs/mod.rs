@@ -1,0 +1,466 @@
+//! Sorted runs on disk for what the store must look up on every ingest but cannot keep whole
+//! in memory nor afford as sled keys (each sled read of a cold region decodes a leaf, and a
+//! 10M-attestation tree is far larger than its cache): the receipts' orders (`orders`) and the
+//! referrals' hop records (`hops`).
+//!
+//! A set keeps (16-byte key, `V`-byte value) records in [`Run`] files under `<store>/<name>/`,
+//! each sorted and never changed, with a filter and a block index in memory (~1.4 bytes per
+//! key): a key no run holds costs no read, one that a run may hold a 4 KiB read. The owner
+//! keeps the changes since the last checkpoint in memory (journaled with their shipments).
+//! Each checkpoint writes them as a new run, synced before the checkpoint's batch names it in
+//! the set's list ([`META`] `<name>`); once the batch is on disk, runs that were merged are
+//! deleted, and opening deletes any file the list does not name (a checkpoint cut short).
+//!
+//! The newest run holding a key wins. Runs merge size-tiered: when the [`FAN_IN`] newest runs
+//! are of one size class, they become one run of the next, so a set holds a few runs per class
+//! and each record is rewritten about once per class. Only the newest runs merge, so the list
+//! stays in age order.
+
+mod filter;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use crate::keyspace::*;
+use crate::StoreError;
+pub(crate) use run::Run;
+
+/// A record's key: 16 bytes of a blake3 hash (collisions among a billion keys: ~2^-68).
+pub(crate) type Key = [u8; 16];
+
+/// Runs merged into one when the newest of one size class are this many.
+const FAN_IN: usize = 4;
+
+/// Keys of the smallest size class's largest run (a checkpoint's worth, about).
+const SMALLEST: u64 = 1 << 16;
+
+/// The size class of a run of `len` records.
+fn class(len: u64) -> u32 {
+    let (mut c, mut cap) = (0, SMALLEST);
+    while len > cap {
+        c += 1;
+        cap = cap.saturating_mul(FAN_IN as u64);
+    }
+    c
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io(sled::Error::Io(e))
+}
+
+/// One set of runs.
+pub(crate) struct Runs<const V: usize> {
+    /// The set's name: its directory and its list's key.
+    name: &'static str,
+    dir: PathBuf,
+    /// Oldest first.
+    runs: Vec<Run<V>>,
+    /// The number of the next run.
+    next: u64,
+}
+
+/// What a checkpoint wrote of a set (see [`Runs::write`]).
+pub(crate) struct Written<const V: usize> {
+    /// Runs written, synced, and named in the checkpoint's batch, oldest first.
+    added: Vec<Run<V>>,
+    /// Numbers of the runs they replace.
+    merged: Vec<u64>,
+    next: u64,
+}
+
+impl<const V: usize> Runs<V> {
+    /// The list's key in the tree: the next run number, then (number, records) per run, oldest
+    /// first, u64 BE each.
+    fn list_key(&self) -> Vec<u8> {
+        key(META, &[self.name.as_bytes()])
+    }
+
+    /// The runs of set `name` the tree lists, opened (files it does not list are deleted: a
+    /// checkpoint cut short wrote them).
+    pub fn load(
+        tree: &sled::Tree,
+        store: &Path,
+        name: &'static str,
+    ) -> Result<Runs<V>, StoreError> {
+        let dir = store.join(name);
+        let mut set = Runs {
+            name,
+            dir,
+            runs: Vec::new(),
+            next: 0,
+        };
+        let listed = match tree.get(set.list_key())? {
+            None => Vec::new(),
+            Some(v) => {
+                if v.len() < 8 || (v.len() - 8) % 16 != 0 {
+                    return Err(StoreError::Record {
+                        prefix: char::from(META),
+                        detail: format!("the list of {name} runs is {} bytes long", v.len()),
+                    });
+                }
+                set.next = u64_at(&v, 0);
+                v[8..]
+                    .chunks_exact(16)
+                    .map(|r| (u64_at(r, 0), u64_at(r, 8)))
+                    .collect::<Vec<_>>()
+            }
+        };
+        remove_unlisted(&set.dir, &listed)?;
+        for (seq, len) in listed {
+            let path = set.dir.join(run::file_name(seq));
+            let run = match Run::open(&set.dir, seq) {
+                Err(StoreError::Io(sled::Error::Io(e)))
+                    if e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(StoreError::Record {
+                        prefix: char::from(META),
+                        detail: format!("run {} is missing", path.display()),
+                    })
+                }
+                r => r?,
+            };
+            if run.len != len {
+                return Err(StoreError::Record {
+                    prefix: char::from(META),
+                    detail: format!(
+                        "run {} holds {} records, the store's list says {len}",
+                        path.display(),
+                        run.len
+                    ),
+                });
+            }
+            set.runs.push(run);
+        }
+        Ok(set)
+    }
+
+    /// The value of `k` in the newest run that holds it.
+    pub fn get(&self, k: &Key) -> Result<Option<[u8; V]>, StoreError> {
+        for run in self.runs.iter().rev() {
+            if let Some(v) = run.get(k)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes `fresh` (sorted by key, one record per key; each a run, oldest first) as runs,
+    /// merges the newest runs while they fill a size class, and adds the new list to `batch`
+    /// (a checkpoint's). The runs are synced; [`Runs::written`] once the batch is on disk. On
+    /// an error, what it wrote is removed.
+    pub fn write(
+        &self,
+        fresh: Vec<Vec<(Key, [u8; V])>>,
+        batch: &mut sled::Batch,
+    ) -> Result<Written<V>, StoreError> {
+        let mut w = Written {
+            added: Vec::new(),
+            merged: Vec::new(),
+            next: self.next,
+        };
+        if let Err(e) = self.write_into(fresh, batch, &mut w) {
+            // Not named by any checkpoint: removed now rather than at the next open.
+            for run in w.added {
+                run.remove();
+            }
+            return Err(e);
+        }
+        Ok(w)
+    }
+
+    fn write_into(
+        &self,
+        fresh: Vec<Vec<(Key, [u8; V])>>,
+        batch: &mut sled::Batch,
+        w: &mut Written<V>,
+    ) -> Result<(), StoreError> {
+        let fresh: Vec<_> = fresh.into_iter().filter(|f| !f.is_empty()).collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        for records in fresh {
+            let run = Run::write(
+                &self.dir,
+                w.next,
+                records.len(),
+                records.into_iter().map(Ok),
+            )?;
+            w.next += 1;
+            w.added.push(run);
+        }
+        loop {
+            let live: Vec<&Run<V>> = self
+                .runs
+                .iter()
+                .chain(&w.added)
+                .filter(|r| !w.merged.contains(&r.seq))
+                .collect();
+            let Some(newest) = live.last() else { break };
+            let c = class(newest.len);
+            let tail = live.iter().rev().take_while(|r| class(r.len) == c).count();
+            if tail < FAN_IN {
+                break;
+            }
+            let full = &live[live.len() - FAN_IN..];
+            let expected = full.iter().map(|r| r.len as usize).sum();
+            let seqs: Vec<u64> = full.iter().map(|r| r.seq).collect();
+            // Newest first: the first source holding a key wins.
+            let sources = full
+                .iter()
+                .rev()
+                .map(|r| r.records())
+                .collect::<Result<Vec<_>, _>>()?;
+            let run = Run::write(&self.dir, w.next, expected, Merge::new(sources))?;
+            w.next += 1;
+            w.merged.extend(seqs);
+            w.added.push(run);
+        }
+        let mut list = w.next.to_be_bytes().to_vec();
+        for r in self
+            .runs
+            .iter()
+            .chain(&w.added)
+            .filter(|r| !w.merged.contains(&r.seq))
+        {
+            list.extend_from_slice(&r.seq.to_be_bytes());
+            list.extend_from_slice(&r.len.to_be_bytes());
+        }
+        batch.insert(self.list_key(), list);
+        Ok(())
+    }
+
+    /// The batch of [`Runs::write`] is on disk: its runs replace those they merged, whose
+    /// files go.
+    pub fn written(&mut self, w: Written<V>) {
+        if w.next == self.next {
+            return;
+        }
+        let (merged, kept): (Vec<Run<V>>, Vec<Run<V>>) = std::mem::take(&mut self.runs)
+            .into_iter()
+            .chain(w.added)
+            .partition(|r| w.merged.contains(&r.seq));
+        self.runs = kept;
+        for r in merged {
+            r.remove();
+        }
+        self.next = w.next;
+    }
+
+    /// Bytes the runs keep in memory (filters and block indexes).
+    pub fn memory(&self) -> usize {
+        self.runs.iter().map(Run::memory).sum()
+    }
+
+    /// Runs on disk.
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.runs.len()
+    }
+}
+
+/// Deletes what `dir` holds besides the runs `listed` (a temporary file or a run written by
+/// a checkpoint that did not complete, or merged by one that did).
+fn remove_unlisted(dir: &Path, listed: &[(u64, u64)]) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let keep = run::seq_of(&name.to_string_lossy())
+            .is_some_and(|seq| listed.iter().any(|(s, _)| *s == seq));
+        if !keep {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sorted runs merged into one sorted stream; of records with one key, the first source's
+/// (the newest run's) wins.
+struct Merge<I, const V: usize> {
+    sources: Vec<I>,
+    heads: Vec<Option<(Key, [u8; V])>>,
+    started: bool,
+    failed: bool,
+}
+
+impl<I: Iterator<Item = Result<(Key, [u8; V]), StoreError>>, const V: usize> Merge<I, V> {
+    fn new(sources: Vec<I>) -> Merge<I, V> {
+        let heads = vec![None; sources.len()];
+        Merge {
+            sources,
+            heads,
+            started: false,
+            failed: false,
+        }
+    }
+
+    fn advance(&mut self, i: usize) -> Result<(), StoreError> {
+        self.heads[i] = self.sources[i].next().transpose()?;
+        Ok(())
+    }
+}
+
+impl<I: Iterator<Item = Result<(Key, [u8; V]), StoreError>>, const V: usize> Iterator
+    for Merge<I, V>
+{
+    type Item = Result<(Key, [u8; V]), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                if let Err(e) = self.advance(i) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let k = self.heads.iter().flatten().map(|(k, _)| *k).min()?;
+        let mut first: Option<[u8; V]> = None;
+        for i in 0..self.heads.len() {
+            if let Some((hk, v)) = self.heads[i] {
+                if hk == k {
+                    first.get_or_insert(v);
+                    if let Err(e) = self.advance(i) {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+        first.map(|v| Ok((k, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn k(i: u16) -> Key {
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&blake3::hash(&i.to_le_bytes()).as_bytes()[..16]);
+        k
+    }
+
+    /// A checkpoint, as far as the set goes.
+    fn checkpoint(s: &mut Runs<8>, db: &sled::Db, fresh: Vec<Vec<(Key, [u8; 8])>>) {
+        let mut batch = sled::Batch::default();
+        let w = s.write(fresh, &mut batch).unwrap();
+        db.apply_batch(batch).unwrap();
+        s.written(w);
+    }
+
+    fn sorted(m: &BTreeMap<Key, [u8; 8]>) -> Vec<(Key, [u8; 8])> {
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("set"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Many checkpoints of random changes: whatever merged, each key reads its latest value,
+    /// in memory and after reopening, and the runs stay few.
+    #[test]
+    fn the_newest_value_wins_across_merges_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let mut s: Runs<8> = Runs::load(&db, dir.path(), "set").unwrap();
+        let mut want: BTreeMap<Key, [u8; 8]> = BTreeMap::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for round in 0..40u16 {
+            let mut changes = BTreeMap::new();
+            for _ in 0..(1 + round * 7) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                changes.insert(k((x % 600) as u16), x.to_le_bytes());
+            }
+            want.extend(changes.clone());
+            checkpoint(&mut s, &db, vec![sorted(&changes)]);
+            assert!(s.count() < FAN_IN, "round {round}: {} runs", s.count());
+            assert_eq!(files(dir.path()).len(), s.count(), "round {round}");
+        }
+        let back: Runs<8> = Runs::load(&db, dir.path(), "set").unwrap();
+        for i in 0..600 {
+            assert_eq!(s.get(&k(i)).unwrap(), want.get(&k(i)).copied(), "key {i}");
+            assert_eq!(
+                back.get(&k(i)).unwrap(),
+                want.get(&k(i)).copied(),
+                "key {i}"
+            );
+        }
+        // A checkpoint with nothing new writes nothing.
+        let before = files(dir.path());
+        let mut again: Runs<8> = Runs::load(&db, dir.path(), "set").unwrap();
+        checkpoint(&mut again, &db, vec![Vec::new()]);
+        assert_eq!(files(dir.path()), before);
+    }
+
+    #[test]
+    fn files_a_checkpoint_did_not_name_are_removed_and_a_missing_run_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let mut s: Runs<8> = Runs::load(&db, dir.path(), "set").unwrap();
+        checkpoint(&mut s, &db, vec![vec![(k(1), [1; 8])]]);
+        // A checkpoint cut short: its run written, its batch never applied.
+        let mut batch = sled::Batch::default();
+        let _lost = s.write(vec![vec![(k(2), [2; 8])]], &mut batch).unwrap();
+        std::fs::write(dir.path().join("set").join("x.run.tmp"), b"partial").unwrap();
+        assert_eq!(files(dir.path()).len(), 3);
+        let back: Runs<8> = Runs::load(&db, dir.path(), "set").unwrap();
+        assert_eq!(files(dir.path()), vec![run::file_name(0)]);
+        assert_eq!(back.get(&k(1)).unwrap(), Some([1; 8]));
+        assert_eq!(back.get(&k(2)).unwrap(), None);
+        drop(back);
+        std::fs::remove_file(dir.path().join("set").join(run::file_name(0))).unwrap();
+        match Runs::<8>::load(&db, dir.path(), "set") {
+            Err(StoreError::Record { detail, .. }) => {
+                assert!(detail.contains("missing"), "{detail}")
+            }
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn size_classes_grow_by_the_fan_in() {
+        assert_eq!(class(0), 0);
+        assert_eq!(class(SMALLEST), 0);
+        assert_eq!(class(SMALLEST + 1), 1);
+        assert_eq!(class(SMALLEST * FAN_IN as u64), 1);
+        assert_eq!(class(SMALLEST * FAN_IN as u64 + 1), 2);
+        assert_eq!(class(u64::MAX), class(u64::MAX - 1));
+    }
+
+    #[test]
+    fn merging_keeps_the_first_sources_value() {
+        let mut a = vec![(k(1), [5; 8]), (k(2), [2; 8])];
+        a.sort_unstable();
+        let mut b = vec![(k(1), [3; 8]), (k(3), [9; 8])];
+        b.sort_unstable();
+        let merged: Vec<_> = Merge::new(vec![a.into_iter().map(Ok), b.into_iter().map(Ok)])
+            .map(Result::unwrap)
+            .collect();
+        let mut want = vec![(k(1), [5; 8]), (k(2), [2; 8]), (k(3), [9; 8])];
+        want.sort_unstable();
+        assert_eq!(merged, want);
+    }
+}
