@@ -1,7 +1,7 @@
 //! What every handler shares, and the write-token check.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -44,6 +44,9 @@ pub struct AppState {
     /// The argon2id cost of sealing a hosted member's key under her password (her sign-in
     /// pays it again): `KdfParams::MEMBER` unless the node's config says otherwise.
     pub member_kdf: passalong_accounts::KdfParams,
+    /// Signed-in sessions (the dashboard's, and the API's members' later), each acting as one
+    /// identity; a member's holds her key.
+    pub sessions: Arc<Mutex<passalong_accounts::Sessions>>,
 }
 
 /// Proof that a request carried the write token.
@@ -96,6 +99,9 @@ impl AppState {
             net: None,
             metrics: Metrics::default(),
             member_kdf: passalong_accounts::KdfParams::MEMBER,
+            sessions: Arc::new(Mutex::new(passalong_accounts::Sessions::new(
+                Default::default(),
+            ))),
         })
     }
 

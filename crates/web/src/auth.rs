@@ -99,7 +99,7 @@ impl SignedIn {
     /// The live session a request's cookie names, if any (marked as used now).
     pub fn from_headers(state: &WebState, headers: &HeaderMap) -> Option<SignedIn> {
         let id = cookie(headers, SESSION_COOKIE).and_then(SessionId::from_hex)?;
-        let mut s = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = state.api.sessions.lock().unwrap_or_else(|p| p.into_inner());
         s.touch(&id, now_ms())
             .map(|session| SignedIn { id, session })
     }
@@ -201,7 +201,7 @@ pub async fn signin(
     }
     let identity = s.api.identities.default_key();
     let (id, _) = {
-        let mut sessions = s.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = s.api.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.start(identity, now_ms(), &mut OsRng)
     };
     tracing::info!(identity = %identity, "dashboard sign-in");
@@ -232,7 +232,8 @@ pub async fn signout(
     Form(f): Form<CsrfOnly>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&f.csrf)?;
-    s.sessions
+    s.api
+        .sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .end(&me.id);

@@ -25,19 +25,15 @@ pub mod pages;
 pub mod qr;
 pub mod session;
 
-use std::sync::{Arc, Mutex};
-
 use axum::routing::{get, post};
 use axum::Router;
 use passalong_api::AppState;
 
-/// What the pages share: the API's state, the sign-in sessions and the public address.
+/// What the pages share: the API's state (with the sign-in sessions) and the public address.
 #[derive(Clone)]
 pub struct WebState {
-    /// The API's state (store, writer, identities, contacts, network).
+    /// The API's state (store, writer, identities, contacts, network, sessions).
     pub api: AppState,
-    /// Signed-in browsers.
-    pub sessions: Arc<Mutex<session::Sessions>>,
     /// Cookies get `Secure` (the public URL is https).
     pub secure_cookies: bool,
 }
@@ -100,7 +96,6 @@ impl PublicUrl {
 pub fn app(api: AppState, public: &PublicUrl) -> Router {
     let state = WebState {
         api: api.clone(),
-        sessions: Arc::new(Mutex::new(session::Sessions::new(Default::default()))),
         secure_cookies: public.is_https(),
     };
     let pages = Router::new()

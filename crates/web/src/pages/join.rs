@@ -149,6 +149,7 @@ pub async fn join(
         }
     };
     let (id, _) = s
+        .api
         .sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
