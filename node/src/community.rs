@@ -80,12 +80,13 @@ pub fn community(dir: &DataDir, out: Out, cmd: CommunityCommand) -> Result<()> {
 
 fn shown(v: &CommunityInfo) -> String {
     format!(
-        "community {}\nname       {}\nconnector  {}\nfounded    {}\ninvites    {} open",
+        "community {}\nname       {}\nconnector  {}\nfounded    {}\ninvites    {} open\nmembers    {} hosted",
         v.id,
         printable(&v.name),
         v.connector,
         time(v.created_at_ms),
-        v.open_invites
+        v.open_invites,
+        v.members
     )
 }
 

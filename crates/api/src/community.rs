@@ -107,10 +107,14 @@ impl CommunityNode {
         (m.status == Status::Active).then(|| (c.id, c.name.clone()))
     }
 
-    /// Whether `token` may be used to join now: the community's name if so.
+    /// Whether `token` may be used to join now: the community's name if so. (On a node that
+    /// runs no community every invite is unknown: the answer is for the invitee.)
     pub fn check_invite(&self, token: &str) -> Result<String, ApiError> {
         let current = self.lock();
-        let c = current.community.as_ref().ok_or_else(no_community)?;
+        let c = current
+            .community
+            .as_ref()
+            .ok_or_else(|| join_error(InviteError::Unknown))?;
         current.invites.check(token, now_ms()).map_err(join_error)?;
         Ok(c.name.clone())
     }
@@ -538,7 +542,10 @@ pub async fn join_hosted(
     let _joining = s.community.joining.lock().await;
     let (community, login, lease) = {
         let mut current = s.community.lock();
-        let community = current.community.clone().ok_or_else(no_community)?;
+        let community = current
+            .community
+            .clone()
+            .ok_or_else(|| join_error(InviteError::Unknown))?;
         let members = current
             .members
             .as_ref()

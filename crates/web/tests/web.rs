@@ -591,6 +591,10 @@ fn my_referral(
 #[test]
 fn a_neighbour_joins_with_an_invite_and_passes_an_offer_along_as_herself() {
     let node = Node::start();
+    // A node that runs no community knows no invite (and tells a visitor nothing more).
+    let (status, page, _) = join_form(&node, "inv1.00000000000000000000000000000000");
+    assert_eq!(status, 404);
+    assert!(page.contains("not known here") && !page.contains("community create"));
     let community = node.api_post("/v1/community", serde_json::json!({"name": "Riverside"}));
     let community = Id::from_hex(community["id"].as_str().unwrap()).unwrap();
     let invite = node.api_post("/v1/community/invites", serde_json::json!({"note": "Anna"}));

@@ -1354,6 +1354,7 @@ fn a_connector_founds_a_community_and_invites_from_the_command_line() {
     assert_eq!(d.json(&["community", "show"]), c);
     let text = stdout_of(&d, &["community", "show"]);
     assert!(text.contains(c["id"].as_str().unwrap()) && text.contains("Riverside"));
+    assert!(text.contains("0 hosted"), "{text}");
 
     let before = now_ms();
     let inv = d.json(&[
