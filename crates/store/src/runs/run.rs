@@ -42,8 +42,8 @@ pub(crate) struct Run<const V: usize> {
     pub len: u64,
     path: PathBuf,
     file: File,
-    /// The first key of each block.
-    index: Vec<Key>,
+    /// The first key of each block, as a big-endian number (compared without `memcmp`).
+    index: Vec<u128>,
     filter: Filter,
 }
 
@@ -237,10 +237,7 @@ impl<const V: usize> Run<V> {
         Ok(Run {
             seq,
             len: len_records,
-            index: index
-                .chunks_exact(16)
-                .map(|k| k.try_into().expect("16 bytes"))
-                .collect(),
+            index: index.chunks_exact(16).map(number).collect(),
             filter: Filter::from_bytes(filter),
             path,
             file,
@@ -252,7 +249,8 @@ impl<const V: usize> Run<V> {
         if !self.filter.may_contain(k) {
             return Ok(None);
         }
-        let b = match self.index.binary_search(k) {
+        let want = number(k);
+        let b = match self.index.binary_search(&want) {
             Ok(b) => b,
             Err(0) => return Ok(None),
             Err(b) => b - 1,
@@ -261,23 +259,28 @@ impl<const V: usize> Run<V> {
         self.file
             .read_exact_at(&mut block, (b * BLOCK) as u64)
             .map_err(io)?;
-        let records = self.records_of(&block, b)?;
-        Ok(records
-            .binary_search_by(|r| r[..16].cmp(k))
-            .ok()
-            .map(|i| value(records[i])))
+        let n = self.checked(&block, b)?;
+        let record = |i: usize| &block[i * Self::RECORD..(i + 1) * Self::RECORD];
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match number(record(mid)).cmp(&want) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(Some(value(record(mid)))),
+            }
+        }
+        Ok(None)
     }
 
-    /// The records of block `b`, read as `block`, once checked.
-    fn records_of<'b>(&self, block: &'b [u8], b: usize) -> Result<Vec<&'b [u8]>, StoreError> {
+    /// The number of records in block `b`, read as `block`, once checked.
+    fn checked(&self, block: &[u8], b: usize) -> Result<usize, StoreError> {
         let n =
             u32::from_le_bytes(block[BLOCK - 16..BLOCK - 12].try_into().expect("4 bytes")) as usize;
         if n == 0 || n > Self::PER_BLOCK || check(&block[..BLOCK - 8]) != block[BLOCK - 8..] {
             return Err(damaged(&self.path, format!("block {b} is damaged")));
         }
-        Ok(block[..n * Self::RECORD]
-            .chunks_exact(Self::RECORD)
-            .collect())
+        Ok(n)
     }
 
     /// Every record, in key order (each block checked as it is read).
@@ -305,6 +308,11 @@ impl<const V: usize> Run<V> {
     pub fn memory(&self) -> usize {
         self.index.len() * 16 + Filter::byte_len(self.filter.blocks())
     }
+}
+
+/// A key (the first 16 bytes of `bytes`) as a big-endian number: its order is the bytes'.
+fn number(bytes: &[u8]) -> u128 {
+    u128::from_be_bytes(bytes[..16].try_into().expect("a 16-byte key"))
 }
 
 /// The value of a record (key ‖ value).
@@ -338,8 +346,8 @@ impl<const V: usize> Iterator for Records<'_, V> {
                 self.b = self.run.index.len();
                 return Some(Err(io(e)));
             }
-            match self.run.records_of(&self.block, self.b) {
-                Ok(r) => self.n = r.len(),
+            match self.run.checked(&self.block, self.b) {
+                Ok(n) => self.n = n,
                 Err(e) => {
                     self.b = self.run.index.len();
                     return Some(Err(e));
