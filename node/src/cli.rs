@@ -192,7 +192,7 @@ pub struct RunArgs {
     /// Attestations written between store checkpoints (0: only when the journal reaches 256 MiB).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
-    /// The store's page cache, in MiB (at least 8).
+    /// The store's page cache, in MiB (at least 8; default: sized by the store, 64 to 512).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(8..))]
     pub store_cache_mib: Option<u64>,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `passalong=debug`.

@@ -35,7 +35,8 @@ pub struct Config {
     pub sync_interval_secs: u64,
     /// Attestations written between store checkpoints (0: only when the journal reaches 256 MiB).
     pub checkpoint_every: u64,
-    /// sled's page cache for the store, in MiB.
+    /// sled's page cache for the store, in MiB (0: sized by the store, see
+    /// `passalong_store::auto_cache_bytes`).
     pub store_cache_mib: u64,
     /// Log filter.
     pub log: String,
@@ -81,7 +82,7 @@ impl Default for Config {
             offline: false,
             sync_interval_secs: 30,
             checkpoint_every: passalong_store::CHECKPOINT_EVERY,
-            store_cache_mib: passalong_store::DEFAULT_CACHE_MIB,
+            store_cache_mib: 0,
             log: "info".into(),
             public_url: String::new(),
             http_header_timeout_ms: passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
@@ -128,8 +129,9 @@ pub fn default_file() -> String {
          # 0: only when the journal of what was written since reaches 256 MiB.\n\
          checkpoint_every = {}\n\n\
          # The store's page cache, in MiB: a node holding millions of attestations ingests\n\
-         # faster with more (192 MiB: ~25 % faster at a million), at that much more memory.\n\
-         store_cache_mib = {}\n\n\
+         # faster with more, at that much more memory. 0: sized by the store (a 25th of its\n\
+         # tree file, {} to {} MiB).\n\
+         store_cache_mib = 0\n\n\
          # Log filter, e.g. \"info\" or \"passalong=debug\".\n\
          log = \"info\"\n\n\
          # The address the node is reached at from outside, e.g. \"https://shop.example\"\n\
@@ -164,6 +166,7 @@ pub fn default_file() -> String {
         DEFAULT_LISTEN[1],
         passalong_store::CHECKPOINT_EVERY,
         passalong_store::DEFAULT_CACHE_MIB,
+        passalong_store::MAX_AUTO_CACHE_MIB,
         passalong_api::server::DEFAULT_HEADER_READ_TIMEOUT_MS,
         passalong_api::server::DEFAULT_REQUEST_TIMEOUT_MS,
         passalong_api::server::DEFAULT_SHUTDOWN_DEADLINE_MS,
@@ -237,9 +240,9 @@ impl Config {
             bail!("sync_interval_secs must be at least 1");
         }
         self.member_kdf()?;
-        if self.store_cache_mib < 8 {
+        if (1..8).contains(&self.store_cache_mib) {
             bail!(
-                "store_cache_mib must be at least 8 (it is {})",
+                "store_cache_mib must be 0 (sized by the store) or at least 8 (it is {})",
                 self.store_cache_mib
             );
         }
@@ -366,7 +369,12 @@ mod tests {
         assert_eq!(file.with_flags(&flag).unwrap().store_cache_mib, 32);
         let tiny: Config = toml::from_str("store_cache_mib = 2").unwrap();
         let e = tiny.with_flags(&none).unwrap_err().to_string();
-        assert!(e.contains("store_cache_mib must be at least 8"), "{e}");
+        assert!(e.contains("or at least 8"), "{e}");
+        assert_eq!(
+            Config::default().with_flags(&none).unwrap().store_cache_mib,
+            0,
+            "sized by the store unless set"
+        );
     }
 
     #[test]

@@ -38,10 +38,11 @@ pub fn run(dir: &DataDir, args: &RunArgs) -> Result<()> {
 }
 
 async fn serve(dir: &DataDir, config: Config) -> Result<()> {
-    let store = Arc::new(Store::open_with_cache(
-        dir.store_dir(),
-        config.store_cache_mib << 20,
-    )?);
+    let cache = match config.store_cache_mib {
+        0 => passalong_store::auto_cache_bytes(&dir.store_dir()),
+        mib => mib << 20,
+    };
+    let store = Arc::new(Store::open_with_cache(dir.store_dir(), cache)?);
     store.set_checkpoint_every(config.checkpoint_every);
     let keys = dir.keypair()?;
     let public_key = keys.public();
