@@ -66,6 +66,11 @@ pub struct Config {
     /// pass) or `minimum` (19 MiB, one pass: the least a key file may ask for; tests and very
     /// small devices only).
     pub member_kdf: String,
+    /// Members' sign-ins checking a password at once (an argon2 run each); 0: one per core.
+    pub signin_concurrency: usize,
+    /// The header a reverse proxy on this machine puts the client's address in
+    /// (`x-forwarded-for`), believed from a loopback peer only; empty: the TCP peer's address.
+    pub client_ip_header: String,
 }
 
 impl Default for Config {
@@ -95,6 +100,8 @@ impl Default for Config {
             publish_per_sec: NET.publish_per_sec as u32,
             ban_secs: NET.ban_for.as_secs(),
             member_kdf: "member".into(),
+            signin_concurrency: 0,
+            client_ip_header: String::new(),
         }
     }
 }
@@ -161,7 +168,15 @@ pub fn default_file() -> String {
          # password (her sign-ins pay it again). \"member\": 46 MiB, one pass. \"minimum\":\n\
          # 19 MiB, one pass, the least a key file may ask for: weaker against someone who\n\
          # steals the disk, for tests and very small devices only.\n\
-         member_kdf = \"member\"\n",
+         member_kdf = \"member\"\n\n\
+         # Members' sign-ins checking a password at once, each an argon2id run of the cost\n\
+         # above in memory; more wait (up to 64, then \"busy, retry\"). 0: one per core.\n\
+         signin_concurrency = 0\n\n\
+         # Behind a reverse proxy on this machine (nginx, Caddy), the header it puts the\n\
+         # client's address in, e.g. \"x-forwarded-for\": failed sign-ins are slowed per\n\
+         # address, and without it every client looks like 127.0.0.1. Believed only from a\n\
+         # loopback peer (the proxy); its rightmost entry is used. Empty: the TCP peer.\n\
+         client_ip_header = \"\"\n",
         DEFAULT_LISTEN[0],
         DEFAULT_LISTEN[1],
         passalong_store::CHECKPOINT_EVERY,
@@ -240,6 +255,7 @@ impl Config {
             bail!("sync_interval_secs must be at least 1");
         }
         self.member_kdf()?;
+        self.client_ip_header()?;
         if (1..8).contains(&self.store_cache_mib) {
             bail!(
                 "store_cache_mib must be 0 (sized by the store) or at least 8 (it is {})",
@@ -277,6 +293,29 @@ impl Config {
             "member" => Ok(passalong_accounts::KdfParams::MEMBER),
             "minimum" => Ok(passalong_accounts::KdfParams::MINIMUM),
             other => bail!("member_kdf {other:?}: expected \"member\" or \"minimum\""),
+        }
+    }
+
+    /// The header `client_ip_header` names, if any.
+    pub fn client_ip_header(&self) -> Result<Option<passalong_api::signin::HeaderName>> {
+        let name = self.client_ip_header.trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        passalong_api::signin::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map(Some)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "client_ip_header {name:?}: expected a header name such as \"x-forwarded-for\""
+                )
+            })
+    }
+
+    /// Members' sign-ins checking a password at once.
+    pub fn signin_concurrency(&self) -> usize {
+        match self.signin_concurrency {
+            0 => passalong_api::signin::default_concurrency(),
+            n => n,
         }
     }
 
@@ -375,6 +414,29 @@ mod tests {
             0,
             "sized by the store unless set"
         );
+    }
+
+    #[test]
+    fn the_client_address_header_is_checked_and_concurrency_defaults_to_the_cores() {
+        let none = RunArgs::default();
+        let default = Config::default().with_flags(&none).unwrap();
+        assert_eq!(default.client_ip_header().unwrap(), None);
+        assert_eq!(
+            default.signin_concurrency(),
+            passalong_api::signin::default_concurrency()
+        );
+        let proxied: Config =
+            toml::from_str("client_ip_header = \"X-Forwarded-For\"\nsignin_concurrency = 3")
+                .unwrap();
+        let proxied = proxied.with_flags(&none).unwrap();
+        assert_eq!(
+            proxied.client_ip_header().unwrap().unwrap().as_str(),
+            "x-forwarded-for"
+        );
+        assert_eq!(proxied.signin_concurrency(), 3);
+        let bad: Config = toml::from_str("client_ip_header = \"x forwarded\"").unwrap();
+        let e = bad.with_flags(&none).unwrap_err().to_string();
+        assert!(e.contains("client_ip_header"), "{e}");
     }
 
     #[test]

@@ -103,6 +103,12 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         .map(|n| Arc::new(crate::network::ApiNetwork(n)) as Arc<dyn passalong_api::Network>);
     state.metrics = passalong_api::Metrics::new(registry);
     state.member_kdf = config.member_kdf()?;
+    state.signin = Arc::new(passalong_api::signin::SignInGate::new(
+        config.signin_concurrency(),
+        passalong_api::signin::DEFAULT_MAX_WAITING,
+        Default::default(),
+        config.client_ip_header()?,
+    ));
     if let Some(c) = state.community.current() {
         if public.base.is_none() {
             warn!(
@@ -111,6 +117,12 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
                 api = %addr,
                 "this node runs a community but public_url is unset: invite links and share pages point at the local API address, which members cannot open; set public_url in config.toml (or run with --public-url https://HOST) to the address members reach"
             );
+        } else if config.client_ip_header.trim().is_empty() {
+            warn!(
+                community = %c.id,
+                name = %c.name,
+                "this node runs a community at a public_url but client_ip_header is unset: behind a reverse proxy every member's sign-in comes from 127.0.0.1, so failed sign-ins are slowed for everyone together; set client_ip_header = \"x-forwarded-for\" in config.toml (see docs/limits.md)"
+            );
         } else {
             info!(community = %c.id, name = %c.name, "running community");
         }
@@ -118,6 +130,11 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     dir.write_addr(addr)?;
     info!(api = %addr, dashboard = %format!("http://{addr}/"), %public_key, data_dir = %dir.root().display(), "passalong node running");
     let ticker = tokio::spawn(release_held(store.clone(), fresh_tx));
+    // Expired sessions end (and members' keys leave memory) without waiting for a request.
+    let sweeper = tokio::spawn(passalong_api::sessions::sweep_every(
+        state.sessions.clone(),
+        passalong_api::sessions::SWEEP_EVERY,
+    ));
     let limits = config.serve_limits();
     passalong_api::serve_app(
         listener,
@@ -130,6 +147,8 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     let _ = (dir.api_addr().ok() == Some(addr)).then(|| std::fs::remove_file(dir.addr_file()));
     ticker.abort();
     let _ = ticker.await;
+    sweeper.abort();
+    let _ = sweeper.await;
     if let Some(net) = &net {
         net.shutdown().await;
     }

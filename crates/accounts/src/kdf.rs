@@ -68,6 +68,13 @@ impl KdfParams {
         p: 1,
     };
 
+    /// Whether a file sealed at these parameters costs a guess less than `target` does (less
+    /// memory or fewer passes): a node re-seals such a file at a sign-in, when it has the
+    /// password. Lanes are not a cost to an attacker, who runs them in parallel.
+    pub fn weaker_than(&self, target: &KdfParams) -> bool {
+        self.m_kib < target.m_kib || self.t < target.t
+    }
+
     /// Whether this build accepts these parameters.
     pub fn check(&self) -> Result<(), KdfError> {
         let ok = (Self::MIN_M_KIB..=Self::MAX_M_KIB).contains(&self.m_kib)
@@ -145,6 +152,20 @@ mod tests {
                 "refused before any work"
             );
         }
+    }
+
+    #[test]
+    fn weaker_means_less_memory_or_fewer_passes() {
+        let m = KdfParams::MEMBER;
+        assert!(KdfParams::MINIMUM.weaker_than(&m));
+        assert!(!m.weaker_than(&m));
+        assert!(!KdfParams::EXPORT.weaker_than(&m), "a stronger file stays");
+        assert!(KdfParams {
+            t: 1,
+            ..KdfParams::EXPORT
+        }
+        .weaker_than(&KdfParams::EXPORT));
+        assert!(!KdfParams { p: 1, ..m }.weaker_than(&KdfParams { p: 4, ..m }));
     }
 
     #[test]

@@ -282,6 +282,15 @@ impl Sessions {
         ended
     }
 
+    /// The longest a session of `role` may last: what its cookie's `Max-Age` says, so that a
+    /// browser forgets the cookie when the session ends anyway.
+    pub fn max_age_ms(&self, role: Role) -> u64 {
+        match role {
+            Role::Operator => self.limits.max_age_ms,
+            Role::Member => self.member.max_age_ms,
+        }
+    }
+
     /// Live sessions.
     pub fn len(&self) -> usize {
         self.live.len()
@@ -438,6 +447,13 @@ mod tests {
         }
         assert!(s.touch(&m, 24 * HOUR_MS).is_none(), "24 h at most");
         assert!(s.touch(&op, 24 * HOUR_MS).is_some(), "the operator stays");
+    }
+
+    #[test]
+    fn each_role_has_its_own_maximum_age() {
+        let s = Sessions::new(Limits::default());
+        assert_eq!(s.max_age_ms(Role::Operator), 7 * 24 * HOUR_MS);
+        assert_eq!(s.max_age_ms(Role::Member), 24 * HOUR_MS);
     }
 
     #[test]

@@ -240,6 +240,38 @@ pub fn open(file: &KeyFile, password: &[u8]) -> Result<Opened, VaultError> {
 }
 
 impl KeyFile {
+    /// A file that no password opens, for a login no member has: the sign-in opens it all the
+    /// same (one argon2 run at `params`, then [`VaultError::WrongPassword`]), so that how long
+    /// the answer takes does not tell which logins exist. Random throughout, so it costs no
+    /// derivation to make.
+    pub fn decoy(params: KdfParams, rng: &mut (impl CryptoRngCore + ?Sized)) -> KeyFile {
+        let mut bytes = [0u8; 32 + 16 + 24 + 32 + 48];
+        rng.fill_bytes(&mut bytes);
+        let (public, rest) = bytes.split_at(32);
+        let (salt, rest) = rest.split_at(16);
+        let (nonce, rest) = rest.split_at(24);
+        let (check, sealed) = rest.split_at(32);
+        KeyFile {
+            format: FORMAT.into(),
+            version: VERSION,
+            public_key: hex::encode(public),
+            kdf: KdfHeader {
+                alg: KDF_ALG.into(),
+                v: KDF_V,
+                m_kib: params.m_kib,
+                t: params.t,
+                p: params.p,
+                salt: hex::encode(salt),
+            },
+            aead: AeadHeader {
+                alg: AEAD_ALG.into(),
+                nonce: hex::encode(nonce),
+            },
+            check: hex::encode(check),
+            sealed: hex::encode(sealed),
+        }
+    }
+
     /// The file's text (JSON, one object).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a key file always serialises")
@@ -388,6 +420,22 @@ mod tests {
                 Ok(_) => panic!("{what}: opened"),
             }
         }
+    }
+
+    #[test]
+    fn a_decoy_is_a_well_formed_file_no_password_opens() {
+        let d = KeyFile::decoy(KdfParams::MINIMUM, &mut OsRng);
+        assert_eq!(KeyFile::from_json(&d.to_json()).unwrap(), d);
+        for pw in [&b"a long passphrase"[..], b"", b"0123456789"] {
+            assert!(matches!(open(&d, pw), Err(VaultError::WrongPassword)));
+        }
+        assert_ne!(d, KeyFile::decoy(KdfParams::MINIMUM, &mut OsRng));
+        // It costs what a member's file at the same parameters costs: the same argon2 run.
+        let (_, real) = sealed(b"");
+        assert_eq!(
+            (d.kdf.m_kib, d.kdf.t, d.kdf.p),
+            (real.kdf.m_kib, real.kdf.t, real.kdf.p)
+        );
     }
 
     #[test]

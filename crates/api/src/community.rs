@@ -107,6 +107,32 @@ impl CommunityNode {
         (m.status == Status::Active).then(|| (c.id, c.name.clone()))
     }
 
+    /// What a sign-in as `login` checks the password against: the member's key and where she
+    /// stands, and her key file (a copy: the check runs without the lock). `None` for a login
+    /// no member has, and on a node that runs no community.
+    pub fn sign_in_record(
+        &self,
+        login: &str,
+    ) -> Option<(PublicKey, Status, passalong_accounts::KeyFile)> {
+        let current = self.lock();
+        let m = current.members.as_ref()?.by_login(login)?;
+        Some((m.public_key, m.status, m.key.clone()))
+    }
+
+    /// Replaces `member`'s key file by `file` (the same key, sealed anew), durably. Blocking
+    /// (it syncs a file).
+    pub fn reseal(
+        &self,
+        member: &PublicKey,
+        file: passalong_accounts::KeyFile,
+    ) -> Result<(), MembersError> {
+        let mut current = self.lock();
+        match current.members.as_mut() {
+            Some(members) => members.set_key(member, file),
+            None => Err(MembersError::Unknown(*member)),
+        }
+    }
+
     /// Whether `token` may be used to join now: the community's name if so. (On a node that
     /// runs no community every invite is unknown: the answer is for the invitee.)
     pub fn check_invite(&self, token: &str) -> Result<String, ApiError> {

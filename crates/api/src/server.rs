@@ -8,10 +8,11 @@
 use std::pin::pin;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::task::JoinSet;
@@ -63,9 +64,9 @@ pub async fn serve_app(
     let mut conns = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait for connections to close.
                     tracing::warn!(error = %e, "accepting an API connection failed");
@@ -76,7 +77,13 @@ pub async fn serve_app(
             () = &mut shutdown => break,
         };
         while conns.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
+        // Each request carries the connection's peer, as axum's `ConnectInfo` (the sign-in
+        // counts failures by address: `crate::signin::client_ip`).
+        let tower = TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&tower, req)
+        });
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -47,6 +47,9 @@ pub struct AppState {
     /// Signed-in sessions (the dashboard's, and the API's members' later), each acting as one
     /// identity; a member's holds her key.
     pub sessions: Arc<Mutex<passalong_accounts::Sessions>>,
+    /// What members' sign-ins pass through: the throttle, the argon2 permits and the client
+    /// address rule.
+    pub signin: Arc<crate::signin::SignInGate>,
 }
 
 /// Proof that a request carried the write token.
@@ -102,6 +105,7 @@ impl AppState {
             sessions: Arc::new(Mutex::new(passalong_accounts::Sessions::new(
                 Default::default(),
             ))),
+            signin: Arc::default(),
         })
     }
 

@@ -1,10 +1,13 @@
 //! Signing in and out, and the extractor that gives a page its signed-in identity.
 //!
-//! On a personal node the API token signs in (the token from `<data-dir>/api-token`, typed or
-//! pasted into a form: it is posted in the body, never put in a URL, and never logged). The
-//! session cookie is `HttpOnly; SameSite=Strict` (and `Secure` behind https). The sign-in
-//! form itself is protected by a double-submit token: a random value in a short-lived cookie
-//! that the form must repeat.
+//! The operator signs in with the API token (from `<data-dir>/api-token`, typed or pasted into
+//! the form at `/signin/operator`: it is posted in the body, never put in a URL, and never
+//! logged). On a community node `/signin` is the hosted members' form (login and password,
+//! `passalong_api::signin`), with the operator's linked below it; a personal node has no
+//! members, so its `/signin` is the token form. The session cookie is
+//! `HttpOnly; SameSite=Strict` (and `Secure` behind https), and lasts as long as a session of
+//! its role may. The sign-in forms are protected by a double-submit token: a random value in
+//! a short-lived cookie that the form must repeat.
 
 use std::time::Duration;
 
@@ -14,6 +17,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
+use passalong_accounts::members::{LOGIN_MAX_BYTES, PASSWORD_MAX_BYTES};
+use passalong_api::signin::{sign_in_member, Peer, SignInError};
 use passalong_api::{constant_time_eq, now_ms, Signer};
 use passalong_protocol::PublicKey;
 use rand_core::{OsRng, RngCore};
@@ -130,13 +135,13 @@ pub(crate) fn random_hex() -> String {
     hex::encode(b)
 }
 
-fn signin_form(csrf: &str, error: Option<&str>) -> Markup {
+fn operator_form(csrf: &str, error: Option<&str>) -> Markup {
     layout::bare(
         "Sign in",
         html! {
             h1 { "Sign in to your node" }
             @if let Some(e) = error { p.error role="alert" { (e) } }
-            form method="post" action="/signin" {
+            form method="post" action=(OPERATOR_PATH) {
                 input type="hidden" name="csrf" value=(csrf);
                 label for="token" { "API token" }
                 input #token type="password" name="token" autocomplete="current-password" required autofocus;
@@ -148,56 +153,161 @@ fn signin_form(csrf: &str, error: Option<&str>) -> Markup {
     )
 }
 
-/// `GET /signin`
-pub async fn signin_page(State(s): State<WebState>) -> Response {
+fn member_form(community: &str, csrf: &str, login: &str, error: Option<&str>) -> Markup {
+    layout::bare(
+        "Sign in",
+        html! {
+            h1 { "Sign in to " (community) }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action="/signin" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="login" { "Login" }
+                input #login name="login" value=(login) required maxlength=(LOGIN_MAX_BYTES)
+                    autocomplete="username" autocapitalize="none" autofocus;
+                label for="password" { "Password" }
+                input #password type="password" name="password" required maxlength=(PASSWORD_MAX_BYTES)
+                    autocomplete="current-password";
+                button type="submit" { "Sign in" }
+            }
+            p.hint { "Not a member yet? Ask the neighbour who runs this node for an invite." }
+            p { a #operator href=(OPERATOR_PATH) { "I run this node: sign in with its API token" } }
+        },
+    )
+}
+
+/// The operator's sign-in form.
+pub const OPERATOR_PATH: &str = "/signin/operator";
+
+/// The sign-in page's form with a fresh double-submit token: the member form on a node that
+/// runs a community, the operator's token form on others (a personal node has no members).
+fn fresh_form(
+    s: &WebState,
+    status: StatusCode,
+    operator: bool,
+    login: &str,
+    error: Option<&str>,
+) -> Response {
     let csrf = random_hex();
+    let page = match s.api.community.current() {
+        Some(c) if !operator => member_form(&c.name, &csrf, login, error),
+        _ => operator_form(&csrf, error),
+    };
     (
+        status,
         [(
             header::SET_COOKIE,
             set_cookie(SIGNIN_COOKIE, &csrf, 3600, s.secure_cookies),
         )],
-        signin_form(&csrf, None),
+        page,
     )
         .into_response()
 }
 
-/// The sign-in form.
+/// `GET /signin`: a member's login and password (the operator's form is linked below it).
+pub async fn signin_page(State(s): State<WebState>) -> Response {
+    fresh_form(&s, StatusCode::OK, false, "", None)
+}
+
+/// `GET /signin/operator`: the API token.
+pub async fn operator_page(State(s): State<WebState>) -> Response {
+    fresh_form(&s, StatusCode::OK, true, "", None)
+}
+
+/// The sign-in forms as posted: a member's login and password, or the operator's token.
 #[derive(Deserialize)]
 pub struct SigninForm {
-    token: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    password: String,
     #[serde(default)]
     csrf: String,
 }
 
-/// `POST /signin`: the API token starts a session of the node's own identity.
+/// Refuses a sign-in form whose double-submit token is not its cookie's.
+fn check_form(headers: &HeaderMap, f: &SigninForm) -> Result<(), PageError> {
+    let expected = cookie(headers, SIGNIN_COOKIE).unwrap_or("");
+    if expected.is_empty() || !constant_time_eq(expected.as_bytes(), f.csrf.as_bytes()) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "This sign-in form is out of date. Reload the page and try again.",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /signin`: a member's login and password start a session holding her key. A form
+/// with a `token` is the operator's (scripts that posted the token here before the member
+/// form came keep working).
 pub async fn signin(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    peer: Peer,
+    Form(f): Form<SigninForm>,
+) -> Response {
+    if let Err(refused) = check_form(&headers, &f) {
+        return refused.into_response();
+    }
+    if f.token.is_some() {
+        return operator_signin(&s, &f).await;
+    }
+    let ip = s.api.signin.client_ip(&headers, peer.0);
+    let login = f.login.trim();
+    match sign_in_member(&s.api, login, f.password.as_bytes(), ip).await {
+        Ok(m) => signed_in(&s, m.id, Role::Member),
+        Err(e) => {
+            let message = match &e {
+                SignInError::Wrong => "Wrong login or password.".to_string(),
+                SignInError::Wait { retry_after_ms } => format!(
+                    "Too many failed sign-ins: try again in {}.",
+                    layout::duration(*retry_after_ms)
+                ),
+                e => format!("{}.", capitalised(&e.to_string())),
+            };
+            let mut res = fresh_form(&s, e.status(), false, login, Some(&message));
+            if let Some(secs) = e.retry_after_s() {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            res
+        }
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// `POST /signin/operator`: the API token starts a session of the node's own identity.
+pub async fn signin_operator(
     State(s): State<WebState>,
     headers: HeaderMap,
     Form(f): Form<SigninForm>,
 ) -> Response {
-    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or("");
-    if expected.is_empty() || !constant_time_eq(expected.as_bytes(), f.csrf.as_bytes()) {
-        return PageError::new(
-            StatusCode::FORBIDDEN,
-            "This sign-in form is out of date. Reload the page and try again.",
-        )
-        .into_response();
+    if let Err(refused) = check_form(&headers, &f) {
+        return refused.into_response();
     }
-    if !constant_time_eq(f.token.trim().as_bytes(), s.api.token.as_bytes()) {
-        // Slow down guessing; the token is 256 bits, this is for the logs' sake and for
-        // shorter secrets a community node will have.
+    operator_signin(&s, &f).await
+}
+
+async fn operator_signin(s: &WebState, f: &SigninForm) -> Response {
+    let token = f.token.as_deref().unwrap_or("").trim();
+    if !constant_time_eq(token.as_bytes(), s.api.token.as_bytes()) {
+        // Slow down guessing; the token is 256 bits, this is for the logs' sake.
         tokio::time::sleep(Duration::from_millis(400)).await;
         tracing::warn!("dashboard sign-in with a wrong token");
-        let csrf = random_hex();
-        return (
+        return fresh_form(
+            s,
             StatusCode::UNAUTHORIZED,
-            [(
-                header::SET_COOKIE,
-                set_cookie(SIGNIN_COOKIE, &csrf, 3600, s.secure_cookies),
-            )],
-            signin_form(&csrf, Some("That is not this node's API token.")),
-        )
-            .into_response();
+            true,
+            "",
+            Some("That is not this node's API token."),
+        );
     }
     let identity = s.api.identities.default_key();
     let (id, _) = {
@@ -205,11 +315,24 @@ pub async fn signin(
         sessions.start(identity, now_ms(), &mut OsRng)
     };
     tracing::info!(identity = %identity, "dashboard sign-in");
+    signed_in(s, id, Role::Operator)
+}
+
+/// The answer to a sign-in that started session `id`: home, with the session's cookie,
+/// which lasts as long as a session of `role` may.
+pub(crate) fn signed_in(s: &WebState, id: SessionId, role: Role) -> Response {
+    let max_age_s = s
+        .api
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .max_age_ms(role)
+        / 1000;
     let mut res = Redirect::to("/").into_response();
     let h = res.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &id.to_hex(), 7 * 86_400, s.secure_cookies),
+        set_cookie(SESSION_COOKIE, &id.to_hex(), max_age_s, s.secure_cookies),
     );
     h.append(
         header::SET_COOKIE,

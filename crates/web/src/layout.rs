@@ -99,6 +99,19 @@ pub fn money(currency: Currency, minor: i128) -> Markup {
     html! { span.money { (currency.major(minor)) " " abbr { (currency.as_str()) } } }
 }
 
+/// A wait, rounded up, in the largest whole unit that fits: `1 second`, `3 minutes`, `2 hours`.
+pub fn duration(ms: u64) -> String {
+    let secs = ms.div_ceil(1000).max(1);
+    let (n, unit) = if secs < 120 {
+        (secs, "second")
+    } else if secs < 2 * 3600 {
+        (secs.div_ceil(60), "minute")
+    } else {
+        (secs.div_ceil(3600), "hour")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A time, as UTC (`2026-12-04 14:05 UTC`), without a clock library.
 pub fn time(ms: u64) -> String {
     let secs = ms / 1000;
@@ -197,6 +210,16 @@ impl IntoResponse for PageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_read_in_their_largest_unit() {
+        assert_eq!(duration(1), "1 second");
+        assert_eq!(duration(1_500), "2 seconds");
+        assert_eq!(duration(119_000), "119 seconds");
+        assert_eq!(duration(15 * 60_000), "15 minutes");
+        assert_eq!(duration(3_600_000), "60 minutes");
+        assert_eq!(duration(2 * 3_600_000 + 1), "3 hours");
+    }
 
     #[test]
     fn times_are_utc_dates() {

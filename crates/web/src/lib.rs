@@ -101,6 +101,10 @@ pub fn app(api: AppState, public: &PublicUrl) -> Router {
     let pages = Router::new()
         .route("/", get(pages::home::home))
         .route("/signin", get(auth::signin_page).post(auth::signin))
+        .route(
+            auth::OPERATOR_PATH,
+            get(auth::operator_page).post(auth::signin_operator),
+        )
         .route("/signout", post(auth::signout))
         .route(
             "/offers",

@@ -17,6 +17,8 @@ const TOKEN: &str = "web-test-token-0123456789abcdef";
 struct Node {
     addr: SocketAddr,
     store: Arc<Store>,
+    /// The node's state, as its handlers share it (sessions, the sign-in gate, the community).
+    state: AppState,
     _rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
 }
@@ -28,6 +30,14 @@ impl Node {
 
     /// A node reached from outside at `public` (its `public_url`).
     fn start_public(public: Option<&str>) -> Node {
+        Node::start_with(public, |_| {})
+    }
+
+    /// A node whose state `tweak` adjusts before it serves.
+    fn start_with(
+        public: Option<&str>,
+        tweak: impl FnOnce(&mut AppState) + Send + 'static,
+    ) -> Node {
         let public = public
             .map(|p| PublicUrl::parse(p).expect("public url"))
             .unwrap_or_default();
@@ -46,6 +56,7 @@ impl Node {
         });
         let s = store.clone();
         let path = dir.path().to_path_buf();
+        let (state_tx, state_rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
             let mut state = AppState::new(
                 s.clone(),
@@ -61,12 +72,16 @@ impl Node {
             .expect("state");
             // Hosted members' keys sealed at the cheapest cost accepted: tests stay fast.
             state.member_kdf = passalong_accounts::KdfParams::MINIMUM;
+            tweak(&mut state);
+            state_tx.send(state.clone()).expect("the test waits");
             let app = passalong_web::app(state, &public);
             let _ = passalong_web::serve(listener, app, std::future::pending()).await;
         });
+        let state = state_rx.recv().expect("the node's state");
         Node {
             addr,
             store,
+            state,
             _rt: rt,
             _dir: dir,
         }
@@ -81,17 +96,20 @@ impl Node {
         ureq::AgentBuilder::new().redirects(0).build()
     }
 
-    /// Signs in like a browser; returns the session cookie.
+    /// Signs the operator in like a browser; returns the session cookie.
     fn sign_in(&self) -> String {
         let a = Node::agent();
-        let page = a.get(&self.url("/signin")).call().expect("signin page");
+        let page = a
+            .get(&self.url("/signin/operator"))
+            .call()
+            .expect("signin page");
         let set = page
             .header("set-cookie")
             .expect("a sign-in cookie")
             .to_string();
         let csrf = cookie_value(&set, "pl_signin");
         let r = a
-            .post(&self.url("/signin"))
+            .post(&self.url("/signin/operator"))
             .set("Cookie", &format!("pl_signin={csrf}"))
             .send_form(&[("token", TOKEN), ("csrf", &csrf)])
             .expect("sign in");
@@ -105,6 +123,10 @@ impl Node {
         assert!(
             session.contains("HttpOnly") && session.contains("SameSite=Strict"),
             "{session}"
+        );
+        assert!(
+            session.contains("Max-Age=604800"),
+            "an operator's session lasts 7 days: {session}"
         );
         format!("pl_session={}", cookie_value(session, "pl_session"))
     }
@@ -239,10 +261,10 @@ fn sign_in_sign_out_and_the_session_cookie() {
 fn the_sign_in_form_refuses_a_wrong_token_and_a_missing_form_token() {
     let node = Node::start();
     let a = Node::agent();
-    let page = a.get(&node.url("/signin")).call().expect("page");
+    let page = a.get(&node.url("/signin/operator")).call().expect("page");
     let csrf = cookie_value(page.header("set-cookie").expect("cookie"), "pl_signin");
     let r = a
-        .post(&node.url("/signin"))
+        .post(&node.url("/signin/operator"))
         .set("Cookie", &format!("pl_signin={csrf}"))
         .send_form(&[("token", "wrong"), ("csrf", &csrf)]);
     match r {
@@ -254,10 +276,27 @@ fn the_sign_in_form_refuses_a_wrong_token_and_a_missing_form_token() {
         other => panic!("expected 401, got {other:?}"),
     }
     // Without the double-submit cookie (a form posted from elsewhere): refused.
+    for path in ["/signin/operator", "/signin"] {
+        let r = a
+            .post(&node.url(path))
+            .send_form(&[("token", TOKEN), ("csrf", &csrf)]);
+        assert!(
+            matches!(r, Err(ureq::Error::Status(403, _))),
+            "{path}: {r:?}"
+        );
+    }
+    // A personal node has no members: its /signin is the token form, and the token posted
+    // there (as scripts did before the member form came) still signs the operator in.
+    let page = a.get(&node.url("/signin")).call().expect("page");
+    let csrf = cookie_value(page.header("set-cookie").expect("cookie"), "pl_signin");
+    let body = page.into_string().expect("body");
+    assert!(body.contains("id=\"token\"") && !body.contains("id=\"login\""));
     let r = a
         .post(&node.url("/signin"))
-        .send_form(&[("token", TOKEN), ("csrf", &csrf)]);
-    assert!(matches!(r, Err(ureq::Error::Status(403, _))), "{r:?}");
+        .set("Cookie", &format!("pl_signin={csrf}"))
+        .send_form(&[("token", TOKEN), ("csrf", &csrf)])
+        .expect("signed in");
+    assert_eq!((r.status(), r.header("location")), (303, Some("/")));
 }
 
 #[test]
@@ -772,4 +811,283 @@ fn a_neighbour_joins_with_an_invite_and_passes_an_offer_along_as_herself() {
     let (status, _, _) = join_form(&node, "inv1.00000000000000000000000000000000");
     assert_eq!(status, 404);
     assert_eq!(node.api_get("/v1/community")["members"], 1);
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A member's sign-in as a browser posts it, from `from` as the proxy says (X-Forwarded-For).
+struct SignInAnswer {
+    status: u16,
+    retry_after: Option<u64>,
+    /// `pl_session=…`, with its attributes, when a session started.
+    session: Option<String>,
+    body: String,
+    took: std::time::Duration,
+}
+
+impl Node {
+    fn member_sign_in(&self, login: &str, password: &str, from: Option<&str>) -> SignInAnswer {
+        let a = Node::agent();
+        let page = a.get(&self.url("/signin")).call().expect("signin page");
+        let csrf = cookie_value(page.header("set-cookie").expect("cookie"), "pl_signin");
+        let mut req = a
+            .post(&self.url("/signin"))
+            .set("Cookie", &format!("pl_signin={csrf}"));
+        if let Some(ip) = from {
+            req = req.set("X-Forwarded-For", &format!("10.9.9.9, {ip}"));
+        }
+        let started = std::time::Instant::now();
+        let r = match req.send_form(&[("login", login), ("password", password), ("csrf", &csrf)]) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("transport: {e}"),
+        };
+        let took = started.elapsed();
+        SignInAnswer {
+            status: r.status(),
+            retry_after: r.header("retry-after").map(|v| v.parse().expect("seconds")),
+            session: r
+                .all("set-cookie")
+                .into_iter()
+                .find(|c| c.starts_with("pl_session="))
+                .map(str::to_string),
+            body: r.into_string().expect("body"),
+            took,
+        }
+    }
+
+    /// The key the session of `cookie` holds, weakly: it is gone once no session holds it.
+    fn key_of(&self, cookie: &str) -> std::sync::Weak<passalong_accounts::MemberKey> {
+        let id = passalong_web::session::SessionId::from_hex(&cookie["pl_session=".len()..])
+            .expect("a session id");
+        let session = self
+            .state
+            .sessions
+            .lock()
+            .expect("sessions")
+            .touch(&id, passalong_api::now_ms())
+            .expect("a live session");
+        Arc::downgrade(session.key.as_ref().expect("a member's key"))
+    }
+
+    /// A community, Riverside, with `login` joined through an invite: her session cookie and key.
+    fn community_with(&self, login: &str) -> (String, passalong_protocol::PublicKey) {
+        self.api_post("/v1/community", serde_json::json!({"name": "Riverside"}));
+        let invite = self.api_post("/v1/community/invites", serde_json::json!({}));
+        let token = invite["token"].as_str().expect("a token").to_string();
+        let (_, page, csrf_cookie) = join_form(self, &token);
+        let r = Node::agent()
+            .post(&self.url(&format!("/join/{token}")))
+            .set("Cookie", &csrf_cookie.expect("a form cookie"))
+            .send_form(&[
+                ("csrf", &csrf_of(&page)),
+                ("login", login),
+                ("password", PASSWORD),
+                ("password2", PASSWORD),
+            ])
+            .expect("join");
+        assert_eq!(r.status(), 303);
+        let set = r
+            .all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("pl_session="))
+            .expect("signed in")
+            .to_string();
+        let cookie = format!("pl_session={}", cookie_value(&set, "pl_session"));
+        let (_, _, file) = self
+            .state
+            .community
+            .sign_in_record(login)
+            .expect("her record");
+        (cookie, file.public_key().expect("her key"))
+    }
+}
+
+/// Sign-in slowing with one free failure, and the client's address from X-Forwarded-For.
+fn slowed_after_one(s: &mut AppState) {
+    s.signin = Arc::new(passalong_api::signin::SignInGate::new(
+        2,
+        passalong_api::signin::DEFAULT_MAX_WAITING,
+        passalong_accounts::throttle::Limits {
+            account_free: 1,
+            ..Default::default()
+        },
+        Some(passalong_api::signin::HeaderName::from_static(
+            "x-forwarded-for",
+        )),
+    ));
+}
+
+#[test]
+fn a_member_signs_in_with_her_password_and_a_wrong_one_slows_the_next_tries() {
+    use passalong_accounts::{vault, KdfParams};
+    let node_cost = KdfParams {
+        t: 2,
+        ..KdfParams::MINIMUM
+    };
+    let node = Node::start_with(None, move |s| {
+        s.member_kdf = node_cost;
+        slowed_after_one(s);
+    });
+    let offer = seller_offer(&node);
+    let (joined, her) = node.community_with("anna");
+
+    // Signing out ends her session, and her key leaves memory with it.
+    let key = node.key_of(&joined);
+    let (_, home) = node.get("/", &joined);
+    assert_eq!(
+        node.post_form("/signout", &joined, &[("csrf", &csrf_of(&home))]),
+        303
+    );
+    assert!(key.upgrade().is_none(), "signed out: her key is gone");
+    assert_eq!(node.get("/", &joined).0, 303);
+
+    // Her file as an older node sealed it, at less than the node's cost now.
+    let (_, _, file) = node.state.community.sign_in_record("anna").unwrap();
+    assert_eq!(file.kdf.t, 2);
+    let opened = vault::open(&file, PASSWORD.as_bytes()).unwrap();
+    let older = vault::seal(
+        &opened.keypair,
+        &[],
+        PASSWORD.as_bytes(),
+        KdfParams::MINIMUM,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    node.state.community.reseal(&her, older).unwrap();
+
+    // The sign-in page is the members', the operator's linked below it.
+    let (status, page) = node.get("/signin", "");
+    assert_eq!(status, 200);
+    assert!(page.contains("Sign in to Riverside") && page.contains("id=\"login\""));
+    assert!(page.contains("href=\"/signin/operator\""), "{page}");
+    let (_, operator) = node.get("/signin/operator", "");
+    assert!(operator.contains("id=\"token\"") && !operator.contains("id=\"login\""));
+
+    // A wrong password: 401, answered no sooner than 400 ms.
+    let checks = node.state.signin.password_checks();
+    let wrong = node.member_sign_in("anna", "not her password", Some("203.0.113.1"));
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(
+        wrong.body.contains("Wrong login or password."),
+        "{}",
+        wrong.body
+    );
+    assert!(
+        wrong.took >= std::time::Duration::from_millis(400),
+        "{:?}",
+        wrong.took
+    );
+    assert!(wrong.session.is_none());
+    assert_eq!(node.state.signin.password_checks(), checks + 1);
+
+    // From there, the right password waits too: 429 with Retry-After, and no argon2 run.
+    let early = node.member_sign_in("Anna", PASSWORD, Some("203.0.113.1"));
+    assert_eq!(early.status, 429, "{}", early.body);
+    let wait_s = early.retry_after.expect("Retry-After");
+    assert!((1..=2).contains(&wait_s), "{wait_s}");
+    assert!(early.body.contains("try again in"), "{}", early.body);
+    assert!(early.session.is_none(), "no session during the wait");
+    assert_eq!(
+        node.state.signin.password_checks(),
+        checks + 1,
+        "no argon2 run"
+    );
+
+    // Later, the right password signs her in, for at most a member's 24 hours.
+    std::thread::sleep(std::time::Duration::from_secs(wait_s));
+    let later = node.member_sign_in("Anna", PASSWORD, Some("203.0.113.1"));
+    assert_eq!(later.status, 303, "{}", later.body);
+    let set = later.session.expect("a session cookie");
+    assert!(
+        set.contains("Max-Age=86400")
+            && set.contains("HttpOnly")
+            && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let anna = format!("pl_session={}", cookie_value(&set, "pl_session"));
+
+    // Her file was sealed anew at the node's cost, with the same key.
+    let (_, _, file) = node.state.community.sign_in_record("anna").unwrap();
+    assert_eq!((file.kdf.m_kib, file.kdf.t), (node_cost.m_kib, node_cost.t));
+    assert_eq!(file.public_key().unwrap(), her);
+    let on_disk: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            node._dir
+                .path()
+                .join("community/members")
+                .join(format!("{}.json", her.to_hex())),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk["key"]["kdf"]["t"], 2);
+
+    // Signed in, she passes the offer along as herself.
+    let (_, pass) = node.get("/pass", &anna);
+    let (status, done) = node.post_page(
+        "/pass",
+        &anna,
+        &[("csrf", &csrf_of(&pass)), ("link", &offer.token())],
+    );
+    assert_eq!(status, 200, "{done}");
+    let (_, referral) = my_referral(&done);
+    assert_eq!(referral.referrer, her);
+    assert!(referral.community.is_some());
+
+    // Failures from one address do not lock her out elsewhere.
+    let wrong = node.member_sign_in("anna", "not her password", Some("203.0.113.1"));
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        node.member_sign_in("anna", PASSWORD, Some("203.0.113.1"))
+            .status,
+        429
+    );
+    assert_eq!(
+        node.member_sign_in("anna", PASSWORD, Some("198.51.100.2"))
+            .status,
+        303,
+        "from another address"
+    );
+
+    // Once her session expires, the sweep drops her key without any request of hers.
+    let key = node.key_of(&anna);
+    let ended = node
+        .state
+        .sessions
+        .lock()
+        .unwrap()
+        .sweep(passalong_api::now_ms() + 25 * 3_600_000);
+    assert!(ended.iter().any(|(_, who)| *who == her));
+    assert!(key.upgrade().is_none(), "swept: her key is gone");
+    assert_eq!(node.get("/", &anna).0, 303);
+}
+
+#[test]
+fn a_login_no_member_has_takes_the_same_path_as_a_wrong_password() {
+    let node = Node::start_with(None, slowed_after_one);
+    node.community_with("anna");
+    for (login, from) in [
+        ("anna", "203.0.113.1"),
+        ("nobody", "203.0.113.2"),
+        ("no body!", "203.0.113.3"),
+    ] {
+        let checks = node.state.signin.password_checks();
+        let first = node.member_sign_in(login, "not the password", Some(from));
+        assert_eq!(first.status, 401, "{login}: {}", first.body);
+        assert!(first.body.contains("Wrong login or password."), "{login}");
+        assert!(
+            first.took >= std::time::Duration::from_millis(400),
+            "{login}"
+        );
+        assert_eq!(
+            node.state.signin.password_checks(),
+            checks + 1,
+            "{login}: a password check ran (argon2, against a decoy for no member)"
+        );
+        let second = node.member_sign_in(login, "not the password", Some(from));
+        assert_eq!(second.status, 429, "{login}: counted like a member's");
+        assert!(second.retry_after.is_some(), "{login}");
+        assert_eq!(node.state.signin.password_checks(), checks + 1, "{login}");
+    }
 }

@@ -8,7 +8,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Form;
 use maud::{html, Markup};
 use passalong_accounts::members::{LOGIN_MAX_BYTES, PASSWORD_MAX_BYTES, PASSWORD_MIN_BYTES};
@@ -17,14 +17,13 @@ use passalong_api::{constant_time_eq, now_ms};
 use rand_core::OsRng;
 use serde::Deserialize;
 
-use crate::auth::{cookie, random_hex, set_cookie, SESSION_COOKIE};
+use crate::auth::{cookie, random_hex, set_cookie, signed_in};
 use crate::layout::{self, PageError};
+use crate::session::Role;
 use crate::WebState;
 
 /// The join form's double-submit cookie.
 pub const JOIN_COOKIE: &str = "pl_join";
-/// A member's session cookie lasts as long as her session may (24 hours).
-const MEMBER_COOKIE_MAX_AGE_S: u64 = 24 * 3600;
 
 fn form(token: &str, community: &str, csrf: &str, login: &str, error: Option<&str>) -> Markup {
     layout::bare(
@@ -155,18 +154,8 @@ pub async fn join(
         .unwrap_or_else(|p| p.into_inner())
         .start_member(joined.key, now_ms(), &mut OsRng);
     tracing::info!(login = %joined.login, membership = %joined.membership, "a hosted member signed in after joining");
-    let mut res = Redirect::to("/").into_response();
-    let h = res.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(
-            SESSION_COOKIE,
-            &id.to_hex(),
-            MEMBER_COOKIE_MAX_AGE_S,
-            s.secure_cookies,
-        ),
-    );
-    h.append(
+    let mut res = signed_in(&s, id, Role::Member);
+    res.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(JOIN_COOKIE, "", 0, s.secure_cookies),
     );

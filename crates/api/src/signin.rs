@@ -1,0 +1,520 @@
+//! A hosted member signs in with her login and password (issue 16): the password opens her
+//! key file, and her key goes into a session of hers ([`Sessions::start_member`]), nowhere
+//! else.
+//!
+//! Opening a key file costs one argon2id run (tens of MiB for a fraction of a second), so a
+//! flood of sign-ins must not take the node's memory or every core:
+//! - [`passalong_accounts::throttle`] is asked first, and a try that must wait is answered 429
+//!   with no argon2 run at all (a right password during the wait too: the answer cannot
+//!   depend on the password, or the wait would not slow guessing);
+//! - the runs go to the blocking pool behind a semaphore of [`SignInGate::concurrency`]
+//!   permits (the node's cores by default), with at most [`DEFAULT_MAX_WAITING`] sign-ins
+//!   waiting for one; past that the answer is 503 "busy, retry", so memory stays under
+//!   `argon2 memory × concurrency`.
+//!
+//! A login no member has takes the same path: it is throttled and counted the same, and its
+//! password is checked against a decoy file ([`KeyFile::decoy`]) at the node's cost, so the
+//! answer's timing does not tell which logins exist. A wrong password is answered no sooner
+//! than [`WRONG_ANSWER_FLOOR_MS`] after the request came.
+//!
+//! Failures are counted by the client's address ([`SignInGate::client_ip`]): the TCP peer's,
+//! or behind a reverse proxy on the same machine the rightmost entry of the header the
+//! operator names (`client_ip_header`, e.g. `X-Forwarded-For`). The header is believed only
+//! from a loopback peer: anyone else could write any address in it.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use passalong_accounts::members::{Status, PASSWORD_MAX_BYTES};
+use passalong_accounts::throttle::{self, Throttle, Verdict};
+use passalong_accounts::{vault, KdfParams, KeyFile, Login, MemberKey, Session, SessionId};
+use passalong_protocol::PublicKey;
+use rand_core::OsRng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use zeroize::Zeroizing;
+
+/// The name of the header a proxy puts the client's address in (re-exported for the node's
+/// configuration).
+pub use axum::http::HeaderName;
+
+use crate::state::AppState;
+use crate::writer::now_ms;
+
+/// Sign-ins that may wait for an argon2 permit; one more is told the node is busy.
+pub const DEFAULT_MAX_WAITING: usize = 64;
+/// A wrong password is answered no sooner than this after the request came, whatever the
+/// argon2 cost (a known login or not, a fast machine or not).
+pub const WRONG_ANSWER_FLOOR_MS: u64 = 400;
+
+/// Why a sign-in did not start a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    /// The login is no member's, or the password is not hers (the answer does not say which).
+    #[error("wrong login or password")]
+    Wrong,
+    /// Too many failures from this address (or on this account from it): tried again too soon.
+    #[error("too many failed sign-ins: try again in {} s", retry_after_s(*retry_after_ms))]
+    Wait {
+        /// Milliseconds until a try is allowed.
+        retry_after_ms: u64,
+    },
+    /// Every argon2 permit is taken and the queue is full.
+    #[error("the node is busy signing others in: retry in a moment")]
+    Busy,
+    /// The right password, but the member no longer acts here.
+    #[error("{0}")]
+    NotActive(&'static str),
+    /// The password is longer than any member's can be.
+    #[error("a password is at most {PASSWORD_MAX_BYTES} bytes")]
+    TooLong,
+    /// The node failed (logged).
+    #[error("the node failed to sign you in; see its log")]
+    Internal,
+}
+
+fn retry_after_s(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+impl SignInError {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            SignInError::Wrong => StatusCode::UNAUTHORIZED,
+            SignInError::Wait { .. } => StatusCode::TOO_MANY_REQUESTS,
+            SignInError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            SignInError::NotActive(_) => StatusCode::FORBIDDEN,
+            SignInError::TooLong => StatusCode::BAD_REQUEST,
+            SignInError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `Retry-After` it is answered with, seconds (a wait, or busy).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            SignInError::Wait { retry_after_ms } => Some(retry_after_s(*retry_after_ms)),
+            SignInError::Busy => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// What every sign-in passes through (see the module docs).
+#[derive(Debug)]
+pub struct SignInGate {
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    throttle: Mutex<Throttle>,
+    client_ip_header: Option<HeaderName>,
+    checks: AtomicU64,
+}
+
+impl Default for SignInGate {
+    /// One argon2 run per core, [`DEFAULT_MAX_WAITING`] waiting, the throttle's default
+    /// limits, and no proxy header believed.
+    fn default() -> Self {
+        SignInGate::new(
+            default_concurrency(),
+            DEFAULT_MAX_WAITING,
+            throttle::Limits::default(),
+            None,
+        )
+    }
+}
+
+/// The machine's cores (one argon2 run each at once).
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl SignInGate {
+    /// `concurrency` argon2 runs at once (at least one), `max_waiting` more waiting,
+    /// failures slowed by `limits`, and the client's address read from `client_ip_header`
+    /// when a loopback peer (a reverse proxy) sends it.
+    pub fn new(
+        concurrency: usize,
+        max_waiting: usize,
+        limits: throttle::Limits,
+        client_ip_header: Option<HeaderName>,
+    ) -> SignInGate {
+        let concurrency = concurrency.max(1);
+        SignInGate {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            throttle: Mutex::new(Throttle::new(limits)),
+            client_ip_header,
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// argon2 runs allowed at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Passwords checked since the node started (an argon2 run each), known logins or not.
+    pub fn password_checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    /// The address a request came from: the TCP peer's, or, when the peer is loopback (a
+    /// reverse proxy on this machine) and the node names a header, that header's rightmost
+    /// entry (the address the proxy itself saw; entries to its left are the client's word).
+    /// A peer unknown (the router served without [`crate::serve_app`]) counts as 0.0.0.0.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
+        let Some(peer) = peer.map(|p| p.ip()) else {
+            return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        };
+        let loopback = match peer {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+            IpAddr::V4(v4) => v4.is_loopback(),
+        };
+        if !loopback {
+            return peer;
+        }
+        self.client_ip_header
+            .as_ref()
+            .and_then(|name| forwarded(headers, name))
+            .unwrap_or(peer)
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A permit for one argon2 run: at once if one is free, after a wait if fewer than
+    /// `max_waiting` are waiting, else [`SignInError::Busy`].
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, SignInError> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let _waiting = Waiting::enter(&self.waiting, self.max_waiting).ok_or(SignInError::Busy)?;
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SignInError::Busy)
+    }
+}
+
+/// A place in the queue, given back when dropped (a client that goes away while waiting
+/// leaves it too).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize, max: usize) -> Option<Waiting<'a>> {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        if before >= max {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The rightmost address in the last `name` header (`203.0.113.7`, `[2001:db8::1]:4711`).
+fn forwarded(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
+    let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+    let last = value.rsplit(',').next()?.trim();
+    last.parse::<IpAddr>()
+        .ok()
+        .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// The TCP peer of a request, as [`crate::serve_app`] records it (`None` when the router is
+/// served otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+/// A member's new session.
+#[derive(Debug)]
+pub struct MemberSession {
+    /// Its id (the cookie or bearer value).
+    pub id: SessionId,
+    /// The session, holding her key.
+    pub session: Session,
+    /// Her login, folded.
+    pub login: String,
+}
+
+/// What the throttle counts a sign-in as: the folded login, known or not (a login that
+/// breaks the rule is cut short, so that a long one costs no memory).
+fn account_of(login: &str) -> String {
+    match Login::parse(login.trim()) {
+        Ok(l) => l.to_string(),
+        Err(_) => login
+            .trim()
+            .chars()
+            .take(40)
+            .collect::<String>()
+            .to_lowercase(),
+    }
+}
+
+/// Signs a hosted member in as `login` with `password`, for a request from `ip` (see the
+/// module docs for the order of the checks).
+pub async fn sign_in_member(
+    s: &AppState,
+    login: &str,
+    password: &[u8],
+    ip: IpAddr,
+) -> Result<MemberSession, SignInError> {
+    let came = Instant::now();
+    if password.len() > PASSWORD_MAX_BYTES {
+        return Err(SignInError::TooLong);
+    }
+    let account = account_of(login);
+    let gate = s.signin.clone();
+    if let Verdict::Wait { retry_after_ms } = gate.throttle().check(&account, ip, now_ms()) {
+        tracing::info!(%ip, account = %account, retry_after_ms, "sign-in refused: slowed after failures");
+        return Err(SignInError::Wait { retry_after_ms });
+    }
+    let permit = gate.permit().await.inspect_err(|_| {
+        tracing::warn!(%ip, "sign-in refused: every argon2 permit taken and the queue full");
+    })?;
+    let record = s.community.sign_in_record(&account);
+    let target = s.member_kdf;
+    let file = match &record {
+        Some((_, _, file)) => file.clone(),
+        None => KeyFile::decoy(target, &mut OsRng),
+    };
+    let secret = Zeroizing::new(password.to_vec());
+    gate.checks.fetch_add(1, Ordering::Relaxed);
+    let opened =
+        tokio::task::spawn_blocking(move || open_and_reseal(&file, &secret, target, permit))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "a sign-in's password check failed");
+                SignInError::Internal
+            })?;
+    let (member, status, (keypair, resealed)) = match (record, opened) {
+        (Some((member, status, _)), Ok(ok)) => (member, status, ok),
+        (record, Err(vault::VaultError::WrongPassword)) | (record @ None, Err(_)) => {
+            gate.throttle().failed(&account, ip, now_ms());
+            tracing::info!(%ip, account = %account, known = record.is_some(), "sign-in with a wrong login or password");
+            let floor = Duration::from_millis(WRONG_ANSWER_FLOOR_MS);
+            tokio::time::sleep(floor.saturating_sub(came.elapsed())).await;
+            return Err(SignInError::Wrong);
+        }
+        (Some((member, _, _)), Err(e)) => {
+            tracing::error!(%member, error = %e, "a hosted member's key file cannot be opened: restore it from a backup of the data dir");
+            return Err(SignInError::Internal);
+        }
+        (None, Ok(_)) => {
+            // A decoy opened: impossible (its check is 32 random bytes).
+            tracing::error!("a sign-in's decoy key file opened");
+            return Err(SignInError::Internal);
+        }
+    };
+    gate.throttle().succeeded(&account, ip, now_ms());
+    if status != Status::Active {
+        return Err(SignInError::NotActive(match status {
+            Status::Moved => "this account moved to its owner's own node: sign in there",
+            _ => "this account was removed from the community: it cannot sign in here any more",
+        }));
+    }
+    if let Some(file) = resealed {
+        reseal(s, member, file).await;
+    }
+    let (id, session) = s
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .start_member(MemberKey::new(keypair), now_ms(), &mut OsRng);
+    tracing::info!(%member, login = %account, %ip, "a hosted member signed in");
+    Ok(MemberSession {
+        id,
+        session,
+        login: account,
+    })
+}
+
+type Opened = (passalong_protocol::Keypair, Option<KeyFile>);
+
+/// Opens `file` with `password`, and seals it anew at `target` when it was sealed at less
+/// (the node's cost was raised since): both argon2 runs under the one permit.
+fn open_and_reseal(
+    file: &KeyFile,
+    password: &[u8],
+    target: KdfParams,
+    _permit: OwnedSemaphorePermit,
+) -> Result<Opened, vault::VaultError> {
+    let opened = vault::open(file, password)?;
+    let resealed = if opened.params.weaker_than(&target) {
+        match vault::seal(&opened.keypair, &opened.extra, password, target, &mut OsRng) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(error = %e, "re-sealing a key file at the node's cost failed");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok((opened.keypair, resealed))
+}
+
+/// Replaces a member's key file by the one sealed at the node's cost; a failure leaves the
+/// old one, which still opens (logged, and tried again at her next sign-in).
+async fn reseal(s: &AppState, member: PublicKey, file: KeyFile) {
+    let (m_kib, t) = (file.kdf.m_kib, file.kdf.t);
+    let node = s.community.clone();
+    match tokio::task::spawn_blocking(move || node.reseal(&member, file)).await {
+        Ok(Ok(())) => {
+            tracing::info!(%member, m_kib, t, "a member's key file re-sealed at the node's cost")
+        }
+        Ok(Err(e)) => tracing::warn!(%member, error = %e, "re-sealing a member's key file failed"),
+        Err(e) => tracing::warn!(%member, error = %e, "re-sealing a member's key file failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn gate(header: Option<&'static str>) -> SignInGate {
+        SignInGate::new(
+            1,
+            1,
+            throttle::Limits::default(),
+            header.map(HeaderName::from_static),
+        )
+    }
+
+    fn xff(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_header_is_believed_from_a_loopback_proxy_only() {
+        let g = gate(Some("x-forwarded-for"));
+        let proxy: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let outside: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let h = xff(&["10.0.0.1, 203.0.113.9"]);
+        assert_eq!(
+            g.client_ip(&h, Some(proxy)),
+            "203.0.113.9".parse::<IpAddr>().unwrap(),
+            "the rightmost: what the proxy saw"
+        );
+        assert_eq!(
+            g.client_ip(&h, Some(outside)),
+            outside.ip(),
+            "anyone else could forge it"
+        );
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:1".parse().unwrap();
+        assert_eq!(
+            g.client_ip(&h, Some(mapped)),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // The last header of several; an address with a port; nonsense falls back to the peer.
+        let two = xff(&["192.0.2.1", "[2001:db8::1]:4711"]);
+        assert_eq!(
+            g.client_ip(&two, Some(proxy)),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(g.client_ip(&xff(&["unknown"]), Some(proxy)), proxy.ip());
+        assert_eq!(g.client_ip(&HeaderMap::new(), Some(proxy)), proxy.ip());
+        // No header named: the peer, proxy or not.
+        assert_eq!(gate(None).client_ip(&h, Some(proxy)), proxy.ip());
+        assert_eq!(
+            gate(None).client_ip(&h, None),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_permits_and_the_queue_a_sign_in_is_told_to_retry() {
+        let g = Arc::new(gate(None));
+        let running = g.permit().await.expect("a free permit");
+        let waiter = {
+            let g = g.clone();
+            tokio::spawn(async move { g.permit().await.map(drop) })
+        };
+        while g.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            g.permit().await.err(),
+            Some(SignInError::Busy),
+            "one waiting is the queue's bound"
+        );
+        drop(running);
+        assert_eq!(waiter.await.unwrap(), Ok(()), "the waiter got the permit");
+        assert_eq!(g.waiting.load(Ordering::SeqCst), 0);
+        // A waiter that goes away gives its place back.
+        let running = g.permit().await.unwrap();
+        let gone = {
+            let g = g.clone();
+            tokio::spawn(async move { g.permit().await.map(drop) })
+        };
+        while g.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(g.waiting.load(Ordering::SeqCst), 0);
+        drop(running);
+    }
+
+    #[test]
+    fn errors_say_when_to_retry() {
+        let w = SignInError::Wait {
+            retry_after_ms: 1_001,
+        };
+        assert_eq!(
+            (w.status(), w.retry_after_s()),
+            (StatusCode::TOO_MANY_REQUESTS, Some(2))
+        );
+        assert!(w.to_string().contains("2 s"), "{w}");
+        assert_eq!(
+            SignInError::Wait { retry_after_ms: 1 }.retry_after_s(),
+            Some(1)
+        );
+        assert_eq!(SignInError::Busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(SignInError::Wrong.retry_after_s(), None);
+    }
+
+    #[test]
+    fn the_throttle_counts_logins_folded_and_nonsense_cut_short() {
+        assert_eq!(account_of(" Anna "), "anna");
+        assert_eq!(account_of(&"X".repeat(1000)).len(), 40);
+        assert_eq!(account_of("An Na"), "an na");
+    }
+}
