@@ -67,9 +67,18 @@ impl Client {
         }
     }
 
-    /// `GET path`, its answer read as `T`.
+    /// `GET path` with the token, its answer read as `T`. Reads carry the token too: on a
+    /// node reached from outside (a community, a `public_url`), contacts, earnings and
+    /// anything read `as` an identity need it.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.answer(self.agent.get(&format!("{}{path}", self.base)).call())
+        self.answer(self.authorized_get(path).call())
+    }
+
+    /// A `GET path` request with the token (sent to loopback only: see [`Client::connect`]).
+    fn authorized_get(&self, path: &str) -> ureq::Request {
+        self.agent
+            .get(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
     }
 
     /// `GET path` with the write token (a read that is not public: a community's invites),
@@ -95,7 +104,7 @@ impl Client {
 
     /// `GET path`, raw bytes.
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        match self.agent.get(&format!("{}{path}", self.base)).call() {
+        match self.authorized_get(path).call() {
             Ok(resp) => {
                 let mut out = Vec::new();
                 std::io::Read::read_to_end(&mut resp.into_reader(), &mut out)?;
@@ -111,7 +120,7 @@ impl Client {
     /// while the daemon gathers the answer, then the bytes received.
     pub fn download(&self, path: &str, what: &'static str) -> Result<Vec<u8>> {
         let waiting = Progress::waiting(what);
-        let resp = match self.agent.get(&format!("{}{path}", self.base)).call() {
+        let resp = match self.authorized_get(path).call() {
             Ok(resp) => resp,
             Err(e) => return Err(self.failure(e)),
         };

@@ -12,9 +12,10 @@ use passalong_protocol::PublicKey;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::auth::{reader, Actor};
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::parse_key;
-use crate::state::{AppState, WriteAuth};
+use crate::state::AppState;
 
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -252,16 +253,13 @@ impl From<ContactsError> for ApiError {
     }
 }
 
-fn owner(s: &AppState, as_: Option<&str>) -> Result<PublicKey, ApiError> {
-    Ok(s.identities.signer(as_)?.public())
-}
-
-/// `GET /v1/contacts`
+/// `GET /v1/contacts`: a private read (see [`crate::auth::reader`]).
 pub async fn list(
     State(s): State<AppState>,
+    actor: Option<Actor>,
     AppQuery(q): AppQuery<OwnerQuery>,
 ) -> Result<AppJson<ContactList>, ApiError> {
-    let owner = owner(&s, q.as_.as_deref())?;
+    let owner = reader(&s, actor.as_ref(), q.as_.as_deref())?;
     let c = s.contacts.clone();
     let names = tokio::task::spawn_blocking(move || c.of(&owner))
         .await
@@ -272,10 +270,10 @@ pub async fn list(
 /// `POST /v1/contacts`: names a key (or renames it).
 pub async fn add(
     State(s): State<AppState>,
-    _auth: WriteAuth,
+    actor: Actor,
     AppJson(req): AppJson<NewContact>,
 ) -> Result<AppJson<ContactList>, ApiError> {
-    let owner = owner(&s, req.as_.as_deref())?;
+    let owner = actor.identity(&s, req.as_.as_deref())?;
     let key = parse_key(&req.key, "key")?;
     let c = s.contacts.clone();
     let name = req.name;
@@ -289,10 +287,10 @@ pub async fn add(
 /// `POST /v1/contacts/remove`
 pub async fn remove(
     State(s): State<AppState>,
-    _auth: WriteAuth,
+    actor: Actor,
     AppJson(req): AppJson<OldContact>,
 ) -> Result<AppJson<ContactList>, ApiError> {
-    let owner = owner(&s, req.as_.as_deref())?;
+    let owner = actor.identity(&s, req.as_.as_deref())?;
     let key = parse_key(&req.key, "key")?;
     let c = s.contacts.clone();
     let removed = tokio::task::spawn_blocking(move || c.remove(&owner, &key))

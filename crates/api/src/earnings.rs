@@ -8,6 +8,7 @@ use passalong_protocol::{Attestation, Currency, Id, Kind, PublicKey};
 use passalong_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Actor;
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::parse_key;
 use crate::state::AppState;
@@ -235,9 +236,10 @@ pub struct EarningsQuery {
 /// `GET /v1/earnings`: the sales that paid an identity of this node, newest first.
 pub async fn earnings(
     State(s): State<AppState>,
+    actor: Option<Actor>,
     AppQuery(q): AppQuery<EarningsQuery>,
 ) -> Result<AppJson<Earnings>, ApiError> {
-    let who = s.identities.signer(q.as_.as_deref())?.public();
+    let who = crate::auth::reader(&s, actor.as_ref(), q.as_.as_deref())?;
     let seller = q
         .seller
         .as_deref()

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use passalong_protocol::{Ledger, LedgerEntry};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Actor;
 use crate::contacts::Names;
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::parse_key;
@@ -281,8 +282,12 @@ async fn read_ledger(
 }
 
 /// The contact names of the identity `as_` (the default one without it), for a CSV.
-async fn names_of(s: &AppState, as_: Option<&str>) -> Result<std::sync::Arc<Names>, ApiError> {
-    let owner = s.identities.signer(as_)?.public();
+async fn names_of(
+    s: &AppState,
+    actor: Option<&Actor>,
+    as_: Option<&str>,
+) -> Result<std::sync::Arc<Names>, ApiError> {
+    let owner = crate::auth::reader(s, actor, as_)?;
     let c = s.contacts.clone();
     Ok(tokio::task::spawn_blocking(move || c.of(&owner))
         .await
@@ -297,6 +302,7 @@ fn csv_response(body: String) -> Response {
 /// A seller's ledger answered as the query asks: JSON built by `json`, or CSV by `csv`.
 async fn ledger_answer<J: serde::Serialize>(
     s: &AppState,
+    actor: Option<&Actor>,
     q: &LedgerQuery,
     json: fn(&Ledger) -> J,
     csv: fn(&Ledger, &Names) -> String,
@@ -304,7 +310,7 @@ async fn ledger_answer<J: serde::Serialize>(
     let (seller, as_csv) = q.parse(s)?;
     let l = read_ledger(s, seller).await?;
     if as_csv {
-        let names = names_of(s, q.as_.as_deref()).await?;
+        let names = names_of(s, actor, q.as_.as_deref()).await?;
         return Ok(csv_response(csv(&l, &names)));
     }
     Ok(AppJson(json(&l)).into_response())
@@ -313,18 +319,20 @@ async fn ledger_answer<J: serde::Serialize>(
 /// `GET /v1/ledger[?seller=HEX][&format=csv]`
 pub async fn ledger(
     State(s): State<AppState>,
+    actor: Option<Actor>,
     AppQuery(q): AppQuery<LedgerQuery>,
 ) -> Result<Response, ApiError> {
-    ledger_answer(&s, &q, LedgerInfo::of, ledger_csv).await
+    ledger_answer(&s, actor.as_ref(), &q, LedgerInfo::of, ledger_csv).await
 }
 
 /// `GET /v1/payouts[?seller=HEX][&format=csv]`: what the seller owes, per participant and
 /// currency.
 pub async fn payouts_route(
     State(s): State<AppState>,
+    actor: Option<Actor>,
     AppQuery(q): AppQuery<LedgerQuery>,
 ) -> Result<Response, ApiError> {
-    ledger_answer(&s, &q, Payouts::of, payouts_csv).await
+    ledger_answer(&s, actor.as_ref(), &q, Payouts::of, payouts_csv).await
 }
 
 /// `GET /v1/equivocations`

@@ -7,10 +7,11 @@ use passalong_protocol::link::ShareLink;
 use passalong_protocol::{Kind, Policy, PublicKey, Rule};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Actor;
 use crate::error::{ApiError, AppJson, AppQuery};
 use crate::identity::{parse_currency, parse_key};
 use crate::signer::Signer;
-use crate::state::{AppState, WriteAuth};
+use crate::state::AppState;
 use crate::writer::now_ms;
 
 /// Thirty days, the default referral window.
@@ -131,10 +132,10 @@ pub async fn publish_offer(
 /// `POST /v1/offers`
 pub async fn publish(
     State(s): State<AppState>,
-    _auth: WriteAuth,
+    actor: Actor,
     AppJson(req): AppJson<NewOffer>,
 ) -> Result<(StatusCode, AppJson<Published>), ApiError> {
-    let keys = s.identities.signer(req.as_.as_deref())?;
+    let keys = actor.signer(&s, req.as_.as_deref())?;
     Ok((
         StatusCode::CREATED,
         AppJson(publish_offer(&s, keys, &req).await?),

@@ -7,11 +7,12 @@ use passalong_protocol::link::{AnyLink, ShareLink, ShortLink};
 use passalong_protocol::Id;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Actor;
 use crate::error::{ApiError, AppJson};
 use crate::identity::{parse_id, parse_key};
 use crate::offers::Published;
 use crate::signer::Signer;
-use crate::state::{AppState, WriteAuth};
+use crate::state::AppState;
 use crate::writer::now_ms;
 
 /// The full link a pasted link stands for: a full link as it is; a short one (`pl1s.`) from
@@ -155,12 +156,20 @@ pub async fn refer_as(
 /// `POST /v1/referrals`
 pub async fn refer(
     State(s): State<AppState>,
-    _auth: WriteAuth,
+    actor: Actor,
     AppJson(req): AppJson<NewReferral>,
 ) -> Result<(StatusCode, AppJson<Referred>), ApiError> {
-    let keys = s.identities.signer(req.as_.as_deref())?;
+    let keys = actor.signer(&s, req.as_.as_deref())?;
+    // A member's referrals name her community, as on her pages.
+    let community = match &actor {
+        Actor::Member { session, .. } => s
+            .community
+            .community_of(&session.identity)
+            .map(|(id, _)| id),
+        Actor::Operator => None,
+    };
     Ok((
         StatusCode::CREATED,
-        AppJson(refer_as(&s, keys, &req, None).await?),
+        AppJson(refer_as(&s, keys, &req, community).await?),
     ))
 }

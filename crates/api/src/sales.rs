@@ -18,11 +18,12 @@ use passalong_store::{Status, MAX_IDEMPOTENCY_KEY};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::auth::Actor;
 use crate::error::{ApiError, AppJson};
 use crate::identity::{parse_currency, parse_id, parse_key};
 use crate::referrals::resolve;
 use crate::signer::Signer;
-use crate::state::{AppState, WriteAuth};
+use crate::state::AppState;
 use crate::writer::now_ms;
 
 /// Locks of the check-then-sign, by hash of what they guard: requests about different orders
@@ -209,11 +210,11 @@ pub struct NewReceipt {
 /// `POST /v1/receipts`
 pub async fn receipt(
     State(s): State<AppState>,
-    _auth: WriteAuth,
+    actor: Actor,
     headers: HeaderMap,
     AppJson(req): AppJson<NewReceipt>,
 ) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
-    let keys = s.identities.signer(req.as_.as_deref())?;
+    let keys = actor.signer(&s, req.as_.as_deref())?;
     let offer = parse_id(&req.offer, "offer")?;
     let buyer = parse_key(&req.buyer, "buyer")?;
     let key = idempotency_key(&headers)?;
@@ -300,7 +301,7 @@ pub async fn receipt(
         }
         return Ok(existing(id));
     }
-    let att = sign_and_store(&s, body, keys.into(), key.as_deref()).await?;
+    let att = sign_and_store(&s, body, keys, key.as_deref()).await?;
     Ok(answer(
         false,
         SaleAnswer {
@@ -324,10 +325,10 @@ pub struct NewRefund {
 /// `POST /v1/refunds`: one refund per receipt (a repeat answers the existing one).
 pub async fn refund(
     State(s): State<AppState>,
-    _auth: WriteAuth,
+    actor: Actor,
     AppJson(req): AppJson<NewRefund>,
 ) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
-    let keys = s.identities.signer(req.as_.as_deref())?;
+    let keys = actor.signer(&s, req.as_.as_deref())?;
     let receipt = parse_id(&req.receipt, "receipt")?;
     let r = s.attestation(&receipt, "receipt").await?;
     let seller = keys.public();
@@ -421,10 +422,10 @@ fn settlement_diff(asked: &Settlement, end_given: bool, stored: &Settlement) -> 
 /// `POST /v1/settlements`: a seller's `reference` names one payment.
 pub async fn settle(
     State(s): State<AppState>,
-    _auth: WriteAuth,
+    actor: Actor,
     AppJson(req): AppJson<NewSettlement>,
 ) -> Result<(StatusCode, AppJson<SaleAnswer>), ApiError> {
-    let keys = s.identities.signer(req.as_.as_deref())?;
+    let keys = actor.signer(&s, req.as_.as_deref())?;
     settle_as(&s, keys, &req).await
 }
 

@@ -50,26 +50,23 @@ pub struct AppState {
     /// What members' sign-ins pass through: the throttle, the argon2 permits and the client
     /// address rule.
     pub signin: Arc<crate::signin::SignInGate>,
+    /// The node is reached from outside (a `public_url`): private reads then need an
+    /// [`Actor`](crate::auth::Actor), as on a node that runs a community.
+    pub public: bool,
 }
 
-/// Proof that a request carried the write token.
+/// Proof that a request is the operator's (the write token): the node's own settings,
+/// peers, imports and community. A member's session is refused (403).
 pub struct WriteAuth;
 
 impl FromRequestParts<AppState> for WriteAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let given = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        // Compare in constant time: the token guards the node's keys.
-        match given {
-            Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(WriteAuth),
-            _ => Err(ApiError::unauthorized()),
-        }
+        crate::auth::Actor::from_request_parts(parts, state)
+            .await?
+            .operator()?;
+        Ok(WriteAuth)
     }
 }
 
@@ -106,7 +103,13 @@ impl AppState {
                 Default::default(),
             ))),
             signin: Arc::default(),
+            public: false,
         })
+    }
+
+    /// Whether the node is reached from outside: it has a `public_url` or runs a community.
+    pub fn exposed(&self) -> bool {
+        self.public || self.community.current().is_some()
     }
 
     /// The network, or 503 when the node runs without it.

@@ -93,7 +93,9 @@ impl PublicUrl {
 
 /// The node's whole HTTP face: the JSON API, the dashboard and the share pages, behind the
 /// browser defences.
-pub fn app(api: AppState, public: &PublicUrl) -> Router {
+pub fn app(mut api: AppState, public: &PublicUrl) -> Router {
+    // Reached from outside, the API's private reads need credentials.
+    api.public = public.base.is_some();
     let state = WebState {
         api: api.clone(),
         secure_cookies: public.is_https(),

@@ -459,6 +459,10 @@ fn behind_a_public_url_links_use_it_and_the_dashboard_answers_to_its_host() {
         .set("Host", "other.example")
         .call();
     assert!(matches!(r, Err(ureq::Error::Status(403, _))));
+    // Reached from outside, private reads need the token (or a member's session).
+    let r = Node::agent().get(&node.url("/v1/contacts")).call();
+    assert!(matches!(r, Err(ureq::Error::Status(401, _))), "{r:?}");
+    assert!(node.api_get("/v1/contacts")["contacts"].is_array());
 }
 
 /// The text of the element with id `id` (no nested tags).

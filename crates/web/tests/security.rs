@@ -1,0 +1,450 @@
+//! One member cannot read or act as another, through the API: every route of
+//! `passalong_api::ROUTES` is tried by member B on member A's things (`as` A, A's contacts,
+//! A's session), with B's bearer session and with B's dashboard cookie (which the API never
+//! accepts), and by the operator's token naming A (a hosted member's key is not the node's).
+//! The answer is a refusal or B's own data, never A's, and nothing is signed as A.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::Method;
+use passalong_api::{Access, AppState, Identities, Writer, ROUTES};
+use passalong_protocol::attestation::{Body, Offer};
+use passalong_protocol::link::ShareLink;
+use passalong_protocol::{Attestation, Currency, Keypair, Policy, PublicKey, Rule};
+use passalong_store::Store;
+use passalong_web::PublicUrl;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "security-test-token-0123456789ab";
+const PASSWORD: &str = "correct horse battery";
+
+struct Node {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    state: AppState,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer: status and body.
+type Answer = (u16, String);
+
+fn answer(r: Result<ureq::Response, ureq::Error>) -> Answer {
+    match r {
+        Ok(r) => (r.status(), r.into_string().expect("body")),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().expect("body")),
+        Err(e) => panic!("transport: {e}"),
+    }
+}
+
+impl Node {
+    fn start() -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store = Arc::new(Store::open(dir.path().join("store")).expect("store"));
+        let (addr, listener) = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            (l.local_addr().expect("addr"), l)
+        });
+        let (s, path) = (store.clone(), dir.path().to_path_buf());
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let mut state = AppState::new(
+                s.clone(),
+                Writer::spawn(s),
+                Identities::single(Keypair::from_seed([1; 32])),
+                TOKEN.into(),
+                format!("http://{addr}"),
+                path,
+            )
+            .expect("state");
+            state.member_kdf = passalong_accounts::KdfParams::MINIMUM;
+            tx.send(state.clone()).expect("the test waits");
+            let app = passalong_web::app(state, &PublicUrl::default());
+            let _ = passalong_web::serve(listener, app, std::future::pending()).await;
+        });
+        let state = rx.recv().expect("state");
+        Node {
+            addr,
+            store,
+            state,
+            _rt: rt,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::AgentBuilder::new().redirects(0).build()
+    }
+
+    /// A request with `auth` (an `Authorization` or a `Cookie` header line, or none).
+    fn call(&self, method: &Method, path: &str, auth: &Auth, body: &Value) -> Answer {
+        let mut req = Node::agent().request(method.as_str(), &self.url(path));
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(b) => req = req.set("Authorization", &format!("Bearer {b}")),
+            Auth::Cookie(c) => req = req.set("Cookie", c),
+        }
+        if *method == Method::GET {
+            answer(req.call())
+        } else {
+            answer(req.send_json(body.clone()))
+        }
+    }
+
+    fn operator_post(&self, path: &str, body: Value) -> Value {
+        let (status, text) = self.call(&Method::POST, path, &Auth::Bearer(TOKEN.into()), &body);
+        assert!(status < 300, "{path}: {status} {text}");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    /// Joins `login` through a new invite (the join page, as a browser): her cookie and key.
+    fn join(&self, login: &str) -> (String, PublicKey) {
+        let invite = self.operator_post("/v1/community/invites", json!({}));
+        let token = invite["token"].as_str().expect("token");
+        let page = Node::agent()
+            .get(&self.url(&format!("/join/{token}")))
+            .call()
+            .expect("join page");
+        let set = page.header("set-cookie").expect("form cookie").to_string();
+        let form_cookie = set.split(';').next().expect("cookie").to_string();
+        let body = page.into_string().expect("page");
+        let at = body.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+        let csrf = &body[at..at + 64];
+        let r = Node::agent()
+            .post(&self.url(&format!("/join/{token}")))
+            .set("Cookie", &form_cookie)
+            .send_form(&[
+                ("csrf", csrf),
+                ("login", login),
+                ("password", PASSWORD),
+                ("password2", PASSWORD),
+            ])
+            .expect("join");
+        let cookie = r
+            .all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("pl_session="))
+            .and_then(|c| c.split(';').next())
+            .expect("signed in")
+            .to_string();
+        let (key, _, _) = self.state.community.sign_in_record(login).expect("joined");
+        (cookie, key)
+    }
+
+    /// `POST /v1/signin`: the bearer.
+    fn sign_in(&self, login: &str) -> String {
+        let (status, text) = self.call(
+            &Method::POST,
+            "/v1/signin",
+            &Auth::None,
+            &json!({"login": login, "password": PASSWORD}),
+        );
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        v["session"].as_str().expect("session").to_string()
+    }
+
+    /// What `who` signed, in her own market and the seller's.
+    fn attestations_by(&self, who: &PublicKey) -> usize {
+        let seller = Keypair::from_seed([5; 32]).public();
+        let kinds = [
+            passalong_protocol::Kind::Offer,
+            passalong_protocol::Kind::Referral,
+            passalong_protocol::Kind::Receipt,
+            passalong_protocol::Kind::Refund,
+            passalong_protocol::Kind::Settlement,
+        ];
+        [*who, seller]
+            .iter()
+            .flat_map(|m| kinds.map(|k| (*m, k)))
+            .map(|(m, k)| {
+                self.store
+                    .market_of_kind(&m, k)
+                    .expect("market")
+                    .iter()
+                    .filter(|a| a.body.author() == *who)
+                    .count()
+            })
+            .sum()
+    }
+}
+
+enum Auth {
+    None,
+    Bearer(String),
+    Cookie(String),
+}
+
+/// A seller's offer, stored on the node.
+fn offer(node: &Node) -> ShareLink {
+    let k = Keypair::from_seed([5; 32]);
+    let a = Attestation::sign(
+        Body::Offer(Offer {
+            seller: k.public(),
+            title: "A lamp".into(),
+            content_hash: None,
+            price_minor: 4000,
+            currency: Currency::parse("EUR").expect("EUR"),
+            policy: Policy {
+                pool_bps: 1000,
+                connector_bps: 300,
+                rule: Rule::Direct,
+                max_depth: 16,
+                window_ms: 30 * 86_400_000,
+                require_purchase: false,
+            },
+            valid_from_ms: 0,
+            valid_until_ms: None,
+            created_at_ms: 1_767_225_600_000,
+            checkout_url: None,
+        }),
+        &k,
+    );
+    node.store
+        .ingest(&[&a.bytes], 1_767_225_600_000)
+        .expect("ingest");
+    ShareLink::new(vec![a]).expect("link")
+}
+
+/// A well-formed request to `path` acting as `who` (so that only the check of who may act
+/// as whom can refuse it), with `{id}` filled in.
+fn request(path: &str, who: &PublicKey, link: &ShareLink, receipt: &str) -> (String, Value) {
+    let as_ = who.to_hex();
+    let seller = Keypair::from_seed([5; 32]).public().to_hex();
+    let body = match path {
+        "/v1/offers" => json!({"title": "Mine", "price_minor": 100, "currency": "EUR",
+            "pool_bps": 1000, "rule": "direct", "as": as_}),
+        "/v1/referrals" => json!({"from": link.token(), "as": as_}),
+        "/v1/receipts" => json!({"offer": link.offer().to_hex(), "order": "X-1",
+            "amount_minor": 4000, "buyer": "3".repeat(64), "as": as_}),
+        "/v1/refunds" => json!({"receipt": receipt, "as": as_}),
+        "/v1/settlements" => json!({"participant": "3".repeat(64), "amount_minor": 1,
+            "currency": "EUR", "reference": "r-1", "as": as_}),
+        "/v1/contacts" => json!({"key": "4".repeat(64), "name": "Mallory", "as": as_}),
+        "/v1/contacts/remove" => json!({"key": "2".repeat(64), "as": as_}),
+        _ => json!({}),
+    };
+    let path = path
+        .replace("{id}", &receipt[..8])
+        .replace(
+            "/v1/ledger",
+            &format!("/v1/ledger?seller={seller}&format=csv"),
+        )
+        .replace(
+            "/v1/payouts",
+            &format!("/v1/payouts?seller={seller}&format=csv"),
+        );
+    let sep = if path.contains('?') { '&' } else { '?' };
+    (format!("{path}{sep}as={as_}"), body)
+}
+
+#[test]
+fn no_member_reads_or_acts_as_another_on_any_route() {
+    let node = Node::start();
+    node.operator_post("/v1/community", json!({"name": "Riverside"}));
+    let link = offer(&node);
+    let (a_cookie, a) = node.join("anna");
+    let (b_cookie, b) = node.join("ben");
+    let (a_bearer, mut b_bearer) = (node.sign_in("anna"), node.sign_in("ben"));
+    // A's things: a contact only she named, and a referral.
+    let (status, _) = node.call(
+        &Method::POST,
+        "/v1/contacts",
+        &Auth::Bearer(a_bearer.clone()),
+        &json!({"key": "2".repeat(64), "name": "Annas secret friend"}),
+    );
+    assert_eq!(status, 200);
+    let (status, text) = node.call(
+        &Method::POST,
+        "/v1/referrals",
+        &Auth::Bearer(a_bearer.clone()),
+        &json!({"from": link.token()}),
+    );
+    assert_eq!(status, 201, "{text}");
+    let receipt = "ab".repeat(32);
+    let a_signed = node.attestations_by(&a);
+    assert_eq!(a_signed, 1);
+
+    let refused = |status: u16| matches!(status, 400 | 401 | 403);
+    for (method, path, access) in ROUTES {
+        let (path_as_a, body) = request(path, &a, &link, &receipt);
+        let what = format!("{method} {path} ({access:?})");
+        let by_b = node.call(method, &path_as_a, &Auth::Bearer(b_bearer.clone()), &body);
+        let by_cookie = node.call(method, &path_as_a, &Auth::Cookie(b_cookie.clone()), &body);
+        let by_token = node.call(method, &path_as_a, &Auth::Bearer(TOKEN.into()), &body);
+        for (who, (status, text)) in [("B's bearer", &by_b), ("B's cookie", &by_cookie)] {
+            assert!(
+                !text.contains("Annas secret friend"),
+                "{what} by {who}: A's contacts: {text}"
+            );
+            match access {
+                Access::Public => {}
+                Access::SignIn => assert!(refused(*status), "{what} by {who}: {status} {text}"),
+                Access::Session if who == "B's bearer" => {
+                    assert_eq!(*status, 200, "{what}: B ends her own session: {text}")
+                }
+                _ => assert!(refused(*status), "{what} by {who}: {status} {text}"),
+            }
+        }
+        if matches!(access, Access::Acts | Access::Private) {
+            assert_eq!(by_b.0, 403, "{what} by B as A: {}", by_b.1);
+            assert_eq!(by_cookie.0, 401, "{what}: the API takes no cookie");
+            // The operator's token cannot name a hosted member: her key is not the node's.
+            assert!(
+                matches!(by_token.0, 400 | 403),
+                "{what} by the token as A: {} {}",
+                by_token.0,
+                by_token.1
+            );
+        }
+        if *access == Access::Session {
+            // B signed herself out: her bearer is dead; she signs in again for the next routes.
+            let (status, _) = node.call(
+                &Method::GET,
+                "/v1/contacts",
+                &Auth::Bearer(b_bearer.clone()),
+                &json!({}),
+            );
+            assert_eq!(status, 401, "B's old session ended");
+            b_bearer = node.sign_in("ben");
+            return_bearer(&node, &b_bearer, &b);
+        }
+    }
+    assert_eq!(node.attestations_by(&a), a_signed, "nothing signed as A");
+    // A's session outlived all of it, and B's own contacts are hers only.
+    let (status, text) = node.call(
+        &Method::GET,
+        "/v1/contacts",
+        &Auth::Bearer(a_bearer),
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    assert!(text.contains("Annas secret friend"));
+    let (status, _) = node.call(&Method::GET, "/", &Auth::Cookie(a_cookie), &json!({}));
+    assert_eq!(status, 200, "A's dashboard session too");
+}
+
+/// B's new bearer acts as B (after the sign-out route ended her old one).
+fn return_bearer(node: &Node, bearer: &str, b: &PublicKey) {
+    let (status, text) = node.call(
+        &Method::GET,
+        "/v1/contacts",
+        &Auth::Bearer(bearer.into()),
+        &json!({}),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("Annas secret friend"));
+    let (status, _) = node.call(
+        &Method::GET,
+        &format!("/v1/earnings?as={}", b.to_hex()),
+        &Auth::Bearer(bearer.into()),
+        &json!({}),
+    );
+    assert_eq!(status, 200, "her own as is hers");
+}
+
+#[test]
+fn the_route_table_and_the_router_agree() {
+    let node = Node::start();
+    for (method, path, _) in ROUTES {
+        let path = path.replace("{id}", "00000000");
+        let (status, text) = node.call(method, &path, &Auth::None, &json!({}));
+        assert!(
+            !text.contains("no such route") && status != 405,
+            "{method} {path}: {status} {text}"
+        );
+    }
+    // And nothing else is routed: a neighbour of a route is not one.
+    let (status, text) = node.call(&Method::DELETE, "/v1/contacts", &Auth::None, &json!({}));
+    assert_eq!(status, 405, "{text}");
+    let (status, _) = node.call(&Method::GET, "/v1/contact", &Auth::None, &json!({}));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_member_signs_in_through_the_api_acts_as_herself_and_signs_out() {
+    let node = Node::start();
+    node.operator_post("/v1/community", json!({"name": "Riverside"}));
+    let link = offer(&node);
+    let (cookie, anna) = node.join("anna");
+    // Wrong password: 401; the body says nothing of whether the login exists.
+    let (status, text) = node.call(
+        &Method::POST,
+        "/v1/signin",
+        &Auth::None,
+        &json!({"login": "anna", "password": "not her password"}),
+    );
+    assert_eq!(status, 401, "{text}");
+    let bearer = node.sign_in("anna");
+    assert!(bearer.starts_with("pls.") && bearer.len() == 4 + 64);
+    let (status, text) = node.call(
+        &Method::POST,
+        "/v1/referrals",
+        &Auth::Bearer(bearer.clone()),
+        &json!({"from": link.token()}),
+    );
+    assert_eq!(status, 201, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let mine = ShareLink::parse(v["link"].as_str().expect("link")).expect("link");
+    match &mine.attestations.last().expect("chain").body {
+        Body::Referral(r) => {
+            assert_eq!(r.referrer, anna, "signed by her key");
+            assert!(r.community.is_some(), "naming her community");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Her dashboard session's id, sent as a bearer, is hers too.
+    let as_bearer = format!("pls.{}", &cookie["pl_session=".len()..]);
+    let (status, _) = node.call(
+        &Method::GET,
+        "/v1/contacts",
+        &Auth::Bearer(as_bearer),
+        &json!({}),
+    );
+    assert_eq!(status, 200, "her own session id, as a bearer, is hers");
+    // A member cannot use the operator's routes.
+    let (status, _) = node.call(
+        &Method::POST,
+        "/v1/community/invites",
+        &Auth::Bearer(bearer.clone()),
+        &json!({}),
+    );
+    assert_eq!(status, 403);
+    // Signed out, the bearer is dead.
+    let (status, _) = node.call(
+        &Method::POST,
+        "/v1/signout",
+        &Auth::Bearer(bearer.clone()),
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = node.call(
+        &Method::GET,
+        "/v1/contacts",
+        &Auth::Bearer(bearer),
+        &json!({}),
+    );
+    assert_eq!(status, 401);
+    // A node with a community: a private read needs credentials.
+    let (status, _) = node.call(&Method::GET, "/v1/contacts", &Auth::None, &json!({}));
+    assert_eq!(status, 401);
+    let (status, _) = node.call(
+        &Method::GET,
+        "/v1/contacts",
+        &Auth::Bearer(TOKEN.into()),
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+}
