@@ -10,8 +10,6 @@
 //! The API never reads the dashboard's cookie: a bearer is never sent by a browser on its
 //! own, so the API needs no CSRF token.
 
-use std::net::SocketAddr;
-
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -235,7 +233,7 @@ pub async fn signin(
     Peer(peer): Peer,
     AppJson(req): AppJson<SignInRequest>,
 ) -> Result<AppJson<SignedIn>, SignInError> {
-    let ip = s.signin.client_ip(&headers, peer.map(|p: SocketAddr| p));
+    let ip = s.signin.client_ip(&headers, peer);
     let m = sign_in_member(&s, &req.login, req.password.as_bytes(), ip).await?;
     let max_age_ms = s
         .sessions

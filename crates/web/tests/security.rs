@@ -323,6 +323,36 @@ fn no_member_reads_or_acts_as_another_on_any_route() {
         }
     }
     assert_eq!(node.attestations_by(&a), a_signed, "nothing signed as A");
+    // The dashboard's pages act as the cookie's session only: B sees her own.
+    let seller = Keypair::from_seed([5; 32]).public().to_hex();
+    for page in [
+        "/".to_string(),
+        "/offers".into(),
+        "/pass".into(),
+        "/ledger".into(),
+        format!("/ledger/{seller}"),
+        format!("/ledger/{seller}/ledger.csv"),
+        format!("/ledger/{seller}/payouts.csv"),
+        "/disputes".into(),
+        "/network".into(),
+        "/contacts".into(),
+        "/community".into(),
+    ] {
+        let (status, text) = node.call(
+            &Method::GET,
+            &page,
+            &Auth::Cookie(b_cookie.clone()),
+            &json!({}),
+        );
+        assert!(matches!(status, 200 | 403), "{page}: {status}");
+        assert!(
+            !text.contains("Annas secret friend"),
+            "{page}: A's contacts"
+        );
+        if status == 200 && !page.ends_with(".csv") {
+            assert!(text.contains(&b.to_hex()), "{page}: signed in as B");
+        }
+    }
     // A's session outlived all of it, and B's own contacts are hers only.
     let (status, text) = node.call(
         &Method::GET,
