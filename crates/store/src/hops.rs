@@ -19,8 +19,6 @@
 //! for the referrals it held before; those are read from their entries, as before (see
 //! [`crate::FORMAT_VERSION`]).
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use passalong_protocol::attestation::Referral;
@@ -28,10 +26,9 @@ use passalong_protocol::payout::Hop;
 use passalong_protocol::validation::Fact;
 use passalong_protocol::{Id, PublicKey};
 
-use crate::cache::IdHasher;
 use crate::commit::redo::Write;
 use crate::keyspace::{id_at, u64_at, HOP};
-use crate::runs::{Key, Runs, Written};
+use crate::runs::{Found, Key, Layers, Written};
 use crate::StoreError;
 
 /// What the store needs of a valid referral besides its envelope: the hop a chain walk reads,
@@ -194,15 +191,9 @@ pub(crate) fn changes(writes: &[Write]) -> Option<Vec<(Id, Option<Rec>)>> {
         .collect()
 }
 
-/// Every valid referral's record, by id (see the module docs).
-pub(crate) struct Hops {
-    runs: Runs<SLOT>,
-    /// Changes since the last checkpoint (`None`: dropped); they win over the runs.
-    recent: HashMap<Key, Option<Rec>, BuildHasherDefault<IdHasher>>,
-    /// A store before format 13: its records from the tree, sorted, until the next
-    /// checkpoint writes them as a run (the oldest).
-    legacy: Vec<(Key, [u8; SLOT])>,
-}
+/// Every valid referral's record, by id (see the module docs): the changes since the last
+/// checkpoint (`None`: dropped), over the runs (and a store's records from before format 13).
+pub(crate) struct Hops(Layers<Option<Rec>, SLOT>);
 
 impl Hops {
     /// The runs the tree lists, and the HOP keys of a store before format 13. The journal's
@@ -220,36 +211,25 @@ impl Hops {
             legacy.push((key_of(&Id(id_at(&k, 1))), slot_of(Some(&r))));
         }
         // Keys in the tree are sorted, and so are their first 16 bytes after the prefix.
-        Ok(Hops {
-            runs: Runs::load(tree, store, RUNS)?,
-            recent: HashMap::default(),
-            legacy,
-        })
+        Ok(Hops(Layers::load(tree, store, RUNS, legacy)?))
     }
 
     /// The record of the valid referral `id`, if one is kept (`None` too for one dropped).
     pub fn get(&self, id: &Id) -> Result<Option<Rec>, StoreError> {
-        let k = key_of(id);
-        if let Some(r) = self.recent.get(&k) {
-            return Ok(*r);
+        match self.0.get(&key_of(id))? {
+            None => Ok(None),
+            Some(Found::Recent(r)) => Ok(*r),
+            Some(Found::Stored(slot)) => of_slot(&slot).ok_or_else(|| StoreError::Record {
+                prefix: char::from(HOP),
+                detail: format!("the record of referral {} is damaged", id.to_hex()),
+            }),
         }
-        let slot = match self.runs.get(&k)? {
-            Some(slot) => slot,
-            None => match self.legacy.binary_search_by(|(x, _)| x.cmp(&k)) {
-                Ok(i) => self.legacy[i].1,
-                Err(_) => return Ok(None),
-            },
-        };
-        of_slot(&slot).ok_or_else(|| StoreError::Record {
-            prefix: char::from(HOP),
-            detail: format!("the record of referral {} is damaged", id.to_hex()),
-        })
     }
 
     /// Records a shipment wrote (or a journal record replays), in order.
     pub fn commit(&mut self, changes: Vec<(Id, Option<Rec>)>) {
         for (id, r) in changes {
-            self.recent.insert(key_of(&id), r);
+            self.0.set(key_of(&id), r);
         }
     }
 
@@ -262,14 +242,8 @@ impl Hops {
         tree: &sled::Tree,
         batch: &mut sled::Batch,
     ) -> Result<Written<SLOT>, StoreError> {
-        let mut recent: Vec<(Key, [u8; SLOT])> = self
-            .recent
-            .iter()
-            .map(|(k, r)| (*k, slot_of(r.as_ref())))
-            .collect();
-        recent.sort_unstable_by_key(|r| r.0);
-        let written = self.runs.write(vec![self.legacy.clone(), recent], batch)?;
-        if !self.legacy.is_empty() {
+        let written = self.0.write(|r| slot_of(r.as_ref()), batch)?;
+        if self.0.in_tree() {
             for kv in tree.scan_prefix([HOP]) {
                 batch.remove(kv?.0);
             }
@@ -279,22 +253,17 @@ impl Hops {
 
     /// The batch of [`Hops::write`] is on disk: the changes it holds leave memory.
     pub fn written(&mut self, w: Written<SLOT>) {
-        self.runs.written(w);
-        self.recent = HashMap::default();
-        self.legacy = Vec::new();
+        self.0.written(w);
     }
 
     /// Whether the store predates format 13 and its records are still in the tree.
     pub fn in_tree(&self) -> bool {
-        !self.legacy.is_empty()
+        self.0.in_tree()
     }
 
-    /// Bytes of hop state in memory (the runs' filters and indexes, recent changes, and the
-    /// records of a store before format 13).
+    /// Bytes of hop state in memory.
     pub fn memory(&self) -> usize {
-        self.runs.memory()
-            + self.recent.capacity() * (16 + std::mem::size_of::<Option<Rec>>() + 8)
-            + self.legacy.capacity() * (16 + SLOT)
+        self.0.memory()
     }
 }
 

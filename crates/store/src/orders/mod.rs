@@ -16,15 +16,12 @@
 //! into memory at open (`legacy`) and written as a run by the first checkpoint, which drops
 //! them from the tree.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use passalong_protocol::{Id, PublicKey};
 
-use crate::cache::IdHasher;
 use crate::keyspace::*;
-use crate::runs::{Key, Runs, Written};
+use crate::runs::{Found, Key, Layers, Written};
 use crate::StoreError;
 
 /// An order's key: the first 16 bytes of blake3(seller ‖ blake3(order)) (collisions among a
@@ -60,25 +57,19 @@ pub(crate) fn pack_of(records: &[(OrderKey, Id)]) -> Option<(Vec<u8>, Vec<u8>)> 
     Some((key(ORDER_PACK, &[&first.0]), v))
 }
 
-/// Counted receipts by order.
-pub(crate) struct Orders {
-    runs: Runs<32>,
-    /// Changes since the last checkpoint; they win over the runs.
-    recent: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
-    /// A store before format 12: its records from the tree, sorted, one per order, until the
-    /// next checkpoint writes them as a run (the oldest).
-    legacy: Vec<(OrderKey, Id)>,
-}
+/// Counted receipts by order: the changes since the last checkpoint, over the runs (and a
+/// store's records from before format 12).
+pub(crate) struct Orders(Layers<Id, 32>);
 
 impl Orders {
     /// The runs the tree names, opened, and the records of a store before format 12. The
     /// journal's records come next (see [`Orders::replay`]).
     pub fn load(tree: &sled::Tree, store: &Path) -> Result<Orders, StoreError> {
-        Ok(Orders {
-            runs: Runs::load(tree, store, RUNS)?,
-            recent: HashMap::default(),
-            legacy: load_legacy(tree)?,
-        })
+        let legacy = load_legacy(tree)?
+            .into_iter()
+            .map(|(k, id)| (k, id.0))
+            .collect();
+        Ok(Orders(Layers::load(tree, store, RUNS, legacy)?))
     }
 
     /// Receipts' records from the journal, as opening replays it: the smallest id of an
@@ -86,7 +77,7 @@ impl Orders {
     pub fn replay(&mut self, records: Vec<(OrderKey, Id)>) -> Result<(), StoreError> {
         for (k, id) in records {
             if self.counted(&k)?.is_none_or(|c| id < c) {
-                self.recent.insert(k, id);
+                self.0.set(k, id);
             }
         }
         Ok(())
@@ -94,22 +85,17 @@ impl Orders {
 
     /// The receipt of order `k` that counts.
     pub fn counted(&self, k: &OrderKey) -> Result<Option<Id>, StoreError> {
-        if let Some(id) = self.recent.get(k) {
-            return Ok(Some(*id));
-        }
-        if let Some(id) = self.runs.get(k)? {
-            return Ok(Some(Id(id)));
-        }
-        Ok(self
-            .legacy
-            .binary_search_by(|(x, _)| x.cmp(k))
-            .ok()
-            .map(|i| self.legacy[i].1))
+        Ok(self.0.get(k)?.map(|f| match f {
+            Found::Recent(id) => *id,
+            Found::Stored(id) => Id(id),
+        }))
     }
 
     /// Committed changes: order `k`'s counted receipt is now `id` (smaller than before).
     pub fn commit(&mut self, changes: impl IntoIterator<Item = (OrderKey, Id)>) {
-        self.recent.extend(changes);
+        for (k, id) in changes {
+            self.0.set(k, id);
+        }
     }
 
     /// Writes the changes since the last checkpoint (and a store's records from before
@@ -121,12 +107,8 @@ impl Orders {
         tree: &sled::Tree,
         batch: &mut sled::Batch,
     ) -> Result<Written<32>, StoreError> {
-        let legacy: Vec<(Key, [u8; 32])> = self.legacy.iter().map(|(k, id)| (*k, id.0)).collect();
-        let mut recent: Vec<(Key, [u8; 32])> =
-            self.recent.iter().map(|(k, id)| (*k, id.0)).collect();
-        recent.sort_unstable();
-        let written = self.runs.write(vec![legacy, recent], batch)?;
-        if !self.legacy.is_empty() {
+        let written = self.0.write(|id| id.0, batch)?;
+        if self.0.in_tree() {
             for kv in tree
                 .scan_prefix([ORDER_PACK])
                 .chain(tree.scan_prefix([ORDER_LOG]))
@@ -140,28 +122,23 @@ impl Orders {
 
     /// The batch of [`Orders::write`] is on disk: the changes it holds leave memory.
     pub fn written(&mut self, w: Written<32>) {
-        self.runs.written(w);
-        self.recent = HashMap::default();
-        self.legacy = Vec::new();
+        self.0.written(w);
     }
 
     /// Whether the store predates format 12 and its orders are still in the tree.
     pub fn in_tree(&self) -> bool {
-        !self.legacy.is_empty()
+        self.0.in_tree()
     }
 
-    /// Bytes of order state in memory (runs' filters and indexes, recent changes, and the
-    /// records of a store before format 12).
+    /// Bytes of order state in memory.
     pub fn memory(&self) -> usize {
-        self.runs.memory()
-            + self.recent.capacity() * (16 + 32 + 8)
-            + self.legacy.capacity() * RECORD
+        self.0.memory()
     }
 
     /// Runs on disk.
     #[cfg(test)]
     pub fn runs(&self) -> usize {
-        self.runs.count()
+        self.0.count()
     }
 }
 
@@ -217,14 +194,7 @@ mod tests {
     }
 
     fn files(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir.join(RUNS))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        crate::runs::files_of(dir, RUNS)
     }
 
     #[test]

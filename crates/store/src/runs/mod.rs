@@ -19,8 +19,11 @@
 mod filter;
 mod run;
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 
+use crate::cache::IdHasher;
 use crate::keyspace::*;
 use crate::StoreError;
 pub(crate) use run::Run;
@@ -259,6 +262,120 @@ impl<const V: usize> Runs<V> {
     }
 }
 
+/// A set of runs with what lies above it: the changes since the last checkpoint in memory
+/// (journaled with their shipments; they win over the runs), and an older store's records read
+/// from its tree, until the first checkpoint writes them as the oldest run. The owner says
+/// what a change is (`T`) and how it is stored (`V` bytes).
+pub(crate) struct Layers<T, const V: usize> {
+    runs: Runs<V>,
+    recent: HashMap<Key, T, BuildHasherDefault<IdHasher>>,
+    /// Sorted by key, one record per key.
+    legacy: Vec<(Key, [u8; V])>,
+}
+
+/// Where a key's value was found.
+pub(crate) enum Found<'a, T, const V: usize> {
+    /// A change since the last checkpoint.
+    Recent(&'a T),
+    /// A run's record, or an older store's.
+    Stored([u8; V]),
+}
+
+impl<T, const V: usize> Layers<T, V> {
+    /// The runs of set `name` the tree lists, over an older store's records `legacy` (sorted
+    /// by key, one per key; empty for a current store).
+    pub fn load(
+        tree: &sled::Tree,
+        store: &Path,
+        name: &'static str,
+        legacy: Vec<(Key, [u8; V])>,
+    ) -> Result<Layers<T, V>, StoreError> {
+        Ok(Layers {
+            runs: Runs::load(tree, store, name)?,
+            recent: HashMap::default(),
+            legacy,
+        })
+    }
+
+    /// The newest value of `k`.
+    pub fn get(&self, k: &Key) -> Result<Option<Found<'_, T, V>>, StoreError> {
+        if let Some(t) = self.recent.get(k) {
+            return Ok(Some(Found::Recent(t)));
+        }
+        if let Some(v) = self.runs.get(k)? {
+            return Ok(Some(Found::Stored(v)));
+        }
+        Ok(self
+            .legacy
+            .binary_search_by(|(x, _)| x.cmp(k))
+            .ok()
+            .map(|i| Found::Stored(self.legacy[i].1)))
+    }
+
+    /// A change of `k` since the last checkpoint.
+    pub fn set(&mut self, k: Key, t: T) {
+        self.recent.insert(k, t);
+    }
+
+    /// Writes the changes since the last checkpoint, each stored as `encode` says (and an
+    /// older store's records, as the oldest run), with the new run list, into `batch` (a
+    /// checkpoint's; the owner drops an older store's keys from the tree in it). The runs are
+    /// synced; [`Layers::written`] once the batch is on disk.
+    pub fn write(
+        &self,
+        encode: impl Fn(&T) -> [u8; V],
+        batch: &mut sled::Batch,
+    ) -> Result<Written<V>, StoreError> {
+        let mut recent: Vec<(Key, [u8; V])> =
+            self.recent.iter().map(|(k, t)| (*k, encode(t))).collect();
+        recent.sort_unstable_by_key(|r| r.0);
+        self.runs.write(vec![self.legacy.clone(), recent], batch)
+    }
+
+    /// The batch of [`Layers::write`] is on disk: the changes it holds leave memory.
+    pub fn written(&mut self, w: Written<V>) {
+        self.runs.written(w);
+        self.recent = HashMap::default();
+        self.legacy = Vec::new();
+    }
+
+    /// Whether an older store's records are still in its tree.
+    pub fn in_tree(&self) -> bool {
+        !self.legacy.is_empty()
+    }
+
+    /// Bytes in memory: the runs' filters and indexes, the changes, an older store's records.
+    pub fn memory(&self) -> usize {
+        self.runs.memory()
+            + self.recent.capacity() * (16 + std::mem::size_of::<T>() + 8)
+            + self.legacy.capacity() * (16 + V)
+    }
+
+    /// Runs on disk.
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.runs.count()
+    }
+}
+
+/// The files of set `name` in `store`, sorted (for tests).
+#[cfg(test)]
+pub(crate) fn files_of(store: &Path, name: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(store.join(name))
+        .map(|d| {
+            d.map(|e| {
+                e.expect("a directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Deletes what `dir` holds besides the runs `listed` (a temporary file or a run written by
 /// a checkpoint that did not complete, or merged by one that did).
 fn remove_unlisted(dir: &Path, listed: &[(u64, u64)]) -> Result<(), StoreError> {
@@ -367,14 +484,7 @@ mod tests {
     }
 
     fn files(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir.join("set"))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        files_of(dir, "set")
     }
 
     /// Many checkpoints of random changes: whatever merged, each key reads its latest value,
