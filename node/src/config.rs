@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use passalong_net::{RelayConfig, RelayLimits};
+
 use crate::cli::RunArgs;
 
 /// The default API address.
@@ -29,6 +31,23 @@ pub struct Config {
     pub mdns: bool,
     /// Serve as a relay (v2) for peers behind NAT.
     pub relay_server: bool,
+    /// The relay reserves for this node's community members only. Unset: only when the node
+    /// runs a community when it starts (see [`Config::relay`]).
+    pub relay_members_only: Option<bool>,
+    /// The relay's reservations at once, in all (0: the default of the relay's kind).
+    pub relay_max_reservations: usize,
+    /// The relay's reservations one peer holds at once (0: the default).
+    pub relay_max_reservations_per_peer: usize,
+    /// Seconds a reservation lasts before it is renewed and checked again (0: the default).
+    pub relay_reservation_secs: u64,
+    /// Circuits relayed at once, in all (0: the default).
+    pub relay_max_circuits: usize,
+    /// Circuits relayed at once from or to one peer (0: the default).
+    pub relay_max_circuits_per_peer: usize,
+    /// Seconds a circuit stays open at most (0: the default).
+    pub relay_max_circuit_secs: u64,
+    /// Bytes a circuit carries each way at most (0: the default).
+    pub relay_max_circuit_bytes: u64,
     /// Run without peer-to-peer networking.
     pub offline: bool,
     /// Seconds between anti-entropy rounds with a random peer.
@@ -84,6 +103,14 @@ impl Default for Config {
             external: Vec::new(),
             mdns: true,
             relay_server: false,
+            relay_members_only: None,
+            relay_max_reservations: 0,
+            relay_max_reservations_per_peer: 0,
+            relay_reservation_secs: 0,
+            relay_max_circuits: 0,
+            relay_max_circuits_per_peer: 0,
+            relay_max_circuit_secs: 0,
+            relay_max_circuit_bytes: 0,
             offline: false,
             sync_interval_secs: 30,
             checkpoint_every: passalong_store::CHECKPOINT_EVERY,
@@ -109,8 +136,19 @@ impl Default for Config {
 /// The network policy's defaults.
 const NET: passalong_net::PolicyConfig = passalong_net::PolicyConfig::DEFAULT;
 
+/// The shortest reservation a relay may grant, in seconds: each renewal is a request from every
+/// member, and a removed member keeps her slot until hers.
+pub const MIN_RELAY_RESERVATION_SECS: u64 = 60;
+/// The longest reservation or circuit, in seconds: a day (a removed member would keep her slot
+/// that long; libp2p states a circuit's time in 32 bits).
+pub const MAX_RELAY_SECS: u64 = 86_400;
+/// The fewest bytes a circuit may carry each way: less than this cannot even carry the
+/// exchange that punches a hole (libp2p's default is 128 KiB).
+pub const MIN_RELAY_CIRCUIT_BYTES: u64 = 16 * 1024;
+
 /// The file `init` writes: the defaults, with what each setting means.
 pub fn default_file() -> String {
+    let (members, open) = (RelayLimits::members(), RelayLimits::open());
     format!(
         "# Passalong node configuration. Every setting is also a flag of `passalong run`,\n\
          # and a flag wins over this file.\n\n\
@@ -125,8 +163,27 @@ pub fn default_file() -> String {
          external = []\n\n\
          # Find peers on the local network with mDNS.\n\
          mdns = true\n\n\
-         # Relay connections for peers behind NAT (community nodes).\n\
+         # Relay connections for peers behind NAT (community nodes). A relay needs an\n\
+         # address peers can reach (`external` above).\n\
          relay_server = false\n\n\
+         # Whom the relay reserves a slot for: true, this node's community members only (a\n\
+         # member is checked at each reservation and at its renewal, so a removed member\n\
+         # loses her slot within relay_reservation_secs); false, anyone. Unset: members only if\n\
+         # this node runs a community when it starts (one founded while it runs takes effect\n\
+         # at the next start), anyone otherwise.\n\
+         # relay_members_only = true\n\n\
+         # The relay's limits; 0 is the default of its kind, members only / anyone:\n\
+         # reservations in all ({} / {}), per peer ({} / {}), and how long one lasts before\n\
+         # it is renewed, in seconds ({} / {}); circuits in all ({} / {}), per peer\n\
+         # ({} / {}), and what one carries at most, in seconds ({} / {}) and bytes each way\n\
+         # ({} / {}). A member whose NAT cannot be punched syncs through a circuit.\n\
+         relay_max_reservations = 0\n\
+         relay_max_reservations_per_peer = 0\n\
+         relay_reservation_secs = 0\n\
+         relay_max_circuits = 0\n\
+         relay_max_circuits_per_peer = 0\n\
+         relay_max_circuit_secs = 0\n\
+         relay_max_circuit_bytes = 0\n\n\
          # Run without peer-to-peer networking (the API still works).\n\
          offline = false\n\n\
          # Seconds between reconciliations with a random peer (also on every new connection).\n\
@@ -179,6 +236,20 @@ pub fn default_file() -> String {
          client_ip_header = \"\"\n",
         DEFAULT_LISTEN[0],
         DEFAULT_LISTEN[1],
+        members.max_reservations,
+        open.max_reservations,
+        members.max_reservations_per_peer,
+        open.max_reservations_per_peer,
+        members.reservation_duration.as_secs(),
+        open.reservation_duration.as_secs(),
+        members.max_circuits,
+        open.max_circuits,
+        members.max_circuits_per_peer,
+        open.max_circuits_per_peer,
+        members.max_circuit_duration.as_secs(),
+        open.max_circuit_duration.as_secs(),
+        members.max_circuit_bytes,
+        open.max_circuit_bytes,
         passalong_store::CHECKPOINT_EVERY,
         passalong_store::DEFAULT_CACHE_MIB,
         passalong_store::MAX_AUTO_CACHE_MIB,
@@ -256,6 +327,16 @@ impl Config {
         }
         self.member_kdf()?;
         self.client_ip_header()?;
+        // Unset, the relay's kind is known only when the node starts: both must be right.
+        match self.relay_members_only {
+            Some(members_only) => {
+                self.relay(members_only)?;
+            }
+            None => {
+                self.relay(false)?;
+                self.relay(true)?;
+            }
+        }
         if (1..8).contains(&self.store_cache_mib) {
             bail!(
                 "store_cache_mib must be 0 (sized by the store) or at least 8 (it is {})",
@@ -311,6 +392,81 @@ impl Config {
             })
     }
 
+    /// The relay server's settings (used with `relay_server`), for a node that runs a
+    /// community when it starts or not: `relay_members_only` when set, else members only
+    /// exactly when it runs one; the limits of that kind ([`RelayLimits::members`] or
+    /// [`RelayLimits::open`]) where a key is 0. Refuses limits a relay cannot work with.
+    pub fn relay(&self, runs_community: bool) -> Result<RelayConfig> {
+        use std::time::Duration;
+        let members_only = self.relay_members_only.unwrap_or(runs_community);
+        let d = if members_only {
+            RelayLimits::members()
+        } else {
+            RelayLimits::open()
+        };
+        let or = |n: u64, default: u64| if n == 0 { default } else { n };
+        let orz = |n: usize, default: usize| if n == 0 { default } else { n };
+        let limits = RelayLimits {
+            max_reservations: orz(self.relay_max_reservations, d.max_reservations),
+            max_reservations_per_peer: orz(
+                self.relay_max_reservations_per_peer,
+                d.max_reservations_per_peer,
+            ),
+            reservation_duration: Duration::from_secs(or(
+                self.relay_reservation_secs,
+                d.reservation_duration.as_secs(),
+            )),
+            max_circuits: orz(self.relay_max_circuits, d.max_circuits),
+            max_circuits_per_peer: orz(self.relay_max_circuits_per_peer, d.max_circuits_per_peer),
+            max_circuit_duration: Duration::from_secs(or(
+                self.relay_max_circuit_secs,
+                d.max_circuit_duration.as_secs(),
+            )),
+            max_circuit_bytes: or(self.relay_max_circuit_bytes, d.max_circuit_bytes),
+        };
+        let kind = if members_only {
+            "a members-only relay"
+        } else {
+            "an open relay"
+        };
+        if limits.max_reservations_per_peer > limits.max_reservations {
+            bail!(
+                "relay_max_reservations_per_peer ({}) is more than relay_max_reservations ({}) for {kind}: lower it or raise relay_max_reservations",
+                limits.max_reservations_per_peer,
+                limits.max_reservations
+            );
+        }
+        if limits.max_circuits_per_peer > limits.max_circuits {
+            bail!(
+                "relay_max_circuits_per_peer ({}) is more than relay_max_circuits ({}) for {kind}: lower it or raise relay_max_circuits",
+                limits.max_circuits_per_peer,
+                limits.max_circuits
+            );
+        }
+        let reservation = limits.reservation_duration.as_secs();
+        if !(MIN_RELAY_RESERVATION_SECS..=MAX_RELAY_SECS).contains(&reservation) {
+            bail!(
+                "relay_reservation_secs must be 0 (the default) or {MIN_RELAY_RESERVATION_SECS} to {MAX_RELAY_SECS} (it is {reservation})"
+            );
+        }
+        let circuit = limits.max_circuit_duration.as_secs();
+        if circuit > MAX_RELAY_SECS {
+            bail!(
+                "relay_max_circuit_secs must be 0 (the default) or 1 to {MAX_RELAY_SECS} (it is {circuit})"
+            );
+        }
+        if limits.max_circuit_bytes < MIN_RELAY_CIRCUIT_BYTES {
+            bail!(
+                "relay_max_circuit_bytes must be 0 (the default) or at least {MIN_RELAY_CIRCUIT_BYTES} (it is {})",
+                limits.max_circuit_bytes
+            );
+        }
+        Ok(RelayConfig {
+            members_only,
+            limits,
+        })
+    }
+
     /// Members' sign-ins checking a password at once.
     pub fn signin_concurrency(&self) -> usize {
         match self.signin_concurrency {
@@ -329,8 +485,9 @@ impl Config {
         }
     }
 
-    /// The network settings, with every address checked.
-    pub fn net(&self) -> Result<passalong_net::NetConfig> {
+    /// The network settings, with every address checked, for a node that runs a community
+    /// when it starts or not (its relay's kind, see [`Config::relay`]).
+    pub fn net(&self, runs_community: bool) -> Result<passalong_net::NetConfig> {
         let parse = |what: &str, a: &String| -> Result<passalong_net::Addr> {
             a.parse().with_context(|| {
                 format!("invalid {what} address {a:?}: expected a multiaddr such as /ip4/127.0.0.1/tcp/7424")
@@ -354,6 +511,7 @@ impl Config {
                 .collect::<Result<_>>()?,
             mdns: self.mdns,
             relay_server: self.relay_server,
+            relay: self.relay(runs_community)?,
             policy: passalong_net::PolicyConfig {
                 target_peers: self.target_peers,
                 sync_interval: std::time::Duration::from_secs(self.sync_interval_secs),
@@ -455,5 +613,78 @@ mod tests {
         let bad: Config = toml::from_str("member_kdf = \"fast\"").unwrap();
         let e = bad.with_flags(&none).unwrap_err().to_string();
         assert!(e.contains("member_kdf \"fast\""), "{e}");
+    }
+
+    #[test]
+    fn the_relay_is_members_only_on_a_community_node_unless_set_and_its_limits_are_checked() {
+        let none = RunArgs::default();
+        let default = Config::default().with_flags(&none).unwrap();
+        assert_eq!(default.relay(false).unwrap(), RelayConfig::default());
+        assert_eq!(default.relay(true).unwrap(), RelayConfig::members());
+        let net = default.net(true).unwrap();
+        assert!(net.relay.members_only && !net.relay_server);
+
+        let open: Config = toml::from_str("relay_members_only = false").unwrap();
+        let open = open.with_flags(&none).unwrap();
+        assert_eq!(open.relay(true).unwrap(), RelayConfig::default());
+        let closed: Config = toml::from_str("relay_members_only = true").unwrap();
+        let closed = closed.with_flags(&none).unwrap();
+        assert_eq!(closed.relay(false).unwrap(), RelayConfig::members());
+
+        let set: Config = toml::from_str(
+            "relay_max_reservations = 10\nrelay_max_reservations_per_peer = 2\n\
+             relay_reservation_secs = 600\nrelay_max_circuits = 8\n\
+             relay_max_circuits_per_peer = 1\nrelay_max_circuit_secs = 90\n\
+             relay_max_circuit_bytes = 1048576",
+        )
+        .unwrap();
+        let r = set.with_flags(&none).unwrap().relay(true).unwrap();
+        assert!(r.members_only);
+        assert_eq!(
+            r.limits,
+            RelayLimits {
+                max_reservations: 10,
+                max_reservations_per_peer: 2,
+                reservation_duration: std::time::Duration::from_secs(600),
+                max_circuits: 8,
+                max_circuits_per_peer: 1,
+                max_circuit_duration: std::time::Duration::from_secs(90),
+                max_circuit_bytes: 1 << 20,
+            }
+        );
+
+        for (bad, key) in [
+            (
+                "relay_max_reservations_per_peer = 2000",
+                "relay_max_reservations_per_peer",
+            ),
+            ("relay_max_circuits = 2", "relay_max_circuits_per_peer"),
+            ("relay_reservation_secs = 5", "relay_reservation_secs"),
+            ("relay_reservation_secs = 100000", "relay_reservation_secs"),
+            ("relay_max_circuit_secs = 100000", "relay_max_circuit_secs"),
+            ("relay_max_circuit_bytes = 100", "relay_max_circuit_bytes"),
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            let e = c.with_flags(&none).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        // 200 per peer fits a members' relay (1,024) but not an open one (128): refused unless
+        // the relay's kind is set.
+        let c: Config = toml::from_str("relay_max_reservations_per_peer = 200").unwrap();
+        assert!(c.clone().with_flags(&none).is_err());
+        let c = Config {
+            relay_members_only: Some(true),
+            ..c
+        };
+        assert_eq!(
+            c.with_flags(&none)
+                .unwrap()
+                .relay(false)
+                .unwrap()
+                .limits
+                .max_reservations_per_peer,
+            200
+        );
+        assert!(toml::from_str::<Config>("relay_max_circuits = -1").is_err());
     }
 }

@@ -61,34 +61,9 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         passalong_web::PublicUrl::parse(&config.public_url).map_err(|e| anyhow!(e))?
     };
     let (fresh_tx, fresh_rx) = tokio::sync::mpsc::unbounded_channel();
-    // One registry for /metrics: libp2p's families (the network registers and records them)
-    // and the node's (the API's collector).
-    let mut registry = passalong_api::Registry::default();
-    let net = if config.offline {
-        info!("running offline: no peer-to-peer networking");
-        None
-    } else {
-        let backend = Arc::new(crate::network::StoreBackend(store.clone()));
-        let net = passalong_net::Network::start_with_metrics(
-            dir.keypair()?.seed(),
-            config.net()?,
-            backend,
-            &mut registry,
-        )
-        .await
-            .context("cannot start the peer-to-peer network (is another node using its port? use --listen with another port, or --offline)")?;
-        let info = net.info().await?;
-        info!(peer_id = %info.peer_id, listen = ?info.listen, "network started");
-        tokio::spawn(crate::network::publish_fresh(
-            store.clone(),
-            net.clone(),
-            fresh_rx,
-        ));
-        Some(net)
-    };
     let mut state = AppState::new(
         store.clone(),
-        Writer::spawn_with(store.clone(), net.as_ref().map(|_| fresh_tx.clone())),
+        Writer::spawn_with(store.clone(), (!config.offline).then(|| fresh_tx.clone())),
         identities,
         dir.token()?,
         public
@@ -98,6 +73,61 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
         dir.root().to_path_buf(),
     )
     .context("cannot open the community's files")?;
+    // Whether the relay is for members only, unless the config says, is decided here.
+    let runs_community = state.community.current().is_some();
+    // One registry for /metrics: libp2p's families (the network registers and records them)
+    // and the node's (the API's collector).
+    let mut registry = passalong_api::Registry::default();
+    let net = if config.offline {
+        info!("running offline: no peer-to-peer networking");
+        None
+    } else {
+        let backend = Arc::new(crate::network::StoreBackend::new(store.clone()));
+        let members = backend.members.clone();
+        let net_config = config.net(runs_community)?;
+        let net = passalong_net::Network::start_with_metrics(
+            dir.keypair()?.seed(),
+            net_config.clone(),
+            backend,
+            &mut registry,
+        )
+        .await
+            .context("cannot start the peer-to-peer network (is another node using its port? use --listen with another port, or --offline)")?;
+        let info = net.info().await?;
+        info!(peer_id = %info.peer_id, listen = ?info.listen, "network started");
+        if net_config.relay_server {
+            let l = &net_config.relay.limits;
+            info!(
+                members_only = net_config.relay.members_only,
+                max_reservations = l.max_reservations,
+                max_circuits = l.max_circuits,
+                max_circuit_bytes = l.max_circuit_bytes,
+                max_circuit_secs = l.max_circuit_duration.as_secs(),
+                "relay server on"
+            );
+            if config.external.is_empty() {
+                warn!("the relay server has no external address to hand out in reservations until AutoNAT confirms one: set external in config.toml (or run with --external MULTIADDR)");
+            }
+        } else if runs_community {
+            info!("this node runs a community without a relay: members behind NAT reach it only by hole punching through others' relays; set relay_server = true and external in config.toml if it is reachable from outside");
+        }
+        tokio::spawn(crate::network::publish_fresh(
+            store.clone(),
+            net.clone(),
+            fresh_rx,
+        ));
+        tokio::spawn(crate::network::keep_community(crate::network::Upkeep {
+            store: store.clone(),
+            community: state.community.clone(),
+            members,
+            net: net.clone(),
+            data_dir: dir.root().to_path_buf(),
+            open_relay_by_default: net_config.relay_server
+                && !net_config.relay.members_only
+                && config.relay_members_only.is_none(),
+        }));
+        Some(net)
+    };
     state.net = net
         .clone()
         .map(|n| Arc::new(crate::network::ApiNetwork(n)) as Arc<dyn passalong_api::Network>);
