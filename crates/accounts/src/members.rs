@@ -5,8 +5,13 @@
 //!
 //! ```json
 //! {"version":1,"login":"anna","public_key":HEX32,"created_ms":1764892800000,
-//!  "membership":HEX32,"status":"active","key":{"format":"passalong-key",…}}
+//!  "membership":HEX32,"status":"active","last_signin_ms":1764896400000,"referrals":3,
+//!  "key":{"format":"passalong-key",…}}
 //! ```
+//!
+//! `last_signin_ms` and `referrals` (the referrals her key signed on this node, the only
+//! place it signs while she is hosted) are what the connector's page shows of her activity;
+//! a file without them (written before they existed) reads as never signed in, none made.
 //!
 //! - Logins are `[a-z0-9._-]{3,32}`, folded to lower case (`Anna` signs in as `anna`), and
 //!   unique for good: a removed or moved member keeps hers, so that no one else can take a
@@ -116,10 +121,25 @@ pub fn seal_new(
 pub enum Status {
     /// Signs in and acts.
     Active,
-    /// The connector ended her membership.
+    /// The connector ended her membership. She may still sign in to read her pages and
+    /// earnings (and, later, export her key), but signs nothing.
     Removed,
+    /// She ended her membership herself; read-only like [`Status::Removed`].
+    Left,
     /// She runs her own node now.
     Moved,
+}
+
+impl Status {
+    /// How the pages and the API name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Removed => "removed",
+            Status::Left => "left",
+            Status::Moved => "moved",
+        }
+    }
 }
 
 /// One hosted member.
@@ -135,6 +155,10 @@ pub struct Member {
     pub membership: Id,
     /// Where she stands.
     pub status: Status,
+    /// When she last signed in, if ever.
+    pub last_signin_ms: Option<u64>,
+    /// How many referrals her key signed on this node.
+    pub referrals: u64,
     /// Her key, sealed under her password.
     pub key: KeyFile,
 }
@@ -148,6 +172,10 @@ struct OnDisk {
     created_ms: u64,
     membership: String,
     status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_signin_ms: Option<u64>,
+    #[serde(default)]
+    referrals: u64,
     key: KeyFile,
 }
 
@@ -317,6 +345,16 @@ impl Members {
         self.update(key, |m| m.status = status)
     }
 
+    /// Records that a member signed in at `at_ms`.
+    pub fn set_last_signin(&mut self, key: &PublicKey, at_ms: u64) -> Result<(), MembersError> {
+        self.update(key, |m| m.last_signin_ms = Some(at_ms))
+    }
+
+    /// Counts one more referral signed by a member's key.
+    pub fn count_referral(&mut self, key: &PublicKey) -> Result<(), MembersError> {
+        self.update(key, |m| m.referrals = m.referrals.saturating_add(1))
+    }
+
     /// Replaces a member's key file (a new password, or stronger parameters); it must seal
     /// the same key.
     pub fn set_key(&mut self, key: &PublicKey, file: KeyFile) -> Result<(), MembersError> {
@@ -364,6 +402,8 @@ fn to_json(m: &Member) -> Vec<u8> {
         created_ms: m.created_ms,
         membership: m.membership.to_hex(),
         status: m.status,
+        last_signin_ms: m.last_signin_ms,
+        referrals: m.referrals,
         key: m.key.clone(),
     };
     serde_json::to_vec_pretty(&disk).expect("a member file always serialises")
@@ -415,6 +455,8 @@ fn read_member(path: &Path) -> Result<Option<Member>, MembersError> {
         created_ms: disk.created_ms,
         membership,
         status: disk.status,
+        last_signin_ms: disk.last_signin_ms,
+        referrals: disk.referrals,
         key: disk.key,
     }))
 }
@@ -439,6 +481,8 @@ mod tests {
             created_ms: 1_000 + u64::from(seed),
             membership: Id([seed.wrapping_add(100); 32]),
             status: Status::Active,
+            last_signin_ms: None,
+            referrals: 0,
             key,
         };
         (k, m)
@@ -499,6 +543,41 @@ mod tests {
         // The sealed key opens with her password, and is her key.
         let opened = vault::open(&ms.by_login("anna").unwrap().key, PASSWORD).unwrap();
         assert_eq!(opened.keypair.public(), ka.public());
+    }
+
+    #[test]
+    fn status_sign_ins_and_referrals_are_kept_and_older_files_read() {
+        let data = tempfile::tempdir().unwrap();
+        let mut ms = Members::open(data.path()).unwrap();
+        let (ka, a) = member(1, "anna");
+        ms.add(a.clone()).unwrap();
+        // A file written before the activity fields existed reads as none.
+        let text = std::fs::read_to_string(file_of(data.path(), &ka)).unwrap();
+        assert!(!text.contains("last_signin_ms"), "{text}");
+        let older = text.replace(",\n  \"referrals\": 0", "");
+        assert!(!older.contains("referrals"), "{older}");
+        std::fs::write(file_of(data.path(), &ka), &older).unwrap();
+        let mut ms = Members::open(data.path()).unwrap();
+        assert_eq!(ms.get(&ka.public()), Some(&a));
+
+        ms.set_last_signin(&ka.public(), 5_000).unwrap();
+        ms.count_referral(&ka.public()).unwrap();
+        ms.count_referral(&ka.public()).unwrap();
+        ms.set_status(&ka.public(), Status::Left).unwrap();
+        let unknown = PublicKey([9; 32]);
+        assert!(matches!(
+            ms.count_referral(&unknown),
+            Err(MembersError::Unknown(_))
+        ));
+        let ms = Members::open(data.path()).unwrap();
+        let m = ms.get(&ka.public()).unwrap();
+        assert_eq!(
+            (m.last_signin_ms, m.referrals, m.status),
+            (Some(5_000), 2, Status::Left)
+        );
+        assert_eq!(m.status.as_str(), "left");
+        let text = std::fs::read_to_string(file_of(data.path(), &ka)).unwrap();
+        assert!(text.contains("\"status\": \"left\""), "{text}");
     }
 
     #[test]

@@ -114,6 +114,12 @@ impl Session {
         hex::encode(self.csrf)
     }
 
+    /// A member's session that holds no key: she was removed from the community or left it,
+    /// and may read her pages but sign nothing.
+    pub fn read_only(&self) -> bool {
+        self.role == Role::Member && self.key.is_none()
+    }
+
     /// Whether `given` is this session's CSRF token (compared in constant time).
     pub fn csrf_matches(&self, given: &str) -> bool {
         let mut g = [0u8; 32];
@@ -204,6 +210,18 @@ impl Sessions {
     ) -> (SessionId, Session) {
         let identity = key.public();
         self.insert(identity, Role::Member, Some(Arc::new(key)), now_ms, rng)
+    }
+
+    /// Starts a read-only session of a member (removed, or gone of her own accord): it acts
+    /// as `identity` and lasts as a member's does, but holds no key, so nothing can be signed
+    /// through it ([`Session::read_only`]).
+    pub fn start_read_only(
+        &mut self,
+        identity: PublicKey,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) -> (SessionId, Session) {
+        self.insert(identity, Role::Member, None, now_ms, rng)
     }
 
     fn insert(
@@ -520,6 +538,29 @@ mod tests {
         assert_eq!((Arc::strong_count(&ka), Arc::strong_count(&kb)), (1, 1));
         assert_eq!(s.end_all(&ka.public()), 0);
         assert!(s.touch(&other, 2).is_some());
+    }
+
+    #[test]
+    fn a_read_only_session_is_a_members_without_a_key() {
+        let mut s = Sessions::new(limits());
+        let mut r = rng();
+        let (id, started) = s.start_read_only(ANNA, 0, &mut r);
+        assert_eq!(
+            (started.identity, started.role, started.key.is_none()),
+            (ANNA, Role::Member, true)
+        );
+        assert!(started.read_only());
+        let (_, op) = s.start(BEN, 0, &mut r);
+        assert!(
+            !op.read_only(),
+            "the operator's holds no key but signs with the node's"
+        );
+        let (_, member) = s.start_member(member(9), 0, &mut r);
+        assert!(!member.read_only());
+        // Removing her ends it with her other sessions.
+        assert!(s.touch(&id, 20).is_some());
+        assert_eq!(s.end_all(&ANNA), 1);
+        assert!(s.touch(&id, 21).is_none());
     }
 
     #[test]

@@ -25,6 +25,10 @@ use crate::signin::{sign_in_member, Peer, SignInError};
 use crate::state::{constant_time_eq, AppState};
 use crate::writer::now_ms;
 
+/// Why a read-only session (a member removed from the community, or gone of her own
+/// accord) cannot sign.
+pub const READ_ONLY: &str = "your membership of this community has ended: your account here is read-only (you can see your pages and earnings, but sign nothing; export your key to go on from a node of your own)";
+
 /// The prefix of a member's bearer session.
 pub const SESSION_PREFIX: &str = "pls.";
 
@@ -83,7 +87,8 @@ impl Actor {
                 self.identity(s, as_)?;
                 match session.key.as_deref() {
                     Some(k) if k.public() == session.identity => Ok(Signer::Member(k)),
-                    _ => Err(forbidden("this session holds no key: sign in again")),
+                    None => Err(forbidden(READ_ONLY)),
+                    Some(_) => Err(forbidden("this session holds no key: sign in again")),
                 }
             }
         }

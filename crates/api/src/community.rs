@@ -15,9 +15,17 @@
 //! the Membership attestation the protocol defines (her key signs the request, the node's the
 //! envelope). Her key then lives only in the session her sign-in starts, never among the
 //! node's [`Identities`](crate::Identities).
+//!
+//! The connector sees the members ([`member_list`]: from the store's Membership and
+//! MembershipEnd attestations, kept as a [`Roster`] until the connector's market changes, and
+//! what a hosted member's file adds), the community's activity and its own earnings per
+//! market. It removes a member with a MembershipEnd its key signs ([`remove_member`]); a
+//! member leaves with one hers signs ([`leave`]). Either way her sessions end at once, and a
+//! hosted member who signs in again gets a read-only session (her pages and earnings, no
+//! signing) for as long as her key file is kept.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -27,13 +35,14 @@ use passalong_accounts::members::{self, Status};
 use passalong_accounts::{
     CommunityError, InvitesFileError, KdfParams, Member, MemberKey, Members, MembersError,
 };
-use passalong_protocol::attestation::{self, Body, Membership};
-use passalong_protocol::{Id, Keypair, PublicKey};
+use passalong_protocol::attestation::{self, Body, Membership, MembershipEnd};
+use passalong_protocol::{Id, Keypair, Kind, LedgerEntry, PublicKey};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::{ApiError, AppJson};
+use crate::error::{ApiError, AppJson, AppQuery};
+use crate::roster::Roster;
 use crate::state::{AppState, WriteAuth};
 use crate::writer::now_ms;
 
@@ -65,6 +74,11 @@ pub struct CommunityNode {
     /// Held while a neighbour joins: one key derivation at a time, and a login checked free
     /// stays free until her file is written.
     joining: tokio::sync::Mutex<()>,
+    /// Held while a membership is ended (a removal, a member leaving): one End per membership.
+    ending: tokio::sync::Mutex<()>,
+    /// The members as the store says, kept until the connector's market changes
+    /// ([`crate::roster`]); `None` until first asked, and after this node's own writes.
+    roster: Mutex<Option<Arc<Roster>>>,
 }
 
 struct Current {
@@ -91,6 +105,8 @@ impl CommunityNode {
             }),
             founding: tokio::sync::Mutex::new(()),
             joining: tokio::sync::Mutex::new(()),
+            ending: tokio::sync::Mutex::new(()),
+            roster: Mutex::new(None),
         })
     }
 
@@ -637,6 +653,8 @@ async fn admit(
             created_ms,
             membership: membership.id,
             status: Status::Active,
+            last_signin_ms: Some(created_ms),
+            referrals: 0,
             key: key_file,
         },
     );
@@ -655,5 +673,649 @@ async fn admit(
         key: MemberKey::new(keypair),
         login: login.to_string(),
         membership: membership.id,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connector's view: the members, their activity, the connector's earnings; removing a
+// member, and a member leaving.
+
+/// What the connector sees of a hosted member's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosted {
+    /// Her login.
+    pub login: String,
+    /// Where her file says she stands.
+    pub status: Status,
+    /// When she joined.
+    pub created_ms: u64,
+    /// Her Membership attestation.
+    pub membership: Id,
+    /// When she last signed in, if ever.
+    pub last_signin_ms: Option<u64>,
+    /// The referrals her key signed here.
+    pub referrals: u64,
+}
+
+impl CommunityNode {
+    /// Forgets the roster kept: this node just wrote to the connector's market.
+    fn forget_roster(&self) {
+        *self.roster.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Where the hosted member `member` stands, by her file (`None`: no hosted member).
+    pub fn hosted_status(&self, member: &PublicKey) -> Option<Status> {
+        Some(self.lock().members.as_ref()?.get(member)?.status)
+    }
+
+    /// Every hosted member's file, in short, by key.
+    pub fn hosted(&self) -> std::collections::BTreeMap<PublicKey, Hosted> {
+        let current = self.lock();
+        current
+            .members
+            .iter()
+            .flat_map(|ms| ms.iter())
+            .map(|m| {
+                (
+                    m.public_key,
+                    Hosted {
+                        login: m.login.to_string(),
+                        status: m.status,
+                        created_ms: m.created_ms,
+                        membership: m.membership,
+                        last_signin_ms: m.last_signin_ms,
+                        referrals: m.referrals,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Changes a hosted member's file durably. Blocking (it syncs a file).
+    fn change_member(
+        &self,
+        member: &PublicKey,
+        change: impl FnOnce(&mut Members, &PublicKey) -> Result<(), MembersError>,
+    ) -> Result<(), MembersError> {
+        let mut current = self.lock();
+        match current.members.as_mut() {
+            Some(members) => change(members, member),
+            None => Err(MembersError::Unknown(*member)),
+        }
+    }
+
+    /// Records that the hosted member `member` signed in at `at_ms`. Blocking.
+    pub fn note_signin(&self, member: &PublicKey, at_ms: u64) -> Result<(), MembersError> {
+        self.change_member(member, |ms, k| ms.set_last_signin(k, at_ms))
+    }
+
+    /// Counts a referral the hosted member `member` signed. Blocking.
+    pub fn note_referral(&self, member: &PublicKey) -> Result<(), MembersError> {
+        self.change_member(member, |ms, k| ms.count_referral(k))
+    }
+
+    /// Records where the hosted member `member` stands now. Blocking.
+    fn set_status(&self, member: &PublicKey, status: Status) -> Result<(), MembersError> {
+        self.change_member(member, |ms, k| ms.set_status(k, status))
+    }
+}
+
+/// Runs a blocking change of a member's file in the blocking pool.
+async fn member_file(
+    s: &AppState,
+    change: impl FnOnce(&CommunityNode) -> Result<(), MembersError> + Send + 'static,
+) -> Result<(), ApiError> {
+    let node = s.community.clone();
+    tokio::task::spawn_blocking(move || change(&node))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// The community and its members as the store says, read again only when the connector's
+/// market changed since the roster kept was read (its [`passalong_store::SetSummary`], which
+/// the store keeps in memory until a write touches the market).
+pub async fn roster(s: &AppState) -> Result<(Community, Arc<Roster>), ApiError> {
+    let c = s.community.current().ok_or_else(no_community)?;
+    let connector = s.identities.default_key();
+    let summary = s.with_store(move |st| st.set_summary(&connector)).await?;
+    let kept = s
+        .community
+        .roster
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(r) = kept.filter(|r| r.summary == summary) {
+        return Ok((c, r));
+    }
+    let id = c.id;
+    // The summary was taken first: a write landing meanwhile makes the next ask read again.
+    let roster = s
+        .with_store(move |st| {
+            let memberships = st.market_of_kind(&connector, Kind::Membership)?;
+            let ends = st.market_of_kind(&connector, Kind::MembershipEnd)?;
+            Ok::<_, passalong_store::StoreError>(Roster::build(id, &memberships, &ends, summary))
+        })
+        .await?;
+    let roster = Arc::new(roster);
+    tracing::debug!(
+        members = roster.len(),
+        "community roster read from the store"
+    );
+    *s.community.roster.lock().unwrap_or_else(|p| p.into_inner()) = Some(roster.clone());
+    Ok((c, roster))
+}
+
+/// An amount in one currency (minor units).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Earned {
+    /// Currency code.
+    pub currency: String,
+    /// Earned from counted sales (refunded ones included, as in a ledger line).
+    pub earned_minor: u128,
+    /// Still owed by the sellers.
+    pub owed_minor: i128,
+}
+
+/// Sums ledger lines per currency.
+fn per_currency<'a>(lines: impl IntoIterator<Item = &'a LedgerEntry>) -> Vec<Earned> {
+    let mut sums: std::collections::BTreeMap<String, (u128, i128)> = Default::default();
+    for l in lines {
+        let e = sums.entry(l.currency.as_str().to_string()).or_default();
+        e.0 = e.0.saturating_add(l.earned);
+        e.1 = e.1.saturating_add(l.owed);
+    }
+    sums.into_iter()
+        .map(|(currency, (earned_minor, owed_minor))| Earned {
+            currency,
+            earned_minor,
+            owed_minor,
+        })
+        .collect()
+}
+
+/// One member of the community (`GET /v1/community/members`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Her key, hex.
+    pub key: String,
+    /// Her login, for a member hosted here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// Hosted here (her key sealed on this node), or with her own node.
+    pub hosted: bool,
+    /// When her membership started.
+    pub since_ms: u64,
+    /// Her Membership attestation, hex.
+    pub membership: String,
+    /// `admitted`, `removed` (by the connector), `left` (of her own accord) or `moved` (to a
+    /// node of her own).
+    pub status: String,
+    /// When her membership ended, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// When she last signed in (hosted members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_signin_ms: Option<u64>,
+    /// The referrals her key signed on this node (hosted members; an own-node member's are
+    /// signed on her node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrals: Option<u64>,
+    /// What her referrals earned her as a hop, summed per currency over every market.
+    pub earnings: Vec<Earned>,
+}
+
+impl MemberInfo {
+    /// Whether she is admitted now.
+    pub fn admitted(&self) -> bool {
+        self.status == "admitted"
+    }
+}
+
+/// `GET /v1/community/members` answer: newest members first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MemberList {
+    /// Members of every status.
+    pub total: usize,
+    /// Of them, admitted now.
+    pub admitted: usize,
+    /// The first listed, from 0.
+    pub offset: usize,
+    /// This page of them.
+    pub members: Vec<MemberInfo>,
+}
+
+/// `?offset=N&limit=N` of `GET /v1/community/members`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MembersQuery {
+    /// Skip this many (default 0).
+    pub offset: Option<usize>,
+    /// At most this many (default and most: [`MAX_MEMBERS_PAGE`]).
+    pub limit: Option<usize>,
+}
+
+/// The most members one answer lists.
+pub const MAX_MEMBERS_PAGE: usize = 1000;
+
+/// Where a member stands, in the words of [`MemberInfo::status`].
+fn status_of(adm: Option<&crate::roster::Admission>, file: Option<Status>, now: u64) -> String {
+    if file == Some(Status::Moved) {
+        return "moved".into();
+    }
+    match adm.and_then(|a| a.end) {
+        Some(e) if e.ends_at_ms <= now => if e.by_member { "left" } else { "removed" }.into(),
+        _ if adm.is_some() => "admitted".into(),
+        // A file whose Membership the store does not hold (yet): the file's word.
+        _ => match file {
+            Some(Status::Active) | None => "admitted".into(),
+            Some(other) => other.as_str().into(),
+        },
+    }
+}
+
+/// The members, newest first, `offset` and at most `limit` of them, with their earnings.
+pub async fn member_list(
+    s: &AppState,
+    offset: usize,
+    limit: usize,
+) -> Result<MemberList, ApiError> {
+    let (_, roster) = roster(s).await?;
+    let hosted = s.community.hosted();
+    let now = now_ms();
+    let mut rows: Vec<MemberInfo> = Vec::with_capacity(roster.len());
+    for adm in roster.members(now) {
+        let h = hosted.get(&adm.member);
+        rows.push(MemberInfo {
+            key: adm.member.to_hex(),
+            login: h.map(|h| h.login.clone()),
+            hosted: h.is_some(),
+            since_ms: adm.since_ms,
+            membership: adm.membership.to_hex(),
+            status: status_of(Some(adm), h.map(|h| h.status), now),
+            ended_ms: adm.end.map(|e| e.ends_at_ms).filter(|&t| t <= now),
+            last_signin_ms: h.and_then(|h| h.last_signin_ms),
+            referrals: h.map(|h| h.referrals),
+            earnings: Vec::new(),
+        });
+    }
+    for (k, h) in &hosted {
+        if roster.current(k, now).is_none() {
+            rows.push(MemberInfo {
+                key: k.to_hex(),
+                login: Some(h.login.clone()),
+                hosted: true,
+                since_ms: h.created_ms,
+                membership: h.membership.to_hex(),
+                status: status_of(None, Some(h.status), now),
+                ended_ms: None,
+                last_signin_ms: h.last_signin_ms,
+                referrals: Some(h.referrals),
+                earnings: Vec::new(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| b.since_ms.cmp(&a.since_ms).then(a.key.cmp(&b.key)));
+    let total = rows.len();
+    let admitted = rows.iter().filter(|m| m.admitted()).count();
+    let offset = offset.min(total);
+    let mut page: Vec<MemberInfo> = rows
+        .into_iter()
+        .skip(offset)
+        .take(limit.min(MAX_MEMBERS_PAGE))
+        .collect();
+    let keys: Vec<PublicKey> = page
+        .iter()
+        .filter_map(|m| PublicKey::from_hex(&m.key).ok())
+        .collect();
+    let earnings = s
+        .with_store(move |st| {
+            keys.iter()
+                .map(|k| {
+                    let lines = st.lines_of(k)?;
+                    Ok(per_currency(
+                        lines
+                            .iter()
+                            .filter(|(seller, _)| seller != k)
+                            .map(|(_, l)| l),
+                    ))
+                })
+                .collect::<Result<Vec<_>, passalong_store::StoreError>>()
+        })
+        .await?;
+    for (m, e) in page.iter_mut().zip(earnings) {
+        m.earnings = e;
+    }
+    Ok(MemberList {
+        total,
+        admitted,
+        offset,
+        members: page,
+    })
+}
+
+/// `GET /v1/community/members`: the operator's (the list names the members' logins).
+pub async fn list_members(
+    State(s): State<AppState>,
+    _auth: WriteAuth,
+    AppQuery(q): AppQuery<MembersQuery>,
+) -> Result<AppJson<MemberList>, ApiError> {
+    let limit = q.limit.unwrap_or(MAX_MEMBERS_PAGE);
+    if limit == 0 || limit > MAX_MEMBERS_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit: expected 1 to {MAX_MEMBERS_PAGE}, got {limit}"
+        )));
+    }
+    Ok(AppJson(
+        member_list(&s, q.offset.unwrap_or(0), limit).await?,
+    ))
+}
+
+/// The connector's line in one seller's ledger (`GET /v1/community/earnings`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MarketEarning {
+    /// The seller (the market), hex.
+    pub seller: String,
+    /// Currency code.
+    pub currency: String,
+    /// Earned from counted sales.
+    pub earned: u128,
+    /// Taken back by refunds.
+    pub refunded: u128,
+    /// Paid by the seller's settlements.
+    pub settled: u128,
+    /// Still owed.
+    pub owed: i128,
+}
+
+/// `GET /v1/community/earnings` answer: what the connector's key earned, per market.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorEarnings {
+    /// The connector (this node's key), hex.
+    pub connector: String,
+    /// Its ledger lines, by seller then currency.
+    pub markets: Vec<MarketEarning>,
+    /// Summed per currency.
+    pub totals: Vec<Earned>,
+}
+
+/// What the connector's key earned, per market: its ledger lines in every seller's ledger
+/// (the connector share of its members' sales; and, should the node's own key pass offers
+/// along too, its hop shares, which the ledger does not tell apart).
+pub async fn connector_earnings(s: &AppState) -> Result<ConnectorEarnings, ApiError> {
+    if s.community.current().is_none() {
+        return Err(no_community());
+    }
+    let connector = s.identities.default_key();
+    let lines = s.with_store(move |st| st.lines_of(&connector)).await?;
+    Ok(ConnectorEarnings {
+        connector: connector.to_hex(),
+        totals: per_currency(lines.iter().map(|(_, l)| l)),
+        markets: lines
+            .iter()
+            .map(|(seller, l)| MarketEarning {
+                seller: seller.to_hex(),
+                currency: l.currency.as_str().to_string(),
+                earned: l.earned,
+                refunded: l.refunded,
+                settled: l.settled,
+                owed: l.owed,
+            })
+            .collect(),
+    })
+}
+
+/// `GET /v1/community/earnings`
+pub async fn earnings(
+    State(s): State<AppState>,
+    _auth: WriteAuth,
+) -> Result<AppJson<ConnectorEarnings>, ApiError> {
+    Ok(AppJson(connector_earnings(&s).await?))
+}
+
+/// One event of the community (`GET /v1/community/activity`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ActivityItem {
+    /// When.
+    pub at_ms: u64,
+    /// `joined`, `removed`, `left`, or `sale` (a sale through a member paid the connector).
+    pub kind: String,
+    /// The member, hex (for a sale: hop 1's referrer, the member it came through).
+    pub member: String,
+    /// Her login, for a hosted member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// A sale's receipt, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    /// A sale's offer title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// A sale's currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// What a sale paid the connector, minor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_minor: Option<u64>,
+}
+
+/// `GET /v1/community/activity` answer, newest first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// The events.
+    pub items: Vec<ActivityItem>,
+}
+
+/// `?limit=N` of `GET /v1/community/activity`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityQuery {
+    /// At most this many (default 20, at most [`MAX_ACTIVITY`]).
+    pub limit: Option<usize>,
+}
+
+/// The most events one answer lists.
+pub const MAX_ACTIVITY: usize = 200;
+/// How many of each market's newest receipts are read for the sales that paid the connector.
+const ACTIVITY_SCAN: usize = 500;
+
+/// The community's latest events, newest first, at most `limit`: joins and ends from the
+/// roster, and the sales that paid the connector (among each market's newest receipts).
+pub async fn activity(s: &AppState, limit: usize) -> Result<Activity, ApiError> {
+    let (_, roster) = roster(s).await?;
+    let hosted = s.community.hosted();
+    let login = |k: &PublicKey| hosted.get(k).map(|h| h.login.clone());
+    let now = now_ms();
+    let event = |at_ms: u64, kind: &str, member: &PublicKey| ActivityItem {
+        at_ms,
+        kind: kind.into(),
+        member: member.to_hex(),
+        login: login(member),
+        receipt: None,
+        title: None,
+        currency: None,
+        share_minor: None,
+    };
+    let mut items = Vec::new();
+    for a in roster.all() {
+        items.push(event(a.since_ms, "joined", &a.member));
+        if let Some(e) = a.end.filter(|e| e.ends_at_ms <= now) {
+            let kind = if e.by_member { "left" } else { "removed" };
+            items.push(event(e.ends_at_ms, kind, &a.member));
+        }
+    }
+    let connector = s.identities.default_key();
+    let sales = s
+        .with_store(move |st| crate::earnings::paid_to(st, &connector, None, limit, ACTIVITY_SCAN))
+        .await?;
+    for sale in sales.iter().filter(|sale| sale.hop(&connector).is_none()) {
+        let Some(member) = sale.chain.last() else {
+            continue;
+        };
+        items.push(ActivityItem {
+            receipt: Some(sale.id.to_hex()),
+            title: Some(sale.title.clone()),
+            currency: Some(sale.currency.as_str().to_string()),
+            share_minor: Some(sale.paid(&connector)),
+            ..event(sale.receipt.created_at_ms, "sale", member)
+        });
+    }
+    items.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(a.kind.cmp(&b.kind)));
+    items.truncate(limit);
+    Ok(Activity { items })
+}
+
+/// `GET /v1/community/activity`
+pub async fn list_activity(
+    State(s): State<AppState>,
+    _auth: WriteAuth,
+    AppQuery(q): AppQuery<ActivityQuery>,
+) -> Result<AppJson<Activity>, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_ACTIVITY {
+        return Err(ApiError::bad_request(format!(
+            "limit: expected 1 to {MAX_ACTIVITY}, got {limit}"
+        )));
+    }
+    Ok(AppJson(activity(&s, limit).await?))
+}
+
+/// A membership ended (`POST /v1/community/members/<key>/remove`' answer).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MemberEnded {
+    /// The member, hex.
+    pub member: String,
+    /// `removed` or `left`.
+    pub status: String,
+    /// From when her referrals pay no connector share.
+    pub ends_at_ms: u64,
+    /// The MembershipEnd attestations signed, hex (one per membership that admitted her;
+    /// none when an earlier removal's End was stored but her file not yet changed).
+    pub ends: Vec<String>,
+    /// Her sessions ended (her key left memory with them).
+    pub sessions_ended: usize,
+}
+
+/// Signs a MembershipEnd by `signer` (the connector or the member) of each membership that
+/// admits `member` now; the ids signed and the time.
+async fn end_memberships(
+    s: &AppState,
+    member: &PublicKey,
+    signer: crate::signer::Signer<'_>,
+) -> Result<(Vec<Id>, u64), ApiError> {
+    let (_, roster) = roster(s).await?;
+    let now = now_ms();
+    let open: Vec<Id> = roster
+        .admitting(member, now)
+        .iter()
+        .map(|a| a.membership)
+        .collect();
+    let mut ends = Vec::with_capacity(open.len());
+    for membership in open {
+        let att = s
+            .sign_and_store(
+                Body::MembershipEnd(MembershipEnd {
+                    author: signer.public(),
+                    membership,
+                    ends_at_ms: now,
+                    created_at_ms: now,
+                }),
+                signer,
+            )
+            .await;
+        // Forget the roster whatever came of it: a first End may be stored already.
+        s.community.forget_roster();
+        ends.push(att?.id);
+    }
+    Ok((ends, now))
+}
+
+/// The connector removes `member`: its key signs a MembershipEnd from now of each membership
+/// that admits her (her referrals from now on pay no connector share), her file says
+/// `removed` (a hosted member), and every session of hers ends, so that her key leaves memory
+/// at once. She may sign in again read-only. A member no longer admitted is 409; unknown, 404.
+pub async fn remove_member(s: &AppState, member: PublicKey) -> Result<MemberEnded, ApiError> {
+    let _ending = s.community.ending.lock().await;
+    let (_, roster) = roster(s).await?;
+    let file = s.community.hosted_status(&member);
+    let now = now_ms();
+    let Some(adm) = roster.current(&member, now).cloned() else {
+        if file.is_none() {
+            return Err(ApiError::not_found(format!(
+                "no member {member} in this community (see GET /v1/community/members)"
+            )));
+        }
+        return Err(ApiError::conflict(format!(
+            "member {member}'s membership is not in this node's store: nothing to end"
+        )));
+    };
+    let connector = s.identities.signer(None)?;
+    let (ends, at) = end_memberships(s, &member, connector.into()).await?;
+    if ends.is_empty() && file != Some(Status::Active) {
+        let when = adm
+            .end
+            .map_or(String::new(), |e| format!(" since {}", e.ends_at_ms));
+        return Err(ApiError::conflict(format!(
+            "member {member} is no longer admitted{when}: nothing to remove"
+        )));
+    }
+    // Her file next, then her sessions: a sign-in between the End and the file's change
+    // started a session that ends here too.
+    if file == Some(Status::Active) {
+        member_file(s, move |n| n.set_status(&member, Status::Removed)).await?;
+    }
+    let sessions_ended = s
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .end_all(&member);
+    tracing::info!(%member, ends = ends.len(), sessions_ended, "a member removed from the community");
+    Ok(MemberEnded {
+        member: member.to_hex(),
+        status: "removed".into(),
+        ends_at_ms: adm
+            .end
+            .filter(|_| ends.is_empty())
+            .map_or(at, |e| e.ends_at_ms),
+        ends: ends.iter().map(Id::to_hex).collect(),
+        sessions_ended,
+    })
+}
+
+/// `POST /v1/community/members/<key>/remove`
+pub async fn remove(
+    State(s): State<AppState>,
+    _auth: WriteAuth,
+    UrlPath(key): UrlPath<String>,
+) -> Result<AppJson<MemberEnded>, ApiError> {
+    let member = crate::identity::parse_key(&key, "member")?;
+    Ok(AppJson(remove_member(&s, member).await?))
+}
+
+/// A hosted member leaves the community of her own accord: her key (from her session) signs
+/// a MembershipEnd from now of each membership that admits her, her file says `left`, and
+/// every session of hers ends (the page that asked starts her a read-only one).
+pub async fn leave(s: &AppState, key: &MemberKey) -> Result<MemberEnded, ApiError> {
+    let member = key.public();
+    let _ending = s.community.ending.lock().await;
+    if s.community.hosted_status(&member) != Some(Status::Active) {
+        return Err(ApiError::conflict(
+            "you are no longer a member of this community: there is nothing to leave",
+        ));
+    }
+    let (ends, at) = end_memberships(s, &member, key.into()).await?;
+    member_file(s, move |n| n.set_status(&member, Status::Left)).await?;
+    let sessions_ended = s
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .end_all(&member);
+    tracing::info!(%member, ends = ends.len(), sessions_ended, "a member left the community");
+    Ok(MemberEnded {
+        member: member.to_hex(),
+        status: "left".into(),
+        ends_at_ms: at,
+        ends: ends.iter().map(Id::to_hex).collect(),
+        sessions_ended,
     })
 }

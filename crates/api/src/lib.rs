@@ -24,6 +24,7 @@ pub mod node;
 pub mod offers;
 pub mod peers;
 pub mod referrals;
+pub mod roster;
 pub mod routes;
 pub mod sales;
 pub mod server;

@@ -147,6 +147,18 @@ pub async fn refer_as(
             keys,
         )
         .await?;
+    if let Signer::Member(k) = keys {
+        // The connector's page counts a hosted member's referrals; a failure to count one
+        // does not undo it.
+        let (node, member) = (s.community.clone(), k.public());
+        match tokio::task::spawn_blocking(move || node.note_referral(&member)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(%member, error = %e, "counting a member's referral failed")
+            }
+            Err(e) => tracing::warn!(%member, error = %e, "counting a member's referral failed"),
+        }
+    }
     Ok(Referred {
         published: s.published(&att.id).await?,
         imported,

@@ -1,6 +1,8 @@
 //! A hosted member signs in with her login and password (issue 16): the password opens her
 //! key file, and her key goes into a session of hers ([`Sessions::start_member`]), nowhere
-//! else.
+//! else. A member whose membership ended (removed by the connector, or left) still signs in,
+//! read-only ([`Sessions::start_read_only`]: her pages and earnings, no key, nothing signed),
+//! for as long as her key file is kept; one who moved to her own node is refused.
 //!
 //! Opening a key file costs one argon2id run (tens of MiB for a fraction of a second), so a
 //! flood of sign-ins must not take the node's memory or every core:
@@ -338,21 +340,28 @@ pub async fn sign_in_member(
         }
     };
     gate.throttle().succeeded(&account, ip, now_ms());
-    if status != Status::Active {
-        return Err(SignInError::NotActive(match status {
-            Status::Moved => "this account moved to its owner's own node: sign in there",
-            _ => "this account was removed from the community: it cannot sign in here any more",
-        }));
+    if status == Status::Moved {
+        return Err(SignInError::NotActive(
+            "this account moved to its owner's own node: sign in there",
+        ));
     }
     if let Some(file) = resealed {
         reseal(s, member, file).await;
     }
-    let (id, session) = s
-        .sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .start_member(MemberKey::new(keypair), now_ms(), &mut OsRng);
-    tracing::info!(%member, login = %account, %ip, "a hosted member signed in");
+    note_signin(s, member).await;
+    let now = now_ms();
+    let (id, session) = {
+        let mut sessions = s.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if status == Status::Active {
+            sessions.start_member(MemberKey::new(keypair), now, &mut OsRng)
+        } else {
+            // Removed, or gone of her own accord: her pages and earnings, read-only. Her
+            // key is dropped here, never kept in a session.
+            drop(keypair);
+            sessions.start_read_only(member, now, &mut OsRng)
+        }
+    };
+    tracing::info!(%member, login = %account, %ip, read_only = session.read_only(), "a hosted member signed in");
     Ok(MemberSession {
         id,
         session,
@@ -383,6 +392,18 @@ fn open_and_reseal(
         None
     };
     Ok((opened.keypair, resealed))
+}
+
+/// Records a member's sign-in in her file (the connector's page shows it); a failure is
+/// logged, and the sign-in goes on.
+async fn note_signin(s: &AppState, member: PublicKey) {
+    let node = s.community.clone();
+    let at = now_ms();
+    match tokio::task::spawn_blocking(move || node.note_signin(&member, at)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(%member, error = %e, "recording a member's sign-in failed"),
+        Err(e) => tracing::warn!(%member, error = %e, "recording a member's sign-in failed"),
+    }
 }
 
 /// Replaces a member's key file by the one sealed at the node's cost; a failure leaves the
