@@ -33,6 +33,9 @@ pub const SESSION_COOKIE: &str = "pl_session";
 /// The sign-in form's double-submit cookie.
 pub const SIGNIN_COOKIE: &str = "pl_signin";
 
+/// Why a read-only session (a member whose membership ended) cannot sign, as the pages say.
+pub const READ_ONLY: &str = "Your membership of this community has ended, so your account here is read-only: you can see your pages and earnings, but not sign anything (no offers, referrals or settlements).";
+
 /// A request from a signed-in browser: the session and the identity it acts as.
 pub struct SignedIn {
     /// The cookie's session id.
@@ -55,12 +58,18 @@ impl SignedIn {
             Role::Operator => Ok(Signer::Node(s.api.identities.keypair(&self.me())?)),
             Role::Member => match self.session.key.as_deref() {
                 Some(k) if k.public() == self.me() => Ok(Signer::Member(k)),
-                _ => Err(PageError::new(
+                None => Err(PageError::new(StatusCode::FORBIDDEN, READ_ONLY)),
+                Some(_) => Err(PageError::new(
                     StatusCode::FORBIDDEN,
                     "This session holds no key to sign with. Sign out and in again.",
                 )),
             },
         }
+    }
+
+    /// A member whose membership ended: she reads, and signs nothing.
+    pub fn read_only(&self) -> bool {
+        self.session.read_only()
     }
 
     /// Refuses anyone but the node's operator (a hosted member acts only as herself).
@@ -321,6 +330,11 @@ async fn operator_signin(s: &WebState, f: &SigninForm) -> Response {
 /// The answer to a sign-in that started session `id`: home, with the session's cookie,
 /// which lasts as long as a session of `role` may.
 pub(crate) fn signed_in(s: &WebState, id: SessionId, role: Role) -> Response {
+    signed_in_to(s, id, role, "/")
+}
+
+/// [`signed_in`], going on to `location`.
+pub(crate) fn signed_in_to(s: &WebState, id: SessionId, role: Role, location: &str) -> Response {
     let max_age_s = s
         .api
         .sessions
@@ -328,7 +342,7 @@ pub(crate) fn signed_in(s: &WebState, id: SessionId, role: Role) -> Response {
         .unwrap_or_else(|p| p.into_inner())
         .max_age_ms(role)
         / 1000;
-    let mut res = Redirect::to("/").into_response();
+    let mut res = Redirect::to(location).into_response();
     let h = res.headers_mut();
     h.append(
         header::SET_COOKIE,

@@ -11,7 +11,7 @@ use crate::auth::SignedIn;
 use crate::session::Role;
 
 /// The sections of the dashboard, in the order of the menu: (path, label).
-pub const SECTIONS: [(&str, &str); 8] = [
+pub const SECTIONS: [(&str, &str); 9] = [
     ("/", "Home"),
     ("/offers", "Offers"),
     ("/pass", "Pass along"),
@@ -20,10 +20,14 @@ pub const SECTIONS: [(&str, &str); 8] = [
     ("/network", "Network"),
     ("/contacts", "Contacts"),
     ("/community", "Community"),
+    ("/account", "Account"),
 ];
 
 /// The sections only the node's operator sees (a hosted member acts only as herself).
 pub const OPERATOR_SECTIONS: [&str; 1] = ["/community"];
+
+/// The sections only a hosted member sees (her account on the community node).
+pub const MEMBER_SECTIONS: [&str; 1] = ["/account"];
 
 fn head(title: &str) -> Markup {
     html! {
@@ -47,6 +51,7 @@ pub fn page(me: &SignedIn, names: &Names, current: &str, title: &str, body: Mark
             nav {
                 @for (path, label) in SECTIONS {
                     @if me.session.role != Role::Operator && OPERATOR_SECTIONS.contains(&path) {
+                    } @else if me.session.role != Role::Member && MEMBER_SECTIONS.contains(&path) {
                     } @else if path == current {
                         a href=(path) aria-current="page" { (label) }
                     } @else {
@@ -60,7 +65,12 @@ pub fn page(me: &SignedIn, names: &Names, current: &str, title: &str, body: Mark
                 button.link type="submit" { "Sign out" }
             }
         }
-        main { (body) }
+        main {
+            @if me.read_only() {
+                p.error #read-only role="status" { (crate::auth::READ_ONLY) " See " a href="/account" { "Account" } "." }
+            }
+            (body)
+        }
     }
 }
 

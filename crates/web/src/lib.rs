@@ -5,9 +5,11 @@
 //!   along (my link, a copy button and a QR code), ledgers with CSV downloads and the
 //!   settlement form, disputes, the network, contacts;
 //! - the **public share page** `/l/<token>` a friend opens from a link, without signing in;
-//! - on a community node, the connector's page `/community` (invites) and the **join page**
-//!   `/join/<token>`, where an invited neighbour becomes a hosted member, signed in with her
-//!   own key ([`auth::SignedIn::signer`]).
+//! - on a community node, the connector's page `/community` (invites, members and their
+//!   removal, activity, the connector's earnings), the **join page** `/join/<token>`, where an
+//!   invited neighbour becomes a hosted member, signed in with her own key
+//!   ([`auth::SignedIn::signer`]), and her `/account` (leaving the community). A member whose
+//!   membership ended signs in read-only ([`auth::SignedIn::read_only`]).
 //!
 //! Pages are rendered on the server (maud, checked at compile time) and work without
 //! JavaScript; one small script adds copy buttons. Nothing is loaded from elsewhere: the pages
@@ -136,6 +138,9 @@ pub fn app(mut api: AppState, public: &PublicUrl) -> Router {
         )
         .route("/community/invites", post(pages::community::invite))
         .route("/community/invites/revoke", post(pages::community::revoke))
+        .route("/community/members/remove", post(pages::community::remove))
+        .route("/account", get(pages::account::page))
+        .route("/account/leave", post(pages::account::leave))
         .route("/l/{token}", get(pages::share::page))
         .route(
             "/join/{token}",

@@ -2,6 +2,7 @@
 //! `passalong_api::ROUTES` is tried by member B on member A's things (`as` A, A's contacts,
 //! A's session), with B's bearer session and with B's dashboard cookie (which the API never
 //! accepts), and by the operator's token naming A (a hosted member's key is not the node's).
+//! The operator's routes (the community's members, removing one) refuse B whatever she names.
 //! The answer is a refusal or B's own data, never A's, and nothing is signed as A.
 
 use std::net::SocketAddr;
@@ -238,6 +239,7 @@ fn request(path: &str, who: &PublicKey, link: &ShareLink, receipt: &str) -> (Str
     };
     let path = path
         .replace("{id}", &receipt[..8])
+        .replace("{key}", &as_)
         .replace(
             "/v1/ledger",
             &format!("/v1/ledger?seller={seller}&format=csv"),
@@ -283,7 +285,6 @@ fn no_member_reads_or_acts_as_another_on_any_route() {
         let what = format!("{method} {path} ({access:?})");
         let by_b = node.call(method, &path_as_a, &Auth::Bearer(b_bearer.clone()), &body);
         let by_cookie = node.call(method, &path_as_a, &Auth::Cookie(b_cookie.clone()), &body);
-        let by_token = node.call(method, &path_as_a, &Auth::Bearer(TOKEN.into()), &body);
         for (who, (status, text)) in [("B's bearer", &by_b), ("B's cookie", &by_cookie)] {
             assert!(
                 !text.contains("Annas secret friend"),
@@ -299,6 +300,9 @@ fn no_member_reads_or_acts_as_another_on_any_route() {
             }
         }
         if matches!(access, Access::Acts | Access::Private) {
+            // (The token is tried on these only: on the operator's own routes it may do
+            // anything, removing A included.)
+            let by_token = node.call(method, &path_as_a, &Auth::Bearer(TOKEN.into()), &body);
             assert_eq!(by_b.0, 403, "{what} by B as A: {}", by_b.1);
             assert_eq!(by_cookie.0, 401, "{what}: the API takes no cookie");
             // The operator's token cannot name a hosted member: her key is not the node's.
@@ -323,6 +327,21 @@ fn no_member_reads_or_acts_as_another_on_any_route() {
         }
     }
     assert_eq!(node.attestations_by(&a), a_signed, "nothing signed as A");
+    // Nor was A removed (the operator's removal route, tried with B's credentials on A).
+    assert!(
+        node.store
+            .market_of_kind(
+                &Keypair::from_seed([1; 32]).public(),
+                passalong_protocol::Kind::MembershipEnd
+            )
+            .expect("market")
+            .is_empty(),
+        "no membership ended"
+    );
+    assert_eq!(
+        node.state.community.hosted_status(&a),
+        Some(passalong_accounts::members::Status::Active)
+    );
     // The dashboard's pages act as the cookie's session only: B sees her own.
     let seller = Keypair::from_seed([5; 32]).public().to_hex();
     for page in [
@@ -337,6 +356,7 @@ fn no_member_reads_or_acts_as_another_on_any_route() {
         "/network".into(),
         "/contacts".into(),
         "/community".into(),
+        "/account".into(),
     ] {
         let (status, text) = node.call(
             &Method::GET,
@@ -389,7 +409,9 @@ fn return_bearer(node: &Node, bearer: &str, b: &PublicKey) {
 fn the_route_table_and_the_router_agree() {
     let node = Node::start();
     for (method, path, _) in ROUTES {
-        let path = path.replace("{id}", "00000000");
+        let path = path
+            .replace("{id}", "00000000")
+            .replace("{key}", &"0".repeat(64));
         let (status, text) = node.call(method, &path, &Auth::None, &json!({}));
         assert!(
             !text.contains("no such route") && status != 405,

@@ -877,6 +877,11 @@ impl Node {
     /// A community, Riverside, with `login` joined through an invite: her session cookie and key.
     fn community_with(&self, login: &str) -> (String, passalong_protocol::PublicKey) {
         self.api_post("/v1/community", serde_json::json!({"name": "Riverside"}));
+        self.join_member(login)
+    }
+
+    /// `login` joins the community through a new invite: her session cookie and key.
+    fn join_member(&self, login: &str) -> (String, passalong_protocol::PublicKey) {
         let invite = self.api_post("/v1/community/invites", serde_json::json!({}));
         let token = invite["token"].as_str().expect("a token").to_string();
         let (_, page, csrf_cookie) = join_form(self, &token);
@@ -1094,4 +1099,512 @@ fn a_login_no_member_has_takes_the_same_path_as_a_wrong_password() {
         assert!(second.retry_after.is_some(), "{login}");
         assert_eq!(node.state.signin.password_checks(), checks + 1, "{login}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connector's members and earnings, removal, the read-only mode, leaving (issue 16, step 10).
+
+/// The seller of [`seller_offer`].
+fn seller() -> Keypair {
+    Keypair::from_seed([5; 32])
+}
+
+impl Node {
+    /// Imports `att` through the API (the operator's token); it must come out valid.
+    fn import(&self, att: &Attestation) {
+        let v = self.api_post(
+            "/v1/attestations",
+            serde_json::json!({"envelopes": [hex::encode(&att.bytes)]}),
+        );
+        assert_eq!(v["acks"][0]["status"], "valid", "{v}");
+    }
+
+    /// The seller confirms order `order` of `offer`, sold through `via` now.
+    fn sale(&self, offer: &ShareLink, order: &str, via: Id) {
+        let k = seller();
+        let receipt = Attestation::sign(
+            Body::Receipt(passalong_protocol::attestation::Receipt {
+                seller: k.public(),
+                offer: offer.offer(),
+                order: order.into(),
+                amount_minor: 4000,
+                buyer: Keypair::from_seed([9; 32]).public(),
+                via: Some(via),
+                created_at_ms: passalong_api::now_ms(),
+            }),
+            &k,
+        );
+        self.import(&receipt);
+    }
+
+    /// What `who` earned in the seller's ledger (EUR), from the store's ledger in-process.
+    fn earned(&self, who: &passalong_protocol::PublicKey) -> u128 {
+        let ledger = self.store.ledger(&seller().public()).expect("ledger");
+        let fresh = self
+            .store
+            .recompute_ledger(&seller().public(), passalong_api::now_ms())
+            .expect("recompute");
+        assert_eq!(ledger, fresh, "the kept ledger is the recomputed one");
+        ledger
+            .entries
+            .iter()
+            .filter(|e| e.participant == *who)
+            .map(|e| e.earned)
+            .sum()
+    }
+
+    /// `login`'s key pair, opened from her file with her password (as her own node would).
+    fn keypair_of(&self, login: &str) -> Keypair {
+        let (_, _, file) = self
+            .state
+            .community
+            .sign_in_record(login)
+            .expect("her file");
+        passalong_accounts::vault::open(&file, PASSWORD.as_bytes())
+            .expect("her password opens it")
+            .keypair
+    }
+
+    /// Referrals and other attestations `who` signed in the seller's market and the
+    /// connector's.
+    fn signed_by(&self, who: &passalong_protocol::PublicKey) -> usize {
+        let connector = Keypair::from_seed([1; 32]).public();
+        [seller().public(), connector]
+            .iter()
+            .flat_map(|m| self.store.market(m).expect("market"))
+            .filter(|(_, id, _)| {
+                self.store
+                    .attestation(id)
+                    .expect("read")
+                    .is_some_and(|a| a.body.author() == *who)
+            })
+            .count()
+            + [
+                passalong_protocol::Kind::Referral,
+                passalong_protocol::Kind::Offer,
+            ]
+            .iter()
+            .map(|k| {
+                self.store
+                    .market_of_kind(&seller().public(), *k)
+                    .expect("market")
+                    .iter()
+                    .filter(|a| a.body.author() == *who)
+                    .count()
+            })
+            .sum::<usize>()
+    }
+}
+
+/// The row of the members table for `key`.
+fn member_row(page: &str, key: &passalong_protocol::PublicKey) -> String {
+    let at = page
+        .find(&format!("data-key=\"{}\"", key.to_hex()))
+        .unwrap_or_else(|| panic!("no row for {key} in {page}"));
+    let end = at + page[at..].find("</tr>").expect("row end");
+    page[at..end].to_string()
+}
+
+#[test]
+fn the_connector_lists_members_and_earnings_and_a_removed_members_new_referrals_pay_it_nothing() {
+    let node = Node::start();
+    let offer = seller_offer(&node);
+    let (anna_cookie, anna) = node.community_with("anna");
+    let (_, ben) = node.join_member("ben");
+    let connector = Keypair::from_seed([1; 32]).public();
+
+    // Anna passes the offer along through the community, and a friend buys through her link.
+    let (_, pass) = node.get("/pass", &anna_cookie);
+    let (status, done) = node.post_page(
+        "/pass",
+        &anna_cookie,
+        &[("csrf", &csrf_of(&pass)), ("link", &offer.token())],
+    );
+    assert_eq!(status, 200, "{done}");
+    let (before, referral) = my_referral(&done);
+    let community = referral.community.expect("naming her community");
+    node.sale(&offer, "order-1", before.id);
+    // 3% of 40.00 EUR to the connector, the 10% pool to Anna (direct).
+    assert_eq!((node.earned(&connector), node.earned(&anna)), (120, 400));
+
+    // The connector's page: the members, with what the store and their files say.
+    let op = node.sign_in();
+    let (status, page) = node.get("/community", &op);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("2 members, 2 admitted now"), "{page}");
+    let row = member_row(&page, &anna);
+    for shown in [
+        "anna",
+        "hosted here",
+        "admitted",
+        "data-status=\"admitted\"",
+        "4.00",
+        "Remove…",
+    ] {
+        assert!(row.contains(shown), "{shown} in {row}");
+    }
+    assert!(
+        row.contains("<td class=\"num\">1</td>"),
+        "one referral: {row}"
+    );
+    let ben_row = member_row(&page, &ben);
+    assert!(
+        ben_row.contains("ben") && ben_row.contains("<td class=\"num\">0</td>"),
+        "{ben_row}"
+    );
+    // Its earnings per market, and the activity.
+    let earnings = &page[page.find("id=\"earnings\"").expect("earnings")..];
+    assert!(earnings.contains(&format!("data-seller=\"{}\"", seller().public().to_hex())));
+    assert!(earnings.contains("1.20"), "{earnings}");
+    let activity = &page[page.find("id=\"activity\"").expect("activity")..];
+    assert!(
+        activity.contains("data-kind=\"sale\"") && activity.contains("A lamp"),
+        "{activity}"
+    );
+    assert_eq!(activity.matches("data-kind=\"joined\"").count(), 2);
+    // The API says the same.
+    let list = node.api_get("/v1/community/members");
+    assert_eq!(
+        (list["total"].clone(), list["admitted"].clone()),
+        (2.into(), 2.into())
+    );
+    let api_anna = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["key"] == anna.to_hex())
+        .expect("anna listed")
+        .clone();
+    assert_eq!(api_anna["login"], "anna");
+    assert_eq!(api_anna["hosted"], true);
+    assert_eq!(api_anna["referrals"], 1);
+    assert_eq!(
+        api_anna["earnings"],
+        serde_json::json!([{"currency": "EUR", "earned_minor": 400, "owed_minor": 400}])
+    );
+    assert!(api_anna["last_signin_ms"].as_u64().is_some());
+    let e = node.api_get("/v1/community/earnings");
+    assert_eq!(e["connector"], connector.to_hex());
+    assert_eq!(e["markets"][0]["seller"], seller().public().to_hex());
+    assert_eq!(e["markets"][0]["earned"], 120);
+    assert_eq!(e["totals"][0]["earned_minor"], 120);
+
+    // Removal asks first, then ends her membership from now and signs her out at once.
+    let key = node.key_of(&anna_cookie);
+    let csrf = csrf_of(&page);
+    let anna_hex = anna.to_hex();
+    let (status, confirm) = node.post_page(
+        "/community/members/remove",
+        &op,
+        &[("csrf", &csrf), ("key", &anna_hex)],
+    );
+    assert_eq!(status, 200, "{confirm}");
+    assert!(confirm.contains("id=\"confirm-remove\"") && confirm.contains("cannot be undone"));
+    assert!(key.upgrade().is_some(), "not yet: only asked");
+    let (status, removed) = node.post_page(
+        "/community/members/remove",
+        &op,
+        &[("csrf", &csrf), ("key", &anna_hex), ("confirm", "yes")],
+    );
+    assert_eq!(status, 200, "{removed}");
+    assert!(
+        removed.contains("id=\"removed\"")
+            && removed.contains("<strong>anna</strong> was removed from the community"),
+        "{removed}"
+    );
+    assert!(key.upgrade().is_none(), "her key left memory");
+    assert_eq!(node.get("/", &anna_cookie).0, 303, "her session ended");
+    let row = member_row(&removed, &anna);
+    assert!(
+        row.contains("data-status=\"removed\"") && !row.contains("Remove…"),
+        "{row}"
+    );
+    assert!(removed.contains("2 members, 1 admitted now"));
+    // The End is the node's key's, from now, in the connector's market.
+    let ends = node
+        .store
+        .market_of_kind(&connector, passalong_protocol::Kind::MembershipEnd)
+        .unwrap();
+    assert_eq!(ends.len(), 1);
+    match &ends[0].body {
+        Body::MembershipEnd(e) => {
+            assert_eq!(e.author, connector);
+            assert!(e.ends_at_ms <= passalong_api::now_ms());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Removing her again is refused; so is a key that is no member's.
+    let again = Node::agent()
+        .post(&node.url(&format!("/v1/community/members/{anna_hex}/remove")))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .call();
+    assert!(
+        matches!(again, Err(ureq::Error::Status(409, _))),
+        "{again:?}"
+    );
+    let nobody = Node::agent()
+        .post(&node.url(&format!("/v1/community/members/{}/remove", "7".repeat(64))))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .call();
+    assert!(
+        matches!(nobody, Err(ureq::Error::Status(404, _))),
+        "{nobody:?}"
+    );
+
+    // A referral Anna's key signs now, naming the community (as from a node of her own), pays
+    // the connector nothing; her hop share is still hers.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let hers = node.keypair_of("anna");
+    let after = Attestation::sign(
+        Body::Referral(passalong_protocol::attestation::Referral {
+            referrer: anna,
+            offer: offer.offer(),
+            parent: None,
+            recipient: None,
+            community: Some(community),
+            created_at_ms: passalong_api::now_ms(),
+        }),
+        &hers,
+    );
+    node.import(&after);
+    node.sale(&offer, "order-2", after.id);
+    assert_eq!(
+        (node.earned(&connector), node.earned(&anna)),
+        (120, 800),
+        "no connector share for the referral made after her removal"
+    );
+    // A sale through the referral she made before it still pays the connector.
+    node.sale(&offer, "order-3", before.id);
+    assert_eq!((node.earned(&connector), node.earned(&anna)), (240, 1200));
+    let (_, page) = node.get("/community", &op);
+    assert!(page[page.find("id=\"earnings\"").unwrap()..].contains("2.40"));
+}
+
+#[test]
+fn a_removed_member_signs_in_read_only_and_everything_she_would_sign_is_refused() {
+    let node = Node::start();
+    let offer = seller_offer(&node);
+    let (_, anna) = node.community_with("anna");
+    let removed = node.api_post(
+        &format!("/v1/community/members/{}/remove", anna.to_hex()),
+        serde_json::json!(null),
+    );
+    assert_eq!(removed["status"], "removed");
+    assert_eq!(removed["ends"].as_array().unwrap().len(), 1);
+    assert_eq!(removed["sessions_ended"], 1, "her session from the join");
+    let signed = node.signed_by(&anna);
+
+    // Her password still signs her in: her pages, read-only, with no key in the session.
+    let before = passalong_api::now_ms();
+    let answer = node.member_sign_in("anna", PASSWORD, None);
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let cookie = format!(
+        "pl_session={}",
+        cookie_value(&answer.session.expect("a session"), "pl_session")
+    );
+    let id = passalong_web::session::SessionId::from_hex(&cookie["pl_session=".len()..]).unwrap();
+    let session = node
+        .state
+        .sessions
+        .lock()
+        .unwrap()
+        .touch(&id, passalong_api::now_ms())
+        .expect("live");
+    assert!(
+        session.read_only() && session.key.is_none(),
+        "no key in memory"
+    );
+    for page in ["/", "/ledger", "/pass", "/offers", "/contacts", "/account"] {
+        let (status, text) = node.get(page, &cookie);
+        assert_eq!(status, 200, "{page}: {text}");
+        assert!(text.contains(&anna.to_hex()), "{page}: as herself");
+        assert!(
+            text.contains("id=\"read-only\""),
+            "{page}: says it is read-only"
+        );
+    }
+    let (_, account) = node.get("/account", &cookie);
+    assert!(account.contains("data-status=\"removed\"") && !account.contains("id=\"leave\""));
+    let csrf = csrf_of(&account);
+    // Every form that signs is refused, saying why.
+    for (path, form) in [
+        ("/pass", vec![("link", offer.token())]),
+        (
+            "/offers",
+            vec![
+                ("title", "Mine".to_string()),
+                ("price", "10".into()),
+                ("currency", "EUR".into()),
+                ("pool_percent", "10".into()),
+                ("rule", "direct".into()),
+            ],
+        ),
+        (
+            "/settlements",
+            vec![
+                ("participant", format!("{}:EUR", "3".repeat(64))),
+                ("amount", "1".into()),
+                ("reference", "r-1".into()),
+            ],
+        ),
+        ("/account/leave", vec![("confirm", "yes".into())]),
+    ] {
+        let mut f: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+        f.extend(form.iter().map(|(k, v)| (*k, v.as_str())));
+        let (status, text) = node.post_page(path, &cookie, &f);
+        assert_eq!(status, 403, "{path}: {text}");
+        assert!(text.contains("read-only"), "{path}: {text}");
+    }
+    // Through the API too.
+    let signin: serde_json::Value = Node::agent()
+        .post(&node.url("/v1/signin"))
+        .send_json(serde_json::json!({"login": "anna", "password": PASSWORD}))
+        .expect("signs in")
+        .into_json()
+        .unwrap();
+    let bearer = format!("Bearer {}", signin["session"].as_str().unwrap());
+    let refused = Node::agent()
+        .post(&node.url("/v1/referrals"))
+        .set("Authorization", &bearer)
+        .send_json(serde_json::json!({"from": offer.token()}));
+    match refused {
+        Err(ureq::Error::Status(403, r)) => {
+            assert!(r.into_string().unwrap().contains("read-only"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let mine = Node::agent()
+        .get(&node.url("/v1/earnings"))
+        .set("Authorization", &bearer)
+        .call()
+        .expect("she reads her earnings");
+    assert_eq!(mine.status(), 200);
+    assert_eq!(node.signed_by(&anna), signed, "nothing signed as her");
+    // Her sign-ins show on the connector's list.
+    let list = node.api_get("/v1/community/members");
+    let m = &list["members"][0];
+    assert_eq!(
+        (m["status"].as_str(), m["login"].as_str()),
+        (Some("removed"), Some("anna"))
+    );
+    assert!(m["last_signin_ms"].as_u64().unwrap() >= before);
+    assert!(m["ended_ms"].as_u64().unwrap() <= before);
+}
+
+#[test]
+fn only_the_operator_reaches_members_and_removal_and_a_member_leaves_of_her_own_accord() {
+    let node = Node::start();
+    let (_, anna) = node.community_with("anna");
+    let (ben_cookie, ben) = node.join_member("ben");
+    let connector = Keypair::from_seed([1; 32]).public();
+
+    // A member reaches neither the connector's page nor its removal, nor the API's.
+    assert_eq!(node.get("/community", &ben_cookie).0, 403);
+    let (_, home) = node.get("/", &ben_cookie);
+    assert!(!home.contains("href=\"/community\"") && home.contains("href=\"/account\""));
+    let csrf = csrf_of(&home);
+    let anna_hex = anna.to_hex();
+    let (status, _) = node.post_page(
+        "/community/members/remove",
+        &ben_cookie,
+        &[("csrf", &csrf), ("key", &anna_hex), ("confirm", "yes")],
+    );
+    assert_eq!(status, 403);
+    let signin: serde_json::Value = Node::agent()
+        .post(&node.url("/v1/signin"))
+        .send_json(serde_json::json!({"login": "ben", "password": PASSWORD}))
+        .expect("signs in")
+        .into_json()
+        .unwrap();
+    let bearer = format!("Bearer {}", signin["session"].as_str().unwrap());
+    for (method, path) in [
+        ("GET", "/v1/community/members".to_string()),
+        ("GET", "/v1/community/earnings".into()),
+        ("GET", "/v1/community/activity".into()),
+        ("POST", format!("/v1/community/members/{anna_hex}/remove")),
+    ] {
+        for auth in [Some(bearer.as_str()), None] {
+            let mut req = Node::agent().request(method, &node.url(&path));
+            if let Some(a) = auth {
+                req = req.set("Authorization", a);
+            }
+            let want = if auth.is_some() { 403 } else { 401 };
+            match req.call() {
+                Err(ureq::Error::Status(s, _)) => assert_eq!(s, want, "{method} {path}"),
+                other => panic!("{method} {path}: {other:?}"),
+            }
+        }
+    }
+    assert!(node
+        .store
+        .market_of_kind(&connector, passalong_protocol::Kind::MembershipEnd)
+        .unwrap()
+        .is_empty());
+    // The operator has no account page: it has no membership.
+    let op = node.sign_in();
+    assert_eq!(node.get("/account", &op).0, 403);
+    let (_, op_home) = node.get("/", &op);
+    assert!(!op_home.contains("href=\"/account\""));
+
+    // Ben leaves, after a confirmation: his own key signs the End.
+    let (_, account) = node.get("/account", &ben_cookie);
+    assert!(account.contains("id=\"leave\"") && account.contains("data-status=\"active\""));
+    let csrf = csrf_of(&account);
+    let (status, confirm) = node.post_page("/account/leave", &ben_cookie, &[("csrf", &csrf)]);
+    assert_eq!(status, 200);
+    assert!(confirm.contains("id=\"confirm-leave\""), "{confirm}");
+    let r = Node::agent()
+        .post(&node.url("/account/leave"))
+        .set("Cookie", &ben_cookie)
+        .send_form(&[("csrf", &csrf), ("confirm", "yes")])
+        .expect("leaves");
+    assert_eq!((r.status(), r.header("location")), (303, Some("/account")));
+    let set = r
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("pl_session="))
+        .expect("a read-only session")
+        .to_string();
+    let read_only = format!("pl_session={}", cookie_value(&set, "pl_session"));
+    assert_eq!(node.get("/", &ben_cookie).0, 303, "his old session ended");
+    let (_, account) = node.get("/account", &read_only);
+    assert!(account.contains("data-status=\"left\"") && account.contains("id=\"read-only\""));
+    let ends = node
+        .store
+        .market_of_kind(&connector, passalong_protocol::Kind::MembershipEnd)
+        .unwrap();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].body.author(), ben, "signed by his own key");
+    let list = node.api_get("/v1/community/members");
+    let statuses: Vec<(String, String)> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["login"].as_str().unwrap().into(),
+                m["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        statuses.contains(&("ben".into(), "left".into())),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&("anna".into(), "admitted".into())),
+        "{statuses:?}"
+    );
+    let activity = node.api_get("/v1/community/activity");
+    assert_eq!(activity["items"][0]["kind"], "left");
+    assert_eq!(activity["items"][0]["login"], "ben");
+    // The connector cannot remove who left.
+    let again = Node::agent()
+        .post(&node.url(&format!("/v1/community/members/{}/remove", ben.to_hex())))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .call();
+    assert!(
+        matches!(again, Err(ureq::Error::Status(409, _))),
+        "{again:?}"
+    );
 }

@@ -218,6 +218,8 @@ pub async fn settle(
     Form(f): Form<SettleForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&f.csrf)?;
+    // A read-only session is refused before the form is read.
+    let keys = me.signer(&s)?;
     let (participant, currency) = f
         .participant
         .split_once(':')
@@ -233,7 +235,6 @@ pub async fn settle(
                 currency.minor_digits()
             ))
         })?;
-    let keys = me.signer(&s)?;
     let req = passalong_api::sales::NewSettlement {
         participant: participant.to_string(),
         amount_minor,

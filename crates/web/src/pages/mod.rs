@@ -1,5 +1,6 @@
 //! One module per page of the dashboard, plus the public share page.
 
+pub mod account;
 pub mod community;
 pub mod contacts;
 pub mod disputes;

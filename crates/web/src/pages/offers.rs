@@ -383,6 +383,8 @@ pub async fn publish(
     Form(f): Form<OfferForm>,
 ) -> Result<Response, PageError> {
     me.check_csrf(&f.csrf)?;
+    // A read-only session is refused before the form is read.
+    let keys = me.signer(&s)?;
     let new = match f.to_new_offer() {
         Ok(n) => n,
         Err(e) => {
@@ -400,7 +402,6 @@ pub async fn publish(
                 .into_response())
         }
     };
-    let keys = me.signer(&s)?;
     match publish_offer(&s.api, keys, &new).await {
         Ok(p) => Ok(Redirect::to(&format!("/offers/{}", p.id)).into_response()),
         Err(ApiError {
