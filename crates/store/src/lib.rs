@@ -69,6 +69,7 @@ use commit::{redo, writer, Commit};
 pub use commit::{CHECKPOINT_EVERY, JOURNAL_MAX_BYTES};
 mod counters;
 mod dependency;
+mod envelopes;
 mod error;
 mod expiry;
 mod hops;
@@ -166,7 +167,9 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
     (tree / 25).clamp(DEFAULT_CACHE_MIB << 20, MAX_AUTO_CACHE_MIB << 20)
 }
 
-/// The store format this build reads and writes. Version 13 keeps the referrals' hop records
+/// The store format this build reads and writes. Version 14 keeps the envelopes of valid
+/// attestations in a log beside the tree (see `envelopes`), their entries a reference: an
+/// older build would read the reference as the envelope. Version 13 keeps the referrals' hop records
 /// in run files beside the tree (see `hops`), not under HOP keys. Version 12 keeps the
 /// receipts' orders in run files beside the tree (see `orders`), not in packs in the tree. Version 11 journals shipments, with the
 /// ledger lines and receipts' orders they changed, in a file beside the tree (see `journal`),
@@ -195,7 +198,7 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 13;
+pub const FORMAT_VERSION: u32 = 14;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
 /// this build as they are (all of them anchored, see `loose`), then marked current, so that an
@@ -222,6 +225,10 @@ const WITHOUT_ORDER_RUNS: u32 = 11;
 /// (the records are read and written as a run at once, see `hops`), then marked current, so
 /// that an older build, which would not read the runs, refuses them.
 const WITHOUT_HOP_RUNS: u32 = 12;
+
+/// The format whose stores keep every envelope in the tree: opened by marking the store 14
+/// (new valid entries go to the log; older ones stay in the tree, and both are read).
+const WITHOUT_ENVELOPE_LOG: u32 = 13;
 
 /// Older formats this build upgrades in place when it opens them.
 const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
@@ -627,7 +634,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
                     || v.as_ref() == WITHOUT_HOPS.to_be_bytes()
                     || v.as_ref() == WITHOUT_JOURNAL_FILE.to_be_bytes()
                     || v.as_ref() == WITHOUT_ORDER_RUNS.to_be_bytes()
-                    || v.as_ref() == WITHOUT_HOP_RUNS.to_be_bytes() =>
+                    || v.as_ref() == WITHOUT_HOP_RUNS.to_be_bytes()
+                    || v.as_ref() == WITHOUT_ENVELOPE_LOG.to_be_bytes() =>
             {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
@@ -1430,10 +1438,17 @@ impl Store {
     /// protocol's in-memory engine (for checks and `verify`; slow on big stores).
     pub fn recompute_ledger(&self, seller: &PublicKey, now_ms: u64) -> Result<Ledger, StoreError> {
         let mut st = State::new();
+        let log = self.commit.envelopes();
         for kv in self.db()?.scan_prefix([ENTRY]) {
             let (_, v) = kv?;
-            let entry: Option<txn::Entry<'_>> = postcard::from_bytes(&v).ok();
-            if let Some(a) = entry.and_then(|e| Attestation::decode(e.envelope.0).ok()) {
+            let Ok(entry) = postcard::from_bytes::<txn::Entry<'_>>(&v) else {
+                continue;
+            };
+            let envelope = match envelopes::Ref::of(entry.envelope.0) {
+                Some(r) => std::borrow::Cow::Owned(log.read(r)?),
+                None => std::borrow::Cow::Borrowed(entry.envelope.0),
+            };
+            if let Ok(a) = Attestation::decode(&envelope) {
                 st.insert_checked(a, now_ms);
             }
         }
@@ -1798,6 +1813,71 @@ mod tests {
         assert_eq!(small_dups, dups);
     }
 
+    /// Valid attestations' entries hold references to the envelope log, pending ones their
+    /// envelopes; a log that lost what it appended since the last checkpoint while the tree
+    /// kept pointing to it (a power loss) is written again from the journal when the store
+    /// opens, with every envelope and the ledger as before.
+    #[test]
+    fn envelopes_live_in_the_log_and_survive_losing_its_unsynced_tail() {
+        use crate::envelopes::{self, Ref};
+        use crate::keyspace::{key as k, ENTRY};
+        let dir = tempfile::tempdir().unwrap();
+        let atts = traffic(120);
+        let seller = key(1).public();
+        let st = Store::open(dir.path()).unwrap();
+        st.set_checkpoint_every(0);
+        st.ingest(&envs(&atts[..60]), NOW).unwrap();
+        st.checkpoint().unwrap();
+        st.ingest(&envs(&atts[60..]), NOW).unwrap();
+        // A receipt whose offer is not here: pending, its envelope in the tree.
+        let other = offer(&key(7), policy(Rule::Geometric { r_bps: 5000 }, 1_000), T0);
+        let pending = receipt(&key(7), &other, "order-x", 5, key(8).public(), None, T0 + 5);
+        st.ingest(&envs(std::slice::from_ref(&pending)), NOW)
+            .unwrap();
+        let expected = st.ledger(&seller).unwrap();
+        let checkpointed = {
+            let db = st.db().unwrap();
+            let v = db.get(envelopes::checkpoint_key()).unwrap().unwrap();
+            u64::from_be_bytes(v[4..12].try_into().unwrap())
+        };
+        let field = |st: &Store, id: &Id| {
+            let v = st.db().unwrap().get(k(ENTRY, &[&id.0])).unwrap().unwrap();
+            let e: crate::txn::Entry<'_> = postcard::from_bytes(&v).unwrap();
+            e.envelope.0.to_vec()
+        };
+        for a in &atts {
+            assert!(Ref::of(&field(&st, &a.id)).is_some(), "valid: a reference");
+        }
+        assert_eq!(
+            field(&st, &pending.id),
+            pending.bytes,
+            "pending: in the tree"
+        );
+        drop(st);
+        // The power loss: the log keeps only part of what came after the checkpoint.
+        let log = dir.path().join(envelopes::DIR).join("00000000.log");
+        let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        f.set_len(checkpointed + 100).unwrap();
+        drop(f);
+        let st = Store::open(dir.path()).unwrap();
+        for a in atts.iter().chain([&pending]) {
+            assert_eq!(st.envelope(&a.id).unwrap().as_ref(), Some(&a.bytes));
+        }
+        assert_eq!(st.ledger(&seller).unwrap(), expected);
+        assert_eq!(st.recompute_ledger(&seller, NOW).unwrap(), expected);
+        // A damaged record from before the checkpoint is an error, not a wrong envelope.
+        drop(st);
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&log, &bytes).unwrap();
+        let st = Store::open(dir.path()).unwrap();
+        let damaged: Vec<_> = atts
+            .iter()
+            .filter(|a| st.envelope(&a.id).is_err())
+            .collect();
+        assert_eq!(damaged.len(), 1, "the damaged record is reported");
+    }
+
     /// A format-10 store journaled in the tree (ledger lines under JOURNAL keys, orders in
     /// ORDER_LOG runs): this build opens it with the same ledger and orders, and its first
     /// checkpoint moves them out of those keys.
@@ -1825,7 +1905,11 @@ mod tests {
                 })
                 .expect("sled opens once the store is dropped");
             let mut records = Vec::new();
-            crate::commit::journal::Journal::open(dir.path(), &db, |r| records.push(r)).unwrap();
+            let (log, _) = crate::envelopes::Envelopes::open(dir.path(), &db).unwrap();
+            crate::commit::journal::Journal::open(dir.path(), &db, &log, false, |r| {
+                records.push(r)
+            })
+            .unwrap();
             assert!(records.len() > 1, "the calls journaled");
             for (i, r) in records.iter().enumerate() {
                 let mut v = Vec::new();

@@ -23,6 +23,7 @@ use sled::IVec;
 use crate::book::{Book, LineKey, Sums};
 use crate::cache::{IdHasher, InvalidIds, Valid, ValidCache};
 use crate::commit::redo;
+use crate::envelopes::{Envelopes, Ref};
 use crate::error::StoreError;
 use crate::keyspace::*;
 use crate::market::Indexed;
@@ -51,6 +52,8 @@ pub(crate) struct Txn<'a> {
     orders: &'a RwLock<Orders>,
     /// Committed referrals' hop records (see `hops`).
     hops: &'a RwLock<crate::hops::Hops>,
+    /// Where valid entries' envelopes are (see `envelopes`).
+    envelopes: Arc<Envelopes>,
     invalid: &'a InvalidIds,
     counted: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
     /// Receipts' orders since the last [`Txn::take_batch`] (for the journal), and the
@@ -207,6 +210,7 @@ impl<'a> Txn<'a> {
             fresh: HashMap::default(),
             orders: journaled.orders(),
             hops: journaled.hops(),
+            envelopes: journaled.envelopes(),
             invalid,
             counted: HashMap::default(),
             unshipped_orders: Vec::new(),
@@ -490,10 +494,26 @@ impl<'a> Txn<'a> {
         }
     }
 
-    /// `f` of the entry of a stored attestation.
+    /// `f` of the entry of a stored attestation, its envelope read from the log if the entry
+    /// holds a reference (see `envelopes`).
     pub fn entry<R>(&self, id: &Id, f: impl FnOnce(Entry<'_>) -> R) -> Option<R> {
         let v = self.get(&key(ENTRY, &[&id.0]))?;
-        self.decode_entry(&v).map(f)
+        let e = self.decode_entry(&v)?;
+        match Ref::of(e.envelope.0) {
+            None => Some(f(e)),
+            Some(r) => {
+                let envelope = self.read_envelope(r)?;
+                Some(f(Entry {
+                    envelope: Bytes(&envelope),
+                    ..e
+                }))
+            }
+        }
+    }
+
+    /// The envelope `r` names (a failure fails the transaction).
+    fn read_envelope(&self, r: Ref) -> Option<Vec<u8>> {
+        self.envelopes.read(r).map_err(|e| self.remember(e)).ok()
     }
 
     /// An entry as stored (a failure to decode fails the transaction).
@@ -545,8 +565,11 @@ impl<'a> Txn<'a> {
         let k = key(ENTRY, &[&id.0]);
         let decode = |v: &[u8]| {
             let e = self.decode_entry(v)?;
-            match (e.state, e.fact) {
-                (EntryState::Valid, Some(f)) => Some(Arc::new((f, e.body()?))),
+            match (e.state, e.fact, Ref::of(e.envelope.0)) {
+                (EntryState::Valid, Some(f), None) => Some(Arc::new((f, e.body()?))),
+                (EntryState::Valid, Some(f), Some(r)) => {
+                    Some(Arc::new((f, body_of(&self.read_envelope(r)?)?)))
+                }
                 _ => None,
             }
         };

@@ -33,6 +33,7 @@ use passalong_protocol::Id;
 
 use super::redo;
 use crate::book::{self, LineKey, Sums};
+use crate::envelopes::Envelopes;
 use crate::keyspace::*;
 use crate::orders::OrderKey;
 use crate::StoreError;
@@ -41,7 +42,7 @@ use crate::StoreError;
 pub(crate) const FILE: &str = "journal";
 
 /// The tree's number of the last record its shipments wrote.
-fn last_key() -> Vec<u8> {
+pub(crate) fn last_key() -> Vec<u8> {
     key(META, &[b"journal"])
 }
 
@@ -97,12 +98,16 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Opens the journal of `tree` in `dir`: writes again the keys of the records after the
-    /// tree's last, then hands every record since the tree's last checkpoint to `replay`, in
-    /// order. A record cut short (by a crash while it was appended) is cut off. Fails if the
-    /// file lacks a record the tree has (it was changed behind our back).
+    /// tree's last (of every record since the last checkpoint if `rewrite`: the envelope log
+    /// lost records the tree points to), then hands every record since the tree's last
+    /// checkpoint to `replay`, in order. A record cut short (by a crash while it was appended)
+    /// is cut off. Fails if the file lacks a record the tree has (it was changed behind our
+    /// back).
     pub fn open(
         dir: &Path,
         tree: &sled::Tree,
+        log: &Envelopes,
+        rewrite: bool,
         mut replay: impl FnMut(Record),
     ) -> Result<Journal, StoreError> {
         let base = number(tree, &base_key())?.unwrap_or(0);
@@ -132,10 +137,10 @@ impl Journal {
                 break;
             }
             // Journaled, then cut short or not begun: complete it.
-            let complete = last.is_none_or(|l| seq > l);
+            let complete = rewrite || last.is_none_or(|l| seq > l);
             let record = decode_body(&body, complete)?;
             if complete {
-                redo::write(tree, &record.writes)?;
+                redo::write(tree, log, &record.writes)?;
                 completed = true;
             }
             replay(record);
@@ -313,17 +318,25 @@ mod tests {
 
     /// Appends shipment `i` as the store does, then writes its first `applied` keys (its
     /// journal number is the last of its two).
-    fn ship(j: &mut Journal, tree: &sled::Tree, i: u8, applied: usize) -> Vec<redo::Write> {
+    fn ship(
+        j: &mut Journal,
+        dir: &Path,
+        tree: &sled::Tree,
+        i: u8,
+        applied: usize,
+    ) -> Vec<redo::Write> {
         let mut w = writes(i);
         j.append(&lines(i), &orders(i), &mut w).unwrap();
         assert_eq!(w.len(), 2);
-        redo::write(tree, &w[..applied]).unwrap();
+        let (log, _) = Envelopes::open(dir, tree).unwrap();
+        redo::write(tree, &log, &w[..applied]).unwrap();
         w
     }
 
     fn reopen(dir: &Path, tree: &sled::Tree) -> Result<(Journal, Vec<Record>), StoreError> {
         let mut got = Vec::new();
-        let j = Journal::open(dir, tree, |r| got.push(r))?;
+        let (log, rewrite) = Envelopes::open(dir, tree)?;
+        let j = Journal::open(dir, tree, &log, rewrite, |r| got.push(r))?;
         Ok((j, got))
     }
 
@@ -345,10 +358,10 @@ mod tests {
         let db = sled::open(dir.path().join("db")).unwrap();
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(got.is_empty());
-        ship(&mut j, &db, 1, 2);
-        ship(&mut j, &db, 2, 2);
+        ship(&mut j, dir.path(), &db, 1, 2);
+        ship(&mut j, dir.path(), &db, 2, 2);
         // Journaled, then the crash: none of its keys, or only some, reached the tree.
-        let w3 = ship(&mut j, &db, 3, 0);
+        let w3 = ship(&mut j, dir.path(), &db, 3, 0);
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(has(&db, 3), "completed from the journal");
@@ -357,7 +370,7 @@ mod tests {
             got,
             vec![record(vec![], 1), record(vec![], 2), record(w3, 3)]
         );
-        let w4 = ship(&mut j, &db, 4, 1);
+        let w4 = ship(&mut j, dir.path(), &db, 4, 1);
         drop(j);
         let (j, got) = reopen(dir.path(), &db).unwrap();
         assert_eq!(got.len(), 4);
@@ -370,7 +383,7 @@ mod tests {
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(got.is_empty());
-        ship(&mut j, &db, 5, 2);
+        ship(&mut j, dir.path(), &db, 5, 2);
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert_eq!(got, vec![record(vec![], 5)]);
@@ -383,8 +396,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let (mut j, _) = reopen(dir.path(), &db).unwrap();
-        ship(&mut j, &db, 1, 2);
-        ship(&mut j, &db, 2, 0);
+        ship(&mut j, dir.path(), &db, 1, 2);
+        ship(&mut j, dir.path(), &db, 2, 0);
         drop(j);
         let path = dir.path().join(FILE);
         let len = std::fs::metadata(&path).unwrap().len();
@@ -401,7 +414,7 @@ mod tests {
         assert!(!has(&db, 2));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len / 2);
         // The next record takes its number.
-        ship(&mut j, &db, 7, 2);
+        ship(&mut j, dir.path(), &db, 7, 2);
         drop(j);
         let (j, got) = reopen(dir.path(), &db).unwrap();
         assert_eq!(got[1], record(vec![], 7));

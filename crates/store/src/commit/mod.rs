@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use passalong_protocol::Id;
 
 use crate::book::{Book, LineKey, Sums};
+use crate::envelopes::{self, Envelopes};
 use crate::hops::{self, Hops};
 use crate::lock::DirLock;
 use crate::orders::{OrderKey, Orders};
@@ -46,6 +47,8 @@ pub(crate) struct Commit {
     orders: RwLock<Orders>,
     /// Valid referrals' hop records (in runs at checkpoints, journaled in between).
     hops: RwLock<Hops>,
+    /// Valid attestations' envelopes (synced at checkpoints, journaled in between).
+    envelopes: RwLock<Arc<Envelopes>>,
     /// Every shipment since the last checkpoint (see `journal`).
     journal: Mutex<Journal>,
     /// Where shipments are applied.
@@ -86,7 +89,7 @@ impl Commit {
         lock: DirLock,
         db: sled::Db,
     ) -> Result<Commit, StoreError> {
-        let (book, orders, hops, journal) = load_journaled(path, &db)?;
+        let (book, orders, hops, envelopes, journal) = load_journaled(path, &db)?;
         let commit = Commit {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
@@ -95,6 +98,7 @@ impl Commit {
             book: RwLock::new(book),
             orders: RwLock::new(orders),
             hops: RwLock::new(hops),
+            envelopes: RwLock::new(Arc::new(envelopes)),
             journal: Mutex::new(journal),
             disk: Arc::new(Sled),
             since_checkpoint: AtomicU64::new(0),
@@ -150,6 +154,14 @@ impl Commit {
         &self.hops
     }
 
+    /// The envelope log (replaced when the store reopens after an I/O error).
+    pub fn envelopes(&self) -> Arc<Envelopes> {
+        self.envelopes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Shipments applied so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Acquire)
@@ -199,8 +211,9 @@ impl Commit {
             let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
             drop(g.take());
             let db = crate::open_db(&self.path, self.cache_bytes)?;
-            let (book, orders, hops, journal) = load_journaled(&self.path, &db)?;
+            let (book, orders, hops, envelopes, journal) = load_journaled(&self.path, &db)?;
             *self.book.write().unwrap_or_else(|p| p.into_inner()) = book;
+            *self.envelopes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(envelopes);
             *self.orders.write().unwrap_or_else(|p| p.into_inner()) = orders;
             *self.hops.write().unwrap_or_else(|p| p.into_inner()) = hops;
             *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = journal;
@@ -225,7 +238,8 @@ impl Commit {
     /// [`Commit::applied`].
     pub fn apply(&self, db: &sled::Db, parts: Parts<'_>) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        self.disk.apply(db, &mut journal, parts, self.commits())
+        self.disk
+            .apply(db, &mut journal, &self.envelopes(), parts, self.commits())
     }
 
     /// Appends the journal record of a shipment (synced) before its `writes` go to the tree
@@ -322,6 +336,10 @@ impl Commit {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .write(db, &mut batch)?;
+        // The log's records are synced before the tree names its end.
+        let end = self.envelopes().sync()?.encode();
+        batch.insert(envelopes::checkpoint_key(), &end);
+        batch.insert(envelopes::end_key(), &end);
         journal.checkpoint(&mut batch);
         db.apply_batch(batch)?;
         db.flush()?;
@@ -358,9 +376,13 @@ impl Commit {
     }
 }
 
+/// What `load_journaled` reads: the state the journal replays, and the journal.
+type Journaled = (Book, Orders, Hops, Envelopes, Journal);
+
 /// The ledger lines, counted receipts and hop records as the tree has them at its last
-/// checkpoint, with the journal's records since replayed over them.
-fn load_journaled(path: &Path, db: &sled::Db) -> Result<(Book, Orders, Hops, Journal), StoreError> {
+/// checkpoint, with the journal's records since replayed over them; the envelope log checked
+/// against the tree (see `envelopes`).
+fn load_journaled(path: &Path, db: &sled::Db) -> Result<Journaled, StoreError> {
     let corrupt = crate::corrupt_at(path);
     let mut book = Book::load(db).map_err(&corrupt)?;
     let mut orders = Orders::load(db, path).map_err(|e| match e {
@@ -371,8 +393,12 @@ fn load_journaled(path: &Path, db: &sled::Db) -> Result<(Book, Orders, Hops, Jou
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),
     })?;
+    let (log, rewrite) = Envelopes::open(path, db).map_err(|e| match e {
+        StoreError::Io(e) => crate::open_error(path, e),
+        e => corrupt(e),
+    })?;
     let mut replayed = Ok(());
-    let journal = Journal::open(path, db, |r| {
+    let journal = Journal::open(path, db, &log, rewrite, |r| {
         book.replay(r.lines);
         if replayed.is_ok() {
             replayed = orders.replay(r.orders);
@@ -393,7 +419,7 @@ fn load_journaled(path: &Path, db: &sled::Db) -> Result<(Book, Orders, Hops, Jou
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),
     })?;
-    Ok((book, orders, hop_records, journal))
+    Ok((book, orders, hop_records, log, journal))
 }
 
 /// What a shipment writes: its keys, and what it changed of the state kept in memory.
@@ -412,6 +438,7 @@ pub(crate) trait Disk: Send + Sync {
         &self,
         tree: &sled::Tree,
         journal: &mut Journal,
+        log: &Envelopes,
         parts: Parts<'_>,
         n: u64,
     ) -> Result<(), StoreError>;
@@ -431,11 +458,12 @@ impl Disk for Sled {
         &self,
         tree: &sled::Tree,
         journal: &mut Journal,
+        log: &Envelopes,
         parts: Parts<'_>,
         _n: u64,
     ) -> Result<(), StoreError> {
         journal.append(parts.lines, parts.orders, parts.writes)?;
-        redo::write(tree, parts.writes)
+        redo::write(tree, log, parts.writes)
     }
 }
 
@@ -466,13 +494,14 @@ impl Disk for FailingFrom {
         &self,
         tree: &sled::Tree,
         journal: &mut Journal,
+        log: &Envelopes,
         parts: Parts<'_>,
         n: u64,
     ) -> Result<(), StoreError> {
         if n >= self.from() {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
-        Sled.apply(tree, journal, parts, n)
+        Sled.apply(tree, journal, log, parts, n)
     }
 
     fn merges_tail(&self) -> bool {

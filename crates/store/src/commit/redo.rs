@@ -13,6 +13,7 @@
 
 use sled::IVec;
 
+use crate::envelopes::{self, Envelopes};
 use crate::keyspace::{HOP, REDO};
 use crate::StoreError;
 
@@ -87,15 +88,30 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<Write>, StoreError> {
 }
 
 /// Writes (part of) a recorded shipment into the tree, in any order: its keys are distinct.
-/// Its hop records are not written: they are kept in runs (see `hops`).
-pub(crate) fn write(tree: &sled::Tree, writes: &[Write]) -> Result<(), StoreError> {
-    for (k, v) in writes {
+/// Its hop records are not written: they are kept in runs (see `hops`). The envelopes of its
+/// valid entries go to `log` first, and the tree gets references to them; the log's end goes
+/// in just before the journal number (see `envelopes`).
+pub(crate) fn write(
+    tree: &sled::Tree,
+    log: &Envelopes,
+    writes: &[Write],
+) -> Result<(), StoreError> {
+    let mut moved = log.move_valid(writes)?.into_iter().peekable();
+    let number = super::journal::last_key();
+    for (i, (k, v)) in writes.iter().enumerate() {
         if k.first() == Some(&HOP) {
             // Journaled, but kept in runs, not in the tree (see `hops`).
             continue;
         }
+        if *k == number {
+            tree.insert(envelopes::end_key(), &log.end().encode())?;
+        }
+        let v = match moved.next_if(|(j, _)| *j == i) {
+            Some((_, with_ref)) => Some(with_ref),
+            None => v.clone(),
+        };
         match v {
-            Some(v) => tree.insert(k.as_slice(), v.clone())?,
+            Some(v) => tree.insert(k.as_slice(), v)?,
             None => tree.remove(k.as_slice())?,
         };
     }
