@@ -130,7 +130,7 @@ pub enum Command {
     /// Local names for keys, shown beside them (kept on this node, never gossiped).
     #[command(subcommand)]
     Contacts(ContactsCommand),
-    /// Run a community as its connector: found it, invite neighbours.
+    /// Run a community as its connector: found it, invite neighbours, see and remove members.
     #[command(subcommand)]
     Community(CommunityCommand),
     /// Write a seller's market (and the communities it depends on) to a bundle file.
@@ -282,6 +282,19 @@ pub enum CommunityCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// The members, newest first: login or key, hosted here or with their own node, since
+    /// when, where they stand, last sign-in, referrals and hop earnings.
+    Members,
+    /// Remove a member: the node's key signs the end of her membership from now (her new
+    /// referrals pay the connector nothing), and she is signed out at once; a hosted member
+    /// may still sign in, read-only.
+    Remove {
+        /// The member's key (64 hex digits, as `community members` lists it).
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// What the connector earned, per market (its lines in the sellers' ledgers).
+    Earnings,
 }
 
 /// `passalong offer …`

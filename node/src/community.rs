@@ -1,18 +1,21 @@
-//! `passalong community …`: a connector founds the community this node runs and invites
-//! neighbours to it, through the daemon's API (`/v1/community`).
+//! `passalong community …`: a connector founds the community this node runs, invites
+//! neighbours to it, lists and removes its members and sees what it earned, through the
+//! daemon's API (`/v1/community`).
 
 use anyhow::Result;
 use passalong_api::community::{
-    CommunityInfo, InviteCreated, InviteList, NewCommunity, NewInvite, Revoked,
+    CommunityInfo, ConnectorEarnings, Earned, InviteCreated, InviteList, MemberEnded, MemberList,
+    NewCommunity, NewInvite, Revoked, MAX_MEMBERS_PAGE,
 };
 use passalong_api::text::printable;
+use passalong_protocol::PublicKey;
 use passalong_web::layout::time;
 
 use crate::cli::CommunityCommand;
 use crate::client::{q, Client};
 use crate::commands::Out;
 use crate::datadir::DataDir;
-use crate::display::{Align, Table};
+use crate::display::{money, Align, Table};
 
 /// Runs one `community` subcommand.
 pub fn community(dir: &DataDir, out: Out, cmd: CommunityCommand) -> Result<()> {
@@ -74,8 +77,117 @@ pub fn community(dir: &DataDir, out: Out, cmd: CommunityCommand) -> Result<()> {
                 client.post(&format!("/v1/community/invites/{}/revoke", q(&id)), &())?;
             out.print(&v, |v| format!("revoked invite {}", v.id));
         }
+        CommunityCommand::Members => {
+            let v = all_members(&client)?;
+            out.print(&v, members_table);
+        }
+        CommunityCommand::Remove { key } => {
+            let key = PublicKey::from_hex(key.trim()).map_err(|_| {
+                anyhow::anyhow!(
+                    "KEY: expected a member's key of 64 hex digits, as `passalong community members` lists it"
+                )
+            })?;
+            let v: MemberEnded = client.post(
+                &format!("/v1/community/members/{}/remove", key.to_hex()),
+                &(),
+            )?;
+            out.print(&v, |v| {
+                format!(
+                    "removed member {} from {}: her referrals from then on pay the connector nothing; {} session{} ended",
+                    v.member,
+                    time(v.ends_at_ms),
+                    v.sessions_ended,
+                    if v.sessions_ended == 1 { "" } else { "s" }
+                )
+            });
+        }
+        CommunityCommand::Earnings => {
+            let v: ConnectorEarnings = client.get_private("/v1/community/earnings")?;
+            out.print(&v, earnings_table);
+        }
     }
     Ok(())
+}
+
+/// Every member, page after page, as one list.
+fn all_members(client: &Client) -> Result<MemberList> {
+    let mut all: MemberList =
+        client.get_private(&format!("/v1/community/members?limit={MAX_MEMBERS_PAGE}"))?;
+    while all.members.len() < all.total {
+        let next: MemberList = client.get_private(&format!(
+            "/v1/community/members?offset={}&limit={MAX_MEMBERS_PAGE}",
+            all.members.len()
+        ))?;
+        if next.members.is_empty() {
+            break;
+        }
+        all.members.extend(next.members);
+    }
+    Ok(all)
+}
+
+/// Amounts in major units: `4.00 EUR, 1.50 USD`.
+fn amounts(list: &[Earned]) -> String {
+    if list.is_empty() {
+        return "-".into();
+    }
+    list.iter()
+        .map(|e| money(e.earned_minor, &e.currency))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn members_table(v: &MemberList) -> String {
+    let mut t = Table::new(&[
+        ("key", Align::Left),
+        ("login", Align::Left),
+        ("node", Align::Left),
+        ("since", Align::Left),
+        ("status", Align::Left),
+        ("last sign-in", Align::Left),
+        ("referrals", Align::Right),
+        ("hop earnings", Align::Right),
+    ]);
+    for m in &v.members {
+        t.row([
+            m.key.clone(),
+            m.login.clone().unwrap_or_else(|| "-".into()),
+            if m.hosted { "hosted" } else { "own" }.into(),
+            time(m.since_ms),
+            m.status.clone(),
+            m.last_signin_ms.map_or_else(|| "-".into(), time),
+            m.referrals.map_or_else(|| "-".into(), |n| n.to_string()),
+            amounts(&m.earnings),
+        ]);
+    }
+    format!(
+        "{}\n{} members, {} admitted",
+        t.render(),
+        v.total,
+        v.admitted
+    )
+}
+
+fn earnings_table(v: &ConnectorEarnings) -> String {
+    let mut t = Table::new(&[
+        ("seller", Align::Left),
+        ("currency", Align::Left),
+        ("earned", Align::Right),
+        ("refunded", Align::Right),
+        ("settled", Align::Right),
+        ("owed", Align::Right),
+    ]);
+    for m in &v.markets {
+        t.row([
+            m.seller.clone(),
+            m.currency.clone(),
+            money(m.earned, &m.currency),
+            money(m.refunded, &m.currency),
+            money(m.settled, &m.currency),
+            money(m.owed, &m.currency),
+        ]);
+    }
+    format!("{}\nin all: {}", t.render(), amounts(&v.totals))
 }
 
 fn shown(v: &CommunityInfo) -> String {

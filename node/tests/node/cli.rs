@@ -1415,6 +1415,85 @@ fn a_connector_founds_a_community_and_invites_from_the_command_line() {
     assert!(log.contains("public_url is unset"), "{log}");
 }
 
+/// `login` joins a community as a hosted member through the invite at `url` (its join page,
+/// as a browser posts it).
+fn join_hosted(url: &str, login: &str) {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let page = agent.get(url).call().expect("the join page");
+    let set = page
+        .header("set-cookie")
+        .expect("a form cookie")
+        .to_string();
+    let cookie = set.split(';').next().expect("cookie").to_string();
+    let body = page.into_string().expect("page");
+    let at = body.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+    let csrf = body[at..at + 64].to_string();
+    let r = agent
+        .post(url)
+        .set("Cookie", &cookie)
+        .send_form(&[
+            ("csrf", csrf.as_str()),
+            ("login", login),
+            ("password", "correct horse battery"),
+            ("password2", "correct horse battery"),
+        ])
+        .expect("joined");
+    assert_eq!(r.status(), 303);
+}
+
+#[test]
+fn a_connector_lists_and_removes_members_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(&tmp.path().join("n"), &["--offline"]);
+    let err = one_line_error(&d.cli(&["community", "members"]));
+    assert!(err.contains("runs no community"), "{err}");
+    d.json(&["community", "create", "--name", "Riverside"]);
+    let inv = d.json(&["community", "invite"]);
+    join_hosted(inv["url"].as_str().unwrap(), "anna");
+
+    let list = d.json(&["community", "members"]);
+    assert_eq!(
+        (list["total"].as_u64(), list["admitted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let anna = &list["members"][0];
+    assert_eq!(anna["login"], "anna");
+    assert_eq!(anna["hosted"], true);
+    assert_eq!(anna["status"], "admitted");
+    assert_eq!(anna["referrals"], 0);
+    let key = anna["key"].as_str().unwrap().to_string();
+    let text = stdout_of(&d, &["community", "members"]);
+    for shown in [
+        key.as_str(),
+        "anna",
+        "hosted",
+        "admitted",
+        "1 members, 1 admitted",
+    ] {
+        assert!(text.contains(shown), "{shown} in {text}");
+    }
+    let e = d.json(&["community", "earnings"]);
+    assert_eq!(e["connector"], d.public_key().as_str());
+    assert_eq!(e["markets"], serde_json::json!([]));
+    assert!(stdout_of(&d, &["community", "earnings"]).contains("in all: -"));
+
+    let removed = d.json(&["community", "remove", &key]);
+    assert_eq!(removed["status"], "removed");
+    assert_eq!(removed["member"], key.as_str());
+    assert_eq!(removed["ends"].as_array().unwrap().len(), 1);
+    assert_eq!(removed["sessions_ended"], 1, "her session from the join");
+    let list = d.json(&["community", "members"]);
+    assert_eq!(list["members"][0]["status"], "removed");
+    assert_eq!(list["admitted"], 0);
+    let err = one_line_error(&d.cli(&["community", "remove", &key]));
+    assert!(err.contains("no longer admitted"), "{err}");
+    let err = one_line_error(&d.cli(&["community", "remove", &"7".repeat(64)]));
+    assert!(err.contains("no member"), "{err}");
+    let err = one_line_error(&d.cli(&["community", "remove", "nope"]));
+    assert!(err.contains("64 hex digits"), "{err}");
+    assert_eq!(d.cli(&["community", "remove"]).status.code(), Some(2));
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
