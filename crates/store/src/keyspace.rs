@@ -5,7 +5,8 @@
 
 /// id → `Entry` (postcard): state (valid, pending, held), fact, payout record and envelope of
 /// every attestation that passed the stateless check and is not invalid. One key per
-/// attestation: sled's cost is per key written.
+/// attestation: sled's cost is per key written. From format 14 a valid attestation's
+/// envelope is in the envelope log and its entry holds a 16-byte reference (see `envelopes`).
 pub const ENTRY: u8 = b'a';
 /// id → reason (UTF-8 "code: message"): the attestation is invalid.
 pub const INVALID: u8 = b'x';

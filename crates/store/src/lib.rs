@@ -1,7 +1,10 @@
 //! Passalong's durable store: every attestation a node holds, the indexes the protocol's rules
 //! need, and each seller's ledger kept up to date as attestations arrive.
 //!
-//! Everything lives in one sled tree (see [`keyspace`]), with a journal file beside it. An
+//! Everything lives in one sled tree (see [`keyspace`]), with a journal file beside it, and
+//! three sets of files the tree names: the receipts' orders and the referrals' hop records in
+//! sorted runs (`runs`), and the valid attestations' envelopes in an append-only log
+//! (`envelopes`). An
 //! [`Store::ingest`] call checks its envelopes (batch signature verification, on helper
 //! threads), runs the protocol's rules against the store, buffers every write, and applies
 //! them in **atomic shipments** before it returns: each is appended to the journal and synced
@@ -37,10 +40,17 @@
 //! - **Readers may see a shipment half applied**, and a large call's first shipments before
 //!   it returns. After an I/O error the call fails, acknowledges nothing, and the store reopens
 //!   its tree before the next write, as a restart would.
+//! - **Envelopes** of valid attestations are appended to their log when a shipment's keys go
+//!   to the tree, unsynced (the journal record holds them), and the entry gets a reference.
+//!   Each shipment writes the log's end just before its journal number. Opening checks the
+//!   log's records between the last checkpoint and that end: whole, the log is cut back to the
+//!   end; not (a power loss lost bytes the tree points to), it is cut back to the checkpoint
+//!   and every record since is written again from the journal (`envelopes`).
 //! - **Checkpoints** write the receipts' orders and the referrals' hop records changed since
-//!   the last one as run files (synced, see `runs`), then the ledger lines and the run lists
-//!   in one sled batch with the journal's next record number, flush, empty the journal file and reopen the tree; the data
-//!   dir stays locked throughout (`lock`). A run the batch did not name is deleted at open.
+//!   the last one as run files (synced, see `runs`) and sync the envelope log, then write the
+//!   ledger lines, the run lists and the log's end in one sled batch with the journal's next
+//!   record number, flush, empty the journal file and reopen the tree; the data dir stays
+//!   locked throughout (`lock`). A run the batch did not name is deleted at open.
 //!
 //! Ledger lines are kept in memory (`book`): an ingest journals the lines it changed, and
 //! checkpoints write them (sled's cost is per key written, and a receipt changes ~5 lines).
