@@ -9,6 +9,10 @@
 //! and sum to the ledger; a settlement recorded in the form shows as settled. And the
 //! refusals: a wrong token, a form without its CSRF token, a foreign Host, a foreign Origin.
 //!
+//! On a community node: a neighbour joins in her browser through an invite; the connector sees
+//! her on its page, removes her after confirming; her session ends, and signed in again she
+//! gets her pages read-only, her referral refused.
+//!
 //! Screenshots of the main pages go to `target/screenshots/`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -582,4 +586,92 @@ async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
 
     let _ = (sb.close().await, fb.close().await, phone.close().await);
     drop(driver);
+}
+
+/// Clicks the element `css`.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_removes_a_member_in_the_browser_and_she_signs_in_read_only() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let k = Daemon::start_with(&tmp.path().join("community"), &["--offline"]);
+    let base = format!("http://{}", api_addr(&k));
+    k.json(&["community", "create", "--name", "Riverside"]);
+    let invite = k.json(&["community", "invite", "--note", "Anna"]);
+    let driver = Driver::start();
+
+    // Anna joins in her browser.
+    let ab = driver.browser(&tmp.path().join("profile-anna")).await;
+    ab.goto(invite["url"].as_str().expect("url"))
+        .await
+        .expect("join page");
+    wait_text(&ab, "h1", "Join Riverside").await;
+    fill(&ab, "login", "anna").await;
+    fill(&ab, "password", "correct horse battery").await;
+    fill(&ab, "password2", "correct horse battery").await;
+    click(&ab, "#join").await;
+    wait_text(&ab, "h1", "Home").await;
+    wait_text(&ab, "header nav", "Account").await;
+
+    // The connector sees her on its page, and removes her after confirming.
+    let cb = driver.browser(&tmp.path().join("profile-connector")).await;
+    cb.goto(&format!("{base}/signin/operator"))
+        .await
+        .expect("operator sign-in");
+    let f = cb.find(Locator::Id("token")).await.expect("token field");
+    f.send_keys(&token(&k)).await.expect("type token");
+    f.send_keys("\u{E007}").await.expect("enter");
+    wait_text(&cb, "h1", "Home").await;
+    cb.goto(&format!("{base}/community"))
+        .await
+        .expect("community");
+    let members = wait_text(&cb, "#members", "anna").await;
+    assert!(
+        members.contains("hosted here") && members.contains("admitted"),
+        "{members}"
+    );
+    wait_text(&cb, "#earnings", "What you earned as connector").await;
+    wait_text(&cb, "#activity", "joined").await;
+    shot(&cb, "community-members").await;
+    click(&cb, "#members button.remove").await;
+    wait_text(&cb, "#confirm-remove", "cannot be undone").await;
+    shot(&cb, "community-remove-confirm").await;
+    click(&cb, "#confirm").await;
+    wait_text(&cb, "#removed", "was removed from the community").await;
+    let members = wait_text(&cb, "#members", "removed").await;
+    assert!(members.contains("0 admitted now"), "{members}");
+    shot(&cb, "community-removed").await;
+
+    // Her session ended; she signs in again and gets her pages, read-only.
+    ab.goto(&format!("{base}/")).await.expect("home");
+    assert!(ab
+        .current_url()
+        .await
+        .expect("url")
+        .path()
+        .ends_with("/signin"));
+    fill(&ab, "login", "anna").await;
+    let p = ab.find(Locator::Id("password")).await.expect("password");
+    p.send_keys("correct horse battery").await.expect("type");
+    p.send_keys("\u{E007}").await.expect("enter");
+    wait_text(&ab, "h1", "Home").await;
+    wait_text(&ab, "#read-only", "read-only").await;
+    ab.goto(&format!("{base}/account")).await.expect("account");
+    wait_text(&ab, "#status", "The connector removed you").await;
+    shot(&ab, "account-read-only").await;
+    ab.goto(&format!("{base}/pass")).await.expect("pass");
+    fill(&ab, "link", "pl1.anything").await;
+    click(&ab, "#refer").await;
+    wait_text(&ab, ".error", "read-only").await;
+    shot(&ab, "read-only-refused").await;
+    let listed = k.json(&["community", "members"]);
+    assert_eq!(listed["members"][0]["status"], "removed");
+    assert!(listed["members"][0]["last_signin_ms"].as_u64().is_some());
 }
