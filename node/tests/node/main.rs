@@ -14,6 +14,7 @@ mod common;
 mod browser;
 mod cli;
 mod communities;
+mod community_relay;
 mod crash;
 mod nat;
 mod network;
