@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use passalong_api::roster::Roster;
 use passalong_protocol::attestation::{Body, Kind};
 use passalong_protocol::{Attestation, Id, PublicKey};
 use passalong_store::{SetSummary, Store, StoreError};
@@ -41,43 +42,28 @@ pub struct Admitted {
 }
 
 /// The members of `community` admitted at `now_ms`, by the payout rules' test (a membership
-/// counts from its `created_at_ms` until the earliest `ends_at_ms` of its ends): from the
-/// connector's valid Memberships and MembershipEnds (others are ignored).
+/// counts from its `created_at_ms` until the earliest `ends_at_ms` of its ends), as the
+/// connector's page reads them ([`Roster`]): from the connector's valid Memberships and
+/// MembershipEnds (others are ignored).
 pub fn admitted_at(
     community: &Id,
     memberships: &[Attestation],
     ends: &[Attestation],
     now_ms: u64,
 ) -> Admitted {
-    let mut end_of: HashMap<Id, u64> = HashMap::new();
-    for a in ends {
-        if let Body::MembershipEnd(e) = &a.body {
-            let end = end_of.entry(e.membership).or_insert(u64::MAX);
-            *end = (*end).min(e.ends_at_ms);
-        }
-    }
+    let roster = Roster::build(*community, memberships, ends, SetSummary::default());
     let mut out = Admitted::default();
-    let mut ahead = |t: u64| {
-        if t > now_ms && t != u64::MAX {
-            out.next_change_ms = Some(out.next_change_ms.map_or(t, |n| n.min(t)));
+    for a in roster.all() {
+        if a.admits_at(now_ms) {
+            out.members.insert(a.member);
         }
-    };
-    let mut members = BTreeSet::new();
-    for a in memberships {
-        let Body::Membership(m) = &a.body else {
-            continue;
-        };
-        if m.community != *community {
-            continue;
+        let end = a.end.map(|e| e.ends_at_ms);
+        for t in std::iter::once(a.since_ms).chain(end) {
+            if t > now_ms {
+                out.next_change_ms = Some(out.next_change_ms.map_or(t, |n| n.min(t)));
+            }
         }
-        let end = end_of.get(&a.id).copied().unwrap_or(u64::MAX);
-        if m.created_at_ms <= now_ms && now_ms < end {
-            members.insert(m.member);
-        }
-        ahead(m.created_at_ms);
-        ahead(end);
     }
-    out.members = members;
     out
 }
 
