@@ -645,6 +645,7 @@ async fn admit(
             connector,
         )
         .await?;
+    s.community.forget_roster();
     let (node, record) = (
         s.community.clone(),
         Member {
