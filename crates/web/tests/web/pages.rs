@@ -1,6 +1,6 @@
 //! The dashboard over real HTTP, without a browser: sign-in and sign-out, the session cookie,
 //! CSRF, Host and Origin refusals, the security headers, and share pages for bad, unknown and
-//! hostile links. (`node/tests/browser.rs` drives the same pages in Chromium.)
+//! hostile links. (`node/tests/node/browser.rs` drives the same pages in Chromium.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
