@@ -8,7 +8,12 @@
 //! Faults: `--kill` (SIGKILL a node mid-scenario, restart it later), `--partition` (two halves
 //! block each other, then heal), `--garbage` (a peer publishing garbage, broken signatures and
 //! a flood), `--late-joiner` (a node that starts after the scenario); `--all-faults` for all.
+//!
+//! Communities: `--communities N --hosted M` (part of `--all-faults`, with two) — N nodes run
+//! a community each, whose M hosted members join through invites and pass offers along with
+//! their sessions; one is removed midway (see `community.rs`).
 
+mod community;
 mod garbage;
 mod node;
 mod preload;
@@ -78,7 +83,20 @@ pub struct Args {
     /// Fail (exit 1) if the p99 propagation time exceeds this many milliseconds.
     #[arg(long)]
     pub max_p99_ms: Option<u64>,
-    /// All of the faults above.
+    /// Nodes that run a community (after the sellers): each hosts `--hosted` members, who
+    /// join through invites, sign in and pass offers along; the first community removes a
+    /// member midway, and a referral of hers made after pays its connector nothing.
+    /// `--all-faults` makes it 2 (as many as there are nodes besides the sellers, if fewer).
+    #[arg(long)]
+    pub communities: Option<usize>,
+    /// Hosted members per community.
+    #[arg(long, default_value_t = 4)]
+    pub hosted: usize,
+    /// The community nodes' `member_kdf` (the argon2id cost of each join and sign-in):
+    /// `minimum` (19 MiB, as the tests use) or `member` (46 MiB, a node's default).
+    #[arg(long, default_value = "minimum", value_parser = ["minimum", "member"])]
+    pub member_kdf: String,
+    /// All of the faults above, and two communities.
     #[arg(long)]
     pub all_faults: bool,
     /// Give up after this many seconds of waiting for convergence.
@@ -109,6 +127,8 @@ fn main() -> ExitCode {
         args.partition = true;
         args.garbage = true;
         args.late_joiner = true;
+        let room = args.nodes.saturating_sub(args.sellers);
+        args.communities.get_or_insert(room.min(2));
     }
     match run(&args) {
         Ok(summary) => {
@@ -135,6 +155,13 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<serde_json::Value> {
     if args.nodes < 2 || args.sellers == 0 || args.sellers > args.nodes {
         bail!("need at least 2 nodes and between 1 and --nodes sellers");
+    }
+    let communities = args.communities.unwrap_or(0);
+    if communities > args.nodes - args.sellers {
+        bail!("--communities {communities}: at most one per node that is not a seller");
+    }
+    if communities > 0 && args.hosted == 0 {
+        bail!("--hosted: a community needs at least one member");
     }
     let bin = match &args.bin {
         Some(b) => b.clone(),

@@ -155,7 +155,8 @@ impl Node {
         format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.peer_id)
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The URL of `path` on its API.
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
     }
 
@@ -167,13 +168,27 @@ impl Node {
         answer(r, path)
     }
 
+    /// `GET` a JSON document with the write token (the operator's reads).
+    pub fn get_operator(&self, path: &str) -> Result<Value> {
+        let r = ureq::get(&self.url(path))
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call();
+        answer(r, path)
+    }
+
     /// `POST` a JSON body with the write token.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let r = ureq::post(&self.url(path))
-            .timeout(Duration::from_secs(30))
-            .set("Authorization", &format!("Bearer {}", self.token))
-            .send_json(body.clone());
-        answer(r, path)
+        self.post_with(path, body, Some(&self.token))
+    }
+
+    /// `POST` a JSON body with `bearer` (the token, or a member's `pls.` session), or none.
+    pub fn post_with(&self, path: &str, body: &Value, bearer: Option<&str>) -> Result<Value> {
+        let mut req = ureq::post(&self.url(path)).timeout(Duration::from_secs(30));
+        if let Some(b) = bearer {
+            req = req.set("Authorization", &format!("Bearer {b}"));
+        }
+        answer(req.send_json(body.clone()), path)
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use passalong_protocol::{Keypair, PublicKey, State};
 use serde_json::{json, Value};
 
+use crate::community::{self, Community, CONNECTOR_BPS};
 use crate::node::Node;
 use crate::watch::{quantile, Poller, Written};
 use crate::Args;
@@ -113,6 +114,8 @@ fn id_of(v: &Value) -> Result<String> {
 /// Plays the scenario and returns the summary.
 pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<Value> {
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // The community nodes come right after the sellers.
+    let connectors = args.sellers..args.sellers + args.communities.unwrap_or(0);
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..args.nodes {
         let mut boots = Vec::new();
@@ -123,6 +126,9 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             boots.push(nodes[1 + rng.below(i - 1)].p2p_addr());
         }
         let mut n = Node::new(i, root, bin, boots)?;
+        if connectors.contains(&i) {
+            community::prepare(bin, &n.dir, &args.member_kdf)?;
+        }
         n.start()?;
         nodes.push(n);
     }
@@ -165,11 +171,12 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     let mut offers: Vec<OfferState> = Vec::new();
     for (s, seller) in nodes[..args.sellers].iter().enumerate() {
         for rule in RULES {
-            let v = seller.post(
-                "/v1/offers",
-                &json!({"title": format!("{rule} item of seller {s}"), "price_minor": 10_000,
-                        "currency": "EUR", "pool_bps": 2_000, "rule": rule}),
-            )?;
+            let mut offer = json!({"title": format!("{rule} item of seller {s}"), "price_minor": 10_000,
+                                   "currency": "EUR", "pool_bps": 2_000, "rule": rule});
+            if !connectors.is_empty() {
+                offer["connector_bps"] = json!(CONNECTOR_BPS);
+            }
+            let v = seller.post("/v1/offers", &offer)?;
             let id = id_of(&v)?;
             written.push(&id, s, s);
             offers.push(OfferState {
@@ -181,6 +188,22 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             });
         }
     }
+
+    // The communities: founded, joined by their members, who pass an offer along each.
+    let t = Instant::now();
+    let mut communities: Vec<Community> = Vec::new();
+    for (c, k) in connectors.clone().enumerate() {
+        let mut com = community::found(&nodes[k], c, args.hosted)?;
+        for j in 0..com.members.len() {
+            let o = (c * args.hosted + j) % offers.len();
+            let id = id_of(&com.refer(&nodes[k], j, &offers[o].link)?)?;
+            written.push(&id, k, offers[o].seller);
+            com.members[j].first = Some((o, id));
+        }
+        communities.push(com);
+    }
+    let communities_ms = t.elapsed().as_millis() as u64;
+
     let ops = plan(args, offers.len(), &mut rng);
     let n_ops = ops.len();
     let mut faults: Vec<String> = Vec::new();
@@ -188,6 +211,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     let mut partitioned: Vec<(usize, usize)> = Vec::new();
     let mut garbage_thread = None;
     let mut hostile_threads = Vec::new();
+    let mut removal: Option<Removal> = None;
     let started = Instant::now();
     for (step, op) in ops.into_iter().enumerate() {
         if args.garbage && step == n_ops / 4 {
@@ -223,8 +247,11 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             faults.push(format!("{} hostile peers", args.hostile));
         }
         if args.kill && step == n_ops / 3 {
-            // Never a seller (the seller's checkout must answer) nor the bootstrap hub.
-            let candidates: Vec<usize> = (args.sellers.max(1)..args.nodes).collect();
+            // Never a seller (the seller's checkout must answer) nor the bootstrap hub, nor a
+            // community node (its members' sessions would end).
+            let candidates: Vec<usize> = (args.sellers.max(1)..args.nodes)
+                .filter(|i| !connectors.contains(i))
+                .collect();
             if let Some(&k) = candidates.get(rng.below(candidates.len())) {
                 nodes[k].kill9();
                 if let Some(p) = pollers[k].take() {
@@ -243,6 +270,9 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             set_blocked(&nodes, &partitioned, true)?;
             faults.push("partition".into());
         }
+        if step == n_ops / 2 && !communities.is_empty() {
+            removal = Some(midway(&nodes, &mut communities, &offers, &written)?);
+        }
         if step == n_ops * 3 / 4 {
             if !partitioned.is_empty() {
                 set_blocked(&nodes, &partitioned, false)?;
@@ -258,9 +288,28 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             Op::Refer { offer, parent } => {
                 let o = &offers[offer];
                 let from = parent.map_or(o.link.clone(), |p| o.refs[p].clone());
-                let alive: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].alive()).collect();
-                let who = alive[rng.below(alive.len())];
-                let v = nodes[who].post("/v1/referrals", &json!({ "from": from }))?;
+                // A live node, or a hosted member with her session (a community node's own
+                // key refers nothing: what it earns is the connector's share alone).
+                let alive: Vec<usize> = (0..nodes.len())
+                    .filter(|&i| nodes[i].alive() && !connectors.contains(&i))
+                    .collect();
+                let hosted: Vec<(usize, usize)> = communities
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, com)| com.admitted().map(move |j| (c, j)))
+                    .collect();
+                let pick = rng.below(alive.len() + hosted.len());
+                let (v, who) = match pick.checked_sub(alive.len()).map(|h| hosted[h]) {
+                    Some((c, j)) => {
+                        let k = communities[c].node;
+                        (communities[c].refer(&nodes[k], j, &from)?, k)
+                    }
+                    None => {
+                        let who = alive[pick];
+                        let v = nodes[who].post("/v1/referrals", &json!({ "from": from }))?;
+                        (v, who)
+                    }
+                };
                 written.push(&id_of(&v)?, who, offers[offer].seller);
                 let link = v["link"].as_str().unwrap_or_default().to_string();
                 offers[offer].refs.push(link);
@@ -318,6 +367,12 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     for w in &all {
         envelopes.push(envelope(&nodes[w.writer], &w.id)?);
     }
+    // The communities and their memberships and ends, which the connector shares depend on.
+    for com in &communities {
+        for id in &com.attestations {
+            envelopes.push(envelope(&nodes[com.node], id)?);
+        }
+    }
     let state = State::from_envelopes(envelopes.iter().map(Vec::as_slice), now_ms()?);
     // Each market's (attestation count, ledger root): the count catches a market whose
     // ledger is still empty.
@@ -366,6 +421,14 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         .filter(|n| !agree(n))
         .map(|n| n.index)
         .collect();
+    let (communities_summary, removed_member, communities_ok) = community_summary(
+        &nodes,
+        &communities,
+        removal.as_ref(),
+        &state,
+        &envelopes,
+        &seller_keys,
+    )?;
 
     let mut delays: Vec<u64> = pollers
         .into_iter()
@@ -445,7 +508,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
     Ok(json!({
         "nodes": args.nodes,
         "converged": converged && late_converged && rss_ok && disk_ok
-            && (!args.garbage || banned_by > 0) && hostile_banned && p99_ok,
+            && (!args.garbage || banned_by > 0) && hostile_banned && p99_ok && communities_ok,
         "p99_within_bound": p99_ok,
         "rss_within_bound": rss_ok,
         "disk_within_bound": disk_ok,
@@ -465,6 +528,9 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         "spam_market_attestations": spam_held,
         "max_disk_kib": max_disk_kib,
         "late_joiner": late,
+        "communities": communities_summary,
+        "communities_ms": communities_ms,
+        "removed_member": removed_member,
         "per_node": per_node,
     }))
 }
@@ -526,7 +592,8 @@ fn disk_kib(dir: &Path) -> u64 {
     total / 1024
 }
 
-fn now_ms() -> Result<u64> {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> Result<u64> {
     Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64)
@@ -582,10 +649,173 @@ pub fn table(s: &Value) -> String {
         ("faults", s["faults"].to_string()),
         ("garbage peer", s["garbage"].to_string()),
         ("late joiner", s["late_joiner"].to_string()),
+        ("communities", s["communities"].to_string()),
+        ("removed member", s["removed_member"].to_string()),
     ];
     let mut t = String::new();
     for (k, v) in rows {
         t.push_str(&format!("{k:<30} {v}\n"));
     }
     t
+}
+
+/// The first community's removal midway, and the sales that show what it changed.
+struct Removal {
+    /// The community (index) and the member removed.
+    community: usize,
+    member: usize,
+    /// The seller (node index) of the offer both her referrals pass along.
+    seller: usize,
+    /// Her referral from before the removal, and the sale through it after.
+    before: (String, String),
+    /// Her referral from after the removal, and the sale through it.
+    after: (String, String),
+    /// Per community, a sale through its first member's first referral (the first one's is
+    /// `before`'s).
+    sales: Vec<String>,
+}
+
+/// Midway: the first community removes its first member, who then passes her first offer
+/// along again with her own key (see `community.rs`), from a node of her own as it were: the
+/// seller's checkout imports her referral. Then a sale through each community's first
+/// member's first referral (the removed member's from before the removal among them), and
+/// one through her referral from after.
+fn midway(
+    nodes: &[Node],
+    communities: &mut [Community],
+    offers: &[OfferState],
+    written: &Written,
+) -> Result<Removal> {
+    let k = communities[0].node;
+    let ends_at_ms = communities[0].remove(&nodes[k], 0)?;
+    let (o, before) = communities[0].members[0]
+        .first
+        .clone()
+        .ok_or_else(|| anyhow!("the removed member made no referral"))?;
+    let seller = offers[o].seller;
+    let hers = communities[0].referral_of_her_own(&nodes[k].dir, 0, &offers[o].id, ends_at_ms)?;
+    let v = nodes[seller].post(
+        "/v1/attestations",
+        &json!({ "envelopes": [hex::encode(&hers.bytes)] }),
+    )?;
+    if v["statuses"]["valid"] != 1 {
+        return Err(anyhow!("her referral was not taken as valid: {v}"));
+    }
+    let after = hers.id.to_hex();
+    written.push(&after, seller, seller);
+    let sale = |o: usize, order: String, via: &str| -> Result<String> {
+        let s = offers[o].seller;
+        let v = nodes[s].post(
+            "/v1/receipts",
+            &json!({"offer": offers[o].id, "order": order, "amount_minor": 10_000,
+                    "buyer": buyer(200), "via": via}),
+        )?;
+        let id = id_of(&v)?;
+        written.push(&id, s, s);
+        Ok(id)
+    };
+    let mut sales = Vec::with_capacity(communities.len());
+    for (c, com) in communities.iter().enumerate() {
+        let (o, via) = com.members[0]
+            .first
+            .clone()
+            .ok_or_else(|| anyhow!("community {c}'s first member made no referral"))?;
+        sales.push(sale(o, format!("community-{c}-first-referral"), &via)?);
+    }
+    let after_sale = sale(o, "community-0-after-removal".into(), &after)?;
+    Ok(Removal {
+        community: 0,
+        member: 0,
+        seller,
+        before: (before, sales[0].clone()),
+        after: (after, after_sale),
+        sales,
+    })
+}
+
+/// Per community, what its connector earned offline and what its node says (they must be the
+/// same, and more than nothing); and the removed member's two sales: the one through her
+/// referral from before the removal paid the connector, the one through her referral from
+/// after paid it nothing. The summaries and whether every check holds.
+fn community_summary(
+    nodes: &[Node],
+    communities: &[Community],
+    removal: Option<&Removal>,
+    state: &State,
+    envelopes: &[Vec<u8>],
+    seller_keys: &[String],
+) -> Result<(Vec<Value>, Value, bool)> {
+    let sellers: Vec<PublicKey> = seller_keys
+        .iter()
+        .filter_map(|k| PublicKey::from_hex(k).ok())
+        .collect();
+    let mut ok = true;
+    let mut out = Vec::new();
+    let named = community::named(envelopes);
+    for (c, com) in communities.iter().enumerate() {
+        let connector = PublicKey::from_hex(&com.connector)?;
+        let id = passalong_protocol::Id::from_hex(&com.id)?;
+        let referrals: Vec<&String> = com.members.iter().flat_map(|m| &m.referrals).collect();
+        let naming = referrals
+            .iter()
+            .filter(|r| named.get(r.as_str()) == Some(&Some(id)))
+            .count();
+        ok &= naming == referrals.len();
+        let offline = community::earned(state, &sellers, &connector);
+        let on_node = community::earned_on(&nodes[com.node]).ok();
+        ok &= on_node == Some(offline) && offline > 0;
+        let sale = removal.and_then(|r| r.sales.get(c));
+        let first_sale_share = match sale {
+            Some(r) => Some(community::share_of(
+                envelopes,
+                r,
+                &sellers,
+                &connector,
+                now_ms()?,
+            )?),
+            None => None,
+        };
+        ok &= first_sale_share.is_some_and(|s| s > 0);
+        out.push(json!({
+            "node": com.node,
+            "id": com.id,
+            "connector": com.connector,
+            "members": com.members.len(),
+            "admitted": com.admitted().count(),
+            "removed": com.members.iter().filter(|m| m.removed).map(|m| m.login.clone()).collect::<Vec<_>>(),
+            "member_referrals": referrals.len(),
+            "member_referrals_naming_it": naming,
+            "rss_after_joins_kib": com.rss_after_joins_kib,
+            "connector_earned_minor": offline as u64,
+            "node_says_earned_minor": on_node.map(|e| e as u64),
+            "first_sale_connector_share_minor": first_sale_share.map(|s| s as u64),
+        }));
+    }
+    let removed = match removal {
+        None => Value::Null,
+        Some(r) => {
+            let com = &communities[r.community];
+            let connector = PublicKey::from_hex(&com.connector)?;
+            let share = |receipt: &str| -> Result<u128> {
+                community::share_of(envelopes, receipt, &sellers, &connector, now_ms()?)
+            };
+            let (before, after) = (share(&r.before.1)?, share(&r.after.1)?);
+            let paid_nothing_after = before > 0 && after == 0;
+            ok &= paid_nothing_after;
+            json!({
+                "community": r.community,
+                "login": com.members[r.member].login,
+                "member": com.members[r.member].key,
+                "seller": r.seller,
+                "referral_before": r.before.0,
+                "sale_before": r.before.1,
+                "connector_share_before_minor": before as u64,
+                "referral_after": r.after.0,
+                "sale_after": r.after.1,
+                "connector_share_after_minor": after as u64,
+                "paid_nothing_after": paid_nothing_after,
+            })
+        }
+    };
+    Ok((out, removed, ok))
 }

@@ -1,0 +1,364 @@
+//! Community nodes (issue 16; `--communities N --hosted M`): N testnet nodes found a community
+//! each (`POST /v1/community`) and host M members, who join through an invite as a browser
+//! does (the join page's form, with its cookie and CSRF field), sign in through the API
+//! (`POST /v1/signin`) and pass offers along with their bearer sessions. Their referrals name
+//! their community, and the sellers' offers give the connector [`CONNECTOR_BPS`] of each sale
+//! whose hop 1 is an admitted member.
+//!
+//! Midway the first community removes its first member
+//! (`POST /v1/community/members/<key>/remove`). A sale through the referral she made before
+//! still pays the connector; one through a referral she made after must pay it nothing. Her
+//! session on the community node is read-only from then on (it signs nothing for her), so
+//! her later referral is signed here with her own key, opened from her key file with her
+//! password: what exporting her key to a node of her own gives her. (The export, step 11, and
+//! the own-node join, step 12, are not built yet; the referral is imported into the seller's
+//! node, whose checkout records the sale through it.)
+//!
+//! The community nodes seal their members' keys at `member_kdf = "minimum"` unless
+//! `--member-kdf member` says otherwise (the least a key file may ask for, as the tests use):
+//! the testnet measures convergence, not sign-in cost.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use passalong_accounts::{vault, KeyFile};
+use passalong_protocol::attestation::{Body, Referral};
+use passalong_protocol::{Attestation, Id, PublicKey, State};
+use serde_json::{json, Value};
+
+use crate::node::Node;
+
+/// The connector's share of a sale, in basis points, in every offer of a run with communities.
+pub const CONNECTOR_BPS: u64 = 300;
+/// Every hosted member's password.
+const PASSWORD: &str = "testnet member password";
+/// Where the join page's form holds its CSRF token.
+const JOIN_FORM_FIELD: &str = "name=\"csrf\" value=\"";
+
+/// A hosted member of a testnet community.
+pub struct Member {
+    /// Her login.
+    pub login: String,
+    /// Her key, hex.
+    pub key: String,
+    /// Her bearer session (`pls.<hex>`).
+    session: String,
+    /// Her Membership attestation, hex.
+    pub membership: String,
+    /// Whether the connector removed her.
+    pub removed: bool,
+    /// The referrals she signed through her session (ids, hex).
+    pub referrals: Vec<String>,
+    /// Her first referral, made right after she joined: its offer (index) and id.
+    pub first: Option<(usize, String)>,
+}
+
+/// A community one testnet node runs.
+pub struct Community {
+    /// The node (index).
+    pub node: usize,
+    /// Its Community attestation, hex: what its members' referrals name.
+    pub id: String,
+    /// The connector: the node's key, hex.
+    pub connector: String,
+    /// Its hosted members.
+    pub members: Vec<Member>,
+    /// Its Community, Membership and MembershipEnd attestations (ids, hex), held by its node.
+    pub attestations: Vec<String>,
+    /// The node's resident memory once its members had joined and signed in, KiB (each join
+    /// and sign-in is an argon2id run).
+    pub rss_after_joins_kib: Option<u64>,
+}
+
+/// Readies the data dir of a node that will run a community, before its first start:
+/// `passalong init`, then the cost of its members' key files (`member_kdf`, `minimum` or
+/// `member`).
+pub fn prepare(bin: &Path, dir: &Path, member_kdf: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let out = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("init")
+        .output()
+        .with_context(|| format!("cannot run {} init", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "passalong init in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let setting = format!("member_kdf = \"{member_kdf}\"");
+    let is_setting = |l: &str| l.trim_start().starts_with("member_kdf");
+    let text = if text.lines().any(is_setting) {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| if is_setting(l) { setting.as_str() } else { l })
+            .collect();
+        lines.join("\n") + "\n"
+    } else {
+        format!("{text}\n{setting}\n")
+    };
+    std::fs::write(&path, text).with_context(|| path.display().to_string())?;
+    Ok(())
+}
+
+/// Node `node` (index `c`-th community) founds its community and hosts `hosted` members, who
+/// join through invites and sign in.
+pub fn found(node: &Node, c: usize, hosted: usize) -> Result<Community> {
+    let v = node.post(
+        "/v1/community",
+        &json!({ "name": format!("testnet community {c}") }),
+    )?;
+    let text = |v: &Value, k: &str| -> Result<String> {
+        v[k].as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {k} in {v}"))
+    };
+    let (id, connector) = (text(&v, "id")?, text(&v, "connector")?);
+    let mut members = Vec::with_capacity(hosted);
+    for j in 0..hosted {
+        let login = format!("member-{c}-{j}");
+        join(node, &login)?;
+        let s = node.post_with(
+            "/v1/signin",
+            &json!({ "login": login, "password": PASSWORD }),
+            None,
+        )?;
+        members.push(Member {
+            login,
+            key: text(&s, "identity")?,
+            session: text(&s, "session")?,
+            membership: String::new(),
+            removed: false,
+            referrals: Vec::new(),
+            first: None,
+        });
+    }
+    // Their Memberships, as the connector lists them (from its store).
+    let list = node.get_operator(&format!("/v1/community/members?limit={}", hosted.max(1)))?;
+    for m in &mut members {
+        let row = list["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["key"] == m.key.as_str())
+            .ok_or_else(|| anyhow!("{} is not among the members of community {c}", m.login))?;
+        m.membership = text(row, "membership")?;
+    }
+    let mut attestations = vec![id.clone()];
+    attestations.extend(members.iter().map(|m| m.membership.clone()));
+    Ok(Community {
+        node: node.index,
+        id,
+        connector,
+        members,
+        attestations,
+        rss_after_joins_kib: node.rss_kib(),
+    })
+}
+
+/// Joins through a new invite on its join page, as a browser does: `GET /join/<token>` gives
+/// the form's cookie and its CSRF field, and the form posted with both makes her a hosted
+/// member (the answer sends her, signed in, to the dashboard).
+fn join(node: &Node, login: &str) -> Result<()> {
+    let invite = node.post("/v1/community/invites", &json!({ "note": login }))?;
+    let token = invite["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no token in {invite}"))?;
+    let agent = ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(30))
+        .build();
+    let url = node.url(&format!("/join/{token}"));
+    let page = agent
+        .get(&url)
+        .call()
+        .map_err(|e| anyhow!("GET /join: {e}"))?;
+    let cookie = page
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow!("GET /join: no form cookie"))?
+        .to_string();
+    let body = page.into_string()?;
+    let at = body
+        .find(JOIN_FORM_FIELD)
+        .ok_or_else(|| anyhow!("GET /join: no csrf field"))?
+        + JOIN_FORM_FIELD.len();
+    let csrf = body[at..]
+        .split('"')
+        .next()
+        .ok_or_else(|| anyhow!("GET /join: a broken csrf field"))?;
+    let r = agent
+        .post(&url)
+        .set("Cookie", &cookie)
+        .send_form(&[
+            ("csrf", csrf),
+            ("login", login),
+            ("password", PASSWORD),
+            ("password2", PASSWORD),
+        ])
+        .map_err(|e| match e {
+            ureq::Error::Status(code, r) => {
+                anyhow!(
+                    "POST /join as {login}: {code} {}",
+                    r.into_string().unwrap_or_default()
+                )
+            }
+            e => anyhow!("POST /join as {login}: {e}"),
+        })?;
+    if !r
+        .all("set-cookie")
+        .iter()
+        .any(|c| c.starts_with("pl_session="))
+    {
+        bail!("POST /join as {login}: {} without a session", r.status());
+    }
+    Ok(())
+}
+
+impl Community {
+    /// Member `j` passes `from` (a share link) along with her bearer session: the answer of
+    /// `POST /v1/referrals` (her referral names the community).
+    pub fn refer(&mut self, node: &Node, j: usize, from: &str) -> Result<Value> {
+        let m = &mut self.members[j];
+        let v = node.post_with("/v1/referrals", &json!({ "from": from }), Some(&m.session))?;
+        let id = v["id"].as_str().ok_or_else(|| anyhow!("no id in {v}"))?;
+        m.referrals.push(id.to_string());
+        Ok(v)
+    }
+
+    /// The members who are still admitted (indices).
+    pub fn admitted(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.members.len()).filter(|&j| !self.members[j].removed)
+    }
+
+    /// The connector removes member `j`; from when her referrals pay it nothing.
+    pub fn remove(&mut self, node: &Node, j: usize) -> Result<u64> {
+        let m = &mut self.members[j];
+        let v = node.post(
+            &format!("/v1/community/members/{}/remove", m.key),
+            &json!(null),
+        )?;
+        let ends: Vec<String> = v["ends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str().map(str::to_string))
+            .collect();
+        if ends.is_empty() {
+            bail!("removing {} signed no MembershipEnd: {v}", m.login);
+        }
+        m.removed = true;
+        self.attestations.extend(ends);
+        v["ends_at_ms"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no ends_at_ms in {v}"))
+    }
+
+    /// A referral of `offer` that member `j` signs with her own key after `after_ms`, naming
+    /// the community: her key comes from her key file on the community node (`dir`), opened
+    /// with her password, as an export would give it to her.
+    pub fn referral_of_her_own(
+        &self,
+        dir: &Path,
+        j: usize,
+        offer: &str,
+        after_ms: u64,
+    ) -> Result<Attestation> {
+        let m = &self.members[j];
+        let path = dir
+            .join("community")
+            .join("members")
+            .join(format!("{}.json", m.key));
+        let file: Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| path.display().to_string())?,
+        )?;
+        let file: KeyFile = serde_json::from_value(file["key"].clone())
+            .with_context(|| format!("the key in {}", path.display()))?;
+        let keys = vault::open(&file, PASSWORD.as_bytes())
+            .map_err(|e| anyhow!("{}'s key file: {e}", m.login))?
+            .keypair;
+        if keys.public().to_hex() != m.key {
+            bail!("{}'s key file holds another key", m.login);
+        }
+        // Strictly after the end: a referral created at `ends_at_ms` is already outside it.
+        let mut now = crate::scenario::now_ms()?;
+        while now <= after_ms {
+            std::thread::sleep(Duration::from_millis(2));
+            now = crate::scenario::now_ms()?;
+        }
+        Ok(Attestation::sign(
+            Body::Referral(Referral {
+                referrer: keys.public(),
+                offer: Id::from_hex(offer)?,
+                parent: None,
+                recipient: None,
+                community: Some(Id::from_hex(&self.id)?),
+                created_at_ms: now,
+            }),
+            &keys,
+        ))
+    }
+}
+
+/// The community each referral among `envelopes` names (by the referral's id, hex).
+pub fn named(envelopes: &[Vec<u8>]) -> HashMap<String, Option<Id>> {
+    envelopes
+        .iter()
+        .filter_map(|e| Attestation::decode(e).ok())
+        .filter_map(|a| match a.body {
+            Body::Referral(r) => Some((a.id.to_hex(), r.community)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What `connector` earned in the sellers' ledgers of `state`, in minor units (every offer
+/// of the testnet is in EUR).
+pub fn earned(state: &State, sellers: &[PublicKey], connector: &PublicKey) -> u128 {
+    sellers
+        .iter()
+        .flat_map(|s| state.ledger(s).entries)
+        .filter(|e| e.participant == *connector)
+        .map(|e| e.earned)
+        .sum()
+}
+
+/// What the sale `receipt` paid `connector`, offline: its earnings from every envelope, less
+/// those from all but the receipt.
+pub fn share_of(
+    envelopes: &[Vec<u8>],
+    receipt: &str,
+    sellers: &[PublicKey],
+    connector: &PublicKey,
+    now_ms: u64,
+) -> Result<u128> {
+    let receipt = Id::from_hex(receipt)?;
+    let all = State::from_envelopes(envelopes.iter().map(Vec::as_slice), now_ms);
+    let without = State::from_envelopes(
+        envelopes
+            .iter()
+            .filter(|e| Id::of_envelope(e) != receipt)
+            .map(Vec::as_slice),
+        now_ms,
+    );
+    Ok(earned(&all, sellers, connector).saturating_sub(earned(&without, sellers, connector)))
+}
+
+/// What the community node `node` says its connector key earned (`GET /v1/community/earnings`).
+pub fn earned_on(node: &Node) -> Result<u128> {
+    let v = node.get_operator("/v1/community/earnings")?;
+    Ok(v["totals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["earned_minor"].as_u64())
+        .map(u128::from)
+        .sum())
+}
