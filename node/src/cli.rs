@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create the data dir: keys (0600), config.toml, API token. `run` does it if missing.
-    Init,
+    Init(InitArgs),
     /// Run the daemon.
     Run(RunArgs),
     /// Print my public key and peer id.
@@ -53,8 +53,9 @@ pub enum Command {
         /// Address the referral to one friend's key.
         #[arg(long, value_name = "PUBKEY")]
         to: Option<String>,
-        /// Name a community, whose connector may earn the connector share.
-        #[arg(long, value_name = "ID")]
+        /// Name a community, whose connector may earn the connector share (default: the
+        /// community this node is a member of, in membership.json; `none`: no community).
+        #[arg(long, value_name = "ID|none")]
         community: Option<String>,
     },
     /// The seller confirms a sale (a link given as --via is imported first).
@@ -133,6 +134,9 @@ pub enum Command {
     /// Run a community as its connector: found it, invite neighbours, see and remove members.
     #[command(subcommand)]
     Community(CommunityCommand),
+    /// A hosted member's own account on a community node.
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Write a seller's market (and the communities it depends on) to a bundle file.
     Export {
         /// The seller.
@@ -158,6 +162,45 @@ pub enum Command {
         /// The root the ledger must have.
         #[arg(long, value_name = "HEX")]
         root: Option<String>,
+    },
+}
+
+/// `passalong init` flags.
+#[derive(clap::Args, Debug, Default)]
+pub struct InitArgs {
+    /// Start this node with a member's exported key file (`passalong member export-key`):
+    /// her key becomes the node's, with her contacts, her community's relays and the markets
+    /// her history is in, which `run` follows (refused if the data dir has another key).
+    #[arg(long, value_name = "FILE")]
+    pub import_key: Option<PathBuf>,
+    /// The key file's password, the first line of FILE (default: $PASSALONG_KEY_PASSWORD, or
+    /// asked at the terminal).
+    #[arg(long, value_name = "FILE", requires = "import_key")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `passalong member …`
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Export a hosted member's key as a password-protected file, to run a node of her own
+    /// with it (`passalong init --import-key FILE`): signs in as LOGIN on the community node.
+    ExportKey {
+        /// Her login on the community node.
+        #[arg(long)]
+        login: String,
+        /// Where to write the key file (it must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The community node (`http://HOST:PORT`; default: this data dir's running daemon).
+        #[arg(long, value_name = "URL")]
+        node: Option<String>,
+        /// Her password, the first line of FILE (default: $PASSALONG_KEY_PASSWORD, or asked
+        /// at the terminal); the file is sealed under it.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Seal the file under another password: the first line of FILE.
+        #[arg(long, value_name = "FILE")]
+        export_password_file: Option<PathBuf>,
     },
 }
 

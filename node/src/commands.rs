@@ -281,6 +281,12 @@ pub fn refer(
     to: Option<String>,
     community: Option<String>,
 ) -> Result<()> {
+    // A member's own node names her community unless told otherwise (`none`).
+    let community = match community.as_deref().map(str::trim) {
+        Some(c) if c.eq_ignore_ascii_case("none") => None,
+        Some(c) => Some(c.to_string()),
+        None => crate::network::membership::community(dir.root())?.map(|c| c.to_hex()),
+    };
     let v: Referred = Client::connect(dir)?.post(
         "/v1/referrals",
         &NewReferral {

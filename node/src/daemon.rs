@@ -44,6 +44,10 @@ async fn serve(dir: &DataDir, config: Config) -> Result<()> {
     };
     let store = Arc::new(Store::open_with_cache(dir.store_dir(), cache)?);
     store.set_checkpoint_every(config.checkpoint_every);
+    // An imported key's markets, on the first start: before the network, which follows what
+    // the store does.
+    crate::keyfile::follow_imported(dir.root(), &store)
+        .context("cannot follow the imported key's markets")?;
     let keys = dir.keypair()?;
     let public_key = keys.public();
     let identities = Identities::single(keys);

@@ -66,6 +66,12 @@ impl DataDir {
 
     /// Creates whatever is missing; returns whether anything was created.
     pub fn init(&self) -> Result<bool> {
+        self.init_with(None)
+    }
+
+    /// [`DataDir::init`], with `seed` as the identity key when the dir has none yet (an
+    /// imported key). A dir whose key is another is refused: its history is that key's.
+    pub fn init_with(&self, seed: Option<&[u8; 32]>) -> Result<bool> {
         let mut created = false;
         if !self.root.exists() {
             std::fs::create_dir_all(&self.root)
@@ -76,10 +82,25 @@ impl DataDir {
         }
         self.check_dir()?;
         if !self.key_file().exists() {
-            let mut seed = [0u8; 32];
-            OsRng.fill_bytes(&mut seed);
-            write_secret(&self.key_file(), &format!("{}\n", hex::encode(seed)))?;
+            let mut fresh = zeroize::Zeroizing::new([0u8; 32]);
+            match seed {
+                Some(s) => fresh.copy_from_slice(s),
+                None => OsRng.fill_bytes(fresh.as_mut()),
+            }
+            write_secret(
+                &self.key_file(),
+                &zeroize::Zeroizing::new(format!("{}\n", hex::encode(*fresh))),
+            )?;
             created = true;
+        } else if let Some(s) = seed {
+            let have = self.keypair()?.public();
+            let given = Keypair::from_seed(*s).public();
+            if have != given {
+                bail!(
+                    "the data dir {} has another identity already ({have}), not {given}: import the key into a new data dir (--data-dir DIR)",
+                    self.root.display()
+                );
+            }
         }
         if !self.token_file().exists() {
             let mut t = [0u8; 32];

@@ -14,8 +14,10 @@ mod config;
 mod daemon;
 mod datadir;
 mod display;
+mod keyfile;
 mod logging;
 mod network;
+mod password;
 mod progress;
 mod verify;
 
@@ -68,7 +70,28 @@ fn try_main(cli: Cli) -> Result<bool> {
     }
     let dir = DataDir::resolve(cli.data_dir)?;
     match cli.command {
-        Command::Init => {
+        Command::Init(args) if args.import_key.is_some() => {
+            let file = args
+                .import_key
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            let v = keyfile::import(&dir, file, args.password_file.as_deref())?;
+            out.print(&v, |v| {
+                let mut s = format!(
+                    "{} {} with the imported key\npublic key {}\n{} markets to follow on the first `passalong run`, {} contacts",
+                    if v.created { "initialised" } else { "already initialised:" },
+                    v.data_dir,
+                    v.public_key,
+                    v.markets,
+                    v.contacts
+                );
+                if let Some(c) = &v.community {
+                    s.push_str(&format!("\nmember of community {c} ({} relays of its node in membership.json)", v.relays));
+                }
+                s
+            });
+        }
+        Command::Init(_) => {
             let created = dir.init()?;
             let pk = dir.keypair()?.public();
             /// What `passalong init` did.
@@ -128,6 +151,21 @@ fn try_main(cli: Cli) -> Result<bool> {
         }
         Command::Contacts(cmd) => commands::contacts(&dir, out, cmd)?,
         Command::Community(cmd) => community::community(&dir, out, cmd)?,
+        Command::Member(cli::MemberCommand::ExportKey {
+            login,
+            out: file,
+            node,
+            password_file,
+            export_password_file,
+        }) => keyfile::export_key(
+            &dir,
+            out,
+            &login,
+            &file,
+            node.as_deref(),
+            password_file.as_deref(),
+            export_password_file.as_deref(),
+        )?,
         Command::Export {
             seller,
             out: file,

@@ -5,13 +5,15 @@
 //! only while they are signed in. The policies are pure state machines (no IO, no async; time
 //! and randomness are passed in): the key-file format ([`vault`]) and its key derivation
 //! ([`kdf`]), sign-in slowing ([`throttle`]), one-time invites ([`invites`]) and sign-in
-//! sessions, which hold a member's key while she is signed in ([`session`]). The files of a
-//! community node are here too, with plain blocking IO: the community it runs
-//! ([`community`]) and its hosted members ([`members`]), under private directories with
-//! atomic writes ([`files`]).
+//! sessions, which hold a member's key while she is signed in ([`session`]). The key file a
+//! member takes away to her own node carries her markets, community and contacts
+//! ([`export`]). The files of a community node are here too, with plain blocking IO: the
+//! community it runs ([`community`]) and its hosted members ([`members`]), under private
+//! directories with atomic writes ([`files`]).
 #![deny(missing_docs)]
 
 pub mod community;
+pub mod export;
 pub mod files;
 pub mod invites;
 pub mod kdf;
@@ -21,6 +23,7 @@ pub mod throttle;
 pub mod vault;
 
 pub use community::{Community, CommunityError};
+pub use export::Carried;
 pub use files::FilesError;
 pub use invites::{InviteError, InviteId, Invites, InvitesFileError};
 pub use kdf::{KdfError, KdfParams};

@@ -135,6 +135,17 @@ impl CommunityNode {
         Some((m.public_key, m.status, m.key.clone()))
     }
 
+    /// A hosted member's login, where she stands and her key file (a copy), by her key: what
+    /// her password is checked against when she exports her key. `None`: no member hosted here.
+    pub fn key_record(
+        &self,
+        member: &PublicKey,
+    ) -> Option<(String, Status, passalong_accounts::KeyFile)> {
+        let current = self.lock();
+        let m = current.members.as_ref()?.get(member)?;
+        Some((m.login.to_string(), m.status, m.key.clone()))
+    }
+
     /// Replaces `member`'s key file by `file` (the same key, sealed anew), durably. Blocking
     /// (it syncs a file).
     pub fn reseal(
@@ -193,6 +204,43 @@ impl CommunityNode {
         current.invites = invites;
         Ok(out)
     }
+}
+
+/// The most relay addresses handed to a member (an export, an own-node join).
+pub const MAX_RELAY_ADDRS: usize = 8;
+
+/// Where members' nodes reach this node's relay: its external addresses (confirmed or
+/// configured) first, then the addresses it listens on (no relay circuits, no unspecified
+/// address), each ending with `/p2p/<its peer id>`, at most [`MAX_RELAY_ADDRS`]. None when the
+/// node runs without the network.
+pub async fn relay_addrs(s: &AppState) -> Vec<String> {
+    let Ok(net) = s.net() else {
+        return Vec::new();
+    };
+    let info = match net.info().await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "the network's addresses are unknown: no relay addresses given");
+            return Vec::new();
+        }
+    };
+    let suffix = format!("/p2p/{}", info.peer_id);
+    let mut out: Vec<String> = Vec::new();
+    for a in info.external.iter().chain(&info.listen) {
+        if a.contains("/p2p-circuit") || a.contains("/0.0.0.0/") || a.contains("/::/") {
+            continue;
+        }
+        let full = if a.ends_with(&suffix) {
+            a.clone()
+        } else {
+            format!("{a}{suffix}")
+        };
+        if !out.contains(&full) {
+            out.push(full);
+        }
+    }
+    out.truncate(MAX_RELAY_ADDRS);
+    out
 }
 
 /// Opens the hosted members' registry, logging the member files it could not read (each

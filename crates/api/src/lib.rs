@@ -10,6 +10,7 @@
 //! which the handlers answer with and the CLI reads back, so the two cannot drift apart.
 #![deny(missing_docs)]
 
+pub mod account;
 pub mod attestations;
 pub mod auth;
 pub mod community;

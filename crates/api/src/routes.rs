@@ -12,8 +12,8 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{
-    attestations, auth, community, contacts, earnings, ledger, metrics, node, offers, peers,
-    referrals, sales, MAX_BODY_BYTES, MAX_IMPORT_BYTES,
+    account, attestations, auth, community, contacts, earnings, ledger, metrics, node, offers,
+    peers, referrals, sales, MAX_BODY_BYTES, MAX_IMPORT_BYTES,
 };
 
 /// Who may use a route.
@@ -33,6 +33,9 @@ pub enum Access {
     SignIn,
     /// A member's own session.
     Session,
+    /// A hosted member's own account (her key file): her session only, as herself; the
+    /// operator's token has no account (400).
+    Own,
 }
 
 /// Every route: method, path, access.
@@ -81,6 +84,7 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::GET, "/v1/community/activity", Access::Operator),
     (Method::POST, "/v1/signin", Access::SignIn),
     (Method::POST, "/v1/signout", Access::Session),
+    (Method::POST, "/v1/account/export-key", Access::Own),
 ];
 
 /// The handler of one row of [`ROUTES`].
@@ -125,6 +129,7 @@ fn handler(method: &Method, path: &str) -> Option<MethodRouter<AppState>> {
         (true, "/v1/community/activity") => get(community::list_activity),
         (false, "/v1/signin") => post(auth::signin),
         (false, "/v1/signout") => post(auth::signout),
+        (false, "/v1/account/export-key") => post(account::export_key_route),
         _ => return None,
     })
 }

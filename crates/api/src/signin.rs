@@ -369,6 +369,69 @@ pub async fn sign_in_member(
     })
 }
 
+/// Checks a signed-in member's password again, before something that needs it (exporting
+/// her key), and runs `then` with her key under the same argon2 permit: the same throttle,
+/// permits and wrong-answer floor as a sign-in, counted on her login, so that a session in
+/// someone else's hands is no faster a way to guess her password. A member whose file says she
+/// moved to her own node is refused; a removed or departed one is not (exporting is her way on).
+pub(crate) async fn with_password<T: Send + 'static>(
+    s: &AppState,
+    member: &PublicKey,
+    password: &[u8],
+    ip: IpAddr,
+    then: impl FnOnce(passalong_protocol::Keypair) -> Result<T, vault::VaultError> + Send + 'static,
+) -> Result<(String, T), SignInError> {
+    let came = Instant::now();
+    if password.len() > PASSWORD_MAX_BYTES {
+        return Err(SignInError::TooLong);
+    }
+    let Some((login, status, file)) = s.community.key_record(member) else {
+        return Err(SignInError::NotActive(
+            "no hosted member's key file on this node is yours: only a member hosted here can export her key",
+        ));
+    };
+    if status == Status::Moved {
+        return Err(SignInError::NotActive(
+            "this account moved to its owner's own node: its key is there",
+        ));
+    }
+    let gate = s.signin.clone();
+    if let Verdict::Wait { retry_after_ms } = gate.throttle().check(&login, ip, now_ms()) {
+        tracing::info!(%ip, account = %login, retry_after_ms, "password check refused: slowed after failures");
+        return Err(SignInError::Wait { retry_after_ms });
+    }
+    let permit = gate.permit().await?;
+    let secret = Zeroizing::new(password.to_vec());
+    gate.checks.fetch_add(1, Ordering::Relaxed);
+    let done = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let opened = vault::open(&file, &secret)?;
+        then(opened.keypair)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "a password check failed");
+        SignInError::Internal
+    })?;
+    match done {
+        Ok(out) => {
+            gate.throttle().succeeded(&login, ip, now_ms());
+            Ok((login, out))
+        }
+        Err(vault::VaultError::WrongPassword) => {
+            gate.throttle().failed(&login, ip, now_ms());
+            tracing::info!(%ip, account = %login, "a member's password, asked again, was wrong");
+            let floor = Duration::from_millis(WRONG_ANSWER_FLOOR_MS);
+            tokio::time::sleep(floor.saturating_sub(came.elapsed())).await;
+            Err(SignInError::Wrong)
+        }
+        Err(e) => {
+            tracing::error!(%member, error = %e, "a hosted member's key file cannot be opened or sealed");
+            Err(SignInError::Internal)
+        }
+    }
+}
+
 type Opened = (passalong_protocol::Keypair, Option<KeyFile>);
 
 /// Opens `file` with `password`, and seals it anew at `target` when it was sealed at less

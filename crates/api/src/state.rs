@@ -44,6 +44,9 @@ pub struct AppState {
     /// The argon2id cost of sealing a hosted member's key under her password (her sign-in
     /// pays it again): `KdfParams::MEMBER` unless the node's config says otherwise.
     pub member_kdf: passalong_accounts::KdfParams,
+    /// The argon2id cost of a member's exported key file (`KdfParams::EXPORT`; tests lower
+    /// it): a file that may travel by email costs a guess more than one kept on the node.
+    pub export_kdf: passalong_accounts::KdfParams,
     /// Signed-in sessions (the dashboard's, and the API's members' later), each acting as one
     /// identity; a member's holds her key.
     pub sessions: Arc<Mutex<passalong_accounts::Sessions>>,
@@ -99,6 +102,7 @@ impl AppState {
             net: None,
             metrics: Metrics::default(),
             member_kdf: passalong_accounts::KdfParams::MEMBER,
+            export_kdf: passalong_accounts::KdfParams::EXPORT,
             sessions: Arc::new(Mutex::new(passalong_accounts::Sessions::new(
                 Default::default(),
             ))),

@@ -8,7 +8,8 @@
 //! - on a community node, the connector's page `/community` (invites, members and their
 //!   removal, activity, the connector's earnings), the **join page** `/join/<token>`, where an
 //!   invited neighbour becomes a hosted member, signed in with her own key
-//!   ([`auth::SignedIn::signer`]), and her `/account` (leaving the community). A member whose
+//!   ([`auth::SignedIn::signer`]), and her `/account` (exporting her key, leaving the
+//!   community). A member whose
 //!   membership ended signs in read-only ([`auth::SignedIn::read_only`]).
 //!
 //! Pages are rendered on the server (maud, checked at compile time) and work without
@@ -141,6 +142,7 @@ pub fn app(mut api: AppState, public: &PublicUrl) -> Router {
         .route("/community/members/remove", post(pages::community::remove))
         .route("/account", get(pages::account::page))
         .route("/account/leave", post(pages::account::leave))
+        .route("/account/export-key", post(pages::account::export_key))
         .route("/l/{token}", get(pages::share::page))
         .route(
             "/join/{token}",

@@ -6,8 +6,9 @@
 //! {"version":1,"community":HEX32,"relays":["/dns4/k.example/tcp/7424/p2p/12D3KooW…"]}
 //! ```
 //!
-//! `community join` writes it (issue 16, step 12). Only `version` and `relays` are read here
-//! and other fields are left to their readers; each relay is a multiaddr that ends with the
+//! `init --import-key` writes it from an exported key file, and `community join` when the node
+//! joins (issue 16, steps 11 and 12). `relays` are read for the network, `community` for the
+//! default community of the CLI's referrals; each relay is a multiaddr that ends with the
 //! community node's `/p2p/<peer id>`. The file is not `community/community.json`, which says
 //! which community a node runs as its connector.
 
@@ -17,6 +18,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use passalong_net::multiaddr::Protocol;
 use passalong_net::{Addr, PeerId};
+use passalong_protocol::Id;
 use serde::Deserialize;
 
 /// The file, in the data dir.
@@ -94,6 +96,67 @@ pub fn relays(data_dir: &Path) -> Result<Vec<Relay>> {
         .collect()
 }
 
+/// Writes the file: this node is a member of `community`, whose node's relays are `relays`
+/// (each `<multiaddr>/p2p/<peer id>`; checked before anything is written). Atomic: a
+/// temporary file synced, then renamed over the old one.
+pub fn write(data_dir: &Path, community: &Id, relays: &[String]) -> Result<()> {
+    for a in relays {
+        let addr: Addr = a
+            .parse()
+            .with_context(|| format!("relay {a:?} is not a multiaddr"))?;
+        if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+            bail!("relay {a:?} does not end with /p2p/<peer id>");
+        }
+    }
+    let text = serde_json::to_string_pretty(&OnDiskOut {
+        version: VERSION,
+        community: community.to_hex(),
+        relays,
+    })
+    .context("cannot encode the membership file")?;
+    let path = path(data_dir);
+    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    let written = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    written.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The community the file names (`None`: no file, or it names none).
+pub fn community(data_dir: &Path) -> Result<Option<Id>> {
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default)]
+        community: Option<String>,
+    }
+    let path = path(data_dir);
+    let bytes = match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        r => r.with_context(|| format!("cannot read {}", path.display()))?,
+    };
+    let named: Named = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a membership file", path.display()))?;
+    named
+        .community
+        .map(|c| {
+            Id::from_hex(&c)
+                .map_err(|_| anyhow::anyhow!("{}: community {c:?} is not an id", path.display()))
+        })
+        .transpose()
+}
+
+#[derive(serde::Serialize)]
+struct OnDiskOut<'a> {
+    version: u32,
+    community: String,
+    relays: &'a [String],
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +183,16 @@ mod tests {
             format!("/ip4/203.0.113.7/tcp/7424/p2p/{p}")
         );
         assert!(stamp(dir.path()).is_some());
+        assert_eq!(community(dir.path()).unwrap(), Some(Id([7; 32])));
+        // Written back, the same.
+        let id = Id([9; 32]);
+        let addrs: Vec<String> = r.iter().map(|r| r.addr.to_string()).collect();
+        write(dir.path(), &id, &addrs).unwrap();
+        assert_eq!(relays(dir.path()).unwrap(), r);
+        assert_eq!(community(dir.path()).unwrap(), Some(id));
+        let e = write(dir.path(), &id, &["/ip4/203.0.113.7/tcp/1".to_string()]).unwrap_err();
+        assert!(format!("{e:#}").contains("/p2p/"), "{e:#}");
+        assert_eq!(relays(dir.path()).unwrap(), r, "nothing written");
         for (bad, says) in [
             ("{\"version\":2,\"relays\":[]}".to_string(), "version 2"),
             ("{\"relays\":[]}".to_string(), "not a membership file"),

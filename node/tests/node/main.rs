@@ -16,6 +16,7 @@ mod cli;
 mod communities;
 mod community_relay;
 mod crash;
+mod key_export;
 mod nat;
 mod network;
 mod three_nodes;

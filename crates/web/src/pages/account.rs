@@ -1,20 +1,25 @@
 //! A hosted member's account page, `/account`: where she stands in the community, and leaving
 //! it — a MembershipEnd her own key signs (`passalong_api::community::leave`), after a
 //! confirmation. Her sessions end with it (her key leaves memory), and she goes on in a
-//! read-only session: her pages and earnings, nothing signed. (Exporting her key, to go on
-//! from a node of her own, joins this page with step 11 of the community plan.)
+//! read-only session: her pages and earnings, nothing signed. And exporting her key: her
+//! password again (and, if she likes, another one for the file) downloads
+//! `passalong-<login>.key`, the file `passalong init --import-key` starts a node of her own
+//! with (`passalong_api::account::export_key`). A read-only member may export too.
 //!
 //! Members only: the operator has no membership to leave, and sees the community on
 //! `/community`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use maud::{html, Markup};
 use passalong_accounts::members::Status;
+use passalong_api::account::ExportError;
+use passalong_api::signin::{Peer, SignInError};
 use rand_core::OsRng;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use super::names;
 use crate::auth::{signed_in_to, SignedIn};
@@ -56,6 +61,22 @@ async fn render(s: &WebState, me: &SignedIn, shown: Markup) -> Result<Markup, Pa
                     Status::Left => "You left the community. Your account here is read-only.",
                     Status::Moved => "You moved to a node of your own.",
                 } }
+            }
+        }
+        @if mine.is_some_and(|m| m.status != Status::Moved) {
+            section.card #export {
+                h2 { "Export my key" }
+                p { "Your key is what your referrals and earnings are signed with. Export it to run a node of your own "
+                    "(" code { "passalong init --import-key FILE" } "): your history and later earnings follow the key. "
+                    "The file is sealed under your password, or under another one you choose for it; keep it safe, "
+                    "whoever opens it can sign as you." }
+                form method="post" action="/account/export-key" {
+                    (layout::csrf(me))
+                    label { "Your password " input type="password" name="password" required autocomplete="current-password"; }
+                    label { "A password for the file (leave empty to use yours) "
+                        input type="password" name="export_password" autocomplete="new-password"; }
+                    button #export-key type="submit" { "Export my key" }
+                }
             }
         }
         @if active {
@@ -131,4 +152,72 @@ pub async fn leave(
         .start_read_only(me.me(), passalong_api::now_ms(), &mut OsRng);
     tracing::info!(member = %left.member, "a member left the community on the dashboard");
     Ok(signed_in_to(&s, id, Role::Member, "/account"))
+}
+
+/// The export form.
+#[derive(Deserialize)]
+pub struct ExportForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+    /// Empty: the file is sealed under her password.
+    #[serde(default)]
+    export_password: String,
+}
+
+/// `POST /account/export-key`: her password again, then her key file as a download,
+/// `passalong-<login>.key`; a wrong password shows the page again with why.
+pub async fn export_key(
+    State(s): State<WebState>,
+    me: SignedIn,
+    headers: HeaderMap,
+    peer: Peer,
+    Form(f): Form<ExportForm>,
+) -> Result<Response, PageError> {
+    member_only(&me)?;
+    me.check_csrf(&f.csrf)?;
+    let ip = s.api.signin.client_ip(&headers, peer.0);
+    let password = Zeroizing::new(f.password);
+    let export_password = Zeroizing::new(f.export_password);
+    let sealing = (!export_password.is_empty()).then_some(export_password.as_bytes());
+    match passalong_api::account::export_key(&s.api, me.me(), password.as_bytes(), sealing, ip)
+        .await
+    {
+        Ok(out) => {
+            let name = format!("passalong-{}.key", out.login);
+            let mut res = (StatusCode::OK, out.file.to_json()).into_response();
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            // A login is [a-z0-9._-]: nothing to quote or escape.
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            tracing::info!(member = %me.me(), "a member downloaded her key file");
+            Ok(res)
+        }
+        Err(e) => {
+            let (status, message) = match &e {
+                ExportError::Password(SignInError::Wrong) => (
+                    StatusCode::UNAUTHORIZED,
+                    "Wrong password: your key was not exported.".to_string(),
+                ),
+                ExportError::Password(SignInError::Wait { retry_after_ms }) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Too many wrong passwords: try again in {}.",
+                        layout::duration(*retry_after_ms)
+                    ),
+                ),
+                ExportError::Password(p) => (p.status(), p.to_string()),
+                ExportError::Api(a) => (a.status, a.message.clone()),
+            };
+            let shown = html! { p.error #export-error role="alert" { (message) } };
+            Ok((status, render(&s, &me, shown).await?).into_response())
+        }
+    }
 }

@@ -67,6 +67,7 @@ impl Node {
             )
             .expect("state");
             state.member_kdf = passalong_accounts::KdfParams::MINIMUM;
+            state.export_kdf = passalong_accounts::KdfParams::MINIMUM;
             tx.send(state.clone()).expect("the test waits");
             let app = passalong_web::app(state, &PublicUrl::default());
             let _ = passalong_web::serve(listener, app, std::future::pending()).await;
@@ -235,6 +236,8 @@ fn request(path: &str, who: &PublicKey, link: &ShareLink, receipt: &str) -> (Str
             "currency": "EUR", "reference": "r-1", "as": as_}),
         "/v1/contacts" => json!({"key": "4".repeat(64), "name": "Mallory", "as": as_}),
         "/v1/contacts/remove" => json!({"key": "2".repeat(64), "as": as_}),
+        // Both members' password is PASSWORD: only who the session is decides whose key.
+        "/v1/account/export-key" => json!({"password": PASSWORD}),
         _ => json!({}),
     };
     let path = path
@@ -296,8 +299,23 @@ fn no_member_reads_or_acts_as_another_on_any_route() {
                 Access::Session if who == "B's bearer" => {
                     assert_eq!(*status, 200, "{what}: B ends her own session: {text}")
                 }
+                Access::Own if who == "B's bearer" => {
+                    assert_eq!(*status, 200, "{what}: B's own: {text}");
+                    let file: Value = serde_json::from_str(text).expect("a key file");
+                    assert_eq!(
+                        file["public_key"],
+                        b.to_hex().as_str(),
+                        "{what}: B's key only"
+                    );
+                }
                 _ => assert!(refused(*status), "{what} by {who}: {status} {text}"),
             }
+        }
+        if *access == Access::Own {
+            // The token has no account: a hosted member's key is never the operator's.
+            let by_token = node.call(method, &path_as_a, &Auth::Bearer(TOKEN.into()), &body);
+            assert_eq!(by_token.0, 400, "{what} by the token: {}", by_token.1);
+            assert!(!by_token.1.contains(&a.to_hex()));
         }
         if matches!(access, Access::Acts | Access::Private) {
             // (The token is tried on these only: on the operator's own routes it may do
@@ -499,4 +517,167 @@ fn a_member_signs_in_through_the_api_acts_as_herself_and_signs_out() {
         &json!({}),
     );
     assert_eq!(status, 200);
+}
+
+/// A hosted member exports her key through the API and from her account page: the file opens
+/// with her password (or the one she chose for it) to her own key, carrying her community, its
+/// market and her contacts; a wrong password exports nothing; removed, she still exports
+/// (read-only), without the community she no longer belongs to.
+#[test]
+fn a_member_exports_her_key_read_only_too() {
+    use passalong_accounts::export;
+
+    let node = Node::start();
+    let c = node.operator_post("/v1/community", json!({"name": "Riverside"}));
+    let (cookie, anna) = node.join("anna");
+    let bearer = node.sign_in("anna");
+    let friend = "2".repeat(64);
+    let (status, _) = node.call(
+        &Method::POST,
+        "/v1/contacts",
+        &Auth::Bearer(bearer.clone()),
+        &json!({"key": friend, "name": "Ben"}),
+    );
+    assert_eq!(status, 200);
+    let export_api = |bearer: &str, body: Value| {
+        node.call(
+            &Method::POST,
+            "/v1/account/export-key",
+            &Auth::Bearer(bearer.into()),
+            &body,
+        )
+    };
+
+    let (status, text) = export_api(&bearer, json!({"password": "not her password"}));
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = export_api(&bearer, json!({"password": PASSWORD}));
+    assert_eq!(status, 200, "{text}");
+    let file = passalong_accounts::KeyFile::from_json(&text).expect("a key file");
+    assert_eq!(
+        (file.kdf.m_kib, file.kdf.t),
+        (
+            passalong_accounts::KdfParams::MINIMUM.m_kib,
+            passalong_accounts::KdfParams::MINIMUM.t
+        ),
+        "the node's export cost (lowered for the test)"
+    );
+    let (key, carried) = export::open(&file, PASSWORD.as_bytes()).expect("her password opens it");
+    assert_eq!(key.public(), anna);
+    let connector = Keypair::from_seed([1; 32]).public();
+    assert_eq!(
+        carried.community.map(|id| id.to_hex()).as_deref(),
+        c["id"].as_str()
+    );
+    assert!(
+        carried.markets.contains(&connector),
+        "{:?}",
+        carried.markets
+    );
+    assert_eq!(
+        carried.contacts,
+        vec![(
+            PublicKey::from_hex(&friend).expect("key"),
+            "Ben".to_string()
+        )]
+    );
+    assert!(
+        carried.relays.is_empty(),
+        "a node without the network has no relay to give"
+    );
+
+    // Under a password of its own: hers no longer opens it.
+    let (status, text) = export_api(
+        &bearer,
+        json!({"password": PASSWORD, "export_password": "for the usb stick"}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let file = passalong_accounts::KeyFile::from_json(&text).expect("a key file");
+    assert!(matches!(
+        export::open(&file, PASSWORD.as_bytes()),
+        Err(passalong_accounts::VaultError::WrongPassword)
+    ));
+    assert_eq!(
+        export::open(&file, b"for the usb stick")
+            .expect("opens")
+            .0
+            .public(),
+        anna
+    );
+    let (status, text) = export_api(
+        &bearer,
+        json!({"password": PASSWORD, "export_password": "short"}),
+    );
+    assert_eq!(status, 400, "{text}");
+
+    // The account page: the form, and the download.
+    let (status, page) = node.call(
+        &Method::GET,
+        "/account",
+        &Auth::Cookie(cookie.clone()),
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"export-key\""), "{page}");
+    let at = page.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+    let csrf = page[at..at + 64].to_string();
+    let post_form = |password: &str| {
+        answer_with_headers(
+            Node::agent()
+                .post(&node.url("/account/export-key"))
+                .set("Cookie", &cookie)
+                .set("Origin", &node.url(""))
+                .send_form(&[
+                    ("csrf", csrf.as_str()),
+                    ("password", password),
+                    ("export_password", ""),
+                ]),
+        )
+    };
+    let (status, disposition, body) = post_form("not her password");
+    assert_eq!(status, 401);
+    assert!(
+        disposition.is_none() && body.contains("Wrong password"),
+        "{body}"
+    );
+    let (status, disposition, body) = post_form(PASSWORD);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        disposition.as_deref(),
+        Some("attachment; filename=\"passalong-anna.key\"")
+    );
+    let file = passalong_accounts::KeyFile::from_json(&body).expect("a key file");
+    assert_eq!(
+        export::open(&file, PASSWORD.as_bytes())
+            .expect("opens")
+            .0
+            .public(),
+        anna
+    );
+
+    // Removed, she signs in read-only and exports all the same, without the community.
+    node.operator_post(
+        &format!("/v1/community/members/{}/remove", anna.to_hex()),
+        json!({}),
+    );
+    let (status, _) = export_api(&bearer, json!({"password": PASSWORD}));
+    assert_eq!(status, 401, "her sessions ended with the removal");
+    let read_only = node.sign_in("anna");
+    let (status, text) = export_api(&read_only, json!({"password": PASSWORD}));
+    assert_eq!(status, 200, "{text}");
+    let file = passalong_accounts::KeyFile::from_json(&text).expect("a key file");
+    let (key, carried) = export::open(&file, PASSWORD.as_bytes()).expect("opens");
+    assert_eq!(key.public(), anna);
+    assert_eq!(carried.community, None, "no longer a member");
+    assert_eq!(carried.contacts.len(), 1, "her contacts still");
+}
+
+/// Status, `Content-Disposition` and body of an answer.
+fn answer_with_headers(r: Result<ureq::Response, ureq::Error>) -> (u16, Option<String>, String) {
+    let r = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport: {e}"),
+    };
+    let disposition = r.header("content-disposition").map(str::to_string);
+    (r.status(), disposition, r.into_string().expect("body"))
 }
