@@ -140,13 +140,24 @@ pub fn found(node: &Node, c: usize, hosted: usize) -> Result<Community> {
             first: None,
         });
     }
-    // Their Memberships, as the connector lists them (from its store).
-    let list = node.get_operator(&format!("/v1/community/members?limit={}", hosted.max(1)))?;
+    // Their Memberships, as the connector lists them (from its store), page by page.
+    let mut rows: Vec<Value> = Vec::new();
+    loop {
+        let page = node.get_operator(&format!(
+            "/v1/community/members?offset={}&limit=1000",
+            rows.len()
+        ))?;
+        let got = page["members"].as_array().cloned().unwrap_or_default();
+        let total = page["total"].as_u64().unwrap_or(0) as usize;
+        let done = got.is_empty() || rows.len() + got.len() >= total;
+        rows.extend(got);
+        if done {
+            break;
+        }
+    }
     for m in &mut members {
-        let row = list["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let row = rows
+            .iter()
             .find(|r| r["key"] == m.key.as_str())
             .ok_or_else(|| anyhow!("{} is not among the members of community {c}", m.login))?;
         m.membership = text(row, "membership")?;

@@ -649,12 +649,37 @@ pub fn table(s: &Value) -> String {
         ("faults", s["faults"].to_string()),
         ("garbage peer", s["garbage"].to_string()),
         ("late joiner", s["late_joiner"].to_string()),
-        ("communities", s["communities"].to_string()),
-        ("removed member", s["removed_member"].to_string()),
     ];
     let mut t = String::new();
     for (k, v) in rows {
         t.push_str(&format!("{k:<30} {v}\n"));
+    }
+    for (c, com) in s["communities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let v = format!(
+            "node{}: {} members ({} admitted), {} referrals by them, connector earned {} (its node says {})",
+            com["node"],
+            com["members"],
+            com["admitted"],
+            com["member_referrals"],
+            com["connector_earned_minor"],
+            com["node_says_earned_minor"]
+        );
+        t.push_str(&format!("{:<30} {v}\n", format!("community {c}")));
+    }
+    let r = &s["removed_member"];
+    if !r.is_null() {
+        let v = format!(
+            "{}: connector share of a sale through her referral from before {}, from after {}",
+            r["login"].as_str().unwrap_or_default(),
+            r["connector_share_before_minor"],
+            r["connector_share_after_minor"]
+        );
+        t.push_str(&format!("{:<30} {v}\n", "removed member"));
     }
     t
 }
