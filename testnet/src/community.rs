@@ -9,10 +9,9 @@
 //! (`POST /v1/community/members/<key>/remove`). A sale through the referral she made before
 //! still pays the connector; one through a referral she made after must pay it nothing. Her
 //! session on the community node is read-only from then on (it signs nothing for her), so
-//! her later referral is signed here with her own key, opened from her key file with her
-//! password: what exporting her key to a node of her own gives her. (The export, step 11, and
-//! the own-node join, step 12, are not built yet; the referral is imported into the seller's
-//! node, whose checkout records the sale through it.)
+//! she goes on with a node of her own: she signs in again, exports her key
+//! (`POST /v1/account/export-key`), starts a node with it (`passalong init --import-key`),
+//! and passes the offer along from there, naming the community she was removed from.
 //!
 //! The community nodes seal their members' keys at `member_kdf = "minimum"` unless
 //! `--member-kdf member` says otherwise (the least a key file may ask for, as the tests use):
@@ -24,8 +23,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use passalong_accounts::{vault, KeyFile};
-use passalong_protocol::attestation::{Body, Referral};
+use passalong_protocol::attestation::Body;
 use passalong_protocol::{Attestation, Id, PublicKey, State};
 use serde_json::{json, Value};
 
@@ -272,49 +270,62 @@ impl Community {
             .ok_or_else(|| anyhow!("no ends_at_ms in {v}"))
     }
 
-    /// A referral of `offer` that member `j` signs with her own key after `after_ms`, naming
-    /// the community: her key comes from her key file on the community node (`dir`), opened
-    /// with her password, as an export would give it to her.
-    pub fn referral_of_her_own(
+    /// Member `j` leaves for a node of her own: she signs in on the community node (`node`),
+    /// exports her key under her password, and starts node `index` with it under `root`
+    /// (`passalong init --import-key`), bootstrapping from `boots`.
+    pub fn own_node(
         &self,
-        dir: &Path,
+        node: &Node,
         j: usize,
-        offer: &str,
-        after_ms: u64,
-    ) -> Result<Attestation> {
+        index: usize,
+        root: &Path,
+        boots: Vec<String>,
+    ) -> Result<Node> {
         let m = &self.members[j];
-        let path = dir
-            .join("community")
-            .join("members")
-            .join(format!("{}.json", m.key));
-        let file: Value = serde_json::from_slice(
-            &std::fs::read(&path).with_context(|| path.display().to_string())?,
+        let s = node.post_with(
+            "/v1/signin",
+            &json!({ "login": m.login, "password": PASSWORD }),
+            None,
         )?;
-        let file: KeyFile = serde_json::from_value(file["key"].clone())
-            .with_context(|| format!("the key in {}", path.display()))?;
-        let keys = vault::open(&file, PASSWORD.as_bytes())
-            .map_err(|e| anyhow!("{}'s key file: {e}", m.login))?
-            .keypair;
-        if keys.public().to_hex() != m.key {
-            bail!("{}'s key file holds another key", m.login);
+        let session = s["session"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no session in {s}"))?;
+        let file = node.post_with(
+            "/v1/account/export-key",
+            &json!({ "password": PASSWORD }),
+            Some(session),
+        )?;
+        node.post_with("/v1/signout", &json!({}), Some(session))?;
+        let mut own = Node::new(index, root, node.bin(), boots)?;
+        let key_file = root.join(format!("{}.key", m.login));
+        std::fs::write(&key_file, serde_json::to_vec(&file)?)?;
+        std::fs::create_dir_all(&own.dir)?;
+        let out = Command::new(node.bin())
+            .arg("--data-dir")
+            .arg(&own.dir)
+            .arg("init")
+            .arg("--import-key")
+            .arg(&key_file)
+            .env("PASSALONG_KEY_PASSWORD", PASSWORD)
+            .output()
+            .context("passalong init --import-key")?;
+        if !out.status.success() {
+            bail!(
+                "passalong init --import-key for {}: {}",
+                m.login,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        // Strictly after the end: a referral created at `ends_at_ms` is already outside it.
-        let mut now = crate::scenario::now_ms()?;
-        while now <= after_ms {
-            std::thread::sleep(Duration::from_millis(2));
-            now = crate::scenario::now_ms()?;
+        own.start()?;
+        if own.public_key != m.key {
+            bail!(
+                "{}'s own node runs as {}, not her key {}",
+                m.login,
+                own.public_key,
+                m.key
+            );
         }
-        Ok(Attestation::sign(
-            Body::Referral(Referral {
-                referrer: keys.public(),
-                offer: Id::from_hex(offer)?,
-                parent: None,
-                recipient: None,
-                community: Some(Id::from_hex(&self.id)?),
-                created_at_ms: now,
-            }),
-            &keys,
-        ))
+        Ok(own)
     }
 }
 

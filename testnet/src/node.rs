@@ -52,6 +52,11 @@ impl Node {
         })
     }
 
+    /// The passalong binary it runs.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     /// Whether the process runs.
     pub fn alive(&self) -> bool {
         self.child.is_some()

@@ -271,7 +271,15 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             faults.push("partition".into());
         }
         if step == n_ops / 2 && !communities.is_empty() {
-            removal = Some(midway(&nodes, &mut communities, &offers, &written)?);
+            removal = Some(midway(
+                &mut nodes,
+                &mut pollers,
+                &mut communities,
+                &offers,
+                &written,
+                &seller_keys,
+                root,
+            )?);
         }
         if step == n_ops * 3 / 4 {
             if !partitioned.is_empty() {
@@ -290,7 +298,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                 let from = parent.map_or(o.link.clone(), |p| o.refs[p].clone());
                 // A live node, or a hosted member with her session (a community node's own
                 // key refers nothing: what it earns is the connector's share alone).
-                let alive: Vec<usize> = (0..nodes.len())
+                let alive: Vec<usize> = (0..args.nodes)
                     .filter(|&i| nodes[i].alive() && !connectors.contains(&i))
                     .collect();
                 let hosted: Vec<(usize, usize)> = communities
@@ -334,7 +342,7 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                 }
             }
             Op::Settle { seller } => {
-                let participant = nodes[(seller + 1) % nodes.len()].public_key.clone();
+                let participant = nodes[(seller + 1) % args.nodes].public_key.clone();
                 let v = nodes[seller].post(
                     "/v1/settlements",
                     &json!({"participant": participant, "amount_minor": 100, "currency": "EUR",
@@ -689,6 +697,10 @@ struct Removal {
     /// The community (index) and the member removed.
     community: usize,
     member: usize,
+    /// From when her referrals pay the connector nothing.
+    ends_at_ms: u64,
+    /// Her own node (index), started with her exported key.
+    own_node: usize,
     /// The seller (node index) of the offer both her referrals pass along.
     seller: usize,
     /// Her referral from before the removal, and the sale through it after.
@@ -698,19 +710,27 @@ struct Removal {
     /// Per community, a sale through its first member's first referral (the first one's is
     /// `before`'s).
     sales: Vec<String>,
+    /// How long it all took (the removal, her export, her node's start, the sales), ms.
+    ms: u64,
 }
 
-/// Midway: the first community removes its first member, who then passes her first offer
-/// along again with her own key (see `community.rs`), from a node of her own as it were: the
-/// seller's checkout imports her referral. Then a sale through each community's first
-/// member's first referral (the removed member's from before the removal among them), and
-/// one through her referral from after.
+/// Midway: the first community removes its first member, who leaves with her key for a node
+/// of her own (see `community.rs`; it joins the testnet's nodes, follows every market and
+/// must reach the offline roots too) and passes her first offer along again from there,
+/// naming the community. Then a sale through each community's first member's first referral
+/// (the removed member's from before the removal among them), and one through her referral
+/// from after.
+#[allow(clippy::too_many_arguments)]
 fn midway(
-    nodes: &[Node],
+    nodes: &mut Vec<Node>,
+    pollers: &mut Vec<Option<Poller>>,
     communities: &mut [Community],
     offers: &[OfferState],
     written: &Written,
+    seller_keys: &[String],
+    root: &Path,
 ) -> Result<Removal> {
+    let t = Instant::now();
     let k = communities[0].node;
     let ends_at_ms = communities[0].remove(&nodes[k], 0)?;
     let (o, before) = communities[0].members[0]
@@ -718,16 +738,23 @@ fn midway(
         .clone()
         .ok_or_else(|| anyhow!("the removed member made no referral"))?;
     let seller = offers[o].seller;
-    let hers = communities[0].referral_of_her_own(&nodes[k].dir, 0, &offers[o].id, ends_at_ms)?;
-    let v = nodes[seller].post(
-        "/v1/attestations",
-        &json!({ "envelopes": [hex::encode(&hers.bytes)] }),
-    )?;
-    if v["statuses"]["valid"] != 1 {
-        return Err(anyhow!("her referral was not taken as valid: {v}"));
+    let mut boots = vec![nodes[0].p2p_addr(), nodes[seller].p2p_addr()];
+    boots.dedup();
+    let own = communities[0].own_node(&nodes[k], 0, nodes.len(), root, boots)?;
+    for key in seller_keys {
+        own.post("/v1/markets/follow", &json!({ "market": key }))?;
     }
-    let after = hers.id.to_hex();
-    written.push(&after, seller, seller);
+    let v = own.post(
+        "/v1/referrals",
+        &json!({ "from": offers[o].link, "community": communities[0].id }),
+    )?;
+    let after = id_of(&v)?;
+    let after_link = v["link"].as_str().unwrap_or_default().to_string();
+    written.push(&after, own.index, seller);
+    let own_node = own.index;
+    // Her node's propagation is not measured: its poller would time its catching up.
+    nodes.push(own);
+    pollers.push(None);
     let sale = |o: usize, order: String, via: &str| -> Result<String> {
         let s = offers[o].seller;
         let v = nodes[s].post(
@@ -747,14 +774,18 @@ fn midway(
             .ok_or_else(|| anyhow!("community {c}'s first member made no referral"))?;
         sales.push(sale(o, format!("community-{c}-first-referral"), &via)?);
     }
-    let after_sale = sale(o, "community-0-after-removal".into(), &after)?;
+    // Her link carries the chain: the seller's checkout imports it.
+    let after_sale = sale(o, "community-0-after-removal".into(), &after_link)?;
     Ok(Removal {
         community: 0,
         member: 0,
+        ends_at_ms,
+        own_node,
         seller,
         before: (before, sales[0].clone()),
         after: (after, after_sale),
         sales,
+        ms: t.elapsed().as_millis() as u64,
     })
 }
 
@@ -832,6 +863,9 @@ fn community_summary(
                 "login": com.members[r.member].login,
                 "member": com.members[r.member].key,
                 "seller": r.seller,
+                "ends_at_ms": r.ends_at_ms,
+                "own_node": r.own_node,
+                "ms": r.ms,
                 "referral_before": r.before.0,
                 "sale_before": r.before.1,
                 "connector_share_before_minor": before as u64,
