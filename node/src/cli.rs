@@ -338,6 +338,14 @@ pub enum CommunityCommand {
     },
     /// What the connector earned, per market (its lines in the sellers' ledgers).
     Earnings,
+    /// Join a community with this node's own key, through its invite link: the community
+    /// node admits the key, this node follows the community's market, prefers its node's
+    /// relays and names the community in its referrals (`refer --community none` opts out).
+    Join {
+        /// The invite link (`http://HOST/join/inv1.…`).
+        #[arg(value_name = "URL")]
+        url: String,
+    },
 }
 
 /// `passalong offer …`

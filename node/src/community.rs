@@ -2,14 +2,21 @@
 //! neighbours to it, lists and removes its members and sees what it earned, through the
 //! daemon's API (`/v1/community`).
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use passalong_api::attestations::{Import, Imported};
 use passalong_api::community::{
     CommunityInfo, ConnectorEarnings, Earned, InviteCreated, InviteList, MemberEnded, MemberList,
     NewCommunity, NewInvite, Revoked, MAX_MEMBERS_PAGE,
 };
+use passalong_api::join::{JoinInfo, JoinRequest, Joined, MembershipRequest, NewMembershipRequest};
+use passalong_api::peers::{FollowBody, Following};
 use passalong_api::text::printable;
+use passalong_protocol::Id;
 use passalong_protocol::PublicKey;
 use passalong_web::layout::time;
+use serde::Serialize;
 
 use crate::cli::CommunityCommand;
 use crate::client::{q, Client};
@@ -21,6 +28,7 @@ use crate::display::{money, Align, Table};
 pub fn community(dir: &DataDir, out: Out, cmd: CommunityCommand) -> Result<()> {
     let client = Client::connect(dir)?;
     match cmd {
+        CommunityCommand::Join { url } => join(dir, &client, out, &url)?,
         CommunityCommand::Create { name } => {
             let v: CommunityInfo = client.post("/v1/community", &NewCommunity { name })?;
             out.print(&v, |v| format!("founded {}\n{}", shown(v), invite_hint()));
@@ -204,4 +212,126 @@ fn shown(v: &CommunityInfo) -> String {
 
 fn invite_hint() -> &'static str {
     "invite a neighbour with `passalong community invite --note NAME`"
+}
+
+/// The community node's base URL and the invite's token in an invite link
+/// (`http://HOST[:PORT]/join/<token>`).
+fn invite_link(url: &str) -> Result<(String, String)> {
+    let url = url.trim();
+    let (base, token) = url
+        .rsplit_once("/join/")
+        .ok_or_else(|| anyhow!("{url:?}: expected an invite link, http://HOST/join/inv1.…"))?;
+    let token = token.trim_end_matches('/');
+    if token.is_empty() || token.contains(['/', '?', '#']) {
+        bail!("{url:?}: expected an invite link, http://HOST/join/inv1.…");
+    }
+    // A link to the API's route works as well as the page's.
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    Ok((crate::keyfile::remote_base(base)?, token.to_string()))
+}
+
+/// What `community join` did.
+#[derive(Serialize)]
+struct JoinedHere {
+    community: String,
+    name: String,
+    connector: String,
+    membership: String,
+    relays: Vec<String>,
+}
+
+/// `passalong community join URL`: this node's own key joins the community of the invite.
+fn join(dir: &DataDir, client: &Client, out: Out, url: &str) -> Result<()> {
+    let (base, token) = invite_link(url)?;
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .redirects(0)
+        .build();
+    let path = format!("{base}/v1/join/{}", q(&token));
+    let info: JoinInfo =
+        crate::keyfile::call(agent.get(&path).call(), &base).context("reading the invite")?;
+    let request: MembershipRequest = client.post(
+        "/v1/membership-requests",
+        &NewMembershipRequest {
+            community: info.community.clone(),
+        },
+    )?;
+    let joined: Joined = crate::keyfile::call(
+        agent.post(&path).send_json(&JoinRequest {
+            member: request.member,
+            created_at_ms: request.created_at_ms,
+            signature: request.signature,
+        }),
+        &base,
+    )
+    .context("joining")?;
+    // Here: the Membership (and the Community it depends on), the connector's market, and
+    // membership.json (the relays preferred, the community named in referrals).
+    let _: Imported = client.post(
+        "/v1/attestations",
+        &Import {
+            envelopes: joined.envelopes.clone(),
+        },
+    )?;
+    let _: Following = client.post(
+        "/v1/markets/follow",
+        &FollowBody {
+            market: joined.info.connector.clone(),
+        },
+    )?;
+    let community = Id::from_hex(&joined.info.community).map_err(|_| {
+        anyhow!(
+            "{base} named community {:?}, not an id",
+            joined.info.community
+        )
+    })?;
+    crate::network::membership::write(dir.root(), &community, &joined.info.relays)?;
+    let v = JoinedHere {
+        community: joined.info.community,
+        name: joined.info.name,
+        connector: joined.info.connector,
+        membership: joined.membership,
+        relays: joined.info.relays,
+    };
+    out.print(&v, |v| {
+        format!(
+            "joined {} ({}) as this node's key; membership {}\nreferrals name it unless `refer --community none`; {} relays of its node preferred (membership.json)",
+            printable(&v.name),
+            v.community,
+            v.membership,
+            v.relays.len()
+        )
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invite_links_give_the_node_and_the_token() {
+        assert_eq!(
+            invite_link("http://127.0.0.1:7423/join/inv1.00ff").unwrap(),
+            ("http://127.0.0.1:7423".to_string(), "inv1.00ff".to_string())
+        );
+        assert_eq!(
+            invite_link("http://k.example/v1/join/inv1.ab/").unwrap(),
+            ("http://k.example".to_string(), "inv1.ab".to_string())
+        );
+        for bad in [
+            "http://k.example/",
+            "http://k.example/join/",
+            "http://k.example/join/a/b",
+            "k.example/join/inv1.ab",
+        ] {
+            assert!(invite_link(bad).is_err(), "{bad}");
+        }
+        assert!(format!(
+            "{:#}",
+            invite_link("https://k.example/join/inv1.ab").unwrap_err()
+        )
+        .contains("plain http"));
+    }
 }

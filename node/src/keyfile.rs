@@ -298,7 +298,7 @@ pub fn remote_base(url: &str) -> Result<String> {
 }
 
 /// A JSON answer of a remote node, or its error's message.
-fn call<T: serde::de::DeserializeOwned>(
+pub fn call<T: serde::de::DeserializeOwned>(
     r: Result<ureq::Response, ureq::Error>,
     base: &str,
 ) -> Result<T> {

@@ -1368,3 +1368,120 @@ pub async fn leave(s: &AppState, key: &MemberKey) -> Result<MemberEnded, ApiErro
         sessions_ended,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// A person with her own node joins with her own key (the invite link's second way).
+
+/// How far the time a member's node signed its request may be from this node's clock.
+pub const MAX_REQUEST_SKEW_MS: u64 = 10 * 60_000;
+
+/// An own-node member admitted: her Membership, and what her node needs with it.
+#[derive(Debug)]
+pub struct JoinedOwn {
+    /// The community.
+    pub community: Community,
+    /// The Membership attestation the connector signed.
+    pub membership: passalong_protocol::Attestation,
+    /// The Community attestation it depends on, for her node to import with it.
+    pub community_attestation: Option<passalong_protocol::Attestation>,
+}
+
+/// A person with her own node joins with the invite `token`: her node signed the membership
+/// request of `member` at `created_at_ms` (`Membership::request_message`) with her key, and
+/// this node checks that signature (strict ed25519) and that the time is at most
+/// [`MAX_REQUEST_SKEW_MS`] before its clock (and no later than the protocol's future skew,
+/// two minutes, after it: a later Membership would be held), spends the invite as a hosted join does (once, before
+/// anything is signed), and its key admits her: the Membership it returns is stored here and
+/// gossiped in the connector's market. A member admitted already is 409 (the invite is kept).
+pub async fn join_own(
+    s: &AppState,
+    token: &str,
+    member: PublicKey,
+    created_at_ms: u64,
+    signature: [u8; 64],
+) -> Result<JoinedOwn, ApiError> {
+    let now = now_ms();
+    // Ahead of the clock, only as far as the protocol takes an attestation at once: a
+    // Membership dated later would be held, after the invite was spent.
+    let ahead = passalong_protocol::limits::MAX_FUTURE_SKEW_MS.min(MAX_REQUEST_SKEW_MS);
+    if now.saturating_sub(created_at_ms) > MAX_REQUEST_SKEW_MS
+        || created_at_ms.saturating_sub(now) > ahead
+    {
+        return Err(ApiError::bad_request(format!(
+            "created_at_ms {created_at_ms} is too far from this node's clock ({now}; at most 10 minutes before it, {} s after): check your computer's clock and ask again",
+            ahead / 1000
+        )));
+    }
+    let _joining = s.community.joining.lock().await;
+    let community = s
+        .community
+        .current()
+        .ok_or_else(|| join_error(InviteError::Unknown))?;
+    // The invite before anything else: a wrong link is told as such.
+    s.community
+        .lock()
+        .invites
+        .check(token, now)
+        .map_err(join_error)?;
+    let connector = s.identities.signer(None)?;
+    if member == connector.public() {
+        return Err(ApiError::bad_request(
+            "this is the community node's own key: it runs the community, it does not join it",
+        ));
+    }
+    let message = Membership::request_message(&community.id, &member, created_at_ms);
+    passalong_protocol::signature::verify_strict(&member, &message, &signature).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the membership request's signature is not the member's ({e}): sign Membership::request_message of this community with her key"
+        ))
+    })?;
+    let (_, roster) = roster(s).await?;
+    if roster
+        .current(&member, now)
+        .is_some_and(|a| a.admits_at(now))
+    {
+        return Err(ApiError::conflict(format!(
+            "{member} is a member of this community already: the invite is kept for someone else"
+        )));
+    }
+    let lease = s
+        .community
+        .lock()
+        .invites
+        .reserve(token, now_ms())
+        .map_err(join_error)?;
+    // Spend the invite first, as a hosted join does: from here a failure costs the invite,
+    // never lets it work twice.
+    let (node, spent) = (s.community.clone(), lease.clone());
+    let spent = tokio::task::spawn_blocking(move || {
+        node.change_invites(|inv, now| inv.redeem(&spent, member, now).map_err(join_error))
+    })
+    .await
+    .map_err(ApiError::internal)
+    .and_then(|r| r);
+    if let Err(e) = spent {
+        s.community.lock().invites.release(&lease);
+        return Err(e);
+    }
+    let membership = s
+        .sign_and_store(
+            Body::Membership(Membership {
+                connector: connector.public(),
+                community: community.id,
+                member,
+                member_signature: passalong_protocol::attestation::Sig64(signature),
+                created_at_ms,
+            }),
+            connector,
+        )
+        .await?;
+    s.community.forget_roster();
+    let id = community.id;
+    let community_attestation = s.with_store(move |st| st.attestation(&id)).await?;
+    tracing::info!(%member, membership = %membership.id, "an own-node member joined");
+    Ok(JoinedOwn {
+        community,
+        membership,
+        community_attestation,
+    })
+}

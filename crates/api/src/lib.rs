@@ -18,6 +18,7 @@ pub mod contacts;
 pub mod earnings;
 mod error;
 mod identity;
+pub mod join;
 pub mod ledger;
 pub mod metrics;
 pub mod network;

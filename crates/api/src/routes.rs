@@ -12,8 +12,8 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{
-    account, attestations, auth, community, contacts, earnings, ledger, metrics, node, offers,
-    peers, referrals, sales, MAX_BODY_BYTES, MAX_IMPORT_BYTES,
+    account, attestations, auth, community, contacts, earnings, join, ledger, metrics, node,
+    offers, peers, referrals, sales, MAX_BODY_BYTES, MAX_IMPORT_BYTES,
 };
 
 /// Who may use a route.
@@ -36,6 +36,8 @@ pub enum Access {
     /// A hosted member's own account (her key file): her session only, as herself; the
     /// operator's token has no account (400).
     Own,
+    /// Anyone holding an invite (its token in the path): a person with her own node joining.
+    Invite,
 }
 
 /// Every route: method, path, access.
@@ -85,6 +87,9 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::POST, "/v1/signin", Access::SignIn),
     (Method::POST, "/v1/signout", Access::Session),
     (Method::POST, "/v1/account/export-key", Access::Own),
+    (Method::GET, "/v1/join/{token}", Access::Invite),
+    (Method::POST, "/v1/join/{token}", Access::Invite),
+    (Method::POST, "/v1/membership-requests", Access::Operator),
 ];
 
 /// The handler of one row of [`ROUTES`].
@@ -130,6 +135,9 @@ fn handler(method: &Method, path: &str) -> Option<MethodRouter<AppState>> {
         (false, "/v1/signin") => post(auth::signin),
         (false, "/v1/signout") => post(auth::signout),
         (false, "/v1/account/export-key") => post(account::export_key_route),
+        (true, "/v1/join/{token}") => get(join::show),
+        (false, "/v1/join/{token}") => post(join::join),
+        (false, "/v1/membership-requests") => post(join::request),
         _ => return None,
     })
 }

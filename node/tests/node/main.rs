@@ -19,5 +19,6 @@ mod crash;
 mod key_export;
 mod nat;
 mod network;
+mod own_join;
 mod three_nodes;
 mod verify;

@@ -1,6 +1,8 @@
 //! The join page `/join/<token>`: a neighbour opens the invite a connector gave her, chooses a
 //! login and a password, and becomes a hosted member of the community this node runs — her
-//! own key, made here and sealed under her password — signed in at once.
+//! own key, made here and sealed under her password — signed in at once. A person with a node
+//! of her own is shown the command that joins with its key instead (`passalong community
+//! join URL`, through `/v1/join/<token>`).
 //!
 //! Public (no session yet); the form is protected like the sign-in's, by a double-submit
 //! token in a short-lived cookie. Every refusal of the invite itself (unknown, used, expired,
@@ -25,7 +27,14 @@ use crate::WebState;
 /// The join form's double-submit cookie.
 pub const JOIN_COOKIE: &str = "pl_join";
 
-fn form(token: &str, community: &str, csrf: &str, login: &str, error: Option<&str>) -> Markup {
+fn form(
+    base: &str,
+    token: &str,
+    community: &str,
+    csrf: &str,
+    login: &str,
+    error: Option<&str>,
+) -> Markup {
     layout::bare(
         "Join",
         html! {
@@ -49,6 +58,12 @@ fn form(token: &str, community: &str, csrf: &str, login: &str, error: Option<&st
                     strong { "No one can recover a forgotten password" } ", not even the connector who runs this node." }
                 button #join type="submit" { "Join" }
             }
+            section.card #own-node {
+                h2 { "I run my own node" }
+                p { "Join with your own node's key instead (it then names the community in your referrals "
+                    "and prefers this node's relay): run" }
+                pre { code { "passalong community join " (base) "/join/" (token) } }
+            }
         },
     )
 }
@@ -69,7 +84,7 @@ fn fresh_form(
             header::SET_COOKIE,
             set_cookie(JOIN_COOKIE, &csrf, 3600, s.secure_cookies),
         )],
-        form(token, community, &csrf, login, error),
+        form(&s.api.base_url, token, community, &csrf, login, error),
     )
         .into_response()
 }

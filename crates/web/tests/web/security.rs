@@ -294,7 +294,8 @@ fn no_member_reads_or_acts_as_another_on_any_route() {
                 "{what} by {who}: A's contacts: {text}"
             );
             match access {
-                Access::Public => {}
+                // (An invite's routes answer for the invite in the path, whoever asks.)
+                Access::Public | Access::Invite => {}
                 Access::SignIn => assert!(refused(*status), "{what} by {who}: {status} {text}"),
                 Access::Session if who == "B's bearer" => {
                     assert_eq!(*status, 200, "{what}: B ends her own session: {text}")
@@ -680,4 +681,144 @@ fn answer_with_headers(r: Result<ureq::Response, ureq::Error>) -> (u16, Option<S
     };
     let disposition = r.header("content-disposition").map(str::to_string);
     (r.status(), disposition, r.into_string().expect("body"))
+}
+
+/// A person with her own node joins with her own key: `GET /v1/join/<token>` says what she
+/// joins, `POST` admits her once with her node's signed request, fresh and hers; a stale, a
+/// foreign or a repeated request is refused and costs no invite.
+#[test]
+fn an_own_node_member_joins_once_with_her_own_signed_request() {
+    use passalong_protocol::attestation::Membership;
+    use passalong_protocol::Id;
+
+    let node = Node::start();
+    let c = node.operator_post("/v1/community", json!({"name": "Riverside"}));
+    let community = Id::from_hex(c["id"].as_str().expect("id")).expect("hex");
+    let invite = node.operator_post("/v1/community/invites", json!({}));
+    let token = invite["token"].as_str().expect("token").to_string();
+    let path = format!("/v1/join/{token}");
+    let (status, text) = node.call(&Method::GET, &path, &Auth::None, &json!({}));
+    assert_eq!(status, 200, "{text}");
+    let info: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(info["community"], c["id"]);
+    assert_eq!(info["name"], "Riverside");
+    assert_eq!(
+        info["connector"],
+        Keypair::from_seed([1; 32]).public().to_hex().as_str()
+    );
+
+    let mine = Keypair::from_seed([0x4d; 32]);
+    let request = |who: &Keypair, signer: &Keypair, at_ms: u64| {
+        let sig = signer.sign(&Membership::request_message(
+            &community,
+            &who.public(),
+            at_ms,
+        ));
+        json!({"member": who.public().to_hex(), "created_at_ms": at_ms,
+            "signature": hex::encode(sig)})
+    };
+    let now = passalong_api::now_ms();
+    for (what, body) in [
+        ("stale", request(&mine, &mine, now - 11 * 60_000)),
+        ("from the future", request(&mine, &mine, now + 5 * 60_000)),
+        (
+            "signed by another key",
+            request(&mine, &Keypair::from_seed([0x4e; 32]), now),
+        ),
+    ] {
+        let (status, text) = node.call(&Method::POST, &path, &Auth::None, &body);
+        assert_eq!(status, 400, "{what}: {text}");
+    }
+    let (status, text) = node.call(
+        &Method::POST,
+        "/v1/join/inv1.nope",
+        &Auth::None,
+        &request(&mine, &mine, now),
+    );
+    assert_eq!(status, 404, "{text}");
+
+    // Fresh and hers: admitted, with the Community and the Membership to import.
+    let (status, text) = node.call(
+        &Method::POST,
+        &path,
+        &Auth::None,
+        &request(&mine, &mine, now),
+    );
+    assert_eq!(status, 201, "{text}");
+    let joined: Value = serde_json::from_str(&text).expect("json");
+    let envelopes = joined["envelopes"].as_array().expect("envelopes");
+    assert_eq!(envelopes.len(), 2);
+    let membership = passalong_protocol::Attestation::decode(
+        &hex::decode(envelopes[1].as_str().expect("hex")).expect("hex"),
+    )
+    .expect("an attestation");
+    assert_eq!(
+        membership.id.to_hex(),
+        joined["membership"].as_str().expect("id")
+    );
+    match &membership.body {
+        Body::Membership(m) => {
+            assert_eq!(
+                (m.member, m.community, m.created_at_ms),
+                (mine.public(), community, now)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(node
+        .store
+        .attestation(&membership.id)
+        .expect("store")
+        .is_some());
+    // The invite worked once.
+    let (status, text) = node.call(
+        &Method::POST,
+        &path,
+        &Auth::None,
+        &request(&mine, &mine, now),
+    );
+    assert_eq!(status, 410, "{text}");
+    // A member already admitted keeps the next invite for someone else.
+    let second = node.operator_post("/v1/community/invites", json!({}));
+    let path2 = format!("/v1/join/{}", second["token"].as_str().expect("token"));
+    let (status, text) = node.call(
+        &Method::POST,
+        &path2,
+        &Auth::None,
+        &request(&mine, &mine, now),
+    );
+    assert_eq!(status, 409, "{text}");
+    let (status, _) = node.call(&Method::GET, &path2, &Auth::None, &json!({}));
+    assert_eq!(status, 200, "still open");
+
+    // Her own node's side: its key signs the request for a community, with the token only.
+    let (status, text) = node.call(
+        &Method::POST,
+        "/v1/membership-requests",
+        &Auth::Bearer(TOKEN.into()),
+        &json!({"community": c["id"]}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let req: Value = serde_json::from_str(&text).expect("json");
+    let node_key = Keypair::from_seed([1; 32]).public();
+    assert_eq!(req["member"], node_key.to_hex().as_str());
+    let mut sig = [0u8; 64];
+    hex::decode_to_slice(req["signature"].as_str().expect("hex"), &mut sig).expect("64 bytes");
+    passalong_protocol::signature::verify_strict(
+        &node_key,
+        &Membership::request_message(
+            &community,
+            &node_key,
+            req["created_at_ms"].as_u64().expect("ms"),
+        ),
+        &sig,
+    )
+    .expect("the node's key signed the request");
+    let (status, _) = node.call(
+        &Method::POST,
+        "/v1/membership-requests",
+        &Auth::None,
+        &json!({"community": c["id"]}),
+    );
+    assert_eq!(status, 401);
 }
