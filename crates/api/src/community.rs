@@ -209,25 +209,41 @@ impl CommunityNode {
 /// The most relay addresses handed to a member (an export, an own-node join).
 pub const MAX_RELAY_ADDRS: usize = 8;
 
-/// Where members' nodes reach this node's relay: its external addresses (confirmed or
-/// configured) first, then the addresses it listens on (no relay circuits, no unspecified
-/// address), each ending with `/p2p/<its peer id>`, at most [`MAX_RELAY_ADDRS`]. None when the
-/// node runs without the network.
+/// Where members' nodes reach this node's relay: [`relay_addrs_of`] its network's addresses;
+/// none when it runs without the network.
 pub async fn relay_addrs(s: &AppState) -> Vec<String> {
     let Ok(net) = s.net() else {
         return Vec::new();
     };
-    let info = match net.info().await {
-        Ok(i) => i,
+    match net.info().await {
+        Ok(i) => relay_addrs_of(&i.peer_id, &i.external, &i.listen),
         Err(e) => {
             tracing::warn!(error = %e, "the network's addresses are unknown: no relay addresses given");
-            return Vec::new();
+            Vec::new()
         }
-    };
-    let suffix = format!("/p2p/{}", info.peer_id);
+    }
+}
+
+/// The addresses members' nodes are given for the node `peer_id`: its external addresses
+/// (confirmed or configured) first, then those it listens on, without relay circuits,
+/// unspecified addresses or (when it has others) loopback ones, each ending with
+/// `/p2p/<peer_id>`, at most [`MAX_RELAY_ADDRS`].
+pub fn relay_addrs_of(peer_id: &str, external: &[String], listen: &[String]) -> Vec<String> {
+    let suffix = format!("/p2p/{peer_id}");
+    let loopback = |a: &str| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/");
+    let usable: Vec<&String> = external
+        .iter()
+        .chain(listen)
+        .filter(|a| {
+            !a.contains("/p2p-circuit")
+                && !a.starts_with("/ip4/0.0.0.0/")
+                && !a.starts_with("/ip6/::/")
+        })
+        .collect();
+    let only_loopback = usable.iter().all(|a| loopback(a));
     let mut out: Vec<String> = Vec::new();
-    for a in info.external.iter().chain(&info.listen) {
-        if a.contains("/p2p-circuit") || a.contains("/0.0.0.0/") || a.contains("/::/") {
+    for a in usable {
+        if loopback(a) && !only_loopback {
             continue;
         }
         let full = if a.ends_with(&suffix) {
@@ -1484,4 +1500,38 @@ pub async fn join_own(
         membership,
         community_attestation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_given_the_addresses_they_can_dial() {
+        let p = "12D3KooWPeer";
+        let ext = vec!["/dns4/k.example/tcp/7424".to_string()];
+        let listen = vec![
+            "/ip4/127.0.0.1/tcp/7424".to_string(),
+            "/ip4/192.0.2.7/tcp/7424".to_string(),
+            "/ip4/0.0.0.0/tcp/7424".to_string(),
+            "/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWRelay/p2p-circuit".to_string(),
+            "/dns4/k.example/tcp/7424/p2p/12D3KooWPeer".to_string(),
+        ];
+        assert_eq!(
+            relay_addrs_of(p, &ext, &listen),
+            vec![
+                "/dns4/k.example/tcp/7424/p2p/12D3KooWPeer".to_string(),
+                "/ip4/192.0.2.7/tcp/7424/p2p/12D3KooWPeer".to_string(),
+            ],
+            "external first, no loopback beside others, no circuit, no duplicate"
+        );
+        // A node on loopback only (a test, a demo) gives its loopback addresses.
+        assert_eq!(
+            relay_addrs_of(p, &[], &listen[..1]),
+            vec!["/ip4/127.0.0.1/tcp/7424/p2p/12D3KooWPeer".to_string()]
+        );
+        let many: Vec<String> = (0..20).map(|i| format!("/ip4/192.0.2.{i}/tcp/1")).collect();
+        assert_eq!(relay_addrs_of(p, &[], &many).len(), MAX_RELAY_ADDRS);
+        assert!(relay_addrs_of(p, &[], &[]).is_empty());
+    }
 }
