@@ -69,6 +69,22 @@ pub struct Community {
     /// The node's resident memory once its members had joined and signed in, KiB (each join
     /// and sign-in is an argon2id run).
     pub rss_after_joins_kib: Option<u64>,
+    /// Testnet nodes that joined it with their own keys.
+    pub own: Vec<OwnMember>,
+}
+
+/// A testnet node that joined a community as an own-node member (`community join URL`).
+pub struct OwnMember {
+    /// The node (index).
+    pub node: usize,
+    /// Its key, hex.
+    pub key: String,
+    /// Its Membership, hex.
+    pub membership: String,
+    /// The referrals it signed naming the community (ids, hex).
+    pub referrals: Vec<String>,
+    /// Its first referral, made right after it joined: its offer (index) and share link.
+    pub first: Option<(usize, String)>,
 }
 
 /// Readies the data dir of a node that will run a community, before its first start:
@@ -138,27 +154,8 @@ pub fn found(node: &Node, c: usize, hosted: usize) -> Result<Community> {
             first: None,
         });
     }
-    // Their Memberships, as the connector lists them (from its store), page by page.
-    let mut rows: Vec<Value> = Vec::new();
-    loop {
-        let page = node.get_operator(&format!(
-            "/v1/community/members?offset={}&limit=1000",
-            rows.len()
-        ))?;
-        let got = page["members"].as_array().cloned().unwrap_or_default();
-        let total = page["total"].as_u64().unwrap_or(0) as usize;
-        let done = got.is_empty() || rows.len() + got.len() >= total;
-        rows.extend(got);
-        if done {
-            break;
-        }
-    }
     for m in &mut members {
-        let row = rows
-            .iter()
-            .find(|r| r["key"] == m.key.as_str())
-            .ok_or_else(|| anyhow!("{} is not among the members of community {c}", m.login))?;
-        m.membership = text(row, "membership")?;
+        m.membership = membership_of(node, &m.key)?;
     }
     let mut attestations = vec![id.clone()];
     attestations.extend(members.iter().map(|m| m.membership.clone()));
@@ -169,7 +166,31 @@ pub fn found(node: &Node, c: usize, hosted: usize) -> Result<Community> {
         members,
         attestations,
         rss_after_joins_kib: node.rss_kib(),
+        own: Vec::new(),
     })
+}
+
+/// The Membership of `member` (hex) in the community `node` runs, as its connector lists the
+/// members (from its store), page by page.
+fn membership_of(node: &Node, member: &str) -> Result<String> {
+    let mut seen = 0;
+    loop {
+        let page = node.get_operator(&format!("/v1/community/members?offset={seen}&limit=1000"))?;
+        let rows = page["members"].as_array().cloned().unwrap_or_default();
+        if let Some(m) = rows.iter().find(|r| r["key"] == member) {
+            return m["membership"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("no membership in {m}"));
+        }
+        seen += rows.len();
+        if rows.is_empty() || seen >= page["total"].as_u64().unwrap_or(0) as usize {
+            bail!(
+                "{member} is not among the members of node {}'s community",
+                node.index
+            );
+        }
+    }
 }
 
 /// Joins through a new invite on its join page, as a browser does: `GET /join/<token>` gives
@@ -240,6 +261,46 @@ impl Community {
         let id = v["id"].as_str().ok_or_else(|| anyhow!("no id in {v}"))?;
         m.referrals.push(id.to_string());
         Ok(v)
+    }
+
+    /// Node `member` joins as an own-node member, as its operator would: an invite from the
+    /// community node, then `passalong community join URL` on the member's node (its daemon
+    /// signs the request with its key, the community node admits it, and it imports the
+    /// Community and its Membership and names the community in `membership.json`).
+    pub fn join_own_node(&mut self, node: &Node, member: &Node) -> Result<()> {
+        let note = format!("node{}", member.index);
+        let invite = node.post("/v1/community/invites", &json!({ "note": note }))?;
+        let url = invite["url"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no url in {invite}"))?;
+        let out = Command::new(member.bin())
+            .arg("--data-dir")
+            .arg(&member.dir)
+            .args(["community", "join", url])
+            .output()
+            .context("passalong community join")?;
+        if !out.status.success() {
+            bail!(
+                "node {}: passalong community join: {}",
+                member.index,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let membership = membership_of(node, &member.public_key)?;
+        self.attestations.push(membership.clone());
+        self.own.push(OwnMember {
+            node: member.index,
+            key: member.public_key.clone(),
+            membership,
+            referrals: Vec::new(),
+            first: None,
+        });
+        Ok(())
+    }
+
+    /// The own-node member that node `i` is, if it is one.
+    pub fn own_member(&mut self, i: usize) -> Option<&mut OwnMember> {
+        self.own.iter_mut().find(|m| m.node == i)
     }
 
     /// The members who are still admitted (indices).

@@ -202,6 +202,25 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
         }
         communities.push(com);
     }
+    // The last node that is neither a seller nor a community node joins the last community
+    // with its own key (`community join`), and names it in its referrals from then on.
+    let spare = (args.sellers..args.nodes)
+        .rev()
+        .find(|i| !connectors.contains(i));
+    if let (Some(i), Some(com)) = (spare, communities.last_mut()) {
+        com.join_own_node(&nodes[com.node], &nodes[i])?;
+        let o = (connectors.len() * args.hosted) % offers.len();
+        let v = nodes[i].post(
+            "/v1/referrals",
+            &json!({ "from": offers[o].link, "community": com.id }),
+        )?;
+        let id = id_of(&v)?;
+        written.push(&id, i, offers[o].seller);
+        if let Some(m) = com.own_member(i) {
+            m.referrals.push(id);
+            m.first = Some((o, v["link"].as_str().unwrap_or_default().to_string()));
+        }
+    }
     let communities_ms = t.elapsed().as_millis() as u64;
 
     let ops = plan(args, offers.len(), &mut rng);
@@ -314,7 +333,17 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
                     }
                     None => {
                         let who = alive[pick];
-                        let v = nodes[who].post("/v1/referrals", &json!({ "from": from }))?;
+                        let mut body = json!({ "from": from });
+                        let own = communities
+                            .iter()
+                            .position(|com| com.own.iter().any(|m| m.node == who));
+                        if let Some(c) = own {
+                            body["community"] = json!(communities[c].id);
+                        }
+                        let v = nodes[who].post("/v1/referrals", &body)?;
+                        if let Some(m) = own.and_then(|c| communities[c].own_member(who)) {
+                            m.referrals.push(id_of(&v)?);
+                        }
                         (v, who)
                     }
                 };
@@ -710,6 +739,8 @@ struct Removal {
     /// Per community, a sale through its first member's first referral (the first one's is
     /// `before`'s).
     sales: Vec<String>,
+    /// Per community, a sale through each own-node member's first referral.
+    own_sales: Vec<Vec<String>>,
     /// How long it all took (the removal, her export, her node's start, the sales), ms.
     ms: u64,
 }
@@ -774,6 +805,17 @@ fn midway(
             .ok_or_else(|| anyhow!("community {c}'s first member made no referral"))?;
         sales.push(sale(o, format!("community-{c}-first-referral"), &via)?);
     }
+    let mut own_sales = Vec::with_capacity(communities.len());
+    for (c, com) in communities.iter().enumerate() {
+        let mut these = Vec::new();
+        for m in &com.own {
+            if let Some((o, link)) = &m.first {
+                let order = format!("community-{c}-node{}-first-referral", m.node);
+                these.push(sale(*o, order, link)?);
+            }
+        }
+        own_sales.push(these);
+    }
     // Her link carries the chain: the seller's checkout imports it.
     let after_sale = sale(o, "community-0-after-removal".into(), &after_link)?;
     Ok(Removal {
@@ -785,6 +827,7 @@ fn midway(
         before: (before, sales[0].clone()),
         after: (after, after_sale),
         sales,
+        own_sales,
         ms: t.elapsed().as_millis() as u64,
     })
 }
@@ -811,7 +854,12 @@ fn community_summary(
     for (c, com) in communities.iter().enumerate() {
         let connector = PublicKey::from_hex(&com.connector)?;
         let id = passalong_protocol::Id::from_hex(&com.id)?;
-        let referrals: Vec<&String> = com.members.iter().flat_map(|m| &m.referrals).collect();
+        let referrals: Vec<&String> = com
+            .members
+            .iter()
+            .flat_map(|m| &m.referrals)
+            .chain(com.own.iter().flat_map(|m| &m.referrals))
+            .collect();
         let naming = referrals
             .iter()
             .filter(|r| named.get(r.as_str()) == Some(&Some(id)))
@@ -832,6 +880,17 @@ fn community_summary(
             None => None,
         };
         ok &= first_sale_share.is_some_and(|s| s > 0);
+        let mut own_shares = Vec::new();
+        for r in removal
+            .and_then(|r| r.own_sales.get(c))
+            .into_iter()
+            .flatten()
+        {
+            let share = community::share_of(envelopes, r, &sellers, &connector, now_ms()?)?;
+            ok &= share > 0;
+            own_shares.push(share as u64);
+        }
+        ok &= own_shares.len() == com.own.len();
         out.push(json!({
             "node": com.node,
             "id": com.id,
@@ -839,12 +898,15 @@ fn community_summary(
             "members": com.members.len(),
             "admitted": com.admitted().count(),
             "removed": com.members.iter().filter(|m| m.removed).map(|m| m.login.clone()).collect::<Vec<_>>(),
+            "own_node_members": com.own.iter().map(|m| json!({"node": m.node, "key": m.key,
+                "membership": m.membership, "referrals": m.referrals.len()})).collect::<Vec<_>>(),
             "member_referrals": referrals.len(),
             "member_referrals_naming_it": naming,
             "rss_after_joins_kib": com.rss_after_joins_kib,
             "connector_earned_minor": offline as u64,
             "node_says_earned_minor": on_node.map(|e| e as u64),
             "first_sale_connector_share_minor": first_sale_share.map(|s| s as u64),
+            "own_node_first_sale_connector_share_minor": own_shares,
         }));
     }
     let removed = match removal {
