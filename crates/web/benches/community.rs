@@ -23,17 +23,21 @@
 //! **The load.** The server is the node's real router (`passalong_web::app` over a real
 //! `AppState` on that data dir) on a loopback TCP listener, on a tokio runtime of two workers
 //! (argon2 runs in its blocking pool behind the sign-in gate's permits, one per core, as in
-//! the node). A of the members (default 100, spread over the registry) are active: half of
+//! the node), in a child process (this binary again), so that its memory is the node's alone;
+//! it runs with two malloc arenas, as `passalong run` sets. A of the members (default 100, spread over the registry) are active: half of
 //! them sign in at once when the load starts (a burst: after a restart everyone is signed
-//! out), the other half arrive one by one at random (Poisson) over the first half of the run.
+//! out), the other half arrive one by one at random (Poisson) over half the run, counted from
+//! when the burst's last sign-in is answered (so that none of them queues behind the burst).
 //! Each signs in as a browser does (`GET /signin` for the double-submit cookie, then `POST
 //! /signin` with her login and password, timed from the POST to the session cookie, retries
 //! after a 503 "busy" included) and then browses her pages (home, offers, pass along, ledgers,
 //! one ledger, contacts, account) in turn, with a think time drawn at random (exponential,
 //! mean 1 s) between two pages, until the run ends (default 60 s). Each request opens its own
-//! HTTP/1.1 connection, timed from connect to the last byte. The clients are threads of this
-//! process, on the same two cores as the server: their work is in the figures, and the peak
-//! memory (`VmHWM`, reset when the load starts) counts their stacks too.
+//! HTTP/1.1 connection, timed from connect to the last byte. The clients are threads of the
+//! bench's process, on the same two cores as the node: their work is in the latencies, not in
+//! the node's memory (its `VmRSS` when the load starts and ends, and its peak, `VmHWM`, reset
+//! when the load starts). After the load the operator opens the connector's page, which lists
+//! every member, ten times.
 //!
 //! Knobs (environment): `PASSALONG_BENCH_MEMBERS` (default 10,000), `PASSALONG_BENCH_ACTIVE`
 //! (100), `PASSALONG_BENCH_BURST` (members signing in at once, default half the active ones),
@@ -608,9 +612,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn summary(v: &mut [f64]) -> String {
     v.sort_by(f64::total_cmp);
     format!(
-        "{:>6} {:>9.1} {:>9.1} {:>9.1}",
+        "{:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
         v.len(),
         percentile(v, 0.5),
+        percentile(v, 0.9),
         percentile(v, 0.99),
         v.last().copied().unwrap_or(f64::NAN)
     )
@@ -658,7 +663,16 @@ impl Node {
     fn start(dir: &Path, params: KdfParams) -> Node {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        let mut child = Command::new(std::env::current_exe().expect("own path"))
+        let mut node = Command::new(std::env::current_exe().expect("own path"));
+        if std::env::var_os(REEXEC).is_some() {
+            // The threshold is this bench's, not the node's.
+            node.env_remove(MMAP_THRESHOLD);
+        }
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // As `passalong run` sets with mallopt (node/src/main.rs).
+            node.env("MALLOC_ARENA_MAX", "2");
+        }
+        let mut child = node
             .env("PASSALONG_BENCH_SERVE", dir)
             .env(
                 "PASSALONG_BENCH_SERVE_KDF",
@@ -798,7 +812,13 @@ fn run(dir: &Path, w: &World, load: &Load, (name, params): (&'static str, KdfPar
     let started = Instant::now();
     let end = started + Duration::from_secs(load.secs);
     let steady = load.active.len().saturating_sub(load.burst);
-    // The late arrivals come over the first half of the run.
+    // The late arrivals come one by one over half the run, from when the burst's last
+    // sign-in is answered (so that none of them waits behind the burst).
+    let burst_done = std::sync::OnceLock::<Instant>::new();
+    let burst_left = AtomicUsize::new(load.burst);
+    if load.burst == 0 {
+        let _ = burst_done.set(started);
+    }
     let mean_gap_ms = (load.secs as f64 * 500.0) / steady.max(1) as f64;
     let mut arrivals = Vec::with_capacity(load.active.len());
     let mut rng = Rng(7);
@@ -812,6 +832,7 @@ fn run(dir: &Path, w: &World, load: &Load, (name, params): (&'static str, KdfPar
     std::thread::scope(|s| {
         for (k, &i) in load.active.iter().enumerate() {
             let (measured, arrive) = (&measured, arrivals[k]);
+            let (burst_done, burst_left) = (&burst_done, &burst_left);
             let pages = member_pages(w, i);
             let think_ms = load.think_ms;
             let burst = k < load.burst;
@@ -819,11 +840,26 @@ fn run(dir: &Path, w: &World, load: &Load, (name, params): (&'static str, KdfPar
                 .stack_size(256 * 1024)
                 .spawn_scoped(s, move || {
                     let mut rng = Rng(1_000 + i as u64);
-                    std::thread::sleep(Duration::from_secs_f64(arrive / 1e3));
+                    if !burst {
+                        let base = loop {
+                            if let Some(t) = burst_done.get() {
+                                break *t;
+                            }
+                            if Instant::now() >= end {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(5));
+                        };
+                        let at = base + Duration::from_secs_f64(arrive / 1e3);
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    }
                     if Instant::now() >= end {
                         return;
                     }
                     let si = sign_in(addr, i);
+                    if burst && burst_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        let _ = burst_done.set(Instant::now());
+                    }
                     {
                         let mut m = measured.lock().expect("the figures");
                         m.busy += si.busy;
@@ -877,7 +913,7 @@ fn run(dir: &Path, w: &World, load: &Load, (name, params): (&'static str, KdfPar
     let mut m = measured.into_inner().expect("the figures");
     let mut all: Vec<f64> = m.pages.values().flatten().copied().collect();
     println!(
-        "  {} active of {} members for {elapsed:.0} s: {} signed in at once, {} arriving over the first {} s; think time {:.0} ms mean; machine load (1, 5, 15 min) {load_before} before, {load_after} after",
+        "  {} active of {} members for {elapsed:.0} s: {} signed in at once, then {} one by one over {} s from the burst's last sign-in; think time {:.0} ms mean; machine load (1, 5, 15 min) {load_before} before, {load_after} after",
         load.active.len(),
         members_on_disk(dir),
         load.burst.min(load.active.len()),
@@ -886,8 +922,8 @@ fn run(dir: &Path, w: &World, load: &Load, (name, params): (&'static str, KdfPar
         load.think_ms,
     );
     println!(
-        "\n  {:<28} {:>6} {:>9} {:>9} {:>9} {:>9}",
-        "ms", "n", "p50", "p99", "max", "bytes"
+        "\n  {:<28} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "ms", "n", "p50", "p90", "p99", "max", "bytes"
     );
     let burst_p99 = {
         let line = summary(&mut m.burst_signins);
@@ -1000,9 +1036,38 @@ fn kdf_cost(params: &KdfParams, runs: usize) -> (f64, f64, f64) {
     (percentile(&alone, 0.5), alone[0], percentile(&pairs, 0.5))
 }
 
+/// Set in the bench's own process once it runs with glibc's mmap threshold fixed.
+const REEXEC: &str = "PASSALONG_BENCH_REEXEC";
+/// glibc's tunable: a fixed threshold above which allocations are mapped (and unmapped when
+/// freed), instead of the dynamic one.
+const MMAP_THRESHOLD: &str = "MALLOC_MMAP_THRESHOLD_";
+
+/// Runs this bench again with glibc's mmap threshold fixed at 1 MiB, unless it is already,
+/// and returns its exit status. glibc raises its threshold to the size of a mapped block freed
+/// (up to 32 MiB), so after the first 19 MiB argon2 buffer, later ones come from the heap,
+/// and the heap kept nearly all of them: sealing 10,000 key files at 19 MiB on two threads
+/// took over 20 GB until the threads ended. The node (the child, [`Node`]) runs with glibc's
+/// defaults and two arenas, as `passalong run` does.
+fn reexec() -> Option<std::process::ExitStatus> {
+    if std::env::var_os(REEXEC).is_some() || std::env::var_os(MMAP_THRESHOLD).is_some() {
+        return None;
+    }
+    Some(
+        std::process::Command::new(std::env::current_exe().expect("own path"))
+            .args(std::env::args_os().skip(1))
+            .env(REEXEC, "1")
+            .env(MMAP_THRESHOLD, "1048576")
+            .status()
+            .expect("run the bench again"),
+    )
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("PASSALONG_BENCH_SERVE") {
         return serve(PathBuf::from(dir));
+    }
+    if let Some(status) = reexec() {
+        std::process::exit(status.code().unwrap_or(1));
     }
     let n = env_usize("PASSALONG_BENCH_MEMBERS", 10_000).max(1);
     let active = active_members(n, env_usize("PASSALONG_BENCH_ACTIVE", 100));
