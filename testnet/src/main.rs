@@ -11,7 +11,9 @@
 //!
 //! Communities: `--communities N --hosted M` (part of `--all-faults`, with two) — N nodes run
 //! a community each, whose M hosted members join through invites and pass offers along with
-//! their sessions; one is removed midway (see `community.rs`).
+//! their sessions, and another node joins one with its own key; midway a member is removed
+//! and goes on from a node of her own, where her referrals pay the connector nothing (see
+//! `community.rs`).
 
 mod community;
 mod garbage;
