@@ -7,7 +7,7 @@
 //! read reaches the disk.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +48,9 @@ pub(crate) struct Txn<'a> {
     /// Fact and body of what this transaction made valid (decoded already; not cached in
     /// `valid` since it may not commit).
     fresh: HashMap<Id, Valid, BuildHasherDefault<IdHasher>>,
+    /// The ids whose entry this transaction wrote: most lookups are of others, and a hash
+    /// probe rules them out without searching `writes` (byte-compared keys) for them.
+    written_entries: HashSet<Id, BuildHasherDefault<IdHasher>>,
     /// Counted receipts by order as committed; `counted` holds this transaction's changes.
     orders: &'a RwLock<Orders>,
     /// Committed referrals' hop records (see `hops`).
@@ -208,6 +211,7 @@ impl<'a> Txn<'a> {
             unshipped_market: Vec::new(),
             waiters,
             fresh: HashMap::default(),
+            written_entries: HashSet::default(),
             orders: journaled.orders(),
             hops: journaled.hops(),
             envelopes: journaled.envelopes(),
@@ -297,6 +301,11 @@ impl<'a> Txn<'a> {
         if let Some(v) = self.writes.get(k) {
             return v.clone();
         }
+        self.stored(k)
+    }
+
+    /// The value of `k` in the tree, without this transaction's writes.
+    fn stored(&self, k: &[u8]) -> Option<IVec> {
         match self.tree.get(k) {
             Ok(v) => v,
             Err(e) => {
@@ -319,7 +328,7 @@ impl<'a> Txn<'a> {
     /// Whether `id` is stored: valid, pending, held or invalid (one point read, two for the
     /// few ids that may be invalid).
     pub fn is_stored(&self, id: &Id) -> bool {
-        self.contains(&key(ENTRY, &[&id.0])) || self.invalid_reason(id).is_some()
+        self.entry_bytes(id).is_some() || self.invalid_reason(id).is_some()
     }
 
     /// Why `id` is invalid ("code: message"), if it is stored as invalid.
@@ -353,8 +362,32 @@ impl<'a> Txn<'a> {
     }
 
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.note_entry(&k);
         self.unshipped.push(k.clone());
         self.writes.insert(k, Some(IVec::from(v)));
+    }
+
+    /// Notes the id of an entry key written (see `written_entries`).
+    fn note_entry(&mut self, k: &[u8]) {
+        if let Some((&ENTRY, id)) = k.split_first() {
+            if let Ok(id) = <[u8; 32]>::try_from(id) {
+                self.written_entries.insert(Id(id));
+            }
+        }
+    }
+
+    /// Whether this transaction wrote (or removed) the entry of `id`.
+    fn wrote_entry(&self, id: &Id) -> bool {
+        self.written_entries.contains(id)
+    }
+
+    /// The entry of `id` as stored, with this transaction's writes.
+    fn entry_bytes(&self, id: &Id) -> Option<IVec> {
+        let k = key(ENTRY, &[&id.0]);
+        if self.wrote_entry(id) {
+            return self.writes.get(&k)?.clone();
+        }
+        self.stored(&k)
     }
 
     /// Indexes a valid attestation in its market.
@@ -363,6 +396,7 @@ impl<'a> Txn<'a> {
     }
 
     pub fn del(&mut self, k: Vec<u8>) {
+        self.note_entry(&k);
         self.unshipped.push(k.clone());
         self.writes.insert(k, None);
     }
@@ -497,7 +531,7 @@ impl<'a> Txn<'a> {
     /// `f` of the entry of a stored attestation, its envelope read from the log if the entry
     /// holds a reference (see `envelopes`).
     pub fn entry<R>(&self, id: &Id, f: impl FnOnce(Entry<'_>) -> R) -> Option<R> {
-        let v = self.get(&key(ENTRY, &[&id.0]))?;
+        let v = self.entry_bytes(id)?;
         let e = self.decode_entry(&v)?;
         match Ref::of(e.envelope.0) {
             None => Some(f(e)),
@@ -562,6 +596,11 @@ impl<'a> Txn<'a> {
 
     /// Fact and body of a valid attestation.
     fn valid(&self, id: &Id) -> Option<Valid> {
+        if !self.wrote_entry(id) {
+            if let Some(v) = self.valid.get(id) {
+                return Some(v);
+            }
+        }
         let k = key(ENTRY, &[&id.0]);
         let decode = |v: &[u8]| {
             let e = self.decode_entry(v)?;
@@ -574,17 +613,14 @@ impl<'a> Txn<'a> {
             }
         };
         // This transaction's own writes are not cached: they may not be committed.
-        if let Some(w) = self.writes.get(&k) {
-            let w = w.as_ref()?;
+        if self.wrote_entry(id) {
+            let w = self.writes.get(&k)?.as_ref()?;
             if let Some(v) = self.fresh.get(id) {
                 return Some(v.clone());
             }
             return decode(w);
         }
-        if let Some(v) = self.valid.get(id) {
-            return Some(v);
-        }
-        let v = decode(&self.get(&k)?)?;
+        let v = decode(&self.stored(&k)?)?;
         self.valid.insert(*id, v.clone());
         Some(v)
     }
@@ -705,7 +741,7 @@ impl Txn<'_> {
     /// The record of a valid referral committed before this transaction (`None`: not one, or
     /// one of this transaction, or one stored before format 10: read its entry).
     pub fn referral_rec(&self, id: &Id) -> Option<crate::hops::Rec> {
-        if !self.committed(&key(ENTRY, &[&id.0])) {
+        if self.wrote_entry(id) {
             return None;
         }
         if let Some(r) = self.valid.referral(id) {
