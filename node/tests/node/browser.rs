@@ -27,13 +27,13 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 /// `chromedriver` on a free port, killed on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
 }
 
 impl Driver {
-    fn start() -> Driver {
+    pub(crate) fn start() -> Driver {
         let port = free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -52,13 +52,28 @@ impl Driver {
     }
 
     /// A new browser with its own fresh profile.
-    async fn browser(&self, profile: &Path) -> Client {
+    pub(crate) async fn browser(&self, profile: &Path) -> Client {
         self.browser_with(profile, &["--window-size=1000,1400"])
             .await
     }
 
     /// A new browser with its own fresh profile and `extra` flags (window size, dark mode).
     async fn browser_with(&self, profile: &Path, extra: &[&str]) -> Client {
+        self.browser_prefs(profile, extra, json!({})).await
+    }
+
+    /// A new browser with its own fresh profile whose downloads go to `downloads`, unasked.
+    pub(crate) async fn browser_downloading(&self, profile: &Path, downloads: &Path) -> Client {
+        let prefs = json!({
+            "download.default_directory": downloads,
+            "download.prompt_for_download": false,
+        });
+        self.browser_prefs(profile, &["--window-size=1000,1400"], prefs)
+            .await
+    }
+
+    /// A new browser with its own fresh profile, `extra` flags and Chromium preferences.
+    async fn browser_prefs(&self, profile: &Path, extra: &[&str], prefs: Value) -> Client {
         let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
@@ -74,7 +89,7 @@ impl Driver {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({ "args": args, "binary": "/usr/bin/chromium" }),
+            json!({ "args": args, "binary": "/usr/bin/chromium", "prefs": prefs }),
         );
         ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
@@ -120,34 +135,34 @@ fn checkout_server() -> (String, mpsc::Receiver<String>) {
     (format!("http://{addr}/buy"), rx)
 }
 
-fn api_addr(d: &Daemon) -> String {
+pub(crate) fn api_addr(d: &Daemon) -> String {
     std::fs::read_to_string(d.dir.join("api.addr"))
         .expect("api.addr")
         .trim()
         .to_string()
 }
 
-fn token(d: &Daemon) -> String {
+pub(crate) fn token(d: &Daemon) -> String {
     std::fs::read_to_string(d.dir.join("api-token"))
         .expect("api-token")
         .trim()
         .to_string()
 }
 
-fn shots() -> PathBuf {
+pub(crate) fn shots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     dir
 }
 
-async fn shot(c: &Client, name: &str) -> Vec<u8> {
+pub(crate) async fn shot(c: &Client, name: &str) -> Vec<u8> {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(shots().join(format!("{name}.png")), &png).expect("write screenshot");
     png
 }
 
 /// The QR codes in a PNG screenshot, decoded.
-fn qr_codes(png_bytes: &[u8]) -> Vec<String> {
+pub(crate) fn qr_codes(png_bytes: &[u8]) -> Vec<String> {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info().expect("png header");
     let mut buf = vec![0; reader.output_buffer_size().expect("png size")];
@@ -177,7 +192,7 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
 }
 
 /// Waits until the element `css` contains `text`; returns its text.
-async fn wait_text(c: &Client, css: &str, text: &str) -> String {
+pub(crate) async fn wait_text(c: &Client, css: &str, text: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(e) = c.find(Locator::Css(css)).await {
@@ -196,7 +211,7 @@ async fn wait_text(c: &Client, css: &str, text: &str) -> String {
     }
 }
 
-async fn fill(c: &Client, id: &str, text: &str) {
+pub(crate) async fn fill(c: &Client, id: &str, text: &str) {
     let e = c.find(Locator::Id(id)).await.expect(id);
     e.clear().await.expect("clear");
     e.send_keys(text).await.expect("type");
@@ -589,7 +604,7 @@ async fn a_friend_passes_an_offer_along_and_buys_in_the_browser() {
 }
 
 /// Clicks the element `css`.
-async fn click(c: &Client, css: &str) {
+pub(crate) async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))

@@ -28,7 +28,8 @@ impl Daemon {
         Daemon::start_with(dir, &[])
     }
 
-    /// The same with more flags of `run` (e.g. `--bootstrap ADDR`).
+    /// The same with more flags of `run` (e.g. `--bootstrap ADDR`; `--api ADDR` instead of a
+    /// free port).
     pub fn start_with(dir: &Path, args: &[&str]) -> Daemon {
         let mut d = Daemon {
             dir: dir.to_path_buf(),
@@ -88,15 +89,16 @@ impl Daemon {
             .append(true)
             .open(self.dir.with_extension("log"))
             .expect("log file");
+        // A free API port, unless the flags name one (a node whose public_url is its API).
+        let api: &[&str] = if self.args.iter().any(|a| a == "--api") {
+            &[]
+        } else {
+            &["--api", "127.0.0.1:0"]
+        };
         let child = self
             .command()
-            .args([
-                "--data-dir",
-                self.dir.to_str().expect("utf-8 path"),
-                "run",
-                "--api",
-                "127.0.0.1:0",
-            ])
+            .args(["--data-dir", self.dir.to_str().expect("utf-8 path"), "run"])
+            .args(api)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)

@@ -14,6 +14,7 @@ mod common;
 mod browser;
 mod cli;
 mod communities;
+mod community;
 mod community_relay;
 mod crash;
 mod key_export;
