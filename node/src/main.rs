@@ -32,7 +32,7 @@ use commands::Out;
 use datadir::DataDir;
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = Cli::parse();
     let code = match try_main(cli) {
         Ok(true) => ExitCode::SUCCESS,
@@ -182,14 +182,33 @@ fn try_main(cli: Cli) -> Result<bool> {
 /// what it freed: the node's threads (tokio's workers, the store's stage-1 helpers and writer)
 /// held a late joiner catching up 100,000 attestations at 214–264 MB of RSS, against 169–176
 /// MB with two arenas, in the same time (mimalloc instead: 355–404 MB; docs/benchmarks.md).
+///
+/// Also fixes the size from which an allocation is its own mapping at [`MMAP_THRESHOLD`],
+/// unless `MALLOC_MMAP_THRESHOLD_` says otherwise. glibc raises that size (up to 32 MiB) each
+/// time such a mapping is freed, and keeps what is below it: each argon2id derivation of a
+/// sign-in or join (19 MiB at the lowest preset) then stayed in the heap, and a community node
+/// grew ~17 MiB per sign-in (16 joins: 556 against 30 MiB).
 #[allow(unsafe_code)]
-fn limit_malloc_arenas() {
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets one of the allocator's tunables, and this runs first in
-        // `main`, before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets one of the allocator's tunables, and this runs first
+            // in `main`, before any other thread exists.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            // SAFETY: as above.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            }
         }
     }
 }
+
+/// Allocations of this many bytes or more are mappings of their own, given back when freed
+/// (see [`tune_malloc`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 4 << 20;

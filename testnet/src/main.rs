@@ -95,8 +95,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub hosted: usize,
     /// The community nodes' `member_kdf` (the argon2id cost of each join and sign-in):
-    /// `member` (46 MiB, a node's default) or `minimum` (19 MiB, as the tests use: quicker,
-    /// but the node's RSS grows by about 17 MiB per join or sign-in).
+    /// `member` (46 MiB, a node's default) or `minimum` (19 MiB, as the tests use: quicker).
     #[arg(long, default_value = "member", value_parser = ["member", "minimum"])]
     pub member_kdf: String,
     /// All of the faults above, and two communities.
