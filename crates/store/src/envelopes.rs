@@ -30,6 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use passalong_protocol::Id;
 use sled::IVec;
 
 use crate::commit::redo::Write;
@@ -285,8 +286,9 @@ impl Envelopes {
         Ok(f)
     }
 
-    /// Appends `envelopes` (not synced) and says where each went.
-    pub fn append(&self, envelopes: &[&[u8]]) -> Result<Vec<Ref>, StoreError> {
+    /// Appends `envelopes`, each with its id (blake3 of the envelope: its first 8 bytes are
+    /// the record's check, not hashed again), not synced, and says where each went.
+    pub fn append(&self, envelopes: &[(&Id, &[u8])]) -> Result<Vec<Ref>, StoreError> {
         let mut tail = self.lock_tail();
         if tail.end.at >= FILE_MAX {
             let next = tail.end.file + 1;
@@ -303,17 +305,17 @@ impl Envelopes {
             .get(&file)
             .cloned()
             .ok_or_else(|| damaged(format!("the log file {} is not open", file_name(file))))?;
-        let size: usize = envelopes.iter().map(|e| HEADER + e.len()).sum();
+        let size: usize = envelopes.iter().map(|(_, e)| HEADER + e.len()).sum();
         let mut buf = Vec::with_capacity(size);
         let mut refs = Vec::with_capacity(envelopes.len());
-        for e in envelopes {
+        for (id, e) in envelopes {
             refs.push(Ref {
                 file,
                 at: tail.end.at + buf.len() as u64,
                 len: e.len() as u32,
             });
             buf.extend_from_slice(&(e.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&check(e));
+            buf.extend_from_slice(&id.0[..8]);
             buf.extend_from_slice(e);
         }
         f.write_all_at(&buf, tail.end.at).map_err(io)?;
@@ -330,25 +332,29 @@ impl Envelopes {
     pub fn move_valid(&self, writes: &[Write]) -> Result<Vec<(usize, IVec)>, StoreError> {
         let mut found = Vec::new();
         for (i, (k, v)) in writes.iter().enumerate() {
-            let (Some(&ENTRY), Some(v)) = (k.first(), v) else {
+            let (Some((&ENTRY, id)), Some(v)) = (k.split_first(), v) else {
+                continue;
+            };
+            let Ok(id) = <[u8; 32]>::try_from(id) else {
                 continue;
             };
             let Ok(e) = postcard::from_bytes::<Entry<'_>>(v) else {
                 continue;
             };
             if e.state == EntryState::Valid && Ref::of(e.envelope.0).is_none() {
-                found.push((i, e));
+                found.push((i, Id(id), e));
             }
         }
         if found.is_empty() {
             return Ok(Vec::new());
         }
-        let envelopes: Vec<&[u8]> = found.iter().map(|(_, e)| e.envelope.0).collect();
+        let envelopes: Vec<(&Id, &[u8])> =
+            found.iter().map(|(_, id, e)| (id, e.envelope.0)).collect();
         let refs = self.append(&envelopes)?;
         found
             .into_iter()
             .zip(refs)
-            .map(|((i, e), r)| {
+            .map(|((i, _, e), r)| {
                 let r = r.encode();
                 let e = Entry {
                     envelope: Bytes(&r),
@@ -418,6 +424,13 @@ mod tests {
         vec![i; 100 + i as usize]
     }
 
+    /// Appends envelopes with their ids, as the store does.
+    fn append(log: &Envelopes, envelopes: &[&[u8]]) -> Vec<Ref> {
+        let ids: Vec<Id> = envelopes.iter().map(|e| Id::of_envelope(e)).collect();
+        let items: Vec<(&Id, &[u8])> = ids.iter().zip(envelopes.iter().copied()).collect();
+        log.append(&items).unwrap()
+    }
+
     fn open(dir: &Path, tree: &sled::Tree) -> (Envelopes, bool) {
         Envelopes::open(dir, tree).unwrap()
     }
@@ -441,8 +454,8 @@ mod tests {
         let (log, replay) = open(dir.path(), &db);
         assert!(!replay);
         let (a, b) = (env(1), env(2));
-        let refs = log.append(&[&a, &b]).unwrap();
-        let more = log.append(&[&env(3)]).unwrap();
+        let refs = append(&log, &[&a, &b]);
+        let more = append(&log, &[&env(3)]);
         assert_eq!(log.read(refs[0]).unwrap(), a);
         assert_eq!(log.read(refs[1]).unwrap(), b);
         assert_eq!(log.read(more[0]).unwrap(), env(3));
@@ -465,15 +478,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let (log, _) = open(dir.path(), &db);
-        let kept = log.append(&[&env(1)]).unwrap();
+        let kept = append(&log, &[&env(1)]);
         let at_checkpoint = log.sync().unwrap();
         db.insert(checkpoint_key(), &at_checkpoint.encode())
             .unwrap();
-        let shipped = log.append(&[&env(2)]).unwrap();
+        let shipped = append(&log, &[&env(2)]);
         db.insert(end_key(), &log.end().encode()).unwrap();
         let shipped_end = log.end();
         // A shipment the tree does not have yet: cut off, its journal writes it again.
-        log.append(&[&env(3)]).unwrap();
+        append(&log, &[&env(3)]);
         drop(log);
         let (log, replay) = open(dir.path(), &db);
         assert!(!replay);
@@ -500,7 +513,7 @@ mod tests {
         let db = sled::open(dir.path().join("db")).unwrap();
         let (log, _) = open(dir.path(), &db);
         log.lock_tail().end.at = FILE_MAX;
-        let r = log.append(&[&env(4)]).unwrap();
+        let r = append(&log, &[&env(4)]);
         assert_eq!(r[0].file, 1);
         assert_eq!(r[0].at, 0);
         assert_eq!(log.read(r[0]).unwrap(), env(4));
