@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::browser::{api_addr, click, fill, qr_codes, shot, token, wait_text, Driver};
 use crate::common::*;
+use crate::own_join::community_of;
 
 const ANNA_PASSWORD: &str = "correct horse battery";
 const BEA_PASSWORD: &str = "staple gun lantern";
@@ -245,14 +246,14 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     let anna_url = pass_along(&ab, &base, &offer_link, "neighbourhood-pass-anna").await;
     let bea_url = pass_along(&bb, &base, &token_of(&anna_url), "neighbourhood-pass-bea").await;
     assert!(anna_url.starts_with(&base) && bea_url.starts_with(&base));
-    let cleo_link = c.json(&["refer", &bea_url])["link"]
-        .as_str()
-        .expect("link")
-        .to_string();
-    let dan_link = d.json(&["refer", &bea_url])["link"]
-        .as_str()
-        .expect("link")
-        .to_string();
+    let cleo_ref = c.json(&["refer", &bea_url]);
+    let cleo_link = cleo_ref["link"].as_str().expect("link").to_string();
+    let dan_ref = d.json(&["refer", &bea_url]);
+    let dan_link = dan_ref["link"].as_str().expect("link").to_string();
+    // Cleo's node names her community by itself; Dan's names none.
+    let named = |d: &Daemon, r: &Value| community_of(d, r["id"].as_str().expect("id"));
+    assert_eq!(named(&c, &cleo_ref).as_deref(), Some(community.as_str()));
+    assert_eq!(named(&d, &dan_ref), None);
 
     // Pool = floor(amount × 1000 / 10000), halved: hop 1 floor(pool / 2), hop 2 half the
     // rest, …; the connector floor(amount × 500 / 10000) when hop 1's referrer is admitted
@@ -373,10 +374,9 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     );
     let m = Daemon::start_with(&m_dir, &near_k);
     assert_eq!(m.public_key(), bea);
-    let bea_again = m.json(&["refer", &anna_url, "--community", &community])["link"]
-        .as_str()
-        .expect("link")
-        .to_string();
+    let again = m.json(&["refer", &anna_url, "--community", &community]);
+    assert_eq!(named(&m, &again).as_deref(), Some(community.as_str()));
+    let bea_again = again["link"].as_str().expect("link").to_string();
     // S-5, 100.00 via her new referral: Bea 500, Anna 250; K nothing (she was removed).
     sale(&s, &offer_id, "S-5", 10000, &bea_again);
     // S-6, 60.00 via her earlier one: pool 600 → Bea 300, Anna 150; K 300.

@@ -23,7 +23,7 @@ fn earned(d: &Daemon, seller: &str, who: &str) -> Option<i64> {
 }
 
 /// The community a referral stored on `d` names.
-fn community_of(d: &Daemon, referral: &str) -> Option<String> {
+pub(crate) fn community_of(d: &Daemon, referral: &str) -> Option<String> {
     let addr = std::fs::read_to_string(d.dir.join("api.addr")).expect("api.addr");
     let att: Value = ureq::get(&format!(
         "http://{}/v1/attestations/{referral}",
