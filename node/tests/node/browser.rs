@@ -17,6 +17,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -39,6 +40,9 @@ impl Driver {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, with the browsers it starts: dropped, the driver ends
+            // them all, even those of a test that failed before closing its sessions.
+            .process_group(0)
             .spawn()
             .expect(
                 "chromedriver is needed for the browser tests: apt-get install chromium chromium-driver",
@@ -101,6 +105,10 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The whole group: killing chromedriver alone leaves its browsers running.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -689,4 +697,5 @@ async fn a_connector_removes_a_member_in_the_browser_and_she_signs_in_read_only(
     let listed = k.json(&["community", "members"]);
     assert_eq!(listed["members"][0]["status"], "removed");
     assert!(listed["members"][0]["last_signin_ms"].as_u64().is_some());
+    let _ = (ab.close().await, cb.close().await);
 }
