@@ -12,6 +12,8 @@ use passalong_protocol::{Attestation, Currency, Id, Keypair, Policy, Rule};
 use passalong_store::Store;
 use passalong_web::PublicUrl;
 
+use crate::support::seller;
+
 const TOKEN: &str = "web-test-token-0123456789abcdef";
 
 struct Node {
@@ -564,32 +566,10 @@ fn the_connector_founds_a_community_and_makes_and_revokes_invites_on_its_page() 
 
 /// A seller's offer (not the node's) that pays a connector share; stored on the node.
 fn seller_offer(node: &Node) -> ShareLink {
-    let k = Keypair::from_seed([5; 32]);
-    let a = Attestation::sign(
-        Body::Offer(Offer {
-            seller: k.public(),
-            title: "A lamp".into(),
-            content_hash: None,
-            price_minor: 4000,
-            currency: Currency::parse("EUR").expect("EUR"),
-            policy: Policy {
-                pool_bps: 1000,
-                connector_bps: 300,
-                rule: Rule::Direct,
-                max_depth: 16,
-                window_ms: 30 * 86_400_000,
-                require_purchase: false,
-            },
-            valid_from_ms: 0,
-            valid_until_ms: None,
-            created_at_ms: 1_767_225_600_000,
-            checkout_url: None,
-        }),
-        &k,
-    );
+    let a = crate::support::lamp_offer();
     let acks = node
         .store
-        .ingest(&[&a.bytes], 1_767_225_600_000)
+        .ingest(&[&a.bytes], crate::support::OFFERED_AT_MS)
         .expect("ingest");
     assert_eq!(acks[0].status, passalong_store::Status::Valid);
     ShareLink::new(vec![a]).expect("link")
@@ -1103,11 +1083,6 @@ fn a_login_no_member_has_takes_the_same_path_as_a_wrong_password() {
 
 // ---------------------------------------------------------------------------------------------
 // The connector's members and earnings, removal, the read-only mode, leaving (issue 16, step 10).
-
-/// The seller of [`seller_offer`].
-fn seller() -> Keypair {
-    Keypair::from_seed([5; 32])
-}
 
 impl Node {
     /// Imports `att` through the API (the operator's token); it must come out valid.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use axum::http::Method;
 use passalong_api::{Access, AppState, Identities, Writer, ROUTES};
-use passalong_protocol::attestation::{Body, Offer};
+use passalong_protocol::attestation::Body;
 use passalong_protocol::link::ShareLink;
-use passalong_protocol::{Attestation, Currency, Keypair, Policy, PublicKey, Rule};
+use passalong_protocol::{Keypair, PublicKey};
 use passalong_store::Store;
 use passalong_web::PublicUrl;
 use serde_json::{json, Value};
@@ -191,31 +191,9 @@ enum Auth {
 
 /// A seller's offer, stored on the node.
 fn offer(node: &Node) -> ShareLink {
-    let k = Keypair::from_seed([5; 32]);
-    let a = Attestation::sign(
-        Body::Offer(Offer {
-            seller: k.public(),
-            title: "A lamp".into(),
-            content_hash: None,
-            price_minor: 4000,
-            currency: Currency::parse("EUR").expect("EUR"),
-            policy: Policy {
-                pool_bps: 1000,
-                connector_bps: 300,
-                rule: Rule::Direct,
-                max_depth: 16,
-                window_ms: 30 * 86_400_000,
-                require_purchase: false,
-            },
-            valid_from_ms: 0,
-            valid_until_ms: None,
-            created_at_ms: 1_767_225_600_000,
-            checkout_url: None,
-        }),
-        &k,
-    );
+    let a = crate::support::lamp_offer();
     node.store
-        .ingest(&[&a.bytes], 1_767_225_600_000)
+        .ingest(&[&a.bytes], crate::support::OFFERED_AT_MS)
         .expect("ingest");
     ShareLink::new(vec![a]).expect("link")
 }
