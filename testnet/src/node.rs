@@ -28,11 +28,17 @@ pub struct Node {
     child: Option<Child>,
 }
 
-/// A TCP port nothing listens on now.
+/// A TCP port nothing listens on now, taken below the kernel's ephemeral range (32768–60999
+/// on Linux), where no outgoing connection can take it before the node binds it.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 1_200) * 10;
+    (0..12_000)
+        .map(|_| 20_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok())
+        .map(|port| port as u16)
+        .ok_or_else(|| anyhow!("no free TCP port between 20000 and 31999"))
 }
 
 impl Node {

@@ -1047,7 +1047,7 @@ fn start_with_stderr(dir: &Path, stderr: Stdio) -> Daemon {
         .arg("--data-dir")
         .arg(dir)
         .args(["run", "--api", "127.0.0.1:0", "--no-mdns", "--listen"])
-        .arg(format!("/ip4/127.0.0.1/tcp/{}", free_port()))
+        .arg("/ip4/127.0.0.1/tcp/0")
         .env_remove("PASSALONG_DATA_DIR")
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -198,12 +198,18 @@ fn unsafe_free_term(pid: u32) {
 }
 
 /// `passalong --data-dir DIR args…`
-/// A TCP port nothing listens on now.
+/// A TCP port nothing listens on now, taken below the kernel's ephemeral range (32768–60999
+/// on Linux): a port the kernel handed out would be free again for any outgoing connection
+/// (every CLI call makes one) to take before the daemon binds it, which made a daemon's start
+/// fail now and then.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 1_200) * 10;
+    (0..12_000)
+        .map(|_| 20_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok())
+        .expect("a free port between 20000 and 31999") as u16
 }
 
 pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
