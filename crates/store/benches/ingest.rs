@@ -28,8 +28,10 @@
 //! built there the first time, with a file of its chains beside it, and reused by later runs,
 //! each with traffic new to it),
 //! `PASSALONG_BENCH_QUICK` (set: stop after the batch ingest on the big store),
-//! `PASSALONG_BENCH_BIG_BATCHES` (calls on the big store, default a quarter of the batches),
-//! `PASSALONG_BENCH_BIG_WARM` (calls before those, not measured, default 10),
+//! `PASSALONG_BENCH_BIG_COLD` (calls measured first on the big store, just opened: default
+//! 12), `PASSALONG_BENCH_BIG_BATCHES` (steady-state calls on the big store, default the
+//! batches), `PASSALONG_BENCH_BIG_WARM` (calls between the two, after one timed checkpoint,
+//! not measured: default 1,500, about two checkpoints' worth),
 //! `PASSALONG_BENCH_CACHE_MIB` (sled's cache for the big store; default the store's own).
 
 use std::hint::black_box;
@@ -44,7 +46,7 @@ use passalong_protocol::{
     validation, Attestation, Body, Currency, Id, Keypair, Offer, Policy, PublicKey, Receipt,
     Referral, Rule,
 };
-use passalong_store::{Status, Store};
+use passalong_store::{Status, Store, CHECKPOINT_EVERY};
 
 const DAY_MS: u64 = 86_400_000;
 /// 2026-01-01T00:00:00Z, as in the integration tests.
@@ -935,22 +937,36 @@ fn on_big_store(
     let (dir, store, big, tag) = big_store(w, n_big, kept, budget);
     let rate_ingest = big.attestations as f64 / big.ingest.as_secs_f64();
     let rate_wall = big.attestations as f64 / big.wall.as_secs_f64();
-    let big_batches = env_usize("PASSALONG_BENCH_BIG_BATCHES", (batches / 4).max(10)).max(1);
-    let big_warm = env_usize("PASSALONG_BENCH_BIG_WARM", warm);
-    let big_atts = traffic(w, &big.tails, (big_batches + big_warm) * BATCH, tag);
-    ingest_timed(
-        &store,
-        &big_atts[..big_warm * BATCH],
-        BATCH,
-        big_warm,
-        false,
+    // Three phases on the big store: the first calls after opening it (sled's cache empty,
+    // the OS's maybe too: the case of a node just restarted), one checkpoint timed alone
+    // (it reopens the tree, which empties sled's cache again), then the steady state: the
+    // calls after `big_warm` more, checkpoints every CHECKPOINT_EVERY included.
+    let big_batches = env_usize("PASSALONG_BENCH_BIG_BATCHES", batches.max(10)).max(1);
+    let big_cold = env_usize("PASSALONG_BENCH_BIG_COLD", 12).max(1);
+    let big_warm = env_usize("PASSALONG_BENCH_BIG_WARM", warm.max(1500));
+    let big_atts = traffic(
+        w,
+        &big.tails,
+        (big_cold + big_warm + big_batches) * BATCH,
+        tag,
     );
+    let (cold_atts, rest) = big_atts.split_at(big_cold * BATCH);
+    let (warm_atts, steady_atts) = rest.split_at(big_warm * BATCH);
+    let mut cold = ingest_timed(&store, cold_atts, BATCH, 0, true);
+    let checkpoint_start = Instant::now();
+    store.checkpoint().expect("checkpoint");
+    let checkpoint_ms = checkpoint_start.elapsed().as_secs_f64() * 1e3;
+    ingest_timed(&store, warm_atts, BATCH, big_warm, false);
+    let checkpoints_before = store.checkpoints();
     let before = store.ingest_counters();
-    let mut on_big = ingest_timed(&store, &big_atts[big_warm * BATCH..], BATCH, 0, true);
+    let mut on_big = ingest_timed(&store, steady_atts, BATCH, 0, true);
     let big_ledger = ledger_update_us(&before, &store.ingest_counters());
-    let big_verify = median(&mut on_big.bare);
-    let big_row = |t: &mut Timed| {
+    let checkpoints_during = store.checkpoints() - checkpoints_before;
+    let mut all_bare: Vec<f64> = on_big.bare.iter().chain(&cold.bare).copied().collect();
+    let big_verify = median(&mut all_bare);
+    let big_row = |t: &mut Timed, cold: &mut Timed| {
         let m = median(&mut t.wall);
+        let mc = median(&mut cold.wall);
         println!(
             "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8}",
             "", "median", "p90", "CPU med", "all CPU", "ratio", "goal"
@@ -958,6 +974,21 @@ fn on_big_store(
         println!(
             "{:<52} {:>9.1} {:>9} {:>9} {:>9} {:>7} {:>8}",
             "bare verify_strict, each call's messages", big_verify, "", "", "", "1.00", ""
+        );
+        println!(
+            "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>8}",
+            format!("first {big_cold} calls of 64 after opening"),
+            mc,
+            percentile(&mut cold.wall, 0.9),
+            median(&mut cold.cpu),
+            cold.process_cpu,
+            mc / big_verify,
+            ""
+        );
+        println!(
+            "   one checkpoint then (ledger lines, runs, the tree reopened): {checkpoint_ms:.0} ms \
+             = {:.1} µs per attestation over the {CHECKPOINT_EVERY} between two",
+            checkpoint_ms * 1e3 / CHECKPOINT_EVERY as f64
         );
         println!(
             "{:<52} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>8}",
@@ -971,6 +1002,9 @@ fn on_big_store(
             t.process_cpu,
             m / big_verify,
             verdict(m / big_verify <= 1.5)
+        );
+        println!(
+            "   … after {big_warm} calls of 64 ({checkpoints_during} checkpoints among the measured)"
         );
         println!(
             "{:<52} {:>9} {:>9} {:>9} {:>9} {:>7.2} {:>8}",
@@ -989,7 +1023,7 @@ fn on_big_store(
         ledger_row(&format!("on {}", big.attestations), big_ledger);
     };
     if std::env::var_os("PASSALONG_BENCH_QUICK").is_some() {
-        big_row(&mut on_big);
+        big_row(&mut on_big, &mut cold);
         return;
     }
     let seller = w.sellers[0].public();
@@ -1053,7 +1087,7 @@ fn on_big_store(
         }
     }
     println!();
-    big_row(&mut on_big);
+    big_row(&mut on_big, &mut cold);
     println!();
     println!("{:<60} {:>12} {:>8}", "store of N", "value", "goal");
     println!(
