@@ -184,6 +184,8 @@ pub struct InitArgs {
 pub enum MemberCommand {
     /// Export a hosted member's key as a password-protected file, to run a node of her own
     /// with it (`passalong init --import-key FILE`): signs in as LOGIN on the community node.
+    /// An https node's certificate must chain to a Mozilla root or to a certificate of the
+    /// PEM file named by $SSL_CERT_FILE.
     ExportKey {
         /// Her login on the community node.
         #[arg(long)]
@@ -191,7 +193,8 @@ pub enum MemberCommand {
         /// Where to write the key file (it must not exist).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// The community node (`http://HOST:PORT`; default: this data dir's running daemon).
+        /// The community node (`https://HOST[:PORT]` or `http://`; default: this data dir's
+        /// running daemon).
         #[arg(long, value_name = "URL")]
         node: Option<String>,
         /// Her password, the first line of FILE (default: $PASSALONG_KEY_PASSWORD, or asked
@@ -341,8 +344,10 @@ pub enum CommunityCommand {
     /// Join a community with this node's own key, through its invite link: the community
     /// node admits the key, this node follows the community's market, prefers its node's
     /// relays and names the community in its referrals (`refer --community none` opts out).
+    /// An https node's certificate must chain to a Mozilla root or to a certificate of the
+    /// PEM file named by $SSL_CERT_FILE.
     Join {
-        /// The invite link (`http://HOST/join/inv1.…`).
+        /// The invite link (`https://HOST/join/inv1.…`).
         #[arg(value_name = "URL")]
         url: String,
     },

@@ -23,6 +23,7 @@ use crate::client::{q, Client};
 use crate::commands::Out;
 use crate::datadir::DataDir;
 use crate::display::{money, Align, Table};
+use crate::remote;
 
 /// Runs one `community` subcommand.
 pub fn community(dir: &DataDir, out: Out, cmd: CommunityCommand) -> Result<()> {
@@ -215,19 +216,19 @@ fn invite_hint() -> &'static str {
 }
 
 /// The community node's base URL and the invite's token in an invite link
-/// (`http://HOST[:PORT]/join/<token>`).
+/// (`https://HOST[:PORT]/join/<token>`, or `http://`).
 fn invite_link(url: &str) -> Result<(String, String)> {
     let url = url.trim();
     let (base, token) = url
         .rsplit_once("/join/")
-        .ok_or_else(|| anyhow!("{url:?}: expected an invite link, http://HOST/join/inv1.…"))?;
+        .ok_or_else(|| anyhow!("{url:?}: expected an invite link, https://HOST/join/inv1.…"))?;
     let token = token.trim_end_matches('/');
     if token.is_empty() || token.contains(['/', '?', '#']) {
-        bail!("{url:?}: expected an invite link, http://HOST/join/inv1.…");
+        bail!("{url:?}: expected an invite link, https://HOST/join/inv1.…");
     }
     // A link to the API's route works as well as the page's.
     let base = base.strip_suffix("/v1").unwrap_or(base);
-    Ok((crate::keyfile::remote_base(base)?, token.to_string()))
+    Ok((remote::remote_base(base)?, token.to_string()))
 }
 
 /// What `community join` did.
@@ -243,21 +244,17 @@ struct JoinedHere {
 /// `passalong community join URL`: this node's own key joins the community of the invite.
 fn join(dir: &DataDir, client: &Client, out: Out, url: &str) -> Result<()> {
     let (base, token) = invite_link(url)?;
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .redirects(0)
-        .build();
+    let agent = remote::agent(&base, Duration::from_secs(60))?;
     let path = format!("{base}/v1/join/{}", q(&token));
     let info: JoinInfo =
-        crate::keyfile::call(agent.get(&path).call(), &base).context("reading the invite")?;
+        remote::call(agent.get(&path).call(), &base).context("reading the invite")?;
     let request: MembershipRequest = client.post(
         "/v1/membership-requests",
         &NewMembershipRequest {
             community: info.community.clone(),
         },
     )?;
-    let joined: Joined = crate::keyfile::call(
+    let joined: Joined = remote::call(
         agent.post(&path).send_json(&JoinRequest {
             member: request.member,
             created_at_ms: request.created_at_ms,
@@ -328,10 +325,9 @@ mod tests {
         ] {
             assert!(invite_link(bad).is_err(), "{bad}");
         }
-        assert!(format!(
-            "{:#}",
-            invite_link("https://k.example/join/inv1.ab").unwrap_err()
-        )
-        .contains("plain http"));
+        assert_eq!(
+            invite_link("https://k.example/join/inv1.ab").unwrap(),
+            ("https://k.example".to_string(), "inv1.ab".to_string())
+        );
     }
 }

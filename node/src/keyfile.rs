@@ -23,7 +23,6 @@ use passalong_accounts::export;
 use passalong_accounts::{KeyFile, VaultError};
 use passalong_api::account::ExportKey;
 use passalong_api::auth::{SignInRequest, SignedIn};
-use passalong_api::ErrorBody;
 use passalong_protocol::PublicKey;
 use passalong_store::Store;
 use serde::{Deserialize, Serialize};
@@ -32,6 +31,7 @@ use tracing::{info, warn};
 use crate::commands::Out;
 use crate::datadir::DataDir;
 use crate::network::membership;
+use crate::remote;
 
 /// The markets to follow on the first start, in the data dir.
 pub const FOLLOW_FILE: &str = "imported.json";
@@ -211,20 +211,17 @@ pub fn export_key(
         );
     }
     let base = match node {
-        Some(url) => remote_base(url)?,
+        Some(url) => remote::remote_base(url)?,
         None => format!("http://{}", dir.api_addr()?),
     };
+    // Before the password: a bad SSL_CERT_FILE is said before anything is typed.
+    let agent = remote::agent(&base, Duration::from_secs(300))?;
     let password =
         crate::password::read(&format!("Password of {login} at {base}: "), password_file)?;
     let export_password = export_password_file
         .map(|f| crate::password::read("", Some(f)))
         .transpose()?;
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(10))
-        .timeout(Duration::from_secs(300))
-        .redirects(0)
-        .build();
-    let signed: SignedIn = call(
+    let signed: SignedIn = remote::call(
         agent
             .post(&format!("{base}/v1/signin"))
             .send_json(&SignInRequest {
@@ -236,7 +233,7 @@ pub fn export_key(
     .context("signing in")?;
     let bearer = format!("Bearer {}", signed.session);
     eprintln!("exporting the key (the node seals it with argon2id, a few seconds)…");
-    let file: Result<KeyFile> = call(
+    let file: Result<KeyFile> = remote::call(
         agent
             .post(&format!("{base}/v1/account/export-key"))
             .set("Authorization", &bearer)
@@ -282,40 +279,6 @@ pub fn export_key(
     Ok(())
 }
 
-/// `http://HOST[:PORT]` without a trailing slash; https is refused with what to do.
-pub fn remote_base(url: &str) -> Result<String> {
-    let url = url.trim().trim_end_matches('/');
-    if url.starts_with("https://") {
-        bail!("{url}: this build speaks plain http only; reach the node through a tunnel to a local port (ssh -L) or its http address");
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("{url:?}: expected http://HOST[:PORT]"))?;
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-        bail!("{url:?}: expected http://HOST[:PORT], no path");
-    }
-    Ok(url.to_string())
-}
-
-/// A JSON answer of a remote node, or its error's message.
-pub fn call<T: serde::de::DeserializeOwned>(
-    r: Result<ureq::Response, ureq::Error>,
-    base: &str,
-) -> Result<T> {
-    match r {
-        Ok(resp) => resp
-            .into_json::<T>()
-            .map_err(|e| anyhow!("{base} answered in a form this release does not read: {e}")),
-        Err(ureq::Error::Status(code, resp)) => {
-            let msg = resp
-                .into_json::<ErrorBody>()
-                .map_or_else(|_| "no message".to_string(), |b| b.error);
-            Err(anyhow!("{msg} (HTTP {code})"))
-        }
-        Err(ureq::Error::Transport(t)) => Err(anyhow!("cannot reach {base}: {t}")),
-    }
-}
-
 /// Writes a new file only its owner can read (never over another).
 fn write_new(path: &Path, text: &str) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
@@ -346,19 +309,5 @@ mod tests {
         assert_eq!(store.followed().unwrap(), vec![m]);
         assert!(!dir.path().join(FOLLOW_FILE).exists());
         assert!(dir.path().join(FOLLOWED_FILE).exists());
-    }
-
-    #[test]
-    fn remote_nodes_are_plain_http_urls() {
-        assert_eq!(
-            remote_base("http://127.0.0.1:7423/").unwrap(),
-            "http://127.0.0.1:7423"
-        );
-        assert!(
-            format!("{:#}", remote_base("https://k.example").unwrap_err()).contains("plain http")
-        );
-        for bad in ["k.example", "http://", "http://k.example/join/x"] {
-            assert!(remote_base(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -19,6 +19,7 @@ mod logging;
 mod network;
 mod password;
 mod progress;
+mod remote;
 mod verify;
 
 use std::io::Write;

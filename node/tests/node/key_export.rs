@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -60,7 +60,7 @@ fn post(url: &str, bearer: Option<&str>, body: Value) -> Value {
 }
 
 /// `login` joins through the invite at `url`, as the join page's form posts it.
-fn join_hosted(url: &str, login: &str) {
+pub(crate) fn join_hosted(url: &str, login: &str) {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let page = agent.get(url).call().expect("the join page");
     let set = page

@@ -17,6 +17,7 @@ mod communities;
 mod community;
 mod community_relay;
 mod crash;
+mod https;
 mod key_export;
 mod nat;
 mod network;
