@@ -11,6 +11,11 @@
 //! when the last request using it finishes. Members' sessions are shorter than the operator's
 //! ([`MemberLimits`]) because they hold a key in memory.
 //!
+//! How many sessions there may be is bounded ([`Limits`]): the operator's and the members'
+//! have budgets of their own, and each member a cap of her own, so that a member signing in
+//! again and again (nothing slows a right password) ends only her own sessions, never another
+//! member's or the operator's.
+//!
 //! Sessions live in memory: a restart signs everyone out. The cookie carries a random 256-bit
 //! id; each session has its own random CSRF token that every form repeats.
 
@@ -128,16 +133,43 @@ impl Session {
     }
 }
 
-/// How long the operator's sessions last, and how many sessions there may be in all.
+/// How long the operator's sessions last, and how many sessions there may be.
+///
+/// The operator's sessions and the members' have budgets of their own, so that no member's
+/// sign-ins (which nothing slows while her password is right) can end the operator's, and each
+/// member has a cap of her own within the members' budget, so that she can end no one's but
+/// her own: a member's sign-in past her cap ends her least recently used session; one past the
+/// members' budget (only many members together reach it) ends the least recently used
+/// member's session; the operator's past hers ends her own least recently used.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// An operator's session unused this long ends.
     pub idle_ms: u64,
     /// An operator's session ends this long after it started, used or not.
     pub max_age_ms: u64,
-    /// At most this many sessions (of both roles); starting one more ends the least recently
-    /// used.
+    /// At most this many sessions of both roles together: [`Limits::operator_sessions`] of
+    /// them the operator's, the rest (at least one) the members'.
     pub max_sessions: usize,
+    /// The operator's sessions (her browsers), kept apart from the members': a member's
+    /// sign-in never ends one.
+    pub operator_sessions: usize,
+    /// Sessions of any one member (her devices, read-only ones included).
+    pub sessions_per_member: usize,
+}
+
+impl Limits {
+    /// How many sessions the operator may have at once (at least one).
+    pub fn operator_budget(&self) -> usize {
+        self.operator_sessions.max(1)
+    }
+
+    /// How many sessions the members may have at once, all of them together (at least one):
+    /// what [`Limits::max_sessions`] leaves beside the operator's.
+    pub fn member_budget(&self) -> usize {
+        self.max_sessions
+            .saturating_sub(self.operator_budget())
+            .max(1)
+    }
 }
 
 impl Default for Limits {
@@ -146,6 +178,8 @@ impl Default for Limits {
             idle_ms: 12 * 3_600_000,
             max_age_ms: 7 * 86_400_000,
             max_sessions: 10_000,
+            operator_sessions: 16,
+            sessions_per_member: 8,
         }
     }
 }
@@ -233,16 +267,19 @@ impl Sessions {
         rng: &mut impl RngCore,
     ) -> (SessionId, Session) {
         self.sweep(now_ms);
-        while self.live.len() >= self.limits.max_sessions.max(1) {
-            let Some(oldest) = self
-                .live
-                .iter()
-                .min_by_key(|(_, s)| s.seen_ms)
-                .map(|(id, _)| *id)
-            else {
-                break;
-            };
-            self.live.remove(&oldest);
+        match role {
+            // The operator's budget is hers alone: past it, her own oldest goes.
+            Role::Operator => {
+                self.make_room(self.limits.operator_budget(), |s| s.role == Role::Operator)
+            }
+            Role::Member => {
+                // Her own cap first, so that signing in again and again ends only hers; then
+                // the members' budget, which never reaches into the operator's.
+                self.make_room(self.limits.sessions_per_member.max(1), |s| {
+                    s.role == Role::Member && s.identity == identity
+                });
+                self.make_room(self.limits.member_budget(), |s| s.role == Role::Member);
+            }
         }
         let mut id = [0u8; 32];
         rng.fill_bytes(&mut id);
@@ -258,6 +295,25 @@ impl Sessions {
         };
         self.live.insert(SessionId(id), session.clone());
         (SessionId(id), session)
+    }
+
+    /// Ends the least recently used of the sessions `counted` picks until fewer than `budget`
+    /// of them are left, room for one more.
+    fn make_room(&mut self, budget: usize, counted: impl Fn(&Session) -> bool) {
+        let mut picked: Vec<(u64, SessionId)> = self
+            .live
+            .iter()
+            .filter(|(_, s)| counted(s))
+            .map(|(id, s)| (s.seen_ms, *id))
+            .collect();
+        if picked.len() < budget {
+            return;
+        }
+        let over = picked.len() + 1 - budget;
+        picked.select_nth_unstable_by_key(over - 1, |(seen, id)| (*seen, id.0));
+        for (_, id) in &picked[..over] {
+            self.live.remove(id);
+        }
     }
 
     /// The live session `id`, marked as used now; `None` if it never was or has ended.
@@ -345,7 +401,9 @@ mod tests {
         Limits {
             idle_ms: 100,
             max_age_ms: 1_000,
-            max_sessions: 3,
+            max_sessions: 5,
+            operator_sessions: 2,
+            sessions_per_member: 2,
         }
     }
 
@@ -411,23 +469,125 @@ mod tests {
     }
 
     #[test]
-    fn when_full_the_least_recently_used_session_ends() {
+    fn past_the_operators_budget_her_least_recently_used_session_ends() {
         let mut s = Sessions::new(limits());
         let mut r = rng();
         let (a, _) = s.start(ANNA, 0, &mut r);
-        let (b, _) = s.start(BEN, 1, &mut r);
-        let (c, _) = s.start(BEN, 2, &mut r);
-        assert!(s.touch(&a, 3).is_some()); // a is now the most recent
-        let (d, _) = s.start(ANNA, 4, &mut r);
+        let (b, _) = s.start(ANNA, 1, &mut r);
+        let (m, _) = s.start_member(member(9), 2, &mut r);
+        assert!(s.touch(&a, 3).is_some()); // a is now the more recent
+        let (c, _) = s.start(ANNA, 4, &mut r);
         assert_eq!(s.len(), 3);
         assert!(s.touch(&b, 5).is_none(), "b was least recently used");
         assert!(s.touch(&a, 5).is_some());
         assert!(s.touch(&c, 5).is_some());
-        assert!(s.touch(&d, 5).is_some());
+        assert!(
+            s.touch(&m, 5).is_some(),
+            "the member's, older, is not the operator's to end"
+        );
+    }
+
+    #[test]
+    fn past_her_own_cap_a_members_least_recently_used_session_ends() {
+        let mut s = Sessions::new(limits());
+        let mut r = rng();
+        let (op, _) = s.start(ANNA, 0, &mut r);
+        let (ben, _) = s.start_member(member(10), 0, &mut r);
+        let (a, _) = s.start_member(member(9), 1, &mut r);
+        let (b, _) = s.start_read_only(member(9).public(), 2, &mut r);
+        assert!(s.touch(&a, 3).is_some()); // a is now the more recent
+        let (c, _) = s.start_member(member(9), 4, &mut r);
+        assert!(s.touch(&b, 5).is_none(), "her least recently used");
+        assert!(s.touch(&a, 5).is_some());
+        assert!(s.touch(&c, 5).is_some());
+        assert!(s.touch(&ben, 5).is_some(), "older, but not hers");
+        assert!(s.touch(&op, 5).is_some(), "older, but not hers");
+        assert_eq!(s.len(), 4);
+    }
+
+    #[test]
+    fn past_the_members_budget_the_least_recently_used_members_session_ends() {
+        let mut s = Sessions::new(limits());
+        let mut r = rng();
+        let (op1, _) = s.start(ANNA, 0, &mut r);
+        let (op2, _) = s.start(ANNA, 0, &mut r);
+        let (m1, _) = s.start_member(member(9), 1, &mut r);
+        let (m2, _) = s.start_member(member(10), 2, &mut r);
+        let (m3, _) = s.start_member(member(11), 3, &mut r);
+        assert!(s.touch(&m1, 4).is_some()); // m1 is now the most recent
+        let (m4, _) = s.start_member(member(12), 5, &mut r);
+        assert_eq!(s.len(), 5, "max_sessions in all");
+        assert!(s.touch(&m2, 6).is_none(), "m2 was least recently used");
+        for id in [op1, op2, m1, m3, m4] {
+            assert!(
+                s.touch(&id, 6).is_some(),
+                "the operator's, older, are kept apart"
+            );
+        }
+        // And the operator's own sign-ins do not reach into the members' budget either.
+        let (op3, _) = s.start(ANNA, 7, &mut r);
+        assert_eq!(s.len(), 5);
+        assert!(s.touch(&op3, 8).is_some());
+        for id in [m1, m3, m4] {
+            assert!(s.touch(&id, 8).is_some());
+        }
+    }
+
+    #[test]
+    fn the_budgets_keep_the_total_bounded() {
+        let l = Limits::default();
+        assert_eq!(
+            (
+                l.operator_budget(),
+                l.member_budget(),
+                l.sessions_per_member
+            ),
+            (16, 9_984, 8)
+        );
+        let mut s = Sessions::new(Limits {
+            max_sessions: 50,
+            ..Limits::default()
+        });
+        let mut r = rng();
+        for t in 0..2_000u64 {
+            match t % 3 {
+                0 => drop(s.start(ANNA, t, &mut r)),
+                1 => drop(s.start_member(member((t % 40) as u8), t, &mut r)),
+                _ => drop(s.start_read_only(PublicKey([(t % 7) as u8; 32]), t, &mut r)),
+            }
+            assert!(s.len() <= 50, "{} sessions at {t}", s.len());
+        }
+        // A degenerate configuration still bounds each budget by one.
+        let tiny = Limits {
+            max_sessions: 0,
+            operator_sessions: 0,
+            sessions_per_member: 0,
+            ..Limits::default()
+        };
+        assert_eq!((tiny.operator_budget(), tiny.member_budget()), (1, 1));
     }
 
     fn member(seed: u8) -> MemberKey {
         MemberKey::new(Keypair::from_seed([seed; 32]))
+    }
+
+    /// A member who signs in again and again (her password is right: nothing slows her)
+    /// pushes out no one but herself: the operator's session and another member's live on.
+    #[test]
+    fn a_member_signing_in_again_and_again_pushes_out_no_one_else() {
+        let mut s = Sessions::new(Limits {
+            max_sessions: 100,
+            ..Limits::default()
+        });
+        let mut r = rng();
+        let (op, _) = s.start(ANNA, 0, &mut r);
+        let (ben, _) = s.start_member(member(10), 1, &mut r);
+        for t in 2..1_000 {
+            s.start_member(member(9), t, &mut r);
+        }
+        assert!(s.touch(&op, 1_000).is_some(), "the operator signed out");
+        assert!(s.touch(&ben, 1_000).is_some(), "Ben signed out");
+        assert!(s.len() <= 100);
     }
 
     fn key_of(s: &Session) -> Arc<MemberKey> {
@@ -579,14 +739,14 @@ mod tests {
         assert_eq!(weak.strong_count(), 0, "signed out: the key is gone");
         assert!(weak.upgrade().is_none());
 
-        // Eviction when full drops the evicted session's key too.
+        // Eviction drops the evicted session's key too.
         let (_, first) = s.start_member(member(9), 10, &mut r);
         let weak = Arc::downgrade(&key_of(&first));
         drop(first);
-        for t in 11..14 {
-            s.start(ANNA, t, &mut r);
+        for t in 11..13 {
+            s.start_member(member(9), t, &mut r);
         }
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 2, "her cap");
         assert!(weak.upgrade().is_none(), "evicted: the key is gone");
     }
 
