@@ -4,12 +4,12 @@
 //! their own, kept on the node encrypted under a key derived from their password, and usable
 //! only while they are signed in. The policies are pure state machines (no IO, no async; time
 //! and randomness are passed in): the key-file format ([`vault`]) and its key derivation
-//! ([`kdf`]), sign-in slowing ([`throttle`]), one-time invites ([`invites`]) and sign-in
-//! sessions, which hold a member's key while she is signed in ([`session`]). The key file a
-//! member takes away to her own node carries her markets, community and contacts
-//! ([`export`]). The files of a community node are here too, with plain blocking IO: the
-//! community it runs ([`community`]) and its hosted members ([`members`]), under private
-//! directories with atomic writes ([`files`]).
+//! ([`kdf`]), sign-in slowing ([`throttle`]), key exports per account ([`quota`]), one-time
+//! invites ([`invites`]) and sign-in sessions, which hold a member's key while she is signed
+//! in ([`session`]). The key file a member takes away to her own node carries her markets,
+//! community and contacts ([`export`]). The files of a community node are here too, with plain
+//! blocking IO: the community it runs ([`community`]) and its hosted members ([`members`]),
+//! under private directories with atomic writes ([`files`]).
 #![deny(missing_docs)]
 
 pub mod community;
@@ -18,6 +18,7 @@ pub mod files;
 pub mod invites;
 pub mod kdf;
 pub mod members;
+pub mod quota;
 pub mod session;
 pub mod throttle;
 pub mod vault;

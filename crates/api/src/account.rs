@@ -9,13 +9,16 @@
 //! community's, where her Membership is), her community and the community node's relay
 //! addresses while she is a member, and her contacts. Her password is asked again and checked
 //! as a sign-in is (throttled, one argon2 permit), so a session alone does not give her key
-//! away. A read-only member (removed, or gone of her own accord) may export too: that is what
-//! the read-only mode is for.
+//! away; and since a right password is not slowed, her exports are held per account (one at a
+//! time, a few an hour: [`passalong_accounts::quota`]) so that they cannot keep the permits
+//! from others' sign-ins. The answer is `Cache-Control: no-store`. A read-only member
+//! (removed, or gone of her own accord) may export too: that is what the read-only mode is
+//! for.
 
 use std::net::IpAddr;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use passalong_accounts::export::{self, Carried};
 use passalong_accounts::members::{self, Status};
@@ -136,11 +139,25 @@ pub async fn export_key(
         members::check_password(&sealing)
             .map_err(|e| ApiError::bad_request(format!("export_password: {e}")))?;
     }
+    // One of hers at a time, a few an hour: asked before the password check, so that a
+    // refused export waits for no argon2 permit.
+    let mut ticket = s.signin.begin_export(member).map_err(|e| {
+        tracing::info!(%member, %ip, error = %e, "a key export refused");
+        ExportError::Password(e)
+    })?;
     let carried = carried(s, member).await?;
     let (markets, contacts) = (carried.markets.len(), carried.contacts.len());
     let params = s.export_kdf;
+    // The ticket goes with the sealing into the blocking task: the export counts as running
+    // until its argon2 work ends, even if the client went away meanwhile, and in her hour
+    // only if it sealed a file.
     let (login, file) = with_password(s, &member, password, ip, move |keypair| {
-        export::seal(&keypair, &carried, &sealing, params, &mut OsRng)
+        let sealed = export::seal(&keypair, &carried, &sealing, params, &mut OsRng);
+        if sealed.is_ok() {
+            ticket.sealed();
+        }
+        drop(ticket);
+        sealed
     })
     .await
     .map_err(ExportError::Password)?;
@@ -149,14 +166,16 @@ pub async fn export_key(
 }
 
 /// `POST /v1/account/export-key`: a hosted member's key file (her session, her password
-/// again). The operator's token has no account: the node's key is its `identity.key`.
+/// again), answered `Cache-Control: no-store` as the dashboard's download is: no cache on the
+/// way, or the client's, may keep it. The operator's token has no account: the node's key is
+/// its `identity.key`.
 pub async fn export_key_route(
     State(s): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     Peer(peer): Peer,
     AppJson(req): AppJson<ExportKey>,
-) -> Result<AppJson<KeyFile>, ExportError> {
+) -> Result<impl IntoResponse, ExportError> {
     let Actor::Member { session, .. } = actor else {
         return Err(ApiError::bad_request(
             "the operator has no account to export: the node's own key is its data dir's identity.key; this is for a hosted member's session (POST /v1/signin)",
@@ -174,5 +193,210 @@ pub async fn export_key_route(
         ip,
     )
     .await?;
-    Ok(AppJson(out.file))
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        AppJson(out.file),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use passalong_accounts::{KdfParams, VaultError};
+    use passalong_protocol::Keypair;
+
+    use super::*;
+    use crate::community::{found, invite, join_hosted, NewInvite};
+    use crate::signin::SignInGate;
+    use crate::{now_ms, Identities, Writer};
+
+    const PASSWORD: &str = "a long enough password";
+
+    /// A community node (at the cheapest argon2 cost) hosting `logins`, each signed in: her
+    /// key and her bearer.
+    struct Hosted {
+        s: AppState,
+        members: Vec<(PublicKey, String)>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn hosted(gate: SignInGate, logins: &[&str]) -> Hosted {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(passalong_store::Store::open(dir.path().join("store")).expect("store"));
+        let mut s = AppState::new(
+            store.clone(),
+            Writer::spawn(store),
+            Identities::single(Keypair::from_seed([1; 32])),
+            "t".repeat(64),
+            "http://127.0.0.1:1".into(),
+            dir.path().to_path_buf(),
+        )
+        .expect("state");
+        s.member_kdf = KdfParams::MINIMUM;
+        s.export_kdf = KdfParams::MINIMUM;
+        s.signin = Arc::new(gate);
+        found(&s, "Riverside").await.expect("community");
+        let mut members = Vec::new();
+        for login in logins {
+            let inv = invite(&s, &NewInvite::default()).await.expect("invite");
+            let joined = join_hosted(&s, &inv.token, login, PASSWORD.as_bytes())
+                .await
+                .expect("joined");
+            let me = joined.key.public();
+            let (id, _) = s
+                .sessions
+                .lock()
+                .unwrap()
+                .start_member(joined.key, now_ms(), &mut OsRng);
+            members.push((
+                me,
+                format!("{}{}", crate::auth::SESSION_PREFIX, id.to_hex()),
+            ));
+        }
+        Hosted {
+            s,
+            members,
+            _dir: dir,
+        }
+    }
+
+    fn ip() -> IpAddr {
+        IpAddr::from([192, 0, 2, 7])
+    }
+
+    async fn export(s: &AppState, me: PublicKey, password: &str) -> Result<Exported, ExportError> {
+        export_key(s, me, password.as_bytes(), None, ip()).await
+    }
+
+    /// The answer a refusal is given: its status and `Retry-After`.
+    fn refused(e: ExportError) -> (StatusCode, Option<u64>) {
+        let res = e.into_response();
+        let retry = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (res.status(), retry)
+    }
+
+    /// A member who exports again and again (her password is right: the failure throttle
+    /// does not slow her) holds the sign-ins' argon2 permits for no more than a few exports
+    /// an hour: past them, 429 with a `Retry-After`, before any password check. Another
+    /// member's exports are hers, and a wrong password spends none.
+    #[tokio::test]
+    async fn exports_are_limited_per_account_and_hour() {
+        let h = hosted(SignInGate::default(), &["anna", "ben"]).await;
+        let ((anna, _), (ben, _)) = (h.members[0].clone(), h.members[1].clone());
+        assert!(matches!(
+            export(&h.s, anna, "not her password").await,
+            Err(ExportError::Password(SignInError::Wrong))
+        ));
+        let per_hour = h.s.signin.export_limits().per_window;
+        assert_eq!(per_hour, 5, "docs/limits.md says so");
+        for n in 0..per_hour {
+            let out = export(&h.s, anna, PASSWORD).await;
+            assert!(out.is_ok(), "export {n}: {:?}", out.err());
+        }
+        let checks = h.s.signin.password_checks();
+        let (status, retry) = refused(
+            export(&h.s, anna, PASSWORD)
+                .await
+                .expect_err("the sixth export within the hour is refused"),
+        );
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        let retry = retry.expect("a Retry-After");
+        assert!((3_500..=3_600).contains(&retry), "{retry} s");
+        assert_eq!(
+            h.s.signin.password_checks(),
+            checks,
+            "refused before any argon2 run"
+        );
+        assert!(export(&h.s, ben, PASSWORD).await.is_ok(), "Ben's are his");
+        let file = export(&h.s, ben, PASSWORD).await.expect("exported").file;
+        assert!(export::open(&file, PASSWORD.as_bytes()).is_ok());
+        assert!(matches!(
+            export::open(&file, b"not his password"),
+            Err(VaultError::WrongPassword)
+        ));
+    }
+
+    /// While one export of hers runs (here: waits for the only argon2 permit), another is
+    /// refused at once, not queued behind it for a second permit.
+    #[tokio::test]
+    async fn one_export_at_a_time_per_account() {
+        let h = hosted(
+            SignInGate::new(1, 8, Default::default(), None),
+            &["anna", "ben"],
+        )
+        .await;
+        let ((anna, _), (ben, _)) = (h.members[0].clone(), h.members[1].clone());
+        let held = h.s.signin.hold_permit().await;
+        let first = {
+            let s = h.s.clone();
+            tokio::spawn(async move { export(&s, anna, PASSWORD).await.map(|e| e.login) })
+        };
+        while h.s.signin.waiting_now() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = tokio::time::timeout(Duration::from_secs(5), export(&h.s, anna, PASSWORD))
+            .await
+            .expect("answered at once, not queued for a permit");
+        let (status, retry) = refused(second.expect_err("refused while hers runs"));
+        assert_eq!(
+            (status, retry.is_some()),
+            (StatusCode::TOO_MANY_REQUESTS, true)
+        );
+        assert_eq!(h.s.signin.waiting_now(), 1, "the second never queued");
+        // Ben's waits its turn as before.
+        let bens = {
+            let s = h.s.clone();
+            tokio::spawn(async move { export(&s, ben, PASSWORD).await.map(|e| e.login) })
+        };
+        while h.s.signin.waiting_now() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(held);
+        assert_eq!(first.await.expect("task").expect("exported"), "anna");
+        assert_eq!(bens.await.expect("task").expect("exported"), "ben");
+        assert!(
+            export(&h.s, anna, PASSWORD).await.is_ok(),
+            "hers ended: she may export again"
+        );
+    }
+
+    /// The API's answer is a key file: no cache may keep it (the dashboard's download says
+    /// so too).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_exported_file_is_never_cached() {
+        let h = hosted(SignInGate::default(), &["anna"]).await;
+        let (anna, bearer) = h.members[0].clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(crate::serve(listener, h.s.clone(), std::future::pending()));
+        let res = tokio::task::spawn_blocking(move || {
+            ureq::post(&format!("http://{addr}/v1/account/export-key"))
+                .set("Authorization", &format!("Bearer {bearer}"))
+                .send_json(serde_json::json!({ "password": PASSWORD }))
+                .expect("200")
+        })
+        .await
+        .expect("request");
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.header("cache-control"), Some("no-store"));
+        let file = KeyFile::from_json(&res.into_string().expect("body")).expect("a key file");
+        assert_eq!(
+            export::open(&file, PASSWORD.as_bytes())
+                .expect("opens")
+                .0
+                .public(),
+            anna
+        );
+        server.abort();
+    }
 }

@@ -209,7 +209,7 @@ impl IntoResponse for SignInError {
         let retry = self.retry_after_s();
         let code = match &self {
             SignInError::Wrong => "unauthorized",
-            SignInError::Wait { .. } => "too_many_requests",
+            SignInError::Wait { .. } | SignInError::TooManyExports { .. } => "too_many_requests",
             SignInError::Busy => "unavailable",
             SignInError::NotActive(_) => "forbidden",
             SignInError::TooLong => "bad_request",

@@ -14,6 +14,12 @@
 //!   waiting for one; past that the answer is 503 "busy, retry", so memory stays under
 //!   `argon2 memory × concurrency`.
 //!
+//! A member's key export checks her password the same way ([`with_password`]), and then
+//! seals her key at the export cost under the same permit; so that exports, which a right
+//! password does not slow, cannot hold the permits from others' sign-ins, each account may run
+//! one export at a time and seal a few an hour ([`passalong_accounts::quota`]): past that the
+//! answer is 429 with a `Retry-After`, before any password check.
+//!
 //! A login no member has takes the same path: it is throttled and counted the same, and its
 //! password is checked against a decoy file ([`KeyFile::decoy`]) at the node's cost, so the
 //! answer's timing does not tell which logins exist. A wrong password is answered no sooner
@@ -34,6 +40,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use passalong_accounts::members::{Status, PASSWORD_MAX_BYTES};
+use passalong_accounts::quota::{ExportLimits, Exports};
 use passalong_accounts::throttle::{self, Throttle, Verdict};
 use passalong_accounts::{vault, KdfParams, KeyFile, Login, MemberKey, Session, SessionId};
 use passalong_protocol::PublicKey;
@@ -69,6 +76,15 @@ pub enum SignInError {
     /// Every argon2 permit is taken and the queue is full.
     #[error("the node is busy signing others in: retry in a moment")]
     Busy,
+    /// An export of her key was refused before any password check: one of hers is running,
+    /// or she has exported as often as an hour allows ([`passalong_accounts::quota`]).
+    #[error("{}", too_many_exports(*running, *retry_after_ms))]
+    TooManyExports {
+        /// Milliseconds until an export is allowed.
+        retry_after_ms: u64,
+        /// An export of hers is running (else: the hour's exports are spent).
+        running: bool,
+    },
     /// The right password, but the member no longer acts here.
     #[error("{0}")]
     NotActive(&'static str),
@@ -84,12 +100,25 @@ fn retry_after_s(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
 }
 
+fn too_many_exports(running: bool, retry_after_ms: u64) -> String {
+    let s = retry_after_s(retry_after_ms);
+    if running {
+        format!("an export of your key is running: one at a time (try again in {s} s)")
+    } else {
+        format!(
+            "your key was exported as often as an hour allows: try again in {s} s (each export is sealed at a high cost, which every member's sign-in shares)"
+        )
+    }
+}
+
 impl SignInError {
     /// The HTTP status it is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             SignInError::Wrong => StatusCode::UNAUTHORIZED,
-            SignInError::Wait { .. } => StatusCode::TOO_MANY_REQUESTS,
+            SignInError::Wait { .. } | SignInError::TooManyExports { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             SignInError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             SignInError::NotActive(_) => StatusCode::FORBIDDEN,
             SignInError::TooLong => StatusCode::BAD_REQUEST,
@@ -100,7 +129,10 @@ impl SignInError {
     /// The `Retry-After` it is answered with, seconds (a wait, or busy).
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
-            SignInError::Wait { retry_after_ms } => Some(retry_after_s(*retry_after_ms)),
+            SignInError::Wait { retry_after_ms }
+            | SignInError::TooManyExports { retry_after_ms, .. } => {
+                Some(retry_after_s(*retry_after_ms))
+            }
             SignInError::Busy => Some(1),
             _ => None,
         }
@@ -117,6 +149,7 @@ pub struct SignInGate {
     throttle: Mutex<Throttle>,
     client_ip_header: Option<HeaderName>,
     checks: AtomicU64,
+    exports: Arc<Mutex<Exports>>,
 }
 
 impl Default for SignInGate {
@@ -156,6 +189,43 @@ impl SignInGate {
             throttle: Mutex::new(Throttle::new(limits)),
             client_ip_header,
             checks: AtomicU64::new(0),
+            exports: Arc::new(Mutex::new(Exports::new(ExportLimits::default()))),
+        }
+    }
+
+    /// The same gate with key exports held to `limits` (the default: one at a time per
+    /// account, [`ExportLimits::default`]'s number an hour).
+    pub fn with_export_limits(self, limits: ExportLimits) -> SignInGate {
+        SignInGate {
+            exports: Arc::new(Mutex::new(Exports::new(limits))),
+            ..self
+        }
+    }
+
+    /// How key exports are held per account.
+    pub fn export_limits(&self) -> ExportLimits {
+        lock(&self.exports).limits()
+    }
+
+    /// Starts an export of `member`'s key, or refuses it (429) when one of hers is running or
+    /// her exports for the hour are spent: asked before her password is checked, so that a
+    /// refused export waits for no argon2 permit. The export counts as running until the
+    /// ticket is dropped, and in the hour if it was marked [`ExportTicket::sealed`] by then.
+    pub(crate) fn begin_export(&self, member: PublicKey) -> Result<ExportTicket, SignInError> {
+        let mut exports = lock(&self.exports);
+        match exports.begin(&member, now_ms()) {
+            Verdict::Go => Ok(ExportTicket {
+                exports: self.exports.clone(),
+                member,
+                sealed: false,
+            }),
+            Verdict::Wait { retry_after_ms } => {
+                let running = exports.running_for(&member);
+                Err(SignInError::TooManyExports {
+                    retry_after_ms,
+                    running,
+                })
+            }
         }
     }
 
@@ -193,7 +263,7 @@ impl SignInGate {
     }
 
     fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
-        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.throttle)
     }
 
     /// A permit for one argon2 run: at once if one is free, after a wait if fewer than
@@ -208,6 +278,50 @@ impl SignInGate {
             .acquire_owned()
             .await
             .map_err(|_| SignInError::Busy)
+    }
+}
+
+#[cfg(test)]
+impl SignInGate {
+    /// Takes one argon2 permit and keeps it, as a long export would.
+    pub(crate) async fn hold_permit(&self) -> OwnedSemaphorePermit {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Sign-ins and exports waiting for a permit now.
+    pub(crate) fn waiting_now(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An export of a member's key that [`SignInGate::begin_export`] let start: it runs until
+/// dropped. Moved into the blocking task that checks the password and seals the file, so that
+/// an export whose client went away still counts until its argon2 work ends.
+#[derive(Debug)]
+pub(crate) struct ExportTicket {
+    exports: Arc<Mutex<Exports>>,
+    member: PublicKey,
+    sealed: bool,
+}
+
+impl ExportTicket {
+    /// The file was sealed: the export counts in her hour.
+    pub(crate) fn sealed(&mut self) {
+        self.sealed = true;
+    }
+}
+
+impl Drop for ExportTicket {
+    fn drop(&mut self) {
+        lock(&self.exports).end(&self.member, now_ms(), self.sealed);
     }
 }
 
@@ -592,6 +706,18 @@ mod tests {
             Some(1)
         );
         assert_eq!(SignInError::Busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        for running in [true, false] {
+            let e = SignInError::TooManyExports {
+                retry_after_ms: 2_000,
+                running,
+            };
+            assert_eq!(
+                (e.status(), e.retry_after_s()),
+                (StatusCode::TOO_MANY_REQUESTS, Some(2))
+            );
+            assert!(e.to_string().contains("2 s"), "{e}");
+            assert_eq!(e.to_string().contains("one at a time"), running, "{e}");
+        }
         assert_eq!(SignInError::Wrong.retry_after_s(), None);
     }
 
