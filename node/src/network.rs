@@ -324,17 +324,13 @@ pub async fn keep_community(u: Upkeep) {
                 let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
                 info!(relays = ?addrs, "preferring the community node's relays");
             }
+            // The network dials them, and again whenever it is connected to none of them.
             if u.net
-                .prefer_relays(relays.iter().map(|r| r.peer).collect())
+                .prefer_relays(relays.into_iter().map(|r| r.addr).collect())
                 .await
                 .is_err()
             {
                 return;
-            }
-            for r in relays {
-                if u.net.dial(r.addr).await.is_err() {
-                    return;
-                }
             }
         }
     }

@@ -40,6 +40,9 @@ const MAX_PARENT_FETCHES: usize = 16;
 /// Most publications held until a peer on their shard connects; beyond it anti-entropy
 /// alone carries them.
 const MAX_HELD: usize = 10_000;
+/// Addresses kept for one preferred relay (a community node hands out 8 of its own); the
+/// rest are left out.
+const MAX_PREFERRED_ADDRS: usize = 8;
 
 /// What the handle asks of the loop.
 pub(crate) enum Command {
@@ -57,7 +60,8 @@ pub(crate) enum Command {
     Block(PeerId),
     Unblock(PeerId),
     Sync(PeerId),
-    PreferRelays(Vec<PeerId>),
+    /// Each address ends with its relay's `/p2p/` peer id.
+    PreferRelays(Vec<Multiaddr>),
     Info(oneshot::Sender<NetInfo>),
     Shutdown,
 }
@@ -163,6 +167,9 @@ pub(crate) struct EventLoop {
     /// Circuit listeners: relay → listener (the reservation is renewed by libp2p). One per
     /// reservation the policy asked for, so at most `policy::WANTED_RELAYS`.
     reservations: HashMap<PeerId, ListenerId>,
+    /// Where the preferred relays are dialled (the policy's [`Input::PreferredRelays`]): at
+    /// most `policy::MAX_PREFERRED_RELAYS` of them, [`MAX_PREFERRED_ADDRS`] addresses each.
+    preferred_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     external: Vec<Multiaddr>,
 }
 
@@ -205,6 +212,7 @@ impl EventLoop {
             connections: HashMap::new(),
             relay_addrs: HashMap::new(),
             reservations: HashMap::new(),
+            preferred_addrs: HashMap::new(),
             external: Vec::new(),
         }
     }
@@ -417,9 +425,7 @@ impl EventLoop {
             Command::Sync(peer) => {
                 self.policy(Input::SyncNow(peer));
             }
-            Command::PreferRelays(relays) => {
-                self.policy(Input::PreferredRelays(relays));
-            }
+            Command::PreferRelays(addrs) => self.prefer_relays(addrs),
             Command::Info(reply) => {
                 let _ = reply.send(self.info());
             }
@@ -489,6 +495,10 @@ impl EventLoop {
         }
         let count = connected.len();
         self.policy(Input::Tick { connected });
+        for relay in self.policy.preferred_to_redial(now) {
+            debug!(%relay, "none of the preferred relays is connected: dialling them again");
+            self.dial_preferred(relay);
+        }
         if ticks.is_multiple_of(5) {
             self.refresh_markets();
         }
@@ -505,6 +515,62 @@ impl EventLoop {
         if count > 0 && bootstrap_due {
             self.last_kad_bootstrap = Some(now);
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    /// Prefers the relays at `addrs` (each ending with its `/p2p/` peer id), in their order,
+    /// and dials them: the policy asks them for a reservation first and has them dialled again
+    /// while none is connected.
+    fn prefer_relays(&mut self, addrs: Vec<Multiaddr>) {
+        let mut relays: Vec<PeerId> = Vec::new();
+        let mut by_relay: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for addr in addrs {
+            let Some(Protocol::P2p(relay)) = addr.iter().last() else {
+                warn!(%addr, "a preferred relay's address has no /p2p/ peer id: left out");
+                continue;
+            };
+            if !relays.contains(&relay) {
+                if relays.len() >= crate::policy::MAX_PREFERRED_RELAYS {
+                    continue;
+                }
+                relays.push(relay);
+            }
+            let known = by_relay.entry(relay).or_default();
+            if known.len() < MAX_PREFERRED_ADDRS && !known.contains(&addr) {
+                known.push(addr);
+            }
+        }
+        self.preferred_addrs = by_relay;
+        self.policy(Input::PreferredRelays(relays.clone()));
+        for relay in relays {
+            if !self.policy.is_banned(&relay) {
+                self.dial_preferred(relay);
+            }
+        }
+    }
+
+    /// Dials a preferred relay at its addresses, unless it is connected or being dialled.
+    fn dial_preferred(&mut self, relay: PeerId) {
+        let addrs = self
+            .preferred_addrs
+            .get(&relay)
+            .cloned()
+            .unwrap_or_default();
+        if addrs.is_empty() {
+            return;
+        }
+        for addr in &addrs {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&relay, addr.clone());
+        }
+        let opts = DialOpts::peer_id(relay)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%relay, error = %e, "cannot dial the preferred relay");
         }
     }
 

@@ -325,8 +325,11 @@ impl Network {
     }
 
     /// Relays to reserve a slot on before any other when this node is behind NAT, in this
-    /// order (a community member's community node); replaces the earlier list.
-    pub async fn prefer_relays(&self, relays: Vec<PeerId>) -> Result<(), NetError> {
+    /// order (a community member's community node), each address ending with its relay's
+    /// `/p2p/<peer id>` (several may name one relay; one without is left out, and logged);
+    /// replaces the earlier list. The network dials them now, and again while it is
+    /// connected to none of them (`policy::Policy::preferred_to_redial`).
+    pub async fn prefer_relays(&self, relays: Vec<Multiaddr>) -> Result<(), NetError> {
         self.send(Command::PreferRelays(relays)).await
     }
 

@@ -38,8 +38,13 @@ pub const MAX_BANS: usize = 10_000;
 const FOLLOW_SYNC_PEERS: usize = 3;
 /// After a session that brought something, the next one starts this soon.
 const CATCH_UP_AFTER: Duration = Duration::from_secs(1);
-/// Alone, the bootstrap peers are dialled again this often.
-const REDIAL_EVERY: Duration = Duration::from_secs(10);
+/// Alone, the bootstrap peers are dialled again this often; connected to none of its
+/// preferred relays, a node dials them again at this pace at first (see
+/// [`Policy::preferred_to_redial`]).
+pub const REDIAL_EVERY: Duration = Duration::from_secs(10);
+/// The longest wait before preferred relays that stay out of reach are dialled again: the
+/// wait doubles from [`REDIAL_EVERY`] with each dial that brings none of them back.
+pub const MAX_PREFERRED_REDIAL: Duration = Duration::from_secs(160);
 /// A subscribed shard with fewer connected peers on it than this is short: gossip of its
 /// markets would not reach this node, so peers on it are looked for (gossipsub's D_low).
 pub const MIN_SHARD_PEERS: usize = 4;
@@ -242,7 +247,9 @@ pub enum Input<P> {
     /// hop protocol, or it was not dialled directly). A reservation it holds is kept.
     RelayGone(P),
     /// Relays to ask before any other, in this order (a community member's own community
-    /// node, which keeps a reservation for each member): replaces the earlier list.
+    /// node, which keeps a reservation for each member): replaces the earlier list. The IO
+    /// side dials them when it gives them, and again when [`Policy::preferred_to_redial`]
+    /// says so.
     PreferredRelays(Vec<P>),
     /// The relay accepted the reservation asked of it.
     ReservationAccepted(P),
@@ -347,6 +354,57 @@ struct Peer {
 /// The longest wait before a relay that keeps refusing reservations is asked again.
 const MAX_RELAY_BACKOFF: Duration = Duration::from_secs(640);
 
+/// When to dial again peers this node keeps a connection with while it has none: the
+/// bootstrap peers while it has no peer at all, its preferred relays while none of them is
+/// connected. The first dial after a connection was lost comes at once (at least
+/// [`REDIAL_EVERY`] after the last), the next after [`REDIAL_EVERY`], and the wait doubles
+/// with each dial that brings none of them back, up to `max` (the bootstrap peers' is
+/// [`REDIAL_EVERY`]: every 10 s). Peers that accept a connection and close it are so dialled
+/// every [`REDIAL_EVERY`], not in a loop.
+#[derive(Clone, Copy, Debug)]
+struct Redial {
+    /// The last dial (the IO side's own included: the bootstrap peers at start, the
+    /// preferred relays when they are given).
+    last: Instant,
+    /// Dials since one of the peers was last connected.
+    missed: u32,
+    /// The longest wait.
+    max: Duration,
+}
+
+impl Redial {
+    /// Dialled at `last`.
+    fn new(last: Instant, max: Duration) -> Redial {
+        Redial {
+            last,
+            missed: 1,
+            max,
+        }
+    }
+
+    /// None of the peers is connected: whether to dial them now.
+    fn due(&mut self, now: Instant) -> bool {
+        let wait = backoff(REDIAL_EVERY, self.missed.saturating_sub(1), self.max);
+        if now.saturating_duration_since(self.last) < wait {
+            return false;
+        }
+        self.last = now;
+        self.missed = self.missed.saturating_add(1);
+        true
+    }
+
+    /// One of them is connected: once none is, the waits start over.
+    fn connected(&mut self) {
+        self.missed = 0;
+    }
+}
+
+/// `first` doubled `doublings` times, up to `max`: how long to wait after that many
+/// attempts in a row came to nothing.
+fn backoff(first: Duration, doublings: u32, max: Duration) -> Duration {
+    first.saturating_mul(1 << doublings.min(16)).min(max)
+}
+
 /// A peer whose hole punching failed or whose direct connection was lost.
 #[derive(Clone, Copy, Debug)]
 struct Punch {
@@ -377,7 +435,8 @@ pub struct Policy<P> {
     syncing: HashMap<P, BTreeSet<PublicKey>>,
     publish: Bucket,
     next_sync: Option<Instant>,
-    last_redial: Option<Instant>,
+    /// The bootstrap peers, dialled again while no peer is connected.
+    bootstrap: Redial,
     /// When peers were last looked for on each shard.
     found: HashMap<Shard, Instant>,
     /// Each followed market: when a peer last showed it holds some of it (or when it was
@@ -392,6 +451,8 @@ pub struct Policy<P> {
     reservations: BTreeMap<P, bool>,
     /// Relays asked first (see [`Input::PreferredRelays`]), at most [`MAX_PREFERRED_RELAYS`].
     preferred_relays: Vec<P>,
+    /// The preferred relays, dialled again while none of them is connected.
+    preferred_redial: Redial,
     /// When reservations and hole punching are next looked at.
     next_relay_check: Instant,
     /// Peers whose hole punching failed or whose direct connection was lost: at most
@@ -423,7 +484,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             publish,
             next_sync: None,
             // The IO side dials the bootstrap peers at start.
-            last_redial: Some(now),
+            bootstrap: Redial::new(now, REDIAL_EVERY),
             found: HashMap::new(),
             last_held: HashMap::new(),
             holders_sought: HashMap::new(),
@@ -431,6 +492,7 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             reachability: Reachability::Unknown,
             reservations: BTreeMap::new(),
             preferred_relays: Vec::new(),
+            preferred_redial: Redial::new(now, MAX_PREFERRED_REDIAL),
             next_relay_check: now + RELAY_CHECK_EVERY,
             punches: HashMap::new(),
             held: BTreeSet::new(),
@@ -473,6 +535,37 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             .iter()
             .filter(|(_, accepted)| **accepted)
             .map(|(r, _)| r)
+    }
+
+    /// The preferred relays to dial again now (see [`Input::PreferredRelays`]): those not
+    /// banned, while none of them is connected; none otherwise. At once when the last
+    /// connection with them is lost (but at least [`REDIAL_EVERY`] after the last dial), then
+    /// after [`REDIAL_EVERY`], the wait doubling with each dial that brings none of them back
+    /// up to [`MAX_PREFERRED_REDIAL`]; a dial made when they are given counts as the first. A member behind NAT whose only peer was her community node (no bootstrap
+    /// peer, no LAN peer) so gets it back after it restarts or the network comes back, as a
+    /// node with no peer gets its bootstrap peers back.
+    ///
+    /// The IO side asks once a tick, after [`Input::Tick`]. It is a call rather than an
+    /// [`Output`] so that the simulator, which has no relays, matches the outputs as before.
+    pub fn preferred_to_redial(&mut self, now: Instant) -> Vec<P> {
+        let wanted: Vec<P> = self
+            .preferred_relays
+            .iter()
+            .filter(|p| !self.banned.contains_key(p))
+            .copied()
+            .collect();
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        if wanted.iter().any(|p| self.peers.contains_key(p)) {
+            self.preferred_redial.connected();
+            return Vec::new();
+        }
+        if self.preferred_redial.due(now) {
+            wanted
+        } else {
+            Vec::new()
+        }
     }
 
     /// Entries held for peers, authors, bans and hole punching: what the policy's memory
@@ -706,9 +799,17 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     self.reserve_relays(now, rng, out);
                 }
             }
-            Input::PreferredRelays(mut relays) => {
-                relays.truncate(MAX_PREFERRED_RELAYS);
-                self.preferred_relays = relays;
+            Input::PreferredRelays(relays) => {
+                // One entry per relay (a relay handed out with several addresses).
+                let mut kept: Vec<P> = Vec::new();
+                for r in relays {
+                    if !kept.contains(&r) && kept.len() < MAX_PREFERRED_RELAYS {
+                        kept.push(r);
+                    }
+                }
+                self.preferred_relays = kept;
+                // The IO side dials them as it gives them.
+                self.preferred_redial = Redial::new(now, MAX_PREFERRED_REDIAL);
                 self.reserve_relays(now, rng, out);
             }
             Input::RelayGone(p) => {
@@ -727,9 +828,8 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
                     if accepted == Some(false) {
                         // Refused: asked again later, and later each time.
                         x.relay_refusals = x.relay_refusals.saturating_add(1);
-                        let wait = RELAY_CHECK_EVERY
-                            .saturating_mul(1 << (x.relay_refusals - 1).min(7))
-                            .min(MAX_RELAY_BACKOFF);
+                        let wait =
+                            backoff(RELAY_CHECK_EVERY, x.relay_refusals - 1, MAX_RELAY_BACKOFF);
                         x.relay_retry_at = Some(now + wait);
                     } else {
                         x.relay_refusals = 0;
@@ -916,15 +1016,14 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         self.authors
             .retain(|_, b| now.saturating_duration_since(b.last()) < AUTHOR_TTL);
         if connected.is_empty() {
-            if self
-                .last_redial
-                .is_none_or(|t| now.saturating_duration_since(t) >= REDIAL_EVERY)
-            {
-                self.last_redial = Some(now);
+            if self.bootstrap.due(now) {
                 out.push(Output::RedialBootstrap);
             }
-        } else if connected.len() < self.config.target_peers {
-            out.push(Output::DialMore(self.config.target_peers - connected.len()));
+        } else {
+            self.bootstrap.connected();
+            if connected.len() < self.config.target_peers {
+                out.push(Output::DialMore(self.config.target_peers - connected.len()));
+            }
         }
         self.find_short_shards(now, out);
         self.find_holders(now, out);
@@ -1907,6 +2006,132 @@ mod tests {
             &mut rng,
         ));
         assert_eq!(asked, vec![other]);
+    }
+
+    /// Ticks once a second from `from` (excluded) to `to` (included), as the event loop does
+    /// (a tick, then the preferred relays to dial again); returns the seconds at which the
+    /// bootstrap peers and the preferred relays were to be dialled again.
+    fn redials(
+        p: &mut Policy<u32>,
+        t0: Instant,
+        from: u64,
+        to: u64,
+        rng: &mut ChaCha8Rng,
+    ) -> (Vec<u64>, Vec<(u64, Vec<u32>)>) {
+        let (mut bootstrap, mut preferred) = (Vec::new(), Vec::new());
+        for s in from + 1..=to {
+            let t = t0 + Duration::from_secs(s);
+            let connected = p.peers.keys().copied().collect();
+            if run(p, Input::Tick { connected }, t, rng).contains(&Output::RedialBootstrap) {
+                bootstrap.push(s);
+            }
+            let relays = p.preferred_to_redial(t);
+            if !relays.is_empty() {
+                preferred.push((s, relays));
+            }
+        }
+        (bootstrap, preferred)
+    }
+
+    /// A member's node whose community node goes away dials it again: at once, then after
+    /// 10 s, 20 s, 40 s…, up to every 160 s, and at once again after a later loss.
+    #[test]
+    fn preferred_relays_out_of_reach_are_dialled_again_later_and_later() {
+        let (mut p, t0, mut rng) = setup();
+        // Given (and dialled by the IO side) at 0; its connection opens at 1.
+        run(&mut p, Input::PreferredRelays(vec![9, 9, 8]), t0, &mut rng);
+        let (_, preferred) = redials(&mut p, t0, 0, 0, &mut rng);
+        assert!(preferred.is_empty());
+        run(
+            &mut p,
+            Input::Connected(9),
+            t0 + Duration::from_secs(1),
+            &mut rng,
+        );
+        let (bootstrap, preferred) = redials(&mut p, t0, 0, 100, &mut rng);
+        assert!(preferred.is_empty(), "one is connected: {preferred:?}");
+        assert!(bootstrap.is_empty());
+        // Lost at 100 (the community node restarts, the network is cut): dialled at once,
+        // both, in their order, once each; then later and later while neither comes back.
+        run(
+            &mut p,
+            Input::Disconnected(9),
+            t0 + Duration::from_secs(100),
+            &mut rng,
+        );
+        let (bootstrap, preferred) = redials(&mut p, t0, 100, 1_000, &mut rng);
+        let at: Vec<u64> = preferred.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            at,
+            vec![101, 111, 131, 171, 251, 411, 571, 731, 891],
+            "waits 10, 20, 40, 80, 160, then 160"
+        );
+        assert!(
+            preferred.iter().all(|(_, r)| *r == vec![9, 8]),
+            "{preferred:?}"
+        );
+        // Alone, the bootstrap peers go on every 10 s as before.
+        assert_eq!(bootstrap.len(), 90, "{bootstrap:?}");
+        assert!(bootstrap.windows(2).all(|w| w[1] - w[0] == 10));
+        // One comes back: nothing more, and after a loss the waits start over.
+        run(
+            &mut p,
+            Input::Connected(8),
+            t0 + Duration::from_secs(1_000),
+            &mut rng,
+        );
+        let (_, preferred) = redials(&mut p, t0, 1_000, 2_000, &mut rng);
+        assert!(preferred.is_empty());
+        run(
+            &mut p,
+            Input::Disconnected(8),
+            t0 + Duration::from_secs(2_000),
+            &mut rng,
+        );
+        let (_, preferred) = redials(&mut p, t0, 2_000, 2_100, &mut rng);
+        let at: Vec<u64> = preferred.iter().map(|(s, _)| *s).collect();
+        assert_eq!(at, vec![2_001, 2_011, 2_031, 2_071]);
+    }
+
+    /// A relay that accepts the connection and closes it at once is dialled every 10 s, not
+    /// in a loop; a banned one is not dialled; a node that prefers none dials none.
+    #[test]
+    fn preferred_relays_are_dialled_again_no_faster_than_every_ten_seconds() {
+        let (mut p, t0, mut rng) = setup();
+        run(&mut p, Input::PreferredRelays(vec![9]), t0, &mut rng);
+        let mut dialled = Vec::new();
+        for s in 1..=60u64 {
+            let t = t0 + Duration::from_secs(s);
+            let relays = p.preferred_to_redial(t);
+            if !relays.is_empty() {
+                dialled.push(s);
+                // Connected, then closed within the second.
+                run(&mut p, Input::Connected(9), t, &mut rng);
+                assert!(p.preferred_to_redial(t).is_empty());
+                run(&mut p, Input::Disconnected(9), t, &mut rng);
+            }
+        }
+        assert_eq!(dialled, vec![10, 20, 30, 40, 50, 60]);
+
+        // Banned: not dialled (the swarm would refuse it anyway).
+        let (mut p, t0, mut rng) = setup();
+        run(&mut p, Input::Connected(9), t0, &mut rng);
+        for _ in 0..3 {
+            run(&mut p, Input::Offence(9, "x"), t0, &mut rng);
+        }
+        assert!(p.is_banned(&9));
+        run(&mut p, Input::PreferredRelays(vec![9]), t0, &mut rng);
+        let (_, preferred) = redials(&mut p, t0, 0, 500, &mut rng);
+        assert!(preferred.is_empty(), "{preferred:?}");
+
+        // None preferred (or the list emptied): nothing to dial.
+        let (mut p, t0, mut rng) = setup();
+        let (_, preferred) = redials(&mut p, t0, 0, 100, &mut rng);
+        assert!(preferred.is_empty());
+        run(&mut p, Input::PreferredRelays(vec![9]), t0, &mut rng);
+        run(&mut p, Input::PreferredRelays(vec![]), t0, &mut rng);
+        let (_, preferred) = redials(&mut p, t0, 0, 100, &mut rng);
+        assert!(preferred.is_empty());
     }
 
     #[test]

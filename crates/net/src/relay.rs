@@ -133,9 +133,26 @@ impl RelayMembers {
     }
 }
 
-/// The relay server of `config`, admitting `members` if it is members-only. libp2p's own
-/// per-peer and per-IP rate limits stay.
+/// The relay server of `config`, admitting `members` if it is members-only (see
+/// [`server_config`]).
 pub fn server(peer_id: PeerId, config: &RelayConfig, members: &RelayMembers) -> relay::Behaviour {
+    let mut r = relay::Behaviour::new(peer_id, server_config(config, members));
+    // An operator who turns the relay on says the node is reachable: advertise the hop
+    // protocol at once instead of waiting for AutoNAT to confirm an address.
+    r.set_status(Some(relay::Status::Enable));
+    r
+}
+
+/// libp2p-relay's settings for `config`. libp2p's own rate limits stay: per peer and per IP
+/// address, a bucket of reservations and one of circuits (`relay::Config::default()`).
+///
+/// A members-only relay checks membership before them. libp2p asks the reservation limiters
+/// in turn and stops at the first that refuses, and each one asked takes a token: checked
+/// after them, a non-member's refused reservation took a token from the bucket of the IP
+/// address it came from, which the members behind that address (a carrier's NAT, a
+/// household) share, so that non-members could use it up and have her reservations and
+/// renewals refused. Checked first, a non-member takes nothing.
+pub fn server_config(config: &RelayConfig, members: &RelayMembers) -> relay::Config {
     let l = &config.limits;
     let mut c = relay::Config {
         max_reservations: l.max_reservations,
@@ -149,22 +166,22 @@ pub fn server(peer_id: PeerId, config: &RelayConfig, members: &RelayMembers) -> 
     };
     if config.members_only {
         let members = members.clone();
-        c.reservation_rate_limiters.push(Box::new(
-            move |peer: PeerId, _addr: &Multiaddr, _now: std::time::Instant| {
-                members.contains(&peer)
-            },
-        ));
+        c.reservation_rate_limiters.insert(
+            0,
+            Box::new(
+                move |peer: PeerId, _addr: &Multiaddr, _now: std::time::Instant| {
+                    members.contains(&peer)
+                },
+            ),
+        );
     }
-    let mut r = relay::Behaviour::new(peer_id, c);
-    // An operator who turns the relay on says the node is reachable: advertise the hop
-    // protocol at once instead of waiting for AutoNAT to confirm an address.
-    r.set_status(Some(relay::Status::Enable));
-    r
+    c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn members_are_replaced_as_a_whole_and_shared_by_clones() {
@@ -176,6 +193,53 @@ mod tests {
         m.set([b]);
         assert!(!shared.contains(&a) && shared.contains(&b));
         assert_eq!(shared.len(), 1);
+    }
+
+    /// Whether `peer` at `addr` may reserve, by the limiters alone: libp2p-relay 0.22 asks
+    /// them so (`Behaviour::on_connection_handler_event`, a reservation request), each taking
+    /// a token from its bucket until one refuses.
+    fn admits(c: &mut relay::Config, peer: PeerId, addr: &Multiaddr, now: Instant) -> bool {
+        c.reservation_rate_limiters
+            .iter_mut()
+            .all(|l| l.try_next(peer, addr, now))
+    }
+
+    #[test]
+    fn non_members_at_a_members_address_take_nothing_from_its_bucket() {
+        let members = RelayMembers::default();
+        let member = PeerId::random();
+        members.set([member]);
+        let mut c = server_config(&RelayConfig::members(), &members);
+        assert_eq!(c.reservation_rate_limiters.len(), 3, "libp2p's two stay");
+        // A carrier's NAT: everyone at one address. libp2p's per-IP bucket holds 60, and each
+        // peer's 30: refused non-members, many and each asking again and again.
+        let shared: Multiaddr = "/ip4/203.0.113.7/tcp/4001".parse().unwrap();
+        let now = Instant::now();
+        for _ in 0..100 {
+            let outsider = PeerId::random();
+            for _ in 0..40 {
+                assert!(!admits(&mut c, outsider, &shared, now));
+            }
+        }
+        // The member has the address's whole bucket: her own 30 reservations and renewals.
+        for i in 0..30 {
+            assert!(admits(&mut c, member, &shared, now), "refused at {i}");
+        }
+        assert!(
+            !admits(&mut c, member, &shared, now),
+            "her own bucket holds 30"
+        );
+    }
+
+    #[test]
+    fn an_open_relay_keeps_libp2ps_per_ip_bucket() {
+        let mut c = server_config(&RelayConfig::default(), &RelayMembers::default());
+        let shared: Multiaddr = "/ip4/203.0.113.7/tcp/4001".parse().unwrap();
+        let now = Instant::now();
+        let admitted = (0..100)
+            .filter(|_| admits(&mut c, PeerId::random(), &shared, now))
+            .count();
+        assert_eq!(admitted, 60);
     }
 
     #[test]

@@ -63,7 +63,18 @@ fn free_addr() -> Multiaddr {
 
 async fn relay_node(seed: u8, config: RelayConfig) -> (Network, Multiaddr) {
     let addr = free_addr();
-    let net = Network::start(
+    let net = relay_node_at(seed, config, &addr).await.unwrap();
+    let with_id = addr.with(libp2p::multiaddr::Protocol::P2p(net.peer_id()));
+    (net, with_id)
+}
+
+/// A relay node listening on `addr`.
+async fn relay_node_at(
+    seed: u8,
+    config: RelayConfig,
+    addr: &Multiaddr,
+) -> Result<Network, passalong_net::NetError> {
+    Network::start(
         [seed; 32],
         NetConfig {
             listen: vec![addr.clone()],
@@ -75,9 +86,6 @@ async fn relay_node(seed: u8, config: RelayConfig) -> (Network, Multiaddr) {
         std::sync::Arc::new(MemBackend::default()),
     )
     .await
-    .unwrap();
-    let with_id = addr.with(libp2p::multiaddr::Protocol::P2p(net.peer_id()));
-    (net, with_id)
 }
 
 fn config_for_tests() -> NetConfig {
@@ -104,6 +112,33 @@ async fn a_members_relay_reserves_for_its_members_only() {
     assert!(!reserves(&mut again, &addr).await);
     relay.set_relay_members([*again.local_peer_id()]);
     assert!(reserves(&mut again, &addr).await, "admitted later");
+}
+
+/// libp2p's relay asks its rate limiters in turn and each takes a token from its bucket until
+/// one refuses: the members check comes first, so that non-members sharing a member's public
+/// IP address (a carrier's NAT, a household) do not use up the address's bucket (60
+/// reservations, then one a minute) with reservations that are refused anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_non_members_do_not_use_up_a_members_address() {
+    let _cores = shared_cores().await;
+    let (relay, addr) = relay_node(80, RelayConfig::members()).await;
+    let mut member = client();
+    relay.set_relay_members([*member.local_peer_id()]);
+    // All on 127.0.0.1, as behind one NAT: three outsiders ask 30 times each (each peer's own
+    // bucket holds 30), 90 reservations from the address in all.
+    for _ in 0..3 {
+        let mut outsider = client();
+        for _ in 0..30 {
+            assert!(
+                !reserves(&mut outsider, &addr).await,
+                "an outsider reserved"
+            );
+        }
+    }
+    assert!(
+        reserves(&mut member, &addr).await,
+        "the member was refused after outsiders at her address were"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,4 +199,56 @@ async fn a_community_node_follows_its_members_markets() {
         !markets.contains(&om.to_hex()) && !markets.contains(&outsider.to_hex()),
         "followed an outsider's market: {markets:?}"
     );
+}
+
+/// A member's node whose only peer is its community node (no bootstrap peer, no LAN peer) gets
+/// it back when the community node restarts: it dials its preferred relays again while it is
+/// connected to none of them, as it dials its bootstrap peers while alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_node_gets_its_community_node_back_after_a_restart() {
+    let _cores = shared_cores().await;
+    let bare = free_addr();
+    let relay = relay_node_at(81, RelayConfig::members(), &bare)
+        .await
+        .unwrap();
+    let relay_id = relay.peer_id();
+    let addr = bare
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(relay_id));
+    let (member, _) = node(82, vec![]).await;
+    relay.set_relay_members([member.peer_id()]);
+    // What the node does with `membership.json`'s relays.
+    member.prefer_relays(vec![addr]).await.unwrap();
+    let connected = || {
+        futures::executor::block_on(member.info())
+            .is_ok_and(|i| i.peers.iter().any(|p| p.peer_id == relay_id.to_string()))
+    };
+    eventually("the member to reach its community node", 10, connected).await;
+    // Kademlia's own bootstrap, which a peer new to its routing table sets off half a second
+    // later, dials the peers it knows too (and its periodic one does every 5 minutes): let it
+    // be done, so that only the node's redialling can bring the community node back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.shutdown().await;
+    eventually("the member to lose its community node", 10, || !connected()).await;
+    // The community node comes back on the same address (its port may take a moment to be
+    // free again).
+    let started = std::time::Instant::now();
+    let relay = loop {
+        match relay_node_at(81, RelayConfig::members(), &bare).await {
+            Ok(r) => break r,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the community node did not restart: {e}"),
+        }
+    };
+    relay.set_relay_members([member.peer_id()]);
+    let back = std::time::Instant::now();
+    eventually(
+        "the member to reach its restarted community node",
+        20,
+        connected,
+    )
+    .await;
+    eprintln!("reconnected {:?} after the restart", back.elapsed());
 }
