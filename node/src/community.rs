@@ -246,13 +246,24 @@ fn join(dir: &DataDir, client: &Client, out: Out, url: &str) -> Result<()> {
     let (base, token) = invite_link(url)?;
     let agent = remote::agent(&base, Duration::from_secs(60))?;
     let path = format!("{base}/v1/join/{}", q(&token));
-    let info: JoinInfo =
-        remote::call(agent.get(&path).call(), &base).context("reading the invite")?;
+    let community = match agent.get(&path).call() {
+        // Used: by this node's key, if it joined before but could not finish here (the
+        // community node then answers the join with the Membership that admits it), or by
+        // someone else (the join below is refused as this read would have been).
+        Err(ureq::Error::Status(410, _)) => {
+            let c: CommunityInfo =
+                remote::call(agent.get(&format!("{base}/v1/community")).call(), &base)
+                    .context("reading the community of a used invite")?;
+            c.id
+        }
+        r => {
+            let info: JoinInfo = remote::call(r, &base).context("reading the invite")?;
+            info.community
+        }
+    };
     let request: MembershipRequest = client.post(
         "/v1/membership-requests",
-        &NewMembershipRequest {
-            community: info.community.clone(),
-        },
+        &NewMembershipRequest { community },
     )?;
     let joined: Joined = remote::call(
         agent.post(&path).send_json(&JoinRequest {

@@ -230,6 +230,15 @@ impl Invites {
         }
     }
 
+    /// Who joined with `token`'s invite, if it was used (a retry of her join is told apart
+    /// from someone else's use of the same link).
+    pub fn used_by(&self, token: &str) -> Option<PublicKey> {
+        match self.invites[self.find(token).ok()?].state {
+            State::Used { member, .. } => Some(member),
+            _ => None,
+        }
+    }
+
     /// Holds `token`'s invite for a join, for [`LEASE_MS`].
     pub fn reserve(&mut self, token: &str, now_ms: u64) -> Result<Lease, InviteError> {
         let at = self.find(token)?;
@@ -394,6 +403,7 @@ mod tests {
             .unwrap();
         assert!(token.starts_with(TOKEN_PREFIX) && token.len() == 37);
         assert_eq!(inv.check(&token, 1).unwrap().id(), id);
+        assert_eq!(inv.used_by(&token), None);
         let lease = inv.reserve(&token, 2).unwrap();
         assert_eq!(
             inv.reserve(&token, 3),
@@ -404,6 +414,12 @@ mod tests {
         assert_eq!(inv.check(&token, 5).err(), Some(InviteError::Used));
         assert_eq!(inv.reserve(&token, 5), Err(InviteError::Used));
         assert_eq!(inv.redeem(&lease, member(2), 6), Err(InviteError::Used));
+        assert_eq!(
+            inv.used_by(&token),
+            Some(member(1)),
+            "who used it, for her retry"
+        );
+        assert_eq!(inv.used_by("inv1.unknown"), None);
         assert_eq!(inv.open(6).count(), 0);
         // What is stored does not hold the token, only its hash.
         let text = serde_json::to_string(&inv).unwrap();

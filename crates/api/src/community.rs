@@ -1400,6 +1400,9 @@ pub struct JoinedOwn {
     pub membership: passalong_protocol::Attestation,
     /// The Community attestation it depends on, for her node to import with it.
     pub community_attestation: Option<passalong_protocol::Attestation>,
+    /// Whether this join admitted her (false: she was admitted already, and this is the
+    /// Membership that admits her).
+    pub new: bool,
 }
 
 /// A person with her own node joins with the invite `token`: her node signed the membership
@@ -1408,7 +1411,9 @@ pub struct JoinedOwn {
 /// [`MAX_REQUEST_SKEW_MS`] before its clock (and no later than the protocol's future skew,
 /// two minutes, after it: a later Membership would be held), spends the invite as a hosted join does (once, before
 /// anything is signed), and its key admits her: the Membership it returns is stored here and
-/// gossiped in the connector's market. A member admitted already is 409 (the invite is kept).
+/// gossiped in the connector's market. A member admitted already (her node retrying a join it
+/// could not finish, with the invite she used or another) is answered with the Membership
+/// that admits her, and the invite is left as it was: a join can be retried safely.
 pub async fn join_own(
     s: &AppState,
     token: &str,
@@ -1433,12 +1438,16 @@ pub async fn join_own(
         .community
         .current()
         .ok_or_else(|| join_error(InviteError::Unknown))?;
-    // The invite before anything else: a wrong link is told as such.
-    s.community
-        .lock()
-        .invites
-        .check(token, now)
-        .map_err(join_error)?;
+    // The invite before anything else: a wrong link is told as such. One she used herself
+    // may be a retry (answered below, once her signature is checked).
+    let used_by_her = {
+        let node = s.community.lock();
+        match node.invites.check(token, now) {
+            Ok(_) => false,
+            Err(InviteError::Used) if node.invites.used_by(token) == Some(member) => true,
+            Err(e) => return Err(join_error(e)),
+        }
+    };
     let connector = s.identities.signer(None)?;
     if member == connector.public() {
         return Err(ApiError::bad_request(
@@ -1452,13 +1461,29 @@ pub async fn join_own(
         ))
     })?;
     let (_, roster) = roster(s).await?;
-    if roster
-        .current(&member, now)
-        .is_some_and(|a| a.admits_at(now))
-    {
-        return Err(ApiError::conflict(format!(
-            "{member} is a member of this community already: the invite is kept for someone else"
-        )));
+    if let Some(admitted) = roster.current(&member, now).filter(|a| a.admits_at(now)) {
+        let (id, community_id) = (admitted.membership, community.id);
+        let (membership, community_attestation) = s
+            .with_store(move |st| {
+                Ok::<_, passalong_store::StoreError>((
+                    st.attestation(&id)?,
+                    st.attestation(&community_id)?,
+                ))
+            })
+            .await?;
+        let membership = membership
+            .ok_or_else(|| ApiError::internal(format!("membership {id} is not stored")))?;
+        tracing::info!(%member, membership = %membership.id, "an admitted member joined again");
+        return Ok(JoinedOwn {
+            community,
+            membership,
+            community_attestation,
+            new: false,
+        });
+    }
+    if used_by_her {
+        // She used it and is no longer admitted: the invite is spent.
+        return Err(join_error(InviteError::Used));
     }
     let lease = s
         .community
@@ -1499,6 +1524,7 @@ pub async fn join_own(
         community,
         membership,
         community_attestation,
+        new: true,
     })
 }
 

@@ -81,7 +81,8 @@ pub async fn show(
     Ok(AppJson(info(&s, &token).await?))
 }
 
-/// `POST /v1/join/<token>`: anyone holding the invite, with her own key's request.
+/// `POST /v1/join/<token>`: anyone holding the invite, with her own key's request: 201 when
+/// it admits her, 200 when she was admitted already (a retry).
 pub async fn join(
     State(s): State<AppState>,
     UrlPath(token): UrlPath<String>,
@@ -99,7 +100,11 @@ pub async fn join(
         .map(|a| hex::encode(&a.bytes))
         .collect();
     Ok((
-        StatusCode::CREATED,
+        if joined.new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         AppJson(Joined {
             membership: joined.membership.id.to_hex(),
             envelopes,

@@ -97,6 +97,19 @@ fn an_own_node_member_joins_through_an_invite_and_her_referrals_pay_the_connecto
         "{members}"
     );
 
+    // Her node may run the join again (say it stopped before writing membership.json): she
+    // is answered with the Membership that admits her, nothing is signed twice.
+    std::fs::remove_file(m.dir.join("membership.json")).unwrap();
+    let retried = m.json(&["community", "join", &url]);
+    assert_eq!(retried["membership"], joined["membership"], "{retried}");
+    assert!(m.dir.join("membership.json").exists());
+    assert_eq!(
+        k.json(&["community", "members"])["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
     // The invite worked once: another node is refused it.
     let o = Daemon::start_with(&tmp.path().join("o"), &["--offline"]);
     let again = o.cli(&["community", "join", &url]);

@@ -665,7 +665,7 @@ fn answer_with_headers(r: Result<ureq::Response, ureq::Error>) -> (u16, Option<S
 /// joins, `POST` admits her once with her node's signed request, fresh and hers; a stale, a
 /// foreign or a repeated request is refused and costs no invite.
 #[test]
-fn an_own_node_member_joins_once_with_her_own_signed_request() {
+fn an_own_node_member_joins_once_with_her_own_signed_request_and_may_retry() {
     use passalong_protocol::attestation::Membership;
     use passalong_protocol::Id;
 
@@ -748,15 +748,28 @@ fn an_own_node_member_joins_once_with_her_own_signed_request() {
         .attestation(&membership.id)
         .expect("store")
         .is_some());
-    // The invite worked once.
+    // The invite worked once: another key is refused it.
+    let other = Keypair::from_seed([0x4f; 32]);
     let (status, text) = node.call(
         &Method::POST,
         &path,
         &Auth::None,
-        &request(&mine, &mine, now),
+        &request(&other, &other, now),
     );
     assert_eq!(status, 410, "{text}");
-    // A member already admitted keeps the next invite for someone else.
+    // Her node retrying (it could not finish at home): her Membership again, nothing signed.
+    let (status, text) = node.call(
+        &Method::POST,
+        &path,
+        &Auth::None,
+        &request(&mine, &mine, now + 1),
+    );
+    assert_eq!(status, 200, "{text}");
+    let again: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(again["membership"], joined["membership"]);
+    assert_eq!(again["envelopes"], joined["envelopes"]);
+    // A member already admitted, with the next invite: the same, and the invite is kept for
+    // someone else.
     let second = node.operator_post("/v1/community/invites", json!({}));
     let path2 = format!("/v1/join/{}", second["token"].as_str().expect("token"));
     let (status, text) = node.call(
@@ -765,7 +778,9 @@ fn an_own_node_member_joins_once_with_her_own_signed_request() {
         &Auth::None,
         &request(&mine, &mine, now),
     );
-    assert_eq!(status, 409, "{text}");
+    assert_eq!(status, 200, "{text}");
+    let again: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(again["membership"], joined["membership"]);
     let (status, _) = node.call(&Method::GET, &path2, &Auth::None, &json!({}));
     assert_eq!(status, 200, "still open");
 
