@@ -46,7 +46,8 @@ impl KdfParams {
     pub const MAX_P: u32 = 4;
 
     /// Members' key files at rest and their sign-in: 46 MiB, one pass (OWASP's second
-    /// option). Provisional: issue 16 chooses it by measuring sign-ins on the node.
+    /// option), chosen by measuring sign-ins on a community node of 10,000 members
+    /// (`docs/benchmarks.md`, Community nodes).
     pub const MEMBER: KdfParams = KdfParams {
         m_kib: 46 * 1024,
         t: 1,

@@ -1,5 +1,7 @@
-//! The keys a node signs with. A personal node has one; a community node holds one per member.
-//! Writes act as the default identity unless the request names another one it holds.
+//! The keys a node signs with: the node's own. A community node's hosted members' keys are
+//! never held here — each is unsealed into her own sign-in session and signs only through it
+//! (`crates/accounts`). Writes act as the default identity unless the request names another
+//! one this holds.
 
 use std::collections::BTreeMap;
 
