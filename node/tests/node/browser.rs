@@ -66,13 +66,21 @@ impl Driver {
         self.browser_prefs(profile, extra, json!({})).await
     }
 
-    /// A new browser with its own fresh profile whose downloads go to `downloads`, unasked.
-    pub(crate) async fn browser_downloading(&self, profile: &Path, downloads: &Path) -> Client {
+    /// A new browser with its own fresh profile whose downloads go to `downloads`, unasked,
+    /// from `origin` too, which it takes as secure: Chromium blocks downloads over http but
+    /// from loopback (a node's public_url on another address would be https).
+    pub(crate) async fn browser_downloading(
+        &self,
+        profile: &Path,
+        downloads: &Path,
+        origin: &str,
+    ) -> Client {
         let prefs = json!({
             "download.default_directory": downloads,
             "download.prompt_for_download": false,
         });
-        self.browser_prefs(profile, &["--window-size=1000,1400"], prefs)
+        let secure = format!("--unsafely-treat-insecure-origin-as-secure={origin}");
+        self.browser_prefs(profile, &["--window-size=1000,1400", &secure], prefs)
             .await
     }
 

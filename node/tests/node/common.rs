@@ -63,7 +63,7 @@ impl Daemon {
     }
 
     /// `passalong` here, or `ip netns exec NS passalong` in its namespace.
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         match &self.netns {
             None => Command::new(BIN),
             Some(ns) => {

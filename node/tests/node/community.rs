@@ -13,6 +13,14 @@
 //! on S's. K removes Bea on its page; she leaves with her key for a node of her own, and her
 //! new referral, naming the community still, pays K nothing, while her earlier one still does.
 //!
+//! One scenario, [`journey`], on two layouts of hosts ([`Hosting`]): every process on this
+//! host's loopback ([`Loopback`], this module's test, in a plain `cargo test`), or a small
+//! internet of network namespaces ([`crate::nat::Internet`], `nat::a_community_node_hosts_…`,
+//! root, `.ci/run`'s `--ignored nat::`) where K is public with a relay for its members, Cleo's
+//! node is behind NAT, reaches K from her `membership.json` and the seller only through K's
+//! relay, and Dan's is behind another NAT that K's relay refuses; the browsers run on this
+//! host either way.
+//!
 //! Screenshots go to `target/screenshots/` (`neighbourhood-*.png`).
 
 use std::path::Path;
@@ -24,7 +32,7 @@ use serde_json::{json, Value};
 
 use crate::browser::{api_addr, click, fill, qr_codes, shot, token, wait_text, Driver};
 use crate::common::*;
-use crate::own_join::community_of;
+use crate::nat::{on_host, referral_community, LogsOnPanic};
 
 const ANNA_PASSWORD: &str = "correct horse battery";
 const BEA_PASSWORD: &str = "staple gun lantern";
@@ -38,9 +46,10 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `passalong --data-dir DIR args…` with a key file's password in the environment.
-fn with_password(dir: &Path, args: &[&str], password: &str) -> Output {
-    let out = Command::new(BIN)
+/// `passalong --data-dir DIR args…` with a key file's password in the environment, run by
+/// `cmd` (`passalong` here, or a daemon's [`Daemon::command`] where it runs).
+fn with_password(mut cmd: Command, dir: &Path, args: &[&str], password: &str) -> Output {
+    let out = cmd
         .arg("--data-dir")
         .arg(dir)
         .args(args)
@@ -86,16 +95,23 @@ fn wait_ledger(d: &Daemon, seller: &str, want: &[(&str, &str, i64)]) {
     }
 }
 
-/// The seller's checkout confirms a sale through its API, with the buyer's share link token.
+/// The seller's checkout (on its host) confirms a sale through its API, with the buyer's
+/// share link token.
 fn sale(s: &Daemon, offer: &str, order: &str, amount_minor: u64, via: &str) {
-    let r = ureq::post(&format!("http://{}/v1/receipts", api_addr(s)))
-        .set("Authorization", &format!("Bearer {}", token(s)))
-        .send_json(
-            json!({"offer": offer, "order": order, "amount_minor": amount_minor,
-                          "buyer": "3".repeat(64), "via": via}),
-        )
-        .expect("receipt");
-    assert_eq!(r.status(), 201);
+    let (url, auth) = (
+        format!("http://{}/v1/receipts", api_addr(s)),
+        format!("Bearer {}", token(s)),
+    );
+    let receipt = json!({"offer": offer, "order": order, "amount_minor": amount_minor,
+                         "buyer": "3".repeat(64), "via": via});
+    let status = on_host(s, move || {
+        ureq::post(&url)
+            .set("Authorization", &auth)
+            .send_json(receipt)
+            .expect("receipt")
+            .status()
+    });
+    assert_eq!(status, 201);
 }
 
 /// The token of a share link's URL (`…/l/<token>`).
@@ -147,33 +163,97 @@ async fn pass_along(b: &Client, base: &str, link_token: &str, name: &str) -> Str
     url
 }
 
+/// A node of the journey other than K: where it runs and whom it knows when it starts is its
+/// [`Hosting`]'s.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Node {
+    /// S, the seller.
+    Seller,
+    /// Cleo's own node, a member's.
+    Cleo,
+    /// Dan's, an outsider's.
+    Dan,
+    /// The node Anna runs with her exported key; it knows K from the key file only.
+    AnnasOwn,
+    /// The node Bea runs after her removal.
+    BeasOwn,
+}
+
+/// Where the journey's daemons run (the browsers run on this host).
+pub(crate) trait Hosting {
+    /// Starts K, the community node, in `dir` (initialised) with more flags of `run`;
+    /// returns it and its public_url, which this host's browsers and every node's CLI reach.
+    fn community_node(&mut self, dir: &Path, flags: &[&str]) -> (Daemon, String);
+    /// Starts `who` in `dir` with more flags of `run`, once K runs.
+    fn node(&self, who: Node, dir: &Path, flags: &[&str]) -> Daemon;
+    /// Checks what holds once Cleo's node has joined through her invite (and may restart it).
+    fn joined(&self, _c: &mut Daemon) {}
+    /// Checks, once every ledger agrees, what the network did: S, Cleo's node, Dan's.
+    fn behind_nat(&self, _s: &Daemon, _c: &Daemon, _d: &Daemon) {}
+}
+
+/// Every daemon on this host's loopback, K's API at its public_url; every node but Anna's
+/// own (which knows K from her key file) bootstraps from K.
+#[derive(Default)]
+pub(crate) struct Loopback {
+    k_addr: String,
+}
+
+impl Hosting for Loopback {
+    fn community_node(&mut self, dir: &Path, flags: &[&str]) -> (Daemon, String) {
+        let api = format!("127.0.0.1:{}", free_port());
+        let base = format!("http://{api}");
+        let k = Daemon::start_with(
+            dir,
+            &[&["--api", &api, "--public-url", &base], flags].concat(),
+        );
+        self.k_addr = k.p2p_addr();
+        (k, base)
+    }
+
+    fn node(&self, who: Node, dir: &Path, flags: &[&str]) -> Daemon {
+        match who {
+            Node::AnnasOwn => Daemon::start_with(dir, flags),
+            _ => Daemon::start_with(dir, &[&["--bootstrap", &self.k_addr[..]], flags].concat()),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leave() {
+    journey(&mut Loopback::default()).await;
+}
+
+/// Issue 16's must-show scenario on `net`'s hosts (see the module's doc).
+pub(crate) async fn journey(net: &mut impl Hosting) {
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tmp");
     let sync = ["--sync-interval-secs", "1"];
+    let _logs = LogsOnPanic(
+        ["k", "s", "c", "d", "anna-node", "bea-node"]
+            .iter()
+            .map(|n| tmp.path().join(format!("{n}.log")))
+            .collect(),
+    );
 
-    // K: the community node, at its public_url (its API), with the cheap password cost.
+    // K: the community node, at its public_url, with the cheap password cost and its relay
+    // for members only.
     let k_dir = tmp.path().join("k");
     assert!(cli_in(&k_dir, &["init"]).status.success());
     let config = std::fs::read_to_string(k_dir.join("config.toml")).expect("config");
-    std::fs::write(
-        k_dir.join("config.toml"),
-        config.replace("member_kdf = \"member\"", "member_kdf = \"minimum\""),
-    )
-    .expect("config");
-    let k_api = format!("127.0.0.1:{}", free_port());
-    let base = format!("http://{k_api}");
-    let k = Daemon::start_with(
-        &k_dir,
-        &[&["--api", &k_api, "--public-url", &base], &sync[..]].concat(),
+    let edited = config
+        .replace("member_kdf = \"member\"", "member_kdf = \"minimum\"")
+        .replace("# relay_members_only = true", "relay_members_only = true");
+    assert!(
+        edited.contains("member_kdf = \"minimum\"") && edited.contains("\nrelay_members_only"),
+        "the config names member_kdf and relay_members_only"
     );
+    std::fs::write(k_dir.join("config.toml"), edited).expect("config");
+    let (k, base) = net.community_node(&k_dir, &sync);
     let connector = k.public_key();
-    let k_addr = k.p2p_addr();
-    let near_k = [&["--bootstrap", &k_addr[..]], &sync[..]].concat();
-    let s = Daemon::start_with(&tmp.path().join("s"), &near_k);
-    let c = Daemon::start_with(&tmp.path().join("c"), &near_k);
-    let d = Daemon::start_with(&tmp.path().join("d"), &near_k);
+    let s = net.node(Node::Seller, &tmp.path().join("s"), &sync);
+    let mut c = net.node(Node::Cleo, &tmp.path().join("c"), &sync);
+    let d = net.node(Node::Dan, &tmp.path().join("d"), &sync);
     let (seller, cleo, dan) = (s.public_key(), c.public_key(), d.public_key());
     let driver = Driver::start();
 
@@ -200,7 +280,7 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     let downloads = tmp.path().join("downloads");
     std::fs::create_dir_all(&downloads).expect("downloads dir");
     let ab = driver
-        .browser_downloading(&tmp.path().join("profile-anna"), &downloads)
+        .browser_downloading(&tmp.path().join("profile-anna"), &downloads, &base)
         .await;
     let bb = driver.browser(&tmp.path().join("profile-bea")).await;
     join(&ab, &for_anna, "anna", ANNA_PASSWORD, "neighbourhood-join").await;
@@ -208,6 +288,7 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     let joined = c.json(&["community", "join", &for_cleo]);
     assert_eq!(joined["connector"], connector.as_str());
     let community = joined["community"].as_str().expect("id").to_string();
+    net.joined(&mut c);
     let members = k.json(&["community", "members"]);
     let key_of = |login: &str| -> String {
         members["members"]
@@ -251,7 +332,9 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     let dan_ref = d.json(&["refer", &bea_url]);
     let dan_link = dan_ref["link"].as_str().expect("link").to_string();
     // Cleo's node names her community by itself; Dan's names none.
-    let named = |d: &Daemon, r: &Value| community_of(d, r["id"].as_str().expect("id"));
+    let named = |d: &Daemon, r: &Value| {
+        referral_community(d, r["id"].as_str().expect("id")).expect("it holds the referral")
+    };
     assert_eq!(named(&c, &cleo_ref).as_deref(), Some(community.as_str()));
     assert_eq!(named(&d, &dan_ref), None);
 
@@ -275,6 +358,9 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
             ("Dan", &dan, 500),
         ],
     );
+    // S holds Cleo's referral as her node made it.
+    assert_eq!(named(&s, &cleo_ref).as_deref(), Some(community.as_str()));
+    let paid = started.elapsed();
 
     // Anna exports her key with the button on /account (sealed at the export cost).
     ab.goto(&format!("{base}/account")).await.expect("account");
@@ -300,6 +386,7 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     // Her own node: the key, her history, and a later sale's share under the same key.
     let n_dir = tmp.path().join("anna-node");
     let out = with_password(
+        Command::new(BIN),
         &n_dir,
         &[
             "init",
@@ -312,7 +399,7 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     let imported: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(imported["public_key"], anna.as_str());
     assert_eq!(imported["community"], community.as_str());
-    let n = Daemon::start_with(&n_dir, &sync);
+    let n = net.node(Node::AnnasOwn, &n_dir, &sync);
     assert_eq!(n.public_key(), anna);
     // S-4, 100.00 via Anna (still admitted): Anna 500; K 500.
     sale(&s, &offer_id, "S-4", 10000, &token_of(&anna_url));
@@ -355,6 +442,7 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     // passes Anna's link along again, naming the community still.
     let bea_key = tmp.path().join("bea.key");
     with_password(
+        k.command(),
         &k.dir,
         &[
             "member",
@@ -368,11 +456,12 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     );
     let m_dir = tmp.path().join("bea-node");
     with_password(
+        Command::new(BIN),
         &m_dir,
         &["init", "--import-key", bea_key.to_str().expect("path")],
         BEA_PASSWORD,
     );
-    let m = Daemon::start_with(&m_dir, &near_k);
+    let m = net.node(Node::BeasOwn, &m_dir, &sync);
     assert_eq!(m.public_key(), bea);
     let again = m.json(&["refer", &anna_url, "--community", &community]);
     assert_eq!(named(&m, &again).as_deref(), Some(community.as_str()));
@@ -393,6 +482,8 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
     wait_ledger(&k, &seller, &last);
     wait_ledger(&c, &seller, &last);
     wait_ledger(&d, &seller, &last);
+    // Behind NAT, what the network did meanwhile.
+    net.behind_nat(&s, &c, &d);
     cb.goto(&format!("{base}/community"))
         .await
         .expect("community");
@@ -401,5 +492,8 @@ async fn a_community_node_hosts_neighbours_pays_its_connector_and_lets_them_leav
 
     let _ = (cb.close().await, ab.close().await, bb.close().await);
     drop(driver);
-    eprintln!("the community journey took {:?}", started.elapsed());
+    eprintln!(
+        "the community journey took {:?} (the first sales paid after {paid:?})",
+        started.elapsed()
+    );
 }
