@@ -217,7 +217,15 @@ pub async fn export_key(
                 ExportError::Api(a) => (a.status, a.message.clone()),
             };
             let shown = html! { p.error #export-error role="alert" { (message) } };
-            Ok((status, render(&s, &me, shown).await?).into_response())
+            let mut res = (status, render(&s, &me, shown).await?).into_response();
+            // A refusal that says when to retry says it as the API's does, in seconds.
+            if let ExportError::Password(p) = &e {
+                if let Some(secs) = p.retry_after_s() {
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+            }
+            Ok(res)
         }
     }
 }

@@ -650,6 +650,56 @@ fn a_member_exports_her_key_read_only_too() {
     assert_eq!(carried.contacts.len(), 1, "her contacts still");
 }
 
+/// The dashboard's download is held to the same exports an hour as the API's, and its
+/// refusal says when to retry as the API's does: a `Retry-After` of the seconds its text gives.
+#[test]
+fn the_dashboards_export_refusal_says_when_to_retry() {
+    let node = Node::start();
+    node.operator_post("/v1/community", json!({"name": "Riverside"}));
+    let (cookie, _) = node.join("anna");
+    let (status, page) = node.call(
+        &Method::GET,
+        "/account",
+        &Auth::Cookie(cookie.clone()),
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    let at = page.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+    let csrf = page[at..at + 64].to_string();
+    let post_form = || {
+        let r = Node::agent()
+            .post(&node.url("/account/export-key"))
+            .set("Cookie", &cookie)
+            .set("Origin", &node.url(""))
+            .send_form(&[
+                ("csrf", csrf.as_str()),
+                ("password", PASSWORD),
+                ("export_password", ""),
+            ]);
+        let r = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("transport: {e}"),
+        };
+        let retry = r.header("retry-after").map(str::to_string);
+        (r.status(), retry, r.into_string().expect("body"))
+    };
+    let per_hour = node.state.signin.export_limits().per_window;
+    for n in 0..per_hour {
+        let (status, retry, body) = post_form();
+        assert_eq!((status, retry), (200, None), "export {n}: {body}");
+    }
+    let (status, retry, body) = post_form();
+    assert_eq!(status, 429, "{body}");
+    let retry = retry.expect("a Retry-After, as the API's refusal has");
+    let secs: u64 = retry.parse().expect("seconds");
+    assert!((3_500..=3_600).contains(&secs), "{secs} s");
+    assert!(
+        body.contains(&format!("try again in {secs} s")),
+        "the same seconds as the text: {body}"
+    );
+}
+
 /// Status, `Content-Disposition` and body of an answer.
 fn answer_with_headers(r: Result<ureq::Response, ureq::Error>) -> (u16, Option<String>, String) {
     let r = match r {
