@@ -1,21 +1,119 @@
-//! Key exports per account: one at a time, and a few an hour. A pure state machine (the caller
-//! passes `now`), asked before an export checks the password, so that a refused one costs no
-//! argon2 run.
+//! Work per account: one at a time, and a few an hour. Pure state machines (the caller passes
+//! `now`), asked before a password is checked, so that a refused try costs no argon2 run.
 //!
-//! An export seals a member's key at the export cost (argon2id, 256 MiB, three passes) under
-//! one of the argon2 permits that sign-ins share, and a right password is not slowed by the
-//! failure [`throttle`](crate::throttle): without this, a member exporting again and again,
-//! or many times at once, could hold the permits so that others' sign-ins are told the node is
-//! busy. So an account may have [`ExportLimits::at_once`] export running (the next is refused
-//! until it ends, whether it sealed a file or not), and [`ExportLimits::per_window`] exports
-//! that sealed a file within [`ExportLimits::window_ms`] (one that found the password wrong,
-//! or was refused before, does not count: the failure throttle slows those).
+//! - [`Running`]: at most so many of an account's runs at once, the one home of "one at a
+//!   time per account". Sign-ins hold a password check of an account to one at a time
+//!   ([`CheckLimits`]): argon2id runs under the permits that every member's sign-in shares,
+//!   and a right password is not slowed by the failure [`throttle`](crate::throttle), so
+//!   without this a member (or anyone who knows her password) signing in from many
+//!   connections at once could hold every permit, and others would be told the node is busy.
+//!   One at a time also keeps parallel guesses on an account from all passing the throttle
+//!   before the first failure is counted.
+//! - [`Exports`]: an export seals a member's key at the export cost (argon2id, 256 MiB, three
+//!   passes) under one of the same permits, so an account may have [`ExportLimits::at_once`]
+//!   export running (the next is refused until it ends, whether it sealed a file or not), and
+//!   [`ExportLimits::per_window`] exports that sealed a file within [`ExportLimits::window_ms`]
+//!   (one that found the password wrong, or was refused before, does not count: the failure
+//!   throttle slows those).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 
 use passalong_protocol::PublicKey;
 
 use crate::throttle::Verdict;
+
+/// How many of an account's runs (of one kind) may go at once, and the wait a refusal asks
+/// for (see the module docs).
+#[derive(Debug)]
+pub struct Running<K> {
+    at_once: u32,
+    retry_ms: u64,
+    /// Runs going now, per account; an account with none is not kept.
+    accounts: HashMap<K, u32>,
+}
+
+impl<K: Eq + Hash + Clone> Running<K> {
+    /// At most `at_once` runs of an account at a time (at least one); a refusal asks to
+    /// retry after `retry_ms` (at least 1 ms).
+    pub fn new(at_once: u32, retry_ms: u64) -> Running<K> {
+        Running {
+            at_once: at_once.max(1),
+            retry_ms: retry_ms.max(1),
+            accounts: HashMap::new(),
+        }
+    }
+
+    /// May a run of `who` start? [`Verdict::Go`] counts it as running until
+    /// [`Running::end`] is called for it (exactly once).
+    pub fn begin(&mut self, who: &K) -> Verdict {
+        let n = self.accounts.entry(who.clone()).or_default();
+        if *n >= self.at_once {
+            return Verdict::Wait {
+                retry_after_ms: self.retry_ms,
+            };
+        }
+        *n += 1;
+        Verdict::Go
+    }
+
+    /// A run of `who` that [`Running::begin`] let go ended.
+    pub fn end(&mut self, who: &K) {
+        if let Some(n) = self.accounts.get_mut(who) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.accounts.remove(who);
+            }
+        }
+    }
+
+    /// Whether a run of `who` is going now.
+    pub fn running_for(&self, who: &K) -> bool {
+        self.accounts.get(who).is_some_and(|&n| n > 0)
+    }
+
+    /// Runs going now, of every account.
+    pub fn running(&self) -> u32 {
+        self.accounts.values().sum()
+    }
+
+    /// Accounts with a run going (the only ones kept).
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// No run going.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+}
+
+/// The bound of the password checks of one account (a sign-in's, an export's), counted by
+/// [`CheckLimits::running`] under the account's folded login, known or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckLimits {
+    /// Password checks of one account at once.
+    pub at_once: u32,
+    /// The wait a refusal asks for (one check lasts a fraction of a second).
+    pub retry_ms: u64,
+}
+
+impl Default for CheckLimits {
+    /// One at a time; retry 1 s after a refusal.
+    fn default() -> Self {
+        CheckLimits {
+            at_once: 1,
+            retry_ms: 1_000,
+        }
+    }
+}
+
+impl CheckLimits {
+    /// The password checks running, none yet, keyed by folded login.
+    pub fn running(self) -> Running<String> {
+        Running::new(self.at_once, self.retry_ms)
+    }
+}
 
 /// The bounds of [`Exports`] (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,19 +141,19 @@ impl Default for ExportLimits {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct Account {
-    /// Exports running now.
-    running: u32,
-    /// When each export that sealed a file within the window ended, oldest first.
-    done: VecDeque<u64>,
-}
-
 /// Exports running and done, per account (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Exports {
     limits: ExportLimits,
-    accounts: HashMap<PublicKey, Account>,
+    running: Running<PublicKey>,
+    /// When each export that sealed a file within the window ended, oldest first, per account.
+    done: HashMap<PublicKey, VecDeque<u64>>,
+}
+
+impl Default for Exports {
+    fn default() -> Self {
+        Exports::new(ExportLimits::default())
+    }
 }
 
 impl Exports {
@@ -63,7 +161,8 @@ impl Exports {
     pub fn new(limits: ExportLimits) -> Exports {
         Exports {
             limits,
-            accounts: HashMap::new(),
+            running: Running::new(limits.at_once, limits.running_retry_ms),
+            done: HashMap::new(),
         }
     }
 
@@ -77,66 +176,68 @@ impl Exports {
     pub fn begin(&mut self, who: &PublicKey, now_ms: u64) -> Verdict {
         let window_ms = self.limits.window_ms;
         // Forget what the window let go of, and accounts with nothing left to remember.
-        self.accounts.retain(|_, a| {
-            while a
-                .done
+        self.done.retain(|_, done| {
+            while done
                 .front()
                 .is_some_and(|&t| now_ms.saturating_sub(t) >= window_ms)
             {
-                a.done.pop_front();
+                done.pop_front();
             }
-            a.running > 0 || !a.done.is_empty()
+            !done.is_empty()
         });
-        let a = self.accounts.entry(*who).or_default();
-        if a.running >= self.limits.at_once.max(1) {
-            return Verdict::Wait {
-                retry_after_ms: self.limits.running_retry_ms.max(1),
-            };
+        if let wait @ Verdict::Wait { .. } = self.running.begin(who) {
+            return wait;
         }
         let per_window = self.limits.per_window.max(1) as usize;
-        if a.done.len() >= per_window {
+        if let Some(done) = self.done.get(who).filter(|d| d.len() >= per_window) {
             // The oldest that still counts leaves the window then.
-            let oldest = a.done[a.done.len() - per_window];
+            let oldest = done[done.len() - per_window];
+            self.running.end(who);
             return Verdict::Wait {
                 retry_after_ms: (oldest + window_ms).saturating_sub(now_ms).max(1),
             };
         }
-        a.running += 1;
         Verdict::Go
     }
 
     /// An export of `who` that [`Exports::begin`] let go ended at `now_ms`; `sealed`: it
     /// sealed a file (it counts in the window), else the password was wrong or it failed.
     pub fn end(&mut self, who: &PublicKey, now_ms: u64, sealed: bool) {
-        let a = self.accounts.entry(*who).or_default();
-        a.running = a.running.saturating_sub(1);
+        self.running.end(who);
         if sealed {
-            a.done.push_back(now_ms);
+            let done = self.done.entry(*who).or_default();
+            done.push_back(now_ms);
             let keep = self.limits.per_window.max(1) as usize;
-            while a.done.len() > keep {
-                a.done.pop_front();
+            while done.len() > keep {
+                done.pop_front();
             }
         }
     }
 
     /// Whether an export of `who` is running now.
     pub fn running_for(&self, who: &PublicKey) -> bool {
-        self.accounts.get(who).is_some_and(|a| a.running > 0)
+        self.running.running_for(who)
     }
 
     /// Exports running now, of every account.
     pub fn running(&self) -> u32 {
-        self.accounts.values().map(|a| a.running).sum()
+        self.running.running()
     }
 
     /// Accounts remembered (running an export, or with exports in the window).
     pub fn len(&self) -> usize {
-        self.accounts.len()
+        self.done.len()
+            + self
+                .running
+                .accounts
+                .keys()
+                .filter(|k| !self.done.contains_key(*k))
+                .count()
     }
 
     /// No account remembered.
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
+        self.done.is_empty() && self.running.is_empty()
     }
 }
 
@@ -153,6 +254,50 @@ mod tests {
             Verdict::Wait { retry_after_ms } => retry_after_ms,
             Verdict::Go => 0,
         }
+    }
+
+    /// A sign-in's password check: one of an account's at a time, the next refused with
+    /// a wait of 1 s (not queued); another account's goes; an ended one frees the account,
+    /// which is then forgotten.
+    #[test]
+    fn one_password_check_at_a_time_per_account() {
+        let limits = CheckLimits::default();
+        assert_eq!((limits.at_once, limits.retry_ms), (1, 1_000), "limits.md");
+        let mut checks = limits.running();
+        let (anna, ben) = ("anna".to_string(), "ben".to_string());
+        assert_eq!(checks.begin(&anna), Verdict::Go);
+        for _ in 0..3 {
+            assert_eq!(
+                checks.begin(&anna),
+                Verdict::Wait {
+                    retry_after_ms: 1_000
+                },
+                "hers is under way"
+            );
+        }
+        assert_eq!(checks.begin(&ben), Verdict::Go, "Ben's is his");
+        assert_eq!((checks.running(), checks.len()), (2, 2));
+        assert!(checks.running_for(&anna));
+        checks.end(&anna);
+        assert!(!checks.running_for(&anna));
+        assert_eq!(checks.begin(&anna), Verdict::Go, "hers ended");
+        checks.end(&anna);
+        checks.end(&ben);
+        assert!(checks.is_empty(), "nothing kept for accounts at rest");
+        // An end too many frees nothing it should not.
+        checks.end(&ben);
+        assert_eq!(checks.running(), 0);
+    }
+
+    #[test]
+    fn more_than_one_at_once_when_asked_and_never_none() {
+        let mut two = Running::new(2, 5);
+        assert_eq!(two.begin(&ANNA), Verdict::Go);
+        assert_eq!(two.begin(&ANNA), Verdict::Go);
+        assert_eq!(two.begin(&ANNA), Verdict::Wait { retry_after_ms: 5 });
+        let mut zero = Running::new(0, 0);
+        assert_eq!(zero.begin(&ANNA), Verdict::Go);
+        assert_eq!(zero.begin(&ANNA), Verdict::Wait { retry_after_ms: 1 });
     }
 
     #[test]
@@ -216,8 +361,8 @@ mod tests {
         // An hour on, Anna's export left the window; Ben's still runs.
         e.begin(&PublicKey([3; 32]), HOUR);
         assert_eq!(e.len(), 2, "Ben's (running) and the newcomer's");
-        assert!(e.accounts.contains_key(&BEN));
-        assert!(!e.accounts.contains_key(&ANNA));
+        assert!(e.running_for(&BEN));
+        assert!(!e.done.contains_key(&ANNA));
         assert!(!e.is_empty());
     }
 

@@ -209,7 +209,9 @@ impl IntoResponse for SignInError {
         let retry = self.retry_after_s();
         let code = match &self {
             SignInError::Wrong => "unauthorized",
-            SignInError::Wait { .. } | SignInError::TooManyExports { .. } => "too_many_requests",
+            SignInError::Wait { .. }
+            | SignInError::InProgress { .. }
+            | SignInError::TooManyExports { .. } => "too_many_requests",
             SignInError::Busy => "unavailable",
             SignInError::NotActive(_) => "forbidden",
             SignInError::TooLong => "bad_request",
@@ -276,5 +278,123 @@ pub async fn signout(
         Actor::Operator => Err(ApiError::bad_request(
             "the API token has no session to end: sign-out is for a member's session",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use passalong_accounts::KdfParams;
+    use passalong_protocol::Keypair;
+
+    use crate::community::{found, invite, join_hosted, NewInvite};
+    use crate::signin::{SignInError, SignInGate};
+    use crate::{AppState, Identities, Writer};
+
+    const PASSWORD: &str = "a long enough password";
+
+    /// `POST /v1/signin` as `login`, from a blocking thread: its status and `Retry-After`.
+    async fn sign_in(addr: SocketAddr, login: &'static str) -> (u16, Option<String>) {
+        tokio::task::spawn_blocking(move || {
+            let r = ureq::post(&format!("http://{addr}/v1/signin"))
+                .send_json(serde_json::json!({ "login": login, "password": PASSWORD }));
+            let r = match r {
+                Ok(r) => r,
+                Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => panic!("transport: {e}"),
+            };
+            (r.status(), r.header("retry-after").map(str::to_string))
+        })
+        .await
+        .expect("request")
+    }
+
+    /// Sign-ins of one account check her password one at a time: while one runs (here: waits
+    /// for the only argon2 permit), another of the same login, even with the right password,
+    /// is answered 429 with `Retry-After: 1` at once, not queued for a second permit, and so is
+    /// her export's password check; another member's sign-in still queues and proceeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_password_check_at_a_time_per_account() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(passalong_store::Store::open(dir.path().join("store")).expect("store"));
+        let mut s = AppState::new(
+            store.clone(),
+            Writer::spawn(store),
+            Identities::single(Keypair::from_seed([1; 32])),
+            "t".repeat(64),
+            "http://127.0.0.1:1".into(),
+            dir.path().to_path_buf(),
+        )
+        .expect("state");
+        s.member_kdf = KdfParams::MINIMUM;
+        s.signin = Arc::new(SignInGate::new(1, 8, Default::default(), None));
+        found(&s, "Riverside").await.expect("community");
+        s.export_kdf = KdfParams::MINIMUM;
+        let mut keys = Vec::new();
+        for login in ["anna", "ben"] {
+            let inv = invite(&s, &NewInvite::default()).await.expect("invite");
+            let joined = join_hosted(&s, &inv.token, login, PASSWORD.as_bytes())
+                .await
+                .expect("joined");
+            keys.push(joined.key.public());
+        }
+        let anna = keys[0];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(crate::serve(listener, s.clone(), std::future::pending()));
+
+        let held = s.signin.hold_permit().await;
+        let first = tokio::spawn(sign_in(addr, "anna"));
+        while s.signin.waiting_now() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let checks = s.signin.password_checks();
+        let second = tokio::time::timeout(Duration::from_secs(5), sign_in(addr, "Anna"))
+            .await
+            .expect("answered at once, not queued for a permit");
+        assert_eq!(second, (429, Some("1".to_string())), "hers is under way");
+        assert_eq!(s.signin.waiting_now(), 1, "the second never queued");
+        // Her export's password check is a check of her account's too.
+        let export = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::account::export_key(&s, anna, PASSWORD.as_bytes(), None, [192, 0, 2, 7].into()),
+        )
+        .await
+        .expect("answered at once");
+        assert!(
+            matches!(
+                export,
+                Err(crate::account::ExportError::Password(
+                    SignInError::InProgress { .. }
+                ))
+            ),
+            "{:?}",
+            export.err()
+        );
+        assert_eq!(s.signin.waiting_now(), 1, "nor did the export's check");
+        let bens = tokio::spawn(sign_in(addr, "ben"));
+        while s.signin.waiting_now() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(held);
+        assert_eq!(first.await.expect("task"), (200, None));
+        assert_eq!(bens.await.expect("task"), (200, None), "Ben's is his");
+        assert_eq!(
+            s.signin.password_checks(),
+            checks + 2,
+            "the refused one ran no argon2"
+        );
+        assert_eq!(
+            sign_in(addr, "anna").await,
+            (200, None),
+            "hers ended: she may sign in again"
+        );
+        server.abort();
     }
 }

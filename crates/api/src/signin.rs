@@ -9,6 +9,13 @@
 //! - [`passalong_accounts::throttle`] is asked first, and a try that must wait is answered 429
 //!   with no argon2 run at all (a right password during the wait too: the answer cannot
 //!   depend on the password, or the wait would not slow guessing);
+//! - then an account's password is checked one at a time ([`passalong_accounts::quota`]'s
+//!   [`CheckLimits`], under the folded login, known or not): while one check of hers runs or
+//!   waits for a permit, another sign-in of the same login (or an export's password check) is
+//!   answered 429 with `Retry-After: 1` before it queues for a permit, so that many
+//!   connections signing one account in at once hold one permit, not all of them. The check
+//!   counts as running until its argon2 work ends, even if the client went away meanwhile
+//!   (`CheckTicket`, moved into the blocking task as the export's ticket is);
 //! - the runs go to the blocking pool behind a semaphore of [`SignInGate::concurrency`]
 //!   permits (the node's cores by default), with at most [`DEFAULT_MAX_WAITING`] sign-ins
 //!   waiting for one; past that the answer is 503 "busy, retry", so memory stays under
@@ -40,7 +47,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use passalong_accounts::members::{Status, PASSWORD_MAX_BYTES};
-use passalong_accounts::quota::{ExportLimits, Exports};
+use passalong_accounts::quota::{CheckLimits, ExportLimits, Exports, Running};
 use passalong_accounts::throttle::{self, Throttle, Verdict};
 use passalong_accounts::{vault, KdfParams, KeyFile, Login, MemberKey, Session, SessionId};
 use passalong_protocol::PublicKey;
@@ -71,6 +78,13 @@ pub enum SignInError {
     #[error("too many failed sign-ins: try again in {} s", retry_after_s(*retry_after_ms))]
     Wait {
         /// Milliseconds until a try is allowed.
+        retry_after_ms: u64,
+    },
+    /// A password check of this account is under way (a sign-in's, or an export's): one at a
+    /// time per account, refused before it waits for an argon2 permit.
+    #[error("this account's password is being checked already (one check at a time): try again in {} s", retry_after_s(*retry_after_ms))]
+    InProgress {
+        /// Milliseconds until a try is likely to be let through.
         retry_after_ms: u64,
     },
     /// Every argon2 permit is taken and the queue is full.
@@ -116,9 +130,9 @@ impl SignInError {
     pub fn status(&self) -> StatusCode {
         match self {
             SignInError::Wrong => StatusCode::UNAUTHORIZED,
-            SignInError::Wait { .. } | SignInError::TooManyExports { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            SignInError::Wait { .. }
+            | SignInError::InProgress { .. }
+            | SignInError::TooManyExports { .. } => StatusCode::TOO_MANY_REQUESTS,
             SignInError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             SignInError::NotActive(_) => StatusCode::FORBIDDEN,
             SignInError::TooLong => StatusCode::BAD_REQUEST,
@@ -130,6 +144,7 @@ impl SignInError {
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             SignInError::Wait { retry_after_ms }
+            | SignInError::InProgress { retry_after_ms }
             | SignInError::TooManyExports { retry_after_ms, .. } => {
                 Some(retry_after_s(*retry_after_ms))
             }
@@ -149,6 +164,7 @@ pub struct SignInGate {
     throttle: Mutex<Throttle>,
     client_ip_header: Option<HeaderName>,
     checks: AtomicU64,
+    checking: Arc<Mutex<Running<String>>>,
     exports: Arc<Mutex<Exports>>,
 }
 
@@ -189,6 +205,7 @@ impl SignInGate {
             throttle: Mutex::new(Throttle::new(limits)),
             client_ip_header,
             checks: AtomicU64::new(0),
+            checking: Arc::new(Mutex::new(CheckLimits::default().running())),
             exports: Arc::new(Mutex::new(Exports::new(ExportLimits::default()))),
         }
     }
@@ -226,6 +243,21 @@ impl SignInGate {
                     running,
                 })
             }
+        }
+    }
+
+    /// Starts a check of `account`'s password (its folded login), or refuses it (429) while
+    /// another check of the account runs or waits for a permit: asked before the permit, so
+    /// that one account's sign-ins hold one permit at most. The check counts as running until
+    /// the ticket is dropped.
+    pub(crate) fn begin_check(&self, account: &str) -> Result<CheckTicket, SignInError> {
+        let account = account.to_string();
+        match lock(&self.checking).begin(&account) {
+            Verdict::Go => Ok(CheckTicket {
+                checking: self.checking.clone(),
+                account,
+            }),
+            Verdict::Wait { retry_after_ms } => Err(SignInError::InProgress { retry_after_ms }),
         }
     }
 
@@ -325,6 +357,22 @@ impl Drop for ExportTicket {
     }
 }
 
+/// A check of an account's password that [`SignInGate::begin_check`] let start: it runs until
+/// dropped. Moved into the blocking task that runs argon2, with the permit, so that a check
+/// whose client went away still counts until its argon2 work ends (and one whose client went
+/// away while it waited for a permit ends then, having run nothing).
+#[derive(Debug)]
+pub(crate) struct CheckTicket {
+    checking: Arc<Mutex<Running<String>>>,
+    account: String,
+}
+
+impl Drop for CheckTicket {
+    fn drop(&mut self) {
+        lock(&self.checking).end(&self.account);
+    }
+}
+
 /// A place in the queue, given back when dropped (a client that goes away while waiting
 /// leaves it too).
 struct Waiting<'a>(&'a AtomicUsize);
@@ -416,6 +464,9 @@ pub async fn sign_in_member(
         tracing::info!(%ip, account = %account, retry_after_ms, "sign-in refused: slowed after failures");
         return Err(SignInError::Wait { retry_after_ms });
     }
+    let check = gate.begin_check(&account).inspect_err(|_| {
+        tracing::info!(%ip, account = %account, "sign-in refused: a check of the account's password is under way");
+    })?;
     let permit = gate.permit().await.inspect_err(|_| {
         tracing::warn!(%ip, "sign-in refused: every argon2 permit taken and the queue full");
     })?;
@@ -427,13 +478,15 @@ pub async fn sign_in_member(
     };
     let secret = Zeroizing::new(password.to_vec());
     gate.checks.fetch_add(1, Ordering::Relaxed);
-    let opened =
-        tokio::task::spawn_blocking(move || open_and_reseal(&file, &secret, target, permit))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "a sign-in's password check failed");
-                SignInError::Internal
-            })?;
+    let opened = tokio::task::spawn_blocking(move || {
+        let _check = check;
+        open_and_reseal(&file, &secret, target, permit)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "a sign-in's password check failed");
+        SignInError::Internal
+    })?;
     let (member, status, (keypair, resealed)) = match (record, opened) {
         (Some((member, status, _)), Ok(ok)) => (member, status, ok),
         (record, Err(vault::VaultError::WrongPassword)) | (record @ None, Err(_)) => {
@@ -514,13 +567,18 @@ pub(crate) async fn with_password<T: Send + 'static>(
         tracing::info!(%ip, account = %login, retry_after_ms, "password check refused: slowed after failures");
         return Err(SignInError::Wait { retry_after_ms });
     }
+    let check = gate.begin_check(&login).inspect_err(|_| {
+        tracing::info!(%ip, account = %login, "password check refused: another check of the account's is under way");
+    })?;
     let permit = gate.permit().await?;
     let secret = Zeroizing::new(password.to_vec());
     gate.checks.fetch_add(1, Ordering::Relaxed);
     let done = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let opened = vault::open(&file, &secret)?;
-        then(opened.keypair)
+        let opened = vault::open(&file, &secret);
+        // The password is checked: what follows (an export's sealing) is not a check.
+        drop(check);
+        then(opened?.keypair)
     })
     .await
     .map_err(|e| {
@@ -706,6 +764,14 @@ mod tests {
             Some(1)
         );
         assert_eq!(SignInError::Busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let e = SignInError::InProgress {
+            retry_after_ms: 1_000,
+        };
+        assert_eq!(
+            (e.status(), e.retry_after_s()),
+            (StatusCode::TOO_MANY_REQUESTS, Some(1))
+        );
+        assert!(e.to_string().contains("try again in 1 s"), "{e}");
         for running in [true, false] {
             let e = SignInError::TooManyExports {
                 retry_after_ms: 2_000,
