@@ -200,7 +200,7 @@ pub async fn export_key_route(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -213,17 +213,19 @@ mod tests {
     use crate::signin::SignInGate;
     use crate::{now_ms, Identities, Writer};
 
-    const PASSWORD: &str = "a long enough password";
+    pub(crate) const PASSWORD: &str = "a long enough password";
 
     /// A community node (at the cheapest argon2 cost) hosting `logins`, each signed in: her
     /// key and her bearer.
-    struct Hosted {
-        s: AppState,
-        members: Vec<(PublicKey, String)>,
+    /// A community node's state with `logins` joined as hosted members, each signed in.
+    pub(crate) struct Hosted {
+        pub s: AppState,
+        /// Each member's key and session bearer.
+        pub members: Vec<(PublicKey, String)>,
         _dir: tempfile::TempDir,
     }
 
-    async fn hosted(gate: SignInGate, logins: &[&str]) -> Hosted {
+    pub(crate) async fn hosted(gate: SignInGate, logins: &[&str]) -> Hosted {
         let dir = tempfile::tempdir().expect("tempdir");
         let store =
             Arc::new(passalong_store::Store::open(dir.path().join("store")).expect("store"));

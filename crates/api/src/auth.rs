@@ -284,17 +284,10 @@ pub async fn signout(
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use passalong_accounts::KdfParams;
-    use passalong_protocol::Keypair;
-
-    use crate::community::{found, invite, join_hosted, NewInvite};
+    use crate::account::tests::PASSWORD;
     use crate::signin::{SignInError, SignInGate};
-    use crate::{AppState, Identities, Writer};
-
-    const PASSWORD: &str = "a long enough password";
 
     /// `POST /v1/signin` as `login`, from a blocking thread: its status and `Retry-After`.
     async fn sign_in(addr: SocketAddr, login: &'static str) -> (u16, Option<String>) {
@@ -318,30 +311,13 @@ mod tests {
     /// her export's password check; another member's sign-in still queues and proceeds.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_password_check_at_a_time_per_account() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            Arc::new(passalong_store::Store::open(dir.path().join("store")).expect("store"));
-        let mut s = AppState::new(
-            store.clone(),
-            Writer::spawn(store),
-            Identities::single(Keypair::from_seed([1; 32])),
-            "t".repeat(64),
-            "http://127.0.0.1:1".into(),
-            dir.path().to_path_buf(),
+        let node = crate::account::tests::hosted(
+            SignInGate::new(1, 8, Default::default(), None),
+            &["anna", "ben"],
         )
-        .expect("state");
-        s.member_kdf = KdfParams::MINIMUM;
-        s.signin = Arc::new(SignInGate::new(1, 8, Default::default(), None));
-        found(&s, "Riverside").await.expect("community");
-        s.export_kdf = KdfParams::MINIMUM;
-        let mut keys = Vec::new();
-        for login in ["anna", "ben"] {
-            let inv = invite(&s, &NewInvite::default()).await.expect("invite");
-            let joined = join_hosted(&s, &inv.token, login, PASSWORD.as_bytes())
-                .await
-                .expect("joined");
-            keys.push(joined.key.public());
-        }
+        .await;
+        let s = node.s.clone();
+        let keys: Vec<_> = node.members.iter().map(|(key, _)| *key).collect();
         let anna = keys[0];
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
