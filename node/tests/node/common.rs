@@ -197,7 +197,6 @@ fn unsafe_free_term(pid: u32) {
         .status();
 }
 
-/// `passalong --data-dir DIR args…`
 /// A TCP port nothing listens on now, taken below the kernel's ephemeral range (32768–60999
 /// on Linux): a port the kernel handed out would be free again for any outgoing connection
 /// (every CLI call makes one) to take before the daemon binds it, which made a daemon's start
@@ -212,6 +211,17 @@ pub fn free_port() -> u16 {
         .expect("a free port between 20000 and 31999") as u16
 }
 
+/// `passalong init` on `dir` for a community node whose members' passwords are sealed at the
+/// cheapest argon2 cost (tests sign in often; exports keep their own cost).
+pub fn init_cheap_community(dir: &Path) {
+    assert!(cli_in(dir, &["init"]).status.success());
+    let config = std::fs::read_to_string(dir.join("config.toml")).expect("init wrote it");
+    let edited = config.replace("member_kdf = \"member\"", "member_kdf = \"minimum\"");
+    assert_ne!(edited, config, "config.toml names member_kdf");
+    std::fs::write(dir.join("config.toml"), edited).expect("write config.toml");
+}
+
+/// `passalong --data-dir DIR args…`
 pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("--data-dir")

@@ -179,13 +179,7 @@ fn the_cli_joins_and_exports_keys_over_https_trusting_ssl_cert_file() {
     // K: a community node (the cheap argon2 cost for members' passwords) reached by its
     // members only through the proxy.
     let k_dir = tmp.path().join("k");
-    assert!(cli_in(&k_dir, &["init"]).status.success());
-    let config = std::fs::read_to_string(k_dir.join("config.toml")).unwrap();
-    std::fs::write(
-        k_dir.join("config.toml"),
-        config.replace("member_kdf = \"member\"", "member_kdf = \"minimum\""),
-    )
-    .unwrap();
+    init_cheap_community(&k_dir);
     let k = Daemon::start_with(&k_dir, &["--public-url", &public]);
     let api: SocketAddr = std::fs::read_to_string(k_dir.join("api.addr"))
         .unwrap()

@@ -95,13 +95,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
     // K: a community node hosting members (a cheap argon2 cost for her password; the export
     // is sealed at the export cost all the same).
     let k_dir = tmp.path().join("k");
-    assert!(cli_in(&k_dir, &["init"]).status.success());
-    let config = std::fs::read_to_string(k_dir.join("config.toml")).unwrap();
-    std::fs::write(
-        k_dir.join("config.toml"),
-        config.replace("member_kdf = \"member\"", "member_kdf = \"minimum\""),
-    )
-    .unwrap();
+    init_cheap_community(&k_dir);
     let sync = ["--sync-interval-secs", "1"];
     let k = Daemon::start_with(&k_dir, &sync);
     let connector = k.public_key();
