@@ -313,6 +313,12 @@ impl EventLoop {
                         self.dial(addr);
                     }
                 }
+                Output::RedialPreferred(relays) => {
+                    for relay in relays {
+                        debug!(%relay, "none of the preferred relays is connected: dialling them again");
+                        self.dial_preferred(*relay);
+                    }
+                }
                 Output::DialMore(n) => self.dial_more(*n),
                 Output::Reserve(relay) => self.reserve(*relay),
                 Output::Unreserve(relay) => {
@@ -495,10 +501,6 @@ impl EventLoop {
         }
         let count = connected.len();
         self.policy(Input::Tick { connected });
-        for relay in self.policy.preferred_to_redial(now) {
-            debug!(%relay, "none of the preferred relays is connected: dialling them again");
-            self.dial_preferred(relay);
-        }
         if ticks.is_multiple_of(5) {
             self.refresh_markets();
         }

@@ -328,7 +328,7 @@ impl Network {
     /// order (a community member's community node), each address ending with its relay's
     /// `/p2p/<peer id>` (several may name one relay; one without is left out, and logged);
     /// replaces the earlier list. The network dials them now, and again while it is
-    /// connected to none of them (`policy::Policy::preferred_to_redial`).
+    /// connected to none of them (`policy::Output::RedialPreferred`).
     pub async fn prefer_relays(&self, relays: Vec<Multiaddr>) -> Result<(), NetError> {
         self.send(Command::PreferRelays(relays)).await
     }

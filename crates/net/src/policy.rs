@@ -248,8 +248,7 @@ pub enum Input<P> {
     RelayGone(P),
     /// Relays to ask before any other, in this order (a community member's own community
     /// node, which keeps a reservation for each member): replaces the earlier list. The IO
-    /// side dials them when it gives them, and again when [`Policy::preferred_to_redial`]
-    /// says so.
+    /// side dials them when it gives them, and again on [`Output::RedialPreferred`].
     PreferredRelays(Vec<P>),
     /// The relay accepted the reservation asked of it.
     ReservationAccepted(P),
@@ -297,6 +296,15 @@ pub enum Output<P> {
     Subscribe(Shard),
     /// Dial the bootstrap peers again.
     RedialBootstrap,
+    /// Dial these preferred relays again (see [`Input::PreferredRelays`]): those not banned,
+    /// while none of them is connected. At once when the last connection with them is lost
+    /// (but at least [`REDIAL_EVERY`] after the last dial), then after [`REDIAL_EVERY`], the
+    /// wait doubling with each dial that brings none of them back up to
+    /// [`MAX_PREFERRED_REDIAL`]; the dial made when they are given counts as the first. A
+    /// member behind NAT whose only peer was her community node (no bootstrap peer, no LAN
+    /// peer) so gets it back after it restarts or the network comes back, as a node with no
+    /// peer gets its bootstrap peers back.
+    RedialPreferred(Vec<P>),
     /// Dial this many more peers from the routing table.
     DialMore(usize),
     /// Look for peers subscribed to this shard (they announce it in the DHT) and dial some.
@@ -537,17 +545,8 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
             .map(|(r, _)| r)
     }
 
-    /// The preferred relays to dial again now (see [`Input::PreferredRelays`]): those not
-    /// banned, while none of them is connected; none otherwise. At once when the last
-    /// connection with them is lost (but at least [`REDIAL_EVERY`] after the last dial), then
-    /// after [`REDIAL_EVERY`], the wait doubling with each dial that brings none of them back
-    /// up to [`MAX_PREFERRED_REDIAL`]; a dial made when they are given counts as the first. A member behind NAT whose only peer was her community node (no bootstrap
-    /// peer, no LAN peer) so gets it back after it restarts or the network comes back, as a
-    /// node with no peer gets its bootstrap peers back.
-    ///
-    /// The IO side asks once a tick, after [`Input::Tick`]. It is a call rather than an
-    /// [`Output`] so that the simulator, which has no relays, matches the outputs as before.
-    pub fn preferred_to_redial(&mut self, now: Instant) -> Vec<P> {
+    /// The preferred relays to dial again at this tick (see [`Output::RedialPreferred`]).
+    fn preferred_to_redial(&mut self, now: Instant) -> Vec<P> {
         let wanted: Vec<P> = self
             .preferred_relays
             .iter()
@@ -1015,6 +1014,10 @@ impl<P: Copy + Eq + Hash + Ord> Policy<P> {
         }
         self.authors
             .retain(|_, b| now.saturating_duration_since(b.last()) < AUTHOR_TTL);
+        let preferred = self.preferred_to_redial(now);
+        if !preferred.is_empty() {
+            out.push(Output::RedialPreferred(preferred));
+        }
         if connected.is_empty() {
             if self.bootstrap.due(now) {
                 out.push(Output::RedialBootstrap);
@@ -2008,9 +2011,21 @@ mod tests {
         assert_eq!(asked, vec![other]);
     }
 
-    /// Ticks once a second from `from` (excluded) to `to` (included), as the event loop does
-    /// (a tick, then the preferred relays to dial again); returns the seconds at which the
-    /// bootstrap peers and the preferred relays were to be dialled again.
+    /// The preferred relays a tick at `t` says to dial again (none: empty).
+    fn preferred_redial(p: &mut Policy<u32>, t: Instant, rng: &mut ChaCha8Rng) -> Vec<u32> {
+        let connected = p.peers.keys().copied().collect();
+        run(p, Input::Tick { connected }, t, rng)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::RedialPreferred(r) => Some(r),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Ticks once a second from `from` (excluded) to `to` (included), as the event loop does;
+    /// returns the seconds at which the bootstrap peers and the preferred relays were to be
+    /// dialled again.
     fn redials(
         p: &mut Policy<u32>,
         t0: Instant,
@@ -2022,12 +2037,12 @@ mod tests {
         for s in from + 1..=to {
             let t = t0 + Duration::from_secs(s);
             let connected = p.peers.keys().copied().collect();
-            if run(p, Input::Tick { connected }, t, rng).contains(&Output::RedialBootstrap) {
-                bootstrap.push(s);
-            }
-            let relays = p.preferred_to_redial(t);
-            if !relays.is_empty() {
-                preferred.push((s, relays));
+            for o in run(p, Input::Tick { connected }, t, rng) {
+                match o {
+                    Output::RedialBootstrap => bootstrap.push(s),
+                    Output::RedialPreferred(relays) => preferred.push((s, relays)),
+                    _ => {}
+                }
             }
         }
         (bootstrap, preferred)
@@ -2102,12 +2117,11 @@ mod tests {
         let mut dialled = Vec::new();
         for s in 1..=60u64 {
             let t = t0 + Duration::from_secs(s);
-            let relays = p.preferred_to_redial(t);
-            if !relays.is_empty() {
+            if !preferred_redial(&mut p, t, &mut rng).is_empty() {
                 dialled.push(s);
                 // Connected, then closed within the second.
                 run(&mut p, Input::Connected(9), t, &mut rng);
-                assert!(p.preferred_to_redial(t).is_empty());
+                assert!(preferred_redial(&mut p, t, &mut rng).is_empty());
                 run(&mut p, Input::Disconnected(9), t, &mut rng);
             }
         }

@@ -439,6 +439,7 @@ impl World {
                 // Simulated nodes are all reachable: no relays, no hole punching.
                 | Output::Reserve(_)
                 | Output::Unreserve(_)
+                | Output::RedialPreferred(_)
                 | Output::DialTransport { .. }
                 | Output::RetryHolePunch(_)
                 | Output::Hold => {}
