@@ -208,6 +208,17 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
 }
 
 /// Waits until the element `css` contains `text`; returns its text.
+/// Signs the browser `c` in to `k`'s dashboard at `base` with the operator's token.
+pub(crate) async fn sign_in_operator(c: &Client, base: &str, k: &Daemon) {
+    c.goto(&format!("{base}/signin/operator"))
+        .await
+        .expect("operator sign-in");
+    let f = c.find(Locator::Id("token")).await.expect("token field");
+    f.send_keys(&token(k)).await.expect("type token");
+    f.send_keys("\u{E007}").await.expect("enter");
+    wait_text(c, "h1", "Home").await;
+}
+
 pub(crate) async fn wait_text(c: &Client, css: &str, text: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -653,13 +664,7 @@ async fn a_connector_removes_a_member_in_the_browser_and_she_signs_in_read_only(
 
     // The connector sees her on its page, and removes her after confirming.
     let cb = driver.browser(&tmp.path().join("profile-connector")).await;
-    cb.goto(&format!("{base}/signin/operator"))
-        .await
-        .expect("operator sign-in");
-    let f = cb.find(Locator::Id("token")).await.expect("token field");
-    f.send_keys(&token(&k)).await.expect("type token");
-    f.send_keys("\u{E007}").await.expect("enter");
-    wait_text(&cb, "h1", "Home").await;
+    sign_in_operator(&cb, &base, &k).await;
     cb.goto(&format!("{base}/community"))
         .await
         .expect("community");

@@ -1415,32 +1415,6 @@ fn a_connector_founds_a_community_and_invites_from_the_command_line() {
     assert!(log.contains("public_url is unset"), "{log}");
 }
 
-/// `login` joins a community as a hosted member through the invite at `url` (its join page,
-/// as a browser posts it).
-fn join_hosted(url: &str, login: &str) {
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let page = agent.get(url).call().expect("the join page");
-    let set = page
-        .header("set-cookie")
-        .expect("a form cookie")
-        .to_string();
-    let cookie = set.split(';').next().expect("cookie").to_string();
-    let body = page.into_string().expect("page");
-    let at = body.find("name=\"csrf\" value=\"").expect("csrf") + 19;
-    let csrf = body[at..at + 64].to_string();
-    let r = agent
-        .post(url)
-        .set("Cookie", &cookie)
-        .send_form(&[
-            ("csrf", csrf.as_str()),
-            ("login", login),
-            ("password", "correct horse battery"),
-            ("password2", "correct horse battery"),
-        ])
-        .expect("joined");
-    assert_eq!(r.status(), 303);
-}
-
 #[test]
 fn a_connector_lists_and_removes_members_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1449,7 +1423,11 @@ fn a_connector_lists_and_removes_members_from_the_command_line() {
     assert!(err.contains("runs no community"), "{err}");
     d.json(&["community", "create", "--name", "Riverside"]);
     let inv = d.json(&["community", "invite"]);
-    join_hosted(inv["url"].as_str().unwrap(), "anna");
+    join_hosted(
+        inv["url"].as_str().unwrap(),
+        "anna",
+        "correct horse battery",
+    );
 
     let list = d.json(&["community", "members"]);
     assert_eq!(

@@ -221,6 +221,44 @@ pub fn init_cheap_community(dir: &Path) {
     std::fs::write(dir.join("config.toml"), edited).expect("write config.toml");
 }
 
+/// `passalong --data-dir DIR args…` run by `cmd` (`Command::new(BIN)`, or a daemon's
+/// [`Daemon::command`] where it runs) with a key file's password in the environment.
+pub fn with_password(mut cmd: Command, dir: &Path, args: &[&str], password: &str) -> Output {
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PASSALONG_DATA_DIR")
+        .env("PASSALONG_KEY_PASSWORD", password)
+        .output()
+        .expect("run passalong")
+}
+
+/// `login` joins a community as a hosted member with `password` through the invite at `url`
+/// (its join page, as a browser posts it).
+pub fn join_hosted(url: &str, login: &str, password: &str) {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let page = agent.get(url).call().expect("the join page");
+    let set = page
+        .header("set-cookie")
+        .expect("a form cookie")
+        .to_string();
+    let cookie = set.split(';').next().expect("cookie").to_string();
+    let body = page.into_string().expect("page");
+    let at = body.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+    let csrf = body[at..at + 64].to_string();
+    let r = agent
+        .post(url)
+        .set("Cookie", &cookie)
+        .send_form(&[
+            ("csrf", csrf.as_str()),
+            ("login", login),
+            ("password", password),
+            ("password2", password),
+        ])
+        .expect("joined");
+    assert_eq!(r.status(), 303);
+}
+
 /// `passalong --data-dir DIR args…`
 pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)

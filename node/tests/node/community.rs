@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
-use crate::browser::{api_addr, click, fill, qr_codes, shot, token, wait_text, Driver};
+use crate::browser::{
+    api_addr, click, fill, qr_codes, shot, sign_in_operator, token, wait_text, Driver,
+};
 use crate::common::*;
 use crate::nat::{on_host, referral_community, LogsOnPanic};
 
@@ -46,17 +48,9 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `passalong --data-dir DIR args…` with a key file's password in the environment, run by
-/// `cmd` (`passalong` here, or a daemon's [`Daemon::command`] where it runs).
-fn with_password(mut cmd: Command, dir: &Path, args: &[&str], password: &str) -> Output {
-    let out = cmd
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("PASSALONG_DATA_DIR")
-        .env("PASSALONG_KEY_PASSWORD", password)
-        .output()
-        .expect("run passalong");
+/// [`with_password`], which must succeed.
+fn with_password_ok(cmd: Command, dir: &Path, args: &[&str], password: &str) -> Output {
+    let out = with_password(cmd, dir, args, password);
     assert!(
         out.status.success(),
         "passalong {args:?}: {}",
@@ -259,13 +253,7 @@ pub(crate) async fn journey(net: &mut impl Hosting) {
 
     // The connector founds the community on its page and invites three neighbours.
     let cb = driver.browser(&tmp.path().join("profile-k")).await;
-    cb.goto(&format!("{base}/signin/operator"))
-        .await
-        .expect("operator sign-in");
-    let f = cb.find(Locator::Id("token")).await.expect("token field");
-    f.send_keys(&token(&k)).await.expect("type token");
-    f.send_keys("\u{E007}").await.expect("enter");
-    wait_text(&cb, "h1", "Home").await;
+    sign_in_operator(&cb, &base, &k).await;
     cb.goto(&format!("{base}/community"))
         .await
         .expect("community");
@@ -385,7 +373,7 @@ pub(crate) async fn journey(net: &mut impl Hosting) {
 
     // Her own node: the key, her history, and a later sale's share under the same key.
     let n_dir = tmp.path().join("anna-node");
-    let out = with_password(
+    let out = with_password_ok(
         Command::new(BIN),
         &n_dir,
         &[
@@ -441,7 +429,7 @@ pub(crate) async fn journey(net: &mut impl Hosting) {
     // She leaves with her key (a removed member may export it) for a node of her own, and
     // passes Anna's link along again, naming the community still.
     let bea_key = tmp.path().join("bea.key");
-    with_password(
+    with_password_ok(
         k.command(),
         &k.dir,
         &[
@@ -455,7 +443,7 @@ pub(crate) async fn journey(net: &mut impl Hosting) {
         BEA_PASSWORD,
     );
     let m_dir = tmp.path().join("bea-node");
-    with_password(
+    with_password_ok(
         Command::new(BIN),
         &m_dir,
         &["init", "--import-key", bea_key.to_str().expect("path")],

@@ -25,7 +25,7 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::key_export::{join_hosted, PASSWORD};
+use crate::key_export::PASSWORD;
 use crate::own_join::community_of;
 
 /// A test root (PEM) and the proxy's TLS config: a certificate for localhost and 127.0.0.1
@@ -240,7 +240,7 @@ fn the_cli_joins_and_exports_keys_over_https_trusting_ssl_cert_file() {
         .as_str()
         .unwrap()
         .replace(&public, &format!("http://{api}"));
-    join_hosted(&invite, "anna");
+    join_hosted(&invite, "anna", PASSWORD);
     let key_file = tmp.path().join("anna.key");
     let export = |roots: Option<&Path>| {
         cli_tls(

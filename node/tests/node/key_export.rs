@@ -4,7 +4,6 @@
 //! history arrives (her referral, the seller's ledger line for her key); a later sale through
 //! her referral credits the same key, on her node and on the seller's.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -20,18 +19,6 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// `passalong --data-dir DIR args…` with the key file's password in the environment.
-fn with_password(dir: &Path, args: &[&str], password: &str) -> Output {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("PASSALONG_DATA_DIR")
-        .env("PASSALONG_KEY_PASSWORD", password)
-        .output()
-        .expect("run passalong")
 }
 
 fn stderr_line(out: &Output) -> String {
@@ -59,31 +46,6 @@ fn post(url: &str, bearer: Option<&str>, body: Value) -> Value {
     }
 }
 
-/// `login` joins through the invite at `url`, as the join page's form posts it.
-pub(crate) fn join_hosted(url: &str, login: &str) {
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let page = agent.get(url).call().expect("the join page");
-    let set = page
-        .header("set-cookie")
-        .expect("a form cookie")
-        .to_string();
-    let cookie = set.split(';').next().expect("cookie").to_string();
-    let body = page.into_string().expect("page");
-    let at = body.find("name=\"csrf\" value=\"").expect("csrf") + 19;
-    let csrf = body[at..at + 64].to_string();
-    let r = agent
-        .post(url)
-        .set("Cookie", &cookie)
-        .send_form(&[
-            ("csrf", csrf.as_str()),
-            ("login", login),
-            ("password", PASSWORD),
-            ("password2", PASSWORD),
-        ])
-        .expect("joined");
-    assert_eq!(r.status(), 303);
-}
-
 /// `who`'s earned amount in `seller`'s ledger as `d` computes it.
 fn earned(d: &Daemon, seller: &str, who: &str) -> Option<i64> {
     line(&d.json(&["ledger", "--seller", seller]), who).map(|l| l.0)
@@ -101,7 +63,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
     let connector = k.public_key();
     let community = k.json(&["community", "create", "--name", "Riverside"]);
     let invite = k.json(&["community", "invite"]);
-    join_hosted(invite["url"].as_str().unwrap(), "anna");
+    join_hosted(invite["url"].as_str().unwrap(), "anna", PASSWORD);
     let k_addr = k.p2p_addr();
 
     // S sells, with a connector share; Anna passes the offer along from her account on K.
@@ -152,6 +114,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
     // She exports her key from the command line (signing in as on the dashboard).
     let key_file = tmp.path().join("anna.key");
     let out = with_password(
+        Command::new(BIN),
         &k.dir,
         &[
             "member",
@@ -181,6 +144,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
         "sealed at the export cost"
     );
     let again = with_password(
+        Command::new(BIN),
         &k.dir,
         &[
             "member",
@@ -194,6 +158,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
     );
     assert!(stderr_line(&again).contains("exists"), "never over a file");
     let wrong = with_password(
+        Command::new(BIN),
         &k.dir,
         &[
             "member",
@@ -211,6 +176,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
     let other = tmp.path().join("other");
     assert!(cli_in(&other, &["init"]).status.success());
     let refused = with_password(
+        Command::new(BIN),
         &other,
         &["init", "--import-key", key_file.to_str().unwrap()],
         PASSWORD,
@@ -218,6 +184,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
     assert!(stderr_line(&refused).contains("another identity"));
     let n_dir = tmp.path().join("n");
     let refused = with_password(
+        Command::new(BIN),
         &n_dir,
         &["init", "--import-key", key_file.to_str().unwrap()],
         "not her password",
@@ -225,6 +192,7 @@ fn a_hosted_member_takes_her_key_and_history_to_her_own_node() {
     assert!(stderr_line(&refused).contains("wrong password"));
     assert!(!n_dir.join("identity.key").exists(), "nothing written");
     let out = with_password(
+        Command::new(BIN),
         &n_dir,
         &["init", "--import-key", key_file.to_str().unwrap(), "--json"],
         PASSWORD,
