@@ -19,7 +19,9 @@
 //! cut back to the tree's end (what later shipments appended, they append again when the
 //! journal writes them again); if not (a power loss lost unsynced bytes that the tree already
 //! points to), the log is cut back to the checkpoint and every shipment since is written again
-//! from the journal.
+//! from the journal. The check hashes each record, so it also says where each envelope since the
+//! checkpoint is, by id: the valid entries of those shipments are kept in memory until the next
+//! checkpoint (see `valid`), and opening finds their references there.
 //!
 //! A removed entry leaves its record behind: the log is not compacted yet (valid attestations
 //! are rarely removed: loose ones past their budget, see `loose`).
@@ -31,11 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use passalong_protocol::Id;
-use sled::IVec;
 
-use crate::commit::redo::Write;
 use crate::keyspace::*;
-use crate::txn::{Bytes, Entry, EntryState};
 use crate::StoreError;
 
 /// The log's directory in the store's.
@@ -137,6 +136,9 @@ fn check(envelope: &[u8]) -> [u8; 8] {
         .expect("8 bytes")
 }
 
+/// Where the log's records since the last checkpoint are, by id (see [`Envelopes::open`]).
+pub(crate) type Logged = std::collections::HashMap<Id, Ref>;
+
 /// The open log (see the module docs).
 pub(crate) struct Envelopes {
     dir: PathBuf,
@@ -152,9 +154,13 @@ struct Tail {
 
 impl Envelopes {
     /// Opens the log of the store at `store` whose tree is `tree` and checks it against the
-    /// tree (see the module docs). The flag is true if every shipment since the last
-    /// checkpoint must be written again (the log lost records the tree points to).
-    pub fn open(store: &Path, tree: &sled::Tree) -> Result<(Envelopes, bool), StoreError> {
+    /// tree (see the module docs). With it, where the records since the last checkpoint are,
+    /// by id (see `valid::replay`), or `None` if every shipment since the checkpoint must be
+    /// written again (the log lost records the tree points to).
+    pub fn open(
+        store: &Path,
+        tree: &sled::Tree,
+    ) -> Result<(Envelopes, Option<Logged>), StoreError> {
         let dir = store.join(DIR);
         if !dir.exists() {
             std::fs::create_dir(&dir).map_err(io)?;
@@ -199,10 +205,10 @@ impl Envelopes {
                 )));
             }
         }
-        let whole = log.whole_between(checkpoint, end)?;
-        let keep = if whole { end } else { checkpoint };
+        let logged = log.records_between(checkpoint, end)?;
+        let keep = if logged.is_some() { end } else { checkpoint };
         log.cut_back(keep)?;
-        Ok((log, !whole))
+        Ok((log, logged))
     }
 
     fn files(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<File>>> {
@@ -213,14 +219,15 @@ impl Envelopes {
         self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the records from `from` to `to` are all there and whole.
-    fn whole_between(&self, from: Pos, to: Pos) -> Result<bool, StoreError> {
+    /// Where the records from `from` to `to` are, by id, if they are all there and whole.
+    fn records_between(&self, from: Pos, to: Pos) -> Result<Option<Logged>, StoreError> {
+        let mut logged = Logged::default();
         let mut at = from;
         let mut header = [0u8; HEADER];
         let mut body = Vec::new();
         while at < to {
             let Some(f) = self.files().get(&at.file).cloned() else {
-                return Ok(false);
+                return Ok(None);
             };
             let len = f.metadata().map_err(io)?.len();
             if at.at >= len && at.file < to.file {
@@ -231,19 +238,28 @@ impl Envelopes {
                 continue;
             }
             if f.read_exact_at(&mut header, at.at).is_err() {
-                return Ok(false);
+                return Ok(None);
             }
             let n = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
             body.resize(n, 0);
             if n < 64 || f.read_exact_at(&mut body, at.at + HEADER as u64).is_err() {
-                return Ok(false);
+                return Ok(None);
             }
-            if check(&body) != header[4..] {
-                return Ok(false);
+            let id = Id::of_envelope(&body);
+            if id.0[..8] != header[4..] {
+                return Ok(None);
             }
+            logged.insert(
+                id,
+                Ref {
+                    file: at.file,
+                    at: at.at,
+                    len: n as u32,
+                },
+            );
             at.at += (HEADER + n) as u64;
         }
-        Ok(at == to)
+        Ok((at == to).then_some(logged))
     }
 
     /// Cuts the log back to `end`: the files after its file are deleted, its file cut there.
@@ -326,47 +342,6 @@ impl Envelopes {
         Ok(refs)
     }
 
-    /// The writes of valid entries among `writes` whose envelopes are in them, with their
-    /// envelopes appended here and references in their place (by position in `writes`). A
-    /// value that does not decode is left as it is (a read reports it).
-    pub fn move_valid(&self, writes: &[Write]) -> Result<Vec<(usize, IVec)>, StoreError> {
-        let mut found = Vec::new();
-        for (i, (k, v)) in writes.iter().enumerate() {
-            let (Some((&ENTRY, id)), Some(v)) = (k.split_first(), v) else {
-                continue;
-            };
-            let Ok(id) = <[u8; 32]>::try_from(id) else {
-                continue;
-            };
-            let Ok(e) = postcard::from_bytes::<Entry<'_>>(v) else {
-                continue;
-            };
-            if e.state == EntryState::Valid && Ref::of(e.envelope.0).is_none() {
-                found.push((i, Id(id), e));
-            }
-        }
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        let envelopes: Vec<(&Id, &[u8])> =
-            found.iter().map(|(_, id, e)| (id, e.envelope.0)).collect();
-        let refs = self.append(&envelopes)?;
-        found
-            .into_iter()
-            .zip(refs)
-            .map(|((i, _, e), r)| {
-                let r = r.encode();
-                let e = Entry {
-                    envelope: Bytes(&r),
-                    ..e
-                };
-                postcard::to_allocvec(&e)
-                    .map(|v| (i, IVec::from(v)))
-                    .map_err(|err| damaged(err.to_string()))
-            })
-            .collect()
-    }
-
     /// Where the next record goes.
     pub fn end(&self) -> Pos {
         self.lock_tail().end
@@ -431,8 +406,10 @@ mod tests {
         log.append(&items).unwrap()
     }
 
+    /// The log, and whether every shipment since the checkpoint must be written again.
     fn open(dir: &Path, tree: &sled::Tree) -> (Envelopes, bool) {
-        Envelopes::open(dir, tree).unwrap()
+        let (log, logged) = Envelopes::open(dir, tree).unwrap();
+        (log, logged.is_none())
     }
 
     #[test]

@@ -6,8 +6,14 @@
 /// id → `Entry` (postcard): state (valid, pending, held), fact, payout record and envelope of
 /// every attestation that passed the stateless check and is not invalid. One key per
 /// attestation: sled's cost is per key written. From format 14 a valid attestation's
-/// envelope is in the envelope log and its entry holds a 16-byte reference (see `envelopes`).
+/// envelope is in the envelope log and its entry holds a 16-byte reference (see `envelopes`);
+/// from format 15 valid entries are written here only in shipments (the journal keeps them)
+/// and kept in runs (see `valid`): the tree holds pending and held ones, and the valid ones
+/// of a store of format 14.
 pub const ENTRY: u8 = b'a';
+/// receipt → its payout record (`ledger::PayoutRec`, postcard), for a counted receipt whose
+/// payout may change, from format 15 (before, in its entry; see `valid`).
+pub const PAYOUT: u8 = b'b';
 /// id → reason (UTF-8 "code: message"): the attestation is invalid.
 pub const INVALID: u8 = b'x';
 /// missing id ‖ waiting id → since_ms (BE; empty before format 7): who waits for what, and

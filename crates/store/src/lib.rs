@@ -2,9 +2,9 @@
 //! need, and each seller's ledger kept up to date as attestations arrive.
 //!
 //! Everything lives in one sled tree (see [`keyspace`]), with a journal file beside it, and
-//! three sets of files the tree names: the receipts' orders and the referrals' hop records in
-//! sorted runs (`runs`), and the valid attestations' envelopes in an append-only log
-//! (`envelopes`). An
+//! four sets of files the tree names: the receipts' orders, the referrals' hop records and the
+//! valid attestations' entries in sorted runs (`runs`, `valid`), and the valid attestations'
+//! envelopes in an append-only log (`envelopes`). An
 //! [`Store::ingest`] call checks its envelopes (batch signature verification, on helper
 //! threads), runs the protocol's rules against the store, buffers every write, and applies
 //! them in **atomic shipments** before it returns: each is appended to the journal and synced
@@ -46,8 +46,13 @@
 //!   log's records between the last checkpoint and that end: whole, the log is cut back to the
 //!   end; not (a power loss lost bytes the tree points to), it is cut back to the checkpoint
 //!   and every record since is written again from the journal (`envelopes`).
-//! - **Checkpoints** write the receipts' orders and the referrals' hop records changed since
-//!   the last one as run files (synced, see `runs`) and sync the envelope log, then write the
+//! - **Valid entries** leave the tree as their shipment is written: the record (fact, payout
+//!   kind, envelope reference) is kept in memory first, then the tree's key is removed, so a
+//!   reader finds the entry in one place or the other. Until the next checkpoint the journal
+//!   holds them; opening replays them from it (`valid`).
+//! - **Checkpoints** write the receipts' orders, the referrals' hop records and the valid
+//!   entries changed since the last one as run files (synced, see `runs`) and sync the
+//!   envelope log, then write the
 //!   ledger lines, the run lists and the log's end in one sled batch with the journal's next
 //!   record number, flush, empty the journal file and reopen the tree; the data dir stays
 //!   locked throughout (`lock`). A run the batch did not name is deleted at open.
@@ -97,6 +102,7 @@ mod runs;
 mod stage1;
 mod summary;
 mod txn;
+mod valid;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -177,7 +183,9 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
     (tree / 25).clamp(DEFAULT_CACHE_MIB << 20, MAX_AUTO_CACHE_MIB << 20)
 }
 
-/// The store format this build reads and writes. Version 14 keeps the envelopes of valid
+/// The store format this build reads and writes. Version 15 keeps the entries of valid
+/// attestations in run files beside the tree (see `valid`): an older build would not find
+/// them. Version 14 keeps the envelopes of valid
 /// attestations in a log beside the tree (see `envelopes`), their entries a reference: an
 /// older build would read the reference as the envelope. Version 13 keeps the referrals' hop records
 /// in run files beside the tree (see `hops`), not under HOP keys. Version 12 keeps the
@@ -208,7 +216,7 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 14;
+pub const FORMAT_VERSION: u32 = 15;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
 /// this build as they are (all of them anchored, see `loose`), then marked current, so that an
@@ -236,9 +244,13 @@ const WITHOUT_ORDER_RUNS: u32 = 11;
 /// that an older build, which would not read the runs, refuses them.
 const WITHOUT_HOP_RUNS: u32 = 12;
 
-/// The format whose stores keep every envelope in the tree: opened by marking the store 14
-/// (new valid entries go to the log; older ones stay in the tree, and both are read).
+/// The format whose stores keep every envelope in the tree: opened by marking the store
+/// current (new valid entries go to the log; older ones stay in the tree, and both are read).
 const WITHOUT_ENVELOPE_LOG: u32 = 13;
+
+/// The format whose stores keep valid entries in the tree: opened by marking the store
+/// current (new valid entries go to runs; older ones stay in the tree, and both are read).
+const WITHOUT_VALID_RUNS: u32 = 14;
 
 /// Older formats this build upgrades in place when it opens them.
 const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
@@ -645,7 +657,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
                     || v.as_ref() == WITHOUT_JOURNAL_FILE.to_be_bytes()
                     || v.as_ref() == WITHOUT_ORDER_RUNS.to_be_bytes()
                     || v.as_ref() == WITHOUT_HOP_RUNS.to_be_bytes()
-                    || v.as_ref() == WITHOUT_ENVELOPE_LOG.to_be_bytes() =>
+                    || v.as_ref() == WITHOUT_ENVELOPE_LOG.to_be_bytes()
+                    || v.as_ref() == WITHOUT_VALID_RUNS.to_be_bytes() =>
             {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
@@ -1240,6 +1253,15 @@ impl Store {
             .memory()
     }
 
+    /// Bytes the valid entries' records keep in memory (see `valid`).
+    pub fn valid_in_memory(&self) -> usize {
+        self.commit
+            .valid()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory()
+    }
+
     /// Invalid ids' prefixes held in memory (8 bytes each; bounded with `max_invalid`).
     pub fn invalid_ids_in_memory(&self) -> usize {
         self.invalid.len()
@@ -1449,6 +1471,16 @@ impl Store {
     pub fn recompute_ledger(&self, seller: &PublicKey, now_ms: u64) -> Result<Ledger, StoreError> {
         let mut st = State::new();
         let log = self.commit.envelopes();
+        self.commit
+            .valid()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .for_each(|r| {
+                if let Ok(a) = Attestation::decode(&log.read(r.envelope)?) {
+                    st.insert_checked(a, now_ms);
+                }
+                Ok(())
+            })?;
         for kv in self.db()?.scan_prefix([ENTRY]) {
             let (_, v) = kv?;
             let Ok(entry) = postcard::from_bytes::<txn::Entry<'_>>(&v) else {
@@ -1829,7 +1861,7 @@ mod tests {
     /// opens, with every envelope and the ledger as before.
     #[test]
     fn envelopes_live_in_the_log_and_survive_losing_its_unsynced_tail() {
-        use crate::envelopes::{self, Ref};
+        use crate::envelopes;
         use crate::keyspace::{key as k, ENTRY};
         let dir = tempfile::tempdir().unwrap();
         let atts = traffic(120);
@@ -1851,16 +1883,23 @@ mod tests {
             u64::from_be_bytes(v[4..12].try_into().unwrap())
         };
         let field = |st: &Store, id: &Id| {
-            let v = st.db().unwrap().get(k(ENTRY, &[&id.0])).unwrap().unwrap();
+            let v = st.db().unwrap().get(k(ENTRY, &[&id.0])).unwrap()?;
             let e: crate::txn::Entry<'_> = postcard::from_bytes(&v).unwrap();
-            e.envelope.0.to_vec()
+            Some(e.envelope.0.to_vec())
         };
         for a in &atts {
-            assert!(Ref::of(&field(&st, &a.id)).is_some(), "valid: a reference");
+            assert_eq!(field(&st, &a.id), None, "valid: not in the tree");
+            let set = st.commit.valid().read().unwrap();
+            let r = set
+                .get(&a.id)
+                .unwrap()
+                .flatten()
+                .expect("valid: in the set");
+            assert_eq!(st.commit.envelopes().read(r.envelope).unwrap(), a.bytes);
         }
         assert_eq!(
             field(&st, &pending.id),
-            pending.bytes,
+            Some(pending.bytes.clone()),
             "pending: in the tree"
         );
         drop(st);
@@ -1893,7 +1932,7 @@ mod tests {
     /// checkpoint moves them out of those keys.
     #[test]
     fn a_store_that_journaled_in_the_tree_opens_the_same() {
-        use crate::keyspace::{key as k, JOURNAL, META, ORDER_LOG};
+        use crate::keyspace::{key as k, ENTRY, JOURNAL, META, ORDER_LOG};
         let dir = tempfile::tempdir().unwrap();
         let atts = traffic(150);
         let seller = key(1).public();
@@ -1915,10 +1954,17 @@ mod tests {
                 })
                 .expect("sled opens once the store is dropped");
             let mut records = Vec::new();
-            let (log, _) = crate::envelopes::Envelopes::open(dir.path(), &db).unwrap();
-            crate::commit::journal::Journal::open(dir.path(), &db, &log, false, |r| {
-                records.push(r)
-            })
+            let (log, logged) = crate::envelopes::Envelopes::open(dir.path(), &db).unwrap();
+            let valid =
+                std::sync::RwLock::new(crate::valid::ValidSet::load(&db, dir.path()).unwrap());
+            crate::commit::journal::Journal::open(
+                dir.path(),
+                &db,
+                &log,
+                logged.as_ref(),
+                &valid,
+                |r| records.push(r),
+            )
             .unwrap();
             assert!(records.len() > 1, "the calls journaled");
             for (i, r) in records.iter().enumerate() {
@@ -1929,6 +1975,13 @@ mod tests {
                     .unwrap();
                 if let Some((_, v)) = crate::orders::pack_of(&r.orders) {
                     db.insert(k(ORDER_LOG, &[&r.orders[0].1 .0]), v).unwrap();
+                }
+                // Such a store kept every entry in the tree, with its envelope.
+                for (key, v) in r.writes.iter().filter(|(key, _)| key[0] == ENTRY) {
+                    match v {
+                        Some(v) => db.insert(key, v.clone()).unwrap(),
+                        None => db.remove(key).unwrap(),
+                    };
                 }
             }
             for m in [k(META, &[b"journal"]), k(META, &[b"checkpoint"])] {

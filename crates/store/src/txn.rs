@@ -57,6 +57,8 @@ pub(crate) struct Txn<'a> {
     hops: &'a RwLock<crate::hops::Hops>,
     /// Where valid entries' envelopes are (see `envelopes`).
     envelopes: Arc<Envelopes>,
+    /// Committed valid entries (see `valid`): read before the tree's.
+    valid_set: &'a RwLock<crate::valid::ValidSet>,
     invalid: &'a InvalidIds,
     counted: HashMap<OrderKey, Id, BuildHasherDefault<IdHasher>>,
     /// Receipts' orders since the last [`Txn::take_batch`] (for the journal), and the
@@ -215,6 +217,7 @@ impl<'a> Txn<'a> {
             orders: journaled.orders(),
             hops: journaled.hops(),
             envelopes: journaled.envelopes(),
+            valid_set: journaled.valid(),
             invalid,
             counted: HashMap::default(),
             unshipped_orders: Vec::new(),
@@ -304,8 +307,20 @@ impl<'a> Txn<'a> {
         self.stored(k)
     }
 
-    /// The value of `k` in the tree, without this transaction's writes.
+    /// The value of `k` in the tree, without this transaction's writes (an entry: in the
+    /// valid set first, see `valid`).
     fn stored(&self, k: &[u8]) -> Option<IVec> {
+        if let (33, Some(&ENTRY)) = (k.len(), k.first()) {
+            let set = self.valid_set.read().unwrap_or_else(|p| p.into_inner());
+            match set.entry(&Id(id_at(k, 1)), |pk| Ok(self.tree.get(pk)?)) {
+                Ok(Some(v)) => return Some(v),
+                Ok(None) => {}
+                Err(e) => {
+                    self.remember(e);
+                    return None;
+                }
+            }
+        }
         match self.tree.get(k) {
             Ok(v) => v,
             Err(e) => {

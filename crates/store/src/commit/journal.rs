@@ -28,14 +28,16 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
+use std::sync::RwLock;
 
 use passalong_protocol::Id;
 
 use super::redo;
 use crate::book::{self, LineKey, Sums};
-use crate::envelopes::Envelopes;
+use crate::envelopes::{Envelopes, Logged};
 use crate::keyspace::*;
 use crate::orders::OrderKey;
+use crate::valid::ValidSet;
 use crate::StoreError;
 
 /// The journal's file name in the store's directory.
@@ -98,18 +100,21 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Opens the journal of `tree` in `dir`: writes again the keys of the records after the
-    /// tree's last (of every record since the last checkpoint if `rewrite`: the envelope log
-    /// lost records the tree points to), then hands every record since the tree's last
-    /// checkpoint to `replay`, in order. A record cut short (by a crash while it was appended)
+    /// tree's last (of every record since the last checkpoint if `logged` is `None`: the
+    /// envelope log lost records the tree points to), replays the valid entries of the others
+    /// into `valid` (their envelopes where `logged` says, see `valid::replay`), then hands
+    /// every record since the tree's last checkpoint to `replay`, in order. A record cut short (by a crash while it was appended)
     /// is cut off. Fails if the file lacks a record the tree has (it was changed behind our
     /// back).
     pub fn open(
         dir: &Path,
         tree: &sled::Tree,
         log: &Envelopes,
-        rewrite: bool,
+        logged: Option<&Logged>,
+        valid: &RwLock<ValidSet>,
         mut replay: impl FnMut(Record),
     ) -> Result<Journal, StoreError> {
+        let rewrite = logged.is_none();
         let base = number(tree, &base_key())?.unwrap_or(0);
         let last = number(tree, &last_key())?.filter(|l| *l >= base);
         let path = dir.join(FILE);
@@ -138,10 +143,13 @@ impl Journal {
             }
             // Journaled, then cut short or not begun: complete it.
             let complete = rewrite || last.is_none_or(|l| seq > l);
-            let record = decode_body(&body, complete)?;
+            let record = decode_body(&body)?;
             if complete {
-                redo::write(tree, log, &record.writes)?;
+                redo::write(tree, log, valid, &record.writes)?;
                 completed = true;
+            } else if let Some(logged) = logged {
+                let mut set = valid.write().unwrap_or_else(|p| p.into_inner());
+                crate::valid::replay(&mut set, logged, &record.writes)?;
             }
             replay(record);
             keep += len;
@@ -266,7 +274,7 @@ fn read_all(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 
 /// A record's body; its writes only `with_writes` (opening needs those of the shipments the
 /// tree lacks, and the lines and orders of all).
-fn decode_body(body: &[u8], with_writes: bool) -> Result<Record, StoreError> {
+fn decode_body(body: &[u8]) -> Result<Record, StoreError> {
     fn count(b: &mut &[u8]) -> Result<usize, StoreError> {
         let (n, rest) = b
             .split_first_chunk::<4>()
@@ -290,9 +298,7 @@ fn decode_body(body: &[u8], with_writes: bool) -> Result<Record, StoreError> {
             (k, Id(id_at(r, 16)))
         })
         .collect();
-    if with_writes {
-        rec.writes = redo::decode(&b[n * 48..])?;
-    }
+    rec.writes = redo::decode(&b[n * 48..])?;
     Ok(rec)
 }
 
@@ -329,14 +335,16 @@ mod tests {
         j.append(&lines(i), &orders(i), &mut w).unwrap();
         assert_eq!(w.len(), 2);
         let (log, _) = Envelopes::open(dir, tree).unwrap();
-        redo::write(tree, &log, &w[..applied]).unwrap();
+        let valid = RwLock::new(ValidSet::load(tree, dir).unwrap());
+        redo::write(tree, &log, &valid, &w[..applied]).unwrap();
         w
     }
 
     fn reopen(dir: &Path, tree: &sled::Tree) -> Result<(Journal, Vec<Record>), StoreError> {
         let mut got = Vec::new();
-        let (log, rewrite) = Envelopes::open(dir, tree)?;
-        let j = Journal::open(dir, tree, &log, rewrite, |r| got.push(r))?;
+        let (log, logged) = Envelopes::open(dir, tree)?;
+        let valid = RwLock::new(ValidSet::load(tree, dir)?);
+        let j = Journal::open(dir, tree, &log, logged.as_ref(), &valid, |r| got.push(r))?;
         Ok((j, got))
     }
 
@@ -358,18 +366,14 @@ mod tests {
         let db = sled::open(dir.path().join("db")).unwrap();
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(got.is_empty());
-        ship(&mut j, dir.path(), &db, 1, 2);
-        ship(&mut j, dir.path(), &db, 2, 2);
+        let w1 = ship(&mut j, dir.path(), &db, 1, 2);
+        let w2 = ship(&mut j, dir.path(), &db, 2, 2);
         // Journaled, then the crash: none of its keys, or only some, reached the tree.
         let w3 = ship(&mut j, dir.path(), &db, 3, 0);
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(has(&db, 3), "completed from the journal");
-        // Writes are read back only for what the tree lacked.
-        assert_eq!(
-            got,
-            vec![record(vec![], 1), record(vec![], 2), record(w3, 3)]
-        );
+        assert_eq!(got, vec![record(w1, 1), record(w2, 2), record(w3, 3)]);
         let w4 = ship(&mut j, dir.path(), &db, 4, 1);
         drop(j);
         let (j, got) = reopen(dir.path(), &db).unwrap();
@@ -383,10 +387,10 @@ mod tests {
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
         assert!(got.is_empty());
-        ship(&mut j, dir.path(), &db, 5, 2);
+        let w5 = ship(&mut j, dir.path(), &db, 5, 2);
         drop(j);
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
-        assert_eq!(got, vec![record(vec![], 5)]);
+        assert_eq!(got, vec![record(w5, 5)]);
         j.checkpointed().unwrap();
         assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), 0);
     }
@@ -396,7 +400,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let (mut j, _) = reopen(dir.path(), &db).unwrap();
-        ship(&mut j, dir.path(), &db, 1, 2);
+        let w1 = ship(&mut j, dir.path(), &db, 1, 2);
         ship(&mut j, dir.path(), &db, 2, 0);
         drop(j);
         let path = dir.path().join(FILE);
@@ -410,14 +414,14 @@ mod tests {
             .set_len(len - 3)
             .unwrap();
         let (mut j, got) = reopen(dir.path(), &db).unwrap();
-        assert_eq!(got, vec![record(vec![], 1)]);
+        assert_eq!(got, vec![record(w1, 1)]);
         assert!(!has(&db, 2));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len / 2);
         // The next record takes its number.
-        ship(&mut j, dir.path(), &db, 7, 2);
+        let w7 = ship(&mut j, dir.path(), &db, 7, 2);
         drop(j);
         let (j, got) = reopen(dir.path(), &db).unwrap();
-        assert_eq!(got[1], record(vec![], 7));
+        assert_eq!(got[1], record(w7, 7));
         drop(j);
         // A byte of record 1 changed: the tree has it, the file no longer does.
         let mut bad = std::fs::read(&path).unwrap();

@@ -18,6 +18,7 @@ use crate::envelopes::{self, Envelopes};
 use crate::hops::{self, Hops};
 use crate::lock::DirLock;
 use crate::orders::{OrderKey, Orders};
+use crate::valid::ValidSet;
 use crate::StoreError;
 use journal::Journal;
 
@@ -49,6 +50,8 @@ pub(crate) struct Commit {
     hops: RwLock<Hops>,
     /// Valid attestations' envelopes (synced at checkpoints, journaled in between).
     envelopes: RwLock<Arc<Envelopes>>,
+    /// Valid attestations' entries (in runs at checkpoints, journaled in between).
+    valid: RwLock<ValidSet>,
     /// Every shipment since the last checkpoint (see `journal`).
     journal: Mutex<Journal>,
     /// Where shipments are applied.
@@ -89,7 +92,7 @@ impl Commit {
         lock: DirLock,
         db: sled::Db,
     ) -> Result<Commit, StoreError> {
-        let (book, orders, hops, envelopes, journal) = load_journaled(path, &db)?;
+        let (book, orders, hops, envelopes, valid, journal) = load_journaled(path, &db)?;
         let commit = Commit {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
@@ -99,6 +102,7 @@ impl Commit {
             orders: RwLock::new(orders),
             hops: RwLock::new(hops),
             envelopes: RwLock::new(Arc::new(envelopes)),
+            valid: RwLock::new(valid),
             journal: Mutex::new(journal),
             disk: Arc::new(Sled),
             since_checkpoint: AtomicU64::new(0),
@@ -152,6 +156,10 @@ impl Commit {
 
     pub fn hops(&self) -> &RwLock<Hops> {
         &self.hops
+    }
+
+    pub fn valid(&self) -> &RwLock<ValidSet> {
+        &self.valid
     }
 
     /// The envelope log (replaced when the store reopens after an I/O error).
@@ -211,8 +219,9 @@ impl Commit {
             let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
             drop(g.take());
             let db = crate::open_db(&self.path, self.cache_bytes)?;
-            let (book, orders, hops, envelopes, journal) = load_journaled(&self.path, &db)?;
+            let (book, orders, hops, envelopes, valid, journal) = load_journaled(&self.path, &db)?;
             *self.book.write().unwrap_or_else(|p| p.into_inner()) = book;
+            *self.valid.write().unwrap_or_else(|p| p.into_inner()) = valid;
             *self.envelopes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(envelopes);
             *self.orders.write().unwrap_or_else(|p| p.into_inner()) = orders;
             *self.hops.write().unwrap_or_else(|p| p.into_inner()) = hops;
@@ -238,8 +247,14 @@ impl Commit {
     /// [`Commit::applied`].
     pub fn apply(&self, db: &sled::Db, parts: Parts<'_>) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        self.disk
-            .apply(db, &mut journal, &self.envelopes(), parts, self.commits())
+        self.disk.apply(
+            db,
+            &mut journal,
+            &self.envelopes(),
+            &self.valid,
+            parts,
+            self.commits(),
+        )
     }
 
     /// Appends the journal record of a shipment (synced) before its `writes` go to the tree
@@ -336,6 +351,11 @@ impl Commit {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .write(db, &mut batch)?;
+        let valid_runs = self
+            .valid
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&mut batch)?;
         // The log's records are synced before the tree names its end.
         let end = self.envelopes().sync()?.encode();
         batch.insert(envelopes::checkpoint_key(), &end);
@@ -352,6 +372,10 @@ impl Commit {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .written(hop_runs);
+        self.valid
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .written(valid_runs);
         journal.checkpointed()
     }
 
@@ -377,7 +401,7 @@ impl Commit {
 }
 
 /// What `load_journaled` reads: the state the journal replays, and the journal.
-type Journaled = (Book, Orders, Hops, Envelopes, Journal);
+type Journaled = (Book, Orders, Hops, Envelopes, ValidSet, Journal);
 
 /// The ledger lines, counted receipts and hop records as the tree has them at its last
 /// checkpoint, with the journal's records since replayed over them; the envelope log checked
@@ -393,12 +417,16 @@ fn load_journaled(path: &Path, db: &sled::Db) -> Result<Journaled, StoreError> {
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),
     })?;
-    let (log, rewrite) = Envelopes::open(path, db).map_err(|e| match e {
+    let (log, logged) = Envelopes::open(path, db).map_err(|e| match e {
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),
     })?;
+    let valid = RwLock::new(ValidSet::load(db, path).map_err(|e| match e {
+        StoreError::Io(e) => crate::open_error(path, e),
+        e => corrupt(e),
+    })?);
     let mut replayed = Ok(());
-    let journal = Journal::open(path, db, &log, rewrite, |r| {
+    let journal = Journal::open(path, db, &log, logged.as_ref(), &valid, |r| {
         book.replay(r.lines);
         if replayed.is_ok() {
             replayed = orders.replay(r.orders);
@@ -419,7 +447,8 @@ fn load_journaled(path: &Path, db: &sled::Db) -> Result<Journaled, StoreError> {
         StoreError::Io(e) => crate::open_error(path, e),
         e => corrupt(e),
     })?;
-    Ok((book, orders, hop_records, log, journal))
+    let valid = valid.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok((book, orders, hop_records, log, valid, journal))
 }
 
 /// What a shipment writes: its keys, and what it changed of the state kept in memory.
@@ -439,6 +468,7 @@ pub(crate) trait Disk: Send + Sync {
         tree: &sled::Tree,
         journal: &mut Journal,
         log: &Envelopes,
+        valid: &RwLock<ValidSet>,
         parts: Parts<'_>,
         n: u64,
     ) -> Result<(), StoreError>;
@@ -459,11 +489,12 @@ impl Disk for Sled {
         tree: &sled::Tree,
         journal: &mut Journal,
         log: &Envelopes,
+        valid: &RwLock<ValidSet>,
         parts: Parts<'_>,
         _n: u64,
     ) -> Result<(), StoreError> {
         journal.append(parts.lines, parts.orders, parts.writes)?;
-        redo::write(tree, log, parts.writes)
+        redo::write(tree, log, valid, parts.writes)
     }
 }
 
@@ -495,13 +526,14 @@ impl Disk for FailingFrom {
         tree: &sled::Tree,
         journal: &mut Journal,
         log: &Envelopes,
+        valid: &RwLock<ValidSet>,
         parts: Parts<'_>,
         n: u64,
     ) -> Result<(), StoreError> {
         if n >= self.from() {
             return Err(sled::Error::Unsupported("test: the disk failed".into()).into());
         }
-        Sled.apply(tree, journal, log, parts, n)
+        Sled.apply(tree, journal, log, valid, parts, n)
     }
 
     fn merges_tail(&self) -> bool {

@@ -11,10 +11,13 @@
 //! shipments before it returns. Before format 11 the record was a key of the tree ([`KEY`]):
 //! opening such a store completes it too ([`recover`]).
 
+use std::sync::RwLock;
+
 use sled::IVec;
 
 use crate::envelopes::{self, Envelopes};
 use crate::keyspace::{HOP, REDO};
+use crate::valid::ValidSet;
 use crate::StoreError;
 
 /// One write of a shipment: a value, or `None` to remove the key.
@@ -88,30 +91,29 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<Write>, StoreError> {
 }
 
 /// Writes (part of) a recorded shipment into the tree, in any order: its keys are distinct.
-/// Its hop records are not written: they are kept in runs (see `hops`). The envelopes of its
-/// valid entries go to `log` first, and the tree gets references to them; the log's end goes
-/// in just before the journal number (see `envelopes`).
+/// Its hop records are not written: they are kept in runs (see `hops`). Its valid entries go
+/// to `valid` (their envelopes to `log` first, see `valid::apply`); the log's end goes in just
+/// before the journal number (see `envelopes`).
 pub(crate) fn write(
     tree: &sled::Tree,
     log: &Envelopes,
+    valid: &RwLock<ValidSet>,
     writes: &[Write],
 ) -> Result<(), StoreError> {
-    let mut moved = log.move_valid(writes)?.into_iter().peekable();
+    let mut done = crate::valid::apply(tree, log, valid, writes)?
+        .into_iter()
+        .peekable();
     let number = super::journal::last_key();
     for (i, (k, v)) in writes.iter().enumerate() {
-        if k.first() == Some(&HOP) {
-            // Journaled, but kept in runs, not in the tree (see `hops`).
+        if done.next_if_eq(&i).is_some() || k.first() == Some(&HOP) {
+            // Written by `valid::apply`; or journaled, but kept in runs (see `hops`).
             continue;
         }
         if *k == number {
             tree.insert(envelopes::end_key(), &log.end().encode())?;
         }
-        let v = match moved.next_if(|(j, _)| *j == i) {
-            Some((_, with_ref)) => Some(with_ref),
-            None => v.clone(),
-        };
         match v {
-            Some(v) => tree.insert(k.as_slice(), v)?,
+            Some(v) => tree.insert(k.as_slice(), v.clone())?,
             None => tree.remove(k.as_slice())?,
         };
     }

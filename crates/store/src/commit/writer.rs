@@ -27,6 +27,7 @@ use crate::book::{LineKey, Sums};
 use crate::envelopes::Envelopes;
 use crate::orders::OrderKey;
 use crate::txn::Shipment;
+use crate::valid::ValidSet;
 use crate::{Store, StoreError};
 
 /// Writes a thread claims at a time from the merged shipment.
@@ -122,7 +123,9 @@ impl<'a> Writer<'a> {
                     let held = std::mem::take(&mut st.held);
                     drop(st);
                     return match self.tail.get() {
-                        Some(tail) => tail.write(self.db, &self.log, true),
+                        Some(tail) => {
+                            tail.write(self.db, &self.log, self.store.commit.valid(), true)
+                        }
                         // Not merged: what is held is applied in order.
                         None => held
                             .into_iter()
@@ -202,7 +205,7 @@ impl<'a> Writer<'a> {
         drop(st);
         started?;
         match self.tail.get() {
-            Some(tail) => tail.write(self.db, &self.log, false),
+            Some(tail) => tail.write(self.db, &self.log, self.store.commit.valid(), false),
             None => Ok(()),
         }
     }
@@ -211,7 +214,12 @@ impl<'a> Writer<'a> {
     /// number, so that opening the store after a crash does not write it again.
     pub fn seal(&self) -> Result<(), StoreError> {
         match self.tail.get() {
-            Some(tail) => redo::write(self.db, &self.log, std::slice::from_ref(&tail.seal)),
+            Some(tail) => redo::write(
+                self.db,
+                &self.log,
+                self.store.commit.valid(),
+                std::slice::from_ref(&tail.seal),
+            ),
             None => Ok(()),
         }
     }
@@ -272,7 +280,13 @@ fn prefetch(db: &sled::Db, writes: &[Write]) {
 impl Tail {
     /// Writes claimed runs of the merged shipment until none is left: the caller from the
     /// front, the writer from the back.
-    fn write(&self, db: &sled::Db, log: &Envelopes, from_back: bool) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        db: &sled::Db,
+        log: &Envelopes,
+        valid: &std::sync::RwLock<ValidSet>,
+        from_back: bool,
+    ) -> Result<(), StoreError> {
         loop {
             let run = {
                 let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
@@ -290,7 +304,7 @@ impl Tail {
                     front..end
                 }
             };
-            redo::write(db, log, &self.writes[run])?;
+            redo::write(db, log, valid, &self.writes[run])?;
         }
     }
 }

@@ -323,7 +323,7 @@ impl<T, const V: usize> Layers<T, V> {
     /// synced; [`Layers::written`] once the batch is on disk.
     pub fn write(
         &self,
-        encode: impl Fn(&T) -> [u8; V],
+        mut encode: impl FnMut(&T) -> [u8; V],
         batch: &mut sled::Batch,
     ) -> Result<Written<V>, StoreError> {
         let mut recent: Vec<(Key, [u8; V])> =
@@ -337,6 +337,28 @@ impl<T, const V: usize> Layers<T, V> {
         self.runs.written(w);
         self.recent = HashMap::default();
         self.legacy = Vec::new();
+    }
+
+    /// `f` of the newest value of every key (a full scan: reads every run), in no set order.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(Found<'_, T, V>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        type Source<'r, const V: usize> =
+            Box<dyn Iterator<Item = Result<(Key, [u8; V]), StoreError>> + 'r>;
+        // Newest first: the first source holding a key wins.
+        let mut sources: Vec<Source<'_, V>> = Vec::new();
+        for run in self.runs.runs.iter().rev() {
+            sources.push(Box::new(run.records()?));
+        }
+        sources.push(Box::new(self.legacy.iter().copied().map(Ok)));
+        for r in Merge::new(sources) {
+            let (k, v) = r?;
+            if !self.recent.contains_key(&k) {
+                f(Found::Stored(v))?;
+            }
+        }
+        self.recent.values().try_for_each(|t| f(Found::Recent(t)))
     }
 
     /// Whether an older store's records are still in its tree.
