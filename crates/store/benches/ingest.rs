@@ -695,7 +695,7 @@ fn serve(dir: &str, seller: &str, id: &str) {
     let status = store.status(&id).expect("status");
     let after_status = start.elapsed();
     println!(
-        "SERVE open_ms={:.1} ledger_ms={:.1} status_ms={:.2} total_ms={:.1} lines={} rss_kb={} hwm_kb={} orders_kb={} hops_kb={} valid={}",
+        "SERVE open_ms={:.1} ledger_ms={:.1} status_ms={:.2} total_ms={:.1} lines={} rss_kb={} hwm_kb={} orders_kb={} hops_kb={} entries_kb={} valid={}",
         open.as_secs_f64() * 1e3,
         (after_ledger - open).as_secs_f64() * 1e3,
         (after_status - after_ledger).as_secs_f64() * 1e3,
@@ -705,6 +705,7 @@ fn serve(dir: &str, seller: &str, id: &str) {
         proc_status_kb("VmHWM:"),
         store.orders_in_memory() / 1024,
         store.hops_in_memory() / 1024,
+        store.valid_in_memory() / 1024,
         u8::from(status == Some(Status::Valid)),
     );
 }
@@ -1001,7 +1002,15 @@ fn on_big_store(
             median(&mut t.cpu),
             t.process_cpu,
             m / big_verify,
-            verdict(m / big_verify <= 1.5)
+            // The goals: ≤ 1.5 on 1M, ≤ 2 on 10M.
+            verdict(
+                m / big_verify
+                    <= if big.attestations > 5_000_000 {
+                        2.0
+                    } else {
+                        1.5
+                    }
+            )
         );
         println!(
             "   … after {big_warm} calls of 64 ({checkpoints_during} checkpoints among the measured)"
@@ -1158,9 +1167,10 @@ fn on_big_store(
         println!(
             "{:<60} {:>9.0} MB {:>8}",
             format!(
-                "  VmRSS after serving (VmHWM {hwm:.0} MB; orders {:.1}, hops {:.1} MB)",
+                "  VmRSS after serving (VmHWM {hwm:.0} MB; orders {:.1}, hops {:.1}, entries {:.1} MB)",
                 get(v, "orders_kb") / 1024.0,
-                get(v, "hops_kb") / 1024.0
+                get(v, "hops_kb") / 1024.0,
+                get(v, "entries_kb") / 1024.0
             ),
             get(v, "rss_kb") / 1024.0,
             verdict(hwm < 300.0)
