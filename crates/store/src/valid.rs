@@ -11,9 +11,9 @@
 //!
 //! Shipments still write a valid attestation's entry under its `ENTRY` key, with its envelope,
 //! and the journal keeps it so. Writing a shipment ([`apply`], from `redo::write`) appends the
-//! envelope to the log, sets the record here, *then* removes the tree's key (where it was
-//! pending or held, or valid in a store of format 14), so that a reader finds it in one place
-//! or the other throughout. The records since the last checkpoint are in memory, and each
+//! envelope to the log, writes a kept payout record, sets the record here, *then* removes the
+//! tree's key (where it was pending or held, or valid in a store of format 14), so that a
+//! reader finds it in one place or the other throughout, and what the record names. The records since the last checkpoint are in memory, and each
 //! checkpoint writes them as a run. Opening replays them from the journal: a shipment the tree
 //! has already finds its envelopes' places in the log's records since the checkpoint (which
 //! opening reads, see `Envelopes::open`); a later one is written again. A removed entry (a loose
@@ -292,8 +292,9 @@ fn rec_of(e: &Entry<'_>, envelope: Ref) -> Rec {
 pub(crate) type Done = Vec<usize>;
 
 /// Writes a shipment's valid entries (see the module docs): their envelopes to `log`, their
-/// records to `set`, then the tree's keys (the entry removed; a kept payout record written,
-/// another removed). Removed entries are removed from `set` too.
+/// kept payout records to the tree, their records to `set`, then removes the tree's keys they
+/// replace (the entry; a payout record no longer kept). Removed entries are removed from `set`
+/// too.
 pub(crate) fn apply(
     tree: &sled::Tree,
     log: &Envelopes,
@@ -311,7 +312,12 @@ pub(crate) fn apply(
             _ => None,
         })
         .collect();
-    let mut appended = log.append(&fresh)?.into_iter();
+    let appended = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        log.append(&fresh)?
+    };
+    let mut appended = appended.into_iter();
     let mut recs = Vec::with_capacity(found.len());
     for c in &found {
         recs.push(match &c.entry {
@@ -327,6 +333,15 @@ pub(crate) fn apply(
             }
         });
     }
+    // A reader finds a record and then what it names: kept payout records go in first, the
+    // records next, and the tree's keys they replace last.
+    for (c, r) in found.iter().zip(&recs) {
+        if let (Some(r), Some(e)) = (r, &c.entry) {
+            if let (Payout::Kept, Some(p)) = (r.payout, &e.payout) {
+                tree.insert(key(PAYOUT, &[&c.id.0]), p.0)?;
+            }
+        }
+    }
     // Whether each had a kept payout record before (only those have a PAYOUT key to remove).
     let mut kept_before = Vec::with_capacity(found.len());
     {
@@ -341,18 +356,13 @@ pub(crate) fn apply(
     }
     let mut done = Vec::with_capacity(found.len());
     for ((c, r), was_kept) in found.iter().zip(&recs).zip(kept_before) {
-        let payout_key = key(PAYOUT, &[&c.id.0]);
-        if let (Some(r), Some(e)) = (r, &c.entry) {
+        if r.is_some() {
             tree.remove(&writes[c.at].0)?;
             done.push(c.at);
-            if let (Payout::Kept, Some(p)) = (r.payout, &e.payout) {
-                tree.insert(payout_key, p.0)?;
-                continue;
-            }
         }
         // A removal's tree key goes as any other's (`redo::write`).
-        if was_kept {
-            tree.remove(payout_key)?;
+        if was_kept && r.is_none_or(|r| r.payout != Payout::Kept) {
+            tree.remove(key(PAYOUT, &[&c.id.0]))?;
         }
     }
     Ok(done)
