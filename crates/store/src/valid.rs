@@ -185,8 +185,15 @@ impl ValidSet {
         r.entry(payout.as_deref()).map(|v| Some(v.into()))
     }
 
-    fn set(&mut self, id: &Id, r: Option<Rec>) {
-        self.0.set(key_of(id), r);
+    /// Sets the record of `id` (`None`: removed) and returns the valid record it replaces. A
+    /// removal of what the set does not hold valid writes nothing (most removed entries were
+    /// pending).
+    fn replace(&mut self, id: &Id, r: Option<Rec>) -> Result<Option<Rec>, StoreError> {
+        let old = self.get(id)?.flatten();
+        if r.is_some() || old.is_some() {
+            self.0.set(key_of(id), r);
+        }
+        Ok(old)
     }
 
     /// Writes the records since the last checkpoint as a run, with the new run list, into
@@ -347,11 +354,8 @@ pub(crate) fn apply(
     {
         let mut s = set.write().unwrap_or_else(|p| p.into_inner());
         for (c, r) in found.iter().zip(&recs) {
-            let old = s.get(&c.id)?.flatten();
+            let old = s.replace(&c.id, *r)?;
             kept_before.push(old.is_some_and(|o| o.payout == Payout::Kept));
-            if r.is_some() || old.is_some() {
-                s.set(&c.id, *r);
-            }
         }
     }
     let mut done = Vec::with_capacity(found.len());
@@ -379,14 +383,12 @@ pub(crate) fn replay(
     for c in changes(writes) {
         match c.entry {
             None => {
-                if let Some(Some(_)) = set.get(&c.id)? {
-                    set.set(&c.id, None);
-                }
+                set.replace(&c.id, None)?;
             }
             Some(e) => {
                 let r = Ref::of(e.envelope.0).or_else(|| logged.get(&c.id).copied());
                 if let Some(r) = r {
-                    set.set(&c.id, Some(rec_of(&e, r)));
+                    set.replace(&c.id, Some(rec_of(&e, r)))?;
                 }
             }
         }
