@@ -27,8 +27,10 @@ pub const HELD: u8 = b'h';
 pub const PENDING: u8 = b'p';
 /// at_ms (BE) ‖ id → (): invalid attestations by when they were found invalid (see `expiry`).
 pub const INVALID_AT: u8 = b'X';
-/// market key ‖ created_at_ms (BE) ‖ id → a run of a market's valid attestations, keyed by its
-/// first: one key per market per batch (see `market`).
+/// market key → (): every market with an anchored valid attestation, from format 16. The
+/// market index itself is in runs (see `market`); shipments and the journal still carry it
+/// as `MARKET ‖ market ‖ created_at_ms (BE) ‖ id` → a run of a market's valid attestations,
+/// keyed by its first, which the tree held before format 16 (one key per market per batch).
 pub const MARKET: u8 = b'm';
 /// referral → what a chain walk needs of it (see `hops`): valid referrals. In the tree from
 /// format 10 to 12; since 13 only in journal records (kept in runs, see `hops`), and read

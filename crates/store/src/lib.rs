@@ -183,7 +183,9 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
     (tree / 25).clamp(DEFAULT_CACHE_MIB << 20, MAX_AUTO_CACHE_MIB << 20)
 }
 
-/// The store format this build reads and writes. Version 15 keeps the entries of valid
+/// The store format this build reads and writes. Version 16 keeps the market index in run
+/// files beside the tree (see `market`), and one key per market in the tree: an older build
+/// would list no attestation of any market. Version 15 keeps the entries of valid
 /// attestations in run files beside the tree (see `valid`): an older build would not find
 /// them. Version 14 keeps the envelopes of valid
 /// attestations in a log beside the tree (see `envelopes`), their entries a reference: an
@@ -216,7 +218,7 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 15;
+pub const FORMAT_VERSION: u32 = 16;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
 /// this build as they are (all of them anchored, see `loose`), then marked current, so that an
@@ -251,6 +253,10 @@ const WITHOUT_ENVELOPE_LOG: u32 = 13;
 /// The format whose stores keep valid entries in the tree: opened by marking the store
 /// current (new valid entries go to runs; older ones stay in the tree, and both are read).
 const WITHOUT_VALID_RUNS: u32 = 14;
+
+/// The format whose stores keep the market index in the tree: opened by marking the store
+/// current; the index moves to runs as the store opens (see `market`).
+const WITHOUT_MARKET_RUNS: u32 = 15;
 
 /// Older formats this build upgrades in place when it opens them.
 const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
@@ -314,8 +320,6 @@ pub struct Store {
     /// `commit`).
     commit: Commit,
     valid: cache::ValidCache,
-    /// Markets' runs by newest entry, for the markets read newest first (see `newest`).
-    runs: newest::Runs,
     /// Ledger summaries by seller.
     summaries: Mutex<rustc_hash::FxHashMap<PublicKey, Summary>>,
     /// Markets' reconciled sets in short (see `summary`).
@@ -379,7 +383,6 @@ impl Store {
         let store = Store {
             commit: Commit::open(path, cache_bytes, lock, db)?,
             valid: cache::ValidCache::new(),
-            runs: Default::default(),
             summaries: Default::default(),
             sets: Default::default(),
             invalid,
@@ -501,7 +504,6 @@ impl Store {
         self.invalid.reload(db)?;
         self.hints.reset(db)?;
         self.valid.clear();
-        self.runs.clear();
         self.sets.clear();
         self.summaries
             .lock()
@@ -554,7 +556,6 @@ impl Store {
     /// A shipment's effects in memory, once its writes are in.
     fn applied(&self, shipment: txn::Shipment) {
         self.sets.shipped(&shipment);
-        self.runs.shipped(&shipment.runs);
         self.invalid.forget(&shipment.forgotten);
         self.valid.shipped_referrals(&shipment.referrals);
         for id in &shipment.dropped {
@@ -658,7 +659,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
                     || v.as_ref() == WITHOUT_ORDER_RUNS.to_be_bytes()
                     || v.as_ref() == WITHOUT_HOP_RUNS.to_be_bytes()
                     || v.as_ref() == WITHOUT_ENVELOPE_LOG.to_be_bytes()
-                    || v.as_ref() == WITHOUT_VALID_RUNS.to_be_bytes() =>
+                    || v.as_ref() == WITHOUT_VALID_RUNS.to_be_bytes()
+                    || v.as_ref() == WITHOUT_MARKET_RUNS.to_be_bytes() =>
             {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),
@@ -1499,14 +1501,24 @@ impl Store {
 
     /// Ids of a market's valid attestations, oldest first, as (created_at_ms, id, kind).
     pub fn market(&self, market: &PublicKey) -> Result<Vec<(u64, Id, u8)>, StoreError> {
+        // A kind at a time, in pages: the index is held for one page at a time.
+        const PAGE: usize = 1 << 16;
         let mut all = Vec::new();
-        let db = self.db()?;
-        for kv in db.scan_prefix(key(MARKET, &[&market.0])) {
-            let (k, v) = kv?;
-            market::decode(&k, &v, &mut all)?;
+        for kind in Kind::ALL {
+            let mut from = market::From::After(None);
+            loop {
+                let page = self.market_page(market, kind as u8, from, PAGE)?;
+                all.extend_from_slice(&page);
+                match page.last() {
+                    Some(last) if page.len() == PAGE => {
+                        from = market::From::After(Some(market::rec(market, last)))
+                    }
+                    _ => break,
+                }
+            }
         }
         // Loose ones too (see `loose`): the network reconciles them, within their budgets.
-        loose::entries(&db, market, &mut all)?;
+        loose::entries(&*self.db()?, market, &mut all)?;
         // Runs of different batches overlap in time.
         all.sort_unstable();
         Ok(all
@@ -1580,22 +1592,13 @@ impl Store {
 
     /// Every seller (market key) with something stored, sorted.
     pub fn markets(&self) -> Result<Vec<PublicKey>, StoreError> {
-        let mut out: Vec<PublicKey> = Vec::new();
-        let mut next = vec![MARKET];
-        loop {
-            let Some(kv) = self.db()?.range(next.clone()..).next() else {
-                break;
-            };
-            let (k, _) = kv?;
-            if k.first() != Some(&MARKET) || k.len() < 33 {
-                break;
-            }
-            let pk = PublicKey(id_at(&k, 1));
-            out.push(pk);
-            // Skip to the next market: the key just after every key of this one.
-            next = key(MARKET, &[&pk.0, &[0xff; 9]]);
-        }
-        Ok(out)
+        Ok(self
+            .commit
+            .valid()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .markets()
+            .markets())
     }
 
     /// Receipts of one order beyond the one that counts: evidence of equivocation.

@@ -1,157 +1,57 @@
 //! A market's attestations newest first, without reading the whole market.
 //!
-//! The market index (see `market`) keeps runs keyed by their *oldest* entry, and the runs of
-//! different shipments overlap in time (an import or a sync brings old attestations), so
-//! reading the index backwards does not give the newest entries first. This module keeps, in
-//! memory, each market's runs ordered by their *newest* entry, with the kinds they hold
-//! (~70 bytes per run; a run holds the ~16 attestations of a shipment): built the first time a
-//! market is asked for (one pass over its runs, ~20 ms for 250,000 entries), then kept up to
-//! date by every shipment ([`RunInfo`]s in `txn::Shipment`). Nothing new is written to disk.
-//!
-//! Walking the runs from the newest end down, an entry read is certain to be the next newest
-//! once every run not read yet ends before it ([`Newest`]): a page of the 20 newest receipts
-//! reads the few runs that hold them, however large the market.
+//! The market index (see `market`) keeps a market's records of one kind contiguous and in
+//! time order in each of its runs, so the newest are at the end of each run's range: a page
+//! of the newest reads a block or two per run, however large the market. The iterator reads
+//! pages of [`PAGE`] per kind, each under a short hold of the index (a checkpoint may replace
+//! the runs between pages: the next page starts below the last entry returned).
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BinaryHeap, VecDeque};
 
-use passalong_protocol::{Id, Kind, PublicKey};
+use passalong_protocol::{Kind, PublicKey};
 
 use crate::error::StoreError;
-use crate::keyspace::{id_at, key, MARKET};
-use crate::market::{self, Indexed};
+use crate::market::{rec, From, Indexed};
 use crate::Store;
 
-/// One run of a market's index: its newest entry's time first, so that runs sort by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct RunRef {
-    end: u64,
-    /// The run's key: its oldest entry.
-    start: u64,
-    first: Id,
-}
+/// Entries read from the index at a time, per kind.
+const PAGE: usize = 128;
 
-/// What a shipment's run adds to its market.
-#[derive(Debug, Clone)]
-pub(crate) struct RunInfo {
-    market: PublicKey,
-    run: RunRef,
-    /// Bit `k` set: holds an attestation of kind `k`.
-    kinds: u16,
-    /// Entries per kind (index: the kind's byte).
-    counts: [u32; 16],
-}
-
-impl RunInfo {
-    /// The market the run indexes.
-    pub fn market(&self) -> PublicKey {
-        self.market
-    }
-}
-
-fn bit(kind: u8) -> u16 {
-    1u16 << (kind & 15)
-}
-
-/// The run stored under `k`, `v` (a key and value of the market index).
-pub(crate) fn info(k: &[u8], v: &[u8]) -> Result<RunInfo, StoreError> {
-    let mut entries = Vec::new();
-    market::decode(k, v, &mut entries)?;
-    let mut i = RunInfo {
-        market: PublicKey(id_at(k, 1)),
-        run: RunRef {
-            end: 0,
-            start: crate::keyspace::u64_at(k, 33),
-            first: Id(id_at(k, 41)),
-        },
-        kinds: 0,
-        counts: [0; 16],
-    };
-    for e in entries {
-        i.run.end = i.run.end.max(e.created_at_ms);
-        i.kinds |= bit(e.kind);
-        i.counts[usize::from(e.kind & 15)] += 1;
-    }
-    Ok(i)
-}
-
-/// A market's runs in memory.
-#[derive(Default)]
-struct Table {
-    runs: BTreeMap<RunRef, u16>,
-    counts: [u64; 16],
-}
-
-impl Table {
-    fn add(&mut self, i: &RunInfo) {
-        // A run already known (read by the first pass and then shipped) counts once.
-        if self.runs.insert(i.run, i.kinds).is_none() {
-            for (c, n) in self.counts.iter_mut().zip(i.counts) {
-                *c += u64::from(n);
-            }
-        }
-    }
-}
-
-/// Every market's runs, for the markets asked for since the store was opened.
-#[derive(Default)]
-pub(crate) struct Runs(Mutex<HashMap<PublicKey, Table>>);
-
-impl Runs {
-    /// Forgets every market's runs (read again when next asked for).
-    pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
-    /// A shipment's runs are in the tree: markets already in memory learn of them. (The lock
-    /// is the one the first pass holds: a run is either seen by that pass or added here.)
-    pub fn shipped(&self, runs: &[RunInfo]) {
-        if runs.is_empty() {
-            return;
-        }
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for i in runs {
-            if let Some(t) = g.get_mut(&i.market) {
-                t.add(i);
-            }
-        }
-    }
-
-    /// `f` of `market`'s table, read from the tree the first time.
-    fn with<R>(
-        &self,
-        store: &Store,
-        market: &PublicKey,
-        f: impl FnOnce(&Table) -> R,
-    ) -> Result<R, StoreError> {
-        // The database first, then the tables: the order in which a shipment takes them.
-        let db = store.db()?;
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !g.contains_key(market) {
-            let mut t = Table::default();
-            for kv in db.scan_prefix(key(MARKET, &[&market.0])) {
-                let (k, v) = kv?;
-                t.add(&info(&k, &v)?);
-            }
-            g.insert(*market, t);
-        }
-        Ok(f(&g[market]))
-    }
+/// What is left to read of one kind.
+struct Cursor {
+    kind: u8,
+    /// Read and not yet returned, newest first.
+    read: VecDeque<Indexed>,
+    /// Nothing older is left in the index.
+    end: bool,
+    /// The oldest entry read, where the next page starts (below it).
+    below: Option<Indexed>,
 }
 
 impl Store {
     /// A market's valid attestations (of `kind` only, if given), newest first, as
-    /// (created_at_ms, id, kind): read a few runs at a time, so that taking the first few costs
+    /// (created_at_ms, id, kind): read a page at a time, so that taking the first few costs
     /// the same in a market of any size; its loose attestations (see `loose`, a bounded
     /// number) are read at once when their kinds are asked for. (Attestations indexed while
     /// it runs may be missed.)
     pub fn newest(&self, market: &PublicKey, kind: Option<Kind>) -> Newest<'_> {
+        let kinds: Vec<u8> = match kind {
+            Some(k) => vec![k as u8],
+            None => Kind::ALL.iter().map(|k| *k as u8).collect(),
+        };
         Newest {
             store: self,
             market: *market,
-            mask: kind.map_or(u16::MAX, |k| bit(k as u8)),
-            below: None,
-            heap: BinaryHeap::new(),
+            cursors: kinds
+                .into_iter()
+                .map(|kind| Cursor {
+                    kind,
+                    read: VecDeque::new(),
+                    end: false,
+                    below: None,
+                })
+                .collect(),
+            loose: BinaryHeap::new(),
             loose_read: false,
             done: false,
         }
@@ -160,10 +60,30 @@ impl Store {
     /// How many valid attestations of `kind` a market holds (loose ones too, see `loose`).
     pub fn market_count(&self, market: &PublicKey, kind: Kind) -> Result<u64, StoreError> {
         let anchored = self
-            .runs
-            .with(self, market, |t| t.counts[usize::from(kind as u8 & 15)])?;
+            .commit
+            .valid()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .markets()
+            .count(market, kind as u8)?;
         let loose = crate::loose::market_count(&*self.db()?, market, kind)?;
         Ok(anchored + loose)
+    }
+
+    /// Up to `n` of a market's indexed attestations of `kind`, from where `from` says.
+    pub(crate) fn market_page(
+        &self,
+        market: &PublicKey,
+        kind: u8,
+        from: From,
+        n: usize,
+    ) -> Result<Vec<Indexed>, StoreError> {
+        self.commit
+            .valid()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .markets()
+            .page(market, kind, from, n)
     }
 }
 
@@ -171,72 +91,52 @@ impl Store {
 pub struct Newest<'a> {
     store: &'a Store,
     market: PublicKey,
-    mask: u16,
-    /// Runs from this one down are not read yet (`None`: none read).
-    below: Option<RunRef>,
-    /// Entries read and not yet returned.
-    heap: BinaryHeap<Indexed>,
-    /// The market's loose attestations were read into `heap` (all at once: at most
-    /// `MAX_LOOSE_PER_MARKET`, and only when a loose kind is asked for).
+    cursors: Vec<Cursor>,
+    /// The market's loose attestations of the kinds asked for, read at once (at most
+    /// `MAX_LOOSE_PER_MARKET`) and not yet returned.
+    loose: BinaryHeap<Indexed>,
     loose_read: bool,
     done: bool,
 }
 
 impl Newest<'_> {
-    /// The next run holding a kind asked for, below the ones read.
-    fn next_run(&self) -> Result<Option<RunRef>, StoreError> {
-        let (mask, below) = (self.mask, self.below);
-        self.store.runs.with(self.store, &self.market, |t| {
-            let range = match below {
-                Some(b) => t.runs.range(..b),
-                None => t.runs.range(..),
-            };
-            range
-                .rev()
-                .find(|(_, kinds)| *kinds & mask != 0)
-                .map(|(r, _)| *r)
-        })
-    }
-
-    fn step(&mut self) -> Result<Option<(u64, Id, u8)>, StoreError> {
+    fn step(&mut self) -> Result<Option<(u64, passalong_protocol::Id, u8)>, StoreError> {
         if !self.loose_read {
             self.loose_read = true;
-            if self.mask & (bit(Kind::Referral as u8) | bit(Kind::PurchaseClaim as u8)) != 0 {
+            let asks = |k: Kind| self.cursors.iter().any(|c| c.kind == k as u8);
+            if asks(Kind::Referral) || asks(Kind::PurchaseClaim) {
                 let mut entries = Vec::new();
                 crate::loose::entries(&*self.store.db()?, &self.market, &mut entries)?;
-                self.heap
-                    .extend(entries.into_iter().filter(|e| bit(e.kind) & self.mask != 0));
+                let kinds: Vec<u8> = self.cursors.iter().map(|c| c.kind).collect();
+                self.loose
+                    .extend(entries.into_iter().filter(|e| kinds.contains(&e.kind)));
             }
         }
-        loop {
-            let next = self.next_run()?;
-            // Every run not read yet ends at or before `next`'s end.
-            if let Some(top) = self.heap.peek() {
-                if next.is_none_or(|n| top.created_at_ms > n.end) {
-                    let e = self.heap.pop().expect("peeked");
-                    return Ok(Some((e.created_at_ms, e.id, e.kind)));
-                }
-            }
-            let Some(run) = next else {
-                return Ok(None);
-            };
-            self.below = Some(run);
-            let k = key(
-                MARKET,
-                &[&self.market.0, &run.start.to_be_bytes(), &run.first.0],
-            );
-            if let Some(v) = self.store.db()?.get(&k)? {
-                let mut entries = Vec::new();
-                market::decode(&k, &v, &mut entries)?;
-                self.heap
-                    .extend(entries.into_iter().filter(|e| bit(e.kind) & self.mask != 0));
+        for c in &mut self.cursors {
+            if c.read.is_empty() && !c.end {
+                let from = From::Before(c.below.map(|b| rec(&self.market, &b)));
+                let page = self.store.market_page(&self.market, c.kind, from, PAGE)?;
+                c.end = page.len() < PAGE;
+                c.below = page.last().copied().or(c.below);
+                c.read.extend(page);
             }
         }
+        let newest = self
+            .cursors
+            .iter_mut()
+            .filter_map(|c| c.read.front().copied().map(|e| (e, c)))
+            .max_by_key(|(e, _)| *e);
+        let e = match (newest, self.loose.peek()) {
+            (Some((e, _)), Some(l)) if *l > e => self.loose.pop(),
+            (Some((_, c)), _) => c.read.pop_front(),
+            (None, _) => self.loose.pop(),
+        };
+        Ok(e.map(|e| (e.created_at_ms, e.id, e.kind)))
     }
 }
 
 impl Iterator for Newest<'_> {
-    type Item = Result<(u64, Id, u8), StoreError>;
+    type Item = Result<(u64, passalong_protocol::Id, u8), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

@@ -97,8 +97,6 @@ pub(crate) struct Shipment {
     pub orders: Vec<(OrderKey, Id)>,
     /// Orders whose counted receipt changed, applied in order once the writes are in.
     pub counted: Vec<(OrderKey, Id)>,
-    /// The market index runs written (for `newest`).
-    pub runs: Vec<crate::newest::RunInfo>,
     /// Invalid ids deleted (see [`InvalidIds::forget`]).
     pub forgotten: Vec<Id>,
     /// Valid attestations deleted (loose ones over budget).
@@ -702,9 +700,8 @@ impl<'a> Txn<'a> {
             prefix: char::from(HOP),
             detail: "a hop record written does not decode".into(),
         })?;
-        let mut runs = Vec::new();
         for (k, v) in crate::market::runs(std::mem::take(&mut self.unshipped_market)) {
-            runs.push(crate::newest::info(&k, &v)?);
+            touched.push(PublicKey(id_at(&k, 1)));
             writes.push((k, Some(v.into())));
         }
         let lines: BTreeMap<LineKey, Sums> = std::mem::take(&mut self.unshipped_lines)
@@ -717,12 +714,10 @@ impl<'a> Txn<'a> {
             orders: std::mem::take(&mut self.unshipped_orders),
             counted: std::mem::take(&mut self.unshipped_counted),
             touched: {
-                touched.extend(runs.iter().map(|r| r.market()));
                 touched.sort_unstable();
                 touched.dedup();
                 touched
             },
-            runs,
             forgotten: std::mem::take(&mut self.unshipped_forgotten),
             dropped: std::mem::take(&mut self.unshipped_dropped),
             referrals: std::mem::take(&mut self.unshipped_referrals),

@@ -31,6 +31,7 @@ use sled::IVec;
 
 use crate::envelopes::{Envelopes, Ref, REF_LEN};
 use crate::keyspace::{id_at, key, ENTRY, PAYOUT};
+use crate::market::MarketIndex;
 use crate::runs::{Found, Key, Layers, Written};
 use crate::txn::{Bytes, Entry, EntryState};
 use crate::StoreError;
@@ -146,20 +147,38 @@ fn key_of(id: &Id) -> Key {
     id.0[..16].try_into().expect("16 of 32 bytes")
 }
 
-/// Every valid attestation's record, by id (see the module docs).
-pub(crate) struct ValidSet(Layers<Option<Rec>, SLOT>);
+/// Every valid attestation's record, by id (see the module docs), and the anchored ones by
+/// market (see `market`).
+pub(crate) struct ValidSet {
+    entries: Layers<Option<Rec>, SLOT>,
+    markets: MarketIndex,
+}
+
+/// What a checkpoint wrote of the set (see [`ValidSet::write`]).
+pub(crate) struct WrittenSet {
+    entries: Written<SLOT>,
+    markets: Written<{ crate::market::VALUE }>,
+}
 
 impl ValidSet {
     /// The runs the tree lists. The journal's records come next (see [`apply`] and
     /// [`replay`]).
     pub fn load(tree: &sled::Tree, store: &Path) -> Result<ValidSet, StoreError> {
-        Ok(ValidSet(Layers::load(tree, store, RUNS, Vec::new())?))
+        Ok(ValidSet {
+            entries: Layers::load(tree, store, RUNS, Vec::new())?,
+            markets: MarketIndex::load(tree, store)?,
+        })
+    }
+
+    /// The market index.
+    pub fn markets(&self) -> &MarketIndex {
+        &self.markets
     }
 
     /// The record of `id`: `Some(None)` if it was removed (a later entry may be in the tree),
     /// `None` if the set never held it.
     pub fn get(&self, id: &Id) -> Result<Option<Option<Rec>>, StoreError> {
-        match self.0.get(&key_of(id))? {
+        match self.entries.get(&key_of(id))? {
             None => Ok(None),
             Some(Found::Recent(r)) => Ok(Some(*r)),
             Some(Found::Stored(slot)) => of_slot(&slot)
@@ -191,16 +210,21 @@ impl ValidSet {
     fn replace(&mut self, id: &Id, r: Option<Rec>) -> Result<Option<Rec>, StoreError> {
         let old = self.get(id)?.flatten();
         if r.is_some() || old.is_some() {
-            self.0.set(key_of(id), r);
+            self.entries.set(key_of(id), r);
         }
         Ok(old)
     }
 
-    /// Writes the records since the last checkpoint as a run, with the new run list, into
-    /// `batch` (a checkpoint's); [`ValidSet::written`] once the batch is on disk.
-    pub fn write(&self, batch: &mut sled::Batch) -> Result<Written<SLOT>, StoreError> {
+    /// Writes the records since the last checkpoint as runs (entries and market index), with
+    /// the new run lists, into `batch` (a checkpoint's); [`ValidSet::written`] once the batch
+    /// is on disk.
+    pub fn write(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+    ) -> Result<WrittenSet, StoreError> {
         let mut bad = None;
-        let w = self.0.write(
+        let entries = self.entries.write(
             |r| {
                 slot_of(r.as_ref()).unwrap_or_else(|e| {
                     bad.get_or_insert(e);
@@ -209,15 +233,24 @@ impl ValidSet {
             },
             batch,
         )?;
-        match bad {
-            None => Ok(w),
-            Some(e) => Err(e),
+        if let Some(e) = bad {
+            return Err(e);
         }
+        Ok(WrittenSet {
+            entries,
+            markets: self.markets.write(tree, batch)?,
+        })
     }
 
     /// The batch of [`ValidSet::write`] is on disk: the records it holds leave memory.
-    pub fn written(&mut self, w: Written<SLOT>) {
-        self.0.written(w);
+    pub fn written(&mut self, w: WrittenSet) {
+        self.entries.written(w.entries);
+        self.markets.written(w.markets);
+    }
+
+    /// Whether a store before format 16 still has its market index in the tree.
+    pub fn in_tree(&self) -> bool {
+        self.markets.in_tree()
     }
 
     /// Every record (the newest of each id), for a full scan.
@@ -225,7 +258,7 @@ impl ValidSet {
         &self,
         mut f: impl FnMut(Rec) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.0.for_each(|found| {
+        self.entries.for_each(|found| {
             let r = match found {
                 Found::Recent(r) => *r,
                 Found::Stored(slot) => {
@@ -238,7 +271,7 @@ impl ValidSet {
 
     /// Bytes in memory: the runs' filters and indexes, the records since the checkpoint.
     pub fn memory(&self) -> usize {
-        self.0.memory()
+        self.entries.memory() + self.markets.memory()
     }
 }
 
@@ -310,7 +343,7 @@ pub(crate) fn apply(
 ) -> Result<Done, StoreError> {
     let found = changes(writes);
     if found.is_empty() {
-        return Ok(Vec::new());
+        return index(tree, set, writes);
     }
     let fresh: Vec<(&Id, &[u8])> = found
         .iter()
@@ -369,7 +402,22 @@ pub(crate) fn apply(
             tree.remove(key(PAYOUT, &[&c.id.0]))?;
         }
     }
+    // What a market lists, a reader finds: the index comes after the entries.
+    done.extend(index(tree, set, writes)?);
+    done.sort_unstable();
     Ok(done)
+}
+
+/// The market index's part of [`apply`].
+fn index(
+    tree: &sled::Tree,
+    set: &RwLock<ValidSet>,
+    writes: &[crate::commit::redo::Write],
+) -> Result<Done, StoreError> {
+    set.write()
+        .unwrap_or_else(|p| p.into_inner())
+        .markets
+        .apply(tree, writes)
 }
 
 /// A shipment the tree already has, replayed at open: its valid entries' records, their
@@ -380,6 +428,7 @@ pub(crate) fn replay(
     logged: &HashMap<Id, Ref>,
     writes: &[crate::commit::redo::Write],
 ) -> Result<(), StoreError> {
+    set.markets.replay(writes)?;
     for c in changes(writes) {
         match c.entry {
             None => {
@@ -524,7 +573,7 @@ mod tests {
         };
         check(&set.read().unwrap());
         let mut batch = sled::Batch::default();
-        let w = set.read().unwrap().write(&mut batch).unwrap();
+        let w = set.read().unwrap().write(&db, &mut batch).unwrap();
         db.apply_batch(batch).unwrap();
         set.write().unwrap().written(w);
         check(&set.read().unwrap());

@@ -122,10 +122,15 @@ impl Commit {
                 .hops
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
+                .in_tree()
+            || commit
+                .valid
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
                 .in_tree();
         if in_tree {
-            // An older store: its orders and hop records move to runs now, not at the next
-            // checkpoint, so that the next open does not read them all again.
+            // An older store: its orders, hop records and market index move to runs now, not
+            // at the next checkpoint, so that the next open does not read them all again.
             commit.write_book(&*commit.db()?)?;
         }
         Ok(commit)
@@ -355,7 +360,7 @@ impl Commit {
             .valid
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .write(&mut batch)?;
+            .write(db, &mut batch)?;
         // The log's records are synced before the tree names its end.
         let end = self.envelopes().sync()?.encode();
         batch.insert(envelopes::checkpoint_key(), &end);

@@ -332,7 +332,6 @@ mod tests {
             lines: BTreeMap::new(),
             orders: Vec::new(),
             counted: Vec::new(),
-            runs: Vec::new(),
             forgotten: Vec::new(),
             dropped: Vec::new(),
             referrals: Vec::new(),

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use crate::cache::IdHasher;
 use crate::keyspace::*;
 use crate::StoreError;
-pub(crate) use run::Run;
+pub(crate) use run::{Run, BLOCK};
 
 /// A record's key: 16 bytes of a blake3 hash (collisions among a billion keys: ~2^-68).
 pub(crate) type Key = [u8; 16];
@@ -60,6 +60,9 @@ pub(crate) struct Runs<const V: usize> {
     runs: Vec<Run<V>>,
     /// The number of the next run.
     next: u64,
+    /// Records are sorted by key and value, and a key may have several (see
+    /// [`Runs::load_records`]); otherwise by key, one per key.
+    whole: bool,
 }
 
 /// What a checkpoint wrote of a set (see [`Runs::write`]).
@@ -91,6 +94,7 @@ impl<const V: usize> Runs<V> {
             dir,
             runs: Vec::new(),
             next: 0,
+            whole: false,
         };
         let listed = match tree.get(set.list_key())? {
             None => Vec::new(),
@@ -135,6 +139,25 @@ impl<const V: usize> Runs<V> {
             set.runs.push(run);
         }
         Ok(set)
+    }
+
+    /// The runs of set `name` whose records are sorted whole (key, then value): a set of
+    /// records rather than a map, where a key may have several values and merging keeps each
+    /// distinct record once. Read by position ([`Run::position`]), not by key.
+    pub fn load_records(
+        tree: &sled::Tree,
+        store: &Path,
+        name: &'static str,
+    ) -> Result<Runs<V>, StoreError> {
+        Ok(Runs {
+            whole: true,
+            ..Runs::load(tree, store, name)?
+        })
+    }
+
+    /// The runs, oldest first.
+    pub fn runs(&self) -> &[Run<V>] {
+        &self.runs
     }
 
     /// The value of `k` in the newest run that holds it.
@@ -214,7 +237,7 @@ impl<const V: usize> Runs<V> {
                 .rev()
                 .map(|r| r.records())
                 .collect::<Result<Vec<_>, _>>()?;
-            let run = Run::write(&self.dir, w.next, expected, Merge::new(sources))?;
+            let run = Run::write(&self.dir, w.next, expected, Merge::new(sources, self.whole))?;
             w.next += 1;
             w.merged.extend(seqs);
             w.added.push(run);
@@ -352,7 +375,7 @@ impl<T, const V: usize> Layers<T, V> {
             sources.push(Box::new(run.records()?));
         }
         sources.push(Box::new(self.legacy.iter().copied().map(Ok)));
-        for r in Merge::new(sources) {
+        for r in Merge::new(sources, false) {
             let (k, v) = r?;
             if !self.recent.contains_key(&k) {
                 f(Found::Stored(v))?;
@@ -422,20 +445,22 @@ fn remove_unlisted(dir: &Path, listed: &[(u64, u64)]) -> Result<(), StoreError> 
 }
 
 /// Sorted runs merged into one sorted stream; of records with one key, the first source's
-/// (the newest run's) wins.
+/// (the newest run's) wins; or, `whole`, sorted by key and value, each distinct record once.
 struct Merge<I, const V: usize> {
     sources: Vec<I>,
     heads: Vec<Option<(Key, [u8; V])>>,
+    whole: bool,
     started: bool,
     failed: bool,
 }
 
 impl<I: Iterator<Item = Result<(Key, [u8; V]), StoreError>>, const V: usize> Merge<I, V> {
-    fn new(sources: Vec<I>) -> Merge<I, V> {
+    fn new(sources: Vec<I>, whole: bool) -> Merge<I, V> {
         let heads = vec![None; sources.len()];
         Merge {
             sources,
             heads,
+            whole,
             started: false,
             failed: false,
         }
@@ -465,11 +490,16 @@ impl<I: Iterator<Item = Result<(Key, [u8; V]), StoreError>>, const V: usize> Ite
                 }
             }
         }
-        let k = self.heads.iter().flatten().map(|(k, _)| *k).min()?;
+        let (k, least) = if self.whole {
+            let (k, v) = self.heads.iter().flatten().min()?;
+            (*k, Some(*v))
+        } else {
+            (self.heads.iter().flatten().map(|(k, _)| *k).min()?, None)
+        };
         let mut first: Option<[u8; V]> = None;
         for i in 0..self.heads.len() {
             if let Some((hk, v)) = self.heads[i] {
-                if hk == k {
+                if hk == k && least.is_none_or(|l| l == v) {
                     first.get_or_insert(v);
                     if let Err(e) = self.advance(i) {
                         self.failed = true;
@@ -588,7 +618,7 @@ mod tests {
         a.sort_unstable();
         let mut b = vec![(k(1), [3; 8]), (k(3), [9; 8])];
         b.sort_unstable();
-        let merged: Vec<_> = Merge::new(vec![a.into_iter().map(Ok), b.into_iter().map(Ok)])
+        let merged: Vec<_> = Merge::new(vec![a.into_iter().map(Ok), b.into_iter().map(Ok)], false)
             .map(Result::unwrap)
             .collect();
         let mut want = vec![(k(1), [5; 8]), (k(2), [2; 8]), (k(3), [9; 8])];

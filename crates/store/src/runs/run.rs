@@ -136,7 +136,7 @@ impl<const V: usize> Run<V> {
         let record = Self::RECORD;
         for r in records {
             let (k, v) = r?;
-            debug_assert!(last.is_none_or(|l| l < k), "a run's records are sorted");
+            debug_assert!(last.is_none_or(|l| l <= k), "a run's records are sorted");
             last = Some(k);
             if n == Self::PER_BLOCK {
                 flush(&mut block, n, &mut out).map_err(io)?;
@@ -271,6 +271,65 @@ impl<const V: usize> Run<V> {
             }
         }
         Ok(None)
+    }
+
+    /// Block `b`, read and checked, with the number of records it holds.
+    pub fn block(&self, b: usize) -> Result<(Box<[u8; BLOCK]>, usize), StoreError> {
+        let mut block = Box::new([0u8; BLOCK]);
+        self.file
+            .read_exact_at(&mut block[..], (b * BLOCK) as u64)
+            .map_err(io)?;
+        let n = self.checked(&block[..], b)?;
+        Ok((block, n))
+    }
+
+    /// Record `i` of a block (key ‖ value).
+    pub fn record(block: &[u8], i: usize) -> &[u8] {
+        &block[i * Self::RECORD..(i + 1) * Self::RECORD]
+    }
+
+    /// For a run sorted by whole record (see `Runs::load_records`): how many of its records
+    /// are smaller than `t` (key ‖ value, or a prefix of one), which is also where `t` would
+    /// go. Every block but the last is full, so a position is a block and a place in it. The
+    /// index narrows it to the blocks that start with `t`'s key; those are read.
+    pub fn position(&self, t: &[u8]) -> Result<u64, StoreError> {
+        // A shorter `t` as a key: zero-padded (records that start with it are larger).
+        let mut padded = [0u8; 16];
+        let n = t.len().min(16);
+        padded[..n].copy_from_slice(&t[..n]);
+        let tk = number(&padded);
+        // The last block starting below `t`'s key holds smaller records; blocks from `hi`
+        // on start above it.
+        let mut lo = self.index.partition_point(|&f| f < tk).saturating_sub(1);
+        let mut hi = self.index.partition_point(|&f| f <= tk);
+        if hi == 0 {
+            return Ok(0);
+        }
+        // The last block whose first record is below `t`: blocks [lo, hi) are read.
+        let mut last: Option<(usize, Box<[u8; BLOCK]>, usize)> = None;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (block, n) = self.block(mid)?;
+            if Self::record(&block[..], 0) < t {
+                last = Some((mid, block, n));
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let Some((b, block, n)) = last else {
+            return Ok(0);
+        };
+        let (mut a, mut z) = (0, n);
+        while a < z {
+            let mid = (a + z) / 2;
+            if Self::record(&block[..], mid) < t {
+                a = mid + 1;
+            } else {
+                z = mid;
+            }
+        }
+        Ok((b * Self::PER_BLOCK + a) as u64)
     }
 
     /// The number of records in block `b`, read as `block`, once checked.
@@ -448,6 +507,37 @@ mod tests {
         assert!(is_damage(run.get(&in_block_1).err().unwrap()));
         assert!(run.get(&want[0].0).unwrap().is_some());
         assert!(run.records().unwrap().any(|r| r.is_err()));
+    }
+
+    /// Records sorted whole, many sharing a key: the position of any record or prefix is
+    /// the number of records below it.
+    #[test]
+    fn positions_count_the_records_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recs: Vec<(Key, [u8; 32])> = records::<32>(2000)
+            .into_iter()
+            .map(|(k, v)| {
+                // Few distinct keys: a key's records span blocks.
+                let mut key = [0u8; 16];
+                key[..2].copy_from_slice(&k[..2]);
+                key[15] = k[15] % 3;
+                (key, v)
+            })
+            .collect();
+        recs.sort_unstable();
+        let run = Orders::write(dir.path(), 1, 0, recs.iter().cloned().map(Ok)).unwrap();
+        let whole = |r: &(Key, [u8; 32])| [&r.0[..], &r.1[..]].concat();
+        let all: Vec<Vec<u8>> = recs.iter().map(whole).collect();
+        for t in all
+            .iter()
+            .step_by(7)
+            .chain([vec![0u8; 48], vec![0xff; 48]].iter())
+        {
+            for len in [1, 2, 16, 20, 48] {
+                let want = all.partition_point(|r| r[..] < t[..len]) as u64;
+                assert_eq!(run.position(&t[..len]).unwrap(), want, "length {len}");
+            }
+        }
     }
 
     #[test]
