@@ -2,9 +2,10 @@
 //! need, and each seller's ledger kept up to date as attestations arrive.
 //!
 //! Everything lives in one sled tree (see [`keyspace`]), with a journal file beside it, and
-//! four sets of files the tree names: the receipts' orders, the referrals' hop records and the
-//! valid attestations' entries in sorted runs (`runs`, `valid`), and the valid attestations'
-//! envelopes in an append-only log (`envelopes`). An
+//! five sets of files the tree names: the receipts' orders, the referrals' hop records, the
+//! valid attestations' entries and the markets' index of them in sorted runs (`runs`,
+//! `valid`, `market`), and the valid attestations' envelopes in an append-only log
+//! (`envelopes`). An
 //! [`Store::ingest`] call checks its envelopes (batch signature verification, on helper
 //! threads), runs the protocol's rules against the store, buffers every write, and applies
 //! them in **atomic shipments** before it returns: each is appended to the journal and synced
@@ -49,9 +50,10 @@
 //! - **Valid entries** leave the tree as their shipment is written: the record (fact, payout
 //!   kind, envelope reference) is kept in memory first, then the tree's key is removed, so a
 //!   reader finds the entry in one place or the other. Until the next checkpoint the journal
-//!   holds them; opening replays them from it (`valid`).
-//! - **Checkpoints** write the receipts' orders, the referrals' hop records and the valid
-//!   entries changed since the last one as run files (synced, see `runs`) and sync the
+//!   holds them; opening replays them from it (`valid`). A shipment's market index runs go
+//!   to memory likewise, after its entries (`market`).
+//! - **Checkpoints** write the receipts' orders, the referrals' hop records, the valid
+//!   entries and the market index records added since the last one as run files (synced, see `runs`) and sync the
 //!   envelope log, then write the
 //!   ledger lines, the run lists and the log's end in one sled batch with the journal's next
 //!   record number, flush, empty the journal file and reopen the tree; the data dir stays

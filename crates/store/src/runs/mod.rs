@@ -1,7 +1,8 @@
 //! Sorted runs on disk for what the store must look up on every ingest but cannot keep whole
 //! in memory nor afford as sled keys (each sled read of a cold region decodes a leaf, and a
-//! 10M-attestation tree is far larger than its cache): the receipts' orders (`orders`) and the
-//! referrals' hop records (`hops`).
+//! 10M-attestation tree is far larger than its cache): the receipts' orders (`orders`), the
+//! referrals' hop records (`hops`), the valid entries (`valid`); and, as a set of records
+//! rather than a map, the market index (`market`, see [`Runs::load_records`]).
 //!
 //! A set keeps (16-byte key, `V`-byte value) records in [`Run`] files under `<store>/<name>/`,
 //! each sorted and never changed, with a filter and a block index in memory (~1.4 bytes per
@@ -155,6 +156,15 @@ impl<const V: usize> Runs<V> {
         })
     }
 
+    /// The keys a run of `records` sizes its filter for: none for a set read by position.
+    fn filter_keys(&self, records: usize) -> usize {
+        if self.whole {
+            0
+        } else {
+            records
+        }
+    }
+
     /// The runs, oldest first.
     pub fn runs(&self) -> &[Run<V>] {
         &self.runs
@@ -209,7 +219,7 @@ impl<const V: usize> Runs<V> {
             let run = Run::write(
                 &self.dir,
                 w.next,
-                records.len(),
+                self.filter_keys(records.len()),
                 records.into_iter().map(Ok),
             )?;
             w.next += 1;
@@ -229,7 +239,7 @@ impl<const V: usize> Runs<V> {
                 break;
             }
             let full = &live[live.len() - FAN_IN..];
-            let expected = full.iter().map(|r| r.len as usize).sum();
+            let expected = self.filter_keys(full.iter().map(|r| r.len as usize).sum());
             let seqs: Vec<u64> = full.iter().map(|r| r.seq).collect();
             // Newest first: the first source holding a key wins.
             let sources = full

@@ -85,7 +85,8 @@ impl<const V: usize> Run<V> {
     /// Records per block.
     pub const PER_BLOCK: usize = (BLOCK - BLOCK_TAIL) / Self::RECORD;
 
-    /// Writes `records` (sorted by key, one per key, at most `expected` of them) as run `seq`
+    /// Writes `records` (sorted by key, one per key, or sorted whole; its filter sized for
+    /// `expected` keys: 0 for a set read by position, which has no use for one) as run `seq`
     /// in `dir`: to a temporary file, synced, renamed, and the directory synced, so that the
     /// run is whole on disk before a checkpoint names it.
     pub fn write(
