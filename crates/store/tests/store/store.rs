@@ -287,11 +287,21 @@ fn a_format_2_store_is_upgraded_in_place() {
     );
 }
 
-/// Format 3 kept one market index key per attestation; format 4 keeps runs, and a key of
-/// format 3 reads as a run of one: the store opens, is marked with the current format, and
-/// lists its markets whole and in time order, before and after large calls add runs.
+/// Format 3 kept one market index key per attestation; formats 4 to 15 kept runs in the tree,
+/// where a key of format 3 reads as a run of one; format 16 keeps the index in run files. The
+/// store opens, is marked with the current format, its index moves out of the tree, and it
+/// lists its markets whole and in time order, before and after large calls add to it.
 #[test]
 fn a_format_3_store_opens_as_the_current_format() {
+    a_store_with_its_index_in_the_tree_opens_as_the_current_format(3);
+}
+
+#[test]
+fn a_format_15_store_opens_as_the_current_format() {
+    a_store_with_its_index_in_the_tree_opens_as_the_current_format(15);
+}
+
+fn a_store_with_its_index_in_the_tree_opens_as_the_current_format(format: u32) {
     use passalong_store::keyspace::{key as skey, MARKET, META};
     let dir = tempfile::tempdir().unwrap();
     let mut atts = chain();
@@ -327,7 +337,7 @@ fn a_format_3_store_opens_as_the_current_format() {
             );
             db.insert(k, vec![a.kind() as u8]).unwrap();
         }
-        db.insert(skey(META, &[b"format"]), 3u32.to_be_bytes().to_vec())
+        db.insert(skey(META, &[b"format"]), format.to_be_bytes().to_vec())
             .unwrap();
         db.flush().unwrap();
     }
