@@ -1509,7 +1509,7 @@ impl Store {
         for kind in Kind::ALL {
             let mut from = market::From::After(None);
             loop {
-                let page = self.market_page(market, kind as u8, from, PAGE)?;
+                let page = self.with_markets(|ix| ix.page(market, kind as u8, from, PAGE))?;
                 all.extend_from_slice(&page);
                 match page.last() {
                     Some(last) if page.len() == PAGE => {
@@ -1594,12 +1594,16 @@ impl Store {
 
     /// Every seller (market key) with something stored, sorted.
     pub fn markets(&self) -> Result<Vec<PublicKey>, StoreError> {
-        Ok(self
+        Ok(self.with_markets(market::MarketIndex::markets))
+    }
+
+    /// `f` of the market index, held for reading (writers wait: hold it briefly).
+    pub(crate) fn with_markets<R>(&self, f: impl FnOnce(&market::MarketIndex) -> R) -> R {
+        f(self
             .commit
             .valid()
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .markets()
             .markets())
     }
 

@@ -221,6 +221,25 @@ impl MarketIndex {
         tree: &sled::Tree,
         writes: &[crate::commit::redo::Write],
     ) -> Result<Vec<usize>, StoreError> {
+        self.add(writes, |market| {
+            tree.insert(key(MARKET, &[&market.0]), &[])?;
+            Ok(())
+        })
+    }
+
+    /// A shipment the tree already has, replayed at open: what it indexed (its markets'
+    /// keys are in the tree).
+    pub fn replay(&mut self, writes: &[crate::commit::redo::Write]) -> Result<(), StoreError> {
+        self.add(writes, |_| Ok(())).map(drop)
+    }
+
+    /// Adds the entries of the `MARKET` runs among `writes`, `new` called first for each
+    /// market not known yet; returns those writes' positions.
+    fn add(
+        &mut self,
+        writes: &[crate::commit::redo::Write],
+        mut new: impl FnMut(&PublicKey) -> Result<(), StoreError>,
+    ) -> Result<Vec<usize>, StoreError> {
         let mut done = Vec::new();
         let mut entries = Vec::new();
         for (at, (k, v)) in writes.iter().enumerate() {
@@ -234,33 +253,13 @@ impl MarketIndex {
             decode(k, v, &mut entries)?;
             let market = PublicKey(id_at(k, 1));
             if !self.known.contains(&market) {
-                tree.insert(key(MARKET, &[&market.0]), &[])?;
+                new(&market)?;
                 self.known.insert(market);
             }
             self.recent.extend(entries.iter().map(|e| rec(&market, e)));
             done.push(at);
         }
         Ok(done)
-    }
-
-    /// A shipment the tree already has, replayed at open: what it indexed (its markets'
-    /// keys are in the tree).
-    pub fn replay(&mut self, writes: &[crate::commit::redo::Write]) -> Result<(), StoreError> {
-        let mut entries = Vec::new();
-        for (k, v) in writes {
-            let (Some(v), Some(&MARKET)) = (v, k.first()) else {
-                continue;
-            };
-            if k.len() == 33 {
-                continue;
-            }
-            entries.clear();
-            decode(k, v, &mut entries)?;
-            let market = PublicKey(id_at(k, 1));
-            self.known.insert(market);
-            self.recent.extend(entries.iter().map(|e| rec(&market, e)));
-        }
-        Ok(())
     }
 
     /// Every market with an indexed attestation, sorted.
@@ -331,56 +330,34 @@ impl MarketIndex {
         n: usize,
     ) -> Result<Vec<Indexed>, StoreError> {
         let range = Range::of(market, kind);
+        let (bound, descending) = match from {
+            From::After(a) => (a, false),
+            From::Before(b) => (b, true),
+        };
+        // Past the bound, in the page's direction.
+        let ok = |r: &&Rec| bound.is_none_or(|b| if descending { **r < b } else { **r > b });
         let mut found: Vec<Rec> = Vec::new();
-        match from {
-            From::After(after) => {
-                let ok = |r: &Rec| after.is_none_or(|a| *r > a);
-                found.extend(self.recent_range(&range).filter(|r| ok(r)).take(n));
-                found.extend(
-                    sorted_range(&self.legacy, &range)
-                        .iter()
-                        .filter(|r| range.holds(&r[..]) && ok(r))
-                        .take(n),
-                );
-                for run in self.runs.runs() {
-                    read(
-                        run,
-                        &range,
-                        after.as_ref().map(|a| &a[..]),
-                        n,
-                        false,
-                        &mut found,
-                    )?;
-                }
-                found.sort_unstable();
-                found.dedup();
-                found.truncate(n);
-            }
-            From::Before(before) => {
-                let ok = |r: &Rec| before.is_none_or(|b| *r < b);
-                found.extend(self.recent_range(&range).rev().filter(|r| ok(r)).take(n));
-                found.extend(
-                    sorted_range(&self.legacy, &range)
-                        .iter()
-                        .rev()
-                        .filter(|r| range.holds(&r[..]) && ok(r))
-                        .take(n),
-                );
-                for run in self.runs.runs() {
-                    read(
-                        run,
-                        &range,
-                        before.as_ref().map(|b| &b[..]),
-                        n,
-                        true,
-                        &mut found,
-                    )?;
-                }
-                found.sort_unstable_by(|a, b| b.cmp(a));
-                found.dedup();
-                found.truncate(n);
-            }
+        let legacy = sorted_range(&self.legacy, &range)
+            .iter()
+            .filter(|r| range.holds(&r[..]));
+        if descending {
+            found.extend(self.recent_range(&range).rev().filter(ok).take(n));
+            found.extend(legacy.rev().filter(ok).take(n));
+        } else {
+            found.extend(self.recent_range(&range).filter(ok).take(n));
+            found.extend(legacy.filter(ok).take(n));
         }
+        let bound = bound.as_ref().map(|b| &b[..]);
+        for run in self.runs.runs() {
+            read(run, &range, bound, n, descending, &mut found)?;
+        }
+        if descending {
+            found.sort_unstable_by(|a, b| b.cmp(a));
+        } else {
+            found.sort_unstable();
+        }
+        found.dedup();
+        found.truncate(n);
         Ok(found.iter().map(|r| unrec(r).1).collect())
     }
 

@@ -59,31 +59,9 @@ impl Store {
 
     /// How many valid attestations of `kind` a market holds (loose ones too, see `loose`).
     pub fn market_count(&self, market: &PublicKey, kind: Kind) -> Result<u64, StoreError> {
-        let anchored = self
-            .commit
-            .valid()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .markets()
-            .count(market, kind as u8)?;
+        let anchored = self.with_markets(|ix| ix.count(market, kind as u8))?;
         let loose = crate::loose::market_count(&*self.db()?, market, kind)?;
         Ok(anchored + loose)
-    }
-
-    /// Up to `n` of a market's indexed attestations of `kind`, from where `from` says.
-    pub(crate) fn market_page(
-        &self,
-        market: &PublicKey,
-        kind: u8,
-        from: From,
-        n: usize,
-    ) -> Result<Vec<Indexed>, StoreError> {
-        self.commit
-            .valid()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .markets()
-            .page(market, kind, from, n)
     }
 }
 
@@ -115,7 +93,9 @@ impl Newest<'_> {
         for c in &mut self.cursors {
             if c.read.is_empty() && !c.end {
                 let from = From::Before(c.below.map(|b| rec(&self.market, &b)));
-                let page = self.store.market_page(&self.market, c.kind, from, PAGE)?;
+                let page = self
+                    .store
+                    .with_markets(|ix| ix.page(&self.market, c.kind, from, PAGE))?;
                 c.end = page.len() < PAGE;
                 c.below = page.last().copied().or(c.below);
                 c.read.extend(page);

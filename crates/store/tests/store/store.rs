@@ -292,15 +292,13 @@ fn a_format_2_store_is_upgraded_in_place() {
 /// store opens, is marked with the current format, its index moves out of the tree, and it
 /// lists its markets whole and in time order, before and after large calls add to it.
 #[test]
-fn a_format_3_store_opens_as_the_current_format() {
-    a_store_with_its_index_in_the_tree_opens_as_the_current_format(3);
+fn stores_of_format_3_and_15_open_as_the_current_format() {
+    for format in [3u32, 15] {
+        a_store_with_its_index_in_the_tree_opens_as_the_current_format(format);
+    }
 }
 
-#[test]
-fn a_format_15_store_opens_as_the_current_format() {
-    a_store_with_its_index_in_the_tree_opens_as_the_current_format(15);
-}
-
+#[allow(clippy::unwrap_used)] // a test's body, called once per format
 fn a_store_with_its_index_in_the_tree_opens_as_the_current_format(format: u32) {
     use passalong_store::keyspace::{key as skey, MARKET, META};
     let dir = tempfile::tempdir().unwrap();
