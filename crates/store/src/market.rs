@@ -178,9 +178,10 @@ pub(crate) struct MarketIndex {
     runs: Runs<VALUE>,
     /// Records since the last checkpoint.
     recent: BTreeSet<Rec>,
-    /// A store before format 16: the records of its tree's runs, sorted, until the first
-    /// checkpoint writes them as the oldest run and drops the tree's keys.
-    legacy: Vec<Rec>,
+    /// A store before format 16: the records of its tree's runs, sorted (as key and value),
+    /// until the checkpoint that opening it takes (`Commit::open`) writes them as the oldest
+    /// run and drops the tree's keys. Nothing reads the index before that.
+    legacy: Vec<(Key, [u8; VALUE])>,
     /// Markets with a record: the tree's `MARKET ‖ market` keys.
     known: BTreeSet<PublicKey>,
 }
@@ -199,7 +200,7 @@ impl MarketIndex {
             if k.len() != 33 {
                 entries.clear();
                 decode(&k, &v, &mut entries)?;
-                legacy.extend(entries.iter().map(|e| rec(&market, e)));
+                legacy.extend(entries.iter().map(|e| split(&rec(&market, e))));
             }
             known.insert(market);
         }
@@ -284,7 +285,7 @@ impl MarketIndex {
     /// alone, without reading their records (unless another market shares its prefix).
     pub fn count(&self, market: &PublicKey, kind: u8) -> Result<u64, StoreError> {
         let range = Range::of(market, kind);
-        if self.shared(market) || !self.legacy.is_empty() {
+        if self.shared(market) {
             let mut n = 0u64;
             let mut from = From::After(None);
             loop {
@@ -337,15 +338,10 @@ impl MarketIndex {
         // Past the bound, in the page's direction.
         let ok = |r: &&Rec| bound.is_none_or(|b| if descending { **r < b } else { **r > b });
         let mut found: Vec<Rec> = Vec::new();
-        let legacy = sorted_range(&self.legacy, &range)
-            .iter()
-            .filter(|r| range.holds(&r[..]));
         if descending {
             found.extend(self.recent_range(&range).rev().filter(ok).take(n));
-            found.extend(legacy.rev().filter(ok).take(n));
         } else {
             found.extend(self.recent_range(&range).filter(ok).take(n));
-            found.extend(legacy.filter(ok).take(n));
         }
         let bound = bound.as_ref().map(|b| &b[..]);
         for run in self.runs.runs() {
@@ -370,9 +366,8 @@ impl MarketIndex {
         tree: &sled::Tree,
         batch: &mut sled::Batch,
     ) -> Result<Written<VALUE>, StoreError> {
-        let legacy = self.legacy.iter().map(split).collect();
-        let recent = self.recent.iter().map(split).collect();
-        let w = self.runs.write(vec![legacy, recent], batch)?;
+        let recent: Vec<_> = self.recent.iter().map(split).collect();
+        let w = self.runs.write(&[&self.legacy, &recent], batch)?;
         if !self.legacy.is_empty() {
             for kv in tree.scan_prefix([MARKET]) {
                 let (k, _) = kv?;
@@ -409,16 +404,6 @@ impl MarketIndex {
     pub fn run_count(&self) -> usize {
         self.runs.runs().len()
     }
-}
-
-/// The part of sorted `recs` in `range`'s prefix (other markets sharing it included).
-fn sorted_range<'a>(recs: &'a [Rec], range: &Range) -> &'a [Rec] {
-    let lo = recs.partition_point(|r| r[..8] < range.lo[..]);
-    let hi = match range.hi {
-        Some(h) => recs.partition_point(|r| r[..8] < h[..]),
-        None => recs.len(),
-    };
-    &recs[lo..hi.max(lo)]
 }
 
 /// Where `range`'s prefix starts and ends in `run`.
@@ -651,8 +636,8 @@ mod tests {
         assert_eq!(db.scan_prefix([MARKET]).count(), 3);
     }
 
-    /// A store before format 16 kept the index in its tree: opening reads it, the first
-    /// checkpoint writes it as a run and drops the tree's keys but the markets'.
+    /// A store before format 16 kept the index in its tree: opening reads it, and the
+    /// checkpoint it then takes writes it as a run and drops the tree's keys but the markets'.
     #[test]
     fn a_tree_index_moves_to_a_run() {
         let dir = tempfile::tempdir().unwrap();
@@ -674,8 +659,8 @@ mod tests {
         want.insert((a, e(1, 5, 3)));
         let mut ix = MarketIndex::load(&db, dir.path()).unwrap();
         assert!(ix.in_tree());
-        check(&ix, &want);
         checkpoint(&mut ix, &db);
+        check(&ix, &want);
         assert!(!ix.in_tree());
         let keys: Vec<_> = db.scan_prefix([MARKET]).map(|kv| kv.unwrap().0).collect();
         assert_eq!(keys.len(), 3);

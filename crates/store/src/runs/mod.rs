@@ -186,7 +186,7 @@ impl<const V: usize> Runs<V> {
     /// an error, what it wrote is removed.
     pub fn write(
         &self,
-        fresh: Vec<Vec<(Key, [u8; V])>>,
+        fresh: &[&[(Key, [u8; V])]],
         batch: &mut sled::Batch,
     ) -> Result<Written<V>, StoreError> {
         let mut w = Written {
@@ -206,11 +206,11 @@ impl<const V: usize> Runs<V> {
 
     fn write_into(
         &self,
-        fresh: Vec<Vec<(Key, [u8; V])>>,
+        fresh: &[&[(Key, [u8; V])]],
         batch: &mut sled::Batch,
         w: &mut Written<V>,
     ) -> Result<(), StoreError> {
-        let fresh: Vec<_> = fresh.into_iter().filter(|f| !f.is_empty()).collect();
+        let fresh: Vec<_> = fresh.iter().filter(|f| !f.is_empty()).collect();
         if fresh.is_empty() {
             return Ok(());
         }
@@ -220,7 +220,7 @@ impl<const V: usize> Runs<V> {
                 &self.dir,
                 w.next,
                 self.filter_keys(records.len()),
-                records.into_iter().map(Ok),
+                records.iter().copied().map(Ok),
             )?;
             w.next += 1;
             w.added.push(run);
@@ -362,7 +362,7 @@ impl<T, const V: usize> Layers<T, V> {
         let mut recent: Vec<(Key, [u8; V])> =
             self.recent.iter().map(|(k, t)| (*k, encode(t))).collect();
         recent.sort_unstable_by_key(|r| r.0);
-        self.runs.write(vec![self.legacy.clone(), recent], batch)
+        self.runs.write(&[&self.legacy, &recent], batch)
     }
 
     /// The batch of [`Layers::write`] is on disk: the changes it holds leave memory.
@@ -536,7 +536,8 @@ mod tests {
     /// A checkpoint, as far as the set goes.
     fn checkpoint(s: &mut Runs<8>, db: &sled::Db, fresh: Vec<Vec<(Key, [u8; 8])>>) {
         let mut batch = sled::Batch::default();
-        let w = s.write(fresh, &mut batch).unwrap();
+        let fresh: Vec<&[(Key, [u8; 8])]> = fresh.iter().map(Vec::as_slice).collect();
+        let w = s.write(&fresh, &mut batch).unwrap();
         db.apply_batch(batch).unwrap();
         s.written(w);
     }
@@ -595,7 +596,7 @@ mod tests {
         checkpoint(&mut s, &db, vec![vec![(k(1), [1; 8])]]);
         // A checkpoint cut short: its run written, its batch never applied.
         let mut batch = sled::Batch::default();
-        let _lost = s.write(vec![vec![(k(2), [2; 8])]], &mut batch).unwrap();
+        let _lost = s.write(&[&[(k(2), [2; 8])]], &mut batch).unwrap();
         std::fs::write(dir.path().join("set").join("x.run.tmp"), b"partial").unwrap();
         assert_eq!(files(dir.path()).len(), 3);
         let back: Runs<8> = Runs::load(&db, dir.path(), "set").unwrap();
