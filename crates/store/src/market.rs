@@ -191,13 +191,17 @@ impl MarketIndex {
     /// before format 16). The journal's records come next ([`MarketIndex::apply`],
     /// [`MarketIndex::replay`]).
     pub fn load(tree: &sled::Tree, store: &Path) -> Result<MarketIndex, StoreError> {
+        let runs = Runs::load_records(tree, store, RUNS)?;
+        // Once a store's runs are listed, runs left in its tree were moved already (see
+        // [`MarketIndex::remove_moved`]).
+        let moved = !runs.runs().is_empty();
         let mut known = BTreeSet::new();
         let mut legacy = Vec::new();
         let mut entries = Vec::new();
         for kv in tree.scan_prefix([MARKET]) {
             let (k, v) = kv?;
             let market = PublicKey(id_at(&k, 1));
-            if k.len() != 33 {
+            if k.len() != 33 && !moved {
                 entries.clear();
                 decode(&k, &v, &mut entries)?;
                 legacy.extend(entries.iter().map(|e| split(&rec(&market, e))));
@@ -207,7 +211,7 @@ impl MarketIndex {
         legacy.sort_unstable();
         legacy.dedup();
         Ok(MarketIndex {
-            runs: Runs::load_records(tree, store, RUNS)?,
+            runs,
             recent: BTreeSet::new(),
             legacy,
             known,
@@ -358,28 +362,40 @@ impl MarketIndex {
     }
 
     /// Writes the records since the last checkpoint (and a store's before format 16, as the
-    /// oldest run) as runs, with the new run list, into `batch` (a checkpoint's, which then
-    /// also drops the tree's runs of such a store). [`MarketIndex::written`] once the batch
-    /// is on disk.
-    pub fn write(
-        &self,
-        tree: &sled::Tree,
-        batch: &mut sled::Batch,
-    ) -> Result<Written<VALUE>, StoreError> {
+    /// oldest run, with its markets' keys) as runs, with the new run list, into `batch` (a
+    /// checkpoint's; [`MarketIndex::remove_moved`] then drops the tree's runs of such a
+    /// store). [`MarketIndex::written`] once the batch is on disk.
+    pub fn write(&self, batch: &mut sled::Batch) -> Result<Written<VALUE>, StoreError> {
         let recent: Vec<_> = self.recent.iter().map(split).collect();
         let w = self.runs.write(&[&self.legacy, &recent], batch)?;
         if !self.legacy.is_empty() {
-            for kv in tree.scan_prefix([MARKET]) {
-                let (k, _) = kv?;
-                if k.len() != 33 {
-                    batch.remove(k);
-                }
-            }
             for m in &self.known {
                 batch.insert(key(MARKET, &[&m.0]), &[]);
             }
         }
         Ok(w)
+    }
+
+    /// Removes the runs a store before format 16 kept in its tree, once they are in a run
+    /// file: a key at a time (a batch of a million removals held sled for most of a minute
+    /// and 8 GB of memory at 10M), from the open that moved them or, cut short, the next.
+    /// Nothing to do (a scan of the markets' keys) in a store of format 16.
+    pub fn remove_moved(&self, tree: &sled::Tree) -> Result<(), StoreError> {
+        if self.runs.runs().is_empty() || !self.legacy.is_empty() {
+            return Ok(());
+        }
+        let mut removed = false;
+        for kv in tree.scan_prefix([MARKET]) {
+            let (k, _) = kv?;
+            if k.len() != 33 {
+                tree.remove(k)?;
+                removed = true;
+            }
+        }
+        if removed {
+            tree.flush()?;
+        }
+        Ok(())
     }
 
     /// The batch of [`MarketIndex::write`] is on disk: the records it holds leave memory.
@@ -538,7 +554,7 @@ mod tests {
 
     fn checkpoint(ix: &mut MarketIndex, db: &sled::Db) {
         let mut batch = sled::Batch::default();
-        let w = ix.write(db, &mut batch).unwrap();
+        let w = ix.write(&mut batch).unwrap();
         db.apply_batch(batch).unwrap();
         ix.written(w);
     }
@@ -662,6 +678,11 @@ mod tests {
         checkpoint(&mut ix, &db);
         check(&ix, &want);
         assert!(!ix.in_tree());
+        // Cut short before its runs left the tree: the next load does not read them again.
+        let back = MarketIndex::load(&db, dir.path()).unwrap();
+        assert!(!back.in_tree());
+        check(&back, &want);
+        back.remove_moved(&db).unwrap();
         let keys: Vec<_> = db.scan_prefix([MARKET]).map(|kv| kv.unwrap().0).collect();
         assert_eq!(keys.len(), 3);
         assert!(keys.iter().all(|k| k.len() == 33));

@@ -218,11 +218,7 @@ impl ValidSet {
     /// Writes the records since the last checkpoint as runs (entries and market index), with
     /// the new run lists, into `batch` (a checkpoint's); [`ValidSet::written`] once the batch
     /// is on disk.
-    pub fn write(
-        &self,
-        tree: &sled::Tree,
-        batch: &mut sled::Batch,
-    ) -> Result<WrittenSet, StoreError> {
+    pub fn write(&self, batch: &mut sled::Batch) -> Result<WrittenSet, StoreError> {
         let mut bad = None;
         let entries = self.entries.write(
             |r| {
@@ -238,7 +234,7 @@ impl ValidSet {
         }
         Ok(WrittenSet {
             entries,
-            markets: self.markets.write(tree, batch)?,
+            markets: self.markets.write(batch)?,
         })
     }
 
@@ -573,7 +569,7 @@ mod tests {
         };
         check(&set.read().unwrap());
         let mut batch = sled::Batch::default();
-        let w = set.read().unwrap().write(&db, &mut batch).unwrap();
+        let w = set.read().unwrap().write(&mut batch).unwrap();
         db.apply_batch(batch).unwrap();
         set.write().unwrap().written(w);
         check(&set.read().unwrap());

@@ -133,6 +133,12 @@ impl Commit {
             // at the next checkpoint, so that the next open does not read them all again.
             commit.write_book(&*commit.db()?)?;
         }
+        commit
+            .valid
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .markets()
+            .remove_moved(&*commit.db()?)?;
         Ok(commit)
     }
 
@@ -360,7 +366,7 @@ impl Commit {
             .valid
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .write(db, &mut batch)?;
+            .write(&mut batch)?;
         // The log's records are synced before the tree names its end.
         let end = self.envelopes().sync()?.encode();
         batch.insert(envelopes::checkpoint_key(), &end);
