@@ -290,18 +290,8 @@ impl MarketIndex {
     pub fn count(&self, market: &PublicKey, kind: u8) -> Result<u64, StoreError> {
         let range = Range::of(market, kind);
         if self.shared(market) {
-            let mut n = 0u64;
-            let mut from = From::After(None);
-            loop {
-                let page = self.page(market, kind, from, 1 << 16)?;
-                n += page.len() as u64;
-                match page.last() {
-                    Some(last) if page.len() == 1 << 16 => {
-                        from = From::After(Some(rec(market, last)))
-                    }
-                    _ => return Ok(n),
-                }
-            }
+            let all = self.page(market, kind, From::After(None), usize::MAX)?;
+            return Ok(all.len() as u64);
         }
         let mut n = self.recent_range(&range).count() as u64;
         for run in self.runs.runs() {
