@@ -125,6 +125,13 @@ pub trait ChainView {
     /// The referral behind a handle (`None` ends the walk: a store that lost a record pays
     /// less, never panics).
     fn hop(&self, node: Self::Node) -> Option<Hop<Self::Node>>;
+    /// The referral behind a handle met past the first hop of a walk, whose `community` is
+    /// never read (only the hop nearest the buyer can pay a connector): a view may answer it
+    /// from what it keeps of a descendant, with `community: None`. [`ChainView::hop`] unless
+    /// a view does better.
+    fn hop_above(&self, node: Self::Node) -> Option<Hop<Self::Node>> {
+        self.hop(node)
+    }
     /// The earliest `created_at_ms` of a counted, unrefunded receipt of `offer` bought by `buyer`.
     fn first_purchase_ms(&self, offer: Self::Offer, buyer: &PublicKey) -> Option<u64>;
     /// The connector of a valid community.
@@ -250,7 +257,12 @@ impl<N: Copy> Chain<N> {
             if self.links.len() >= limit {
                 break;
             }
-            let Some(h) = view.hop(n) else {
+            let h = if self.links.is_empty() {
+                view.hop(n)
+            } else {
+                view.hop_above(n)
+            };
+            let Some(h) = h else {
                 break;
             };
             if h.created_at_ms > latest_ms

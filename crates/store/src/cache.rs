@@ -19,7 +19,7 @@ use crate::keyspace::*;
 /// it is removed then, and again once the deletion is applied; only committed reads are
 /// cached, never a transaction's own writes.
 ///
-/// Referrals' records (see `hops`) are kept apart, compact (~200 bytes each, not a decoded
+/// Referrals' records (see `hops`) are kept apart, compact (~500 bytes each, not a decoded
 /// envelope), and many more of them: every receipt checks its referral and walks its chain to
 /// be paid, and on a store larger than sled's cache each read from the tree pages in a leaf
 /// (on a 1M store that walk was ~40 % of ingest's instructions). They enter as they are read
@@ -162,8 +162,10 @@ impl Hasher for IdHasher {
 /// Valid attestations kept decoded per generation (the hot set: offers, communities).
 const CACHE_GEN: usize = 16_384;
 /// Referral records per generation: 7/8 of a power of two, a hash table's largest load before
-/// it doubles; at most ~2 × 65,536 slots of ~240 bytes (31 MB) when both are full.
-const REFERRALS_GEN: usize = 57_344;
+/// it doubles; at most ~2 × 32,768 slots of ~550 bytes (36 MB) when both are full. A record
+/// carries its chain's nearest hops (see `hops`), so a walk needs one record, not one per hop:
+/// half as many records as before format 17, in the same memory, serve it.
+const REFERRALS_GEN: usize = 28_672;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -268,6 +270,7 @@ mod tests {
             offer: id(0),
             recipient: None,
             depth: 2,
+            ups: crate::hops::Ups::NONE,
         };
         let fact = |id: &Id| cache.referral(id).map(|r| r.fact());
         assert_eq!(fact(&id(2)), None);

@@ -142,7 +142,7 @@ fn compute(t: &Txn<'_>, receipt: &Id) -> Option<(PayoutRec, bool)> {
     while may_change && hops.len() < p.hops().len() {
         let Some(n) = node else { break };
         hops.push(n);
-        node = t.hop(n).and_then(|h| h.parent);
+        node = t.hop_above(n).and_then(|h| h.parent);
     }
     let rec = PayoutRec {
         seller: r.seller,

@@ -185,7 +185,9 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
     (tree / 25).clamp(DEFAULT_CACHE_MIB << 20, MAX_AUTO_CACHE_MIB << 20)
 }
 
-/// The store format this build reads and writes. Version 16 keeps the market index in run
+/// The store format this build reads and writes. Version 17 keeps each referral's nearest
+/// ancestors in its hop record (see `hops`), in a set of runs of its own (`chains`): an
+/// older build would not find the records. Version 16 keeps the market index in run
 /// files beside the tree (see `market`), and one key per market in the tree: an older build
 /// would list no attestation of any market. Version 15 keeps the entries of valid
 /// attestations in run files beside the tree (see `valid`): an older build would not find
@@ -220,7 +222,7 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
 /// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
 /// lines are a checkpoint with an empty journal).
-pub const FORMAT_VERSION: u32 = 16;
+pub const FORMAT_VERSION: u32 = 17;
 
 /// The format whose stores index every valid attestation in its market's runs: opened by
 /// this build as they are (all of them anchored, see `loose`), then marked current, so that an
@@ -259,6 +261,10 @@ const WITHOUT_VALID_RUNS: u32 = 14;
 /// The format whose stores keep the market index in the tree: opened by marking the store
 /// current; the index moves to runs as the store opens (see `market`).
 const WITHOUT_MARKET_RUNS: u32 = 15;
+
+/// The format whose hop records carry no ancestors, in the `hops` runs: opened by marking
+/// the store current; the records move to the `chains` runs as the store opens (see `hops`).
+const WITHOUT_CHAINS: u32 = 16;
 
 /// Older formats this build upgrades in place when it opens them.
 const UPGRADES_FROM: [u32; 8] = [2, 3, 4, 5, 6, 7, 8, 9];
@@ -662,7 +668,8 @@ fn open_db_upgrading(path: &Path, cache_bytes: u64) -> Result<(sled::Db, Due), S
                     || v.as_ref() == WITHOUT_HOP_RUNS.to_be_bytes()
                     || v.as_ref() == WITHOUT_ENVELOPE_LOG.to_be_bytes()
                     || v.as_ref() == WITHOUT_VALID_RUNS.to_be_bytes()
-                    || v.as_ref() == WITHOUT_MARKET_RUNS.to_be_bytes() =>
+                    || v.as_ref() == WITHOUT_MARKET_RUNS.to_be_bytes()
+                    || v.as_ref() == WITHOUT_CHAINS.to_be_bytes() =>
             {
                 redo::recover(&db).map_err(|e| match e {
                     StoreError::Io(e) => open_error(path, e),

@@ -25,6 +25,7 @@ use crate::cache::{IdHasher, InvalidIds, Valid, ValidCache};
 use crate::commit::redo;
 use crate::envelopes::{Envelopes, Ref};
 use crate::error::StoreError;
+use crate::hops::Ups;
 use crate::keyspace::*;
 use crate::market::Indexed;
 use crate::orders::{OrderKey, Orders};
@@ -74,6 +75,12 @@ pub(crate) struct Txn<'a> {
     /// Referrals made valid since the last [`Txn::take_batch`]: their records enter the cache
     /// once their shipment is applied.
     unshipped_referrals: Vec<(Id, crate::hops::Rec)>,
+    /// The records of the referrals this transaction made valid (their children's ancestors
+    /// are copied from them).
+    fresh_recs: HashMap<Id, crate::hops::Rec, BuildHasherDefault<IdHasher>>,
+    /// The ancestors of the last referral whose hop a walk read (see
+    /// `ChainView::hop_above`): the walk goes on from them without a lookup each.
+    above: RefCell<Vec<(Id, Hop<Id>)>>,
     /// What this transaction stores comes through the node's own API: it is anchored (see
     /// `loose`).
     pub own: bool,
@@ -223,6 +230,8 @@ impl<'a> Txn<'a> {
             unshipped_forgotten: Vec::new(),
             unshipped_dropped: Vec::new(),
             unshipped_referrals: Vec::new(),
+            fresh_recs: HashMap::default(),
+            above: RefCell::new(Vec::new()),
             own: false,
             loose_touched: Vec::new(),
             hints,
@@ -370,6 +379,8 @@ impl<'a> Txn<'a> {
         self.del(key(ENTRY, &[&id.0]));
         self.del(key(HOP, &[&id.0]));
         self.fresh.remove(id);
+        self.fresh_recs.remove(id);
+        self.above.borrow_mut().clear();
         self.valid.remove(id);
         self.unshipped_dropped.push(*id);
     }
@@ -600,11 +611,33 @@ impl<'a> Txn<'a> {
             self.fresh.insert(att.id, Arc::new((f, att.body.clone())));
         }
         if let (Body::Referral(r), Some(f)) = (&att.body, &fact) {
-            if let Some(rec) = crate::hops::Rec::of(r, f) {
+            let ups = r.parent.map_or(Ups::NONE, |p| self.ups_of_child(&p));
+            if let Some(rec) = crate::hops::Rec::of(r, f, ups) {
                 self.put(key(HOP, &[&att.id.0]), crate::hops::encode(&rec));
                 self.unshipped_referrals.push((att.id, rec));
+                self.fresh_recs.insert(att.id, rec);
             }
         }
+    }
+
+    /// The ancestors a child of the valid referral `parent` carries: the parent's hop, then
+    /// its own ancestors when its record is at hand.
+    fn ups_of_child(&self, parent: &Id) -> Ups {
+        match self.chain_rec(parent) {
+            Some(r) => Ups::child_of(&r.hop, &r.ups),
+            None => self
+                .hop(*parent)
+                .map_or(Ups::NONE, |h| Ups::child_of(&h, &Ups::NONE)),
+        }
+    }
+
+    /// The record of a valid referral, this transaction's or committed (`None`: not one, or
+    /// one stored before format 10: read its entry).
+    fn chain_rec(&self, id: &Id) -> Option<crate::hops::Rec> {
+        self.fresh_recs
+            .get(id)
+            .copied()
+            .or_else(|| self.referral_rec(id))
     }
 
     /// Fact and body of a valid attestation.
@@ -772,11 +805,24 @@ impl ChainView for Txn<'_> {
     type Offer = Id;
 
     fn hop(&self, node: Id) -> Option<Hop<Id>> {
-        if let Some(r) = self.referral_rec(&node) {
+        if let Some(r) = self.chain_rec(&node) {
+            let mut above = self.above.borrow_mut();
+            above.clear();
+            above.extend(r.above());
             return Some(r.hop);
         }
-        // This transaction's own, or stored before format 10.
+        // Stored before format 10.
         self.referral(&node).map(|r| crate::hops::hop_of(&r))
+    }
+
+    fn hop_above(&self, node: Id) -> Option<Hop<Id>> {
+        let known = self
+            .above
+            .borrow()
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|a| a.1);
+        known.or_else(|| self.hop(node))
     }
 
     fn first_purchase_ms(&self, offer: Id, buyer: &PublicKey) -> Option<u64> {

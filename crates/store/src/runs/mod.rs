@@ -283,6 +283,24 @@ impl<const V: usize> Runs<V> {
         self.next = w.next;
     }
 
+    /// Every key's newest record, in key order (reads every run).
+    pub fn records(&self) -> impl Iterator<Item = Result<(Key, [u8; V]), StoreError>> + '_ {
+        // Newest first: the first source holding a key wins.
+        let sources: Result<Vec<_>, _> = self.runs.iter().rev().map(Run::records).collect();
+        let (sources, failed) = match sources {
+            Ok(s) => (s, None),
+            Err(e) => (Vec::new(), Some(Err(e))),
+        };
+        failed.into_iter().chain(Merge::new(sources, self.whole))
+    }
+
+    /// Deletes every run's file (the set is no longer named by a checkpoint).
+    pub fn remove(self) {
+        for run in self.runs {
+            run.remove();
+        }
+    }
+
     /// Bytes the runs keep in memory (filters and block indexes).
     pub fn memory(&self) -> usize {
         self.runs.iter().map(Run::memory).sum()

@@ -480,10 +480,10 @@ fn a_format_9_store_walks_its_old_referrals() {
         st.close().unwrap();
     }
     // As format 9 left it: no hop record anywhere.
-    std::fs::remove_dir_all(dir.path().join("hops")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("chains")).unwrap();
     let db = raw_open(dir.path());
     assert_eq!(db.scan_prefix([HOP]).count(), 0);
-    db.remove(skey(META, &[b"hops"])).unwrap();
+    db.remove(skey(META, &[b"chains"])).unwrap();
     db.insert(skey(META, &[b"format"]), &9u32.to_be_bytes())
         .unwrap();
     db.flush().unwrap();
@@ -1100,4 +1100,90 @@ fn a_format_7_store_has_its_dependencies_indexed_and_its_markets_followed() {
     let mut markets = vec![s.public(), conn.public()];
     markets.sort();
     assert_eq!(st.followed().unwrap(), markets);
+}
+
+/// Each referral's record carries its nearest ancestors (see `hops`), and a walk reads the
+/// chain from them. A chain longer than they reach, with a connector on every other hop, pays
+/// as the reference does however it arrives: all in one call, one attestation per call, or
+/// the referrals first, checkpointed and reopened, then the receipts deepest first in one
+/// call (a referral walked as an ancestor before it is a receipt's first hop, whose
+/// community pays the connector).
+#[test]
+fn deep_chains_pay_as_the_reference_however_they_arrive() {
+    let (s, connector) = (key(1), key(30));
+    let mut p = policy(Rule::Equal, 3_000);
+    p.connector_bps = 500;
+    let o = offer(&s, p, T0);
+    let c = community(&connector, T0);
+    let mut setup = vec![o.clone(), c.clone()];
+    let mut refs: Vec<Attestation> = Vec::new();
+    for k in 0..9u8 {
+        let who = key(10 + k);
+        setup.push(membership(&connector, &c, &who, T0 + 1));
+        let r = refer_full(
+            &who,
+            o.id,
+            refs.last().map(|r| r.id),
+            None,
+            (k % 2 == 0).then_some(c.id),
+            T0 + 10 + u64::from(k),
+        );
+        refs.push(r);
+    }
+    let receipts: Vec<Attestation> = refs
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(k, r)| {
+            let buyer = key(40 + k as u8).public();
+            receipt(
+                &s,
+                &o,
+                &format!("deep-{k}"),
+                10_000,
+                buyer,
+                Some(r),
+                T0 + 100 + k as u64,
+            )
+        })
+        .collect();
+    let all: Vec<Attestation> = setup
+        .iter()
+        .chain(&refs)
+        .chain(&receipts)
+        .cloned()
+        .collect();
+    let want = State::from_envelopes(envs(&all), NOW).ledger(&s.public());
+    assert!(
+        line(&want, &connector).is_some(),
+        "the connector is paid: first hops' communities are read"
+    );
+    assert!(
+        line(&want, &key(10)).is_some(),
+        "the top of the chain is paid"
+    );
+
+    let one_call = tempfile::tempdir().unwrap();
+    let st = Store::open(one_call.path()).unwrap();
+    st.ingest(&envs(&all), NOW).unwrap();
+    assert_eq!(st.ledger(&s.public()).unwrap(), want, "all in one call");
+
+    let singles = tempfile::tempdir().unwrap();
+    let st = Store::open(singles.path()).unwrap();
+    for a in &all {
+        st.ingest(&envs(std::slice::from_ref(a)), NOW).unwrap();
+    }
+    assert_eq!(st.ledger(&s.public()).unwrap(), want, "one per call");
+
+    let reopened = tempfile::tempdir().unwrap();
+    {
+        let st = Store::open(reopened.path()).unwrap();
+        let first: Vec<Attestation> = setup.iter().chain(&refs).cloned().collect();
+        st.ingest(&envs(&first), NOW).unwrap();
+        st.checkpoint().unwrap();
+    }
+    let st = Store::open(reopened.path()).unwrap();
+    st.ingest(&envs(&receipts), NOW).unwrap();
+    assert_eq!(st.ledger(&s.public()).unwrap(), want, "after reopening");
+    assert_eq!(st.recompute_ledger(&s.public(), NOW).unwrap(), want);
 }
