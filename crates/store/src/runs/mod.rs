@@ -397,12 +397,11 @@ impl<T, const V: usize> Layers<T, V> {
     ) -> Result<(), StoreError> {
         type Source<'r, const V: usize> =
             Box<dyn Iterator<Item = Result<(Key, [u8; V]), StoreError>> + 'r>;
-        // Newest first: the first source holding a key wins.
-        let mut sources: Vec<Source<'_, V>> = Vec::new();
-        for run in self.runs.runs.iter().rev() {
-            sources.push(Box::new(run.records()?));
-        }
-        sources.push(Box::new(self.legacy.iter().copied().map(Ok)));
+        // The runs' first: the first source holding a key wins.
+        let sources: Vec<Source<'_, V>> = vec![
+            Box::new(self.runs.records()),
+            Box::new(self.legacy.iter().copied().map(Ok)),
+        ];
         for r in Merge::new(sources, false) {
             let (k, v) = r?;
             if !self.recent.contains_key(&k) {
