@@ -531,6 +531,14 @@ mod tests {
                 parent,
             })
         }
+        /// As a view that keeps hops past the first without their community may answer: the
+        /// walk must pay what the reference, which reads every hop whole, pays.
+        fn hop_above(&self, node: u32) -> Option<Hop<u32>> {
+            self.hop(node).map(|h| Hop {
+                community: None,
+                ..h
+            })
+        }
         fn first_purchase_ms(&self, _: (), buyer: &PublicKey) -> Option<u64> {
             self.bought
                 .iter()
