@@ -28,6 +28,8 @@
 //! built there the first time, with a file of its chains beside it, and reused by later runs,
 //! each with traffic new to it),
 //! `PASSALONG_BENCH_QUICK` (set: stop after the batch ingest on the big store),
+//! `PASSALONG_BENCH_COLD` (set: a reused big store is not read into the OS cache before it
+//! opens, and starts as the last run's cold opens left it),
 //! `PASSALONG_BENCH_BIG_COLD` (calls measured first on the big store, just opened: default
 //! 12), `PASSALONG_BENCH_BIG_BATCHES` (steady-state calls on the big store, default the
 //! batches), `PASSALONG_BENCH_BIG_WARM` (calls between the two, after one timed checkpoint,
@@ -331,6 +333,15 @@ fn big_store(
             }
         }
     };
+    // A reused store's files left the OS cache at the end of the run before (the cold opens
+    // below evict them), unlike a node's running for a while, or a store just built: read
+    // them back first, so that every run measures the same warm state.
+    let warmed = (dir.path().join(TAILS_FILE).exists()
+        && std::env::var_os("PASSALONG_BENCH_COLD").is_none())
+    .then(|| {
+        let start = Instant::now();
+        (warm(dir.path()), start.elapsed())
+    });
     let store = match std::env::var("PASSALONG_BENCH_CACHE_MIB") {
         Ok(mib) => {
             let mib: u64 = mib.parse().expect("PASSALONG_BENCH_CACHE_MIB: a number");
@@ -353,6 +364,15 @@ fn big_store(
                 dir.path().display(),
                 runs + 1
             );
+            match warmed {
+                Some((bytes, took)) => println!(
+                    "   its {} MB read into the OS cache first, as a node running for a while \
+                     holds them ({:.1} s; PASSALONG_BENCH_COLD=1: from where the last run left it)",
+                    bytes >> 20,
+                    took.as_secs_f64()
+                ),
+                None => println!("   its files left in the OS cache as the last run left them"),
+            }
             b
         }
         None => {
@@ -672,6 +692,22 @@ fn evict(p: &Path) -> bool {
         }
     }
     ok
+}
+
+/// Reads every file of the store into the OS cache; the bytes read.
+fn warm(p: &Path) -> u64 {
+    let mut bytes = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                bytes += warm(&path);
+            } else if let Ok(mut f) = std::fs::File::open(&path) {
+                bytes += std::io::copy(&mut f, &mut std::io::sink()).unwrap_or(0);
+            }
+        }
+    }
+    bytes
 }
 
 fn proc_status_kb(field: &str) -> u64 {
