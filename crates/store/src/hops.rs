@@ -486,6 +486,37 @@ impl Hops {
     }
 }
 
+/// Makes the closed store at `store` (its tree `tree`) hold its records as format 16 did:
+/// in the `hops` runs, without ancestors (for the upgrade's tests).
+#[cfg(test)]
+pub(crate) fn as_format_16(tree: &sled::Tree, store: &Path) {
+    let set = Runs::<SLOT>::load(tree, store, RUNS).expect("the chains runs");
+    let old: Vec<(Key, [u8; OLD_SLOT])> = set
+        .records()
+        .map(|r| {
+            let (k, slot) = r.expect("a record");
+            let mut o = [0u8; OLD_SLOT];
+            if let Some(mut rec) = of_slot(&slot).expect("not damaged") {
+                rec.ups = Ups::NONE;
+                let v = encode(&rec);
+                o[0] = v.len() as u8;
+                o[1..1 + v.len()].copy_from_slice(&v);
+            }
+            (k, o)
+        })
+        .collect();
+    let mut batch = sled::Batch::default();
+    let runs = Runs::<OLD_SLOT>::load(tree, store, OLD_RUNS).expect("no hops runs");
+    let w = runs.write(&[&old], &mut batch).expect("written");
+    batch.remove(key(META, &[RUNS.as_bytes()]));
+    tree.apply_batch(batch).expect("applied");
+    tree.flush().expect("flushed");
+    let mut runs = runs;
+    runs.written(w);
+    set.remove();
+    std::fs::remove_dir(store.join(RUNS)).expect("the chains directory, empty");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1778,6 +1778,85 @@ mod tests {
         atts.iter().map(|a| a.bytes.as_slice()).collect()
     }
 
+    /// A store of format 16 (its hop records in the `hops` runs, without ancestors) opens as
+    /// format 17: its records move to the `chains` runs with their ancestors, it pays receipts
+    /// through its old chains and new ones below them as the reference does, and the old
+    /// runs are gone.
+    #[test]
+    fn a_format_16_store_opens_with_its_chains() {
+        use crate::keyspace::{key as skey, META};
+        let dir = tempfile::tempdir().unwrap();
+        let (s, o) = (key(1), offer(&key(1), policy(Rule::Equal, 3_000), T0));
+        let mut refs: Vec<Attestation> = Vec::new();
+        for k in 0..7u8 {
+            let parent = refs.last().cloned();
+            refs.push(refer(
+                &key(20 + k),
+                &o,
+                parent.as_ref(),
+                T0 + 1 + u64::from(k),
+            ));
+        }
+        let buy = |tag: &str, k: usize| {
+            let buyer = key(60 + k as u8).public();
+            let t = T0 + 100 + k as u64;
+            receipt(
+                &s,
+                &o,
+                &format!("{tag}-{k}"),
+                10_000,
+                buyer,
+                Some(&refs[k]),
+                t,
+            )
+        };
+        let mut all = vec![o.clone()];
+        all.extend(refs.iter().cloned());
+        all.extend((0..7).map(|k| buy("before", k)));
+        {
+            let st = Store::open(dir.path()).unwrap();
+            st.ingest(&envs(&all), NOW).unwrap();
+            st.close().unwrap();
+        }
+        {
+            let db = crate::open_db(dir.path(), 1 << 20).unwrap();
+            crate::hops::as_format_16(&db, dir.path());
+            db.insert(skey(META, &[b"format"]), &16u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        assert!(!dir.path().join("chains").exists());
+        let st = Store::open(dir.path()).unwrap();
+        let seller = s.public();
+        let want = |atts: &[Attestation]| State::from_envelopes(envs(atts), NOW).ledger(&seller);
+        assert_eq!(st.ledger(&seller).unwrap(), want(&all));
+        let deeper = refer(&key(40), &o, refs.last(), T0 + 50);
+        let more: Vec<Attestation> = std::iter::once(deeper.clone())
+            .chain((0..7).map(|k| buy("after", k)))
+            .chain(std::iter::once(receipt(
+                &s,
+                &o,
+                "deepest",
+                10_000,
+                key(59).public(),
+                Some(&deeper),
+                T0 + 200,
+            )))
+            .collect();
+        st.ingest(&envs(&more), NOW).unwrap();
+        all.extend(more);
+        assert_eq!(st.ledger(&seller).unwrap(), want(&all));
+        assert_eq!(st.recompute_ledger(&seller, NOW).unwrap(), want(&all));
+        drop(st);
+        assert!(dir.path().join("chains").exists());
+        assert!(crate::runs::files_of(dir.path(), "hops").is_empty());
+        let st = Store::open(dir.path()).unwrap();
+        assert_eq!(st.ledger(&seller).unwrap(), want(&all));
+        let hops = st.commit.hops().read().unwrap();
+        let r = hops.get(&refs[6].id).unwrap().expect("a record");
+        assert_eq!(r.above().count(), 4, "its ancestors found as it opened");
+    }
+
     /// A large call lands in several batches; if applying one fails, the store holds exactly
     /// the effect of the attestations before it (a prefix), its ledger equals a recompute,
     /// before and after reopening, and sending everything again completes it.
