@@ -3,6 +3,7 @@
 //! expires is gone from disk (with its index and waiter keys) and stays gone after a restart.
 
 use crate::common::*;
+use crate::raw_open;
 use passalong_protocol::{Attestation, Id, Rule};
 use passalong_store::keyspace::{HELD, INVALID, INVALID_AT, PENDING, WAITER};
 use passalong_store::{
@@ -40,17 +41,6 @@ fn garbage(n: u64) -> Vec<u8> {
 fn raw_count(dir: &std::path::Path, prefix: u8) -> usize {
     let db = raw_open(dir);
     db.scan_prefix([prefix]).count()
-}
-
-fn raw_open(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() > deadline => panic!("sled::open: {e}"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
 }
 
 fn unsettled(pending: u64, held: u64, invalid: u64) -> Unsettled {

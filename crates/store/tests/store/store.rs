@@ -4,6 +4,7 @@
 
 use crate::common::script::*;
 use crate::common::*;
+use crate::raw_open;
 use passalong_protocol::{Attestation, Body, Id, Kind, Rule, State};
 use passalong_store::{OfferTotals, SetSummary, Status, Store, StoreError};
 use proptest::prelude::*;
@@ -531,18 +532,6 @@ fn a_format_9_store_walks_its_old_referrals() {
         db.get(skey(META, &[b"format"])).unwrap().unwrap().as_ref(),
         passalong_store::FORMAT_VERSION.to_be_bytes()
     );
-}
-
-/// The tree itself, once a dropped store's sled threads let go of its lock.
-fn raw_open(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() > deadline => panic!("sled::open: {e}"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
 }
 
 /// Format 6 keeps offers' totals as book lines; a format 5 store has them computed when it
