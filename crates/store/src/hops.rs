@@ -27,7 +27,7 @@
 //! A store of format 9 has no record for the referrals it held before; those are read from
 //! their entries, as before (see [`crate::FORMAT_VERSION`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use passalong_protocol::attestation::Referral;
 use passalong_protocol::payout::Hop;
@@ -99,6 +99,7 @@ pub(crate) struct Rec {
     pub recipient: Option<PublicKey>,
     /// Hops from the offer down to it, inclusive.
     pub depth: u32,
+    /// Its nearest ancestors, as a walk past the first hop reads them.
     pub ups: Ups,
 }
 
@@ -315,6 +316,12 @@ fn of_old_slot(slot: &[u8; OLD_SLOT]) -> Option<[u8; SLOT]> {
     }
 }
 
+/// Removes the directory of the runs of formats 13 to 16 once they are gone (not empty, or
+/// already removed: nothing to do).
+fn remove_old_dir(store: &Path) {
+    let _ = std::fs::remove_dir(store.join(OLD_RUNS));
+}
+
 fn damaged(detail: String) -> StoreError {
     StoreError::Record {
         prefix: char::from(HOP),
@@ -382,6 +389,8 @@ fn with_ancestors(records: &mut [(Key, [u8; SLOT])]) -> Result<(), StoreError> {
 /// Every valid referral's record, by id (see the module docs): the changes since the last
 /// checkpoint (`None`: dropped), over the runs (and a store's records from before format 17).
 pub(crate) struct Hops {
+    /// The store's directory.
+    store: PathBuf,
     layers: Layers<Option<Rec>, SLOT>,
     /// The runs of a store of formats 13 to 16, read into `layers` as an older store's
     /// records: deleted once the checkpoint that writes those is on disk.
@@ -418,10 +427,12 @@ impl Hops {
             }
             Some(old)
         } else {
+            remove_old_dir(store);
             None
         };
         with_ancestors(&mut legacy)?;
         Ok(Hops {
+            store: store.to_path_buf(),
             layers: Layers::load(tree, store, RUNS, legacy)?,
             old,
         })
@@ -472,6 +483,7 @@ impl Hops {
         self.layers.written(w);
         if let Some(old) = self.old.take() {
             old.remove();
+            remove_old_dir(&self.store);
         }
     }
 
@@ -716,7 +728,7 @@ mod tests {
         check(&h);
         checkpoint(&mut h, &db);
         assert!(!h.in_tree());
-        assert!(crate::runs::files_of(dir.path(), OLD_RUNS).is_empty());
+        assert!(!dir.path().join(OLD_RUNS).exists());
         assert!(!db.contains_key(key(META, &[OLD_RUNS.as_bytes()])).unwrap());
         check(&h);
         let h = Hops::load(&db, dir.path()).unwrap();
