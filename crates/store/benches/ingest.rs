@@ -652,62 +652,56 @@ fn ingest_timed(
     out
 }
 
+/// Bytes of the files under `p`, apparent and allocated, and their number.
 fn dir_size(p: &Path) -> (u64, u64, usize) {
     use std::os::unix::fs::MetadataExt;
-    let (mut len, mut alloc, mut files) = (0, 0, 0);
+    let files = files_under(p);
+    let (len, alloc) = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .fold((0, 0), |(l, a), m| (l + m.len(), a + m.blocks() * 512));
+    (len, alloc, files.len())
+}
+
+/// Every file under `p`, its subdirectories' too.
+fn files_under(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                let (l, a, f) = dir_size(&e.path());
-                len += l;
-                alloc += a;
-                files += f;
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
             } else {
-                len += m.len();
-                alloc += m.blocks() * 512;
-                files += 1;
+                out.push(path);
             }
         }
     }
-    (len, alloc, files)
+    out
 }
 
 /// Asks the kernel to drop the store's files from its page cache (`dd iflag=nocache`), so
 /// that the next open reads from the disk. Returns whether every file was handled.
 fn evict(p: &Path) -> bool {
-    let mut ok = true;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                ok &= evict(&path);
-            } else {
-                ok &= Command::new("dd")
-                    .arg(format!("if={}", path.display()))
-                    .args(["iflag=nocache", "count=0", "status=none"])
-                    .status()
-                    .is_ok_and(|s| s.success());
-            }
-        }
-    }
-    ok
+    // Every file is tried, whatever happened to the ones before.
+    files_under(p)
+        .iter()
+        .map(|path| {
+            Command::new("dd")
+                .arg(format!("if={}", path.display()))
+                .args(["iflag=nocache", "count=0", "status=none"])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .fold(true, |all, ok| all & ok)
 }
 
 /// Reads every file of the store into the OS cache; the bytes read.
 fn warm(p: &Path) -> u64 {
-    let mut bytes = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                bytes += warm(&path);
-            } else if let Ok(mut f) = std::fs::File::open(&path) {
-                bytes += std::io::copy(&mut f, &mut std::io::sink()).unwrap_or(0);
-            }
-        }
-    }
-    bytes
+    files_under(p)
+        .iter()
+        .filter_map(|path| std::fs::File::open(path).ok())
+        .map(|mut f| std::io::copy(&mut f, &mut std::io::sink()).unwrap_or(0))
+        .sum()
 }
 
 fn proc_status_kb(field: &str) -> u64 {
