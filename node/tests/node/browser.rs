@@ -27,17 +27,29 @@ use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-/// `chromedriver` on a free port, killed on drop.
+/// `chromedriver` on a free port, killed on drop; started again on another port if it dies
+/// (or lost its port to another process before binding it) when a session is asked for.
 pub(crate) struct Driver {
-    child: Child,
-    port: u16,
+    process: std::sync::Mutex<DriverProcess>,
 }
 
-impl Driver {
-    pub(crate) fn start() -> Driver {
+/// One run of `chromedriver`, with its log kept for the failure message.
+struct DriverProcess {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl DriverProcess {
+    fn start() -> DriverProcess {
         let port = free_port();
-        let child = Command::new("chromedriver")
+        let log = std::env::temp_dir().join(format!(
+            "passalong-chromedriver-{}-{port}.log",
+            std::process::id()
+        ));
+        let mut child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             // Its own process group, with the browsers it starts: dropped, the driver ends
@@ -48,11 +60,55 @@ impl Driver {
                 "chromedriver is needed for the browser tests: apt-get install chromium chromium-driver",
             );
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Listening on the port and still running: a listener there while it has exited is
+        // another process's.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || !matches!(child.try_wait(), Ok(None))
+        {
+            if !matches!(child.try_wait(), Ok(None)) {
+                eprintln!(
+                    "chromedriver on port {port} exited at its start:\n{}",
+                    tail(&log)
+                );
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&log);
+                return DriverProcess::start();
+            }
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Driver { child, port }
+        DriverProcess { child, port, log }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        // The whole group: killing chromedriver alone leaves its browsers running.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The end of a chromedriver log, for a failure message.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+impl Driver {
+    pub(crate) fn start() -> Driver {
+        Driver {
+            process: std::sync::Mutex::new(DriverProcess::start()),
+        }
     }
 
     /// A new browser with its own fresh profile.
@@ -103,22 +159,29 @@ impl Driver {
             "goog:chromeOptions".into(),
             json!({ "args": args, "binary": "/usr/bin/chromium", "prefs": prefs }),
         );
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a WebDriver session of headless chromium")
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The whole group: killing chromedriver alone leaves its browsers running.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for attempt in 1.. {
+            let port = self.process.lock().expect("driver").port;
+            let session =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await;
+            let error = match session {
+                Ok(client) => return client,
+                Err(e) => e,
+            };
+            // A driver that died is started again, twice at most; a session refused by a
+            // running driver is the test's failure.
+            let mut process = self.process.lock().expect("driver");
+            let log = tail(&process.log);
+            assert!(
+                attempt < 3 && !process.running(),
+                "a WebDriver session of headless chromium: {error:?}\nchromedriver's log:\n{log}"
+            );
+            eprintln!("chromedriver on port {port} died ({error:?}); starting it again:\n{log}");
+            *process = DriverProcess::start();
+        }
+        unreachable!("the loop returns or panics")
     }
 }
 
