@@ -10,7 +10,7 @@ use passalong_api::community::CommunityNode;
 use passalong_api::{now_ms, NetFuture, NetStatus, NetworkError};
 use passalong_net::{Backend, Digest, NetInfo, Network, PeerId, Verdict};
 use passalong_protocol::{Id, PublicKey};
-use passalong_store::{Status, Store};
+use passalong_store::Store;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -104,13 +104,9 @@ impl Backend for StoreBackend {
                 } else if a.not_kept.is_some() {
                     Verdict::NotKept
                 } else {
-                    let market = match a.status {
-                        Status::Valid => self.store.market_of(&a.id).ok().flatten(),
-                        _ => None,
-                    };
                     Verdict::New {
                         outcome: a.status.clone(),
-                        market,
+                        market: a.market,
                     }
                 }
             })

@@ -114,6 +114,7 @@ mod tests {
             status,
             duplicate,
             not_kept: None,
+            market: None,
         }
     }
 

@@ -65,6 +65,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
     let id = att.id;
     let market = market_of(t, &att.body);
     if let Some(market) = market {
+        t.markets.insert(id, market);
         loose::index(t, market, id, &att.body);
     }
     match &att.body {

@@ -294,6 +294,9 @@ pub struct Ack {
     /// Set when the store answered it without keeping it (a storage bound, not validity: it
     /// may be offered again; see [`ExpiryLimits`]).
     pub not_kept: Option<NotKept>,
+    /// For an attestation that became valid in this ingest call, its market (as
+    /// [`Store::market_of`] would answer, without reading it back); `None` otherwise.
+    pub market: Option<PublicKey>,
 }
 
 impl From<&Report> for Ack {
@@ -303,6 +306,7 @@ impl From<&Report> for Ack {
             status: Status::from(&r.outcome),
             duplicate: r.duplicate,
             not_kept: None,
+            market: None,
         }
     }
 }
@@ -999,7 +1003,7 @@ impl Store {
         let mut t = self.txn(&db);
         t.own = own;
         let mut d = Decided::default();
-        match pre {
+        let markets = match pre {
             Some(pre) => {
                 // Envelope by envelope, as stage 1 delivers them; every READ_AHEAD fresh ones,
                 // what they wrote goes to the call's writer thread, which reads its keys ahead
@@ -1067,6 +1071,7 @@ impl Store {
                     w.seal()
                 })?;
                 writer.settle();
+                std::mem::take(&mut t.markets)
             }
             None => {
                 let fresh: Vec<usize> = (0..ids.len())
@@ -1089,9 +1094,11 @@ impl Store {
                     loose::anchor_known(&mut t, &ids, &d.known);
                 }
                 self.counters.ledger(t.ledger_updates.0, t.ledger_updates.1);
+                let markets = std::mem::take(&mut t.markets);
                 self.commit(&db, t)?;
+                markets
             }
-        }
+        };
         let Decided {
             known,
             first_in_call,
@@ -1128,6 +1135,7 @@ impl Store {
                     .unwrap_or(Status::Pending { missing: vec![] }),
                 duplicate: !first,
                 not_kept: not_kept.get(id).copied(),
+                market: markets.get(id).copied(),
             })
             .collect();
         let mut unblocked: Vec<Id> = Vec::new();
@@ -1142,6 +1150,7 @@ impl Store {
                 status,
                 duplicate: false,
                 not_kept: None,
+                market: markets.get(&id).copied(),
             })
         }));
         Ok(out)

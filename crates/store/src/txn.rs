@@ -90,6 +90,9 @@ pub(crate) struct Txn<'a> {
     pub hints: &'a crate::loose::Hints,
     /// Receipts that started to count here, and the time their ledger updates took.
     pub ledger_updates: (u64, std::time::Duration),
+    /// The market of each attestation that became valid here, as its indexing found it: the
+    /// acks carry it, so that the caller does not read the attestation back to learn it.
+    pub markets: HashMap<Id, PublicKey, BuildHasherDefault<IdHasher>>,
     error: RefCell<Option<StoreError>>,
 }
 
@@ -236,6 +239,7 @@ impl<'a> Txn<'a> {
             loose_touched: Vec::new(),
             hints,
             ledger_updates: (0, std::time::Duration::ZERO),
+            markets: HashMap::default(),
             error: RefCell::new(None),
         }
     }

@@ -192,6 +192,47 @@ fn pending_then_valid_and_invalid_is_remembered() {
     }
 }
 
+/// What became valid in a call is acked with its market, as `market_of` reads it back: in a
+/// small call, in a large one (stage 1 on helpers), and for what a call released; nothing for
+/// what is pending or was stored before.
+#[test]
+fn acks_name_the_market_of_what_became_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    let atts = chain();
+    let seller = Some(key(1).public());
+    let acks = st.ingest(&[&atts[2].bytes], NOW).unwrap();
+    assert!(matches!(acks[0].status, Status::Pending { .. }));
+    assert_eq!(acks[0].market, None);
+    // The offer and the first referral, and the second one they release.
+    let acks = st.ingest(&envs(&atts[..2]), NOW).unwrap();
+    assert_eq!(acks.len(), 3);
+    for a in &acks {
+        assert_eq!(a.status, Status::Valid);
+        assert_eq!(a.market, seller, "{:?}", a.id);
+        assert_eq!(st.market_of(&a.id).unwrap(), seller);
+    }
+    // A large call: the rest of the chain and 70 receipts, with one already stored.
+    let more = receipts(
+        &atts,
+        70,
+        |i| format!("order-m{i}"),
+        |_| 10,
+        |i| T0 + 30 + i,
+    );
+    let mut call = envs(&atts[1..]);
+    call.extend(envs(&more));
+    let acks = st.ingest(&call, NOW).unwrap();
+    assert_eq!(acks.len(), call.len());
+    assert_eq!((acks[0].duplicate, acks[0].market), (true, None));
+    for a in &acks[2..] {
+        assert_eq!(
+            (&a.status, a.duplicate, a.market),
+            (&Status::Valid, false, seller)
+        );
+    }
+}
+
 #[test]
 fn a_stored_pending_attestation_sent_again_with_its_parent_is_acked_valid() {
     let dir = tempfile::tempdir().unwrap();
