@@ -111,10 +111,18 @@ pub trait Backend: Send + Sync + 'static {
 /// for a referral, a claim or a membership's end, that of the offer or membership it points to
 /// when that is held. Gossip and sync refuse what is framed as another market's by it.
 pub fn named_market(backend: &dyn Backend, body: &Body) -> Option<PublicKey> {
+    named_market_by(body, |id| backend.market_of(id))
+}
+
+/// [`named_market`] with `market_of` answering for the attestation a body points to.
+pub fn named_market_by(
+    body: &Body,
+    mut market_of: impl FnMut(&Id) -> Option<PublicKey>,
+) -> Option<PublicKey> {
     body.market().or_else(|| match body {
-        Body::Referral(r) => backend.market_of(&r.offer),
-        Body::PurchaseClaim(c) => backend.market_of(&c.offer),
-        Body::MembershipEnd(e) => backend.market_of(&e.membership),
+        Body::Referral(r) => market_of(&r.offer),
+        Body::PurchaseClaim(c) => market_of(&c.offer),
+        Body::MembershipEnd(e) => market_of(&e.membership),
         _ => None,
     })
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use passalong_protocol::{Attestation, Id, Outcome, PublicKey};
+use passalong_protocol::{Id, Outcome, PublicKey};
 use passalong_reconcile::{Config as ReconcileConfig, Item, Reconciler, Storage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -240,21 +240,27 @@ const INGESTS_IN_FLIGHT: usize = 2;
 /// A stored batch's verdicts, and how many bodies of it were refused as another market's.
 type Ingest = tokio::task::JoinHandle<Result<(Vec<Verdict>, usize, Vec<Vec<u8>>), String>>;
 
-/// Whether a body fetched while reconciling `markets` may be stored: one whose body names its
-/// market names one of them, or is a community or membership (what a market's ledger
-/// depends on outside it travels with it). A body that names no market (a referral, a
+/// The bodies fetched while reconciling `markets` that may be stored, and those that may not:
+/// a body may when it names one of them, or is a community or membership (what a market's
+/// ledger depends on outside it travels with it). A body that names no market (a referral, a
 /// claim, a membership's end) shows it through the offer or membership it points to, when
-/// that is held.
-fn belongs(backend: &dyn Backend, envelope: &[u8], markets: &[PublicKey]) -> bool {
-    match Attestation::decode(envelope) {
-        Ok(a) => {
-            crate::backend::travels_with_markets(&a.body)
-                || crate::backend::named_market(backend, &a.body)
-                    .is_none_or(|m| markets.contains(&m))
-        }
-        // The store says why (and the sender is blamed for it).
-        Err(_) => true,
-    }
+/// that is held: looked up once per chunk (a chunk's referrals mostly share their offer).
+/// Only the body is parsed: the store checks the rest (and the sender is blamed for it).
+fn split_foreign(
+    envelopes: Vec<Vec<u8>>,
+    markets: &[PublicKey],
+    mut market_of: impl FnMut(&Id) -> Option<PublicKey>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut known: HashMap<Id, Option<PublicKey>> = HashMap::new();
+    envelopes.into_iter().partition(|e| {
+        passalong_protocol::encoding::body_of_checked(e).is_none_or(|body| {
+            crate::backend::travels_with_markets(&body)
+                || crate::backend::named_market_by(&body, |id| {
+                    *known.entry(*id).or_insert_with(|| market_of(id))
+                })
+                .is_none_or(|m| markets.contains(&m))
+        })
+    })
 }
 
 /// Fetches `ids` from `peer` in batches, then keeps fetching what they wait for. When they
@@ -300,8 +306,8 @@ pub(crate) async fn fetch(
             let b = backend.clone();
             let ms: Option<Vec<PublicKey>> = markets.map(<[PublicKey]>::to_vec);
             in_flight.push_back(tokio::task::spawn_blocking(move || {
-                let (wanted, foreign): (Vec<Vec<u8>>, Vec<Vec<u8>>) = match &ms {
-                    Some(ms) => wanted.into_iter().partition(|e| belongs(&*b, e, ms)),
+                let (wanted, foreign) = match &ms {
+                    Some(ms) => split_foreign(wanted, ms, |id| b.market_of(id)),
                     None => (wanted, Vec::new()),
                 };
                 let verdicts = b.ingest(&wanted)?;
@@ -475,5 +481,45 @@ impl Responder {
                 )
             }
         }
+    }
+}
+
+/// The protocol's test fixtures (keys, offers, referrals), as the integration tests use them.
+#[cfg(test)]
+#[path = "../../../protocol/tests/common/mod.rs"]
+#[allow(clippy::unwrap_used)]
+mod common;
+
+#[cfg(test)]
+mod tests {
+    use super::common::*;
+    use super::*;
+    use passalong_protocol::Rule;
+
+    /// Fetched for `mine`'s market: another seller's offer and the referrals of it are split
+    /// off, each offer looked up once; what names no market held here, a body that does not
+    /// parse, and `mine`'s own are kept (the store judges them).
+    #[test]
+    fn bodies_of_other_markets_are_split_off_with_one_lookup_per_offer() {
+        let (me, other) = (key(2), key(1));
+        let mine = offer(&me, policy(Rule::Direct, 1_000), T0);
+        let theirs = offer(&other, policy(Rule::Direct, 1_000), T0);
+        let r1 = refer(&key(3), &theirs, None, T0 + 1);
+        let r2 = refer(&key(4), &theirs, Some(&r1), T0 + 2);
+        let r3 = refer(&key(5), &mine, None, T0 + 3);
+        let garbage = vec![1u8, 2, 3];
+        let fetched: Vec<Vec<u8>> = [&mine, &theirs, &r1, &r2, &r3]
+            .iter()
+            .map(|a| a.bytes.clone())
+            .chain([garbage.clone()])
+            .collect();
+        let mut lookups = Vec::new();
+        let (kept, foreign) = split_foreign(fetched, &[me.public()], |id| {
+            lookups.push(*id);
+            (*id == theirs.id).then(|| other.public())
+        });
+        assert_eq!(kept, vec![mine.bytes.clone(), r3.bytes.clone(), garbage]);
+        assert_eq!(foreign, vec![theirs.bytes, r1.bytes, r2.bytes]);
+        assert_eq!(lookups, vec![theirs.id, mine.id]);
     }
 }
