@@ -41,13 +41,29 @@ struct DriverProcess {
 }
 
 impl DriverProcess {
+    /// Started on a free port; started again (three tries in all) if it exits at its start.
     fn start() -> DriverProcess {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match DriverProcess::try_start() {
+                Ok(p) => return p,
+                Err(log) => {
+                    eprintln!("chromedriver exited at its start:\n{log}");
+                    last = log;
+                }
+            }
+        }
+        panic!("chromedriver exited at its start three times; its last log:\n{last}");
+    }
+
+    /// Started and listening, or the end of its log if it exited first.
+    fn try_start() -> Result<DriverProcess, String> {
         let port = free_port();
         let log = std::env::temp_dir().join(format!(
             "passalong-chromedriver-{}-{port}.log",
             std::process::id()
         ));
-        let mut child = Command::new("chromedriver")
+        let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
             .stdout(Stdio::null())
@@ -59,25 +75,18 @@ impl DriverProcess {
             .expect(
                 "chromedriver is needed for the browser tests: apt-get install chromium chromium-driver",
             );
+        let mut p = DriverProcess { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         // Listening on the port and still running: a listener there while it has exited is
         // another process's.
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-            || !matches!(child.try_wait(), Ok(None))
-        {
-            if !matches!(child.try_wait(), Ok(None)) {
-                eprintln!(
-                    "chromedriver on port {port} exited at its start:\n{}",
-                    tail(&log)
-                );
-                let _ = child.wait();
-                let _ = std::fs::remove_file(&log);
-                return DriverProcess::start();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !p.running() {
+            if !p.running() {
+                return Err(tail(&p.log));
             }
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        DriverProcess { child, port, log }
+        Ok(p)
     }
 
     fn running(&mut self) -> bool {
