@@ -1731,6 +1731,39 @@ mod tests {
     use super::{stage1, Ack, Status, Store};
     use passalong_protocol::{Attestation, Id, Rule, State};
 
+    /// A key the tree never held, written and deleted before its shipment, costs the tree no
+    /// write (a loose referral its sale anchors in the same batch); once a write of it was
+    /// shipped, its deletion is shipped too. A key not known to be new always is.
+    #[test]
+    fn keys_born_and_gone_before_their_shipment_are_not_shipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let mut t = store.txn(&db);
+        let k = |n: u8| crate::keyspace::key(crate::keyspace::LOOSE_COUNT, &[&[n; 64]]);
+        let shipped = |t: &mut super::Txn<'_>| -> Vec<(Vec<u8>, bool)> {
+            let s = t.take_batch().unwrap().unwrap();
+            s.writes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.is_some()))
+                .collect()
+        };
+        t.put_new(k(1), vec![1]);
+        t.put_new(k(1), vec![2]);
+        t.del(k(1));
+        t.put(k(2), vec![2]);
+        t.del(k(2));
+        t.put_new(k(3), vec![3]);
+        assert_eq!(shipped(&mut t), vec![(k(2), false), (k(3), true)]);
+        assert_eq!(t.get(&k(1)), None, "read as gone");
+        t.del(k(3));
+        assert_eq!(shipped(&mut t), vec![(k(3), false)], "the tree may hold it");
+        t.put_new(k(4), vec![4]);
+        t.del(k(4));
+        t.put(k(5), vec![5]);
+        assert_eq!(shipped(&mut t), vec![(k(5), true)]);
+    }
+
     /// The cache grows with the tree's file, between its bounds.
     #[test]
     fn the_cache_is_sized_by_the_store() {

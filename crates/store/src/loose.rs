@@ -204,9 +204,14 @@ fn read_count(t: &Txn<'_>, k: &[u8]) -> u64 {
 
 fn add_count(t: &mut Txn<'_>, k: Vec<u8>, up: bool) {
     let n = read_count(t, &k);
+    // The tree has no count for the key: a first loose attestation of an author, most often
+    // anchored in the same shipment.
+    let new = n == 0 && t.committed(&k);
     let n = if up { n + 1 } else { n.saturating_sub(1) };
     if n == 0 {
         t.del(k);
+    } else if new {
+        t.put_new(k, n.to_be_bytes().to_vec());
     } else {
         t.put(k, n.to_be_bytes().to_vec());
     }
@@ -272,8 +277,9 @@ pub(crate) fn index(t: &mut Txn<'_>, market: PublicKey, id: Id, body: &Body) {
         }
         return;
     };
-    t.put(p.loose_key(&id), vec![p.kind as u8]);
-    t.put(p.at_key(&id), p.author.0.to_vec());
+    // `id` becomes valid here, so the tree holds no key of it as loose.
+    t.put_new(p.loose_key(&id), vec![p.kind as u8]);
+    t.put_new(p.at_key(&id), p.author.0.to_vec());
     add_count(t, author_count_key(&p), true);
     add_count(t, market_count_key(&p.market, p.kind), true);
     t.loose_touched.push((p.market, p.author));

@@ -40,6 +40,10 @@ pub(crate) struct Txn<'a> {
     lines: rustc_hash::FxHashMap<LineKey, Sums>,
     /// Keys and lines written since the last [`Txn::take_batch`] (with repeats).
     unshipped: Vec<Vec<u8>>,
+    /// Keys the tree did not hold when this transaction began, written by it and not shipped
+    /// yet (see [`Txn::put_new`]): if they are deleted before their shipment, neither write
+    /// is shipped (a loose referral anchored by a sale of the same batch).
+    born: rustc_hash::FxHashSet<Vec<u8>>,
     unshipped_lines: Vec<LineKey>,
     /// Market index entries since the last [`Txn::take_batch`] (written as runs, see
     /// `market`; nothing reads them back within a transaction).
@@ -217,6 +221,7 @@ impl<'a> Txn<'a> {
             book: journaled.book(),
             lines: Default::default(),
             unshipped: Vec::new(),
+            born: Default::default(),
             unshipped_lines: Vec::new(),
             unshipped_market: Vec::new(),
             waiters,
@@ -393,6 +398,13 @@ impl<'a> Txn<'a> {
         self.note_entry(&k);
         self.unshipped.push(k.clone());
         self.writes.insert(k, Some(IVec::from(v)));
+    }
+
+    /// [`Txn::put`] of a key the caller knows the tree did not hold when this transaction
+    /// began (it names an attestation that becomes valid here, or the tree's read said so).
+    pub fn put_new(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.born.insert(k.clone());
+        self.put(k, v);
     }
 
     /// Notes the id of an entry key written (see `written_entries`).
@@ -721,11 +733,17 @@ impl<'a> Txn<'a> {
         let mut keys = std::mem::take(&mut self.unshipped);
         keys.sort_unstable();
         keys.dedup();
+        let born = &mut self.born;
         let mut writes: Vec<redo::Write> = keys
             .into_iter()
-            .map(|k| {
+            .filter_map(|k| {
                 let v = self.writes.get(&k).cloned().flatten();
-                (k, v)
+                // A key born and gone since the last shipment: the tree never holds it.
+                // Once a born key's write is shipped, the tree may hold it.
+                if born.remove(&k) && v.is_none() {
+                    return None;
+                }
+                Some((k, v))
             })
             .collect();
         let mut touched: Vec<PublicKey> = writes
