@@ -84,6 +84,13 @@ impl std::ops::Deref for DbGuard<'_> {
 }
 
 impl Commit {
+    /// Whether the tree's file fits in sled's page cache: its pages, once read, stay in
+    /// memory, so reading a shipment's keys ahead of its writes only doubles their lookups
+    /// (7 % of a late joiner's CPU as it caught up 100,000 attestations).
+    pub fn tree_fits_cache(&self) -> bool {
+        std::fs::metadata(self.path.join("db")).is_ok_and(|m| m.len() <= self.cache_bytes)
+    }
+
     /// The durable core over the tree `db` of the store at `path` (whose lock is `lock`):
     /// reads the ledger lines and orders as of the last checkpoint and replays the journal.
     pub fn open(

@@ -3,7 +3,8 @@
 //!
 //! Every 16 fresh attestations, stage 2 hands over what they wrote. The writer reads the keys
 //! ahead ([`prefetch`]) and holds the shipment: on a large store most of a write's cost is
-//! paging in the sled leaf it lands on, and the reads page them in while stage 2 goes on. A
+//! paging in the sled leaf it lands on, and the reads page them in while stage 2 goes on (a
+//! tree that fits in the cache is not read ahead: its leaves stay in memory). A
 //! call of more than `SHIPMENT` fresh attestations also has the writer apply what it holds
 //! every that many, as one shipment (journaled and synced first, see `journal`), so that what
 //! is buffered stays bounded. When stage 2 ends, what the writer holds and has not started (for
@@ -42,6 +43,8 @@ pub(crate) struct Writer<'a> {
     state: Mutex<State>,
     wake: Condvar,
     tail: OnceLock<Tail>,
+    /// Whether to read shipments' keys ahead: not when the tree fits in the cache.
+    read_ahead: bool,
 }
 
 #[derive(Default)]
@@ -82,6 +85,7 @@ impl<'a> Writer<'a> {
             state: Mutex::default(),
             wake: Condvar::new(),
             tail: OnceLock::new(),
+            read_ahead: !store.commit.tree_fits_cache(),
         }
     }
 
@@ -140,7 +144,9 @@ impl<'a> Writer<'a> {
                 group.push(shipment);
                 self.store.apply_together(self.db, group)?;
             } else {
-                prefetch(self.db, &shipment.writes);
+                if self.read_ahead {
+                    prefetch(self.db, &shipment.writes);
+                }
                 self.lock().held.push(shipment);
             }
             self.lock().applying = false;
@@ -154,6 +160,13 @@ impl<'a> Writer<'a> {
         let mut st = self.lock();
         if st.stopped {
             return false;
+        }
+        if !apply && !self.read_ahead && st.queue.is_empty() && !st.applying {
+            // Nothing to read ahead: held as it comes, without waking the writer (a wake
+            // every 16 attestations cost context switches). Behind queued or applying
+            // shipments it waits its turn, so that what is held stays in order.
+            st.held.push(shipment);
+            return true;
         }
         st.queue.push_back((shipment, apply));
         self.wake.notify_all();
@@ -462,30 +475,35 @@ mod tests {
         assert_eq!(read(&db, "a").as_deref(), Some("1"));
     }
 
-    /// With the writer thread running, merged or not, applying each handover or reading it
-    /// ahead and holding it, the tree ends the same.
+    /// With the writer thread running, merged or not, applying each handover or holding it
+    /// (read ahead or not, behind an applied one or not), the tree ends the same.
     #[test]
     fn the_writer_and_the_caller_end_with_the_same_tree() {
         for merge in [true, false] {
-            for apply in [true, false] {
-                let dir = tempfile::tempdir().unwrap();
-                let store = Store::open(dir.path()).unwrap();
-                let db = store.db().unwrap();
-                let w = Writer::new(&store, &db);
-                std::thread::scope(|s| {
-                    let thread = s.spawn(|| w.run());
-                    let mut all = shipments();
-                    let last = all.pop();
-                    for s in all {
-                        assert!(w.ship(s, apply));
-                    }
-                    w.finish(last, merge).unwrap();
-                    thread.join().unwrap().unwrap();
-                });
-                w.seal().unwrap();
-                w.settle();
-                assert_last_writes_won(&db);
-                assert_eq!(store.commits(), 3, "merge {merge}, apply {apply}");
+            for apply in [[true, true], [false, false], [true, false], [false, true]] {
+                for read_ahead in [true, false] {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = Store::open(dir.path()).unwrap();
+                    let db = store.db().unwrap();
+                    let mut w = Writer::new(&store, &db);
+                    assert!(!w.read_ahead, "a new store's tree fits in the cache");
+                    w.read_ahead = read_ahead;
+                    std::thread::scope(|s| {
+                        let thread = s.spawn(|| w.run());
+                        let mut all = shipments();
+                        let last = all.pop();
+                        for (s, apply) in all.into_iter().zip(apply) {
+                            assert!(w.ship(s, apply));
+                        }
+                        w.finish(last, merge).unwrap();
+                        thread.join().unwrap().unwrap();
+                    });
+                    w.seal().unwrap();
+                    w.settle();
+                    assert_last_writes_won(&db);
+                    let case = format!("merge {merge}, apply {apply:?}, read ahead {read_ahead}");
+                    assert_eq!(store.commits(), 3, "{case}");
+                }
             }
         }
     }
