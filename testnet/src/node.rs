@@ -161,6 +161,35 @@ impl Node {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// CPU time the process has used (user and system), in milliseconds.
+    pub fn cpu_ms(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command's closing parenthesis: utime and stime are the 12th
+        // and 13th, in the kernel's USER_HZ (100 a second on Linux, whatever the kernel's HZ).
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some((user + system) * 10)
+    }
+
+    /// The value of one series of `GET /metrics` (its name with its labels, as written).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = ureq::get(&self.url("/metrics"))
+            .timeout(Duration::from_secs(10))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// The address other nodes bootstrap from.
     pub fn p2p_addr(&self) -> String {
         format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.peer_id)

@@ -520,12 +520,18 @@ pub fn play(args: &Args, bin: &Path, root: &Path, timeout: Duration) -> Result<V
             );
         }
         let t0 = Instant::now();
+        let cpu0 = n.cpu_ms();
         for k in expected_late.keys() {
             n.post("/v1/markets/follow", &json!({ "market": k }))?;
         }
         late_converged =
             wait_until(timeout, || holds(&n, &expected_late, spammed.as_deref())).is_ok();
-        late = json!({"caught_up": late_converged, "ms": t0.elapsed().as_millis() as u64,
+        let ms = t0.elapsed().as_millis() as u64;
+        // What the catch-up cost the joiner: its CPU, and the envelopes it was sent twice.
+        let cpu_ms = n.cpu_ms().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
+        let duplicates = n.metric("passalong_ingested_total{outcome=\"duplicate\"}");
+        late = json!({"caught_up": late_converged, "ms": ms, "cpu_ms": cpu_ms,
+                      "duplicates": duplicates,
                       "rss_kib": n.rss_kib(),
                       "attestations": all.len() + preloaded.as_ref().map_or(0, |p| p.1.len())});
         faults.push("late joiner".into());
