@@ -74,10 +74,14 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
             if let Some(p) = r.parent {
                 t.put(key(CHILD, &[&p.0, &id.0]), vec![]);
             }
-            t.put(
-                key(BY_REFERRER, &[&r.offer.0, &r.referrer.0, &id.0]),
-                vec![],
-            );
+            // Read only when a buyer's first purchase of an offer that requires one makes
+            // their referrals eligible hops (see `ledger`): of other offers, not kept.
+            if t.offer(&r.offer).is_some_and(|o| o.policy.require_purchase) {
+                t.put(
+                    key(BY_REFERRER, &[&r.offer.0, &r.referrer.0, &id.0]),
+                    vec![],
+                );
+            }
             if let Some(c) = r.community {
                 t.put(key(NAMING, &[&c.0, &r.referrer.0, &id.0]), vec![]);
                 if let Some(market) = market {

@@ -55,7 +55,9 @@ pub const REFUNDED: u8 = b'e';
 pub const THROUGH: u8 = b't';
 /// offer ‖ buyer ‖ created_at_ms (BE) ‖ receipt → (): counted, unrefunded purchases.
 pub const PURCHASE: u8 = b'u';
-/// offer ‖ referrer ‖ referral → (): referrals by who made them.
+/// offer ‖ referrer ‖ referral → (): referrals by who made them, of offers that require a
+/// purchase (what a buyer's first purchase makes eligible hops). Stores written before this
+/// rule keep the keys of every referral; the others are never read.
 pub const BY_REFERRER: u8 = b'y';
 /// community → connector key.
 pub const COMMUNITY: u8 = b'k';
