@@ -71,9 +71,6 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
     match &att.body {
         Body::Offer(_) => {}
         Body::Referral(r) => {
-            if let Some(p) = r.parent {
-                t.put(key(CHILD, &[&p.0, &id.0]), vec![]);
-            }
             // Read only when a buyer's first purchase of an offer that requires one makes
             // their referrals eligible hops (see `ledger`): of other offers, not kept.
             if t.offer(&r.offer).is_some_and(|o| o.policy.require_purchase) {

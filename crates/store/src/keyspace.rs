@@ -36,7 +36,11 @@ pub const MARKET: u8 = b'm';
 /// format 10 to 12; since 13 only in journal records (kept in runs, see `hops`), and read
 /// from the tree once when an older store opens.
 pub const HOP: u8 = b'H';
-/// parent referral ‖ child referral → ().
+/// parent referral ‖ child referral → (): loose referrals by parent (what dropping a loose
+/// referral takes with it, see `loose`). Written as a referral becomes valid loose; anchored
+/// before its key is shipped, it leaves none; anchored later, the key stays, never read (an
+/// anchored referral is never dropped). Stores written before this rule hold one for every
+/// referral with a parent.
 pub const CHILD: u8 = b'c';
 /// seller ‖ blake3(order) → receipt ids (32 bytes each, ascending): the receipts of an order
 /// that has more than one (equivocation evidence); the first counts.

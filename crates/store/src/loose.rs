@@ -280,9 +280,20 @@ pub(crate) fn index(t: &mut Txn<'_>, market: PublicKey, id: Id, body: &Body) {
     // `id` becomes valid here, so the tree holds no key of it as loose.
     t.put_new(p.loose_key(&id), vec![p.kind as u8]);
     t.put_new(p.at_key(&id), p.author.0.to_vec());
+    if let Some(parent) = match body {
+        Body::Referral(r) => r.parent,
+        _ => None,
+    } {
+        t.put_new(child_key(&parent, &id), vec![]);
+    }
     add_count(t, author_count_key(&p), true);
     add_count(t, market_count_key(&p.market, p.kind), true);
     t.loose_touched.push((p.market, p.author));
+}
+
+/// The key that finds a loose referral from its parent (what dropping the parent takes).
+fn child_key(parent: &Id, id: &Id) -> Vec<u8> {
+    key(CHILD, &[&parent.0, &id.0])
 }
 
 /// Anchors `id` if it is loose (moves it to its market's runs); whether it was.
@@ -291,12 +302,12 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
         return false;
     }
     // A referral committed before: its place from its record (see `hops`), not its entry.
-    let (p, body) = match t.referral_rec(&id) {
+    let (p, body, parent) = match t.referral_rec(&id) {
         Some(r) => {
             let Some(p) = referral_place(t, &r.offer, r.hop.referrer, r.hop.created_at_ms) else {
                 return false;
             };
-            (p, None)
+            (p, None, r.hop.parent)
         }
         None => {
             let Some(body) = t.body(&id) else {
@@ -305,7 +316,11 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
             let Some(p) = place(t, &body) else {
                 return false;
             };
-            (p, Some(body))
+            let parent = match &body {
+                Body::Referral(r) => r.parent,
+                _ => None,
+            };
+            (p, Some(body), parent)
         }
     };
     let k = p.loose_key(&id);
@@ -319,6 +334,11 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
     }
     t.del(k);
     t.del(p.at_key(&id));
+    if let Some(parent) = parent {
+        // Anchored, it is never dropped: its CHILD key is not needed. Not written yet, it
+        // is not written at all; written, it stays (a delete would cost what the key does).
+        t.retract(child_key(&parent, &id));
+    }
     add_count(t, author_count_key(&p), false);
     add_count(t, market_count_key(&p.market, p.kind), false);
     t.index_market(
@@ -482,7 +502,7 @@ fn drop_one(t: &mut Txn<'_>, id: Id) {
     match &body {
         Body::Referral(r) => {
             if let Some(parent) = r.parent {
-                t.del(key(CHILD, &[&parent.0, &id.0]));
+                t.del(child_key(&parent, &id));
             }
             t.del(key(BY_REFERRER, &[&r.offer.0, &r.referrer.0, &id.0]));
             if let Some(c) = r.community {

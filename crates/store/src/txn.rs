@@ -407,6 +407,14 @@ impl<'a> Txn<'a> {
         self.put(k, v);
     }
 
+    /// Takes back a [`Txn::put_new`] of `k` not shipped yet: as if it had been deleted. A
+    /// key shipped already (or not born here) is left as it is.
+    pub fn retract(&mut self, k: Vec<u8>) {
+        if self.born.contains(&k) {
+            self.del(k);
+        }
+    }
+
     /// Notes the id of an entry key written (see `written_entries`).
     fn note_entry(&mut self, k: &[u8]) {
         if let Some((&ENTRY, id)) = k.split_first() {

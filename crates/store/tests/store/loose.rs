@@ -364,3 +364,49 @@ proptest! {
         prop_assert_eq!(a, expected);
     }
 }
+
+/// A loose referral is found from its parent (what dropping the parent takes with it): one
+/// anchored in the call that brought it leaves no such key, and a loose subtree is still
+/// dropped whole.
+#[test]
+fn only_loose_referrals_are_found_from_their_parent() {
+    use passalong_store::keyspace::{key as skey, CHILD};
+    let dir = tempfile::tempdir().unwrap();
+    let (st, o) = open_with_offer(dir.path(), limits(1, 1_000));
+    let (a, b, c, d) = (key(2), key(3), key(4), key(5));
+    let ra = refer(&a, &o, None, T0 + 1);
+    let rb = refer(&b, &o, Some(&ra), T0 + 2);
+    // Brought with their sale: anchored in the same call.
+    let rc = refer(&c, &o, None, T0 + 3);
+    let rd = refer(&d, &o, Some(&rc), T0 + 4);
+    let sold = receipt(
+        &key(1),
+        &o,
+        "order-2",
+        2_000,
+        key(8).public(),
+        Some(&rd),
+        T0 + 5,
+    );
+    st.ingest(&envs(&[ra.clone(), rb.clone()]), NOW).unwrap();
+    st.ingest(&envs(&[rc.clone(), rd.clone(), sold]), NOW)
+        .unwrap();
+    st.close().unwrap();
+    {
+        let db = crate::raw_open(dir.path());
+        let child = |p: &Attestation, c: &Attestation| {
+            db.get(skey(CHILD, &[&p.id.0, &c.id.0])).unwrap().is_some()
+        };
+        assert!(child(&ra, &rb), "loose: found from its parent");
+        assert!(!child(&rc, &rd), "anchored as it came: no key");
+    }
+    // `a` signs past its budget of one: its loose referral goes, and the one below it.
+    let st = Store::open(dir.path()).unwrap();
+    st.set_expiry_limits(limits(1, 1_000));
+    let newer = refer(&a, &o, None, T0 + 10);
+    st.ingest(&[&newer.bytes], NOW).unwrap();
+    assert_eq!(st.status(&ra.id).unwrap(), None, "dropped");
+    assert_eq!(st.status(&rb.id).unwrap(), None, "dropped with its parent");
+    assert_eq!(st.status(&rd.id).unwrap(), Some(Status::Valid));
+    assert_eq!(referrals(&st, &key(1).public()).len(), 3);
+}
