@@ -1733,7 +1733,8 @@ mod tests {
 
     /// A key the tree never held, written and deleted before its shipment, costs the tree no
     /// write (a loose referral its sale anchors in the same batch); once a write of it was
-    /// shipped, its deletion is shipped too. A key not known to be new always is.
+    /// shipped, its deletion is shipped too, and dropped only when the shipments are merged.
+    /// A key not known to be new always is.
     #[test]
     fn keys_born_and_gone_before_their_shipment_are_not_shipped() {
         let dir = tempfile::tempdir().unwrap();
@@ -1762,6 +1763,21 @@ mod tests {
         t.del(k(4));
         t.put(k(5), vec![5]);
         assert_eq!(shipped(&mut t), vec![(k(5), true)]);
+        // Born in one shipment, deleted in the next: merged (neither applied), not written.
+        t.put_new(k(6), vec![6]);
+        t.put(k(7), vec![7]);
+        let first = t.take_batch().unwrap().unwrap();
+        assert_eq!(first.born, vec![k(6)]);
+        t.del(k(6));
+        t.del(k(7));
+        let second = t.take_batch().unwrap().unwrap();
+        let merged = crate::commit::writer::merge_all(&mut [first, second]);
+        let merged: Vec<_> = merged
+            .writes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.is_some()))
+            .collect();
+        assert_eq!(merged, vec![(k(7), false)]);
     }
 
     /// The cache grows with the tree's file, between its bounds.

@@ -123,6 +123,9 @@ pub(crate) struct Shipment {
     /// Markets whose reconciled set this shipment changes (its runs, loose attestations or
     /// dependencies), for their summaries.
     pub touched: Vec<PublicKey>,
+    /// Keys it writes first, that the tree did not hold (see [`Txn::put_new`]): merged with
+    /// later shipments of its call, none applied yet, a deletion of one is not written.
+    pub born: Vec<Vec<u8>>,
 }
 
 type Kv = (Vec<u8>, Vec<u8>);
@@ -742,14 +745,19 @@ impl<'a> Txn<'a> {
         keys.sort_unstable();
         keys.dedup();
         let born = &mut self.born;
+        let mut shipped_born = Vec::new();
         let mut writes: Vec<redo::Write> = keys
             .into_iter()
             .filter_map(|k| {
                 let v = self.writes.get(&k).cloned().flatten();
                 // A key born and gone since the last shipment: the tree never holds it.
-                // Once a born key's write is shipped, the tree may hold it.
-                if born.remove(&k) && v.is_none() {
-                    return None;
+                // Shipped, it may reach the tree; the shipment names it, so that merged with
+                // a later deletion, neither applied, it is not written (`merge_all`).
+                if born.remove(&k) {
+                    match v {
+                        None => return None,
+                        Some(_) => shipped_born.push(k.clone()),
+                    }
                 }
                 Some((k, v))
             })
@@ -785,6 +793,7 @@ impl<'a> Txn<'a> {
             dropped: std::mem::take(&mut self.unshipped_dropped),
             referrals: std::mem::take(&mut self.unshipped_referrals),
             hops,
+            born: shipped_born,
         }))
     }
 }

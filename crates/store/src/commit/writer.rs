@@ -266,9 +266,17 @@ pub(crate) struct Merged {
     pub orders: Vec<(OrderKey, Id)>,
 }
 
-/// `shipments` as one (their writes are taken out).
+/// `shipments` as one (their writes are taken out), none of them applied yet: a key one of
+/// them wrote first that the tree did not hold, and the last deleted, is not written.
 pub(crate) fn merge_all(shipments: &mut [Shipment]) -> Merged {
-    let writes = redo::merge(shipments.iter_mut().map(|s| std::mem::take(&mut s.writes)));
+    let mut writes = redo::merge(shipments.iter_mut().map(|s| std::mem::take(&mut s.writes)));
+    let born: rustc_hash::FxHashSet<&[u8]> = shipments
+        .iter()
+        .flat_map(|s| s.born.iter().map(Vec::as_slice))
+        .collect();
+    if !born.is_empty() {
+        writes.retain(|(k, v)| v.is_some() || !born.contains(k.as_slice()));
+    }
     let mut lines = BTreeMap::new();
     let mut orders = Vec::new();
     for s in shipments.iter() {
@@ -350,6 +358,7 @@ mod tests {
             referrals: Vec::new(),
             hops: Vec::new(),
             touched: Vec::new(),
+            born: Vec::new(),
         }
     }
 
