@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::commit::redo;
 use crate::error::StoreError;
@@ -33,8 +33,9 @@ pub(crate) struct Book {
     /// The ledger lines' keys participant first ([`by_participant`]): the markets a
     /// participant has lines in. (Offer totals, see `ledger::offer_line`, are left out.)
     participants: BTreeSet<LineKey>,
-    /// Lines changed since they were last written under [`LEDGER`].
-    dirty: BTreeSet<LineKey>,
+    /// Lines changed since they were last written under [`LEDGER`] (a hash set: every
+    /// receipt marks a line per hop, and a sled batch sorts its keys itself).
+    dirty: FxHashSet<LineKey>,
     /// Per seller, how many times one of its lines changed since the store was opened (what
     /// a cached summary of its ledger was computed at, see `Store::ledger_summary`).
     versions: FxHashMap<[u8; 32], u64>,

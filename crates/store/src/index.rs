@@ -63,7 +63,16 @@ pub(crate) fn insert_id(ids: &mut Vec<u8>, id: &Id) {
 /// Records a valid attestation.
 pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
     let id = att.id;
-    let market = market_of(t, &att.body);
+    // A referral's offer, read once: its seller is the market, its policy says whether the
+    // referral is indexed by referrer.
+    let offer = match &att.body {
+        Body::Referral(r) => t.offer(&r.offer),
+        _ => None,
+    };
+    let market = match &offer {
+        Some(o) => Some(o.seller),
+        None => market_of(t, &att.body),
+    };
     if let Some(market) = market {
         t.markets.insert(id, market);
         loose::index(t, market, id, &att.body);
@@ -73,7 +82,7 @@ pub(crate) fn apply(t: &mut Txn<'_>, att: &Attestation) {
         Body::Referral(r) => {
             // Read only when a buyer's first purchase of an offer that requires one makes
             // their referrals eligible hops (see `ledger`): of other offers, not kept.
-            if t.offer(&r.offer).is_some_and(|o| o.policy.require_purchase) {
+            if offer.is_some_and(|o| o.policy.require_purchase) {
                 t.put(
                     key(BY_REFERRER, &[&r.offer.0, &r.referrer.0, &id.0]),
                     vec![],
