@@ -504,7 +504,12 @@ fn drop_one(t: &mut Txn<'_>, id: Id) {
             if let Some(parent) = r.parent {
                 t.del(child_key(&parent, &id));
             }
-            t.del(key(BY_REFERRER, &[&r.offer.0, &r.referrer.0, &id.0]));
+            // Indexed by referrer only for offers that require a purchase (see `index`). A
+            // key an older store wrote for another offer stays: its one reader finds no sale
+            // through a dropped referral.
+            if t.offer(&r.offer).is_some_and(|o| o.policy.require_purchase) {
+                t.del(key(BY_REFERRER, &[&r.offer.0, &r.referrer.0, &id.0]));
+            }
             if let Some(c) = r.community {
                 t.del(key(NAMING, &[&c.0, &r.referrer.0, &id.0]));
                 dependency::referral_gone(t, p.market, r);

@@ -410,3 +410,41 @@ fn only_loose_referrals_are_found_from_their_parent() {
     assert_eq!(st.status(&rd.id).unwrap(), Some(Status::Valid));
     assert_eq!(referrals(&st, &key(1).public()).len(), 3);
 }
+
+/// A dropped referral takes its key by referrer with it: an offer that requires a purchase
+/// indexes its referrals by referrer (a buyer's first purchase makes theirs eligible hops);
+/// another offer's referral never had the key, and its drop deletes none.
+#[test]
+fn a_dropped_referral_leaves_no_key_by_referrer() {
+    use passalong_store::keyspace::{key as skey, BY_REFERRER};
+    let dir = tempfile::tempdir().unwrap();
+    let st = Store::open(dir.path()).unwrap();
+    st.set_expiry_limits(limits(1, 1_000));
+    let mut gated_policy = policy(Rule::Direct, 1_000);
+    gated_policy.require_purchase = true;
+    let gated = offer(&key(1), gated_policy, T0);
+    let plain = offer(&key(1), policy(Rule::Direct, 1_000), T0 + 1);
+    st.ingest_own(&envs(&[gated.clone(), plain.clone()]), NOW)
+        .unwrap();
+    let a = key(2);
+    let by_referrer = |db: &sled::Db, o: &Attestation| {
+        db.scan_prefix(skey(BY_REFERRER, &[&o.id.0, &a.public().0]))
+            .count()
+    };
+    st.ingest(&[&refer(&a, &gated, None, T0 + 2).bytes], NOW)
+        .unwrap();
+    st.close().unwrap();
+    assert_eq!(by_referrer(&crate::raw_open(dir.path()), &gated), 1);
+    // `a` is over its budget of one loose referral twice: both older ones go.
+    let st = Store::open(dir.path()).unwrap();
+    st.set_expiry_limits(limits(1, 1_000));
+    st.ingest(&[&refer(&a, &plain, None, T0 + 3).bytes], NOW)
+        .unwrap();
+    st.ingest(&[&refer(&a, &plain, None, T0 + 4).bytes], NOW)
+        .unwrap();
+    assert_eq!(referrals(&st, &key(1).public()).len(), 1);
+    st.close().unwrap();
+    let db = crate::raw_open(dir.path());
+    assert_eq!(by_referrer(&db, &gated), 0, "dropped with its referral");
+    assert_eq!(by_referrer(&db, &plain), 0, "never written");
+}
