@@ -535,31 +535,22 @@ fn stage1(atts: &[Attestation]) -> Vec<f64> {
         .collect()
 }
 
-/// This thread's CPU time so far (`/proc/thread-self/schedstat`), in µs; 0 if unavailable.
-fn thread_cpu_us() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |ns| ns / 1e3)
+/// A CPU-time clock's reading, in µs.
+fn cpu_clock_us(clock: rustix::time::ClockId) -> f64 {
+    let ts = rustix::time::clock_gettime(clock);
+    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
 }
 
-/// The process's CPU time so far (every thread: `/proc/self/stat` utime + stime), in µs; 0 if
-/// unavailable. Its resolution is a clock tick (10 ms): read it around many calls.
+/// This thread's CPU time so far, in µs. (Not `/proc/thread-self/schedstat`: for a running
+/// thread it lags by up to a scheduler tick, longer than a call.)
+fn thread_cpu_us() -> f64 {
+    cpu_clock_us(rustix::time::ClockId::ThreadCPUTime)
+}
+
+/// The process's CPU time so far, every thread's (those gone included), in µs. (Not
+/// `/proc/self/stat`: clock ticks, rescaled at each read.)
 fn process_cpu_us() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // The fields after the command name (which is in parentheses and may contain spaces).
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
-        .sum();
-    ticks * 1e6 / 100.0
+    cpu_clock_us(rustix::time::ClockId::ProcessCPUTime)
 }
 
 /// Incremental ledger updates between two readings of the store's counters: (count, mean
@@ -593,7 +584,9 @@ fn measured(store: &Store, envs: &[&[u8]]) -> Vec<passalong_store::Ack> {
 struct Timed {
     wall: Vec<f64>,
     cpu: Vec<f64>,
-    /// Every thread's CPU per attestation over the calls (helpers and sled's included).
+    /// Every thread's CPU per attestation over the calls (helpers and sled's included): the
+    /// process's CPU across all of them, less what this thread did between calls (the other
+    /// threads' work then, such as sled's flushes, counts).
     process_cpu: f64,
     /// Per call, its wall time ÷ a bare `verify_strict` of the same messages just before it
     /// (when paired): a slow spell of the machine moves both.
@@ -620,11 +613,11 @@ fn ingest_timed(
         bare: Vec::new(),
         bad: 0,
     };
-    let mut process = 0.0;
+    let (process_start, thread_start) = (process_cpu_us(), thread_cpu_us());
+    let mut in_calls = 0.0;
     for (i, c) in atts.chunks(per_call).enumerate() {
         let envs: Vec<&[u8]> = c.iter().map(|a| a.bytes.as_slice()).collect();
         let bare = paired.then(|| verify_timed(&prepare(c)));
-        let process_start = process_cpu_us();
         let cpu = thread_cpu_us();
         let t = Instant::now();
         let acks = if i >= skip {
@@ -633,8 +626,9 @@ fn ingest_timed(
             store.ingest(&envs, NOW).expect("ingest")
         };
         let wall = t.elapsed().as_secs_f64() * 1e6 / c.len() as f64;
-        let cpu = (thread_cpu_us() - cpu) / c.len() as f64;
-        process += process_cpu_us() - process_start;
+        let cpu_us = thread_cpu_us() - cpu;
+        in_calls += cpu_us;
+        let cpu = cpu_us / c.len() as f64;
         out.bad += acks
             .iter()
             .filter(|a| a.status != Status::Valid || a.duplicate)
@@ -648,7 +642,9 @@ fn ingest_timed(
             }
         }
     }
-    out.process_cpu = process / atts.len().max(1) as f64;
+    let between_calls = thread_cpu_us() - thread_start - in_calls;
+    out.process_cpu =
+        (process_cpu_us() - process_start - between_calls).max(0.0) / atts.len().max(1) as f64;
     out
 }
 
