@@ -535,22 +535,23 @@ fn stage1(atts: &[Attestation]) -> Vec<f64> {
         .collect()
 }
 
-/// A CPU-time clock's reading, in µs.
-fn cpu_clock_us(clock: rustix::time::ClockId) -> f64 {
-    let ts = rustix::time::clock_gettime(clock);
-    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
+/// A CPU-time clock's reading, in µs; 0 if unavailable.
+fn cpu_clock_us(clock: nix::time::ClockId) -> f64 {
+    nix::time::clock_gettime(clock).map_or(0.0, |ts| {
+        ts.tv_sec() as f64 * 1e6 + ts.tv_nsec() as f64 / 1e3
+    })
 }
 
 /// This thread's CPU time so far, in µs. (Not `/proc/thread-self/schedstat`: for a running
 /// thread it lags by up to a scheduler tick, longer than a call.)
 fn thread_cpu_us() -> f64 {
-    cpu_clock_us(rustix::time::ClockId::ThreadCPUTime)
+    cpu_clock_us(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// The process's CPU time so far, every thread's (those gone included), in µs. (Not
 /// `/proc/self/stat`: clock ticks, rescaled at each read.)
 fn process_cpu_us() -> f64 {
-    cpu_clock_us(rustix::time::ClockId::ProcessCPUTime)
+    cpu_clock_us(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// Incremental ledger updates between two readings of the store's counters: (count, mean
