@@ -345,33 +345,30 @@ impl<const V: usize> Run<V> {
         Ok((b * Self::PER_BLOCK + a) as u64)
     }
 
-    /// The number of records in block `b`, read as `block`, once checked.
-    /// [`Run::checked`], hashing block `b` only the first time a lookup reads it.
+    /// The number of records in block `b`, read as `block` by a lookup: checked, its hash
+    /// only the first time (see the module docs).
     fn checked_once(&self, block: &[u8], b: usize) -> Result<usize, StoreError> {
         let (word, bit) = (b / 64, 1u64 << (b % 64));
         let seen = self
             .checked
             .get(word)
             .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0);
-        if !seen {
-            let n = self.checked(block, b)?;
-            if let Some(w) = self.checked.get(word) {
-                w.fetch_or(bit, Ordering::Relaxed);
-            }
-            return Ok(n);
-        }
-        let n =
-            u32::from_le_bytes(block[BLOCK - 16..BLOCK - 12].try_into().expect("4 bytes")) as usize;
-        if n == 0 || n > Self::PER_BLOCK {
-            return Err(damaged(&self.path, format!("block {b} is damaged")));
+        let n = self.checked(block, b, !seen)?;
+        if let (false, Some(w)) = (seen, self.checked.get(word)) {
+            w.fetch_or(bit, Ordering::Relaxed);
         }
         Ok(n)
     }
 
-    fn checked(&self, block: &[u8], b: usize) -> Result<usize, StoreError> {
+    /// The number of records in block `b`, read as `block`, once checked (its hash too with
+    /// `hash`).
+    fn checked(&self, block: &[u8], b: usize, hash: bool) -> Result<usize, StoreError> {
         let n =
             u32::from_le_bytes(block[BLOCK - 16..BLOCK - 12].try_into().expect("4 bytes")) as usize;
-        if n == 0 || n > Self::PER_BLOCK || check(&block[..BLOCK - 8]) != block[BLOCK - 8..] {
+        if n == 0
+            || n > Self::PER_BLOCK
+            || (hash && check(&block[..BLOCK - 8]) != block[BLOCK - 8..])
+        {
             return Err(damaged(&self.path, format!("block {b} is damaged")));
         }
         Ok(n)
@@ -440,7 +437,7 @@ impl<const V: usize> Iterator for Records<'_, V> {
                 self.b = self.run.index.len();
                 return Some(Err(io(e)));
             }
-            match self.run.checked(&self.block, self.b) {
+            match self.run.checked(&self.block, self.b, true) {
                 Ok(n) => self.n = n,
                 Err(e) => {
                     self.b = self.run.index.len();
