@@ -430,8 +430,11 @@ pub(crate) fn enforce(t: &mut Txn<'_>, limits: &ExpiryLimits, evicted: &mut Vec<
     for (market, author) in &touched {
         let count = key(LOOSE_COUNT, &[&market.0, &author.0]);
         let prefix = key(LOOSE, &[&market.0, &author.0]);
+        // From the last key dropped, not the prefix: the tree still holds the keys this
+        // transaction deleted, and each search from the start read them all again.
+        let mut cursor = prefix.clone();
         while read_count(t, &count) > limits.max_loose_per_author {
-            let Some((k, _)) = t.first(&prefix) else {
+            let Some(k) = t.key_after(&prefix, &cursor) else {
                 break;
             };
             drop_subtree(t, Id(id_at(&k, 73)), evicted);
@@ -439,6 +442,7 @@ pub(crate) fn enforce(t: &mut Txn<'_>, limits: &ExpiryLimits, evicted: &mut Vec<
                 // Not droppable (its entry is gone): a damaged store; stop, do not spin.
                 break;
             }
+            cursor = k;
         }
     }
     let mut markets: Vec<PublicKey> = touched.iter().map(|(m, _)| *m).collect();
@@ -449,14 +453,16 @@ pub(crate) fn enforce(t: &mut Txn<'_>, limits: &ExpiryLimits, evicted: &mut Vec<
             read_count(t, &market_count_key(&market, Kind::Referral))
                 + read_count(t, &market_count_key(&market, Kind::PurchaseClaim))
         };
+        let mut cursor = prefix.clone();
         while total(t) > limits.max_loose_per_market {
-            let Some((k, _)) = t.first(&prefix) else {
+            let Some(k) = t.key_after(&prefix, &cursor) else {
                 break;
             };
             drop_subtree(t, Id(id_at(&k, 41)), evicted);
             if t.contains(&k) {
                 break;
             }
+            cursor = k;
         }
     }
     t.loose_touched.clear();
