@@ -360,7 +360,7 @@ pub(crate) fn apply(
             None => None,
             Some(e) => {
                 let r = match Ref::of(e.envelope.0) {
-                    Some(r) => r,
+                    Some(r) => current_place(set, &c.id)?.unwrap_or(r),
                     None => appended
                         .next()
                         .ok_or_else(|| damaged("an envelope was not logged"))?,
@@ -414,6 +414,21 @@ fn index(
         .unwrap_or_else(|p| p.into_inner())
         .markets
         .apply(tree, writes)
+}
+
+/// Where the set says the envelope of `id` is, if it holds it valid. An entry written again
+/// with its envelope's place (a receipt's payout recomputed) names where the envelope was when
+/// the write was journaled: the same place, except when opening completes journal records
+/// after a crash. The log is then cut back to the tree's end and the records past it append
+/// their envelopes again, in key order, where the call wrote them from two threads at once: a
+/// later record's place can name another envelope. The set has the new place.
+fn current_place(set: &RwLock<ValidSet>, id: &Id) -> Result<Option<Ref>, StoreError> {
+    Ok(set
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)?
+        .flatten()
+        .map(|r| r.envelope))
 }
 
 /// A shipment the tree already has, replayed at open: its valid entries' records, their
@@ -610,5 +625,47 @@ mod tests {
             })
             .unwrap();
         assert_eq!(all, 2, "a (replayed) and b (in its run)");
+    }
+
+    /// An entry written again with a place its envelope no longer has (a journal record
+    /// completed at open, after the envelopes it named were appended again in another order)
+    /// keeps the place the set has: its envelope reads back, not another's.
+    #[test]
+    fn an_entry_written_again_keeps_its_envelopes_current_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (log, _) = Envelopes::open(dir.path(), &db).unwrap();
+        let set = RwLock::new(ValidSet::load(&db, dir.path()).unwrap());
+        let (envelope, other) = (vec![5u8; 200], vec![6u8; 200]);
+        let (a, b) = (Id::of_envelope(&envelope), Id::of_envelope(&other));
+        let receipt = Fact::Receipt {
+            seller: PublicKey([9; 32]),
+        };
+        let mut ea = Entry::new(EntryState::Valid, &envelope);
+        ea.fact = Some(receipt);
+        let mut eb = Entry::new(EntryState::Valid, &other);
+        eb.fact = Some(receipt);
+        // Appended `b` first, then `a`, where the original call had `a` first.
+        apply(&db, &log, &set, &[entry_write(b, &eb)]).unwrap();
+        apply(&db, &log, &set, &[entry_write(a, &ea)]).unwrap();
+        let place = |id: &Id| {
+            set.read()
+                .unwrap()
+                .get(id)
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .envelope
+        };
+        let (at_a, at_b) = (place(&a), place(&b));
+        // A later record rewrites `a`'s entry with the place `a` had in the original call:
+        // where `b` is now.
+        let stale = at_b.encode();
+        let mut rewritten = Entry::new(EntryState::Valid, &stale);
+        rewritten.fact = Some(receipt);
+        rewritten.payout = Some(Bytes(b"recomputed"));
+        apply(&db, &log, &set, &[entry_write(a, &rewritten)]).unwrap();
+        assert_eq!(place(&a), at_a);
+        assert_eq!(log.read(place(&a)).unwrap(), envelope);
     }
 }
