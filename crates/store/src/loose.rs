@@ -280,10 +280,7 @@ pub(crate) fn index(t: &mut Txn<'_>, market: PublicKey, id: Id, body: &Body) {
     // `id` becomes valid here, so the tree holds no key of it as loose.
     t.put_new(p.loose_key(&id), vec![p.kind as u8]);
     t.put_new(p.at_key(&id), p.author.0.to_vec());
-    if let Some(parent) = match body {
-        Body::Referral(r) => r.parent,
-        _ => None,
-    } {
+    if let Some(parent) = referral_parent(body) {
         t.put_new(child_key(&parent, &id), vec![]);
     }
     add_count(t, author_count_key(&p), true);
@@ -294,6 +291,14 @@ pub(crate) fn index(t: &mut Txn<'_>, market: PublicKey, id: Id, body: &Body) {
 /// The key that finds a loose referral from its parent (what dropping the parent takes).
 fn child_key(parent: &Id, id: &Id) -> Vec<u8> {
     key(CHILD, &[&parent.0, &id.0])
+}
+
+/// A referral's parent (`None` for a root or another kind).
+fn referral_parent(body: &Body) -> Option<Id> {
+    match body {
+        Body::Referral(r) => r.parent,
+        _ => None,
+    }
 }
 
 /// Anchors `id` if it is loose (moves it to its market's runs); whether it was.
@@ -316,10 +321,7 @@ fn anchor(t: &mut Txn<'_>, id: Id) -> bool {
             let Some(p) = place(t, &body) else {
                 return false;
             };
-            let parent = match &body {
-                Body::Referral(r) => r.parent,
-                _ => None,
-            };
+            let parent = referral_parent(&body);
             (p, Some(body), parent)
         }
     };

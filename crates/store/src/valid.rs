@@ -522,15 +522,21 @@ mod tests {
         )
     }
 
+    /// A tree, an envelope log and a valid set in `dir`, as a store opens them.
+    fn open_set(dir: &std::path::Path) -> (sled::Db, Envelopes, RwLock<ValidSet>) {
+        let db = sled::open(dir.join("db")).unwrap();
+        let (log, _) = Envelopes::open(dir, &db).unwrap();
+        let set = RwLock::new(ValidSet::load(&db, dir).unwrap());
+        (db, log, set)
+    }
+
     /// A valid entry leaves the tree for the set, its envelope for the log, its kept payout
     /// record for its own key; it reads back whole, across a checkpoint and a reload; a
     /// removal removes all three.
     #[test]
     fn valid_entries_move_out_of_the_tree_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let (log, _) = Envelopes::open(dir.path(), &db).unwrap();
-        let set = RwLock::new(ValidSet::load(&db, dir.path()).unwrap());
+        let (db, log, set) = open_set(dir.path());
         let (envelope, other) = (vec![5u8; 200], vec![6u8; 200]);
         // Ids as the log checks them: blake3 of the envelope.
         let (a, b, pending) = (
@@ -633,9 +639,7 @@ mod tests {
     #[test]
     fn an_entry_written_again_keeps_its_envelopes_current_place() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let (log, _) = Envelopes::open(dir.path(), &db).unwrap();
-        let set = RwLock::new(ValidSet::load(&db, dir.path()).unwrap());
+        let (db, log, set) = open_set(dir.path());
         let (envelope, other) = (vec![5u8; 200], vec![6u8; 200]);
         let (a, b) = (Id::of_envelope(&envelope), Id::of_envelope(&other));
         let receipt = Fact::Receipt {
