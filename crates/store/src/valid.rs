@@ -187,6 +187,18 @@ impl ValidSet {
         }
     }
 
+    /// Where the set says the envelope of `id` is, if it holds it valid. An entry written
+    /// again with its envelope's place (a receipt's payout recomputed) names where the envelope
+    /// was when the write was journaled: the same place, except after a crash. Opening cuts
+    /// the log back to the tree's end and the journal records past it append their envelopes
+    /// again, in key order, where the call had appended them from two threads at once; so a
+    /// place journaled before the crash can name another envelope, whether its record is
+    /// completed at that open ([`apply`]) or replayed at a later one ([`replay`]), once the
+    /// tree has it. The set has the place the log holds.
+    fn place(&self, id: &Id) -> Result<Option<Ref>, StoreError> {
+        Ok(self.get(id)?.flatten().map(|r| r.envelope))
+    }
+
     /// The entry of `id` if the set holds it valid (`Ok(None)`: look in the tree), as the
     /// tree would hold it; `kept` reads a kept payout record.
     pub fn entry(
@@ -360,7 +372,10 @@ pub(crate) fn apply(
             None => None,
             Some(e) => {
                 let r = match Ref::of(e.envelope.0) {
-                    Some(r) => current_place(set, &c.id)?.unwrap_or(r),
+                    Some(r) => {
+                        let s = set.read().unwrap_or_else(|p| p.into_inner());
+                        s.place(&c.id)?.unwrap_or(r)
+                    }
                     None => appended
                         .next()
                         .ok_or_else(|| damaged("an envelope was not logged"))?,
@@ -416,21 +431,6 @@ fn index(
         .apply(tree, writes)
 }
 
-/// Where the set says the envelope of `id` is, if it holds it valid. An entry written again
-/// with its envelope's place (a receipt's payout recomputed) names where the envelope was when
-/// the write was journaled: the same place, except when opening completes journal records
-/// after a crash. The log is then cut back to the tree's end and the records past it append
-/// their envelopes again, in key order, where the call wrote them from two threads at once: a
-/// later record's place can name another envelope. The set has the new place.
-fn current_place(set: &RwLock<ValidSet>, id: &Id) -> Result<Option<Ref>, StoreError> {
-    Ok(set
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(id)?
-        .flatten()
-        .map(|r| r.envelope))
-}
-
 /// A shipment the tree already has, replayed at open: its valid entries' records, their
 /// envelopes found where the log's records since the checkpoint put them (`logged`). An entry
 /// whose envelope is not there was written by a build before format 15: the tree holds it.
@@ -446,7 +446,10 @@ pub(crate) fn replay(
                 set.replace(&c.id, None)?;
             }
             Some(e) => {
-                let r = Ref::of(e.envelope.0).or_else(|| logged.get(&c.id).copied());
+                let r = match Ref::of(e.envelope.0) {
+                    Some(r) => Some(set.place(&c.id)?.unwrap_or(r)),
+                    None => logged.get(&c.id).copied(),
+                };
                 if let Some(r) = r {
                     set.replace(&c.id, Some(rec_of(&e, r)))?;
                 }
@@ -634,8 +637,9 @@ mod tests {
     }
 
     /// An entry written again with a place its envelope no longer has (a journal record
-    /// completed at open, after the envelopes it named were appended again in another order)
-    /// keeps the place the set has: its envelope reads back, not another's.
+    /// completed at open, after the envelopes it named were appended again in another order,
+    /// or replayed at a later open) keeps the place the set has: its envelope reads back, not
+    /// another's.
     #[test]
     fn an_entry_written_again_keeps_its_envelopes_current_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -671,5 +675,17 @@ mod tests {
         apply(&db, &log, &set, &[entry_write(a, &rewritten)]).unwrap();
         assert_eq!(place(&a), at_a);
         assert_eq!(log.read(place(&a)).unwrap(), envelope);
+        // The same records replayed at a later open, once the tree has them: `a` keeps the
+        // place the log's records since the checkpoint give it, not the journaled one.
+        let logged = HashMap::from([(a, at_a), (b, at_b)]);
+        let mut again = ValidSet::load(&db, dir.path()).unwrap();
+        let records = [
+            entry_write(b, &eb),
+            entry_write(a, &ea),
+            entry_write(a, &rewritten),
+        ];
+        replay(&mut again, &logged, &records).unwrap();
+        assert_eq!(again.place(&a).unwrap(), Some(at_a));
+        assert_eq!(again.place(&b).unwrap(), Some(at_b));
     }
 }
