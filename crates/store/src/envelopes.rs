@@ -17,7 +17,9 @@
 //! end ([`CHECKPOINT`]). Each shipment also writes the log's end ([`END`]) just before its
 //! journal number. Opening checks the records between the two: if they are whole, the log is
 //! cut back to the tree's end (what later shipments appended, they append again when the
-//! journal writes them again); if not (a power loss lost unsynced bytes that the tree already
+//! journal writes them again, in key order rather than the call's, so a place a journal record
+//! names can since hold another envelope: the valid set's place is the one to read, see
+//! `ValidSet::place`); if not (a power loss lost unsynced bytes that the tree already
 //! points to), the log is cut back to the checkpoint and every shipment since is written again
 //! from the journal. The check hashes each record, so it also says where each envelope since the
 //! checkpoint is, by id: the valid entries of those shipments are kept in memory until the next

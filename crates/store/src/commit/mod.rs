@@ -26,7 +26,7 @@ pub(crate) mod journal;
 pub(crate) mod redo;
 pub(crate) mod writer;
 
-/// After this many attestations written, the store checkpoints (see [`Commit::checkpoint_locked`]).
+/// After this many attestations written, the store checkpoints (see `Commit::checkpoint_locked`).
 pub const CHECKPOINT_EVERY: u64 = 50_000;
 
 /// The store checkpoints when its journal (every shipment since the last checkpoint, ~2 KB per
