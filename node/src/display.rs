@@ -1,4 +1,4 @@
-//! What people read: tables whose cells are [printable](passalong_api::text::printable),
+//! What people read: tables whose cells are [printable],
 //! amounts in major units, keys with their contact names.
 
 use anyhow::Result;

@@ -21,7 +21,7 @@
 //!   waiting for one; past that the answer is 503 "busy, retry", so memory stays under
 //!   `argon2 memory × concurrency`.
 //!
-//! A member's key export checks her password the same way ([`with_password`]), and then
+//! A member's key export checks her password the same way (`with_password`), and then
 //! seals her key at the export cost under the same permit; so that exports, which a right
 //! password does not slow, cannot hold the permits from others' sign-ins, each account may run
 //! one export at a time and seal a few an hour ([`passalong_accounts::quota`]): past that the
@@ -36,6 +36,9 @@
 //! or behind a reverse proxy on the same machine the rightmost entry of the header the
 //! operator names (`client_ip_header`, e.g. `X-Forwarded-For`). The header is believed only
 //! from a loopback peer: anyone else could write any address in it.
+//!
+//! [`Sessions::start_member`]: passalong_accounts::Sessions::start_member
+//! [`Sessions::start_read_only`]: passalong_accounts::Sessions::start_read_only
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

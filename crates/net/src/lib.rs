@@ -7,7 +7,7 @@
 //! `/passalong/sync/2`, a request-response protocol for anti-entropy (digests, set
 //! reconciliation with `passalong-reconcile`, then batched body fetches).
 //!
-//! As in rust-libp2p's examples, a single task owns the swarm ([`event_loop`]); the node talks
+//! As in rust-libp2p's examples, a single task owns the swarm (`event_loop`); the node talks
 //! to it through the cloneable [`Network`] handle. What to do — admit, penalise, ban, reconcile
 //! with whom, publish or defer — is decided by a pure state machine ([`policy`]) that the loop
 //! only feeds and obeys. Storage is behind the [`Backend`] trait, so this crate depends only on

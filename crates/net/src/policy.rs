@@ -40,7 +40,7 @@ const FOLLOW_SYNC_PEERS: usize = 3;
 const CATCH_UP_AFTER: Duration = Duration::from_secs(1);
 /// Alone, the bootstrap peers are dialled again this often; connected to none of its
 /// preferred relays, a node dials them again at this pace at first (see
-/// [`Policy::preferred_to_redial`]).
+/// `Policy::preferred_to_redial`).
 pub const REDIAL_EVERY: Duration = Duration::from_secs(10);
 /// The longest wait before preferred relays that stay out of reach are dialled again: the
 /// wait doubles from [`REDIAL_EVERY`] with each dial that brings none of them back.

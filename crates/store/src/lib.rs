@@ -215,12 +215,12 @@ pub fn auto_cache_bytes(path: &Path) -> u64 {
 /// Version 5 writes shipments key by key after
 /// a redo record (see `redo`): an older build would not complete a shipment cut short; and it
 /// logs receipts' orders in runs (see `orders`), keeping ORDER keys for equivocations only
-/// ([`log_orders`] converts older stores).
+/// (`log_orders` converts older stores).
 /// Version 4 indexes markets in runs (one key per market per batch, see `market`); version 3
 /// journals ledger lines between checkpoints (`book`) and keeps one ORDER key per order. Older
 /// stores are upgraded when opened and marked 5 (then 6, as above), so that an older build refuses them: each
 /// has its orders logged (market keys of version 3 are runs of one, and none has a redo
-/// record); a version 2 store first has its ORDER keys regrouped (see [`upgrade_orders`]; its
+/// record); a version 2 store first has its ORDER keys regrouped (see `upgrade_orders`; its
 /// lines are a checkpoint with an empty journal).
 pub const FORMAT_VERSION: u32 = 17;
 
