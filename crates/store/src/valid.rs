@@ -656,15 +656,7 @@ mod tests {
         // Appended `b` first, then `a`, where the original call had `a` first.
         apply(&db, &log, &set, &[entry_write(b, &eb)]).unwrap();
         apply(&db, &log, &set, &[entry_write(a, &ea)]).unwrap();
-        let place = |id: &Id| {
-            set.read()
-                .unwrap()
-                .get(id)
-                .unwrap()
-                .unwrap()
-                .unwrap()
-                .envelope
-        };
+        let place = |id: &Id| set.read().unwrap().place(id).unwrap().unwrap();
         let (at_a, at_b) = (place(&a), place(&b));
         // A later record rewrites `a`'s entry with the place `a` had in the original call:
         // where `b` is now.
