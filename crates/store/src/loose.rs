@@ -432,20 +432,9 @@ pub(crate) fn enforce(t: &mut Txn<'_>, limits: &ExpiryLimits, evicted: &mut Vec<
     for (market, author) in &touched {
         let count = key(LOOSE_COUNT, &[&market.0, &author.0]);
         let prefix = key(LOOSE, &[&market.0, &author.0]);
-        // From the last key dropped, not the prefix: the tree still holds the keys this
-        // transaction deleted, and each search from the start read them all again.
-        let mut cursor = prefix.clone();
-        while read_count(t, &count) > limits.max_loose_per_author {
-            let Some(k) = t.key_after(&prefix, &cursor) else {
-                break;
-            };
-            drop_subtree(t, Id(id_at(&k, 73)), evicted);
-            if t.contains(&k) {
-                // Not droppable (its entry is gone): a damaged store; stop, do not spin.
-                break;
-            }
-            cursor = k;
-        }
+        drop_oldest(t, &prefix, 73, evicted, |t| {
+            read_count(t, &count) > limits.max_loose_per_author
+        });
     }
     let mut markets: Vec<PublicKey> = touched.iter().map(|(m, _)| *m).collect();
     markets.dedup();
@@ -455,19 +444,36 @@ pub(crate) fn enforce(t: &mut Txn<'_>, limits: &ExpiryLimits, evicted: &mut Vec<
             read_count(t, &market_count_key(&market, Kind::Referral))
                 + read_count(t, &market_count_key(&market, Kind::PurchaseClaim))
         };
-        let mut cursor = prefix.clone();
-        while total(t) > limits.max_loose_per_market {
-            let Some(k) = t.key_after(&prefix, &cursor) else {
-                break;
-            };
-            drop_subtree(t, Id(id_at(&k, 41)), evicted);
-            if t.contains(&k) {
-                break;
-            }
-            cursor = k;
-        }
+        drop_oldest(t, &prefix, 41, evicted, |t| {
+            total(t) > limits.max_loose_per_market
+        });
     }
     t.loose_touched.clear();
+}
+
+/// Drops the loose attestations under `prefix` (in key order: oldest first), each with its
+/// subtree, while `over` holds; each key holds its attestation's id from byte `at`.
+fn drop_oldest(
+    t: &mut Txn<'_>,
+    prefix: &[u8],
+    at: usize,
+    evicted: &mut Vec<Id>,
+    over: impl Fn(&Txn<'_>) -> bool,
+) {
+    // From the last key dropped, not the prefix: the tree still holds the keys this
+    // transaction deleted, and each search from the start read them all again.
+    let mut cursor = prefix.to_vec();
+    while over(t) {
+        let Some(k) = t.key_after(prefix, &cursor) else {
+            break;
+        };
+        drop_subtree(t, Id(id_at(&k, at)), evicted);
+        if t.contains(&k) {
+            // Not droppable (its entry is gone): a damaged store; stop, do not spin.
+            break;
+        }
+        cursor = k;
+    }
 }
 
 /// Drops the loose attestation `id` and the loose referrals below it. A referral with an
