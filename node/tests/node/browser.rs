@@ -273,24 +273,41 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/signin"))
         .await
         .expect("signin page");
-    let f = c.find(Locator::Id("token")).await.expect("token field");
+    let f = token_field(c).await;
     f.send_keys(token).await.expect("type token");
     f.send_keys("\u{E007}").await.expect("enter");
     wait_text(c, "h1", "Home").await;
 }
 
-/// Waits until the element `css` contains `text`; returns its text.
 /// Signs the browser `c` in to `k`'s dashboard at `base` with the operator's token.
 pub(crate) async fn sign_in_operator(c: &Client, base: &str, k: &Daemon) {
     c.goto(&format!("{base}/signin/operator"))
         .await
         .expect("operator sign-in");
-    let f = c.find(Locator::Id("token")).await.expect("token field");
+    let f = token_field(c).await;
     f.send_keys(&token(k)).await.expect("type token");
     f.send_keys("\u{E007}").await.expect("enter");
     wait_text(c, "h1", "Home").await;
 }
 
+/// The sign-in page's token field, once it is there (a CI run once found no field right after
+/// the page's load; the page it got then is in the message).
+async fn token_field(c: &Client) -> fantoccini::elements::Element {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(f) = c.find(Locator::Id("token")).await {
+            return f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sign-in page has no token field; page: {}",
+            c.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the element `css` contains `text`; returns its text.
 pub(crate) async fn wait_text(c: &Client, css: &str, text: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
