@@ -109,6 +109,9 @@ impl Symbol {
     }
 }
 
+/// Multiplier of the mapping's generator (the paper's reference implementation).
+const MAP_MUL: u64 = 0xda94_2042_e4dd_58b5;
+
 const TWO_51: f64 = 2_251_799_813_685_248.0;
 const TWO_52: f64 = 4_503_599_627_370_496.0;
 
@@ -128,7 +131,7 @@ impl Mapping {
     }
 
     fn next_index(&mut self) -> u64 {
-        let r = self.prng.wrapping_mul(0xda94_2042_e4dd_58b5);
+        let r = self.prng.wrapping_mul(MAP_MUL);
         self.prng = r;
         let scale = 4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0;
         // Signed conversions are single instructions on x86-64, unsigned ones are not:
@@ -163,36 +166,114 @@ impl Mapping {
 }
 
 /// Items encoded side by side: the index recurrence of one item is a chain of dependent
-/// divisions and square roots, so interleaving independent items keeps the CPU busy.
-const LANES: usize = 8;
+/// divisions and square roots, so interleaving independent items keeps the CPU busy; with
+/// AVX-512 each step of sixteen lanes is two 8-wide vector operations.
+const LANES: usize = 16;
 
-/// One item being encoded: its limbs, checksum, mapping and current index.
-#[derive(Clone, Copy)]
-struct Lane {
-    l: [u64; 4],
-    h: u64,
-    map: Mapping,
-    j: u64,
+/// Indices below this bound are produced exactly by [`step_lanes`]; `add` only needs the
+/// indices below its end (at most `MAX_SYMBOLS`, far below).
+const LANE_END_MAX: u64 = 1 << 51;
+
+/// A lane with nothing left to encode.
+const IDLE: u64 = u64::MAX;
+
+/// The items being encoded, one per lane, as arrays so that [`step_lanes`] vectorizes.
+struct Lanes {
+    l: [[u64; 4]; LANES],
+    h: [u64; LANES],
+    prng: [u64; LANES],
+    /// The lane's current index, or [`IDLE`].
+    j: [u64; LANES],
 }
 
-impl Lane {
-    fn new(id: &Id) -> Self {
-        let l = limbs(id);
-        Lane {
-            l,
-            h: hash_limbs(&l, SEED_SUM),
-            map: Mapping::new(&l),
-            j: 0,
+/// Items read ahead of the lanes, [`LANES`] at a time, with their checksums and mapping
+/// seeds computed side by side (limb-major, so that the hashing vectorizes too).
+struct Intake {
+    l: [[u64; LANES]; 4],
+    h: [u64; LANES],
+    seed: [u64; LANES],
+    len: usize,
+    next: usize,
+}
+
+impl Intake {
+    const EMPTY: Intake = Intake {
+        l: [[0; LANES]; 4],
+        h: [0; LANES],
+        seed: [0; LANES],
+        len: 0,
+        next: 0,
+    };
+
+    /// Moves the next item into lane `k`; `false` when there is none.
+    #[inline(always)]
+    fn load<'a>(
+        &mut self,
+        ids: &mut impl Iterator<Item = &'a Id>,
+        lanes: &mut Lanes,
+        k: usize,
+    ) -> bool {
+        if self.next == self.len {
+            self.fill(ids);
+            if self.len == 0 {
+                return false;
+            }
         }
+        let i = self.next;
+        self.next += 1;
+        lanes.l[k] = [self.l[0][i], self.l[1][i], self.l[2][i], self.l[3][i]];
+        lanes.h[k] = self.h[i];
+        lanes.prng[k] = self.seed[i];
+        lanes.j[k] = 0;
+        true
     }
 
-    /// A lane with nothing left to encode.
-    const IDLE: Lane = Lane {
-        l: [0; 4],
-        h: 0,
-        map: Mapping { prng: 0, last: 0 },
-        j: u64::MAX,
-    };
+    #[inline(always)]
+    fn fill<'a>(&mut self, ids: &mut impl Iterator<Item = &'a Id>) {
+        let mut len = 0;
+        for id in ids.take(LANES) {
+            for (limb, x) in self.l.iter_mut().zip(limbs(id)) {
+                limb[len] = x;
+            }
+            len += 1;
+        }
+        // `hash_limbs` of each item with both seeds, lane by lane.
+        let (mut h, mut m) = ([SEED_SUM; LANES], [SEED_MAP; LANES]);
+        for limb in &self.l {
+            for k in 0..LANES {
+                h[k] = mix64(h[k] ^ limb[k]);
+                m[k] = mix64(m[k] ^ limb[k]);
+            }
+        }
+        self.h = h;
+        for (s, m) in self.seed.iter_mut().zip(m) {
+            *s = m | 1;
+        }
+        self.len = len;
+        self.next = 0;
+    }
+}
+
+/// Advances every lane to its next index: [`Mapping::next_index`] for indices below
+/// [`LANE_END_MAX`], and [`IDLE`] where the next index would be at or above it (or the lane
+/// is idle). Branch-free, so that it compiles to vector operations: with AVX-512 the
+/// unsigned conversions, square roots and divisions of eight lanes are one instruction each,
+/// with the same IEEE results as the scalar ones.
+#[inline(always)]
+fn step_lanes(prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
+    for (p, j) in prng.iter_mut().zip(j.iter_mut()) {
+        let r = p.wrapping_mul(MAP_MUL);
+        *p = r;
+        let scale = 4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0;
+        // Exact below 2^52 (the signed conversion is one instruction on every x86-64).
+        let x = ((*j as i64) as f64 + 1.5) * scale;
+        // The ceiling by the 2^52 rounding trick, as in `next_index` (0 <= x < 2^51).
+        let y = x + TWO_52;
+        let near = y.to_bits().wrapping_sub(TWO_52.to_bits());
+        let gap = near + u64::from(y - TWO_52 < x);
+        let exact = *j < LANE_END_MAX && x < TWO_51;
+        *j = if exact { *j + gap.max(1) } else { IDLE };
+    }
 }
 
 /// Coded symbols `start..end` of `ids` (memory is proportional to `end - start`).
@@ -218,34 +299,129 @@ pub(crate) fn add<'a>(
         return;
     }
     let end = start.saturating_add(out.len() as u64);
+    if end > LANE_END_MAX {
+        add_one_by_one(out, ids, start, end, delta);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        simd::add_lanes_avx512(out, ids, start, end, delta);
+        return;
+    }
+    add_lanes(out, ids, start, end, delta);
+}
+
+/// The AVX-512 build of [`add_lanes`].
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod simd {
+    use super::{add_lanes, Id, Symbol};
+
+    pub(super) fn add_lanes_avx512<'a>(
+        out: &mut [Symbol],
+        ids: impl Iterator<Item = &'a Id>,
+        start: u64,
+        end: u64,
+        delta: u8,
+    ) {
+        // SAFETY: the caller checked that the CPU has AVX-512F and AVX-512DQ, the only
+        // requirement of a `target_feature` function.
+        unsafe { build(out, ids, start, end, delta) }
+    }
+
+    /// [`super::step_lanes`] as the AVX-512 build compiles it, when the CPU has AVX-512.
+    #[cfg(test)]
+    pub(super) fn step_lanes_avx512(
+        prng: &mut [u64; super::LANES],
+        j: &mut [u64; super::LANES],
+    ) -> bool {
+        #[target_feature(enable = "avx512f,avx512dq")]
+        fn step(prng: &mut [u64; super::LANES], j: &mut [u64; super::LANES]) {
+            super::step_lanes(prng, j);
+        }
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq"))
+        {
+            return false;
+        }
+        // SAFETY: the CPU has the features `step` is compiled for (checked above).
+        unsafe { step(prng, j) };
+        true
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn build<'a>(
+        out: &mut [Symbol],
+        ids: impl Iterator<Item = &'a Id>,
+        start: u64,
+        end: u64,
+        delta: u8,
+    ) {
+        add_lanes(out, ids, start, end, delta);
+    }
+}
+
+/// [`add`] for `end <= LANE_END_MAX`, [`LANES`] items at a time.
+#[inline(always)]
+fn add_lanes<'a>(
+    out: &mut [Symbol],
+    ids: impl Iterator<Item = &'a Id>,
+    start: u64,
+    end: u64,
+    delta: u8,
+) {
     let mut ids = ids.fuse();
-    let mut lanes = [Lane::IDLE; LANES];
+    let mut intake = Intake::EMPTY;
+    let mut lanes = Lanes {
+        l: [[0; 4]; LANES],
+        h: [0; LANES],
+        prng: [0; LANES],
+        j: [IDLE; LANES],
+    };
     let mut live = 0;
-    for lane in &mut lanes {
-        if let Some(id) = ids.next() {
-            *lane = Lane::new(id);
+    for k in 0..LANES {
+        if intake.load(&mut ids, &mut lanes, k) {
             live += 1;
         }
     }
     while live > 0 {
-        for lane in &mut lanes {
-            if lane.j >= end {
-                continue;
+        for k in 0..LANES {
+            let j = lanes.j[k];
+            if let Some(sym) = j.checked_sub(start).and_then(|i| out.get_mut(i as usize)) {
+                sym.apply(&lanes.l[k], lanes.h[k], delta);
             }
-            if let Some(sym) = lane
-                .j
-                .checked_sub(start)
-                .and_then(|k| out.get_mut(k as usize))
-            {
-                sym.apply(&lane.l, lane.h, delta);
+        }
+        let before = lanes.j;
+        step_lanes(&mut lanes.prng, &mut lanes.j);
+        for (k, was) in before.into_iter().enumerate() {
+            if lanes.j[k] >= end && was < end && !intake.load(&mut ids, &mut lanes, k) {
+                lanes.j[k] = IDLE;
+                live -= 1;
             }
-            lane.j = lane.map.next_index();
-            if lane.j >= end {
-                match ids.next() {
-                    Some(id) => *lane = Lane::new(id),
-                    None => live -= 1,
-                }
+        }
+    }
+}
+
+/// [`add`] for any end, one item after the other with the exact recurrence.
+fn add_one_by_one<'a>(
+    out: &mut [Symbol],
+    ids: impl Iterator<Item = &'a Id>,
+    start: u64,
+    end: u64,
+    delta: u8,
+) {
+    for id in ids {
+        let l = limbs(id);
+        let h = hash_limbs(&l, SEED_SUM);
+        let mut map = Mapping::new(&l);
+        let mut j = 0;
+        while j < end {
+            if let Some(sym) = j.checked_sub(start).and_then(|i| out.get_mut(i as usize)) {
+                sym.apply(&l, h, delta);
             }
+            j = map.next_index();
         }
     }
 }
@@ -399,6 +575,80 @@ mod tests {
             let mut out = encode(ids[..n].iter(), 0, 50);
             add(&mut out, ids[..n].iter(), 0, 255);
             assert!(out.iter().all(Symbol::is_zero), "{n} ids");
+        }
+    }
+
+    /// Every lane's step is the mapping's next index, exact below [`LANE_END_MAX`], in the
+    /// portable build and (where the CPU has it) the AVX-512 build.
+    #[test]
+    fn lane_steps_follow_the_mapping() {
+        let mut states = Vec::new();
+        for i in 0..40_000u64 {
+            // Indices of every magnitude, up to 2^64.
+            states.push((mix64(i) | 1, mix64(!i) >> (i % 64)));
+        }
+        let inv = 0x8b83_8d03_54ea_d59du64; // inverse of the generator's multiplier
+        for r in [0, 1, u64::MAX, u64::MAX - 1, 1 << 63] {
+            for last in [0, 1, (1 << 51) - 1, 1 << 51, (1 << 52) - 1, u64::MAX - 1] {
+                states.push((r.wrapping_mul(inv), last));
+            }
+        }
+        let mut vector_ran = false;
+        for chunk in states.chunks(LANES) {
+            let mut prng = [1; LANES];
+            let mut j = [0; LANES];
+            for (k, &(p, l)) in chunk.iter().enumerate() {
+                prng[k] = p;
+                j[k] = l;
+            }
+            let (mut vprng, mut vj) = (prng, j);
+            let (p0, j0) = (prng, j);
+            step_lanes(&mut prng, &mut j);
+            #[cfg(target_arch = "x86_64")]
+            {
+                vector_ran |= simd::step_lanes_avx512(&mut vprng, &mut vj);
+            }
+            for k in 0..LANES {
+                let mut map = Mapping {
+                    prng: p0[k],
+                    last: j0[k],
+                };
+                let want = map.next_index();
+                for (got_prng, got) in [(prng[k], j[k]), (vprng[k], vj[k])] {
+                    if got_prng == p0[k] {
+                        continue; // the vector build did not run
+                    }
+                    assert_eq!(got_prng, map.prng);
+                    assert!(
+                        got == want || (got == IDLE && want >= LANE_END_MAX),
+                        "prng {:#x} last {}: {got} != {want}",
+                        p0[k],
+                        j0[k]
+                    );
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !vector_ran {
+            eprintln!("no AVX-512 here: only the portable build was checked");
+        }
+    }
+
+    /// The lanes (portable build), the dispatching entry point (AVX-512 where the CPU has
+    /// it) and one item after the other produce the same symbols.
+    #[test]
+    fn every_build_of_the_encoder_agrees() {
+        let ids: Vec<Id> = (0..3000).map(id).collect();
+        for (start, end) in [(0u64, 1u64), (0, 5000), (37, 900), (1000, 20_000)] {
+            let n = (end - start) as usize;
+            let mut expect = vec![Symbol::default(); n];
+            add_one_by_one(&mut expect, ids.iter(), start, end, 1);
+            let mut lanes = vec![Symbol::default(); n];
+            add_lanes(&mut lanes, ids.iter(), start, end, 1);
+            assert_eq!(lanes, expect, "lanes {start}..{end}");
+            let mut dispatched = vec![Symbol::default(); n];
+            add(&mut dispatched, ids.iter(), start, 1);
+            assert_eq!(dispatched, expect, "add {start}..{end}");
         }
     }
 
