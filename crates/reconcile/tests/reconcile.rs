@@ -83,6 +83,21 @@ fn uniform_differences() {
     assert!(check(&a, &b, Config::default()) <= 6);
 }
 
+/// A uniform difference split into many small IBLT runs (the smallest run allowed) still
+/// reconciles exactly.
+#[test]
+fn uniform_differences_in_small_runs() {
+    let all = items(0..30_000, |n| n / 4);
+    let a: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 10 != 0).collect();
+    let b: Vec<Item> = all.iter().copied().filter(|i| i.id[0] % 10 != 1).collect();
+    let config = Config {
+        iblt_run_symbols: 0,
+        ..Config::default()
+    };
+    assert!(check(&a, &b, config.clone()) <= 6);
+    assert!(check(&b, &a, config) <= 6);
+}
+
 #[test]
 fn equal_times_need_prefix_bounds() {
     let a = items(0..3000, |_| 42);
@@ -287,6 +302,11 @@ fn run_bounded(
 
 /// Exact difference with every message of either side within `limit`; returns round trips.
 fn check_bounded(a: &[Item], b: &[Item], limit: usize, fanout: usize) -> usize {
+    check_bounded_runs(a, b, limit, fanout, Config::default().iblt_run_symbols)
+}
+
+/// [`check_bounded`] with IBLT runs of at most `run` symbols.
+fn check_bounded_runs(a: &[Item], b: &[Item], limit: usize, fanout: usize, run: usize) -> usize {
     let sa = Storage::from_items(a.iter().copied());
     let sb = Storage::from_items(b.iter().copied());
     let ia: BTreeSet<Id> = sa.items().iter().map(|i| i.id).collect();
@@ -294,6 +314,7 @@ fn check_bounded(a: &[Item], b: &[Item], limit: usize, fanout: usize) -> usize {
     let config = Config {
         max_message_size: limit,
         fanout,
+        iblt_run_symbols: run,
     };
     let bound = limit.max(MIN_MESSAGE_SIZE);
     let (have, need, rounds) = run_bounded(&sa, &sb, &config, bound, bound, 5000);
@@ -377,10 +398,12 @@ proptest! {
         time_spread in 1u64..50,
         fanout in 2usize..20,
         limit in 4096usize..16_384,
+        small_runs in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let (a, b) = overlapping(seed, n, pa, pb, time_spread);
-        check_bounded(&a, &b, limit, fanout);
+        let run = if small_runs { 0 } else { Config::default().iblt_run_symbols };
+        check_bounded_runs(&a, &b, limit, fanout, run);
     }
 
     #[test]
