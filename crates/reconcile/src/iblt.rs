@@ -304,55 +304,56 @@ pub(crate) fn add<'a>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-    {
-        simd::add_lanes_avx512(out, ids, start, end, delta);
-        return;
-    }
+    let ids = match simd::add_lanes_vector(out, ids, start, end, delta) {
+        Ok(()) => return,
+        Err(ids) => ids,
+    };
     add_lanes(out, ids, start, end, delta);
 }
 
-/// The AVX-512 build of [`add_lanes`].
+/// Builds of [`add_lanes`] for the vector extensions of x86-64 CPUs: AVX-512 (eight lanes
+/// per instruction, unsigned conversions and 64-bit multiplications in one instruction
+/// each) and AVX2 (four lanes). The source is the same; the instructions give the same
+/// IEEE results as the portable build's (no fused multiply-adds: Rust does not contract).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod simd {
     use super::{add_lanes, Id, Symbol};
+    #[cfg(test)]
+    use super::{step_lanes, LANES};
 
-    pub(super) fn add_lanes_avx512<'a>(
+    fn has_avx512() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+
+    fn has_avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    /// Runs the widest build this CPU has; gives `ids` back when it has neither.
+    pub(super) fn add_lanes_vector<'a, I: Iterator<Item = &'a Id>>(
         out: &mut [Symbol],
-        ids: impl Iterator<Item = &'a Id>,
+        ids: I,
         start: u64,
         end: u64,
         delta: u8,
-    ) {
-        // SAFETY: the caller checked that the CPU has AVX-512F and AVX-512DQ, the only
-        // requirement of a `target_feature` function.
-        unsafe { build(out, ids, start, end, delta) }
-    }
-
-    /// [`super::step_lanes`] as the AVX-512 build compiles it, when the CPU has AVX-512.
-    #[cfg(test)]
-    pub(super) fn step_lanes_avx512(
-        prng: &mut [u64; super::LANES],
-        j: &mut [u64; super::LANES],
-    ) -> bool {
-        #[target_feature(enable = "avx512f,avx512dq")]
-        fn step(prng: &mut [u64; super::LANES], j: &mut [u64; super::LANES]) {
-            super::step_lanes(prng, j);
+    ) -> Result<(), I> {
+        if has_avx512() {
+            // SAFETY: the CPU has AVX-512F and AVX-512DQ (checked just above), the only
+            // requirement of a `target_feature` function.
+            unsafe { add_avx512(out, ids, start, end, delta) };
+        } else if has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { add_avx2(out, ids, start, end, delta) };
+        } else {
+            return Err(ids);
         }
-        if !(std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq"))
-        {
-            return false;
-        }
-        // SAFETY: the CPU has the features `step` is compiled for (checked above).
-        unsafe { step(prng, j) };
-        true
+        Ok(())
     }
 
     #[target_feature(enable = "avx512f,avx512dq")]
-    fn build<'a>(
+    fn add_avx512<'a>(
         out: &mut [Symbol],
         ids: impl Iterator<Item = &'a Id>,
         start: u64,
@@ -361,7 +362,71 @@ mod simd {
     ) {
         add_lanes(out, ids, start, end, delta);
     }
+
+    #[target_feature(enable = "avx2")]
+    fn add_avx2<'a>(
+        out: &mut [Symbol],
+        ids: impl Iterator<Item = &'a Id>,
+        start: u64,
+        end: u64,
+        delta: u8,
+    ) {
+        add_lanes(out, ids, start, end, delta);
+    }
+
+    /// [`step_lanes`] as each vector build this CPU runs compiles it: the results, in
+    /// order AVX-512, AVX2 (none when the CPU has neither).
+    #[cfg(test)]
+    pub(super) fn step_lanes_builds(
+        prng: [u64; LANES],
+        j: [u64; LANES],
+    ) -> Vec<([u64; LANES], [u64; LANES])> {
+        #[target_feature(enable = "avx512f,avx512dq")]
+        fn avx512(prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
+            step_lanes(prng, j);
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2(prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
+            step_lanes(prng, j);
+        }
+        let mut results = Vec::new();
+        if has_avx512() {
+            let (mut p, mut k) = (prng, j);
+            // SAFETY: the CPU has the features (checked just above).
+            unsafe { avx512(&mut p, &mut k) };
+            results.push((p, k));
+        }
+        if has_avx2() {
+            let (mut p, mut k) = (prng, j);
+            // SAFETY: the CPU has the feature (checked just above).
+            unsafe { avx2(&mut p, &mut k) };
+            results.push((p, k));
+        }
+        results
+    }
+
+    /// Each build this CPU runs, for the encoder's tests: (name, function).
+    #[cfg(test)]
+    pub(super) fn builds() -> Vec<(&'static str, super::AddFn)> {
+        let mut builds: Vec<(&'static str, super::AddFn)> = Vec::new();
+        if has_avx512() {
+            // SAFETY (of each call through the pointer): the CPU has the features.
+            builds.push(("avx512", |out, ids, start, end, delta| unsafe {
+                add_avx512(out, ids.iter(), start, end, delta)
+            }));
+        }
+        if has_avx2() {
+            builds.push(("avx2", |out, ids, start, end, delta| unsafe {
+                add_avx2(out, ids.iter(), start, end, delta)
+            }));
+        }
+        builds
+    }
 }
+
+/// An encoder build, for tests: symbols `start..end` of the ids into `out`.
+#[cfg(test)]
+type AddFn = fn(&mut [Symbol], &[Id], u64, u64, u8);
 
 /// [`add`] for `end <= LANE_END_MAX`, [`LANES`] items at a time.
 #[inline(always)]
@@ -579,7 +644,7 @@ mod tests {
     }
 
     /// Every lane's step is the mapping's next index, exact below [`LANE_END_MAX`], in the
-    /// portable build and (where the CPU has it) the AVX-512 build.
+    /// portable build and each vector build the CPU runs.
     #[test]
     fn lane_steps_follow_the_mapping() {
         let mut states = Vec::new();
@@ -601,23 +666,19 @@ mod tests {
                 prng[k] = p;
                 j[k] = l;
             }
-            let (mut vprng, mut vj) = (prng, j);
             let (p0, j0) = (prng, j);
             step_lanes(&mut prng, &mut j);
+            let mut results = vec![(prng, j)];
             #[cfg(target_arch = "x86_64")]
-            {
-                vector_ran |= simd::step_lanes_avx512(&mut vprng, &mut vj);
-            }
+            results.extend(simd::step_lanes_builds(p0, j0));
+            vector_ran |= results.len() > 1;
             for k in 0..LANES {
                 let mut map = Mapping {
                     prng: p0[k],
                     last: j0[k],
                 };
                 let want = map.next_index();
-                for (got_prng, got) in [(prng[k], j[k]), (vprng[k], vj[k])] {
-                    if got_prng == p0[k] {
-                        continue; // the vector build did not run
-                    }
+                for (got_prng, got) in results.iter().map(|(p, j)| (p[k], j[k])) {
                     assert_eq!(got_prng, map.prng);
                     assert!(
                         got == want || (got == IDLE && want >= LANE_END_MAX),
@@ -628,14 +689,13 @@ mod tests {
                 }
             }
         }
-        #[cfg(target_arch = "x86_64")]
         if !vector_ran {
-            eprintln!("no AVX-512 here: only the portable build was checked");
+            eprintln!("no vector extension here: only the portable build was checked");
         }
     }
 
-    /// The lanes (portable build), the dispatching entry point (AVX-512 where the CPU has
-    /// it) and one item after the other produce the same symbols.
+    /// The lanes (portable build), each vector build the CPU runs, the dispatching entry
+    /// point and one item after the other produce the same symbols.
     #[test]
     fn every_build_of_the_encoder_agrees() {
         let ids: Vec<Id> = (0..3000).map(id).collect();
@@ -649,6 +709,12 @@ mod tests {
             let mut dispatched = vec![Symbol::default(); n];
             add(&mut dispatched, ids.iter(), start, 1);
             assert_eq!(dispatched, expect, "add {start}..{end}");
+            #[cfg(target_arch = "x86_64")]
+            for (name, build) in simd::builds() {
+                let mut got = vec![Symbol::default(); n];
+                build(&mut got, &ids, start, end, 1);
+                assert_eq!(got, expect, "{name} {start}..{end}");
+            }
         }
     }
 
