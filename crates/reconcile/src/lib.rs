@@ -77,6 +77,10 @@
 //! must be local, a "need" must not be), and malformed input yields an [`Error`], never a
 //! panic.
 //!
+//! The encoder advances sixteen items' index recurrences side by side, in a build for
+//! AVX-512 or AVX2 where the CPU has one (same symbols as the portable build: the same IEEE
+//! operations, tested against each other).
+//!
 //! # Measured (`cargo bench -p passalong-reconcile`, 1,000,000 items per side)
 //!
 //! Bytes are both directions, as a share of sending one side's every item (40 B each);
@@ -100,6 +104,10 @@
 //! seeds (`RECON_SEED` 0–3). With `RECON_LIMIT=4194304` (the transport's 4 MiB) every
 //! figure is the same except uniform 10 %, which takes 4 round trips (same bytes within
 //! 0.001 %: its ≈ 11 MB of IBLT symbols arrive in three chunks).
+//!
+//! CPU for both sides of a whole reconciliation, as a multiple of `negentropy`'s in the same
+//! run (best of five; AMD EPYC with AVX-512): uniform 0.01 % 1.3×, 1 % 0.72×, 10 % 0.69×
+//! (AVX2 alone: 0.86–0.90× and 0.76–0.84× at 1 % and 10 %).
 //!
 //! # Limits
 //!
