@@ -304,11 +304,18 @@ pub(crate) fn add<'a>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    let ids = match simd::add_lanes_vector(out, ids, start, end, delta) {
-        Ok(()) => return,
-        Err(ids) => ids,
-    };
+    if let Some(build) = vector() {
+        build.add(out, ids, start, end, delta);
+        return;
+    }
     add_lanes(out, ids, start, end, delta);
+}
+
+/// The widest vector build of the encoder this CPU runs (checked once).
+#[cfg(target_arch = "x86_64")]
+fn vector() -> Option<simd::Vector> {
+    static WIDEST: std::sync::OnceLock<Option<simd::Vector>> = std::sync::OnceLock::new();
+    *WIDEST.get_or_init(|| simd::Vector::available().first().copied())
 }
 
 /// Builds of [`add_lanes`] for the vector extensions of x86-64 CPUs: AVX-512 (eight lanes
@@ -318,115 +325,92 @@ pub(crate) fn add<'a>(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod simd {
-    use super::{add_lanes, Id, Symbol};
     #[cfg(test)]
-    use super::{step_lanes, LANES};
+    use super::LANES;
+    use super::{Id, Symbol};
 
-    fn has_avx512() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
+    /// A module of the encoder's functions compiled with `$features`.
+    macro_rules! build {
+        ($name:ident, $features:literal) => {
+            mod $name {
+                use super::super::{add_lanes, Id, Symbol};
+                #[cfg(test)]
+                use super::super::{step_lanes, LANES};
+
+                #[target_feature(enable = $features)]
+                pub(super) fn add<'a>(
+                    out: &mut [Symbol],
+                    ids: impl Iterator<Item = &'a Id>,
+                    start: u64,
+                    end: u64,
+                    delta: u8,
+                ) {
+                    add_lanes(out, ids, start, end, delta);
+                }
+
+                #[cfg(test)]
+                #[target_feature(enable = $features)]
+                pub(super) fn step(prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
+                    step_lanes(prng, j);
+                }
+            }
+        };
+    }
+    build!(avx512, "avx512f,avx512dq");
+    build!(avx2, "avx2");
+
+    /// A vector build, once the CPU is known to run it.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Vector {
+        Avx512,
+        Avx2,
     }
 
-    fn has_avx2() -> bool {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
+    impl Vector {
+        /// The builds this CPU runs, widest first.
+        pub(super) fn available() -> Vec<Vector> {
+            let mut builds = Vec::new();
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                builds.push(Vector::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                builds.push(Vector::Avx2);
+            }
+            builds
+        }
 
-    /// Runs the widest build this CPU has; gives `ids` back when it has neither.
-    pub(super) fn add_lanes_vector<'a, I: Iterator<Item = &'a Id>>(
-        out: &mut [Symbol],
-        ids: I,
-        start: u64,
-        end: u64,
-        delta: u8,
-    ) -> Result<(), I> {
-        if has_avx512() {
-            // SAFETY: the CPU has AVX-512F and AVX-512DQ (checked just above), the only
-            // requirement of a `target_feature` function.
-            unsafe { add_avx512(out, ids, start, end, delta) };
-        } else if has_avx2() {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            unsafe { add_avx2(out, ids, start, end, delta) };
-        } else {
-            return Err(ids);
+        pub(super) fn add<'a>(
+            self,
+            out: &mut [Symbol],
+            ids: impl Iterator<Item = &'a Id>,
+            start: u64,
+            end: u64,
+            delta: u8,
+        ) {
+            // SAFETY: a `Vector` is only made by `available`, after the CPU check of its
+            // features, the only requirement of a `target_feature` function.
+            unsafe {
+                match self {
+                    Vector::Avx512 => avx512::add(out, ids, start, end, delta),
+                    Vector::Avx2 => avx2::add(out, ids, start, end, delta),
+                }
+            }
         }
-        Ok(())
-    }
 
-    #[target_feature(enable = "avx512f,avx512dq")]
-    fn add_avx512<'a>(
-        out: &mut [Symbol],
-        ids: impl Iterator<Item = &'a Id>,
-        start: u64,
-        end: u64,
-        delta: u8,
-    ) {
-        add_lanes(out, ids, start, end, delta);
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn add_avx2<'a>(
-        out: &mut [Symbol],
-        ids: impl Iterator<Item = &'a Id>,
-        start: u64,
-        end: u64,
-        delta: u8,
-    ) {
-        add_lanes(out, ids, start, end, delta);
-    }
-
-    /// [`step_lanes`] as each vector build this CPU runs compiles it: the results, in
-    /// order AVX-512, AVX2 (none when the CPU has neither).
-    #[cfg(test)]
-    pub(super) fn step_lanes_builds(
-        prng: [u64; LANES],
-        j: [u64; LANES],
-    ) -> Vec<([u64; LANES], [u64; LANES])> {
-        #[target_feature(enable = "avx512f,avx512dq")]
-        fn avx512(prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
-            step_lanes(prng, j);
+        #[cfg(test)]
+        pub(super) fn step(self, prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
+            // SAFETY: as in `add`.
+            unsafe {
+                match self {
+                    Vector::Avx512 => avx512::step(prng, j),
+                    Vector::Avx2 => avx2::step(prng, j),
+                }
+            }
         }
-        #[target_feature(enable = "avx2")]
-        fn avx2(prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
-            step_lanes(prng, j);
-        }
-        let mut results = Vec::new();
-        if has_avx512() {
-            let (mut p, mut k) = (prng, j);
-            // SAFETY: the CPU has the features (checked just above).
-            unsafe { avx512(&mut p, &mut k) };
-            results.push((p, k));
-        }
-        if has_avx2() {
-            let (mut p, mut k) = (prng, j);
-            // SAFETY: the CPU has the feature (checked just above).
-            unsafe { avx2(&mut p, &mut k) };
-            results.push((p, k));
-        }
-        results
-    }
-
-    /// Each build this CPU runs, for the encoder's tests: (name, function).
-    #[cfg(test)]
-    pub(super) fn builds() -> Vec<(&'static str, super::AddFn)> {
-        let mut builds: Vec<(&'static str, super::AddFn)> = Vec::new();
-        if has_avx512() {
-            // SAFETY (of each call through the pointer): the CPU has the features.
-            builds.push(("avx512", |out, ids, start, end, delta| unsafe {
-                add_avx512(out, ids.iter(), start, end, delta)
-            }));
-        }
-        if has_avx2() {
-            builds.push(("avx2", |out, ids, start, end, delta| unsafe {
-                add_avx2(out, ids.iter(), start, end, delta)
-            }));
-        }
-        builds
     }
 }
-
-/// An encoder build, for tests: symbols `start..end` of the ids into `out`.
-#[cfg(test)]
-type AddFn = fn(&mut [Symbol], &[Id], u64, u64, u8);
 
 /// [`add`] for `end <= LANE_END_MAX`, [`LANES`] items at a time.
 #[inline(always)]
@@ -670,7 +654,11 @@ mod tests {
             step_lanes(&mut prng, &mut j);
             let mut results = vec![(prng, j)];
             #[cfg(target_arch = "x86_64")]
-            results.extend(simd::step_lanes_builds(p0, j0));
+            for build in simd::Vector::available() {
+                let (mut p, mut k) = (p0, j0);
+                build.step(&mut p, &mut k);
+                results.push((p, k));
+            }
             vector_ran |= results.len() > 1;
             for k in 0..LANES {
                 let mut map = Mapping {
@@ -710,10 +698,10 @@ mod tests {
             add(&mut dispatched, ids.iter(), start, 1);
             assert_eq!(dispatched, expect, "add {start}..{end}");
             #[cfg(target_arch = "x86_64")]
-            for (name, build) in simd::builds() {
+            for build in simd::Vector::available() {
                 let mut got = vec![Symbol::default(); n];
-                build(&mut got, &ids, start, end, 1);
-                assert_eq!(got, expect, "{name} {start}..{end}");
+                build.add(&mut got, ids.iter(), start, end, 1);
+                assert_eq!(got, expect, "{build:?} {start}..{end}");
             }
         }
     }
