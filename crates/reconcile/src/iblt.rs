@@ -131,37 +131,54 @@ impl Mapping {
     }
 
     fn next_index(&mut self) -> u64 {
-        let r = self.prng.wrapping_mul(MAP_MUL);
-        self.prng = r;
-        let scale = 4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0;
-        // Signed conversions are single instructions on x86-64, unsigned ones are not:
-        // below 2^52 both sides of each conversion agree exactly.
-        if self.last < 1 << 52 {
-            let x = ((self.last as i64) as f64 + 1.5) * scale;
-            if x < TWO_51 {
-                // `x.ceil()` without the library call (the baseline x86-64 target has no
-                // rounding instruction) nor a checked float-to-int conversion: adding 2^52
-                // leaves `x` rounded to an integer in the mantissa (`x >= 0`). A zero gap
-                // would cancel the item out of a symbol, so force >= 1.
-                let y = x + TWO_52;
-                let near = y.to_bits() - TWO_52.to_bits();
-                let gap = near + u64::from(y - TWO_52 < x);
-                self.last += gap.max(1);
-                return self.last;
-            }
+        let next = step(&mut self.prng, self.last);
+        if next == IDLE {
+            return self.next_index_wide();
         }
-        self.next_index_wide(scale)
+        self.last = next;
+        next
     }
 
-    /// [`Mapping::next_index`] for indices of 2^52 or gaps of 2^51 and more (never reached with
-    /// real symbol counts, but part of the definition).
+    /// [`Mapping::next_index`] for indices of 2^51 or gaps of 2^51 and more (never reached
+    /// with real symbol counts, but part of the definition), once [`step`] advanced the
+    /// generator.
     #[cold]
-    fn next_index_wide(&mut self, scale: f64) -> u64 {
-        let x = (self.last as f64 + 1.5) * scale;
+    fn next_index_wide(&mut self) -> u64 {
+        let x = (self.last as f64 + 1.5) * scale(self.prng);
         let t = x as u64;
         let gap = t.saturating_add(u64::from((t as f64) < x)).max(1);
         self.last = self.last.saturating_add(gap);
         self.last
+    }
+}
+
+/// The factor of the recurrence for the generator's output `r`: `2^32 / sqrt(r + 1) - 1`.
+#[inline(always)]
+fn scale(r: u64) -> f64 {
+    4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0
+}
+
+/// One step of the recurrence: advances the generator `p` and returns the index after `j`,
+/// or [`IDLE`] when `j` or the gap is 2^51 or more (then [`Mapping::next_index_wide`] has
+/// the exact index). Branch-free, so that [`step_lanes`] compiles to vector operations.
+#[inline(always)]
+fn step(p: &mut u64, j: u64) -> u64 {
+    let r = p.wrapping_mul(MAP_MUL);
+    *p = r;
+    // Signed conversions are single instructions on x86-64, unsigned ones are not: below
+    // 2^52 both sides of the conversion agree exactly.
+    let x = ((j as i64) as f64 + 1.5) * scale(r);
+    // `x.ceil()` without the library call (the baseline x86-64 target has no rounding
+    // instruction) nor a checked float-to-int conversion: adding 2^52 leaves `x` rounded to
+    // an integer in the mantissa (`0 <= x < 2^51`). A zero gap would cancel the item out of
+    // a symbol, so force >= 1.
+    let y = x + TWO_52;
+    let near = y.to_bits().wrapping_sub(TWO_52.to_bits());
+    let gap = near + u64::from(y - TWO_52 < x);
+    if j < LANE_END_MAX && x < TWO_51 {
+        j + gap.max(1)
+    } else {
+        IDLE
     }
 }
 
@@ -170,8 +187,8 @@ impl Mapping {
 /// AVX-512 each step of sixteen lanes is two 8-wide vector operations.
 const LANES: usize = 16;
 
-/// Indices below this bound are produced exactly by [`step_lanes`]; `add` only needs the
-/// indices below its end (at most `MAX_SYMBOLS`, far below).
+/// Indices below this bound are produced exactly by [`step`]; `add` only needs the indices
+/// below its end (at most `MAX_SYMBOLS`, far below).
 const LANE_END_MAX: u64 = 1 << 51;
 
 /// A lane with nothing left to encode.
@@ -254,25 +271,13 @@ impl Intake {
     }
 }
 
-/// Advances every lane to its next index: [`Mapping::next_index`] for indices below
-/// [`LANE_END_MAX`], and [`IDLE`] where the next index would be at or above it (or the lane
-/// is idle). Branch-free, so that it compiles to vector operations: with AVX-512 the
-/// unsigned conversions, square roots and divisions of eight lanes are one instruction each,
-/// with the same IEEE results as the scalar ones.
+/// Advances every lane to its next index ([`step`]; an idle lane stays idle). With AVX-512
+/// the unsigned conversions, square roots and divisions of eight lanes are one instruction
+/// each, with the same IEEE results as the scalar ones.
 #[inline(always)]
 fn step_lanes(prng: &mut [u64; LANES], j: &mut [u64; LANES]) {
     for (p, j) in prng.iter_mut().zip(j.iter_mut()) {
-        let r = p.wrapping_mul(MAP_MUL);
-        *p = r;
-        let scale = 4_294_967_296.0 / ((r as f64) + 1.0).sqrt() - 1.0;
-        // Exact below 2^52 (the signed conversion is one instruction on every x86-64).
-        let x = ((*j as i64) as f64 + 1.5) * scale;
-        // The ceiling by the 2^52 rounding trick, as in `next_index` (0 <= x < 2^51).
-        let y = x + TWO_52;
-        let near = y.to_bits().wrapping_sub(TWO_52.to_bits());
-        let gap = near + u64::from(y - TWO_52 < x);
-        let exact = *j < LANE_END_MAX && x < TWO_51;
-        *j = if exact { *j + gap.max(1) } else { IDLE };
+        *j = step(p, *j);
     }
 }
 
@@ -627,7 +632,7 @@ mod tests {
         }
     }
 
-    /// Every lane's step is the mapping's next index, exact below [`LANE_END_MAX`], in the
+    /// Every lane's step is the paper's next index, exact below [`LANE_END_MAX`], in the
     /// portable build and each vector build the CPU runs.
     #[test]
     fn lane_steps_follow_the_mapping() {
@@ -661,13 +666,10 @@ mod tests {
             }
             vector_ran |= results.len() > 1;
             for k in 0..LANES {
-                let mut map = Mapping {
-                    prng: p0[k],
-                    last: j0[k],
-                };
-                let want = map.next_index();
+                let (mut want_prng, mut last) = (p0[k], j0[k]);
+                let want = reference_next(&mut want_prng, &mut last);
                 for (got_prng, got) in results.iter().map(|(p, j)| (p[k], j[k])) {
-                    assert_eq!(got_prng, map.prng);
+                    assert_eq!(got_prng, want_prng);
                     assert!(
                         got == want || (got == IDLE && want >= LANE_END_MAX),
                         "prng {:#x} last {}: {got} != {want}",
