@@ -293,34 +293,32 @@ pub(crate) async fn sign_in_operator(c: &Client, base: &str, k: &Daemon) {
 /// The sign-in page's token field, once it is there (a CI run once found no field right after
 /// the page's load; the page it got then is in the message).
 async fn token_field(c: &Client) -> fantoccini::elements::Element {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(f) = c.find(Locator::Id("token")).await {
-            return f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sign-in page has no token field; page: {}",
-            c.source().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll(c, "the sign-in page has no token field", async || {
+        c.find(Locator::Id("token")).await.ok()
+    })
+    .await
 }
 
 /// Waits until the element `css` contains `text`; returns its text.
 pub(crate) async fn wait_text(c: &Client, css: &str, text: &str) -> String {
+    poll(c, &format!("{css} never showed {text:?}"), async || {
+        let t = c.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
+        t.contains(text).then_some(t)
+    })
+    .await
+}
+
+/// Tries `probe` every 200 ms until it gives a value, for up to 30 s; then fails with `what`
+/// and the page's source.
+async fn poll<T>(c: &Client, what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if let Ok(t) = e.text().await {
-                if t.contains(text) {
-                    return t;
-                }
-            }
+        if let Some(v) = probe().await {
+            return v;
         }
         assert!(
             Instant::now() < deadline,
-            "{css} never showed {text:?}; page: {}",
+            "{what}; page: {}",
             c.source().await.unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
